@@ -1,0 +1,274 @@
+#include "broker/broker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "common/address.h"
+#include "common/version.h"
+
+namespace txmq::broker {
+namespace {
+
+// How often lingering connections are reaped.
+constexpr std::uint64_t kHousekeepingMs = 250;
+
+std::string sockname(const uv_tcp_t* tcp) {
+  sockaddr_storage addr{};
+  int len = sizeof(addr);
+  uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&addr), &len);
+  char host[64] = "?";
+  if (addr.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    uv_ip6_name(a, host, sizeof(host));
+    return common::HostPort{host, ntohs(a->sin6_port)}.to_string();
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+  uv_ip4_name(a, host, sizeof(host));
+  return common::HostPort{host, ntohs(a->sin_port)}.to_string();
+}
+
+}  // namespace
+
+Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
+  limits_.max_frame_bytes = config_.max_frame_bytes;
+  limits_.output_high_water = config_.connection_output_bytes;
+  uv_loop_init(&loop_);
+  listener_.data = sigint_.data = sigterm_.data = housekeeping_timer_.data = this;
+}
+
+Broker::~Broker() { uv_loop_close(&loop_); }
+
+int Broker::run() {
+  started_ = std::chrono::steady_clock::now();
+  if (auto st = start(); !st) {
+    spdlog::error("{}", st.error().message);
+    // Close whatever start() opened so the loop can be closed cleanly.
+    begin_shutdown(nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return 1;
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  spdlog::info("broker stopped");
+  return 0;
+}
+
+Status Broker::start() {
+  storage::StoreOptions so{config_.data_dir, config_.storage_max_bytes, config_.sync};
+  auto store = storage::Store::open(so);
+  if (!store) return store.error();
+  store_ = std::move(*store);
+  if (auto st = topics_.load(*store_); !st) return st;
+  auto groups = store_->load_groups();
+  if (!groups) return groups.error();
+  for (auto& [name, id] : *groups) group_ids_[name] = id;
+
+  storage::WriterOptions wo;
+  wo.sync = config_.sync;
+  wo.relaxed_sync_interval = config_.relaxed_sync_interval;
+  writer_ = std::make_unique<storage::StorageWriter>(&loop_, *store_, wo);
+  writer_->start();
+
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sigterm_);
+  auto on_signal = [](uv_signal_t* h, int signum) {
+    static_cast<Broker*>(h->data)->begin_shutdown(signum == SIGINT ? "SIGINT" : "SIGTERM");
+  };
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_timer_init(&loop_, &housekeeping_timer_);
+  uv_timer_start(&housekeeping_timer_, [](uv_timer_t* t) { static_cast<Broker*>(t->data)->housekeeping(); },
+                 kHousekeepingMs, kHousekeepingMs);
+  if (auto st = listen(); !st) return st;
+  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_.size(), config_.data_dir);
+  return {};
+}
+
+Status Broker::listen() {
+  auto hp = common::parse_host_port(config_.listen);
+  if (!hp) return hp.error();
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
+    return Error(ErrorCode::kInvalidArgument, "broker.listen: '" + hp->host + "' is not an IP address");
+  uv_tcp_init(&loop_, &listener_);
+  int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, [](uv_stream_t* s, int status) {
+      auto* self = static_cast<Broker*>(s->data);
+      if (status < 0 || self->shutting_down_) return;
+      auto conn = std::make_unique<Connection>(self->next_connection_id_++, *self, self->limits_);
+      Connection* c = conn.get();
+      self->connections_[c->id()] = std::move(conn);
+      if (c->accept(s)) spdlog::debug("connection {} from {}", c->id(), c->peer());
+    });
+  if (rc != 0)
+    return Error(ErrorCode::kInvalidArgument,
+                 "cannot listen on " + config_.listen + ": " + uv_strerror(rc));
+  // Scripts and tests wait for exactly this line to learn the real port.
+  std::printf("listening on %s\n", sockname(&listener_).c_str());
+  std::fflush(stdout);
+  return {};
+}
+
+void Broker::begin_shutdown(const char* why) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  if (why) spdlog::info("{}: shutting down", why);
+  // Stop taking work: no new connections, nothing more read. What was read is answered.
+  if (listener_.loop) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+  for (auto& [id, conn] : connections_) conn->pause_reading();
+  auto finish = [this] {
+    writer_stopped_ = true;
+    limits_.linger = std::chrono::milliseconds(0);
+    for (auto& [id, conn] : connections_) conn->close_after_flush();
+    maybe_finish_shutdown();
+  };
+  if (writer_)
+    writer_->stop(finish);  // completes every queued op first, so each produce is answered
+  else
+    finish();
+}
+
+void Broker::maybe_finish_shutdown() {
+  if (!shutting_down_ || !writer_stopped_ || !connections_.empty()) return;
+  // The last handles; once they are closed the loop has nothing left and run() returns.
+  for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
+                  reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
+    if (h->loop && !uv_is_closing(h)) uv_close(h, nullptr);
+}
+
+void Broker::housekeeping() {
+  auto now = std::chrono::steady_clock::now();
+  for (auto& [id, conn] : connections_)
+    if (conn->linger_expired(now)) conn->close();
+}
+
+Connection* Broker::find_connection(std::uint64_t id) {
+  auto it = connections_.find(id);
+  return it == connections_.end() || !it->second->open() ? nullptr : it->second.get();
+}
+
+void Broker::on_closed(Connection& conn) {
+  for (auto& [key, group] : groups_) {
+    if (group->find_consumer(&conn)) {
+      group->remove_consumer(&conn);
+      dispatch_topic(group->topic());
+    }
+  }
+  spdlog::debug("connection {} closed", conn.id());
+  connections_.erase(conn.id());
+  maybe_finish_shutdown();
+}
+
+void Broker::on_writable(Connection& conn) {
+  for (auto& [key, group] : groups_)
+    if (group->find_consumer(&conn)) group->dispatch(*store_, fbb_);
+}
+
+void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
+  const wire::Frame* frame = common::verify_frame(bytes);
+  if (!frame) {
+    reply_error(conn, 0, Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
+    return;
+  }
+  const std::uint64_t rid = frame->request_id();
+  const wire::Body type = frame->body_type();
+  if (!conn.hello_done) {
+    if (type != wire::Body::Hello) {
+      reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
+      return;
+    }
+    handle_hello(conn, rid, *frame->body_as_Hello());
+    return;
+  }
+  if (shutting_down_) {
+    reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
+    return;
+  }
+  // The verifier accepts a union member that is absent; every handler needs its body.
+  if (frame->body() == nullptr) {
+    reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
+    return;
+  }
+  switch (type) {
+    case wire::Body::Produce: return handle_produce(conn, rid, bytes, *frame->body_as_Produce());
+    case wire::Body::CreateTopic: return handle_create_topic(conn, rid, *frame->body_as_CreateTopic());
+    case wire::Body::DeleteTopic: return handle_delete_topic(conn, rid, *frame->body_as_DeleteTopic());
+    case wire::Body::DescribeTopic: return handle_describe_topic(conn, rid, *frame->body_as_DescribeTopic());
+    case wire::Body::ListTopics: return handle_list_topics(conn, rid);
+    case wire::Body::Subscribe: return handle_subscribe(conn, rid, *frame->body_as_Subscribe());
+    case wire::Body::Ack: return handle_ack(conn, rid, *frame->body_as_Ack());
+    case wire::Body::GetStats: return handle_stats(conn, rid);
+    case wire::Body::Hello:
+      return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
+    default:
+      return reply_error(conn, rid, Error(ErrorCode::kUnknownRequest,
+                                          "request type " + std::to_string(static_cast<int>(type)) +
+                                              " is not a request this broker serves"));
+  }
+}
+
+void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req) {
+  if (req.protocol_version() != kProtocolVersion) {
+    reply_error(conn, rid,
+                Error(ErrorCode::kUnsupportedVersion,
+                      "client speaks protocol " + std::to_string(req.protocol_version()) +
+                          ", this broker speaks " + std::to_string(kProtocolVersion)),
+                true);
+    return;
+  }
+  conn.hello_done = true;
+  conn.client_name = req.client_name() ? req.client_name()->str() : "";
+  spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
+  fbb_.Clear();
+  auto body = wire::CreateHelloOk(fbb_, kProtocolVersion, fbb_.CreateString(kVersion.data(), kVersion.size()),
+                                  config_.max_frame_bytes, config_.max_message_bytes);
+  send_frame(conn, rid, wire::Body::HelloOk, body.Union());
+}
+
+void Broker::send_frame(Connection& conn, std::uint64_t rid, wire::Body type,
+                        flatbuffers::Offset<void> body) {
+  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid, type, body));
+  conn.send(common::frame_bytes(fbb_));
+}
+
+void Broker::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
+  fbb_.Clear();
+  auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
+  send_frame(conn, rid, wire::Body::Error, body.Union());
+  if (fatal) {
+    spdlog::info("connection {} from {}: {}; closing", conn.id(), conn.peer(), error.describe());
+    conn.close_after_flush();
+  }
+}
+
+void Broker::reply_ok(Connection& conn, std::uint64_t rid) {
+  fbb_.Clear();
+  send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
+}
+
+void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
+  std::uint64_t produced = 0, bytes = 0;
+  for (const auto& [name, t] : topics_.all()) {
+    produced += t->messages_produced;
+    bytes += t->bytes_produced;
+  }
+  std::uint64_t delivered = 0, acked = 0;
+  for (const auto& [key, g] : groups_) {
+    delivered += g->delivered;
+    acked += g->acked_total;
+  }
+  auto usage = store_->usage();
+  auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
+  fbb_.Clear();
+  auto body = wire::CreateStats(fbb_, fbb_.CreateString(kVersion.data(), kVersion.size()),
+                                static_cast<std::uint64_t>(uptime.count()),
+                                static_cast<std::uint32_t>(connections_.size()),
+                                static_cast<std::uint32_t>(topics_.size()), produced, bytes,
+                                delivered, acked, usage.used_bytes, usage.max_bytes,
+                                writer_->commits());
+  send_frame(conn, rid, wire::Body::Stats, body.Union());
+}
+
+}  // namespace txmq::broker

@@ -1,0 +1,39 @@
+#pragma once
+// The broker's configuration: defaults, overridden by a TOML file, overridden by flags.
+// Every key is documented in config/txmq-broker.toml and the README.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "broker/storage/store.h"
+#include "common/result.h"
+
+namespace txmq::broker {
+
+struct BrokerConfig {
+  std::string listen = "127.0.0.1:7411";          // broker.listen
+  std::string metrics_listen = "127.0.0.1:7412";  // broker.metrics_listen ("" disables)
+  std::string data_dir = "./txmq-data";           // broker.data_dir
+  bool auto_create_topics = false;                // topics.auto_create
+  std::uint32_t default_partitions = 1;           // topics.default_partitions
+
+  std::uint32_t max_frame_bytes = 16u << 20;      // limits.max_frame_bytes
+  std::uint32_t max_message_bytes = 1u << 20;     // limits.max_message_bytes
+  std::size_t connection_output_bytes = 8u << 20; // limits.connection_output_bytes
+  std::size_t connection_inflight_bytes = 64u << 20;  // limits.connection_inflight_bytes
+
+  std::uint64_t storage_max_bytes = 64ull << 30;  // storage.max_size
+  storage::SyncMode sync = storage::SyncMode::kDurable;  // storage.sync
+  std::chrono::milliseconds relaxed_sync_interval{100};  // storage.relaxed_sync_interval_ms
+
+  std::string log_level = "info";                 // log.level
+};
+
+// Reads a TOML file over the defaults. kInvalidArgument names the file, key and problem.
+Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig base = {});
+
+// Checks cross-field rules after flags were applied.
+Status validate(const BrokerConfig& config);
+
+}  // namespace txmq::broker

@@ -1,0 +1,54 @@
+// txmq-broker: reads its configuration, then serves until SIGINT or SIGTERM.
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <iostream>
+
+#include "broker/broker.h"
+#include "common/version.h"
+
+int main(int argc, char** argv) {
+  using txmq::broker::BrokerConfig;
+  CLI::App app{"txmq-broker: a transactional message broker"};
+  app.set_version_flag("--version", std::string(txmq::kVersion));
+  std::string config_file, data_dir, listen, metrics_listen, log_level;
+  app.add_option("-c,--config", config_file, "TOML configuration file (see config/txmq-broker.toml)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--data", data_dir, "data directory (broker.data_dir)");
+  app.add_option("--listen", listen, "protocol address HOST:PORT, port 0 for any (broker.listen)");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "metrics address HOST:PORT, empty to disable (broker.metrics_listen)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error (log.level)");
+  CLI11_PARSE(app, argc, argv);
+
+  BrokerConfig config;
+  if (!config_file.empty()) {
+    auto loaded = txmq::broker::load_config_file(config_file);
+    if (!loaded) {
+      std::cerr << "txmq-broker: " << loaded.error().message << "\n";
+      return 2;
+    }
+    config = std::move(*loaded);
+  }
+  if (!data_dir.empty()) config.data_dir = data_dir;
+  if (!listen.empty()) config.listen = listen;
+  if (app.count("--metrics-listen")) config.metrics_listen = metrics_listen;
+  if (!log_level.empty()) config.log_level = log_level;
+  if (auto st = txmq::broker::validate(config); !st) {
+    std::cerr << "txmq-broker: " << st.error().message << "\n";
+    return 2;
+  }
+
+  // Logs go to stderr: stdout carries only the machine-readable "listening on" line.
+  auto logger = spdlog::stderr_color_mt("txmq");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  // A client that vanishes must surface as a write error, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  txmq::broker::Broker broker(std::move(config));
+  return broker.run();
+}

@@ -1,0 +1,165 @@
+// Produce: validate a batch on the loop, append it in the writer's next transaction, and
+// confirm it only after that transaction committed.
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "broker/broker.h"
+
+namespace txmq::broker {
+namespace {
+
+std::uint64_t now_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::span<const std::uint8_t> bytes_of(const flatbuffers::Vector<std::uint8_t>* v) {
+  return v ? std::span<const std::uint8_t>(v->data(), v->size()) : std::span<const std::uint8_t>{};
+}
+
+std::size_t message_size(const wire::Message& m) {
+  std::size_t n = bytes_of(m.key()).size() + bytes_of(m.body()).size();
+  if (m.headers())
+    for (const auto* h : *m.headers())
+      n += (h->name() ? h->name()->size() : 0) + bytes_of(h->value()).size();
+  return n;
+}
+
+}  // namespace
+
+// Appends one produce request's batch. Holds a copy of the verified frame so the writer
+// thread can read the messages without touching the connection's buffers.
+class ProduceOp final : public storage::WriteOp {
+ public:
+  ProduceOp(Broker& broker, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
+            std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions)
+      : broker_(broker), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
+        partitions_(std::move(partitions)) {}
+
+  std::size_t bytes() const override { return frame_.size(); }
+
+  Status apply(storage::WriteTxn& txn) override {
+    const auto* req = wire::GetSizePrefixedFrame(frame_.data())->body_as_Produce();
+    const std::uint64_t ts = now_ms();
+    offsets_.clear();
+    offsets_.reserve(partitions_.size());
+    std::vector<storage::HeaderView> headers;
+    std::size_t i = 0;
+    for (const auto* m : *req->messages()) {
+      headers.clear();
+      if (m->headers())
+        for (const auto* h : *m->headers())
+          headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{}, bytes_of(h->value()));
+      auto offset = txn.append(topic_, partitions_[i], ts, bytes_of(m->key()), headers, bytes_of(m->body()));
+      if (!offset) {
+        if (offset.error().code == ErrorCode::kUnknownPartition)
+          return Error(ErrorCode::kUnknownTopic, "topic was deleted while the batch was in flight");
+        return offset.error();
+      }
+      offsets_.push_back(*offset);
+      ++i;
+    }
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    Connection* conn = broker_.find_connection(conn_id_);
+    if (conn) broker_.release_produce_bytes(*conn, frame_.size());
+    Topic* topic = broker_.topics_.find(topic_);
+    if (status && topic) {
+      for (std::size_t i = 0; i < offsets_.size(); ++i) {
+        auto& part = topic->partitions[partitions_[i].value()];
+        if (offsets_[i] >= part.next) part.next = next(offsets_[i]);
+      }
+      topic->messages_produced += offsets_.size();
+      topic->bytes_produced += frame_.size();
+      broker_.dispatch_topic(*topic);
+    }
+    if (!conn) return;  // the producer went away; the messages are stored all the same
+    if (!status) {
+      broker_.reply_error(*conn, rid_, status.error());
+      return;
+    }
+    auto& fbb = broker_.fbb_;
+    fbb.Clear();
+    wire::MessageRef* refs = nullptr;
+    auto vec = fbb.CreateUninitializedVectorOfStructs<wire::MessageRef>(offsets_.size(), &refs);
+    for (std::size_t i = 0; i < offsets_.size(); ++i)
+      refs[i] = wire::MessageRef(partitions_[i].value(), offsets_[i].value());
+    broker_.send_frame(*conn, rid_, wire::Body::ProduceOk, wire::CreateProduceOk(fbb, vec).Union());
+  }
+
+ private:
+  Broker& broker_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+  TopicId topic_;
+  std::vector<std::uint8_t> frame_;
+  std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
+  std::vector<Offset> offsets_;          // assigned by the writer, one per message
+};
+
+void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+                            const wire::Produce& req) {
+  if (!req.topic() || req.topic()->size() == 0)
+    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "produce without a topic"));
+  Topic* topic = topics_.find(req.topic()->string_view());
+  if (!topic) {
+    if (!config_.auto_create_topics)
+      return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic,
+                                          "unknown topic '" + req.topic()->str() +
+                                              "' (create it first, or set topics.auto_create)"));
+    // Create it, then handle this same request again from a copy of the frame.
+    std::vector<std::uint8_t> copy(frame.begin(), frame.end());
+    create_topic(req.topic()->str(), config_.default_partitions,
+                 [this, id = conn.id(), rid, copy = std::move(copy)](const Status& st) {
+                   Connection* c = find_connection(id);
+                   if (!c) return;
+                   if (!st && st.error().code != ErrorCode::kTopicExists) return reply_error(*c, rid, st.error());
+                   const auto* f = wire::GetSizePrefixedFrame(copy.data());
+                   handle_produce(*c, rid, copy, *f->body_as_Produce());
+                 });
+    return;
+  }
+  std::vector<PartitionId> partitions;
+  if (req.messages()) {
+    partitions.reserve(req.messages()->size());
+    for (const auto* m : *req.messages()) {
+      if (message_size(*m) > config_.max_message_bytes)
+        return reply_error(conn, rid, Error(ErrorCode::kMessageTooLarge,
+                                            "message of " + std::to_string(message_size(*m)) +
+                                                " bytes exceeds limits.max_message_bytes (" +
+                                                std::to_string(config_.max_message_bytes) + ")"));
+      auto p = TopicTable::pick_partition(*topic, m->partition(), bytes_of(m->key()));
+      if (!p) return reply_error(conn, rid, p.error());
+      partitions.push_back(*p);
+    }
+  }
+  if (partitions.empty()) {
+    fbb_.Clear();
+    return send_frame(conn, rid, wire::Body::ProduceOk, wire::CreateProduceOk(fbb_).Union());
+  }
+  hold_produce_bytes(conn, frame.size());
+  writer_->submit(std::make_unique<ProduceOp>(*this, conn.id(), rid, topic->meta.id,
+                                              std::vector<std::uint8_t>(frame.begin(), frame.end()),
+                                              std::move(partitions)));
+}
+
+void Broker::hold_produce_bytes(Connection& conn, std::size_t n) {
+  bool was_below = conn.produce_bytes_in_flight < config_.connection_inflight_bytes;
+  conn.produce_bytes_in_flight += n;
+  // A producer that pipelines faster than the disk syncs is slowed here, at its socket,
+  // instead of queueing unbounded work for the writer.
+  if (was_below && conn.produce_bytes_in_flight >= config_.connection_inflight_bytes) conn.pause_reading();
+}
+
+void Broker::release_produce_bytes(Connection& conn, std::size_t n) {
+  bool was_above = conn.produce_bytes_in_flight >= config_.connection_inflight_bytes;
+  conn.produce_bytes_in_flight -= n;
+  if (was_above && conn.produce_bytes_in_flight < config_.connection_inflight_bytes) conn.resume_reading();
+}
+
+}  // namespace txmq::broker

@@ -1,0 +1,477 @@
+#include "broker/storage/store.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace txmq::broker::storage {
+namespace {
+
+// Bumped whenever a key or value layout changes; a broker refuses data it cannot read.
+constexpr std::uint32_t kLayoutVersion = 1;
+
+MDB_val val(const void* data, std::size_t size) {
+  return MDB_val{size, const_cast<void*>(data)};
+}
+template <std::size_t N>
+MDB_val val(const std::array<std::uint8_t, N>& a) {
+  return val(a.data(), N);
+}
+MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
+
+Error lmdb_error(int rc, std::string_view what) {
+  std::string msg = std::string(what) + ": " + mdb_strerror(rc);
+  if (rc == MDB_MAP_FULL)
+    return Error(ErrorCode::kStorageFull, msg + " (the data file reached storage.max_size)");
+  if (rc == ENOSPC) return Error(ErrorCode::kStorageFull, msg + " (the disk is full)");
+  return Error(ErrorCode::kStorageError, msg);
+}
+
+// A short read transaction; aborted (read transactions have nothing to commit) when it
+// goes out of scope so it is never held across a callback.
+class ReadTxn {
+ public:
+  explicit ReadTxn(MDB_env* env) { rc_ = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn_); }
+  ~ReadTxn() {
+    if (txn_) mdb_txn_abort(txn_);
+  }
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
+  int rc() const { return rc_; }
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+  int rc_;
+};
+
+class Cursor {
+ public:
+  Cursor(MDB_txn* txn, MDB_dbi dbi) { rc_ = mdb_cursor_open(txn, dbi, &cur_); }
+  ~Cursor() {
+    if (cur_) mdb_cursor_close(cur_);
+  }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  int rc() const { return rc_; }
+  MDB_cursor* get() const { return cur_; }
+
+ private:
+  MDB_cursor* cur_ = nullptr;
+  int rc_;
+};
+
+bool has_prefix(const MDB_val& key, const std::uint8_t* prefix, std::size_t n) {
+  return key.mv_size >= n && std::memcmp(key.mv_data, prefix, n) == 0;
+}
+
+// Deletes every key that starts with prefix.
+int delete_prefix(MDB_txn* txn, MDB_dbi dbi, const std::uint8_t* prefix, std::size_t n) {
+  Cursor cur(txn, dbi);
+  if (cur.rc()) return cur.rc();
+  MDB_val k = val(prefix, n), v;
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && has_prefix(k, prefix, n)) {
+    if ((rc = mdb_cursor_del(cur.get(), 0))) return rc;
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
+    // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
+  }
+  return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : rc;
+}
+
+// LMDB values are only 2-byte aligned; FlatBuffers reads scalars in place and needs its
+// root 8-byte aligned, so a misaligned record is read through a copy in scratch.
+const std::uint8_t* aligned(const MDB_val& v, std::vector<std::uint64_t>& scratch) {
+  const auto* data = static_cast<const std::uint8_t*>(v.mv_data);
+  if (reinterpret_cast<std::uintptr_t>(data) % 8 == 0) return data;
+  scratch.resize((v.mv_size + 7) / 8);
+  std::memcpy(scratch.data(), data, v.mv_size);
+  return reinterpret_cast<const std::uint8_t*>(scratch.data());
+}
+
+std::uint64_t read_u64(const MDB_val& v) {
+  std::uint64_t x = 0;
+  if (v.mv_size == 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
+  return x;
+}
+
+}  // namespace
+
+Store::~Store() { mdb_env_close(env_); }
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec)
+    return Error(ErrorCode::kStorageError,
+                 "cannot create data directory " + options.dir + ": " + ec.message());
+  MDB_env* env = nullptr;
+  if (int rc = mdb_env_create(&env)) return lmdb_error(rc, "mdb_env_create");
+  std::unique_ptr<Store> store(new Store(env));
+  store->max_bytes_ = options.max_bytes;
+  // The map is reserved address space, not disk: the file grows only as pages are used,
+  // so setting it to the configured maximum is how "grow up to max_bytes" is expressed.
+  if (int rc = mdb_env_set_mapsize(env, options.max_bytes)) return lmdb_error(rc, "set_mapsize");
+  if (int rc = mdb_env_set_maxdbs(env, 16)) return lmdb_error(rc, "set_maxdbs");
+  // NOTLS: read transactions belong to the loop thread, not to a thread-local slot.
+  // NORDAHEAD: the log is read in key order but spread over the file; readahead only
+  // pollutes the page cache once the data outgrows memory.
+  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+  if (options.sync == SyncMode::kRelaxed) flags |= MDB_NOSYNC;
+  if (int rc = mdb_env_open(env, options.dir.c_str(), flags, 0640))
+    return lmdb_error(rc, "cannot open LMDB environment in " + options.dir);
+  if (auto st = store->open_databases(); !st) return st.error();
+  return store;
+}
+
+Status Store::open_databases() {
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn)) return lmdb_error(rc, "begin");
+  struct {
+    const char* name;
+    MDB_dbi* dbi;
+  } dbs[] = {{"meta", &meta_},     {"topics", &topics_}, {"partitions", &partitions_},
+             {"log", &log_},       {"groups", &groups_}, {"cursors", &cursors_},
+             {"acked", &acked_}};
+  for (auto& d : dbs) {
+    if (int rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) {
+      mdb_txn_abort(txn);
+      return lmdb_error(rc, std::string("open database ") + d.name);
+    }
+  }
+  MDB_val k = val(std::string_view("format")), v;
+  int rc = mdb_get(txn, meta_, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    std::array<std::uint8_t, 4> version;
+    put_be32(version.data(), kLayoutVersion);
+    MDB_val nv = val(version);
+    rc = mdb_put(txn, meta_, &k, &nv, 0);
+  } else if (rc == 0) {
+    std::uint32_t found = v.mv_size == 4 ? get_be32(static_cast<const std::uint8_t*>(v.mv_data)) : 0;
+    if (found != kLayoutVersion) {
+      mdb_txn_abort(txn);
+      return Error(ErrorCode::kStorageError,
+                   "data directory has layout version " + std::to_string(found) +
+                       ", this broker reads version " + std::to_string(kLayoutVersion));
+    }
+  }
+  if (rc) {
+    mdb_txn_abort(txn);
+    return lmdb_error(rc, "read layout version");
+  }
+  if ((rc = mdb_txn_commit(txn))) return lmdb_error(rc, "commit");
+  return {};
+}
+
+Result<std::vector<TopicMeta>> Store::load_topics() const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), topics_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  std::vector<TopicMeta> topics;
+  std::vector<std::uint64_t> scratch;
+  MDB_val k, v;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    const std::uint8_t* data = aligned(v, scratch);
+    flatbuffers::Verifier verifier(data, v.mv_size);
+    if (!verifier.VerifyBuffer<TopicRecord>(nullptr))
+      return Error(ErrorCode::kStorageError, "corrupt topic record");
+    auto* rec = flatbuffers::GetRoot<TopicRecord>(data);
+    topics.push_back(TopicMeta{TopicId(rec->id()), rec->name() ? rec->name()->str() : "",
+                               rec->partitions(), rec->created_at_ms()});
+  }
+  return topics;
+}
+
+Result<std::vector<std::pair<std::string, GroupId>>> Store::load_groups() const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), groups_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  std::vector<std::pair<std::string, GroupId>> groups;
+  MDB_val k, v;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    if (v.mv_size != 4) return Error(ErrorCode::kStorageError, "corrupt group record");
+    groups.emplace_back(std::string(static_cast<const char*>(k.mv_data), k.mv_size),
+                        GroupId(get_be32(static_cast<const std::uint8_t*>(v.mv_data))));
+  }
+  return groups;
+}
+
+Result<PartitionBounds> Store::partition_bounds(TopicId topic, PartitionId partition) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  PartitionKey pk(topic, partition);
+  MDB_val k = val(pk.bytes), v;
+  Offset next(0);
+  if (int rc = mdb_get(txn.get(), partitions_, &k, &v); rc == 0)
+    next = Offset(read_u64(v));
+  else if (rc != MDB_NOTFOUND)
+    return lmdb_error(rc, "read partition");
+  Cursor cur(txn.get(), log_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  LogKey first_key(topic, partition, Offset(0));
+  k = val(first_key.bytes);
+  Offset first = next;
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+  if (rc == 0 && has_prefix(k, pk.bytes.data(), pk.bytes.size()))
+    first = LogKey::offset(static_cast<const std::uint8_t*>(k.mv_data));
+  else if (rc != 0 && rc != MDB_NOTFOUND)
+    return lmdb_error(rc, "read log");
+  return PartitionBounds{first, next};
+}
+
+Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId partition) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  CursorState state;
+  CursorKey ck(group, topic, partition);
+  MDB_val k = val(ck.bytes), v;
+  if (int rc = mdb_get(txn.get(), cursors_, &k, &v); rc == 0)
+    state.ack_floor = Offset(read_u64(v));
+  else if (rc != MDB_NOTFOUND)
+    return lmdb_error(rc, "read cursor");
+  Cursor cur(txn.get(), acked_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  k = val(ck.bytes);
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+       rc == 0 && has_prefix(k, ck.bytes.data(), ck.bytes.size());
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    state.acked_above.insert(AckedKey::offset(static_cast<const std::uint8_t*>(k.mv_data)));
+  }
+  return state;
+}
+
+Result<std::size_t> Store::read_log(TopicId topic, PartitionId partition, Offset from,
+                                    std::size_t max,
+                                    const std::function<bool(const LogEntry&)>& visit) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), log_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  PartitionKey pk(topic, partition);
+  LogKey start(topic, partition, from);
+  MDB_val k = val(start.bytes), v;
+  std::size_t n = 0;
+  std::vector<std::uint64_t> scratch;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+       rc == 0 && n < max && has_prefix(k, pk.bytes.data(), pk.bytes.size());
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    const std::uint8_t* data = aligned(v, scratch);
+    flatbuffers::Verifier verifier(data, v.mv_size);
+    if (!verifier.VerifyBuffer<StoredMessage>(nullptr))
+      return Error(ErrorCode::kStorageError, "corrupt message record");
+    ++n;
+    if (!visit(LogEntry{LogKey::offset(static_cast<const std::uint8_t*>(k.mv_data)),
+                        flatbuffers::GetRoot<StoredMessage>(data)}))
+      break;
+  }
+  return n;
+}
+
+Result<std::size_t> Store::read_one(TopicId topic, PartitionId partition, Offset offset,
+                                    const std::function<void(const LogEntry&)>& visit) const {
+  auto n = read_log(topic, partition, offset, 1, [&](const LogEntry& e) {
+    if (e.offset != offset) return false;
+    visit(e);
+    return true;
+  });
+  if (!n) return n.error();
+  if (*n == 0) return Error(ErrorCode::kInvalidArgument, "message not stored");
+  return n;
+}
+
+StorageUsage Store::usage() const {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_, &info);
+  mdb_env_stat(env_, &st);
+  return StorageUsage{(static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize,
+                      static_cast<std::uint64_t>(info.me_mapsize)};
+}
+
+Result<std::unique_ptr<WriteTxn>> Store::begin_write(WriteTxn* parent) {
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(env_, parent ? parent->txn_ : nullptr, 0, &txn))
+    return lmdb_error(rc, "begin write");
+  return std::unique_ptr<WriteTxn>(new WriteTxn(*this, txn));
+}
+
+Status Store::sync() {
+  if (int rc = mdb_env_sync(env_, 1)) return lmdb_error(rc, "sync");
+  return {};
+}
+
+WriteTxn::~WriteTxn() {
+  if (txn_) mdb_txn_abort(txn_);
+}
+
+Status WriteTxn::commit() {
+  int rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;  // commit frees the transaction even when it fails
+  if (rc) return lmdb_error(rc, "commit");
+  return {};
+}
+
+Result<std::uint32_t> WriteTxn::next_counter(std::string_view name) {
+  MDB_val k = val(name), v;
+  std::uint32_t id = 1;
+  int rc = mdb_get(txn_, store_.meta_, &k, &v);
+  if (rc == 0 && v.mv_size == 4) id = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
+  else if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read counter");
+  std::array<std::uint8_t, 4> next;
+  put_be32(next.data(), id + 1);
+  MDB_val nv = val(next);
+  if ((rc = mdb_put(txn_, store_.meta_, &k, &nv, 0))) return lmdb_error(rc, "write counter");
+  return id;
+}
+
+Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                                std::span<const std::uint8_t> key,
+                                std::span<const HeaderView> headers,
+                                std::span<const std::uint8_t> body) {
+  PartitionKey pk(topic, partition);
+  MDB_val k = val(pk.bytes), v;
+  int rc = mdb_get(txn_, store_.partitions_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Error(ErrorCode::kUnknownPartition);
+  if (rc) return lmdb_error(rc, "read partition");
+  Offset offset(read_u64(v));
+
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<StoredHeader>> hs;
+  hs.reserve(headers.size());
+  for (const auto& [name, value] : headers)
+    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
+                                    fbb_.CreateVector(value.data(), value.size())));
+  auto rec = CreateStoredMessage(
+      fbb_, timestamp_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
+      hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
+  fbb_.Finish(rec);
+
+  LogKey lk(topic, partition, offset);
+  MDB_val lkv = val(lk.bytes);
+  MDB_val data = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  if ((rc = mdb_put(txn_, store_.log_, &lkv, &data, 0))) return lmdb_error(rc, "append");
+
+  std::array<std::uint8_t, 8> next;
+  put_be64(next.data(), offset.value() + 1);
+  MDB_val nv = val(next);
+  if ((rc = mdb_put(txn_, store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "append");
+  return offset;
+}
+
+Result<TopicMeta> WriteTxn::create_topic(std::string_view name, std::uint32_t partitions,
+                                         std::uint64_t now_ms) {
+  MDB_val k = val(name), v;
+  int rc = mdb_get(txn_, store_.topics_, &k, &v);
+  if (rc == 0) return Error(ErrorCode::kTopicExists, "topic '" + std::string(name) + "' already exists");
+  if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read topic");
+  auto id = next_counter("next_topic_id");
+  if (!id) return id.error();
+  TopicMeta meta{TopicId(*id), std::string(name), partitions, now_ms};
+
+  fbb_.Clear();
+  fbb_.Finish(CreateTopicRecord(fbb_, meta.id.value(), fbb_.CreateString(meta.name),
+                                partitions, now_ms));
+  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  if ((rc = mdb_put(txn_, store_.topics_, &k, &rec, 0))) return lmdb_error(rc, "write topic");
+  std::array<std::uint8_t, 8> zero{};
+  for (std::uint32_t p = 0; p < partitions; ++p) {
+    PartitionKey pk(meta.id, PartitionId(p));
+    MDB_val pkv = val(pk.bytes), zv = val(zero);
+    if ((rc = mdb_put(txn_, store_.partitions_, &pkv, &zv, 0)))
+      return lmdb_error(rc, "write partition");
+  }
+  return meta;
+}
+
+Status WriteTxn::delete_topic(std::string_view name) {
+  MDB_val k = val(name), v;
+  int rc = mdb_get(txn_, store_.topics_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Error(ErrorCode::kUnknownTopic, "unknown topic '" + std::string(name) + "'");
+  if (rc) return lmdb_error(rc, "read topic");
+  std::vector<std::uint64_t> scratch;
+  TopicId id(flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch))->id());
+  if ((rc = mdb_del(txn_, store_.topics_, &k, nullptr))) return lmdb_error(rc, "delete topic");
+  std::array<std::uint8_t, 4> prefix;
+  put_be32(prefix.data(), id.value());
+  if ((rc = delete_prefix(txn_, store_.log_, prefix.data(), 4))) return lmdb_error(rc, "delete log");
+  if ((rc = delete_prefix(txn_, store_.partitions_, prefix.data(), 4)))
+    return lmdb_error(rc, "delete partitions");
+  // Cursors and acks are keyed by group first; topic ids are never reused, so walking
+  // them all once here is simpler than a second index, and deletes are rare.
+  for (MDB_dbi dbi : {store_.cursors_, store_.acked_}) {
+    Cursor cur(txn_, dbi);
+    MDB_val ck, cv;
+    for (rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_FIRST); rc == 0;) {
+      if (get_be32(static_cast<const std::uint8_t*>(ck.mv_data) + 4) == id.value()) {
+        if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "delete cursor");
+        rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_GET_CURRENT);
+      } else {
+        rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_NEXT);
+      }
+    }
+    if (rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "delete cursors");
+  }
+  return {};
+}
+
+Result<GroupId> WriteTxn::intern_group(std::string_view name) {
+  MDB_val k = val(name), v;
+  int rc = mdb_get(txn_, store_.groups_, &k, &v);
+  if (rc == 0 && v.mv_size == 4) return GroupId(get_be32(static_cast<const std::uint8_t*>(v.mv_data)));
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read group");
+  auto id = next_counter("next_group_id");
+  if (!id) return id.error();
+  std::array<std::uint8_t, 4> idv;
+  put_be32(idv.data(), *id);
+  MDB_val nv = val(idv);
+  if ((rc = mdb_put(txn_, store_.groups_, &k, &nv, 0))) return lmdb_error(rc, "write group");
+  return GroupId(*id);
+}
+
+Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition,
+                             std::span<const Offset> offsets) {
+  CursorKey ck(group, topic, partition);
+  MDB_val k = val(ck.bytes), v;
+  Offset floor(0);
+  int rc = mdb_get(txn_, store_.cursors_, &k, &v);
+  if (rc == 0) floor = Offset(read_u64(v));
+  else if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read cursor");
+  const Offset old_floor = floor;
+
+  // In-order acks (the common case) only move the floor; out-of-order ones are kept as
+  // keys above it until the gap below them closes.
+  for (Offset o : offsets) {
+    if (o < floor) continue;  // already acknowledged
+    if (o == floor) {
+      floor = next(floor);
+      continue;
+    }
+    AckedKey ak(group, topic, partition, o);
+    MDB_val akv = val(ak.bytes), empty = val(nullptr, 0);
+    if ((rc = mdb_put(txn_, store_.acked_, &akv, &empty, 0))) return lmdb_error(rc, "write ack");
+  }
+  // Close the gap: absorb acked keys that now sit at the floor.
+  for (;;) {
+    AckedKey ak(group, topic, partition, floor);
+    MDB_val akv = val(ak.bytes);
+    rc = mdb_del(txn_, store_.acked_, &akv, nullptr);
+    if (rc == MDB_NOTFOUND) break;
+    if (rc) return lmdb_error(rc, "advance floor");
+    floor = next(floor);
+  }
+  if (floor != old_floor) {
+    std::array<std::uint8_t, 8> fv;
+    put_be64(fv.data(), floor.value());
+    MDB_val nv = val(fv);
+    if ((rc = mdb_put(txn_, store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
+  }
+  return floor;
+}
+
+}  // namespace txmq::broker::storage

@@ -1,0 +1,169 @@
+#pragma once
+// The broker's storage: one LMDB environment with one named database per key space.
+// Protocol code never touches LMDB; it calls this interface.
+//
+// Lifecycle: open() creates or opens the environment; the Store lives until the broker
+// exits. Concurrency: reads (the const methods) run on the loop thread, each in its own
+// short read transaction that is never held across a callback. Writes happen only through
+// WriteTxn, on the storage writer thread. LMDB serialises the two sides itself.
+// Limits: the data file grows as needed up to StoreOptions::max_bytes; past it writes fail
+// with kStorageFull and reads go on working.
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/storage/keys.h"
+#include "common/result.h"
+#include "storage_generated.h"
+
+namespace txmq::broker::storage {
+
+enum class SyncMode {
+  kDurable,  // every commit is fsynced before it completes: a confirm means on disk
+  kRelaxed,  // commits are flushed every sync_interval_ms; a crash may lose that window
+};
+
+struct StoreOptions {
+  std::string dir;
+  std::uint64_t max_bytes = 64ull << 30;
+  SyncMode sync = SyncMode::kDurable;
+};
+
+struct TopicMeta {
+  TopicId id;
+  std::string name;
+  std::uint32_t partitions = 1;
+  std::uint64_t created_at_ms = 0;
+};
+
+struct PartitionBounds {
+  Offset first;  // oldest offset still stored (== next when the partition is empty)
+  Offset next;   // the offset the next appended message gets
+};
+
+// A group's durable position in one partition.
+struct CursorState {
+  Offset ack_floor;                 // every offset below is acknowledged
+  std::set<Offset> acked_above;     // acknowledged offsets at or above the floor
+};
+
+// One message read from a log; the views point into LMDB's map and are valid only during
+// the visitor call that received them.
+struct LogEntry {
+  Offset offset;
+  const StoredMessage* message;
+};
+
+struct StorageUsage {
+  std::uint64_t used_bytes;  // pages in use (last page number times the page size)
+  std::uint64_t max_bytes;   // the map size
+};
+
+class WriteTxn;
+
+class Store {
+ public:
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  ~Store();
+
+  // Opens (creating if needed) the environment in options.dir. kStorageError when the
+  // directory cannot be created, the files cannot be opened or mapped, or the data was
+  // written by an incompatible version.
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+
+  // -- reads; loop thread ---------------------------------------------------------------
+
+  Result<std::vector<TopicMeta>> load_topics() const;
+  Result<std::vector<std::pair<std::string, GroupId>>> load_groups() const;
+  Result<PartitionBounds> partition_bounds(TopicId topic, PartitionId partition) const;
+  Result<CursorState> load_cursor(GroupId group, TopicId topic, PartitionId partition) const;
+
+  // Calls visit for each stored message of the partition with offset >= from, in offset
+  // order, until it returns false or `max` messages were visited. Returns how many were
+  // visited.
+  Result<std::size_t> read_log(TopicId topic, PartitionId partition, Offset from, std::size_t max,
+                               const std::function<bool(const LogEntry&)>& visit) const;
+
+  // Reads one message; kInvalidArgument when it is not stored (never was, or deleted).
+  Result<std::size_t> read_one(TopicId topic, PartitionId partition, Offset offset,
+                               const std::function<void(const LogEntry&)>& visit) const;
+
+  StorageUsage usage() const;
+
+  // -- writes; writer thread ------------------------------------------------------------
+
+  // Begins a transaction: the top-level batch transaction when parent is null, else a
+  // nested one inside it (so one failing operation leaves the rest of a batch intact).
+  Result<std::unique_ptr<WriteTxn>> begin_write(WriteTxn* parent);
+
+  // Flushes commits made under SyncMode::kRelaxed to disk.
+  Status sync();
+
+ private:
+  friend class WriteTxn;
+  explicit Store(MDB_env* env) : env_(env) {}
+  Status open_databases();
+
+  MDB_env* env_;
+  MDB_dbi meta_ = 0;        // "format" -> u32 layout version; "next_topic_id", "next_group_id"
+  MDB_dbi topics_ = 0;      // name -> TopicRecord
+  MDB_dbi partitions_ = 0;  // PartitionKey -> u64 next offset
+  MDB_dbi log_ = 0;         // LogKey -> StoredMessage
+  MDB_dbi groups_ = 0;      // name -> u32 group id
+  MDB_dbi cursors_ = 0;     // CursorKey -> u64 ack floor
+  MDB_dbi acked_ = 0;       // AckedKey -> empty
+  std::uint64_t max_bytes_ = 0;
+};
+
+using HeaderView = std::pair<std::string_view, std::span<const std::uint8_t>>;
+
+// One LMDB write transaction (top-level or nested). Writer thread only. Dropping it
+// without commit() aborts it.
+class WriteTxn {
+ public:
+  WriteTxn(const WriteTxn&) = delete;
+  WriteTxn& operator=(const WriteTxn&) = delete;
+  ~WriteTxn();
+
+  // kStorageFull when the map or the disk is full, kStorageError on I/O errors.
+  Status commit();
+
+  // Appends one message at the partition's next offset and returns that offset.
+  // kUnknownPartition when the topic or partition does not exist; kStorageFull.
+  Result<Offset> append(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                        std::span<const std::uint8_t> key,
+                        std::span<const HeaderView> headers,
+                        std::span<const std::uint8_t> body);
+
+  // kTopicExists when the name is taken.
+  Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions,
+                                 std::uint64_t now_ms);
+  // Removes the topic, its log and every group's cursor on it. kUnknownTopic.
+  Status delete_topic(std::string_view name);
+  // Returns the group's id, interning the name on first use.
+  Result<GroupId> intern_group(std::string_view name);
+  // Records acks and returns the partition's new ack floor.
+  Result<Offset> ack(GroupId group, TopicId topic, PartitionId partition,
+                     std::span<const Offset> offsets);
+
+ private:
+  friend class Store;
+  WriteTxn(Store& store, MDB_txn* txn) : store_(store), txn_(txn) {}
+  Result<std::uint32_t> next_counter(std::string_view name);
+
+  Store& store_;
+  MDB_txn* txn_;  // null once committed or aborted
+  flatbuffers::FlatBufferBuilder fbb_{256};
+};
+
+}  // namespace txmq::broker::storage

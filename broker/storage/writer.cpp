@@ -1,0 +1,154 @@
+#include "broker/storage/writer.h"
+
+#include <spdlog/spdlog.h>
+
+namespace txmq::broker::storage {
+
+StorageWriter::StorageWriter(uv_loop_t* loop, Store& store, WriterOptions options)
+    : loop_(loop), store_(store), options_(options) {
+  async_.data = this;
+}
+
+StorageWriter::~StorageWriter() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+}
+
+void StorageWriter::start() {
+  uv_async_init(loop_, &async_, &StorageWriter::on_async);
+  thread_ = std::thread([this] { run(); });
+}
+
+void StorageWriter::submit(std::unique_ptr<WriteOp> op) {
+  ++in_flight_;
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(op));
+  }
+  cv_.notify_one();
+}
+
+void StorageWriter::stop(std::function<void()> on_stopped) {
+  on_stopped_ = std::move(on_stopped);
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  // The thread posts once more after its last batch; on_async sees thread_exited_ and
+  // closes the handle.
+}
+
+void StorageWriter::run() {
+  using Clock = std::chrono::steady_clock;
+  std::vector<std::unique_ptr<WriteOp>> batch;
+  std::vector<std::unique_ptr<WriteOp>> carry;  // what the batch cap left for next time
+  bool unsynced = false;
+  auto last_sync = Clock::now();
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      auto ready = [&] { return !queue_.empty() || !carry.empty() || stopping_; };
+      if (options_.sync == SyncMode::kRelaxed && unsynced)
+        cv_.wait_until(lock, last_sync + options_.relaxed_sync_interval, ready);
+      else
+        cv_.wait(lock, ready);
+      if (queue_.empty() && carry.empty() && stopping_) break;
+      batch.swap(carry);
+      std::size_t bytes = 0;
+      for (auto& op : batch) bytes += op->bytes();
+      std::size_t taken = 0;
+      for (; taken < queue_.size() && (bytes < options_.max_batch_bytes || batch.empty()); ++taken) {
+        bytes += queue_[taken]->bytes();
+        batch.push_back(std::move(queue_[taken]));
+      }
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(taken));
+    }
+    if (!batch.empty()) {
+      commit_batch(batch);
+      unsynced = true;
+      uv_async_send(&async_);
+    }
+    if (options_.sync == SyncMode::kRelaxed && unsynced &&
+        Clock::now() - last_sync >= options_.relaxed_sync_interval) {
+      if (auto st = store_.sync(); !st) spdlog::error("storage sync failed: {}", st.error().describe());
+      unsynced = false;
+      last_sync = Clock::now();
+    }
+  }
+  if (options_.sync == SyncMode::kRelaxed) (void)store_.sync();
+  {
+    std::lock_guard lock(mu_);
+    thread_exited_ = true;
+  }
+  uv_async_send(&async_);
+}
+
+void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
+  auto started = std::chrono::steady_clock::now();
+  std::vector<Done> results;
+  results.reserve(batch.size());
+  std::size_t bytes = 0;
+  auto parent = store_.begin_write(nullptr);
+  if (!parent) {
+    for (auto& op : batch) results.push_back(Done{std::move(op), parent.error()});
+  } else {
+    for (auto& op : batch) {
+      bytes += op->bytes();
+      Status status;
+      if (auto child = store_.begin_write(parent->get()); !child) {
+        status = child.error();
+      } else if (status = op->apply(**child); status) {
+        status = (*child)->commit();
+      }
+      results.push_back(Done{std::move(op), std::move(status)});
+    }
+    if (auto st = (*parent)->commit(); !st) {
+      spdlog::error("storage commit failed: {}", st.error().describe());
+      for (auto& r : results)
+        if (r.status) r.status = st;
+    }
+  }
+  batch.clear();
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_.on_commit) {
+    std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    observer_.on_commit(results.size(), bytes, took.count());
+  }
+  std::lock_guard lock(mu_);
+  for (auto& r : results) done_.push_back(std::move(r));
+}
+
+void StorageWriter::on_async(uv_async_t* handle) {
+  static_cast<StorageWriter*>(handle->data)->drain_done();
+}
+
+void StorageWriter::drain_done() {
+  // uv_async_send coalesces wake-ups, so take everything that is done, not one batch.
+  std::vector<Done> done;
+  bool exited;
+  {
+    std::lock_guard lock(mu_);
+    done.swap(done_);
+    exited = thread_exited_;
+  }
+  for (auto& d : done) {
+    --in_flight_;
+    d.op->complete(d.status);
+  }
+  if (exited && thread_.joinable()) {
+    thread_.join();
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), [](uv_handle_t* h) {
+      auto* self = static_cast<StorageWriter*>(h->data);
+      if (self->on_stopped_) self->on_stopped_();
+    });
+  }
+}
+
+}  // namespace txmq::broker::storage

@@ -1,0 +1,108 @@
+#pragma once
+// The storage writer: the one thread that writes to LMDB.
+//
+// The loop thread submits WriteOps; the writer takes everything queued, applies it as one
+// LMDB transaction (each op in a nested transaction of its own, so one op's failure does
+// not sink its neighbours), commits (fsync in durable mode), and hands the ops back to the
+// loop through a uv_async_t, where each op's complete() runs. While it syncs, the loop
+// goes on reading and queueing, so the next batch is whatever arrived meanwhile: batches
+// grow with load by themselves (group commit), and durable throughput becomes a multiple
+// of the disk's flush rate.
+//
+// Lifecycle: start() once, then submit() any number of times, then stop(); the writer
+// finishes every op submitted before stop() and completes it before on_stopped runs.
+// Concurrency: submit() and stop() on the loop thread only; complete() runs on the loop.
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "broker/storage/store.h"
+
+namespace txmq::broker::storage {
+
+class WriteOp {
+ public:
+  virtual ~WriteOp() = default;
+  // Writer thread, inside a nested transaction of the batch: an error aborts this op's
+  // changes only. Must not touch loop-owned state.
+  virtual Status apply(WriteTxn& txn) = 0;
+  // Loop thread, once the batch holding the op committed (ok) or failed (the error).
+  virtual void complete(const Status& status) = 0;
+  // Payload size, to cap how much one transaction carries.
+  virtual std::size_t bytes() const { return 0; }
+};
+
+struct WriterOptions {
+  SyncMode sync = SyncMode::kDurable;
+  std::chrono::milliseconds relaxed_sync_interval{100};
+  // One transaction carries at most this much payload; the rest waits for the next. Keeps
+  // a burst from building one transaction that holds memory and delays every confirm.
+  std::size_t max_batch_bytes = 64u << 20;
+};
+
+// Observations of each commit, for the metrics probe. Called on the writer thread.
+struct CommitObserver {
+  std::function<void(std::size_t ops, std::size_t bytes, double seconds)> on_commit;
+};
+
+class StorageWriter {
+ public:
+  StorageWriter(uv_loop_t* loop, Store& store, WriterOptions options);
+  StorageWriter(const StorageWriter&) = delete;
+  StorageWriter& operator=(const StorageWriter&) = delete;
+  ~StorageWriter();
+
+  void set_observer(CommitObserver observer) { observer_ = std::move(observer); }
+
+  // Starts the thread. Loop thread.
+  void start();
+  // Queues an op; its complete() runs on the loop later. Loop thread.
+  void submit(std::unique_ptr<WriteOp> op);
+  // Ops submitted and not yet completed.
+  std::size_t in_flight() const { return in_flight_; }
+  // Finishes and completes every op already submitted, stops the thread, closes the
+  // async handle, then calls on_stopped. Loop thread.
+  void stop(std::function<void()> on_stopped);
+
+  std::uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Done {
+    std::unique_ptr<WriteOp> op;
+    Status status;
+  };
+
+  void run();                                  // writer thread
+  void commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch);  // writer thread
+  static void on_async(uv_async_t* handle);    // loop thread
+  void drain_done();                           // loop thread
+
+  uv_loop_t* loop_;
+  Store& store_;
+  WriterOptions options_;
+  CommitObserver observer_;
+  uv_async_t async_;
+  std::thread thread_;
+  std::function<void()> on_stopped_;
+  std::size_t in_flight_ = 0;  // loop thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<WriteOp>> queue_;  // guarded by mu_
+  std::vector<Done> done_;                       // guarded by mu_
+  bool stopping_ = false;                        // guarded by mu_
+  bool thread_exited_ = false;                   // guarded by mu_
+
+  std::atomic<std::uint64_t> commits_{0};
+};
+
+}  // namespace txmq::broker::storage

@@ -1,0 +1,23 @@
+#pragma once
+// "HOST:PORT" and "[IPv6]:PORT" parsing, shared by the broker's config and the clients.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace txmq::common {
+
+struct HostPort {
+  std::string host;  // without brackets: "127.0.0.1", "::1"
+  std::uint16_t port = 0;
+
+  // Brackets an IPv6 host again: "[::1]:7411".
+  std::string to_string() const;
+};
+
+// kInvalidArgument when the text is not HOST:PORT with a port in 0..65535.
+Result<HostPort> parse_host_port(std::string_view text);
+
+}  // namespace txmq::common

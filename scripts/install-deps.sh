@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages txmq needs to build, run and test. Idempotent:
+# apt-get skips what is already installed. Must run as root.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libuv1-dev liblmdb-dev lmdb-utils
+  libflatbuffers-dev flatbuffers-compiler
+  doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
+  libcurl4-openssl-dev libsqlite3-dev
+  prometheus python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends keeps the prometheus package from pulling a web UI stack;
+# we only need its binaries (promtool and prometheus) for the tests.
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
