@@ -1,0 +1,203 @@
+#pragma once
+// txmq client library: the only header an application includes.
+//
+// Caveats first:
+//  - Every object here (Producer, Consumer, Admin) owns one TCP connection and one I/O
+//    thread. Create one per role and keep it; do not create one per message.
+//  - A send is confirmed only when the broker has committed the message to disk. A send
+//    that fails with a retryable error (kConnectionLost, kTimeout, ...) may or may not have
+//    been stored: retrying it can store it twice. (An idempotent producer that removes
+//    this caveat is planned.)
+//  - Consumers get each message at least once: a message whose ack did not reach the
+//    broker is delivered again, to this or another consumer of the group.
+//  - Callbacks (send_async's callback, the Consumer's handler) run on the object's I/O
+//    thread. They must not block for long, and must not call the blocking methods of the
+//    same object (those return kInvalidArgument when called from its I/O thread).
+//
+// Thread safety: every public method of every class may be called from any thread.
+// Errors are values: Result<T> holds a T or an Error whose code comes from the shared
+// table in common/errors.h; Error::retryable() says whether trying again can help.
+// Connections reconnect by themselves with exponential backoff.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/result.h"
+
+namespace txmq::client {
+
+using Millis = std::chrono::milliseconds;
+
+struct ClientOptions {
+  std::string broker = "127.0.0.1:7411";  // HOST:PORT or [IPv6]:PORT
+  std::string client_name = "txmq-client";
+  Millis request_timeout{30000};    // default deadline of calls that take no timeout
+  Millis reconnect_initial{100};    // first backoff after a lost connection
+  Millis reconnect_max{5000};       // backoff doubles up to this
+};
+
+struct Header {
+  std::string name;
+  std::string value;
+};
+
+struct Message {
+  std::string key;              // empty: no key; otherwise picks the partition by hash
+  std::vector<Header> headers;
+  std::string body;
+  int partition = -1;           // >= 0 forces a partition
+};
+
+struct SendReceipt {
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+};
+
+// A message handed to a Consumer's handler. Owns its data.
+struct Delivery {
+  std::string topic;
+  std::string group;
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t timestamp_ms = 0;    // when the broker stored it
+  std::uint32_t delivery_count = 1;  // 1 on the first delivery
+  std::string key;
+  std::vector<Header> headers;
+  std::string body;
+};
+
+struct PartitionInfo {
+  std::uint32_t partition = 0;
+  std::uint64_t first_offset = 0;  // oldest stored
+  std::uint64_t next_offset = 0;   // the next message's offset
+};
+
+struct TopicInfo {
+  std::string name;
+  std::uint64_t created_at_ms = 0;
+  std::vector<PartitionInfo> partitions;
+};
+
+struct BrokerStats {
+  std::string broker_version;
+  std::uint64_t uptime_ms = 0;
+  std::uint32_t connections = 0;
+  std::uint32_t topics = 0;
+  std::uint64_t messages_produced = 0;
+  std::uint64_t bytes_produced = 0;
+  std::uint64_t messages_delivered = 0;
+  std::uint64_t messages_acked = 0;
+  std::uint64_t storage_used_bytes = 0;
+  std::uint64_t storage_max_bytes = 0;
+  std::uint64_t commits = 0;
+};
+
+namespace detail {
+class ProducerImpl;
+class ConsumerImpl;
+class AdminImpl;
+}  // namespace detail
+
+// Sends messages. Messages given to send/send_async are batched per topic: a batch goes
+// out when it reaches max_batch_messages or max_batch_bytes, after linger, or as soon as
+// the I/O thread is free when linger is zero; many batches are in flight at once.
+class Producer {
+ public:
+  struct Options : ClientOptions {
+    Millis linger{0};                       // wait this long to fill a batch
+    std::size_t max_batch_messages = 1000;  // per produce request
+    std::size_t max_batch_bytes = 1u << 20; // per produce request
+    std::size_t max_buffered_bytes = 64u << 20;  // send_async blocks past this
+  };
+
+  // Starts connecting in the background; never fails (errors surface on sends).
+  explicit Producer(Options options);
+  // Fails sends not yet confirmed with kClosed; waits for nothing. Call flush() first to
+  // wait for them.
+  ~Producer();
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+
+  // Sends one message and waits until it is durable. Errors: kUnknownTopic,
+  // kMessageTooLarge, kStorageFull, kTimeout, kConnectionLost, kClosed, kInvalidArgument
+  // (called from the I/O thread), or any code the broker returned.
+  Result<SendReceipt> send(std::string_view topic, Message message, Millis timeout);
+  Result<SendReceipt> send(std::string_view topic, Message message) {
+    return send(topic, std::move(message), options_request_timeout_);
+  }
+
+  using SendCallback = std::function<void(const Result<SendReceipt>&)>;
+  // Queues one message; callback runs once on the I/O thread with the receipt or the
+  // error, at the latest request_timeout after the batch went out. Blocks while more than
+  // max_buffered_bytes are waiting to be sent.
+  void send_async(std::string_view topic, Message message, SendCallback callback);
+
+  // Waits until every message queued before the call was confirmed or failed. kTimeout.
+  Status flush(Millis timeout);
+
+ private:
+  std::unique_ptr<detail::ProducerImpl> impl_;
+  Millis options_request_timeout_;
+};
+
+// Consumes one topic as a member of a consumer group. The handler runs on the I/O thread
+// for each delivery; ack (from any thread) confirms it. Unacknowledged deliveries are
+// capped by `window`; the broker sends more as acks arrive.
+class Consumer {
+ public:
+  struct Options : ClientOptions {
+    std::string topic;
+    std::string group;
+    std::uint32_t window = 1000;
+  };
+  using Handler = std::function<void(const Delivery&)>;
+
+  // Starts connecting and subscribing in the background; resubscribes after reconnects.
+  Consumer(Options options, Handler handler);
+  ~Consumer();
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout, ...
+  Status wait_subscribed(Millis timeout);
+
+  // Acknowledges a delivery. Acks are batched and sent by the I/O thread; use flush_acks
+  // to know they are durable.
+  void ack(const Delivery& delivery);
+  void ack(std::uint32_t partition, std::uint64_t offset);
+
+  // Waits until every ack given before the call was confirmed durable by the broker.
+  // Returns the first ack error seen, kTimeout, or ok.
+  Status flush_acks(Millis timeout);
+
+ private:
+  std::unique_ptr<detail::ConsumerImpl> impl_;
+};
+
+// Topic administration and broker statistics. Every call blocks up to its timeout.
+class Admin {
+ public:
+  explicit Admin(ClientOptions options);
+  ~Admin();
+  Admin(const Admin&) = delete;
+  Admin& operator=(const Admin&) = delete;
+
+  // kTopicExists, kInvalidArgument (name or partition count), kTimeout, ...
+  Result<TopicInfo> create_topic(std::string_view name, std::uint32_t partitions, Millis timeout);
+  // kUnknownTopic, kTimeout, ...
+  Status delete_topic(std::string_view name, Millis timeout);
+  Result<TopicInfo> describe_topic(std::string_view name, Millis timeout);
+  Result<std::vector<TopicInfo>> list_topics(Millis timeout);
+  Result<BrokerStats> stats(Millis timeout);
+
+ private:
+  std::unique_ptr<detail::AdminImpl> impl_;
+};
+
+}  // namespace txmq::client

@@ -1,0 +1,332 @@
+#include "connection.h"
+
+#include <cassert>
+#include <random>
+
+#include "common/address.h"
+#include "common/version.h"
+
+namespace txmq::client::detail {
+namespace {
+
+// How often request deadlines and the connect deadline are checked. A request times out
+// at most this late.
+constexpr std::uint64_t kTickMs = 20;
+// A connect attempt that has not completed by then is abandoned and retried.
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+
+struct WriteReq {
+  uv_write_t req;
+  std::vector<std::uint8_t> buf;
+};
+
+}  // namespace
+
+Status as_status(const wire::Frame& frame) {
+  if (frame.body_type() != wire::Body::Error) return {};
+  const auto* e = frame.body_as_Error();
+  ErrorCode code = error_code_from_wire(e->code());
+  return Error(code, e->message() ? e->message()->str() : std::string(default_message(code)));
+}
+
+Connection::Connection(ClientOptions options, Hooks hooks)
+    : options_(std::move(options)), hooks_(std::move(hooks)), backoff_(options_.reconnect_initial) {}
+
+Connection::~Connection() { stop(); }
+
+void Connection::start() {
+  uv_loop_init(&loop_);
+  wake_.data = tick_.data = reconnect_.data = user_timer_.data = this;
+  uv_async_init(&loop_, &wake_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->drain_posted(); });
+  uv_timer_init(&loop_, &tick_);
+  uv_timer_init(&loop_, &reconnect_);
+  uv_timer_init(&loop_, &user_timer_);
+  std::lock_guard lock(mu_);  // run() waits for thread_id_ to be set
+  thread_ = std::thread([this] { run(); });
+  thread_id_ = thread_.get_id();
+}
+
+void Connection::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  uv_async_send(&wake_);
+  thread_.join();
+  uv_loop_close(&loop_);
+}
+
+bool Connection::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    posted_.push_back(std::move(fn));
+  }
+  uv_async_send(&wake_);
+  return true;
+}
+
+void Connection::run() {
+  { std::lock_guard lock(mu_); }
+  uv_timer_start(&tick_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->check_deadlines(); }, kTickMs, kTickMs);
+  connect();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+}
+
+void Connection::drain_posted() {
+  std::vector<std::function<void()>> work;
+  bool stopping;
+  {
+    std::lock_guard lock(mu_);
+    work.swap(posted_);
+    stopping = stopping_;
+  }
+  for (auto& fn : work) fn();
+  if (stopping && state_ != State::kStopped) close_loop();
+}
+
+void Connection::close_loop() {
+  state_ = State::kStopped;
+  fail_all(Error(ErrorCode::kClosed), true);
+  if (tcp_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    tcp_ = nullptr;
+  }
+  for (auto* h : {reinterpret_cast<uv_handle_t*>(&wake_), reinterpret_cast<uv_handle_t*>(&tick_),
+                  reinterpret_cast<uv_handle_t*>(&reconnect_), reinterpret_cast<uv_handle_t*>(&user_timer_)})
+    uv_close(h, nullptr);
+}
+
+void Connection::set_timer(Millis delay, std::function<void()> fn) {
+  assert(on_io_thread());
+  if (state_ == State::kStopped) return;
+  user_timer_fn_ = std::move(fn);
+  uv_timer_start(&user_timer_, [](uv_timer_t* t) {
+    auto* self = static_cast<Connection*>(t->data);
+    auto fn = std::move(self->user_timer_fn_);
+    self->user_timer_fn_ = nullptr;
+    if (fn) fn();
+  }, static_cast<std::uint64_t>(delay.count()), 0);
+}
+
+void Connection::connect() {
+  if (state_ == State::kStopped) return;
+  auto hp = common::parse_host_port(options_.broker);
+  sockaddr_storage addr{};
+  if (!hp || (uv_ip4_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+              uv_ip6_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)) {
+    // A bad address never gets better: fail what waits, keep failing what comes.
+    fail_all(Error(ErrorCode::kInvalidArgument, "broker address '" + options_.broker + "' is not IP:PORT"), true);
+    schedule_reconnect();
+    return;
+  }
+  tcp_ = new uv_tcp_t;
+  uv_tcp_init(&loop_, tcp_);
+  tcp_->data = this;
+  connect_req_.data = this;
+  state_ = State::kConnecting;
+  connect_started_ = Clock::now();
+  int rc = uv_tcp_connect(&connect_req_, tcp_, reinterpret_cast<sockaddr*>(&addr), [](uv_connect_t* req, int status) {
+    static_cast<Connection*>(req->data)->on_connected(status);
+  });
+  if (rc != 0) disconnected(Error(ErrorCode::kNotConnected, std::string("connect: ") + uv_strerror(rc)));
+}
+
+void Connection::on_connected(int status) {
+  if (status == UV_ECANCELED || state_ != State::kConnecting) return;
+  if (status != 0) {
+    disconnected(Error(ErrorCode::kNotConnected,
+                       "cannot connect to " + options_.broker + ": " + uv_strerror(status)));
+    return;
+  }
+  uv_tcp_nodelay(tcp_, 1);
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(tcp_),
+      [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+        auto* self = static_cast<Connection*>(h->data);
+        *buf = uv_buf_init(self->read_buf_, sizeof(self->read_buf_));
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+        auto* self = static_cast<Connection*>(s->data);
+        if (nread == 0) return;
+        if (nread < 0) {
+          self->disconnected(Error(ErrorCode::kConnectionLost,
+                                   std::string("connection lost: ") + uv_strerror(static_cast<int>(nread))));
+          return;
+        }
+        self->decoder_.append(self->read_buf_, static_cast<std::size_t>(nread));
+        while (self->tcp_) {
+          auto frame = self->decoder_.next();
+          if (!frame) {
+            self->disconnected(Error(ErrorCode::kConnectionLost, "broker sent " + frame.error().message));
+            return;
+          }
+          if (frame->empty()) break;
+          self->handle_frame(*frame);
+        }
+      });
+  send_hello();
+}
+
+void Connection::send_hello() {
+  state_ = State::kHello;
+  hello_rid_ = next_request_id();
+  fbb_.Clear();
+  auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name));
+  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::Hello, hello.Union()));
+  write(common::frame_bytes(fbb_));
+}
+
+void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
+  const wire::Frame* frame = common::verify_frame(bytes);
+  if (!frame) {
+    disconnected(Error(ErrorCode::kConnectionLost, "broker sent a frame that failed verification"));
+    return;
+  }
+  const std::uint64_t rid = frame->request_id();
+  if (state_ == State::kHello && rid == hello_rid_) {
+    if (auto st = as_status(*frame); !st) {
+      // The broker refused us (e.g. protocol version): nothing queued can succeed.
+      fail_all(st.error(), true);
+      disconnected(st.error());
+      return;
+    }
+    state_ = State::kReady;
+    backoff_ = options_.reconnect_initial;
+    for (auto& [id, p] : pending_) {
+      if (!p.frame.empty()) {
+        write(p.frame);
+        p.frame.clear();
+        p.frame.shrink_to_fit();
+      }
+    }
+    if (hooks_.on_ready) hooks_.on_ready();
+    return;
+  }
+  if (rid == 0) {
+    if (hooks_.on_push) hooks_.on_push(*frame);
+    return;
+  }
+  auto it = pending_.find(rid);
+  if (it == pending_.end()) return;  // timed out earlier
+  ResponseFn cb = std::move(it->second.cb);
+  pending_.erase(it);
+  if (auto st = as_status(*frame); !st)
+    cb(st.error());
+  else
+    cb(frame);
+}
+
+void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame, Clock::time_point deadline,
+                         ResponseFn cb) {
+  assert(on_io_thread());
+  if (state_ == State::kStopped) {
+    cb(Error(ErrorCode::kClosed));
+    return;
+  }
+  Pending p{deadline, std::move(cb), {}};
+  if (state_ == State::kReady)
+    write(frame);
+  else
+    p.frame.assign(frame.begin(), frame.end());
+  pending_.emplace(rid, std::move(p));
+}
+
+void Connection::write(std::span<const std::uint8_t> frame) {
+  out_.insert(out_.end(), frame.begin(), frame.end());
+  if (!write_in_flight_) flush_writes();
+}
+
+void Connection::flush_writes() {
+  if (out_.empty() || !tcp_) return;
+  auto* w = new WriteReq;
+  w->buf.swap(out_);
+  w->req.data = this;
+  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(w->buf.data()), static_cast<unsigned>(w->buf.size()));
+  write_in_flight_ = true;
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_), &buf, 1, [](uv_write_t* req, int status) {
+    auto* w = reinterpret_cast<WriteReq*>(req);
+    auto* self = static_cast<Connection*>(req->data);
+    delete w;
+    self->write_in_flight_ = false;
+    if (status == UV_ECANCELED) return;
+    if (status != 0) {
+      self->disconnected(Error(ErrorCode::kConnectionLost, std::string("write: ") + uv_strerror(status)));
+      return;
+    }
+    self->flush_writes();
+  });
+  if (rc != 0) {
+    delete w;
+    write_in_flight_ = false;
+    disconnected(Error(ErrorCode::kConnectionLost, std::string("write: ") + uv_strerror(rc)));
+  }
+}
+
+void Connection::disconnected(const Error& why) {
+  if (state_ == State::kStopped) return;
+  if (tcp_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    tcp_ = nullptr;
+  }
+  write_in_flight_ = false;
+  out_.clear();
+  decoder_ = common::FrameDecoder(64u << 20);
+  last_error_ = why;
+  // What was on the wire may or may not have been processed: its callers must decide.
+  // What was never sent waits for the next connection.
+  fail_all(Error(why.code == ErrorCode::kNotConnected ? ErrorCode::kNotConnected : ErrorCode::kConnectionLost,
+                 why.message),
+           false);
+  state_ = State::kIdle;
+  schedule_reconnect();
+}
+
+void Connection::schedule_reconnect() {
+  if (state_ == State::kStopped) return;
+  // Full jitter over the backoff keeps a fleet of clients from reconnecting in lockstep.
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  auto delay = std::uniform_int_distribution<long>(backoff_.count() / 2, backoff_.count())(rng);
+  backoff_ = std::min(options_.reconnect_max, backoff_ * 2);
+  uv_timer_start(&reconnect_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->connect(); },
+                 static_cast<std::uint64_t>(delay), 0);
+}
+
+void Connection::check_deadlines() {
+  auto now = Clock::now();
+  if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
+    disconnected(Error(ErrorCode::kNotConnected, "connect to " + options_.broker + " timed out"));
+  }
+  std::vector<ResponseFn> expired;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.deadline <= now) {
+      expired.push_back(std::move(it->second.cb));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& cb : expired) {
+    if (state_ == State::kReady)
+      cb(Error(ErrorCode::kTimeout, "no answer from the broker in time"));
+    else
+      cb(Error(ErrorCode::kTimeout, "not connected to " + options_.broker + " in time (last error: " +
+                                        last_error_.message + ")"));
+  }
+}
+
+void Connection::fail_all(const Error& why, bool include_unsent) {
+  std::vector<ResponseFn> failed;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (include_unsent || it->second.frame.empty()) {
+      failed.push_back(std::move(it->second.cb));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& cb : failed) cb(why);
+}
+
+}  // namespace txmq::client::detail

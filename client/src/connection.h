@@ -1,0 +1,122 @@
+#pragma once
+// One client connection to a broker with its own I/O thread and libuv loop.
+//
+// Lifecycle: start() spawns the thread, which connects, says hello, and reconnects with
+// exponential backoff whenever the connection drops, until stop(). Requests made while
+// disconnected wait (until their deadline) and go out once the hello is answered;
+// requests in flight when the connection drops fail with kConnectionLost.
+// Concurrency: post() and stop() from any thread; everything else on the I/O thread
+// (asserted in debug builds).
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/frame.h"
+#include "txmq/client.h"
+
+namespace txmq::client::detail {
+
+class Connection {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Gets the verified answer frame, or an error (timeout, connection lost, the broker's
+  // Error frame turned into an Error).
+  using ResponseFn = std::function<void(Result<const wire::Frame*>)>;
+
+  struct Hooks {
+    std::function<void()> on_ready;                       // hello answered; I/O thread
+    std::function<void(const wire::Frame&)> on_push;      // a push (request id 0)
+  };
+
+  Connection(ClientOptions options, Hooks hooks);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();
+
+  void start();
+  // Stops the thread; pending requests fail with kClosed. Idempotent. Any thread but the
+  // I/O thread.
+  void stop();
+  // Runs fn on the I/O thread, soon. Any thread. Returns false once stopped.
+  bool post(std::function<void()> fn);
+
+  bool on_io_thread() const { return std::this_thread::get_id() == thread_id_; }
+  bool ready() const { return state_ == State::kReady; }
+
+  // I/O thread. A fresh request id to build a frame with.
+  std::uint64_t next_request_id() { return next_rid_++; }
+  // I/O thread. Sends a finished size-prefixed frame built with `rid`; cb runs once.
+  void request(std::uint64_t rid, std::span<const std::uint8_t> frame, Clock::time_point deadline,
+               ResponseFn cb);
+
+  flatbuffers::FlatBufferBuilder& builder() { return fbb_; }
+
+  // I/O thread. Runs fn once after delay, replacing any callback set before and not yet
+  // run (one slot: the producer's linger timer).
+  void set_timer(Millis delay, std::function<void()> fn);
+
+ private:
+  enum class State { kIdle, kConnecting, kHello, kReady, kStopped };
+  struct Pending {
+    Clock::time_point deadline;
+    ResponseFn cb;
+    std::vector<std::uint8_t> frame;  // kept until sent (empty once on the wire)
+  };
+
+  void run();
+  void connect();
+  void on_connected(int status);
+  void send_hello();
+  void handle_frame(std::span<const std::uint8_t> bytes);
+  void write(std::span<const std::uint8_t> frame);
+  void flush_writes();
+  void disconnected(const Error& why);
+  void schedule_reconnect();
+  void check_deadlines();
+  void drain_posted();
+  void fail_all(const Error& why, bool include_unsent);
+  void close_loop();
+
+  ClientOptions options_;
+  Hooks hooks_;
+  std::thread thread_;
+  std::thread::id thread_id_;
+  uv_loop_t loop_{};
+  uv_async_t wake_{};
+  uv_timer_t tick_{};        // deadlines, every kTickMs
+  uv_timer_t reconnect_{};
+  uv_timer_t user_timer_{};
+  std::function<void()> user_timer_fn_;
+  uv_tcp_t* tcp_ = nullptr;  // heap: a closing handle outlives the next connection attempt
+  uv_connect_t connect_req_{};
+  Clock::time_point connect_started_;
+  Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
+  std::atomic<State> state_{State::kIdle};
+  Millis backoff_;
+  std::uint64_t next_rid_ = 1;
+  std::uint64_t hello_rid_ = 0;
+  std::map<std::uint64_t, Pending> pending_;  // by request id; unsent ones keep their frame
+  common::FrameDecoder decoder_{64u << 20};
+  std::vector<std::uint8_t> out_;      // frames waiting for the write in flight
+  std::vector<std::uint8_t> writing_;  // the buffer of the write in flight
+  bool write_in_flight_ = false;
+  char read_buf_[64 * 1024];
+  flatbuffers::FlatBufferBuilder fbb_{4096};
+
+  std::mutex mu_;
+  std::vector<std::function<void()>> posted_;  // guarded by mu_
+  bool stopping_ = false;                      // guarded by mu_
+};
+
+// Converts a verified answer into the error it carries, if it is an Error frame.
+Status as_status(const wire::Frame& frame);
+
+}  // namespace txmq::client::detail

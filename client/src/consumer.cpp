@@ -1,0 +1,148 @@
+// Consumer: subscribes (again after every reconnect), hands deliveries to the handler on
+// the I/O thread, and batches acks.
+
+#include <condition_variable>
+#include <mutex>
+
+#include "connection.h"
+
+namespace txmq::client {
+namespace detail {
+
+class ConsumerImpl {
+ public:
+  ConsumerImpl(Consumer::Options options, Consumer::Handler handler)
+      : options_(std::move(options)),
+        handler_(std::move(handler)),
+        conn_(options_, Connection::Hooks{[this] { subscribe(); }, [this](const wire::Frame& f) { on_push(f); }}) {
+    conn_.start();
+  }
+  ~ConsumerImpl() { conn_.stop(); }
+
+  Status wait_subscribed(Millis timeout) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return subscribed_ || sub_error_.code != ErrorCode::kOk; }))
+      return Error(ErrorCode::kTimeout, "not subscribed within " + std::to_string(timeout.count()) + " ms");
+    if (subscribed_) return {};
+    return sub_error_;
+  }
+
+  void ack(std::uint32_t partition, std::uint64_t offset) {
+    bool post;
+    {
+      std::lock_guard lock(mu_);
+      post = acks_.empty();
+      acks_.emplace_back(partition, offset);
+      ++acks_outstanding_;
+    }
+    if (post) conn_.post([this] { send_acks(); });
+  }
+
+  Status flush_acks(Millis timeout) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return acks_outstanding_ == 0; }))
+      return Error(ErrorCode::kTimeout, std::to_string(acks_outstanding_) + " ack(s) not yet confirmed");
+    if (ack_error_.code != ErrorCode::kOk) {
+      Error e = ack_error_;
+      ack_error_ = Error(ErrorCode::kOk);
+      return e;
+    }
+    return {};
+  }
+
+ private:
+  // I/O thread: after every (re)connect.
+  void subscribe() {
+    {
+      std::lock_guard lock(mu_);
+      subscribed_ = false;
+    }
+    auto& fbb = conn_.builder();
+    fbb.Clear();
+    auto sub = wire::CreateSubscribe(fbb, fbb.CreateString(options_.topic), fbb.CreateString(options_.group),
+                                     options_.window);
+    std::uint64_t rid = conn_.next_request_id();
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Subscribe, sub.Union()));
+    conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
+                  [this](Result<const wire::Frame*> r) {
+                    std::lock_guard lock(mu_);
+                    if (r.ok()) {
+                      subscribed_ = true;
+                      sub_error_ = Error(ErrorCode::kOk);
+                    } else {
+                      sub_error_ = r.error();
+                    }
+                    cv_.notify_all();
+                  });
+  }
+
+  void on_push(const wire::Frame& frame) {
+    if (frame.body_type() != wire::Body::Delivery) return;
+    const auto* d = frame.body_as_Delivery();
+    Delivery out;
+    auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
+    auto bytes = [](const flatbuffers::Vector<std::uint8_t>* v) {
+      return v ? std::string(reinterpret_cast<const char*>(v->data()), v->size()) : std::string();
+    };
+    out.topic = str(d->topic());
+    out.group = str(d->group());
+    out.partition = d->partition();
+    out.offset = d->offset();
+    out.timestamp_ms = d->timestamp_ms();
+    out.delivery_count = d->delivery_count();
+    out.key = bytes(d->key());
+    out.body = bytes(d->body());
+    if (d->headers())
+      for (const auto* h : *d->headers()) out.headers.push_back(Header{str(h->name()), bytes(h->value())});
+    handler_(out);
+  }
+
+  // I/O thread: one ack request for everything acked since the last one.
+  void send_acks() {
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> acks;
+    {
+      std::lock_guard lock(mu_);
+      acks.swap(acks_);
+    }
+    if (acks.empty()) return;
+    auto& fbb = conn_.builder();
+    fbb.Clear();
+    wire::MessageRef* refs = nullptr;
+    auto vec = fbb.CreateUninitializedVectorOfStructs<wire::MessageRef>(acks.size(), &refs);
+    for (std::size_t i = 0; i < acks.size(); ++i) refs[i] = wire::MessageRef(acks[i].first, acks[i].second);
+    auto ack = wire::CreateAck(fbb, fbb.CreateString(options_.topic), fbb.CreateString(options_.group), vec);
+    std::uint64_t rid = conn_.next_request_id();
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Ack, ack.Union()));
+    const std::size_t n = acks.size();
+    conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
+                  [this, n](Result<const wire::Frame*> r) {
+                    std::lock_guard lock(mu_);
+                    acks_outstanding_ -= n;
+                    if (!r.ok() && ack_error_.code == ErrorCode::kOk) ack_error_ = r.error();
+                    cv_.notify_all();
+                  });
+  }
+
+  Consumer::Options options_;
+  Consumer::Handler handler_;
+  Connection conn_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool subscribed_ = false;                                 // guarded by mu_
+  Error sub_error_{ErrorCode::kOk};                         // guarded by mu_
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> acks_;  // guarded by mu_: not yet sent
+  std::size_t acks_outstanding_ = 0;                        // guarded by mu_: not yet confirmed
+  Error ack_error_{ErrorCode::kOk};                         // guarded by mu_: first failure
+};
+
+}  // namespace detail
+
+Consumer::Consumer(Options options, Handler handler)
+    : impl_(std::make_unique<detail::ConsumerImpl>(std::move(options), std::move(handler))) {}
+Consumer::~Consumer() = default;
+Status Consumer::wait_subscribed(Millis timeout) { return impl_->wait_subscribed(timeout); }
+void Consumer::ack(const Delivery& d) { impl_->ack(d.partition, d.offset); }
+void Consumer::ack(std::uint32_t partition, std::uint64_t offset) { impl_->ack(partition, offset); }
+Status Consumer::flush_acks(Millis timeout) { return impl_->flush_acks(timeout); }
+
+}  // namespace txmq::client

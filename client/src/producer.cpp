@@ -1,0 +1,228 @@
+// Producer: batches messages per topic and keeps many produce requests in flight.
+
+#include <cassert>
+#include <condition_variable>
+#include <future>
+#include <map>
+
+#include "connection.h"
+
+namespace txmq::client {
+namespace detail {
+
+class ProducerImpl {
+ public:
+  explicit ProducerImpl(Producer::Options options)
+      : options_(std::move(options)), conn_(options_, {}) {
+    conn_.start();
+  }
+  ~ProducerImpl() {
+    conn_.stop();  // fails what is in flight with kClosed
+    fail_queued(Error(ErrorCode::kClosed));
+  }
+
+  void send_async(std::string_view topic, Message message, Producer::SendCallback cb) {
+    const std::size_t size = message_bytes(message);
+    bool post_pump = false;
+    {
+      std::unique_lock lock(mu_);
+      // Blocking here is the back-pressure: a caller that produces faster than the broker
+      // confirms waits instead of growing the buffer without bound.
+      space_cv_.wait_for(lock, options_.request_timeout,
+                         [&] { return buffered_bytes_ + size <= options_.max_buffered_bytes || buffered_bytes_ == 0; });
+      auto& q = queued_[std::string(topic)];
+      q.push_back(Queued{std::move(message), std::move(cb), size});
+      buffered_bytes_ += size;
+      queued_bytes_ += size;
+      ++outstanding_;
+      ++queued_count_;
+      bool full = queued_count_ >= options_.max_batch_messages || queued_bytes_ >= options_.max_batch_bytes;
+      if (!pump_scheduled_ || (full && !full_pump_posted_)) {
+        post_pump = true;
+        pump_scheduled_ = true;
+        if (full) full_pump_posted_ = true;
+      }
+    }
+    if (post_pump && !conn_.post([this] { arm_pump(); })) fail_queued(Error(ErrorCode::kClosed));
+  }
+
+  Result<SendReceipt> send(std::string_view topic, Message message, Millis timeout) {
+    if (conn_.on_io_thread())
+      return Error(ErrorCode::kInvalidArgument, "Producer::send called from its own callback thread");
+    auto promise = std::make_shared<std::promise<Result<SendReceipt>>>();
+    auto future = promise->get_future();
+    send_async(topic, std::move(message), [promise](const Result<SendReceipt>& r) { promise->set_value(r); });
+    if (future.wait_for(timeout) != std::future_status::ready)
+      return Error(ErrorCode::kTimeout, "send not confirmed within " + std::to_string(timeout.count()) + " ms");
+    return future.get();
+  }
+
+  Status flush(Millis timeout) {
+    if (conn_.on_io_thread()) return Error(ErrorCode::kInvalidArgument, "flush called from the callback thread");
+    std::unique_lock lock(mu_);
+    if (!done_cv_.wait_for(lock, timeout, [&] { return outstanding_ == 0; }))
+      return Error(ErrorCode::kTimeout, std::to_string(outstanding_) + " message(s) still unconfirmed");
+    return {};
+  }
+
+ private:
+  struct Queued {
+    Message message;
+    Producer::SendCallback cb;
+    std::size_t bytes;
+  };
+
+  static std::size_t message_bytes(const Message& m) {
+    std::size_t n = m.key.size() + m.body.size() + 64;
+    for (const auto& h : m.headers) n += h.name.size() + h.value.size() + 16;
+    return n;
+  }
+
+  // I/O thread. With a linger, wait for the batch to fill (unless it is already full).
+  void arm_pump() {
+    bool full;
+    {
+      std::lock_guard lock(mu_);
+      full = queued_count_ >= options_.max_batch_messages || queued_bytes_ >= options_.max_batch_bytes;
+    }
+    if (options_.linger.count() > 0 && !full)
+      conn_.set_timer(options_.linger, [this] { pump(); });
+    else
+      pump();
+  }
+
+  // I/O thread. Turns everything queued into produce requests.
+  void pump() {
+    std::map<std::string, std::vector<Queued>> work;
+    {
+      std::lock_guard lock(mu_);
+      work.swap(queued_);
+      queued_bytes_ = 0;
+      queued_count_ = 0;
+      pump_scheduled_ = false;
+      full_pump_posted_ = false;
+    }
+    for (auto& [topic, msgs] : work) {
+      std::size_t i = 0;
+      while (i < msgs.size()) {
+        std::size_t bytes = 0, j = i;
+        while (j < msgs.size() && j - i < options_.max_batch_messages &&
+               (j == i || bytes + msgs[j].bytes <= options_.max_batch_bytes))
+          bytes += msgs[j++].bytes;
+        send_batch(topic, std::vector<Queued>(std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(i)),
+                                              std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(j))));
+        i = j;
+      }
+    }
+  }
+
+  void send_batch(const std::string& topic, std::vector<Queued> batch) {
+    auto& fbb = conn_.builder();
+    fbb.Clear();
+    std::vector<flatbuffers::Offset<wire::Message>> msgs;
+    msgs.reserve(batch.size());
+    std::vector<flatbuffers::Offset<wire::Header>> headers;
+    for (const auto& q : batch) {
+      const Message& m = q.message;
+      headers.clear();
+      for (const auto& h : m.headers)
+        headers.push_back(wire::CreateHeader(fbb, fbb.CreateString(h.name),
+                                             fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(h.value.data()), h.value.size())));
+      msgs.push_back(wire::CreateMessage(
+          fbb, m.key.empty() ? 0 : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.key.data()), m.key.size()),
+          headers.empty() ? 0 : fbb.CreateVector(headers),
+          fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition));
+    }
+    auto produce = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs));
+    std::uint64_t rid = conn_.next_request_id();
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Produce, produce.Union()));
+    auto shared = std::make_shared<std::vector<Queued>>(std::move(batch));
+    conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
+                  [this, shared](Result<const wire::Frame*> r) { complete(*shared, r); });
+  }
+
+  void complete(std::vector<Queued>& batch, const Result<const wire::Frame*>& r) {
+    const flatbuffers::Vector<const wire::MessageRef*>* offsets = nullptr;
+    Error error;
+    bool ok = r.ok();
+    if (ok) {
+      const auto* body = (*r)->body_as_ProduceOk();
+      offsets = body ? body->offsets() : nullptr;
+      if (!offsets || offsets->size() != batch.size()) {
+        ok = false;
+        error = Error(ErrorCode::kInternal, "broker answered the produce with the wrong number of offsets");
+      }
+    } else {
+      error = r.error();
+    }
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      bytes += batch[i].bytes;
+      if (!batch[i].cb) continue;
+      if (ok)
+        batch[i].cb(SendReceipt{offsets->Get(static_cast<flatbuffers::uoffset_t>(i))->partition(),
+                                offsets->Get(static_cast<flatbuffers::uoffset_t>(i))->offset()});
+      else
+        batch[i].cb(error);
+    }
+    finished(batch.size(), bytes);
+  }
+
+  void finished(std::size_t count, std::size_t bytes) {
+    {
+      std::lock_guard lock(mu_);
+      buffered_bytes_ -= bytes;
+      outstanding_ -= count;
+    }
+    space_cv_.notify_all();
+    done_cv_.notify_all();
+  }
+
+  void fail_queued(const Error& e) {
+    std::map<std::string, std::vector<Queued>> work;
+    {
+      std::lock_guard lock(mu_);
+      work.swap(queued_);
+      queued_bytes_ = queued_count_ = 0;
+    }
+    for (auto& [topic, msgs] : work) {
+      std::size_t bytes = 0;
+      for (auto& q : msgs) {
+        bytes += q.bytes;
+        if (q.cb) q.cb(e);
+      }
+      finished(msgs.size(), bytes);
+    }
+  }
+
+  Producer::Options options_;
+  Connection conn_;
+  std::mutex mu_;
+  std::condition_variable space_cv_;
+  std::condition_variable done_cv_;
+  std::map<std::string, std::vector<Queued>> queued_;  // guarded by mu_
+  std::size_t queued_bytes_ = 0;    // guarded by mu_: bytes in queued_
+  std::size_t queued_count_ = 0;    // guarded by mu_: messages in queued_
+  std::size_t buffered_bytes_ = 0;  // guarded by mu_: queued or in flight
+  std::size_t outstanding_ = 0;     // guarded by mu_: messages not yet completed
+  bool pump_scheduled_ = false;     // guarded by mu_
+  bool full_pump_posted_ = false;   // guarded by mu_
+};
+
+}  // namespace detail
+
+Producer::Producer(Options options)
+    : impl_(std::make_unique<detail::ProducerImpl>(options)), options_request_timeout_(options.request_timeout) {}
+Producer::~Producer() = default;
+
+Result<SendReceipt> Producer::send(std::string_view topic, Message message, Millis timeout) {
+  return impl_->send(topic, std::move(message), timeout);
+}
+
+void Producer::send_async(std::string_view topic, Message message, SendCallback callback) {
+  impl_->send_async(topic, std::move(message), std::move(callback));
+}
+
+Status Producer::flush(Millis timeout) { return impl_->flush(timeout); }
+
+}  // namespace txmq::client
