@@ -37,7 +37,10 @@ Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
   listener_.data = sigint_.data = sigterm_.data = housekeeping_timer_.data = this;
 }
 
-Broker::~Broker() { uv_loop_close(&loop_); }
+Broker::~Broker() {
+  http_.reset();  // closed by shutdown; its destructor checks that
+  uv_loop_close(&loop_);
+}
 
 int Broker::run() {
   started_ = std::chrono::steady_clock::now();
@@ -59,6 +62,11 @@ Status Broker::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
   if (auto st = topics_.load(*store_); !st) return st;
+  if (!config_.metrics_listen.empty()) {
+    probe_ = std::make_unique<BrokerProbe>(registry_);
+    writer_probe_ = std::make_unique<storage::WriterProbe>(registry_);
+    for (const auto& [name, t] : topics_.all()) t->series = probe_->topic(name);
+  }
   auto groups = store_->load_groups();
   if (!groups) return groups.error();
   for (auto& [name, id] : *groups) group_ids_[name] = id;
@@ -67,6 +75,7 @@ Status Broker::start() {
   wo.sync = config_.sync;
   wo.relaxed_sync_interval = config_.relaxed_sync_interval;
   writer_ = std::make_unique<storage::StorageWriter>(&loop_, *store_, wo);
+  writer_->set_probe(writer_probe_.get());
   writer_->start();
 
   uv_signal_init(&loop_, &sigint_);
@@ -79,6 +88,8 @@ Status Broker::start() {
   uv_timer_init(&loop_, &housekeeping_timer_);
   uv_timer_start(&housekeeping_timer_, [](uv_timer_t* t) { static_cast<Broker*>(t->data)->housekeeping(); },
                  kHousekeepingMs, kHousekeepingMs);
+  if (probe_)
+    if (auto st = start_metrics(); !st) return st;
   if (auto st = listen(); !st) return st;
   spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_.size(), config_.data_dir);
   return {};
@@ -97,6 +108,7 @@ Status Broker::listen() {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, [](uv_stream_t* s, int status) {
       auto* self = static_cast<Broker*>(s->data);
       if (status < 0 || self->shutting_down_) return;
+      if (self->probe_) self->probe_->connection_accepted();
       auto conn = std::make_unique<Connection>(self->next_connection_id_++, *self, self->limits_);
       Connection* c = conn.get();
       self->connections_[c->id()] = std::move(conn);
@@ -136,6 +148,10 @@ void Broker::maybe_finish_shutdown() {
   for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
                   reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
     if (h->loop && !uv_is_closing(h)) uv_close(h, nullptr);
+  if (http_ && !http_closing_) {
+    http_closing_ = true;
+    http_->close([] {});
+  }
 }
 
 void Broker::housekeeping() {
@@ -234,6 +250,7 @@ void Broker::send_frame(Connection& conn, std::uint64_t rid, wire::Body type,
 }
 
 void Broker::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
+  if (probe_) probe_->request_error(error.code);
   fbb_.Clear();
   auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
   send_frame(conn, rid, wire::Body::Error, body.Union());
@@ -269,6 +286,46 @@ void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
                                 delivered, acked, usage.used_bytes, usage.max_bytes,
                                 writer_->commits());
   send_frame(conn, rid, wire::Body::Stats, body.Union());
+}
+
+}  // namespace txmq::broker
+
+namespace txmq::broker {
+
+Status Broker::start_metrics() {
+  metrics::register_process_metrics(registry_);
+  registry_.callback_gauge("txmq_connections", "Open client connections.",
+                           [this] { return static_cast<double>(connections_.size()); });
+  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_.size()); });
+  registry_.callback_gauge("txmq_storage_map_size_bytes", "The LMDB map size: the data file's maximum.",
+                           [this] { return static_cast<double>(store_->usage().max_bytes); });
+  registry_.callback_gauge("txmq_storage_used_bytes", "Bytes of the LMDB data file in use.",
+                           [this] { return static_cast<double>(store_->usage().used_bytes); });
+  registry_.gauge_family("txmq_build_info", "Always 1; the version is a label.", {"version"})
+      .with({std::string_view(kVersion)})
+      .set(1);
+  registry_.on_render([this] { refresh_metrics(); });
+
+  auto hp = common::parse_host_port(config_.metrics_listen);
+  if (!hp) return hp.error();
+  http_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_);
+  auto bound = http_->listen(hp->host, hp->port);
+  if (!bound.ok())
+    return Error(ErrorCode::kInvalidArgument,
+                 "cannot serve metrics on " + config_.metrics_listen + ": " + uv_strerror(bound.error));
+  std::printf("metrics on %s\n", common::HostPort{bound.host, bound.port}.to_string().c_str());
+  return {};
+}
+
+// Runs on the loop thread at every scrape (the endpoint renders on the loop), so it may
+// read loop-owned state.
+void Broker::refresh_metrics() {
+  for (const auto& [key, g] : groups_) {
+    if (!g->series.lag) continue;
+    g->series.lag->set(static_cast<double>(g->lag()));
+    g->series.in_flight->set(static_cast<double>(g->in_flight()));
+    g->series.consumers->set(static_cast<double>(g->consumers()));
+  }
 }
 
 }  // namespace txmq::broker

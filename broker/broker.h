@@ -18,12 +18,16 @@
 #include <string>
 #include <unordered_map>
 
+#include "broker/broker_probe.h"
 #include "broker/config.h"
 #include "broker/connection.h"
 #include "broker/consumer_group.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
 #include "broker/topic_table.h"
+#include "metrics/http_endpoint.h"
+#include "metrics/process_collector.h"
+#include "metrics/registry.h"
 
 namespace txmq::broker {
 
@@ -44,6 +48,8 @@ class Broker final : public ConnectionEvents {
 
   Status start();
   Status listen();
+  Status start_metrics();
+  void refresh_metrics();
   void begin_shutdown(const char* why);
   void maybe_finish_shutdown();
   void housekeeping();
@@ -80,6 +86,12 @@ class Broker final : public ConnectionEvents {
   void drop_topic_groups(TopicId topic);
 
   BrokerConfig config_;
+  // Declared first so that it outlives everything that holds one of its series.
+  metrics::Registry registry_;
+  std::unique_ptr<BrokerProbe> probe_;  // null when metrics are off
+  std::unique_ptr<storage::WriterProbe> writer_probe_;
+  std::unique_ptr<metrics::HttpEndpoint> http_;
+  bool http_closing_ = false;
   ConnectionLimits limits_;
   uv_loop_t loop_;
   // Zero-initialised so that shutdown can tell which handles were ever opened (loop set).

@@ -38,6 +38,7 @@ void Broker::handle_subscribe(Connection& conn, std::uint64_t rid, const wire::S
     if (!group) {
       auto g = std::make_unique<ConsumerGroup>(group_name, gid, *topic);
       if (auto st = g->load(*store_); !st) return reply_error(*c, rid, st.error());
+      if (probe_) g->series = probe_->group(topic_name, group_name);
       group = g.get();
       groups_[{group_name, topic_name}] = std::move(g);
     }

@@ -78,6 +78,7 @@ Result<std::map<PartitionId, std::vector<Offset>>> ConsumerGroup::ack(
     cursor.acked.insert(o);
     to_store[p].push_back(o);
     ++acked_total;
+    if (series.acked) series.acked->inc();
   }
   return to_store;
 }
@@ -176,6 +177,10 @@ void ConsumerGroup::send_delivery(Consumer& c, PartitionId p, const storage::Log
   cursors_[p.value()].in_flight[e.offset] = InFlight{c.conn, n};
   ++c.in_flight;
   ++delivered;
+  if (series.delivered) {
+    series.delivered->inc();
+    if (n.value() > 1) series.redelivered->inc();
+  }
 }
 
 std::size_t ConsumerGroup::in_flight() const {

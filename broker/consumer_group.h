@@ -76,8 +76,10 @@ class ConsumerGroup {
   // Totals for stats: deliveries held by consumers; messages not yet acknowledged.
   std::size_t in_flight() const;
   std::uint64_t lag() const;
+  std::size_t consumers() const { return consumers_.size(); }
   std::uint64_t delivered = 0;
   std::uint64_t acked_total = 0;
+  GroupSeries series;  // metrics; null when metrics are off
 
  private:
   Consumer* next_consumer_with_room();

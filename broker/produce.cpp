@@ -35,9 +35,9 @@ std::size_t message_size(const wire::Message& m) {
 class ProduceOp final : public storage::WriteOp {
  public:
   ProduceOp(Broker& broker, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
-            std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions)
+            std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions, std::size_t payload_bytes)
       : broker_(broker), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
-        partitions_(std::move(partitions)) {}
+        partitions_(std::move(partitions)), payload_bytes_(payload_bytes) {}
 
   std::size_t bytes() const override { return frame_.size(); }
 
@@ -75,7 +75,11 @@ class ProduceOp final : public storage::WriteOp {
         if (offsets_[i] >= part.next) part.next = next(offsets_[i]);
       }
       topic->messages_produced += offsets_.size();
-      topic->bytes_produced += frame_.size();
+      topic->bytes_produced += payload_bytes_;
+      if (topic->series.produced) {
+        topic->series.produced->inc(offsets_.size());
+        topic->series.bytes->inc(payload_bytes_);
+      }
       broker_.dispatch_topic(*topic);
     }
     if (!conn) return;  // the producer went away; the messages are stored all the same
@@ -100,6 +104,7 @@ class ProduceOp final : public storage::WriteOp {
   std::vector<std::uint8_t> frame_;
   std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
   std::vector<Offset> offsets_;          // assigned by the writer, one per message
+  std::size_t payload_bytes_;            // key + header + body bytes of the batch
 };
 
 void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
@@ -125,9 +130,11 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
     return;
   }
   std::vector<PartitionId> partitions;
+  std::size_t payload_bytes = 0;
   if (req.messages()) {
     partitions.reserve(req.messages()->size());
     for (const auto* m : *req.messages()) {
+      payload_bytes += message_size(*m);
       if (message_size(*m) > config_.max_message_bytes)
         return reply_error(conn, rid, Error(ErrorCode::kMessageTooLarge,
                                             "message of " + std::to_string(message_size(*m)) +
@@ -145,7 +152,7 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
   hold_produce_bytes(conn, frame.size());
   writer_->submit(std::make_unique<ProduceOp>(*this, conn.id(), rid, topic->meta.id,
                                               std::vector<std::uint8_t>(frame.begin(), frame.end()),
-                                              std::move(partitions)));
+                                              std::move(partitions), payload_bytes));
 }
 
 void Broker::hold_produce_bytes(Connection& conn, std::size_t n) {

@@ -36,6 +36,7 @@ void Broker::create_topic(std::string name, std::uint32_t partitions,
         if (st) {
           Topic& t = topics_.add(*meta);
           for (auto& p : t.partitions) p = PartitionState{Offset(0), Offset(0)};
+          if (probe_) t.series = probe_->topic(t.meta.name);
           spdlog::info("topic '{}' created with {} partition(s)", meta->name, meta->partitions);
         }
         done(st);

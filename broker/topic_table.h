@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/broker_probe.h"
 #include "broker/storage/store.h"
 
 namespace txmq::broker {
@@ -27,6 +28,7 @@ struct Topic {
   std::uint32_t round_robin = 0;  // next partition for messages without a key
   std::uint64_t messages_produced = 0;
   std::uint64_t bytes_produced = 0;
+  TopicSeries series;  // metrics; null when metrics are off
 };
 
 // The partition a key maps to: FNV-1a (64-bit) of the key bytes modulo the partition

@@ -95,6 +95,7 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
   std::vector<Done> results;
   results.reserve(batch.size());
   std::size_t bytes = 0;
+  bool committed = false;
   auto parent = store_.begin_write(nullptr);
   if (!parent) {
     for (auto& op : batch) results.push_back(Done{std::move(op), parent.error()});
@@ -113,13 +114,15 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
       spdlog::error("storage commit failed: {}", st.error().describe());
       for (auto& r : results)
         if (r.status) r.status = st;
+    } else {
+      committed = true;
     }
   }
   batch.clear();
   commits_.fetch_add(1, std::memory_order_relaxed);
-  if (observer_.on_commit) {
+  if (probe_) {
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
-    observer_.on_commit(results.size(), bytes, took.count());
+    probe_->on_commit(results.size(), bytes, took.count(), committed);
   }
   std::lock_guard lock(mu_);
   for (auto& r : results) done_.push_back(std::move(r));

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "broker/storage/store.h"
+#include "broker/storage/writer_probe.h"
 
 namespace txmq::broker::storage {
 
@@ -49,11 +50,6 @@ struct WriterOptions {
   std::size_t max_batch_bytes = 64u << 20;
 };
 
-// Observations of each commit, for the metrics probe. Called on the writer thread.
-struct CommitObserver {
-  std::function<void(std::size_t ops, std::size_t bytes, double seconds)> on_commit;
-};
-
 class StorageWriter {
  public:
   StorageWriter(uv_loop_t* loop, Store& store, WriterOptions options);
@@ -61,7 +57,8 @@ class StorageWriter {
   StorageWriter& operator=(const StorageWriter&) = delete;
   ~StorageWriter();
 
-  void set_observer(CommitObserver observer) { observer_ = std::move(observer); }
+  // Metrics for every commit; null (the default) records none. Set before start().
+  void set_probe(WriterProbe* probe) { probe_ = probe; }
 
   // Starts the thread. Loop thread.
   void start();
@@ -89,7 +86,7 @@ class StorageWriter {
   uv_loop_t* loop_;
   Store& store_;
   WriterOptions options_;
-  CommitObserver observer_;
+  WriterProbe* probe_ = nullptr;
   uv_async_t async_;
   std::thread thread_;
   std::function<void()> on_stopped_;

@@ -1,0 +1,44 @@
+#include "broker/broker_probe.h"
+
+#include <string>
+
+namespace txmq::broker {
+
+BrokerProbe::BrokerProbe(metrics::Registry& r)
+    : produced_(r.counter_family("txmq_messages_produced_total", "Messages appended to a topic.", {"topic"})),
+      produced_bytes_(r.counter_family("txmq_produced_bytes_total",
+                                       "Key, header and body bytes appended to a topic.", {"topic"})),
+      delivered_(r.counter_family("txmq_messages_delivered_total",
+                                  "Deliveries sent to consumers, redeliveries included.", {"topic", "group"})),
+      redelivered_(r.counter_family("txmq_messages_redelivered_total",
+                                    "Deliveries of a message after its first one.", {"topic", "group"})),
+      acked_(r.counter_family("txmq_messages_acked_total", "Messages acknowledged by a consumer group.",
+                              {"topic", "group"})),
+      lag_(r.gauge_family("txmq_consumer_lag_messages",
+                          "Messages in the topic the group has not acknowledged yet.", {"topic", "group"})),
+      in_flight_(r.gauge_family("txmq_consumer_in_flight_messages",
+                                "Messages delivered to the group's consumers and not yet acknowledged.",
+                                {"topic", "group"})),
+      consumers_(r.gauge_family("txmq_consumers", "Connected consumers of the group.", {"topic", "group"})),
+      request_errors_(r.counter_family("txmq_request_errors_total",
+                                       "Requests answered with an error, by error code.", {"code"})),
+      connections_accepted_(r.counter("txmq_connections_accepted_total", "Client connections accepted.")) {}
+
+TopicSeries BrokerProbe::topic(std::string_view topic) {
+  return TopicSeries{&produced_.with({topic}), &produced_bytes_.with({topic})};
+}
+
+GroupSeries BrokerProbe::group(std::string_view topic, std::string_view group) {
+  return GroupSeries{&delivered_.with({topic, group}), &redelivered_.with({topic, group}),
+                     &acked_.with({topic, group}),     &lag_.with({topic, group}),
+                     &in_flight_.with({topic, group}), &consumers_.with({topic, group})};
+}
+
+void BrokerProbe::request_error(ErrorCode code) {
+  auto i = static_cast<std::size_t>(code);
+  if (i >= error_series_.size()) return;
+  if (!error_series_[i]) error_series_[i] = &request_errors_.with({code_name(code)});
+  error_series_[i]->inc();
+}
+
+}  // namespace txmq::broker

@@ -1,0 +1,54 @@
+#pragma once
+// The broker's metrics: what the loop thread counts about topics, groups, connections and
+// requests. Series are looked up once (per topic, per group) and cached by their owners, so
+// an update on the hot path is one relaxed atomic add.
+// Concurrency: loop thread only (the metrics themselves may be read from any thread).
+
+#include <array>
+#include <string_view>
+
+#include "common/errors.h"
+#include "metrics/registry.h"
+
+namespace txmq::broker {
+
+// A topic's series; null pointers when metrics are off.
+struct TopicSeries {
+  metrics::Counter* produced = nullptr;  // messages appended
+  metrics::Counter* bytes = nullptr;     // key + header + body bytes appended
+};
+
+// A consumer group's series on one topic; null pointers when metrics are off.
+struct GroupSeries {
+  metrics::Counter* delivered = nullptr;    // deliveries sent, first and later
+  metrics::Counter* redelivered = nullptr;  // deliveries after the first
+  metrics::Counter* acked = nullptr;
+  metrics::Gauge* lag = nullptr;            // messages not yet acknowledged
+  metrics::Gauge* in_flight = nullptr;      // delivered, awaiting an ack
+  metrics::Gauge* consumers = nullptr;
+};
+
+class BrokerProbe {
+ public:
+  explicit BrokerProbe(metrics::Registry& registry);
+
+  TopicSeries topic(std::string_view topic);
+  GroupSeries group(std::string_view topic, std::string_view group);
+  void request_error(ErrorCode code);
+  void connection_accepted() { connections_accepted_.inc(); }
+
+ private:
+  metrics::Family<metrics::Counter>& produced_;
+  metrics::Family<metrics::Counter>& produced_bytes_;
+  metrics::Family<metrics::Counter>& delivered_;
+  metrics::Family<metrics::Counter>& redelivered_;
+  metrics::Family<metrics::Counter>& acked_;
+  metrics::Family<metrics::Gauge>& lag_;
+  metrics::Family<metrics::Gauge>& in_flight_;
+  metrics::Family<metrics::Gauge>& consumers_;
+  metrics::Family<metrics::Counter>& request_errors_;
+  metrics::Counter& connections_accepted_;
+  std::array<metrics::Counter*, 100> error_series_{};  // by wire code, filled on first use
+};
+
+}  // namespace txmq::broker
