@@ -12,7 +12,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cctype>
+#include <condition_variable>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -33,6 +39,7 @@ using txmq::client::Millis;
 struct SpawnedBroker {
   pid_t pid = -1;
   std::string address;
+  std::string metrics_address;  // empty when the broker serves no metrics
   std::string dir;
 
   bool start(const std::string& bin, const std::vector<std::string>& extra) {
@@ -46,7 +53,8 @@ struct SpawnedBroker {
       dup2(out[1], 1);
       close(out[0]);
       close(out[1]);
-      std::vector<std::string> args = {bin, "--data", dir + "/data", "--listen", "127.0.0.1:0", "--log-level", "warn"};
+      std::vector<std::string> args = {bin, "--data", dir + "/data", "--listen", "127.0.0.1:0",
+                                       "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"};
       args.insert(args.end(), extra.begin(), extra.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
@@ -59,6 +67,11 @@ struct SpawnedBroker {
     char line[256];
     while (std::fgets(line, sizeof(line), f)) {
       std::string s(line);
+      if (s.rfind("metrics on ", 0) == 0) {
+        metrics_address = s.substr(11);
+        while (!metrics_address.empty() && std::isspace(static_cast<unsigned char>(metrics_address.back())))
+          metrics_address.pop_back();
+      }
       if (s.rfind("listening on ", 0) == 0) {
         address = s.substr(13);
         while (!address.empty() && (address.back() == '\n' || address.back() == '\r')) address.pop_back();
@@ -85,27 +98,194 @@ double percentile(std::vector<double>& v, double p) {
   return v[i];
 }
 
+struct ProduceConfig {
+  std::string topic;
+  std::size_t messages, size, batch, in_flight;
+  double max_seconds;
+  bool progress;
+};
+
+struct ProduceResult {
+  std::size_t confirmed = 0;
+  double seconds = 0;
+  double rate = 0;
+  double p50_ms = 0, p99_ms = 0, p999_ms = 0;
+  std::string error;  // empty on success
+};
+
+ProduceResult run_produce(const std::string& broker, const ProduceConfig& cfg) {
+  ProduceResult out;
+  txmq::client::ClientOptions co;
+  co.broker = broker;
+  co.client_name = "txmq-bench";
+  {
+    txmq::client::Admin admin(co);
+    auto created = admin.create_topic(cfg.topic, 1, Millis(10000));
+    if (!created && created.error().code != txmq::ErrorCode::kTopicExists) {
+      out.error = created.error().describe();
+      return out;
+    }
+  }
+  txmq::client::Producer::Options po;
+  static_cast<txmq::client::ClientOptions&>(po) = co;
+  po.max_batch_messages = cfg.batch;
+  po.max_batch_bytes = 4u << 20;
+  // The producer blocks send_async past this many buffered bytes (a message counts as its
+  // body plus 64 bytes), which bounds what is in flight and so what latency measures:
+  // the pipeline, not an ever-growing queue.
+  po.max_buffered_bytes = cfg.in_flight * (cfg.size + 64);
+  txmq::client::Producer producer(po);
+
+  std::vector<double> latencies_us(cfg.messages);
+  std::atomic<std::size_t> confirmed{0}, failed{0};
+  std::string body(cfg.size, 'x');
+  const auto start = Clock::now();
+  const auto stop_at = start + std::chrono::duration<double>(cfg.max_seconds);
+  std::size_t sent = 0;
+  const std::size_t report_every = std::max<std::size_t>(cfg.messages / 10, 1);
+  for (; sent < cfg.messages && Clock::now() < stop_at; ++sent) {
+    const auto t0 = Clock::now();
+    producer.send_async(cfg.topic, txmq::client::Message{{}, {}, body, -1},
+                        [&, i = sent, t0](const txmq::Result<txmq::client::SendReceipt>& r) {
+                          latencies_us[i] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+                          (r ? confirmed : failed).fetch_add(1, std::memory_order_relaxed);
+                        });
+    if (cfg.progress && (sent + 1) % report_every == 0)
+      std::fprintf(stderr, "  sent %zu, confirmed %zu\n", sent + 1, confirmed.load());
+  }
+  auto st = producer.flush(Millis(120000));
+  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  latencies_us.resize(sent);
+  if (!st || failed > 0) {
+    out.error = std::to_string(failed.load()) + " failed; flush: " + (st ? "ok" : st.error().describe());
+    return out;
+  }
+  out.confirmed = confirmed;
+  out.rate = static_cast<double>(out.confirmed) / out.seconds;
+  out.p50_ms = percentile(latencies_us, 0.50) / 1000;
+  out.p99_ms = percentile(latencies_us, 0.99) / 1000;
+  out.p999_ms = percentile(latencies_us, 0.999) / 1000;
+  return out;
+}
+
+void print_produce(const char* label, const ProduceResult& r, std::size_t size) {
+  std::printf("%s: %zu msgs in %.2f s = %.0f msg/s, %.1f MB/s; confirm latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n",
+              label, r.confirmed, r.seconds, r.rate, r.rate * static_cast<double>(size) / 1e6, r.p50_ms, r.p99_ms,
+              r.p999_ms);
+}
+
+// Scrapes a metrics endpoint every second while a run is going, as Prometheus would.
+class Scraper {
+ public:
+  explicit Scraper(std::string address) : address_(std::move(address)) {
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; })) {
+        lock.unlock();
+        scrape();
+        lock.lock();
+      }
+    });
+  }
+  ~Scraper() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  int scrapes() const { return scrapes_; }
+
+ private:
+  void scrape() {
+    auto colon = address_.rfind(':');
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address_.substr(colon + 1))));
+    inet_pton(AF_INET, address_.substr(0, colon).c_str(), &addr.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      const char req[] = "GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n";
+      if (write(fd, req, sizeof(req) - 1) > 0) {
+        char buf[16384];
+        while (read(fd, buf, sizeof(buf)) > 0) {
+        }
+        ++scrapes_;
+      }
+    }
+    close(fd);
+  }
+
+  std::string address_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::atomic<int> scrapes_{0};
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"txmq-bench: durable produce throughput and latency"};
-  std::string broker = "127.0.0.1:7411", broker_bin, topic = "bench";
-  std::size_t messages = 1'000'000, size = 100, batch = 1000, baseline_per_txn = 1000, in_flight = 20'000;
-  double max_seconds = 60;
+  std::string broker = "127.0.0.1:7411", broker_bin;
+  ProduceConfig cfg{"bench", 1'000'000, 100, 1000, 20'000, 60, true};
+  std::size_t baseline_per_txn = 1000;
+  int compare_rounds = 0;
   bool skip_baseline = false;
   std::vector<std::string> broker_args;
   app.add_option("--broker", broker, "broker HOST:PORT (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
   app.add_option("--broker-arg", broker_args, "extra argument for the started broker (repeatable)");
-  app.add_option("--topic", topic, "topic to produce to (created if missing)");
-  app.add_option("-n,--messages", messages, "messages to send")->check(CLI::Range(1ul, 100'000'000ul));
-  app.add_option("-s,--size", size, "message body size in bytes");
-  app.add_option("--batch", batch, "messages per produce request");
-  app.add_option("--in-flight", in_flight, "messages sent but not yet confirmed, at most (approximate)");
-  app.add_option("--max-seconds", max_seconds, "stop sending after this long");
+  app.add_option("--topic", cfg.topic, "topic to produce to (created if missing)");
+  app.add_option("-n,--messages", cfg.messages, "messages to send")->check(CLI::Range(1ul, 100'000'000ul));
+  app.add_option("-s,--size", cfg.size, "message body size in bytes");
+  app.add_option("--batch", cfg.batch, "messages per produce request");
+  app.add_option("--in-flight", cfg.in_flight, "messages sent but not yet confirmed, at most (approximate)");
+  app.add_option("--max-seconds", cfg.max_seconds, "stop sending after this long");
   app.add_option("--baseline-per-txn", baseline_per_txn, "LMDB baseline: puts per durable transaction");
   app.add_flag("--skip-baseline", skip_baseline, "do not run the raw LMDB baseline");
+  app.add_option("--compare-metrics", compare_rounds,
+                 "with --broker-bin: run N rounds each of metrics off and on (scraped every second), "
+                 "alternating, and print both medians");
   CLI11_PARSE(app, argc, argv);
+
+  if (compare_rounds > 0) {
+    if (broker_bin.empty()) {
+      std::fprintf(stderr, "txmq-bench: --compare-metrics needs --broker-bin\n");
+      return 2;
+    }
+    cfg.progress = false;
+    std::vector<double> off, on;
+    for (int round = 0; round < compare_rounds; ++round) {
+      for (bool metrics : {false, true}) {
+        std::vector<std::string> args = broker_args;
+        if (!metrics) args.push_back("--no-metrics");
+        SpawnedBroker b;
+        if (!b.start(broker_bin, args)) {
+          std::fprintf(stderr, "txmq-bench: could not start %s\n", broker_bin.c_str());
+          return 1;
+        }
+        std::unique_ptr<Scraper> scraper;
+        if (metrics) scraper = std::make_unique<Scraper>(b.metrics_address);
+        auto r = run_produce(b.address, cfg);
+        int scrapes = scraper ? scraper->scrapes() : 0;
+        scraper.reset();
+        if (!r.error.empty()) {
+          std::fprintf(stderr, "txmq-bench: %s\n", r.error.c_str());
+          return 1;
+        }
+        (metrics ? on : off).push_back(r.rate);
+        std::printf("round %d, metrics %-3s: %.0f msg/s (p99 %.2f ms, %d scrapes)\n", round + 1,
+                    metrics ? "on" : "off", r.rate, r.p99_ms, scrapes);
+      }
+    }
+    double off_median = percentile(off, 0.5), on_median = percentile(on, 0.5);
+    std::printf("metrics off median %.0f msg/s, on median %.0f msg/s, difference %+.1f%%\n", off_median,
+                on_median, (on_median - off_median) / off_median * 100);
+    return 0;
+  }
 
   SpawnedBroker spawned;
   if (!broker_bin.empty()) {
@@ -115,70 +295,19 @@ int main(int argc, char** argv) {
     }
     broker = spawned.address;
   }
-
-  txmq::client::ClientOptions co;
-  co.broker = broker;
-  co.client_name = "txmq-bench";
-  {
-    txmq::client::Admin admin(co);
-    auto created = admin.create_topic(topic, 1, Millis(10000));
-    if (!created && created.error().code != txmq::ErrorCode::kTopicExists) {
-      std::fprintf(stderr, "txmq-bench: %s\n", created.error().describe().c_str());
-      return 1;
-    }
-  }
-
-  txmq::client::Producer::Options po;
-  static_cast<txmq::client::ClientOptions&>(po) = co;
-  po.max_batch_messages = batch;
-  po.max_batch_bytes = 4u << 20;
-  // The producer blocks send_async past this many buffered bytes (a message counts as its
-  // body plus 64 bytes), which bounds what is in flight and so what latency measures:
-  // the pipeline, not an ever-growing queue.
-  po.max_buffered_bytes = in_flight * (size + 64);
-  txmq::client::Producer producer(po);
-
-  std::vector<double> latencies_us(messages);
-  std::atomic<std::size_t> confirmed{0}, failed{0};
-  std::string body(size, 'x');
   std::printf("txmq-bench: producing %zu x %zu-byte messages to %s (topic %s, batch %zu, in flight %zu)\n",
-              messages, size, broker.c_str(), topic.c_str(), batch, in_flight);
-  const auto start = Clock::now();
-  const auto stop_at = start + std::chrono::duration<double>(max_seconds);
-  std::size_t sent = 0;
-  std::size_t report_every = std::max<std::size_t>(messages / 10, 1);
-  for (; sent < messages && Clock::now() < stop_at; ++sent) {
-    const auto t0 = Clock::now();
-    producer.send_async(topic, txmq::client::Message{{}, {}, body, -1},
-                        [&, i = sent, t0](const txmq::Result<txmq::client::SendReceipt>& r) {
-                          latencies_us[i] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-                          if (r)
-                            confirmed.fetch_add(1, std::memory_order_relaxed);
-                          else
-                            failed.fetch_add(1, std::memory_order_relaxed);
-                        });
-    if ((sent + 1) % report_every == 0)
-      std::fprintf(stderr, "  sent %zu, confirmed %zu\n", sent + 1, confirmed.load());
-  }
-  auto st = producer.flush(Millis(120000));
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  latencies_us.resize(sent);
-  if (!st || failed > 0) {
-    std::fprintf(stderr, "txmq-bench: %zu failed, flush: %s\n", failed.load(),
-                 st ? "ok" : st.error().describe().c_str());
+              cfg.messages, cfg.size, broker.c_str(), cfg.topic.c_str(), cfg.batch, cfg.in_flight);
+  auto r = run_produce(broker, cfg);
+  if (!r.error.empty()) {
+    std::fprintf(stderr, "txmq-bench: %s\n", r.error.c_str());
     return 1;
   }
-  const double rate = static_cast<double>(confirmed) / seconds;
-  double p50 = percentile(latencies_us, 0.50), p99 = percentile(latencies_us, 0.99),
-         p999 = percentile(latencies_us, 0.999);
-  std::printf("produce (durable): %zu msgs in %.2f s = %.0f msg/s, %.1f MB/s; confirm latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n",
-              confirmed.load(), seconds, rate, rate * static_cast<double>(size) / 1e6, p50 / 1000, p99 / 1000,
-              p999 / 1000);
+  print_produce("produce (durable)", r, cfg.size);
 
   if (!skip_baseline) {
     char tmpl[] = "/tmp/txmq-bench-lmdb-XXXXXX";
     std::string dir = mkdtemp(tmpl) ? tmpl : "/tmp/txmq-bench-lmdb";
-    auto base = txmq::bench::run_lmdb_baseline(dir, confirmed, size, baseline_per_txn);
+    auto base = txmq::bench::run_lmdb_baseline(dir, r.confirmed, cfg.size, baseline_per_txn);
     std::filesystem::remove_all(dir);
     if (!base.error.empty()) {
       std::fprintf(stderr, "txmq-bench: baseline failed: %s\n", base.error.c_str());
@@ -186,7 +315,7 @@ int main(int argc, char** argv) {
     }
     std::printf("raw LMDB baseline (%zu puts per durable txn): %.0f msg/s\n", baseline_per_txn,
                 base.messages_per_second);
-    std::printf("ratio txmq/baseline: %.2f\n", rate / base.messages_per_second);
+    std::printf("ratio txmq/baseline: %.2f\n", r.rate / base.messages_per_second);
   }
   return 0;
 }

@@ -18,9 +18,12 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_file, "TOML configuration file (see config/txmq-broker.toml)")
       ->check(CLI::ExistingFile);
   app.add_option("--data", data_dir, "data directory (broker.data_dir)");
-  app.add_option("--listen", listen, "protocol address HOST:PORT, port 0 for any (broker.listen)");
-  app.add_option("--metrics-listen", metrics_listen,
-                 "metrics address HOST:PORT, empty to disable (broker.metrics_listen)");
+  app.add_option("--listen", listen, "protocol address HOST:PORT, port 0 for any (broker.listen)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  bool no_metrics = false;
+  app.add_option("--metrics-listen", metrics_listen, "metrics address HOST:PORT (broker.metrics_listen)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_flag("--no-metrics", no_metrics, "serve no metrics and keep none (as broker.metrics_listen = \"\")");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (log.level)");
   CLI11_PARSE(app, argc, argv);
 
@@ -35,7 +38,8 @@ int main(int argc, char** argv) {
   }
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!listen.empty()) config.listen = listen;
-  if (app.count("--metrics-listen")) config.metrics_listen = metrics_listen;
+  if (!metrics_listen.empty()) config.metrics_listen = metrics_listen;
+  if (no_metrics) config.metrics_listen.clear();
   if (!log_level.empty()) config.log_level = log_level;
   if (auto st = txmq::broker::validate(config); !st) {
     std::cerr << "txmq-broker: " << st.error().message << "\n";

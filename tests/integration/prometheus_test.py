@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""The broker's /metrics, proven by promtool and by a real Prometheus server.
+
+Starts the real txmq-broker on 127.0.0.1 port 0 with a temporary data directory,
+produces messages with the real `txmq` tool, checks the exposition with
+`promtool check metrics`, then starts Prometheus (Debian's package) scraping the broker
+and asserts through its HTTP query API that the produced-messages counter reached N.
+Every wait has a deadline. Paths come from the environment set by CTest.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+BROKER = os.environ["TXMQ_BROKER_BIN"]
+CLI = os.environ["TXMQ_CLI_BIN"]
+SOURCE = os.environ["TXMQ_SOURCE_DIR"]
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)  # polling interval of a deadline-bounded wait, not synchronisation
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, tmp):
+        self.log = open(os.path.join(tmp, "broker.log"), "w")
+        self.proc = subprocess.Popen(
+            [BROKER, "--data", os.path.join(tmp, "data"), "--listen", "127.0.0.1:0",
+             "--metrics-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.address = self.metrics = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and self.address is None:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError("broker exited before listening")
+            if line.startswith("metrics on "):
+                self.metrics = line.split()[-1]
+            if line.startswith("listening on "):
+                self.address = line.split()[-1]
+        assert self.address and self.metrics, "broker did not print its addresses"
+
+    def stop(self):
+        self.proc.terminate()
+        code = self.proc.wait(timeout=15)
+        self.log.close()
+        return code
+
+
+class PrometheusMetricsTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="txmq-prom-")
+        self.broker = Broker(self.tmp)
+        self.env = dict(os.environ, TXMQ_BROKER=self.broker.address)
+        self.prometheus = None
+
+    def tearDown(self):
+        if self.prometheus:
+            self.prometheus.terminate()
+            self.prometheus.wait(timeout=15)
+        self.assertEqual(self.broker.stop(), 0, "broker did not exit cleanly on SIGTERM")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def txmq(self, *args, stdin=None):
+        return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True,
+                              env=self.env, timeout=60)
+
+    def produce(self, topic, n):
+        self.assertEqual(self.txmq("topic", "create", topic).returncode, 0)
+        r = self.txmq("produce", topic, stdin="".join(f"m{i}\n" for i in range(n)))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_exposition_passes_promtool_check_metrics(self):
+        self.produce("orders", 10)
+        r = self.txmq("consume", "orders", "--group", "g", "--max", "10")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        status, text = http_get(f"http://{self.broker.metrics}/metrics")
+        self.assertEqual(status, 200)
+        for name in ("txmq_messages_produced_total", "txmq_messages_acked_total",
+                     "txmq_consumer_lag_messages", "txmq_storage_commit_seconds_bucket",
+                     "txmq_storage_used_bytes", "txmq_connections", "process_resident_memory_bytes"):
+            self.assertIn(name, text)
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                               text=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    def test_unknown_path_is_404(self):
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            http_get(f"http://{self.broker.metrics}/nope")
+        self.assertEqual(e.exception.code, 404)
+
+    def test_alert_rules_and_scrape_config_are_valid(self):
+        rules = os.path.join(SOURCE, "config", "prometheus", "txmq-alerts.yml")
+        config = os.path.join(SOURCE, "config", "prometheus", "prometheus.yml")
+        for args in (["check", "rules", rules], ["check", "config", config]):
+            r = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_prometheus_server_sees_produced_count(self):
+        n = 137
+        self.produce("payments", n)
+        port = free_port()
+        config = os.path.join(self.tmp, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: txmq-broker\n"
+                    f"    static_configs:\n      - targets: ['{self.broker.metrics}']\n")
+        plog = open(os.path.join(self.tmp, "prometheus.log"), "w")
+        self.prometheus = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.tmp}/tsdb",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=plog, stderr=plog)
+        base = f"http://127.0.0.1:{port}"
+
+        def ready():
+            try:
+                return http_get(f"{base}/-/ready", timeout=2)[0] == 200
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+
+        wait_until(ready, 60, "prometheus to be ready")
+        query = urllib.parse.quote('txmq_messages_produced_total{topic="payments"}')
+
+        def produced():
+            try:
+                _, body = http_get(f"{base}/api/v1/query?query={query}")
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return None
+            result = json.loads(body)["data"]["result"]
+            return float(result[0]["value"][1]) if result else None
+
+        value = wait_until(lambda: produced() == n and n, 60, f"Prometheus to report {n} produced")
+        self.assertEqual(value, n)
+        # The scrape target is healthy too.
+        _, body = http_get(f"{base}/api/v1/query?query=" + urllib.parse.quote('up{job="txmq-broker"}'))
+        self.assertEqual(json.loads(body)["data"]["result"][0]["value"][1], "1")
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
