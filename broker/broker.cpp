@@ -70,6 +70,10 @@ Status Broker::start() {
   auto groups = store_->load_groups();
   if (!groups) return groups.error();
   for (auto& [name, id] : *groups) group_ids_[name] = id;
+  auto policies = store_->load_policies();
+  if (!policies) return policies.error();
+  for (auto& [key, bytes] : *policies)
+    if (auto p = PolicyOverride::from_record(bytes)) policies_[key] = *p;
 
   storage::WriterOptions wo;
   wo.sync = config_.sync;
@@ -77,6 +81,9 @@ Status Broker::start() {
   writer_ = std::make_unique<storage::StorageWriter>(&loop_, *store_, wo);
   writer_->set_probe(writer_probe_.get());
   writer_->start();
+  scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
+  schedule_delayed();
+  scheduler_->at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), kRetentionTarget);
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -148,6 +155,7 @@ void Broker::maybe_finish_shutdown() {
   for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
                   reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
     if (h->loop && !uv_is_closing(h)) uv_close(h, nullptr);
+  if (scheduler_) scheduler_->close();
   if (http_ && !http_closing_) {
     http_closing_ = true;
     http_->close([] {});
@@ -166,20 +174,24 @@ Connection* Broker::find_connection(std::uint64_t id) {
 }
 
 void Broker::on_closed(Connection& conn) {
-  for (auto& [key, group] : groups_) {
-    if (group->find_consumer(&conn)) {
-      group->remove_consumer(&conn);
-      dispatch_topic(group->topic());
-    }
-  }
+  // At shutdown what consumers hold stays unacknowledged and is delivered after restart.
+  if (!shutting_down_) consumer_gone(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());
   maybe_finish_shutdown();
 }
 
 void Broker::on_writable(Connection& conn) {
+  if (shutting_down_) return;
   for (auto& [key, group] : groups_)
-    if (group->find_consumer(&conn)) group->dispatch(*store_, fbb_);
+    if (group->find_consumer(&conn)) dispatch_group(*group);
+}
+
+bool Broker::valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 249) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
+  return true;
 }
 
 void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
@@ -216,6 +228,11 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     case wire::Body::Subscribe: return handle_subscribe(conn, rid, *frame->body_as_Subscribe());
     case wire::Body::Ack: return handle_ack(conn, rid, *frame->body_as_Ack());
     case wire::Body::GetStats: return handle_stats(conn, rid);
+    case wire::Body::Settle: return handle_settle(conn, rid, *frame->body_as_Settle());
+    case wire::Body::ConfigureGroup: return handle_configure_group(conn, rid, *frame->body_as_ConfigureGroup());
+    case wire::Body::DescribeGroups: return handle_describe_groups(conn, rid, *frame->body_as_DescribeGroups());
+    case wire::Body::Fetch: return handle_fetch(conn, rid, *frame->body_as_Fetch());
+    case wire::Body::Redrive: return handle_redrive(conn, rid, *frame->body_as_Redrive());
     case wire::Body::Hello:
       return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
     default:

@@ -22,6 +22,8 @@
 #include "broker/config.h"
 #include "broker/connection.h"
 #include "broker/consumer_group.h"
+#include "broker/group_policy.h"
+#include "broker/scheduler.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
 #include "broker/topic_table.h"
@@ -44,7 +46,15 @@ class Broker final : public ConnectionEvents {
 
  private:
   friend class ProduceOp;
-  friend class AckOp;
+  friend class SettleOp;
+
+  // Scheduler targets that are not consumer groups (groups count from kFirstGroupSerial).
+  static constexpr Scheduler::Target kDelayedTarget = 1;
+  static constexpr Scheduler::Target kRetentionTarget = 2;
+  static constexpr Scheduler::Target kFirstGroupSerial = 100;
+
+  // Topic and group names: 1-249 of letters, digits, '.', '_' and '-'.
+  static bool valid_name(std::string_view name);
 
   Status start();
   Status listen();
@@ -69,6 +79,11 @@ class Broker final : public ConnectionEvents {
   void handle_list_topics(Connection& conn, std::uint64_t rid);
   void handle_subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req);
   void handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& req);
+  void handle_settle(Connection& conn, std::uint64_t rid, const wire::Settle& req);
+  void handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req);
+  void handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
+  void handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
+  void handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
   void handle_stats(Connection& conn, std::uint64_t rid);
 
   // Answers. `fatal` closes the connection once the error is written.
@@ -77,13 +92,33 @@ class Broker final : public ConnectionEvents {
   void send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body);
   flatbuffers::Offset<wire::TopicInfo> build_topic_info(const Topic& topic);
 
-  void create_topic(std::string name, std::uint32_t partitions, std::function<void(const Status&)> done);
+  void create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
+                    std::uint64_t retention_bytes, std::function<void(const Status&)> done);
   void hold_produce_bytes(Connection& conn, std::size_t n);
   void release_produce_bytes(Connection& conn, std::size_t n);
   Connection* find_connection(std::uint64_t id);
   ConsumerGroup* find_group(std::string_view group, std::string_view topic);
+  // The group's state on the topic, loaded from storage on first use; null on a storage error.
+  ConsumerGroup* load_group(const std::string& group, storage::GroupId gid, Topic& topic);
+  GroupPolicy effective_policy(std::string_view group, std::string_view topic) const;
+  flatbuffers::Offset<wire::GroupInfo> build_group_info(const std::string& group, const std::string& topic,
+                                                       const GroupPolicy& policy, ConsumerGroup* g);
   void dispatch_topic(const Topic& topic);
+  void dispatch_group(ConsumerGroup& group);
+  void schedule_group(ConsumerGroup& group);
+  void on_group_due(ConsumerGroup& group);
+  void consumer_gone(Connection& conn);
+  void persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
+               std::uint64_t conn_id, std::uint64_t rid, bool reply, bool legacy_ack = false);
+  void dead_letters_appended(const storage::TopicMeta& dlq, const std::vector<Offset>& offsets);
   void drop_topic_groups(TopicId topic);
+
+  // Background work (background.cpp).
+  void on_scheduler_due(Scheduler::Target target);
+  void schedule_delayed();
+  void delayed_scheduled(std::uint64_t due_ms);
+  void release_delayed();
+  void run_retention();
 
   BrokerConfig config_;
   // Declared first so that it outlives everything that holds one of its series.
@@ -105,6 +140,11 @@ class Broker final : public ConnectionEvents {
   std::map<std::string, storage::GroupId, std::less<>> group_ids_;  // interned names
   // (group, topic) -> state
   std::map<std::pair<std::string, std::string>, std::unique_ptr<ConsumerGroup>, std::less<>> groups_;
+  std::unordered_map<Scheduler::Target, ConsumerGroup*> groups_by_serial_;
+  Scheduler::Target next_group_serial_ = kFirstGroupSerial;
+  std::map<std::string, PolicyOverride, std::less<>> policies_;  // "g:group" / "t:topic"
+  std::unique_ptr<Scheduler> scheduler_;
+  std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
   std::uint64_t next_connection_id_ = 1;
   flatbuffers::FlatBufferBuilder fbb_{4096};  // reused for every answer built on the loop

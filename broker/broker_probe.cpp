@@ -14,6 +14,10 @@ BrokerProbe::BrokerProbe(metrics::Registry& r)
                                     "Deliveries of a message after its first one.", {"topic", "group"})),
       acked_(r.counter_family("txmq_messages_acked_total", "Messages acknowledged by a consumer group.",
                               {"topic", "group"})),
+      nacked_(r.counter_family("txmq_messages_failed_total",
+                               "Failed deliveries: nacks, expired leases, consumers gone.", {"topic", "group"})),
+      dead_lettered_(r.counter_family("txmq_messages_dead_lettered_total",
+                                      "Messages moved to the group's dead-letter topic.", {"topic", "group"})),
       lag_(r.gauge_family("txmq_consumer_lag_messages",
                           "Messages in the topic the group has not acknowledged yet.", {"topic", "group"})),
       in_flight_(r.gauge_family("txmq_consumer_in_flight_messages",
@@ -22,16 +26,18 @@ BrokerProbe::BrokerProbe(metrics::Registry& r)
       consumers_(r.gauge_family("txmq_consumers", "Connected consumers of the group.", {"topic", "group"})),
       request_errors_(r.counter_family("txmq_request_errors_total",
                                        "Requests answered with an error, by error code.", {"code"})),
-      connections_accepted_(r.counter("txmq_connections_accepted_total", "Client connections accepted.")) {}
+      connections_accepted_(r.counter("txmq_connections_accepted_total", "Client connections accepted.")),
+      retention_deleted_(r.counter("txmq_retention_deleted_messages_total", "Messages deleted by retention.")) {}
 
 TopicSeries BrokerProbe::topic(std::string_view topic) {
   return TopicSeries{&produced_.with({topic}), &produced_bytes_.with({topic})};
 }
 
 GroupSeries BrokerProbe::group(std::string_view topic, std::string_view group) {
-  return GroupSeries{&delivered_.with({topic, group}), &redelivered_.with({topic, group}),
-                     &acked_.with({topic, group}),     &lag_.with({topic, group}),
-                     &in_flight_.with({topic, group}), &consumers_.with({topic, group})};
+  return GroupSeries{&delivered_.with({topic, group}),     &redelivered_.with({topic, group}),
+                     &acked_.with({topic, group}),         &nacked_.with({topic, group}),
+                     &dead_lettered_.with({topic, group}), &lag_.with({topic, group}),
+                     &in_flight_.with({topic, group}),     &consumers_.with({topic, group})};
 }
 
 void BrokerProbe::request_error(ErrorCode code) {

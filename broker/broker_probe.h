@@ -23,6 +23,8 @@ struct GroupSeries {
   metrics::Counter* delivered = nullptr;    // deliveries sent, first and later
   metrics::Counter* redelivered = nullptr;  // deliveries after the first
   metrics::Counter* acked = nullptr;
+  metrics::Counter* nacked = nullptr;         // failed deliveries: nack, lease expiry, disconnect
+  metrics::Counter* dead_lettered = nullptr;
   metrics::Gauge* lag = nullptr;            // messages not yet acknowledged
   metrics::Gauge* in_flight = nullptr;      // delivered, awaiting an ack
   metrics::Gauge* consumers = nullptr;
@@ -36,6 +38,7 @@ class BrokerProbe {
   GroupSeries group(std::string_view topic, std::string_view group);
   void request_error(ErrorCode code);
   void connection_accepted() { connections_accepted_.inc(); }
+  void retention_deleted(std::size_t n) { retention_deleted_.inc(n); }
 
  private:
   metrics::Family<metrics::Counter>& produced_;
@@ -43,11 +46,14 @@ class BrokerProbe {
   metrics::Family<metrics::Counter>& delivered_;
   metrics::Family<metrics::Counter>& redelivered_;
   metrics::Family<metrics::Counter>& acked_;
+  metrics::Family<metrics::Counter>& nacked_;
+  metrics::Family<metrics::Counter>& dead_lettered_;
   metrics::Family<metrics::Gauge>& lag_;
   metrics::Family<metrics::Gauge>& in_flight_;
   metrics::Family<metrics::Gauge>& consumers_;
   metrics::Family<metrics::Counter>& request_errors_;
   metrics::Counter& connections_accepted_;
+  metrics::Counter& retention_deleted_;
   std::array<metrics::Counter*, 100> error_series_{};  // by wire code, filled on first use
 };
 

@@ -69,6 +69,13 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
       if (t.contains("relaxed_sync_interval_ms"))
         c.relaxed_sync_interval = std::chrono::milliseconds(toml::find<std::int64_t>(t, "relaxed_sync_interval_ms"));
     }
+    if (root.contains("retention")) {
+      const auto& t = toml::find(root, "retention");
+      if (t.contains("max_age_ms")) c.retention_ms = static_cast<std::uint64_t>(toml::find<std::int64_t>(t, "max_age_ms"));
+      if (t.contains("max_partition_bytes")) c.retention_bytes = parse_size(toml::find(t, "max_partition_bytes"));
+      if (t.contains("check_interval_ms"))
+        c.retention_check_interval = std::chrono::milliseconds(toml::find<std::int64_t>(t, "check_interval_ms"));
+    }
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
@@ -89,6 +96,7 @@ Status validate(const BrokerConfig& c) {
   if (c.max_message_bytes == 0 || c.max_message_bytes + 1024 > c.max_frame_bytes)
     return bad("limits.max_message_bytes must be positive and at least 1 KiB below limits.max_frame_bytes");
   if (c.storage_max_bytes < (1ull << 20)) return bad("storage.max_size must be at least 1MiB");
+  if (c.retention_check_interval.count() < 10) return bad("retention.check_interval_ms must be at least 10");
   return {};
 }
 

@@ -27,6 +27,10 @@ struct BrokerConfig {
   storage::SyncMode sync = storage::SyncMode::kDurable;  // storage.sync
   std::chrono::milliseconds relaxed_sync_interval{100};  // storage.relaxed_sync_interval_ms
 
+  std::uint64_t retention_ms = 7ull * 24 * 3600 * 1000;  // retention.max_age_ms (0: keep forever)
+  std::uint64_t retention_bytes = 0;              // retention.max_partition_bytes (0: no limit)
+  std::chrono::milliseconds retention_check_interval{10000};  // retention.check_interval_ms
+
   std::string log_level = "info";                 // log.level
 };
 

@@ -1,24 +1,35 @@
 #pragma once
 // A consumer group's state on one topic, and the dispatch of messages to its consumers.
 //
-// Each partition has a cursor (PartitionCursor): the durable ack floor, the acks above it,
-// what is in flight and to whom, and what must be sent again because its consumer went
-// away. Within the group each message is with at most one consumer at a time; every
-// group sees every message.
-// Lifecycle: created on the first subscribe of a (group, topic) on this broker run, from
-// the durable cursors; lives until its topic is deleted or the broker stops.
-// Concurrency: loop thread only.
-// Limits: a consumer never holds more unacknowledged deliveries than its window, and no
-// delivery is built while its connection's output queue is above high water.
+// Each partition has a cursor (PartitionCursor): the durable ack floor and the acks above
+// it, what is in flight to whom and until when (the lease), and what failed and waits for
+// its retry time. Within the group each message is with at most one consumer at a time;
+// every group sees every message.
+//
+// The group decides; the broker persists. Methods that change what must survive a crash
+// (a failure's delivery count and due time, a dead letter) return a Failure for the broker
+// to write, and the in-memory state already reflects it.
+//
+// Lifecycle: created on the first subscribe of a (group, topic) in this broker run, from
+// the durable cursors and pending records; lives until its topic is deleted or the broker
+// stops. Concurrency: loop thread only.
+// Limits: a consumer never holds more unacknowledged deliveries than its window, no
+// delivery is built while its connection's output is above high water, and in ordered mode
+// a partition has at most one delivery in flight. Memory: in flight (bounded by windows)
+// plus messages that failed and wait for a retry, plus acks above the floor; never the
+// backlog.
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "broker/broker_probe.h"
 #include "broker/connection.h"
+#include "broker/group_policy.h"
 #include "broker/storage/store.h"
 #include "broker/topic_table.h"
 
@@ -32,69 +43,127 @@ struct Consumer {
 };
 
 struct InFlight {
-  Connection* holder;           // the consumer's connection
-  DeliveryCount deliveries;     // how many times this broker run delivered it
+  Connection* holder;                  // the consumer's connection
+  DeliveryCount deliveries;            // including this one
+  std::uint64_t first_delivery_ms;     // of the message's first delivery
+  std::uint64_t lease_deadline_ms;     // a failed delivery once passed
+  bool has_record;                     // a PendingRecord exists (it failed before)
+};
+
+struct Waiting {
+  DeliveryCount deliveries;         // deliveries so far
+  std::uint64_t due_ms;             // not delivered again before this
+  std::uint64_t first_delivery_ms;  // 0 when never delivered (a redriven dead letter)
 };
 
 // One group's position in one partition.
 struct PartitionCursor {
   Offset ack_floor;                      // every offset below is acknowledged (durable)
-  Offset next;                           // next offset not yet delivered since start-up
+  Offset next;                           // next offset not yet delivered in this broker run
+  Offset delivered_upto;                 // below it every offset was delivered at least once
   std::set<Offset> acked;                // acknowledged offsets above the floor
-  std::map<Offset, InFlight> in_flight;  // delivered, awaiting an ack
-  std::map<Offset, DeliveryCount> redeliver;  // returned by a departed consumer; sent first
+  std::map<Offset, InFlight> in_flight;  // delivered, awaiting a verdict
+  std::map<Offset, Waiting> waiting;     // failed; delivered again once due
+  std::set<std::pair<std::uint64_t, Offset>> leases;     // (deadline, offset) of in_flight
+  std::set<std::pair<std::uint64_t, Offset>> retry_due;  // (due, offset) of waiting
+};
+
+// A delivery that failed, as the broker must persist it: a new PendingRecord, or a move to
+// the dead-letter topic.
+struct Failure {
+  PartitionId partition;
+  Offset offset;
+  bool dead_letter;               // past the maximum, or terminated
+  storage::OwnedPending record;   // count, first and last delivery, due time, new reason
+  bool had_record;                // an older PendingRecord exists (its reasons are kept)
+};
+
+// The verdicts of one Settle (or Ack) request on this group.
+struct SettleBatch {
+  std::map<PartitionId, std::vector<Offset>> acks;                   // to record
+  std::vector<std::pair<PartitionId, Offset>> clear;                  // PendingRecords to remove
+  std::vector<Failure> failures;
+  std::uint32_t ignored = 0;                                         // named nothing we hold
 };
 
 class ConsumerGroup {
  public:
-  ConsumerGroup(std::string name, storage::GroupId id, Topic& topic);
+  ConsumerGroup(std::string name, storage::GroupId id, Topic& topic, GroupPolicy policy, std::uint64_t serial);
 
-  // Loads the durable cursors of every partition. kStorageError.
-  Status load(const storage::Store& store);
+  // Loads the durable cursors and pending records of every partition. kStorageError.
+  Status load(const storage::Store& store, std::uint64_t now_ms);
 
   const std::string& name() const { return name_; }
   storage::GroupId id() const { return id_; }
+  std::uint64_t serial() const { return serial_; }  // the group's scheduler target
   Topic& topic() { return *topic_; }
+  const GroupPolicy& policy() const { return policy_; }
+  void set_policy(const GroupPolicy& policy) { policy_ = policy; }
 
   Consumer* find_consumer(const Connection* conn);
   void add_consumer(Connection& conn, std::uint32_t window);
-  // Returns the connection's deliveries to the group for redelivery.
-  void remove_consumer(const Connection* conn);
+  // The connection's deliveries fail (with no delay: another consumer may take them).
+  std::vector<Failure> remove_consumer(const Connection* conn, std::uint64_t now_ms);
   bool has_consumers() const { return !consumers_.empty(); }
+  std::size_t consumers() const { return consumers_.size(); }
 
-  // Marks offsets acknowledged in memory and frees the holders' windows. Returns the
-  // offsets that were not yet acknowledged, per partition, to be made durable. An ack for
-  // an offset beyond the log, or of an unknown partition, is kInvalidArgument.
-  Result<std::map<PartitionId, std::vector<Offset>>> ack(std::span<const wire::MessageRef* const> refs);
+  // Applies one verb from `conn` to a message it holds. now_ms times failures and leases.
+  // kInvalidArgument for a partition the topic does not have.
+  Status settle(const Connection& conn, PartitionId p, Offset o, wire::SettleVerb verb, std::uint64_t delay_ms,
+                std::string_view reason, std::uint64_t now_ms, SettleBatch& batch);
+
+  // Leases that ran out fail; returns what to persist.
+  std::vector<Failure> expire_leases(std::uint64_t now_ms);
+  // The earliest lease deadline or future retry time, for the scheduler; UINT64_MAX if
+  // none. Retries already due are not wake-ups: they go out as soon as a consumer has
+  // room, which dispatch sees anyway.
+  std::uint64_t next_wakeup(std::uint64_t now_ms) const;
+
   // The durable floor after an ack committed.
   void set_ack_floor(PartitionId p, Offset floor);
+  // A dead letter was redriven for this group: deliver it again with a fresh count.
+  void reopen(PartitionId p, Offset o, std::uint64_t now_ms);
 
-  // Pushes deliveries to consumers that have room, up to their windows. Returns how many
-  // were sent.
-  std::size_t dispatch(const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb);
+  // Pushes deliveries to consumers with room, up to their windows. Returns the offsets
+  // below which fresh deliveries were made per partition, to mark durable (only raised
+  // marks are returned).
+  std::vector<std::pair<PartitionId, Offset>> dispatch(const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+                                                       std::uint64_t now_ms);
 
-  // Totals for stats: deliveries held by consumers; messages not yet acknowledged.
+  // For stats and metrics.
   std::size_t in_flight() const;
+  std::size_t waiting_retry() const;
   std::uint64_t lag() const;
-  std::size_t consumers() const { return consumers_.size(); }
   std::uint64_t delivered = 0;
+  std::uint64_t redelivered = 0;
   std::uint64_t acked_total = 0;
+  std::uint64_t dead_lettered = 0;
   GroupSeries series;  // metrics; null when metrics are off
+  std::uint64_t scheduled_wakeup = UINT64_MAX;  // the earliest wake-up asked of the scheduler
 
  private:
   Consumer* next_consumer_with_room();
-  std::size_t fill(Consumer& c, PartitionId p, const storage::Store& store,
-                   flatbuffers::FlatBufferBuilder& fbb);
-  void send_delivery(Consumer& c, PartitionId p, const storage::LogEntry& e, DeliveryCount n,
-                     flatbuffers::FlatBufferBuilder& fbb);
+  Consumer* ordered_owner(PartitionId p);
+  std::size_t fill(Consumer& c, PartitionId p, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+                   std::uint64_t now_ms);
+  bool deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms, bool has_record,
+               const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
+               const storage::LogEntry* entry);
+  Failure fail(PartitionId p, Offset o, std::string_view reason, std::optional<std::uint64_t> delay_ms,
+               bool terminate, std::uint64_t now_ms);
+  void release(PartitionId p, std::map<Offset, InFlight>::iterator it);
 
   std::string name_;
   storage::GroupId id_;
   Topic* topic_;
+  GroupPolicy policy_;
+  std::uint64_t serial_;
   std::vector<PartitionCursor> cursors_;  // indexed by partition
   std::vector<std::unique_ptr<Consumer>> consumers_;
-  std::size_t next_consumer_ = 0;   // round robin over consumers
+  std::size_t next_consumer_ = 0;     // round robin over consumers
   std::uint32_t next_partition_ = 0;  // round robin over partitions
+  std::vector<Offset> marked_;        // per partition: delivered-up-to marks already sent to storage
+  std::mt19937_64 rng_{std::random_device{}()};
 };
 
 }  // namespace txmq::broker

@@ -28,6 +28,9 @@ std::size_t message_size(const wire::Message& m) {
   return n;
 }
 
+// What ProduceOk says for a delayed message: its offset is assigned when it comes due.
+constexpr Offset kDelayedOffset(UINT64_MAX);
+
 }  // namespace
 
 // Appends one produce request's batch. Holds a copy of the verified frame so the writer
@@ -44,6 +47,7 @@ class ProduceOp final : public storage::WriteOp {
   Status apply(storage::WriteTxn& txn) override {
     const auto* req = wire::GetSizePrefixedFrame(frame_.data())->body_as_Produce();
     const std::uint64_t ts = now_ms();
+    earliest_due_ = UINT64_MAX;
     offsets_.clear();
     offsets_.reserve(partitions_.size());
     std::vector<storage::HeaderView> headers;
@@ -53,6 +57,17 @@ class ProduceOp final : public storage::WriteOp {
       if (m->headers())
         for (const auto* h : *m->headers())
           headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{}, bytes_of(h->value()));
+      const std::uint64_t due = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? ts + m->delay_ms() : 0);
+      if (due > ts) {
+        // Invisible until due: kept aside and appended (getting its offset) then.
+        if (auto st = txn.put_delayed(due, topic_, partitions_[i], ts, bytes_of(m->key()), headers, bytes_of(m->body()));
+            !st)
+          return st;
+        offsets_.push_back(kDelayedOffset);
+        earliest_due_ = std::min(earliest_due_, due);
+        ++i;
+        continue;
+      }
       auto offset = txn.append(topic_, partitions_[i], ts, bytes_of(m->key()), headers, bytes_of(m->body()));
       if (!offset) {
         if (offset.error().code == ErrorCode::kUnknownPartition)
@@ -71,6 +86,7 @@ class ProduceOp final : public storage::WriteOp {
     Topic* topic = broker_.topics_.find(topic_);
     if (status && topic) {
       for (std::size_t i = 0; i < offsets_.size(); ++i) {
+        if (offsets_[i] == kDelayedOffset) continue;
         auto& part = topic->partitions[partitions_[i].value()];
         if (offsets_[i] >= part.next) part.next = next(offsets_[i]);
       }
@@ -82,6 +98,7 @@ class ProduceOp final : public storage::WriteOp {
       }
       broker_.dispatch_topic(*topic);
     }
+    if (status && earliest_due_ != UINT64_MAX) broker_.delayed_scheduled(earliest_due_);
     if (!conn) return;  // the producer went away; the messages are stored all the same
     if (!status) {
       broker_.reply_error(*conn, rid_, status.error());
@@ -105,6 +122,7 @@ class ProduceOp final : public storage::WriteOp {
   std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
   std::vector<Offset> offsets_;          // assigned by the writer, one per message
   std::size_t payload_bytes_;            // key + header + body bytes of the batch
+  std::uint64_t earliest_due_ = UINT64_MAX;  // of the batch's delayed messages
 };
 
 void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
@@ -119,7 +137,7 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
                                               "' (create it first, or set topics.auto_create)"));
     // Create it, then handle this same request again from a copy of the frame.
     std::vector<std::uint8_t> copy(frame.begin(), frame.end());
-    create_topic(req.topic()->str(), config_.default_partitions,
+    create_topic(req.topic()->str(), config_.default_partitions, 0, 0,
                  [this, id = conn.id(), rid, copy = std::move(copy)](const Status& st) {
                    Connection* c = find_connection(id);
                    if (!c) return;

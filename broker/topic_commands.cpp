@@ -8,26 +8,16 @@
 #include "broker/storage/fn_op.h"
 
 namespace txmq::broker {
-namespace {
 
-bool valid_topic_name(std::string_view name) {
-  if (name.empty() || name.size() > 249) return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
-}
-
-}  // namespace
-
-void Broker::create_topic(std::string name, std::uint32_t partitions,
-                          std::function<void(const Status&)> done) {
+void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
+                          std::uint64_t retention_bytes, std::function<void(const Status&)> done) {
   auto meta = std::make_shared<storage::TopicMeta>();
   auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
                                             .count());
   writer_->submit(std::make_unique<storage::FnOp>(
-      [meta, name, partitions, now](storage::WriteTxn& txn) -> Status {
-        auto created = txn.create_topic(name, partitions, now);
+      [meta, name, partitions, now, retention_ms, retention_bytes](storage::WriteTxn& txn) -> Status {
+        auto created = txn.create_topic(name, partitions, now, retention_ms, retention_bytes);
         if (!created) return created.error();
         *meta = std::move(*created);
         return {};
@@ -45,14 +35,14 @@ void Broker::create_topic(std::string name, std::uint32_t partitions,
 
 void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
-  if (!valid_topic_name(name))
+  if (!valid_name(name))
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
                                         "topic names are 1-249 characters of letters, digits, '.', '_' and '-'"));
   if (req.partitions() == 0 || req.partitions() > 1024)
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "partitions must be between 1 and 1024"));
   if (topics_.find(name))
     return reply_error(conn, rid, Error(ErrorCode::kTopicExists, "topic '" + name + "' already exists"));
-  create_topic(name, req.partitions(), [this, id = conn.id(), rid, name](const Status& st) {
+  create_topic(name, req.partitions(), req.retention_ms(), req.retention_bytes(), [this, id = conn.id(), rid, name](const Status& st) {
     Connection* c = find_connection(id);
     if (!c) return;
     if (!st) return reply_error(*c, rid, st.error());
@@ -83,6 +73,7 @@ void Broker::handle_delete_topic(Connection& conn, std::uint64_t rid, const wire
 }
 
 void Broker::drop_topic_groups(TopicId topic) {
+  std::erase_if(groups_by_serial_, [&](const auto& kv) { return kv.second->topic().meta.id == topic; });
   std::erase_if(groups_, [&](const auto& kv) { return kv.second->topic().meta.id == topic; });
 }
 
@@ -92,7 +83,7 @@ flatbuffers::Offset<wire::TopicInfo> Broker::build_topic_info(const Topic& topic
     parts.push_back(wire::CreatePartitionInfo(fbb_, p, topic.partitions[p].first.value(),
                                               topic.partitions[p].next.value()));
   return wire::CreateTopicInfo(fbb_, fbb_.CreateString(topic.meta.name), fbb_.CreateVector(parts),
-                               topic.meta.created_at_ms);
+                               topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
 void Broker::handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {

@@ -86,4 +86,19 @@ struct AckedKey {
   static Offset offset(const std::uint8_t* k) { return Offset(get_be64(k + 12)); }
 };
 
+// pending: (group, topic, partition, offset) -> PendingRecord; the same layout as AckedKey
+using PendingKey = AckedKey;
+
+// delayed: (due time, sequence) -> DelayedRecord
+struct DelayedKey {
+  static constexpr std::size_t kSize = 16;
+  std::array<std::uint8_t, kSize> bytes;
+
+  DelayedKey(std::uint64_t due_ms, std::uint64_t seq) {
+    put_be64(bytes.data(), due_ms);
+    put_be64(bytes.data() + 8, seq);
+  }
+  static std::uint64_t due(const std::uint8_t* k) { return get_be64(k); }
+};
+
 }  // namespace txmq::broker::storage

@@ -93,8 +93,40 @@ const std::uint8_t* aligned(const MDB_val& v, std::vector<std::uint64_t>& scratc
 
 std::uint64_t read_u64(const MDB_val& v) {
   std::uint64_t x = 0;
-  if (v.mv_size == 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
+  if (v.mv_size >= 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
   return x;
+}
+
+// The second u64 of a two-field value (cursor: delivered-up-to; partition: bytes stored).
+std::uint64_t read_second_u64(const MDB_val& v) {
+  return v.mv_size >= 16 ? get_be64(static_cast<const std::uint8_t*>(v.mv_data) + 8) : 0;
+}
+
+std::array<std::uint8_t, 16> two_u64(std::uint64_t a, std::uint64_t b) {
+  std::array<std::uint8_t, 16> out;
+  put_be64(out.data(), a);
+  put_be64(out.data() + 8, b);
+  return out;
+}
+
+OwnedPending to_owned(const PendingRecord* r) {
+  OwnedPending p;
+  p.delivery_count = r->delivery_count();
+  p.first_delivery_ms = r->first_delivery_ms();
+  p.last_delivery_ms = r->last_delivery_ms();
+  p.due_ms = r->due_ms();
+  if (r->reasons())
+    for (const auto* reason : *r->reasons()) p.reasons.push_back(reason->str());
+  return p;
+}
+
+// Reads a PendingRecord value; nullopt when the bytes do not verify.
+std::optional<OwnedPending> parse_pending(const MDB_val& v) {
+  std::vector<std::uint64_t> scratch;
+  const std::uint8_t* data = aligned(v, scratch);
+  flatbuffers::Verifier verifier(data, v.mv_size);
+  if (!verifier.VerifyBuffer<PendingRecord>(nullptr)) return std::nullopt;
+  return to_owned(flatbuffers::GetRoot<PendingRecord>(data));
 }
 
 }  // namespace
@@ -134,7 +166,8 @@ Status Store::open_databases() {
     MDB_dbi* dbi;
   } dbs[] = {{"meta", &meta_},     {"topics", &topics_}, {"partitions", &partitions_},
              {"log", &log_},       {"groups", &groups_}, {"cursors", &cursors_},
-             {"acked", &acked_}};
+             {"acked", &acked_},   {"pending", &pending_}, {"delayed", &delayed_},
+             {"policies", &policies_}};
   for (auto& d : dbs) {
     if (int rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) {
       mdb_txn_abort(txn);
@@ -180,8 +213,8 @@ Result<std::vector<TopicMeta>> Store::load_topics() const {
     if (!verifier.VerifyBuffer<TopicRecord>(nullptr))
       return Error(ErrorCode::kStorageError, "corrupt topic record");
     auto* rec = flatbuffers::GetRoot<TopicRecord>(data);
-    topics.push_back(TopicMeta{TopicId(rec->id()), rec->name() ? rec->name()->str() : "",
-                               rec->partitions(), rec->created_at_ms()});
+    topics.push_back(TopicMeta{TopicId(rec->id()), rec->name() ? rec->name()->str() : "", rec->partitions(),
+                               rec->created_at_ms(), rec->retention_ms(), rec->retention_bytes()});
   }
   return topics;
 }
@@ -231,10 +264,12 @@ Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId
   CursorState state;
   CursorKey ck(group, topic, partition);
   MDB_val k = val(ck.bytes), v;
-  if (int rc = mdb_get(txn.get(), cursors_, &k, &v); rc == 0)
+  if (int rc = mdb_get(txn.get(), cursors_, &k, &v); rc == 0) {
     state.ack_floor = Offset(read_u64(v));
-  else if (rc != MDB_NOTFOUND)
+    state.delivered_upto = Offset(read_second_u64(v));
+  } else if (rc != MDB_NOTFOUND) {
     return lmdb_error(rc, "read cursor");
+  }
   Cursor cur(txn.get(), acked_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
   k = val(ck.bytes);
@@ -242,6 +277,17 @@ Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId
        rc == 0 && has_prefix(k, ck.bytes.data(), ck.bytes.size());
        rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
     state.acked_above.insert(AckedKey::offset(static_cast<const std::uint8_t*>(k.mv_data)));
+  }
+  Cursor pend(txn.get(), pending_);
+  if (pend.rc()) return lmdb_error(pend.rc(), "cursor");
+  k = val(ck.bytes);
+  for (int rc = mdb_cursor_get(pend.get(), &k, &v, MDB_SET_RANGE);
+       rc == 0 && has_prefix(k, ck.bytes.data(), ck.bytes.size());
+       rc = mdb_cursor_get(pend.get(), &k, &v, MDB_NEXT)) {
+    auto rec = parse_pending(v);
+    if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
+    state.pending[PendingKey::offset(static_cast<const std::uint8_t*>(k.mv_data))] =
+        PendingState{DeliveryCount(rec->delivery_count), rec->due_ms};
   }
   return state;
 }
@@ -340,6 +386,7 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
   if (rc == MDB_NOTFOUND) return Error(ErrorCode::kUnknownPartition);
   if (rc) return lmdb_error(rc, "read partition");
   Offset offset(read_u64(v));
+  const std::uint64_t stored_bytes = read_second_u64(v);
 
   fbb_.Clear();
   std::vector<flatbuffers::Offset<StoredHeader>> hs;
@@ -357,29 +404,28 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
   MDB_val data = val(fbb_.GetBufferPointer(), fbb_.GetSize());
   if ((rc = mdb_put(txn_, store_.log_, &lkv, &data, 0))) return lmdb_error(rc, "append");
 
-  std::array<std::uint8_t, 8> next;
-  put_be64(next.data(), offset.value() + 1);
+  auto next = two_u64(offset.value() + 1, stored_bytes + data.mv_size);
   MDB_val nv = val(next);
   if ((rc = mdb_put(txn_, store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "append");
   return offset;
 }
 
-Result<TopicMeta> WriteTxn::create_topic(std::string_view name, std::uint32_t partitions,
-                                         std::uint64_t now_ms) {
+Result<TopicMeta> WriteTxn::create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
+                                         std::uint64_t retention_ms, std::uint64_t retention_bytes) {
   MDB_val k = val(name), v;
   int rc = mdb_get(txn_, store_.topics_, &k, &v);
   if (rc == 0) return Error(ErrorCode::kTopicExists, "topic '" + std::string(name) + "' already exists");
   if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read topic");
   auto id = next_counter("next_topic_id");
   if (!id) return id.error();
-  TopicMeta meta{TopicId(*id), std::string(name), partitions, now_ms};
+  TopicMeta meta{TopicId(*id), std::string(name), partitions, now_ms, retention_ms, retention_bytes};
 
   fbb_.Clear();
-  fbb_.Finish(CreateTopicRecord(fbb_, meta.id.value(), fbb_.CreateString(meta.name),
-                                partitions, now_ms));
+  fbb_.Finish(CreateTopicRecord(fbb_, meta.id.value(), fbb_.CreateString(meta.name), partitions, now_ms,
+                                retention_ms, retention_bytes));
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
   if ((rc = mdb_put(txn_, store_.topics_, &k, &rec, 0))) return lmdb_error(rc, "write topic");
-  std::array<std::uint8_t, 8> zero{};
+  std::array<std::uint8_t, 16> zero{};
   for (std::uint32_t p = 0; p < partitions; ++p) {
     PartitionKey pk(meta.id, PartitionId(p));
     MDB_val pkv = val(pk.bytes), zv = val(zero);
@@ -404,7 +450,7 @@ Status WriteTxn::delete_topic(std::string_view name) {
     return lmdb_error(rc, "delete partitions");
   // Cursors and acks are keyed by group first; topic ids are never reused, so walking
   // them all once here is simpler than a second index, and deletes are rare.
-  for (MDB_dbi dbi : {store_.cursors_, store_.acked_}) {
+  for (MDB_dbi dbi : {store_.cursors_, store_.acked_, store_.pending_}) {
     Cursor cur(txn_, dbi);
     MDB_val ck, cv;
     for (rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_FIRST); rc == 0;) {
@@ -417,6 +463,7 @@ Status WriteTxn::delete_topic(std::string_view name) {
     }
     if (rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "delete cursors");
   }
+  // Delayed messages of the topic are dropped when they come due (release_delayed).
   return {};
 }
 
@@ -439,9 +486,14 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
   CursorKey ck(group, topic, partition);
   MDB_val k = val(ck.bytes), v;
   Offset floor(0);
+  std::uint64_t delivered_upto = 0;
   int rc = mdb_get(txn_, store_.cursors_, &k, &v);
-  if (rc == 0) floor = Offset(read_u64(v));
-  else if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read cursor");
+  if (rc == 0) {
+    floor = Offset(read_u64(v));
+    delivered_upto = read_second_u64(v);
+  } else if (rc != MDB_NOTFOUND) {
+    return lmdb_error(rc, "read cursor");
+  }
   const Offset old_floor = floor;
 
   // In-order acks (the common case) only move the floor; out-of-order ones are kept as
@@ -466,12 +518,293 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
     floor = next(floor);
   }
   if (floor != old_floor) {
-    std::array<std::uint8_t, 8> fv;
-    put_be64(fv.data(), floor.value());
+    auto fv = two_u64(floor.value(), std::max(delivered_upto, floor.value()));
     MDB_val nv = val(fv);
     if ((rc = mdb_put(txn_, store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
   }
   return floor;
+}
+
+}  // namespace txmq::broker::storage
+
+namespace txmq::broker::storage {
+
+Result<std::optional<std::uint64_t>> Store::next_delayed_ms() const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), delayed_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+  if (rc == MDB_NOTFOUND) return std::optional<std::uint64_t>{};
+  if (rc) return lmdb_error(rc, "read delayed");
+  return std::optional<std::uint64_t>(DelayedKey::due(static_cast<const std::uint8_t*>(k.mv_data)));
+}
+
+Result<std::optional<OwnedPending>> Store::read_pending(GroupId group, TopicId topic, PartitionId partition,
+                                                        Offset offset) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  PendingKey pk(group, topic, partition, offset);
+  MDB_val k = val(pk.bytes), v;
+  int rc = mdb_get(txn.get(), pending_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<OwnedPending>{};
+  if (rc) return lmdb_error(rc, "read pending");
+  auto rec = parse_pending(v);
+  if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
+  return rec;
+}
+
+Result<std::vector<std::pair<std::string, std::vector<std::uint8_t>>>> Store::load_policies() const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), policies_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  std::vector<std::pair<std::string, std::vector<std::uint8_t>>> out;
+  MDB_val k, v;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    const auto* b = static_cast<const std::uint8_t*>(v.mv_data);
+    out.emplace_back(std::string(static_cast<const char*>(k.mv_data), k.mv_size),
+                     std::vector<std::uint8_t>(b, b + v.mv_size));
+  }
+  return out;
+}
+
+Status WriteTxn::mark_delivered(GroupId group, TopicId topic, PartitionId partition, Offset upto) {
+  CursorKey ck(group, topic, partition);
+  MDB_val k = val(ck.bytes), v;
+  std::uint64_t floor = 0, delivered = 0;
+  int rc = mdb_get(txn_, store_.cursors_, &k, &v);
+  if (rc == 0) {
+    floor = read_u64(v);
+    delivered = read_second_u64(v);
+  } else if (rc != MDB_NOTFOUND) {
+    return lmdb_error(rc, "read cursor");
+  }
+  if (upto.value() <= delivered) return {};
+  auto nv_bytes = two_u64(floor, upto.value());
+  MDB_val nv = val(nv_bytes);
+  if ((rc = mdb_put(txn_, store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
+  return {};
+}
+
+Result<OwnedMessage> WriteTxn::read_message(TopicId topic, PartitionId partition, Offset offset) {
+  LogKey lk(topic, partition, offset);
+  MDB_val k = val(lk.bytes), v;
+  int rc = mdb_get(txn_, store_.log_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Error(ErrorCode::kInvalidArgument, "message not stored");
+  if (rc) return lmdb_error(rc, "read message");
+  std::vector<std::uint64_t> scratch;
+  const std::uint8_t* data = aligned(v, scratch);
+  flatbuffers::Verifier verifier(data, v.mv_size);
+  if (!verifier.VerifyBuffer<StoredMessage>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt message record");
+  const auto* m = flatbuffers::GetRoot<StoredMessage>(data);
+  auto bytes = [](const flatbuffers::Vector<std::uint8_t>* b) {
+    return b ? std::string(reinterpret_cast<const char*>(b->data()), b->size()) : std::string();
+  };
+  OwnedMessage out;
+  out.timestamp_ms = m->timestamp_ms();
+  out.key = bytes(m->key());
+  out.body = bytes(m->body());
+  if (m->headers())
+    for (const auto* h : *m->headers()) out.headers.emplace_back(h->name() ? h->name()->str() : "", bytes(h->value()));
+  return out;
+}
+
+Status WriteTxn::delete_message(TopicId topic, PartitionId partition, Offset offset) {
+  LogKey lk(topic, partition, offset);
+  MDB_val k = val(lk.bytes), v;
+  int rc = mdb_get(txn_, store_.log_, &k, &v);
+  if (rc == MDB_NOTFOUND) return Error(ErrorCode::kInvalidArgument, "message not stored");
+  if (rc) return lmdb_error(rc, "read message");
+  const auto size = static_cast<std::int64_t>(v.mv_size);
+  if ((rc = mdb_del(txn_, store_.log_, &k, nullptr))) return lmdb_error(rc, "delete message");
+  return add_partition_bytes(topic, partition, -size);
+}
+
+Status WriteTxn::add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta) {
+  PartitionKey pk(topic, partition);
+  MDB_val k = val(pk.bytes), v;
+  int rc = mdb_get(txn_, store_.partitions_, &k, &v);
+  if (rc == MDB_NOTFOUND) return {};
+  if (rc) return lmdb_error(rc, "read partition");
+  const std::uint64_t next = read_u64(v);
+  const auto bytes = static_cast<std::int64_t>(read_second_u64(v)) + delta;
+  auto nv_bytes = two_u64(next, static_cast<std::uint64_t>(std::max<std::int64_t>(bytes, 0)));
+  MDB_val nv = val(nv_bytes);
+  if ((rc = mdb_put(txn_, store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "write partition");
+  return {};
+}
+
+Result<std::optional<OwnedPending>> WriteTxn::get_pending(GroupId group, TopicId topic, PartitionId partition,
+                                                          Offset offset) {
+  PendingKey pk(group, topic, partition, offset);
+  MDB_val k = val(pk.bytes), v;
+  int rc = mdb_get(txn_, store_.pending_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<OwnedPending>{};
+  if (rc) return lmdb_error(rc, "read pending");
+  auto rec = parse_pending(v);
+  if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
+  return rec;
+}
+
+Status WriteTxn::put_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset,
+                             const OwnedPending& record) {
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<flatbuffers::String>> reasons;
+  for (const auto& r : record.reasons) reasons.push_back(fbb_.CreateString(r));
+  fbb_.Finish(CreatePendingRecord(fbb_, record.delivery_count, record.first_delivery_ms, record.last_delivery_ms,
+                                  record.due_ms, reasons.empty() ? 0 : fbb_.CreateVector(reasons)));
+  PendingKey pk(group, topic, partition, offset);
+  MDB_val k = val(pk.bytes), v = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  if (int rc = mdb_put(txn_, store_.pending_, &k, &v, 0)) return lmdb_error(rc, "write pending");
+  return {};
+}
+
+Status WriteTxn::clear_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset) {
+  PendingKey pk(group, topic, partition, offset);
+  MDB_val k = val(pk.bytes);
+  int rc = mdb_del(txn_, store_.pending_, &k, nullptr);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete pending");
+  return {};
+}
+
+Status WriteTxn::put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                             std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                             std::span<const std::uint8_t> body) {
+  auto seq = next_counter("next_delayed_seq");
+  if (!seq) return seq.error();
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<StoredHeader>> hs;
+  for (const auto& [name, value] : headers)
+    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
+                                    fbb_.CreateVector(value.data(), value.size())));
+  auto msg = CreateStoredMessage(fbb_, timestamp_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
+                                 hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
+  fbb_.Finish(CreateDelayedRecord(fbb_, topic.value(), partition.value(), msg));
+  DelayedKey dk(due_ms, *seq);
+  MDB_val k = val(dk.bytes), v = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  if (int rc = mdb_put(txn_, store_.delayed_, &k, &v, 0)) return lmdb_error(rc, "write delayed");
+  return {};
+}
+
+Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> WriteTxn::release_delayed(
+    std::uint64_t now_ms, std::size_t max) {
+  std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>> out;
+  for (std::size_t n = 0; n < max; ++n) {
+    Cursor cur(txn_, store_.delayed_);
+    if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+    MDB_val k, v;
+    int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+    if (rc == MDB_NOTFOUND) break;
+    if (rc) return lmdb_error(rc, "read delayed");
+    if (DelayedKey::due(static_cast<const std::uint8_t*>(k.mv_data)) > now_ms) break;
+    std::vector<std::uint64_t> scratch;
+    const std::uint8_t* data = aligned(v, scratch);
+    std::vector<std::uint8_t> copy(data, data + v.mv_size);  // the delete below frees the page
+    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "delete delayed");
+    flatbuffers::Verifier verifier(copy.data(), copy.size());
+    if (!verifier.VerifyBuffer<DelayedRecord>(nullptr)) continue;  // unreadable: dropped
+    const auto* rec = flatbuffers::GetRoot<DelayedRecord>(copy.data());
+    const auto* m = rec->message();
+    if (!m) continue;
+    std::vector<HeaderView> headers;
+    if (m->headers())
+      for (const auto* h : *m->headers())
+        headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{},
+                             h->value() ? std::span<const std::uint8_t>(h->value()->data(), h->value()->size())
+                                        : std::span<const std::uint8_t>{});
+    auto span_of = [](const flatbuffers::Vector<std::uint8_t>* b) {
+      return b ? std::span<const std::uint8_t>(b->data(), b->size()) : std::span<const std::uint8_t>{};
+    };
+    auto offset = append(TopicId(rec->topic_id()), PartitionId(rec->partition()), now_ms, span_of(m->key()), headers,
+                         span_of(m->body()));
+    if (!offset) {
+      if (offset.error().code == ErrorCode::kUnknownPartition) continue;  // its topic was deleted
+      return offset.error();
+    }
+    out.push_back({TopicId(rec->topic_id()), {PartitionId(rec->partition()), *offset}});
+  }
+  return out;
+}
+
+Result<std::size_t> WriteTxn::trim(TopicId topic, PartitionId partition, std::uint64_t min_timestamp_ms,
+                                   std::uint64_t max_bytes, std::size_t max) {
+  PartitionKey pk(topic, partition);
+  MDB_val pkv = val(pk.bytes), pv;
+  int rc = mdb_get(txn_, store_.partitions_, &pkv, &pv);
+  if (rc == MDB_NOTFOUND) return std::size_t{0};
+  if (rc) return lmdb_error(rc, "read partition");
+  std::uint64_t bytes = read_second_u64(pv);
+  const std::uint64_t next_offset = read_u64(pv);
+  Cursor cur(txn_, store_.log_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  LogKey start(topic, partition, Offset(0));
+  MDB_val k = val(start.bytes), v;
+  std::size_t deleted = 0;
+  std::vector<std::uint64_t> scratch;
+  for (rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+       rc == 0 && deleted < max && has_prefix(k, pk.bytes.data(), pk.bytes.size());
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT)) {
+    const std::uint8_t* data = aligned(v, scratch);
+    flatbuffers::Verifier verifier(data, v.mv_size);
+    const bool readable = verifier.VerifyBuffer<StoredMessage>(nullptr);
+    const bool too_old = readable && flatbuffers::GetRoot<StoredMessage>(data)->timestamp_ms() < min_timestamp_ms;
+    if (!too_old && bytes <= max_bytes) break;
+    bytes -= std::min<std::uint64_t>(bytes, v.mv_size);
+    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "trim");
+    ++deleted;
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "trim");
+  if (deleted > 0) {
+    auto nv_bytes = two_u64(next_offset, bytes);
+    MDB_val nv = val(nv_bytes);
+    if ((rc = mdb_put(txn_, store_.partitions_, &pkv, &nv, 0))) return lmdb_error(rc, "write partition");
+  }
+  return deleted;
+}
+
+Status WriteTxn::put_policy(std::string_view key, std::span<const std::uint8_t> record) {
+  MDB_val k = val(key), v = val(record.data(), record.size());
+  if (int rc = mdb_put(txn_, store_.policies_, &k, &v, 0)) return lmdb_error(rc, "write policy");
+  return {};
+}
+
+}  // namespace txmq::broker::storage
+
+namespace txmq::broker::storage {
+
+Result<std::optional<TopicMeta>> WriteTxn::find_topic(std::string_view name) {
+  MDB_val k = val(name), v;
+  int rc = mdb_get(txn_, store_.topics_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<TopicMeta>{};
+  if (rc) return lmdb_error(rc, "read topic");
+  std::vector<std::uint64_t> scratch;
+  const auto* rec = flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch));
+  return std::optional<TopicMeta>(TopicMeta{TopicId(rec->id()), std::string(name), rec->partitions(),
+                                            rec->created_at_ms(), rec->retention_ms(), rec->retention_bytes()});
+}
+
+}  // namespace txmq::broker::storage
+
+namespace txmq::broker::storage {
+
+Result<std::vector<TopicId>> Store::group_topics(GroupId group) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  Cursor cur(txn.get(), cursors_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  std::array<std::uint8_t, 4> prefix;
+  put_be32(prefix.data(), group.value());
+  std::vector<TopicId> out;
+  MDB_val k = val(prefix), v;
+  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE); rc == 0 && has_prefix(k, prefix.data(), 4);
+       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    TopicId t(get_be32(static_cast<const std::uint8_t*>(k.mv_data) + 4));
+    if (out.empty() || out.back() != t) out.push_back(t);
+  }
+  return out;
 }
 
 }  // namespace txmq::broker::storage

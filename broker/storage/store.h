@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -43,6 +44,8 @@ struct TopicMeta {
   std::string name;
   std::uint32_t partitions = 1;
   std::uint64_t created_at_ms = 0;
+  std::uint64_t retention_ms = 0;     // 0: the broker's default
+  std::uint64_t retention_bytes = 0;  // 0: the broker's default
 };
 
 struct PartitionBounds {
@@ -50,10 +53,35 @@ struct PartitionBounds {
   Offset next;   // the offset the next appended message gets
 };
 
+// A message that failed at least once in a group.
+struct PendingState {
+  DeliveryCount deliveries;  // deliveries so far
+  std::uint64_t due_ms = 0;  // when it may be delivered again
+};
+
 // A group's durable position in one partition.
 struct CursorState {
-  Offset ack_floor;                 // every offset below is acknowledged
-  std::set<Offset> acked_above;     // acknowledged offsets at or above the floor
+  Offset ack_floor;                        // every offset below is acknowledged
+  Offset delivered_upto;                   // every offset below was delivered at least once
+  std::set<Offset> acked_above;            // acknowledged offsets at or above the floor
+  std::map<Offset, PendingState> pending;  // failed at least once, not yet resolved
+};
+
+// A PendingRecord copied out of the map.
+struct OwnedPending {
+  std::uint32_t delivery_count = 0;
+  std::uint64_t first_delivery_ms = 0;
+  std::uint64_t last_delivery_ms = 0;
+  std::uint64_t due_ms = 0;
+  std::vector<std::string> reasons;
+};
+
+// A message copied out of the map, to outlive the transaction that read it.
+struct OwnedMessage {
+  std::uint64_t timestamp_ms = 0;
+  std::string key;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
 };
 
 // One message read from a log; the views point into LMDB's map and are valid only during
@@ -100,6 +128,16 @@ class Store {
 
   StorageUsage usage() const;
 
+  // The due time of the earliest delayed message; nullopt when there is none.
+  Result<std::optional<std::uint64_t>> next_delayed_ms() const;
+  // The PendingRecord of a message, if it has one.
+  Result<std::optional<OwnedPending>> read_pending(GroupId group, TopicId topic, PartitionId partition,
+                                                   Offset offset) const;
+  // The topics a group has a cursor on.
+  Result<std::vector<TopicId>> group_topics(GroupId group) const;
+  // Every stored policy: key ("g:" + group or "t:" + topic) and PolicyRecord bytes.
+  Result<std::vector<std::pair<std::string, std::vector<std::uint8_t>>>> load_policies() const;
+
   // -- writes; writer thread ------------------------------------------------------------
 
   // Begins a transaction: the top-level batch transaction when parent is null, else a
@@ -122,6 +160,9 @@ class Store {
   MDB_dbi groups_ = 0;      // name -> u32 group id
   MDB_dbi cursors_ = 0;     // CursorKey -> u64 ack floor
   MDB_dbi acked_ = 0;       // AckedKey -> empty
+  MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
+  MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
+  MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
   std::uint64_t max_bytes_ = 0;
 };
 
@@ -146,8 +187,8 @@ class WriteTxn {
                         std::span<const std::uint8_t> body);
 
   // kTopicExists when the name is taken.
-  Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions,
-                                 std::uint64_t now_ms);
+  Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
+                                 std::uint64_t retention_ms = 0, std::uint64_t retention_bytes = 0);
   // Removes the topic, its log and every group's cursor on it. kUnknownTopic.
   Status delete_topic(std::string_view name);
   // Returns the group's id, interning the name on first use.
@@ -155,11 +196,46 @@ class WriteTxn {
   // Records acks and returns the partition's new ack floor.
   Result<Offset> ack(GroupId group, TopicId topic, PartitionId partition,
                      std::span<const Offset> offsets);
+  // A nested transaction inside this one, for an op that wants each of its items to
+  // succeed or fail alone.
+  Result<std::unique_ptr<WriteTxn>> nested() { return store_.begin_write(this); }
+  // The topic of that name, if it exists.
+  Result<std::optional<TopicMeta>> find_topic(std::string_view name);
+  // Raises the group's delivered-up-to mark (never lowers it).
+  Status mark_delivered(GroupId group, TopicId topic, PartitionId partition, Offset upto);
+
+  // A copy of a stored message. kInvalidArgument when it is not stored.
+  Result<OwnedMessage> read_message(TopicId topic, PartitionId partition, Offset offset);
+  Status delete_message(TopicId topic, PartitionId partition, Offset offset);
+
+  Result<std::optional<OwnedPending>> get_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
+  Status put_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset,
+                     const OwnedPending& record);
+  // Removes the record, if any.
+  Status clear_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
+
+  // Stores a delayed message until due_ms.
+  Status put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                     std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                     std::span<const std::uint8_t> body);
+  // Appends up to max delayed messages due at or before now_ms to their partitions (those
+  // whose topic was deleted are dropped) and returns where they went.
+  Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> release_delayed(std::uint64_t now_ms,
+                                                                                          std::size_t max);
+
+  // Deletes up to max of the partition's oldest messages that are older than
+  // min_timestamp_ms, or while the partition holds more than max_bytes of records.
+  // Returns how many were deleted.
+  Result<std::size_t> trim(TopicId topic, PartitionId partition, std::uint64_t min_timestamp_ms,
+                           std::uint64_t max_bytes, std::size_t max);
+
+  Status put_policy(std::string_view key, std::span<const std::uint8_t> record);
 
  private:
   friend class Store;
   WriteTxn(Store& store, MDB_txn* txn) : store_(store), txn_(txn) {}
   Result<std::uint32_t> next_counter(std::string_view name);
+  Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
 
   Store& store_;
   MDB_txn* txn_;  // null once committed or aborted

@@ -12,8 +12,54 @@ TopicInfo to_topic_info(const wire::TopicInfo& t) {
   TopicInfo out;
   out.name = t.name() ? t.name()->str() : "";
   out.created_at_ms = t.created_at_ms();
+  out.retention_ms = t.retention_ms();
+  out.retention_bytes = t.retention_bytes();
   if (t.partitions())
     for (const auto* p : *t.partitions()) out.partitions.push_back({p->partition(), p->first_offset(), p->next_offset()});
+  return out;
+}
+
+std::string str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+std::string bytes(const flatbuffers::Vector<std::uint8_t>* v) {
+  return v ? std::string(reinterpret_cast<const char*>(v->data()), v->size()) : std::string();
+}
+
+GroupInfo to_group_info(const wire::GroupInfo& g) {
+  GroupInfo out;
+  out.group = str(g.group());
+  out.topic = str(g.topic());
+  out.mode = g.mode() == wire::GroupMode::Ordered ? GroupMode::kOrdered : GroupMode::kShared;
+  out.consumers = g.consumers();
+  out.lag = g.lag();
+  out.in_flight = g.in_flight();
+  out.waiting_retry = g.waiting_retry();
+  out.redeliveries = g.redeliveries();
+  out.dead_letters = g.dead_letters();
+  out.ack_wait = Millis(g.ack_wait_ms());
+  if (const auto* r = g.retry()) {
+    out.retry.max_deliveries = r->max_deliveries();
+    if (r->delays_ms())
+      for (auto d : *r->delays_ms()) out.retry.delays.emplace_back(static_cast<Millis::rep>(d));
+    out.retry.exponential_initial = Millis(r->exponential_initial_ms());
+    out.retry.exponential_factor = r->exponential_factor();
+    out.retry.exponential_max = Millis(r->exponential_max_ms());
+    out.retry.jitter = r->jitter();
+  }
+  return out;
+}
+
+Delivery to_delivery(const wire::Delivery& d) {
+  Delivery out;
+  out.topic = str(d.topic());
+  out.group = str(d.group());
+  out.partition = d.partition();
+  out.offset = d.offset();
+  out.timestamp_ms = d.timestamp_ms();
+  out.delivery_count = d.delivery_count();
+  out.key = bytes(d.key());
+  out.body = bytes(d.body());
+  if (d.headers())
+    for (const auto* h : *d.headers()) out.headers.push_back(Header{str(h->name()), bytes(h->value())});
   return out;
 }
 
@@ -62,10 +108,18 @@ Admin::Admin(ClientOptions options) : impl_(std::make_unique<detail::AdminImpl>(
 Admin::~Admin() = default;
 
 Result<TopicInfo> Admin::create_topic(std::string_view name, std::uint32_t partitions, Millis timeout) {
+  TopicOptions options;
+  options.partitions = partitions;
+  return create_topic(name, options, timeout);
+}
+
+Result<TopicInfo> Admin::create_topic(std::string_view name, const TopicOptions& o, Millis timeout) {
   return impl_->call<TopicInfo>(
       timeout,
-      [name = std::string(name), partitions](flatbuffers::FlatBufferBuilder& fbb) {
-        return detail::Body{wire::Body::CreateTopic, wire::CreateCreateTopic(fbb, fbb.CreateString(name), partitions).Union()};
+      [name = std::string(name), o](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::CreateTopic, wire::CreateCreateTopic(fbb, fbb.CreateString(name), o.partitions,
+                                                                             o.retention_ms, o.retention_bytes)
+                                                         .Union()};
       },
       [](const wire::Frame& f) -> Result<TopicInfo> {
         if (!f.body_as_TopicInfo()) return Error(ErrorCode::kInternal, "unexpected answer");
@@ -133,6 +187,90 @@ Result<BrokerStats> Admin::stats(Millis timeout) {
         out.storage_used_bytes = s->storage_used_bytes();
         out.storage_max_bytes = s->storage_max_bytes();
         out.commits = s->commits();
+        return out;
+      });
+}
+
+Result<GroupInfo> Admin::configure_group(std::string_view group, std::string_view topic, const GroupConfig& config,
+                                         Millis timeout) {
+  return impl_->call<GroupInfo>(
+      timeout,
+      [group = std::string(group), topic = std::string(topic), config](flatbuffers::FlatBufferBuilder& fbb) {
+        flatbuffers::Offset<wire::RetryPolicy> retry = 0;
+        if (config.retry) {
+          const RetrySchedule& r = *config.retry;
+          std::vector<std::uint64_t> delays;
+          for (auto d : r.delays) delays.push_back(static_cast<std::uint64_t>(d.count()));
+          retry = wire::CreateRetryPolicy(fbb, r.max_deliveries, fbb.CreateVector(delays),
+                                          static_cast<std::uint64_t>(r.exponential_initial.count()),
+                                          r.exponential_factor, static_cast<std::uint64_t>(r.exponential_max.count()),
+                                          r.jitter);
+        }
+        auto mode = config.mode.value_or(GroupMode::kShared) == GroupMode::kOrdered ? wire::GroupMode::Ordered
+                                                                                     : wire::GroupMode::Shared;
+        return detail::Body{wire::Body::ConfigureGroup,
+                            wire::CreateConfigureGroup(
+                                fbb, fbb.CreateString(group), fbb.CreateString(topic), mode, config.mode.has_value(),
+                                config.ack_wait ? static_cast<std::uint64_t>(config.ack_wait->count()) : 0, retry)
+                                .Union()};
+      },
+      [](const wire::Frame& f) -> Result<GroupInfo> {
+        const auto* list = f.body_as_GroupList();
+        if (!list || !list->groups() || list->groups()->size() == 0)
+          return Error(ErrorCode::kInternal, "unexpected answer");
+        return detail::to_group_info(*list->groups()->Get(0));
+      });
+}
+
+Result<std::vector<GroupInfo>> Admin::describe_groups(std::string_view group, Millis timeout) {
+  return impl_->call<std::vector<GroupInfo>>(
+      timeout,
+      [group = std::string(group)](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::DescribeGroups,
+                            wire::CreateDescribeGroups(fbb, group.empty() ? 0 : fbb.CreateString(group)).Union()};
+      },
+      [](const wire::Frame& f) -> Result<std::vector<GroupInfo>> {
+        const auto* list = f.body_as_GroupList();
+        if (!list) return Error(ErrorCode::kInternal, "unexpected answer");
+        std::vector<GroupInfo> out;
+        if (list->groups())
+          for (const auto* g : *list->groups()) out.push_back(detail::to_group_info(*g));
+        return out;
+      });
+}
+
+Result<std::vector<Delivery>> Admin::fetch(std::string_view topic, std::uint32_t partition, std::uint64_t offset,
+                                           std::uint32_t max, Millis timeout) {
+  return impl_->call<std::vector<Delivery>>(
+      timeout,
+      [topic = std::string(topic), partition, offset, max](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::Fetch,
+                            wire::CreateFetch(fbb, fbb.CreateString(topic), partition, offset, max).Union()};
+      },
+      [](const wire::Frame& f) -> Result<std::vector<Delivery>> {
+        const auto* ok = f.body_as_FetchOk();
+        if (!ok) return Error(ErrorCode::kInternal, "unexpected answer");
+        std::vector<Delivery> out;
+        if (ok->messages())
+          for (const auto* d : *ok->messages()) out.push_back(detail::to_delivery(*d));
+        return out;
+      });
+}
+
+Result<RedriveResult> Admin::redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets,
+                                     Millis timeout) {
+  return impl_->call<RedriveResult>(
+      timeout,
+      [group = std::string(group), dlq_offsets](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::Redrive,
+                            wire::CreateRedrive(fbb, fbb.CreateString(group), fbb.CreateVector(dlq_offsets)).Union()};
+      },
+      [](const wire::Frame& f) -> Result<RedriveResult> {
+        const auto* ok = f.body_as_RedriveOk();
+        if (!ok) return Error(ErrorCode::kInternal, "unexpected answer");
+        RedriveResult out;
+        if (ok->redriven()) out.redriven.assign(ok->redriven()->begin(), ok->redriven()->end());
+        if (ok->failed()) out.failed.assign(ok->failed()->begin(), ok->failed()->end());
         return out;
       });
 }

@@ -27,15 +27,15 @@ class ConsumerImpl {
     return sub_error_;
   }
 
-  void ack(std::uint32_t partition, std::uint64_t offset) {
+  void settle(std::uint32_t partition, std::uint64_t offset, wire::SettleVerb verb, Millis delay, std::string reason) {
     bool post;
     {
       std::lock_guard lock(mu_);
-      post = acks_.empty();
-      acks_.emplace_back(partition, offset);
+      post = verdicts_.empty();
+      verdicts_.push_back(Verdict{partition, offset, verb, static_cast<std::uint64_t>(delay.count()), std::move(reason)});
       ++acks_outstanding_;
     }
-    if (post) conn_.post([this] { send_acks(); });
+    if (post) conn_.post([this] { send_verdicts(); });
   }
 
   Status flush_acks(Millis timeout) {
@@ -97,23 +97,26 @@ class ConsumerImpl {
     handler_(out);
   }
 
-  // I/O thread: one ack request for everything acked since the last one.
-  void send_acks() {
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> acks;
+  // I/O thread: one settle request for every verdict given since the last one.
+  void send_verdicts() {
+    std::vector<Verdict> verdicts;
     {
       std::lock_guard lock(mu_);
-      acks.swap(acks_);
+      verdicts.swap(verdicts_);
     }
-    if (acks.empty()) return;
+    if (verdicts.empty()) return;
     auto& fbb = conn_.builder();
     fbb.Clear();
-    wire::MessageRef* refs = nullptr;
-    auto vec = fbb.CreateUninitializedVectorOfStructs<wire::MessageRef>(acks.size(), &refs);
-    for (std::size_t i = 0; i < acks.size(); ++i) refs[i] = wire::MessageRef(acks[i].first, acks[i].second);
-    auto ack = wire::CreateAck(fbb, fbb.CreateString(options_.topic), fbb.CreateString(options_.group), vec);
+    std::vector<flatbuffers::Offset<wire::SettleItem>> items;
+    items.reserve(verdicts.size());
+    for (const auto& v : verdicts)
+      items.push_back(wire::CreateSettleItem(fbb, v.partition, v.offset, v.verb, v.delay_ms,
+                                             v.reason.empty() ? 0 : fbb.CreateString(v.reason)));
+    auto settle = wire::CreateSettle(fbb, fbb.CreateString(options_.topic), fbb.CreateString(options_.group),
+                                     fbb.CreateVector(items));
     std::uint64_t rid = conn_.next_request_id();
-    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Ack, ack.Union()));
-    const std::size_t n = acks.size();
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Settle, settle.Union()));
+    const std::size_t n = verdicts.size();
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
                   [this, n](Result<const wire::Frame*> r) {
                     std::lock_guard lock(mu_);
@@ -130,7 +133,14 @@ class ConsumerImpl {
   std::condition_variable cv_;
   bool subscribed_ = false;                                 // guarded by mu_
   Error sub_error_{ErrorCode::kOk};                         // guarded by mu_
-  std::vector<std::pair<std::uint32_t, std::uint64_t>> acks_;  // guarded by mu_: not yet sent
+  struct Verdict {
+    std::uint32_t partition;
+    std::uint64_t offset;
+    wire::SettleVerb verb;
+    std::uint64_t delay_ms;
+    std::string reason;
+  };
+  std::vector<Verdict> verdicts_;                           // guarded by mu_: not yet sent
   std::size_t acks_outstanding_ = 0;                        // guarded by mu_: not yet confirmed
   Error ack_error_{ErrorCode::kOk};                         // guarded by mu_: first failure
 };
@@ -141,8 +151,19 @@ Consumer::Consumer(Options options, Handler handler)
     : impl_(std::make_unique<detail::ConsumerImpl>(std::move(options), std::move(handler))) {}
 Consumer::~Consumer() = default;
 Status Consumer::wait_subscribed(Millis timeout) { return impl_->wait_subscribed(timeout); }
-void Consumer::ack(const Delivery& d) { impl_->ack(d.partition, d.offset); }
-void Consumer::ack(std::uint32_t partition, std::uint64_t offset) { impl_->ack(partition, offset); }
+void Consumer::ack(const Delivery& d) { impl_->settle(d.partition, d.offset, wire::SettleVerb::Ack, Millis(0), {}); }
+void Consumer::ack(std::uint32_t partition, std::uint64_t offset) {
+  impl_->settle(partition, offset, wire::SettleVerb::Ack, Millis(0), {});
+}
+void Consumer::nack(const Delivery& d, Millis delay, std::string reason) {
+  impl_->settle(d.partition, d.offset, wire::SettleVerb::Nack, delay, std::move(reason));
+}
+void Consumer::in_progress(const Delivery& d) {
+  impl_->settle(d.partition, d.offset, wire::SettleVerb::InProgress, Millis(0), {});
+}
+void Consumer::terminate(const Delivery& d, std::string reason) {
+  impl_->settle(d.partition, d.offset, wire::SettleVerb::Terminate, Millis(0), std::move(reason));
+}
 Status Consumer::flush_acks(Millis timeout) { return impl_->flush_acks(timeout); }
 
 }  // namespace txmq::client

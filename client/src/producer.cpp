@@ -131,7 +131,8 @@ class ProducerImpl {
       msgs.push_back(wire::CreateMessage(
           fbb, m.key.empty() ? 0 : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.key.data()), m.key.size()),
           headers.empty() ? 0 : fbb.CreateVector(headers),
-          fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition));
+          fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition,
+          m.deliver_at_ms, static_cast<std::uint64_t>(m.delay.count())));
     }
     auto produce = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs));
     std::uint64_t rid = conn_.next_request_id();

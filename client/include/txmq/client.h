@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,14 +53,23 @@ struct Message {
   std::vector<Header> headers;
   std::string body;
   int partition = -1;           // >= 0 forces a partition
+  // Delayed delivery: invisible to every group until deliver_at_ms (ms since the epoch),
+  // or until delay after the broker stored it. Survives broker restarts.
+  std::uint64_t deliver_at_ms = 0;
+  Millis delay{0};
 };
+
+// The offset a delayed message reports: it gets its real one when it comes due.
+inline constexpr std::uint64_t kDelayedOffset = UINT64_MAX;
 
 struct SendReceipt {
   std::uint32_t partition = 0;
-  std::uint64_t offset = 0;
+  std::uint64_t offset = 0;     // kDelayedOffset for a delayed message
+  bool delayed() const { return offset == kDelayedOffset; }
 };
 
-// A message handed to a Consumer's handler. Owns its data.
+// A message handed to a Consumer's handler. Owns its data. A dead letter carries its
+// history in headers named txmq-* (see the README's "Dead letters").
 struct Delivery {
   std::string topic;
   std::string group;
@@ -82,7 +92,62 @@ struct TopicInfo {
   std::string name;
   std::uint64_t created_at_ms = 0;
   std::vector<PartitionInfo> partitions;
+  std::uint64_t retention_ms = 0;     // 0: the broker's default
+  std::uint64_t retention_bytes = 0;  // per partition; 0: the broker's default
 };
+
+struct TopicOptions {
+  std::uint32_t partitions = 1;
+  std::uint64_t retention_ms = 0;     // 0: the broker's default (retention.max_age_ms)
+  std::uint64_t retention_bytes = 0;  // 0: the broker's default (retention.max_partition_bytes)
+};
+
+enum class GroupMode {
+  kShared,   // any consumer, any order (default)
+  kOrdered,  // per partition: in order, one at a time, to one consumer
+};
+
+// How failed deliveries are retried: `delays` (one per retry, the last repeating) or, when
+// it is empty, exponential from exponential_initial by exponential_factor up to
+// exponential_max; each varied by +-jitter (0.2 = 20%). Past max_deliveries a message goes
+// to the group's dead-letter topic.
+struct RetrySchedule {
+  std::uint32_t max_deliveries = 16;
+  std::vector<Millis> delays;
+  Millis exponential_initial{1000};
+  double exponential_factor = 2.0;
+  Millis exponential_max{3600000};
+  double jitter = 0.0;
+};
+
+// What configure_group changes; absent fields stay as they are.
+struct GroupConfig {
+  std::optional<GroupMode> mode;
+  std::optional<Millis> ack_wait;  // the lease of each delivery
+  std::optional<RetrySchedule> retry;
+};
+
+struct GroupInfo {
+  std::string group;
+  std::string topic;
+  GroupMode mode = GroupMode::kShared;
+  std::uint32_t consumers = 0;
+  std::uint64_t lag = 0;            // messages not yet acknowledged
+  std::uint64_t in_flight = 0;      // delivered, awaiting a verdict
+  std::uint64_t waiting_retry = 0;  // failed, waiting for their retry time
+  std::uint64_t redeliveries = 0;   // since the broker started
+  std::uint64_t dead_letters = 0;   // in the group's dead-letter topic (from this topic)
+  Millis ack_wait{0};
+  RetrySchedule retry;
+};
+
+struct RedriveResult {
+  std::vector<std::uint64_t> redriven;  // dead-letter offsets moved back
+  std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone
+};
+
+// The dead-letter topic of a consumer group.
+inline std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
 
 struct BrokerStats {
   std::string broker_version;
@@ -167,13 +232,22 @@ class Consumer {
   // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout, ...
   Status wait_subscribed(Millis timeout);
 
-  // Acknowledges a delivery. Acks are batched and sent by the I/O thread; use flush_acks
-  // to know they are durable.
+  // The verdicts on a delivery. Each is batched with others and sent by the I/O thread;
+  // flush_acks tells when they are durable. A verdict on a delivery this consumer no
+  // longer holds (its lease ran out) changes nothing, except an ack, which always counts.
+  //   ack: done, never delivered to this group again.
+  //   nack: failed; delivered again after `delay`, or the retry schedule's next delay when
+  //     delay is 0; after the group's maximum deliveries it goes to the dead-letter topic.
+  //   in_progress: still working; the lease starts again from now.
+  //   terminate: will never succeed; straight to the dead-letter topic.
   void ack(const Delivery& delivery);
   void ack(std::uint32_t partition, std::uint64_t offset);
+  void nack(const Delivery& delivery, Millis delay = Millis(0), std::string reason = {});
+  void in_progress(const Delivery& delivery);
+  void terminate(const Delivery& delivery, std::string reason = {});
 
-  // Waits until every ack given before the call was confirmed durable by the broker.
-  // Returns the first ack error seen, kTimeout, or ok.
+  // Waits until every verdict given before the call was confirmed durable by the broker.
+  // Returns the first error seen, kTimeout, or ok.
   Status flush_acks(Millis timeout);
 
  private:
@@ -190,11 +264,28 @@ class Admin {
 
   // kTopicExists, kInvalidArgument (name or partition count), kTimeout, ...
   Result<TopicInfo> create_topic(std::string_view name, std::uint32_t partitions, Millis timeout);
+  Result<TopicInfo> create_topic(std::string_view name, const TopicOptions& options, Millis timeout);
   // kUnknownTopic, kTimeout, ...
   Status delete_topic(std::string_view name, Millis timeout);
   Result<TopicInfo> describe_topic(std::string_view name, Millis timeout);
   Result<std::vector<TopicInfo>> list_topics(Millis timeout);
   Result<BrokerStats> stats(Millis timeout);
+
+  // Sets a group's delivery and retry policy (for every topic it consumes), or with an
+  // empty group the default of a topic's groups that have none. Returns the effective
+  // settings. kInvalidArgument (a bad schedule), kUnknownTopic, kTimeout, ...
+  Result<GroupInfo> configure_group(std::string_view group, std::string_view topic, const GroupConfig& config,
+                                    Millis timeout);
+  // Every group (group empty) or one group, per topic it consumes. kInvalidArgument for an
+  // unknown group.
+  Result<std::vector<GroupInfo>> describe_groups(std::string_view group, Millis timeout);
+  // Reads up to max stored messages of a partition from offset, without a group (for
+  // inspection: dead letters). Deliveries come back with group empty and count 0.
+  Result<std::vector<Delivery>> fetch(std::string_view topic, std::uint32_t partition, std::uint64_t offset,
+                                      std::uint32_t max, Millis timeout);
+  // Moves dead letters (offsets in the group's dead-letter topic) back to their origin for
+  // this group only, each atomically, with a fresh delivery count.
+  Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout);
 
  private:
   std::unique_ptr<detail::AdminImpl> impl_;

@@ -1,0 +1,117 @@
+#include "broker/dead_letter.h"
+
+#include <charconv>
+
+namespace txmq::broker {
+namespace {
+
+std::span<const std::uint8_t> bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+const std::string* header(const storage::OwnedMessage& m, std::string_view name) {
+  for (const auto& [n, v] : m.headers)
+    if (n == name) return &v;
+  return nullptr;
+}
+
+std::optional<std::uint64_t> number(const std::string* s) {
+  if (!s) return std::nullopt;
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (ec != std::errc() || end != s->data() + s->size()) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
+
+Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const Failure& failure,
+                     std::uint64_t now_ms, std::optional<storage::TopicMeta>& dlq, std::optional<Offset>& dlq_offset) {
+  storage::OwnedPending record = failure.record;
+  if (failure.had_record) {
+    // Keep the history: the first delivery time and the reasons given so far.
+    auto old = txn.get_pending(origin.group_id, origin.topic_id, failure.partition, failure.offset);
+    if (!old) return old.error();
+    if (*old) {
+      if ((*old)->first_delivery_ms) record.first_delivery_ms = (*old)->first_delivery_ms;
+      std::vector<std::string> reasons = std::move((*old)->reasons);
+      reasons.insert(reasons.end(), record.reasons.begin(), record.reasons.end());
+      // The history is for people; the last sixteen reasons tell the story.
+      if (reasons.size() > 16) reasons.erase(reasons.begin(), reasons.end() - 16);
+      record.reasons = std::move(reasons);
+    }
+  }
+  if (!failure.dead_letter)
+    return txn.put_pending(origin.group_id, origin.topic_id, failure.partition, failure.offset, record);
+
+  const Offset o = failure.offset;
+  if (auto st = txn.clear_pending(origin.group_id, origin.topic_id, failure.partition, o); !st) return st;
+  auto message = txn.read_message(origin.topic_id, failure.partition, o);
+  if (!message) {
+    if (message.error().code == ErrorCode::kInvalidArgument) return {};  // gone with retention
+    return message.error();
+  }
+  const std::string dlq_name = dead_letter_topic(origin.group);
+  auto found = txn.find_topic(dlq_name);
+  if (!found) return found.error();
+  if (!*found) {
+    auto created = txn.create_topic(dlq_name, 1, now_ms);
+    if (!created) return created.error();
+    *found = *created;
+  }
+  dlq = **found;
+
+  std::vector<std::pair<std::string, std::string>> extra = {
+      {"txmq-origin-topic", origin.topic},
+      {"txmq-origin-partition", std::to_string(failure.partition.value())},
+      {"txmq-origin-offset", std::to_string(o.value())},
+      {"txmq-origin-message-id",
+       origin.topic + "/" + std::to_string(failure.partition.value()) + "/" + std::to_string(o.value())},
+      {"txmq-origin-timestamp-ms", std::to_string(message->timestamp_ms)},
+      {"txmq-group", origin.group},
+      {"txmq-delivery-count", std::to_string(record.delivery_count)},
+      {"txmq-first-delivery-ms", std::to_string(record.first_delivery_ms)},
+      {"txmq-last-delivery-ms", std::to_string(record.last_delivery_ms)},
+      {"txmq-dead-lettered-ms", std::to_string(now_ms)},
+  };
+  for (const auto& r : record.reasons) extra.emplace_back("txmq-reason", r);
+  std::vector<storage::HeaderView> headers;
+  for (const auto& [n, v] : message->headers)
+    if (n.rfind("txmq-", 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
+  for (const auto& [n, v] : extra) headers.emplace_back(n, bytes(v));
+  auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body));
+  if (!offset) return offset.error();
+  dlq_offset = *offset;
+  return {};
+}
+
+Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, storage::GroupId group_id,
+                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms) {
+  auto letter = txn.read_message(dlq_topic, PartitionId(0), dlq_offset);
+  if (!letter) return letter.error();
+  const std::string* letter_group = header(*letter, "txmq-group");
+  const std::string* topic_name = header(*letter, "txmq-origin-topic");
+  auto partition = number(header(*letter, "txmq-origin-partition"));
+  auto offset = number(header(*letter, "txmq-origin-offset"));
+  if (!letter_group || *letter_group != group || !topic_name || !partition || !offset)
+    return Error(ErrorCode::kInvalidArgument, "not a dead letter of group '" + group + "'");
+  auto topic = txn.find_topic(*topic_name);
+  if (!topic) return topic.error();
+  if (!*topic) return Error(ErrorCode::kUnknownTopic, "origin topic '" + *topic_name + "' no longer exists");
+  Redriven out{(*topic)->id, PartitionId(static_cast<std::uint32_t>(*partition)), Offset(*offset)};
+  if (auto origin = txn.read_message(out.topic, out.partition, out.offset); !origin)
+    return Error(ErrorCode::kInvalidArgument, "origin message " + *topic_name + "/" + std::to_string(*partition) + "/" +
+                                                  std::to_string(*offset) + " is gone (retention)");
+  storage::OwnedPending record;
+  record.due_ms = now_ms;
+  for (const auto& [n, v] : letter->headers)
+    if (n == "txmq-reason") record.reasons.push_back(v);
+  record.reasons.push_back("redriven");
+  if (auto st = txn.put_pending(group_id, out.topic, out.partition, out.offset, record); !st) return st.error();
+  if (auto st = txn.delete_message(dlq_topic, PartitionId(0), dlq_offset); !st) return st.error();
+  return out;
+}
+
+}  // namespace txmq::broker

@@ -1,0 +1,50 @@
+#pragma once
+// Writing a failed delivery: a PendingRecord for a retry, or the move to the group's
+// dead-letter topic. Both run on the writer thread, inside the transaction of the op that
+// carries them, so a dead letter is appended and its origin acknowledged atomically.
+//
+// The dead-letter topic of group G is the ordinary topic "G.dlq" (one partition, created on
+// first use). A dead letter keeps the origin's key, headers and body, and adds its history:
+//   txmq-origin-topic, txmq-origin-partition, txmq-origin-offset,
+//   txmq-origin-message-id ("topic/partition/offset"), txmq-origin-timestamp-ms,
+//   txmq-group, txmq-delivery-count, txmq-first-delivery-ms, txmq-last-delivery-ms,
+//   txmq-dead-lettered-ms, and one txmq-reason per nack or terminate reason, oldest first.
+
+#include <optional>
+#include <string>
+
+#include "broker/consumer_group.h"
+#include "broker/storage/store.h"
+
+namespace txmq::broker {
+
+std::string dead_letter_topic(std::string_view group);
+
+// Where a failure happened.
+struct FailureOrigin {
+  std::string group;
+  storage::GroupId group_id;
+  std::string topic;
+  TopicId topic_id;
+};
+
+// Persists one failure. A dead letter's origin must also be acknowledged in the same
+// transaction (the caller adds it to its acks). For a dead letter, `dlq` returns the dead-letter topic's metadata
+// and `dlq_offset` where the message went (nullopt when the origin message was already
+// gone, removed by retention: then it is only acknowledged).
+Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const Failure& failure,
+                     std::uint64_t now_ms, std::optional<storage::TopicMeta>& dlq, std::optional<Offset>& dlq_offset);
+
+// Moves one dead letter of `group` (offset in the group's dead-letter topic) back to its
+// origin for this group only: a PendingRecord with no deliveries, due now; the dead letter
+// is deleted. kInvalidArgument when it is not a dead letter of the group or its origin
+// message is gone.
+struct Redriven {
+  TopicId topic;
+  PartitionId partition;
+  Offset offset;
+};
+Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, storage::GroupId group_id,
+                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms);
+
+}  // namespace txmq::broker

@@ -1,0 +1,191 @@
+// Consumer group administration: policies, descriptions, dead-letter inspection and
+// redrive.
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.h"
+#include "broker/dead_letter.h"
+#include "broker/storage/fn_op.h"
+
+namespace txmq::broker {
+namespace {
+
+flatbuffers::Offset<wire::RetryPolicy> build_retry(flatbuffers::FlatBufferBuilder& fbb, const RetrySchedule& r) {
+  return wire::CreateRetryPolicy(fbb, r.max_deliveries, fbb.CreateVector(r.delays_ms), r.exponential_initial_ms,
+                                 r.exponential_factor, r.exponential_max_ms, r.jitter);
+}
+
+}  // namespace
+
+flatbuffers::Offset<wire::GroupInfo> Broker::build_group_info(const std::string& group, const std::string& topic,
+                                                             const GroupPolicy& policy, ConsumerGroup* g) {
+  std::uint64_t dead_letters = 0;
+  if (const Topic* dlq = topics_.find(dead_letter_topic(group))) {
+    // Counted from the log: redrive deletes letters from the middle, so offsets overcount.
+    auto n = store_->read_log(dlq->meta.id, PartitionId(0), Offset(0), SIZE_MAX, [&](const storage::LogEntry& e) {
+      if (topic.empty()) return true;
+      if (const auto* hs = e.message->headers())
+        for (const auto* h : *hs)
+          if (h->name() && h->name()->string_view() == "txmq-origin-topic" && h->value() &&
+              std::string_view(reinterpret_cast<const char*>(h->value()->data()), h->value()->size()) == topic)
+            ++dead_letters;
+      return true;
+    });
+    if (n && topic.empty()) dead_letters = *n;
+  }
+  return wire::CreateGroupInfo(fbb_, fbb_.CreateString(group), fbb_.CreateString(topic), policy.mode,
+                               g ? static_cast<std::uint32_t>(g->consumers()) : 0, g ? g->lag() : 0,
+                               g ? g->in_flight() : 0, g ? g->waiting_retry() : 0, g ? g->redelivered : 0,
+                               dead_letters, static_cast<std::uint64_t>(policy.ack_wait.count()),
+                               build_retry(fbb_, policy.retry));
+}
+
+void Broker::handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
+  std::string group = req.group() ? req.group()->str() : "";
+  std::string topic = req.topic() ? req.topic()->str() : "";
+  if (group.empty() && topic.empty())
+    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "name a group, or a topic for its default"));
+  if (!group.empty() && !valid_name(group))
+    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid group name"));
+  if (group.empty() && !topics_.find(topic))
+    return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic + "'"));
+  PolicyOverride change = PolicyOverride::from_wire(req);
+  if (change.retry)
+    if (auto why = validate(*change.retry); !why.empty())
+      return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, why));
+  const std::string key = group.empty() ? "t:" + topic : "g:" + group;
+  PolicyOverride merged = policies_.contains(key) ? policies_[key] : PolicyOverride{};
+  merged.merge(change);
+  auto record = merged.to_record();
+  writer_->submit(std::make_unique<storage::FnOp>(
+      [key, record](storage::WriteTxn& txn) { return txn.put_policy(key, record); },
+      [this, key, merged, group, topic, id = conn.id(), rid](const Status& st) {
+        if (st) {
+          policies_[key] = merged;
+          for (auto& [k, g] : groups_)
+            if ((group.empty() && k.second == topic) || k.first == group)
+              g->set_policy(effective_policy(k.first, k.second));
+          spdlog::info("policy {} updated", key);
+        }
+        Connection* c = find_connection(id);
+        if (!c) return;
+        if (!st) return reply_error(*c, rid, st.error());
+        fbb_.Clear();
+        std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
+        infos.push_back(build_group_info(group, topic, effective_policy(group, topic), find_group(group, topic)));
+        send_frame(*c, rid, wire::Body::GroupList, wire::CreateGroupList(fbb_, fbb_.CreateVector(infos)).Union());
+      }));
+}
+
+void Broker::handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req) {
+  std::string only = req.group() ? req.group()->str() : "";
+  if (!only.empty() && !group_ids_.contains(only))
+    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + only + "'"));
+  // Groups that have not been consumed since start-up are loaded (without consumers) so
+  // their lag is real.
+  for (const auto& [name, gid] : group_ids_) {
+    if (!only.empty() && name != only) continue;
+    auto topic_ids = store_->group_topics(gid);
+    if (!topic_ids) return reply_error(conn, rid, topic_ids.error());
+    for (TopicId tid : *topic_ids)
+      if (Topic* t = topics_.find(tid)) load_group(name, gid, *t);
+  }
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
+  for (auto& [key, g] : groups_)
+    if (only.empty() || key.first == only) infos.push_back(build_group_info(key.first, key.second, g->policy(), g.get()));
+  send_frame(conn, rid, wire::Body::GroupList, wire::CreateGroupList(fbb_, fbb_.CreateVector(infos)).Union());
+}
+
+void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
+  std::string name = req.topic() ? req.topic()->str() : "";
+  Topic* topic = topics_.find(name);
+  if (!topic) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
+  if (req.partition() >= topic->meta.partitions)
+    return reply_error(conn, rid, Error(ErrorCode::kUnknownPartition, "no partition " + std::to_string(req.partition())));
+  const std::size_t max = std::min<std::uint32_t>(req.max_messages() ? req.max_messages() : 100, 1000);
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<wire::Delivery>> out;
+  std::size_t bytes = 0;
+  auto r = store_->read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
+                            [&](const storage::LogEntry& e) {
+                              const auto* m = e.message;
+                              std::vector<flatbuffers::Offset<wire::Header>> hs;
+                              if (m->headers())
+                                for (const auto* h : *m->headers())
+                                  hs.push_back(wire::CreateHeader(
+                                      fbb_, h->name() ? fbb_.CreateString(h->name()) : 0,
+                                      h->value() ? fbb_.CreateVector(h->value()->data(), h->value()->size()) : 0));
+                              out.push_back(wire::CreateDelivery(
+                                  fbb_, fbb_.CreateString(name), 0, req.partition(), e.offset.value(),
+                                  m->timestamp_ms(),
+                                  m->key() ? fbb_.CreateVector(m->key()->data(), m->key()->size()) : 0,
+                                  hs.empty() ? 0 : fbb_.CreateVector(hs),
+                                  m->body() ? fbb_.CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
+                              bytes += m->body() ? m->body()->size() : 0;
+                              // Keep the answer well inside a client's frame limit.
+                              return bytes < config_.max_frame_bytes / 2;
+                            });
+  if (!r) return reply_error(conn, rid, r.error());
+  send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb_, fbb_.CreateVector(out)).Union());
+}
+
+void Broker::handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
+  std::string group = req.group() ? req.group()->str() : "";
+  auto gid = group_ids_.find(group);
+  if (gid == group_ids_.end())
+    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + group + "'"));
+  Topic* dlq = topics_.find(dead_letter_topic(group));
+  if (!dlq) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "group '" + group + "' has no dead letters"));
+  std::vector<Offset> offsets;
+  if (req.offsets())
+    for (auto o : *req.offsets()) offsets.emplace_back(o);
+  struct Result_ {
+    std::vector<std::pair<Offset, Redriven>> redriven;
+    std::vector<Offset> failed;
+  };
+  auto result = std::make_shared<Result_>();
+  const storage::GroupId group_id = gid->second;
+  const TopicId dlq_id = dlq->meta.id;
+  writer_->submit(std::make_unique<storage::FnOp>(
+      [result, offsets, group, group_id, dlq_id](storage::WriteTxn& txn) -> Status {
+        result->redriven.clear();
+        result->failed.clear();
+        const std::uint64_t now = wall_ms();
+        for (Offset o : offsets) {
+          // Each letter moves alone: one that cannot does not hold back the others.
+          auto child = txn.nested();
+          if (!child) return child.error();
+          auto moved = redrive_one(**child, group, group_id, dlq_id, o, now);
+          if (moved && (*child)->commit()) {
+            result->redriven.emplace_back(o, *moved);
+          } else {
+            result->failed.push_back(o);
+          }
+        }
+        return {};
+      },
+      [this, result, group, group_id, id = conn.id(), rid](const Status& st) {
+        if (st) {
+          for (const auto& [dlq_offset, r] : result->redriven)
+            if (Topic* t = topics_.find(r.topic))
+              if (ConsumerGroup* g = load_group(group, group_id, *t)) g->reopen(r.partition, r.offset, wall_ms());
+          for (auto& [key, g] : groups_)
+            if (key.first == group) dispatch_group(*g);
+          if (!result->redriven.empty())
+            spdlog::info("group '{}': {} dead letter(s) redriven", group, result->redriven.size());
+        }
+        Connection* c = find_connection(id);
+        if (!c) return;
+        if (!st) return reply_error(*c, rid, st.error());
+        std::vector<std::uint64_t> ok, failed;
+        if (st)
+          for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
+        for (Offset o : result->failed) failed.push_back(o.value());
+        fbb_.Clear();
+        send_frame(*c, rid, wire::Body::RedriveOk,
+                   wire::CreateRedriveOk(fbb_, fbb_.CreateVector(ok), fbb_.CreateVector(failed)).Union());
+      }));
+}
+
+}  // namespace txmq::broker
