@@ -168,6 +168,68 @@ ProduceResult run_produce(const std::string& broker, const ProduceConfig& cfg) {
   return out;
 }
 
+struct ConsumeResult {
+  std::size_t acked = 0;
+  double seconds = 0;
+  double rate = 0;
+  std::string error;
+};
+
+// Consumes `messages` with one consumer (a fresh group), acking each, and waits until the
+// broker confirmed every ack durable.
+ConsumeResult run_consume(const std::string& broker, const std::string& topic, std::size_t messages,
+                          std::uint32_t window, double max_seconds) {
+  ConsumeResult out;
+  txmq::client::Consumer::Options co;
+  co.broker = broker;
+  co.client_name = "txmq-bench";
+  co.topic = topic;
+  co.group = "bench-" + std::to_string(Clock::now().time_since_epoch().count());
+  co.window = window;
+  std::atomic<std::size_t> received{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  txmq::client::Consumer* self = nullptr;
+  const auto start = Clock::now();
+  txmq::client::Consumer consumer(co, [&](const txmq::client::Delivery& d) {
+    self->ack(d);
+    if (received.fetch_add(1, std::memory_order_relaxed) + 1 == messages) cv.notify_all();
+  });
+  self = &consumer;
+  if (auto st = consumer.wait_subscribed(Millis(10000)); !st) {
+    out.error = st.error().describe();
+    return out;
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::duration<double>(max_seconds), [&] { return received.load() >= messages; });
+  }
+  if (auto st = consumer.flush_acks(Millis(60000)); !st) {
+    out.error = st.error().describe();
+    return out;
+  }
+  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  out.acked = received.load();
+  out.rate = static_cast<double>(out.acked) / out.seconds;
+  return out;
+}
+
+// A process's anonymous resident memory (heap and stacks: not LMDB's file-backed map)
+// and its file-backed resident memory, in bytes, from /proc/PID/status.
+std::pair<std::uint64_t, std::uint64_t> process_rss(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  std::uint64_t anon = 0, file = 0;
+  if (!f) return {0, 0};
+  char line[256];
+  while (std::fgets(line, sizeof(line), f)) {
+    unsigned long long kb;
+    if (std::sscanf(line, "RssAnon: %llu kB", &kb) == 1) anon = kb * 1024;
+    if (std::sscanf(line, "RssFile: %llu kB", &kb) == 1) file = kb * 1024;
+  }
+  std::fclose(f);
+  return {anon, file};
+}
+
 void print_produce(const char* label, const ProduceResult& r, std::size_t size) {
   std::printf("%s: %zu msgs in %.2f s = %.0f msg/s, %.1f MB/s; confirm latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n",
               label, r.confirmed, r.seconds, r.rate, r.rate * static_cast<double>(size) / 1e6, r.p50_ms, r.p99_ms,
@@ -234,6 +296,9 @@ int main(int argc, char** argv) {
   std::size_t baseline_per_txn = 1000;
   int compare_rounds = 0;
   bool skip_baseline = false;
+  std::size_t consume_messages = 0;
+  std::uint32_t window = 1000;
+  bool report_rss = false;
   std::vector<std::string> broker_args;
   app.add_option("--broker", broker, "broker HOST:PORT (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
@@ -249,6 +314,12 @@ int main(int argc, char** argv) {
   app.add_option("--compare-metrics", compare_rounds,
                  "with --broker-bin: run N rounds each of metrics off and on (scraped every second), "
                  "alternating, and print both medians");
+  app.add_option("--consume", consume_messages,
+                 "after producing, consume and ack this many (0: skip) with one consumer of a fresh group");
+  app.add_option("--window", window, "the consumer's window of unacknowledged deliveries");
+  app.add_flag("--report-rss", report_rss,
+               "with --broker-bin: print the broker's resident memory outside LMDB's map after producing and "
+               "while consuming");
   CLI11_PARSE(app, argc, argv);
 
   if (compare_rounds > 0) {
@@ -303,6 +374,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   print_produce("produce (durable)", r, cfg.size);
+  if (report_rss && spawned.pid > 0) {
+    auto [anon, file] = process_rss(spawned.pid);
+    std::printf("broker memory with a backlog of %zu: anonymous %.1f MB (LMDB pages mapped: %.1f MB)\n", r.confirmed,
+                static_cast<double>(anon) / 1e6, static_cast<double>(file) / 1e6);
+  }
+  if (consume_messages > 0) {
+    auto c = run_consume(broker, cfg.topic, std::min(consume_messages, r.confirmed), window, cfg.max_seconds);
+    if (!c.error.empty()) {
+      std::fprintf(stderr, "txmq-bench: consume: %s\n", c.error.c_str());
+      return 1;
+    }
+    std::printf("consume + durable ack (window %u): %zu msgs in %.2f s = %.0f msg/s (%.2fx the produce rate)\n",
+                window, c.acked, c.seconds, c.rate, c.rate / r.rate);
+    if (report_rss && spawned.pid > 0) {
+      auto [anon, file] = process_rss(spawned.pid);
+      std::printf("broker memory after consuming: anonymous %.1f MB (LMDB pages mapped: %.1f MB)\n",
+                  static_cast<double>(anon) / 1e6, static_cast<double>(file) / 1e6);
+    }
+  }
 
   if (!skip_baseline) {
     char tmpl[] = "/tmp/txmq-bench-lmdb-XXXXXX";
