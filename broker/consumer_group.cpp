@@ -366,8 +366,12 @@ std::uint64_t ConsumerGroup::lag() const {
   std::uint64_t n = 0;
   for (std::size_t p = 0; p < cursors_.size(); ++p) {
     const auto& c = cursors_[p];
-    std::uint64_t end = topic_->partitions[p].next.value();
-    if (end > c.ack_floor.value()) n += end - c.ack_floor.value() - std::min<std::uint64_t>(c.acked.size(), end - c.ack_floor.value());
+    const std::uint64_t end = topic_->partitions[p].next.value();
+    // Retention may have removed messages the group never acknowledged: they are not lag.
+    const std::uint64_t floor = std::max(c.ack_floor, topic_->partitions[p].first).value();
+    if (end <= floor) continue;
+    const auto acked = static_cast<std::uint64_t>(std::distance(c.acked.lower_bound(Offset(floor)), c.acked.end()));
+    n += end - floor - std::min(acked, end - floor);
   }
   return n;
 }
