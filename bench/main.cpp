@@ -214,6 +214,75 @@ ConsumeResult run_consume(const std::string& broker, const std::string& topic, s
   return out;
 }
 
+struct TxnResult {
+  std::size_t committed = 0;
+  double seconds = 0;
+  double rate = 0;
+  double p50_ms = 0, p99_ms = 0;
+  std::string error;
+};
+
+// Prepares and commits `count` transactions of one message each, keeping up to
+// `in_flight` open at once; latency is from prepare to the commit's confirmation.
+TxnResult run_transactions(const std::string& broker, const std::string& topic, std::size_t count, std::size_t size,
+                           std::size_t in_flight, double max_seconds) {
+  TxnResult out;
+  txmq::client::TransactionalProducer::Options to;
+  to.broker = broker;
+  to.client_name = "txmq-bench";
+  to.producer_group = "bench-transactions";
+  txmq::client::TransactionalProducer producer(
+      to, [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t open = 0, done = 0, failed = 0;
+  std::string first_error;
+  std::vector<double> latencies_ms(count);
+  std::string body(size, 't');
+  const auto start = Clock::now();
+  const auto stop_at = start + std::chrono::duration<double>(max_seconds);
+  std::size_t started = 0;
+  auto finish = [&](bool ok, const std::string& why) {
+    std::lock_guard lock(mu);
+    --open;
+    ++done;
+    if (!ok && failed++ == 0) first_error = why;
+    cv.notify_all();
+  };
+  for (; started < count && Clock::now() < stop_at; ++started) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return open < in_flight; });
+      ++open;
+    }
+    const auto t0 = Clock::now();
+    producer.prepare_async(topic, txmq::client::Message{{}, {}, body, -1},
+                           [&, i = started, t0](const txmq::Result<std::uint64_t>& id) {
+                             if (!id) return finish(false, id.error().describe());
+                             producer.end_async(*id, txmq::client::LocalTransactionState::kCommit,
+                                                [&, i, t0](const txmq::Result<txmq::client::TransactionResult>& r) {
+                                                  latencies_ms[i] =
+                                                      std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+                                                  finish(r && r->state == txmq::client::TxnState::kCommitted,
+                                                         r ? "not committed" : r.error().describe());
+                                                });
+                           });
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(120), [&] { return done == started; });
+    if (done != started) out.error = "transactions did not finish";
+    if (failed) out.error = std::to_string(failed) + " failed: " + first_error;
+  }
+  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  out.committed = started - failed;
+  out.rate = static_cast<double>(out.committed) / out.seconds;
+  latencies_ms.resize(started);
+  out.p50_ms = percentile(latencies_ms, 0.5);
+  out.p99_ms = percentile(latencies_ms, 0.99);
+  return out;
+}
+
 // A process's anonymous resident memory (heap and stacks: not LMDB's file-backed map)
 // and its file-backed resident memory, in bytes, from /proc/PID/status.
 std::pair<std::uint64_t, std::uint64_t> process_rss(pid_t pid) {
@@ -299,6 +368,7 @@ int main(int argc, char** argv) {
   std::size_t consume_messages = 0;
   std::uint32_t window = 1000;
   bool report_rss = false;
+  std::size_t transactions = 0, txn_in_flight = 5000;
   std::vector<std::string> broker_args;
   app.add_option("--broker", broker, "broker HOST:PORT (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
@@ -320,6 +390,9 @@ int main(int argc, char** argv) {
   app.add_flag("--report-rss", report_rss,
                "with --broker-bin: print the broker's resident memory outside LMDB's map after producing and "
                "while consuming");
+  app.add_option("--transactions", transactions,
+                 "after producing, prepare and commit this many transactions (one message each)");
+  app.add_option("--txn-in-flight", txn_in_flight, "transactions open at once");
   CLI11_PARSE(app, argc, argv);
 
   if (compare_rounds > 0) {
@@ -378,6 +451,16 @@ int main(int argc, char** argv) {
     auto [anon, file] = process_rss(spawned.pid);
     std::printf("broker memory with a backlog of %zu: anonymous %.1f MB (LMDB pages mapped: %.1f MB)\n", r.confirmed,
                 static_cast<double>(anon) / 1e6, static_cast<double>(file) / 1e6);
+  }
+  if (transactions > 0) {
+    auto t = run_transactions(broker, cfg.topic, transactions, cfg.size, txn_in_flight, cfg.max_seconds);
+    if (!t.error.empty()) {
+      std::fprintf(stderr, "txmq-bench: transactions: %s\n", t.error.c_str());
+      return 1;
+    }
+    std::printf("transactions (prepare + commit, %zu open): %zu in %.2f s = %.0f txn/s (%.2fx the produce rate); "
+                "latency p50 %.2f ms, p99 %.2f ms\n",
+                txn_in_flight, t.committed, t.seconds, t.rate, t.rate / r.rate, t.p50_ms, t.p99_ms);
   }
   if (consume_messages > 0) {
     auto c = run_consume(broker, cfg.topic, std::min(consume_messages, r.confirmed), window, cfg.max_seconds);

@@ -21,6 +21,7 @@ void Broker::on_scheduler_due(Scheduler::Target target) {
   if (shutting_down_) return;
   if (target == kDelayedTarget) return release_delayed();
   if (target == kRetentionTarget) return run_retention();
+  if (target == kTxnCheckTarget) return run_checks();
   if (auto it = groups_by_serial_.find(target); it != groups_by_serial_.end()) on_group_due(*it->second);
 }
 
@@ -90,8 +91,16 @@ void Broker::run_retention() {
   }
   auto more = std::make_shared<bool>(false);
   auto deleted = std::make_shared<std::size_t>(0);
+  const std::uint64_t ended_before = now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(config_.txn_ended_retention.count()));
   writer_->submit(std::make_unique<storage::FnOp>(
-      [trims, more, deleted](storage::WriteTxn& txn) -> Status {
+      [trims, more, deleted, ended_before](storage::WriteTxn& txn) -> Status {
+        *more = false;
+        *deleted = 0;
+        // Ended transactions are kept a while so that late and repeated ends get the real
+        // answer; then they go.
+        auto pruned = txn.prune_ended(ended_before, kTrimPerRound);
+        if (!pruned) return pruned.error();
+        if (*pruned == kTrimPerRound) *more = true;
         for (const Trim& t : trims) {
           for (std::uint32_t p = 0; p < t.partitions; ++p) {
             auto n = txn.trim(t.topic, PartitionId(p), t.min_timestamp_ms, t.max_bytes, kTrimPerRound);

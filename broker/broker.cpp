@@ -83,6 +83,7 @@ Status Broker::start() {
   writer_->start();
   scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
   schedule_delayed();
+  if (auto next = store_->next_check_ms(); next && *next) schedule_checks(**next);
   scheduler_->at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), kRetentionTarget);
 
   uv_signal_init(&loop_, &sigint_);
@@ -176,6 +177,7 @@ Connection* Broker::find_connection(std::uint64_t id) {
 void Broker::on_closed(Connection& conn) {
   // At shutdown what consumers hold stays unacknowledged and is delivered after restart.
   if (!shutting_down_) consumer_gone(conn);
+  unregister_producer(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());
   maybe_finish_shutdown();
@@ -233,6 +235,9 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     case wire::Body::DescribeGroups: return handle_describe_groups(conn, rid, *frame->body_as_DescribeGroups());
     case wire::Body::Fetch: return handle_fetch(conn, rid, *frame->body_as_Fetch());
     case wire::Body::Redrive: return handle_redrive(conn, rid, *frame->body_as_Redrive());
+    case wire::Body::Prepare: return handle_prepare(conn, rid, bytes, *frame->body_as_Prepare());
+    case wire::Body::EndTransactions: return handle_end_transactions(conn, rid, *frame->body_as_EndTransactions());
+    case wire::Body::ListTransactions: return handle_list_transactions(conn, rid, *frame->body_as_ListTransactions());
     case wire::Body::Hello:
       return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
     default:
@@ -251,8 +256,15 @@ void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello
                 true);
     return;
   }
+  std::string producer_group = req.producer_group() ? req.producer_group()->str() : "";
+  if (!producer_group.empty() && !valid_name(producer_group)) {
+    reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid producer group name"), true);
+    return;
+  }
   conn.hello_done = true;
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
+  conn.producer_group = std::move(producer_group);
+  if (!conn.producer_group.empty()) register_producer(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
   fbb_.Clear();
   auto body = wire::CreateHelloOk(fbb_, kProtocolVersion, fbb_.CreateString(kVersion.data(), kVersion.size()),
@@ -321,6 +333,16 @@ Status Broker::start_metrics() {
   registry_.gauge_family("txmq_build_info", "Always 1; the version is a label.", {"version"})
       .with({std::string_view(kVersion)})
       .set(1);
+  registry_.callback_gauge("txmq_transactions_pending", "Half messages prepared and not yet ended (parked excluded).",
+                           [this] { return static_cast<double>(store_->txn_counts().prepared); });
+  registry_.callback_gauge("txmq_transactions_parked", "Transactions whose checks ran out, waiting for an operator.",
+                           [this] { return static_cast<double>(store_->txn_counts().parked); });
+  registry_.callback_gauge("txmq_transaction_oldest_pending_age_seconds",
+                           "Age of the oldest prepared transaction; 0 when there is none.", [this] {
+                             auto oldest = store_->txn_counts().oldest_prepared_ms;
+                             const auto now = wall_ms();
+                             return oldest && now > oldest ? static_cast<double>(now - oldest) / 1000.0 : 0.0;
+                           });
   registry_.on_render([this] { refresh_metrics(); });
 
   auto hp = common::parse_host_port(config_.metrics_listen);

@@ -16,7 +16,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <random>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "broker/broker_probe.h"
 #include "broker/config.h"
@@ -47,10 +49,13 @@ class Broker final : public ConnectionEvents {
  private:
   friend class ProduceOp;
   friend class SettleOp;
+  friend class PrepareOp;
+  friend class EndOp;
 
   // Scheduler targets that are not consumer groups (groups count from kFirstGroupSerial).
   static constexpr Scheduler::Target kDelayedTarget = 1;
   static constexpr Scheduler::Target kRetentionTarget = 2;
+  static constexpr Scheduler::Target kTxnCheckTarget = 3;
   static constexpr Scheduler::Target kFirstGroupSerial = 100;
 
   // Topic and group names: 1-249 of letters, digits, '.', '_' and '-'.
@@ -84,6 +89,19 @@ class Broker final : public ConnectionEvents {
   void handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
   void handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
   void handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
+  void handle_prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+                      const wire::Prepare& req);
+  void handle_end_transactions(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);
+  void handle_list_transactions(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req);
+
+  // Transactions (transactions.cpp).
+  void register_producer(Connection& conn);
+  void unregister_producer(Connection& conn);
+  void schedule_checks(std::uint64_t due_ms);
+  void run_checks();
+  std::uint64_t check_backoff_ms(std::uint32_t checks);
+  // A message a commit appended: the loop's view of the partition moves, consumers hear.
+  void appended(TopicId topic, PartitionId partition, Offset offset);
   void handle_stats(Connection& conn, std::uint64_t rid);
 
   // Answers. `fatal` closes the connection once the error is written.
@@ -144,6 +162,19 @@ class Broker final : public ConnectionEvents {
   Scheduler::Target next_group_serial_ = kFirstGroupSerial;
   std::map<std::string, PolicyOverride, std::less<>> policies_;  // "g:group" / "t:topic"
   std::unique_ptr<Scheduler> scheduler_;
+  // Transactions: live connections per producer group, who prepared what, what was checked.
+  std::map<std::string, std::vector<std::uint64_t>, std::less<>> producer_groups_;
+  std::unordered_map<std::uint64_t, std::uint64_t> txn_origin_;  // transaction -> connection
+  std::unordered_set<std::uint64_t> txn_checked_;                 // checked, not yet answered
+  struct CheckBudget {
+    double tokens = 0;
+    std::uint64_t last_ms = 0;
+  };
+  std::map<std::string, CheckBudget, std::less<>> check_budgets_;  // per producer group
+  std::uint64_t checks_wakeup_ = UINT64_MAX;
+  bool checks_in_flight_ = false;
+  std::size_t check_round_robin_ = 0;
+  std::mt19937_64 rng_{std::random_device{}()};
   std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
   std::uint64_t next_connection_id_ = 1;

@@ -27,7 +27,22 @@ BrokerProbe::BrokerProbe(metrics::Registry& r)
       request_errors_(r.counter_family("txmq_request_errors_total",
                                        "Requests answered with an error, by error code.", {"code"})),
       connections_accepted_(r.counter("txmq_connections_accepted_total", "Client connections accepted.")),
-      retention_deleted_(r.counter("txmq_retention_deleted_messages_total", "Messages deleted by retention.")) {}
+      retention_deleted_(r.counter("txmq_retention_deleted_messages_total", "Messages deleted by retention.")),
+      txn_prepared_(r.counter("txmq_transactions_prepared_total", "Half messages prepared.")),
+      txn_ended_(r.counter_family("txmq_transactions_ended_total",
+                                  "Transactions ended, by outcome: committed, rolled_back, parked.", {"outcome"})),
+      txn_checks_sent_(r.counter("txmq_transaction_checks_sent_total", "Check-backs sent to producer groups.")),
+      txn_checks_answered_(r.counter("txmq_transaction_checks_answered_total",
+                                     "Checked transactions whose producer then ended them (any answer).")) {}
+
+void BrokerProbe::txn_ended(wire::TxnState outcome) {
+  switch (outcome) {
+    case wire::TxnState::Committed: return txn_ended_.with({"committed"}).inc();
+    case wire::TxnState::RolledBack: return txn_ended_.with({"rolled_back"}).inc();
+    case wire::TxnState::Parked: return txn_ended_.with({"parked"}).inc();
+    default: return;
+  }
+}
 
 TopicSeries BrokerProbe::topic(std::string_view topic) {
   return TopicSeries{&produced_.with({topic}), &produced_bytes_.with({topic})};

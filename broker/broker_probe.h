@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "common/errors.h"
+#include "txmq_generated.h"
 #include "metrics/registry.h"
 
 namespace txmq::broker {
@@ -39,6 +40,10 @@ class BrokerProbe {
   void request_error(ErrorCode code);
   void connection_accepted() { connections_accepted_.inc(); }
   void retention_deleted(std::size_t n) { retention_deleted_.inc(n); }
+  void txn_prepared(std::size_t n) { txn_prepared_.inc(n); }
+  void txn_ended(wire::TxnState outcome);
+  void txn_check_sent() { txn_checks_sent_.inc(); }
+  void txn_check_answered() { txn_checks_answered_.inc(); }
 
  private:
   metrics::Family<metrics::Counter>& produced_;
@@ -54,6 +59,10 @@ class BrokerProbe {
   metrics::Family<metrics::Counter>& request_errors_;
   metrics::Counter& connections_accepted_;
   metrics::Counter& retention_deleted_;
+  metrics::Counter& txn_prepared_;
+  metrics::Family<metrics::Counter>& txn_ended_;
+  metrics::Counter& txn_checks_sent_;
+  metrics::Counter& txn_checks_answered_;
   std::array<metrics::Counter*, 100> error_series_{};  // by wire code, filled on first use
 };
 

@@ -76,6 +76,22 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
       if (t.contains("check_interval_ms"))
         c.retention_check_interval = std::chrono::milliseconds(toml::find<std::int64_t>(t, "check_interval_ms"));
     }
+    if (root.contains("transactions")) {
+      const auto& t = toml::find(root, "transactions");
+      auto ms = [&](const char* key, std::chrono::milliseconds& out) {
+        if (t.contains(key)) out = std::chrono::milliseconds(toml::find<std::int64_t>(t, key));
+      };
+      ms("timeout_ms", c.txn_timeout);
+      ms("check_backoff_initial_ms", c.txn_check_initial);
+      ms("check_backoff_max_ms", c.txn_check_max);
+      ms("ended_retention_ms", c.txn_ended_retention);
+      read(t, "max_checks", c.txn_max_checks);
+      if (t.contains("checks_per_second")) {
+        const auto& v = toml::find(t, "checks_per_second");
+        c.txn_checks_per_second = v.is_integer() ? static_cast<double>(v.as_integer()) : v.as_floating();
+      }
+    }
+    if (root.contains("producers")) read(toml::find(root, "producers"), "idempotence_window", c.idempotence_window);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
@@ -97,6 +113,13 @@ Status validate(const BrokerConfig& c) {
     return bad("limits.max_message_bytes must be positive and at least 1 KiB below limits.max_frame_bytes");
   if (c.storage_max_bytes < (1ull << 20)) return bad("storage.max_size must be at least 1MiB");
   if (c.retention_check_interval.count() < 10) return bad("retention.check_interval_ms must be at least 10");
+  if (c.txn_timeout.count() < 1) return bad("transactions.timeout_ms must be positive");
+  if (c.txn_check_initial.count() < 1 || c.txn_check_max < c.txn_check_initial)
+    return bad("transactions.check_backoff_initial_ms must be positive and at most check_backoff_max_ms");
+  if (c.txn_max_checks == 0) return bad("transactions.max_checks must be at least 1");
+  if (c.txn_checks_per_second <= 0) return bad("transactions.checks_per_second must be positive");
+  if (c.idempotence_window == 0 || c.idempotence_window > 1024)
+    return bad("producers.idempotence_window must be between 1 and 1024");
   return {};
 }
 

@@ -31,6 +31,14 @@ struct BrokerConfig {
   std::uint64_t retention_bytes = 0;              // retention.max_partition_bytes (0: no limit)
   std::chrono::milliseconds retention_check_interval{10000};  // retention.check_interval_ms
 
+  std::chrono::milliseconds txn_timeout{6000};             // transactions.timeout_ms
+  std::chrono::milliseconds txn_check_initial{5000};       // transactions.check_backoff_initial_ms
+  std::chrono::milliseconds txn_check_max{300000};         // transactions.check_backoff_max_ms
+  std::uint32_t txn_max_checks = 15;                       // transactions.max_checks
+  double txn_checks_per_second = 100;                      // transactions.checks_per_second (per group)
+  std::chrono::milliseconds txn_ended_retention{86400000}; // transactions.ended_retention_ms
+  std::uint32_t idempotence_window = 64;                   // producers.idempotence_window
+
   std::string log_level = "info";                 // log.level
 };
 

@@ -85,6 +85,7 @@ class Connection {
   // Protocol state owned by the session layer.
   bool hello_done = false;
   std::string client_name;
+  std::string producer_group;  // transaction checks for this group may come here
   std::size_t produce_bytes_in_flight = 0;
 
  private:

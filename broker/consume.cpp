@@ -69,6 +69,7 @@ class SettleOp final : public storage::WriteOp {
     const std::uint64_t now = wall_ms();
     floors_.clear();
     dlq_offsets_.clear();
+    dlq_.reset();
     auto acks = batch_.acks;
     for (const Failure& f : batch_.failures) {
       std::optional<Offset> dlq_offset;

@@ -40,7 +40,8 @@ class ProduceOp final : public storage::WriteOp {
   ProduceOp(Broker& broker, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
             std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions, std::size_t payload_bytes)
       : broker_(broker), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
-        partitions_(std::move(partitions)), payload_bytes_(payload_bytes) {}
+        partitions_(std::move(partitions)), payload_bytes_(payload_bytes),
+        idempotence_window_(broker.config_.idempotence_window) {}
 
   std::size_t bytes() const override { return frame_.size(); }
 
@@ -49,6 +50,23 @@ class ProduceOp final : public storage::WriteOp {
     const std::uint64_t ts = now_ms();
     earliest_due_ = UINT64_MAX;
     offsets_.clear();
+    duplicate_ = false;
+    const std::uint64_t producer = req->producer_id();
+    if (producer) {
+      // A batch this producer sent before (resent after a reconnect) is answered from the
+      // window, with the offsets it got the first time, and not appended again.
+      auto seen = txn.producer_batch(producer, req->sequence());
+      if (!seen) return seen.error();
+      if (*seen) {
+        duplicate_ = true;
+        partitions_.clear();
+        for (auto [p, o] : **seen) {
+          partitions_.push_back(p);
+          offsets_.push_back(o);
+        }
+        return {};
+      }
+    }
     offsets_.reserve(partitions_.size());
     std::vector<storage::HeaderView> headers;
     std::size_t i = 0;
@@ -77,6 +95,11 @@ class ProduceOp final : public storage::WriteOp {
       offsets_.push_back(*offset);
       ++i;
     }
+    if (producer) {
+      std::vector<std::pair<PartitionId, Offset>> batch;
+      for (std::size_t j = 0; j < offsets_.size(); ++j) batch.emplace_back(partitions_[j], offsets_[j]);
+      if (auto st = txn.record_producer_batch(producer, req->sequence(), batch, idempotence_window_); !st) return st;
+    }
     return {};
   }
 
@@ -84,7 +107,7 @@ class ProduceOp final : public storage::WriteOp {
     Connection* conn = broker_.find_connection(conn_id_);
     if (conn) broker_.release_produce_bytes(*conn, frame_.size());
     Topic* topic = broker_.topics_.find(topic_);
-    if (status && topic) {
+    if (status && topic && !duplicate_) {
       for (std::size_t i = 0; i < offsets_.size(); ++i) {
         if (offsets_[i] == kDelayedOffset) continue;
         auto& part = topic->partitions[partitions_[i].value()];
@@ -123,6 +146,8 @@ class ProduceOp final : public storage::WriteOp {
   std::vector<Offset> offsets_;          // assigned by the writer, one per message
   std::size_t payload_bytes_;            // key + header + body bytes of the batch
   std::uint64_t earliest_due_ = UINT64_MAX;  // of the batch's delayed messages
+  std::size_t idempotence_window_;           // batches remembered per producer
+  bool duplicate_ = false;                   // a resent batch, answered from the window
 };
 
 void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,

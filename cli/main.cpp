@@ -256,6 +256,23 @@ int main(int argc, char** argv) {
   d_redrive->add_flag("--dry-run", dry_run, "print what would be redriven and change nothing");
   d_redrive->add_option("-n,--max", dlq_max, "redrive at most this many");
 
+  // txmq txn list|show|commit|rollback
+  auto* txn = app.add_subcommand("txn", "transactions: list, inspect, and resolve parked ones");
+  txn->require_subcommand(1);
+  std::string txn_state_flag;
+  std::uint64_t txn_id = 0;
+  std::uint32_t txn_max = 100;
+  auto* x_list = txn->add_subcommand("list", "transactions, newest first");
+  x_list->add_option("--state", txn_state_flag, "prepared, committed, rolled-back or parked")
+      ->check(CLI::IsMember({"prepared", "committed", "rolled-back", "parked"}));
+  x_list->add_option("-n,--max", txn_max, "list at most this many");
+  auto* x_show = txn->add_subcommand("show", "one transaction, with its message while it is open");
+  x_show->add_option("id", txn_id, "transaction id")->required();
+  auto* x_commit = txn->add_subcommand("commit", "commit a prepared or parked transaction (an operator decision)");
+  x_commit->add_option("id", txn_id, "transaction id")->required();
+  auto* x_rollback = txn->add_subcommand("rollback", "roll back a prepared or parked transaction (an operator decision)");
+  x_rollback->add_option("id", txn_id, "transaction id")->required();
+
   auto* stats = app.add_subcommand("stats", "show broker statistics");
 
   CLI11_PARSE(app, argc, argv);
@@ -512,6 +529,58 @@ int main(int argc, char** argv) {
     }
     std::printf("redriven %zu dead letter(s) for group %s, %zu failed\n", done, group.c_str(), failed);
     return failed ? 1 : 0;
+  }
+
+  if (txn->parsed()) {
+    txmq::client::Admin admin(options());
+    auto state_name = [](txmq::client::TxnState s) {
+      switch (s) {
+        case txmq::client::TxnState::kCommitted: return "committed";
+        case txmq::client::TxnState::kRolledBack: return "rolled-back";
+        case txmq::client::TxnState::kParked: return "parked";
+        default: return "prepared";
+      }
+    };
+    auto print_txn = [&](const txmq::client::TransactionInfo& t) {
+      std::printf("%llu  %-11s topic=%s group=%s created=%s checks=%u%s%s\n",
+                  static_cast<unsigned long long>(t.transaction_id), state_name(t.state), t.topic.c_str(),
+                  t.producer_group.c_str(), format_time_ms(t.created_ms).c_str(), t.checks,
+                  t.resolution.empty() ? "" : (" resolved-by=" + t.resolution).c_str(),
+                  t.state == txmq::client::TxnState::kCommitted
+                      ? (" at=" + std::to_string(t.partition) + ":" + std::to_string(t.offset)).c_str()
+                      : "");
+    };
+    if (x_list->parsed()) {
+      std::optional<txmq::client::TxnState> state;
+      if (txn_state_flag == "prepared") state = txmq::client::TxnState::kPrepared;
+      if (txn_state_flag == "committed") state = txmq::client::TxnState::kCommitted;
+      if (txn_state_flag == "rolled-back") state = txmq::client::TxnState::kRolledBack;
+      if (txn_state_flag == "parked") state = txmq::client::TxnState::kParked;
+      auto r = admin.list_transactions(state, txn_max, timeout);
+      if (!r) return fail(r.error());
+      for (const auto& t : *r) print_txn(t);
+      return 0;
+    }
+    if (x_show->parsed()) {
+      auto r = admin.show_transaction(txn_id, timeout);
+      if (!r) return fail(r.error());
+      print_txn(*r);
+      if (r->state == txmq::client::TxnState::kPrepared || r->state == txmq::client::TxnState::kParked) {
+        for (const auto& h : r->message.headers) std::printf("  %s: %s\n", h.name.c_str(), h.value.c_str());
+        std::printf("  key: %s\n  body: %s\n", r->message.key.c_str(), r->message.body.c_str());
+      }
+      return 0;
+    }
+    auto r = admin.end_transaction(txn_id, x_commit->parsed(), timeout);
+    if (!r) return fail(r.error());
+    if (r->changed)
+      std::printf("transaction %llu %s\n", static_cast<unsigned long long>(txn_id), state_name(r->state));
+    else
+      std::printf("transaction %llu was already %s; nothing changed\n", static_cast<unsigned long long>(txn_id),
+                  state_name(r->state));
+    const bool wanted = x_commit->parsed() ? r->state == txmq::client::TxnState::kCommitted
+                                           : r->state == txmq::client::TxnState::kRolledBack;
+    return wanted ? 0 : 1;
   }
 
   if (stats->parsed()) {

@@ -1,4 +1,5 @@
 #include "broker/storage/store.h"
+#include "broker/storage/store_internal.h"
 
 #include <sys/stat.h>
 
@@ -7,129 +8,13 @@
 #include <filesystem>
 
 namespace txmq::broker::storage {
+using namespace internal;
 namespace {
 
 // Bumped whenever a key or value layout changes; a broker refuses data it cannot read.
 constexpr std::uint32_t kLayoutVersion = 1;
-
-MDB_val val(const void* data, std::size_t size) {
-  return MDB_val{size, const_cast<void*>(data)};
-}
-template <std::size_t N>
-MDB_val val(const std::array<std::uint8_t, N>& a) {
-  return val(a.data(), N);
-}
-MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
-
-Error lmdb_error(int rc, std::string_view what) {
-  std::string msg = std::string(what) + ": " + mdb_strerror(rc);
-  if (rc == MDB_MAP_FULL)
-    return Error(ErrorCode::kStorageFull, msg + " (the data file reached storage.max_size)");
-  if (rc == ENOSPC) return Error(ErrorCode::kStorageFull, msg + " (the disk is full)");
-  return Error(ErrorCode::kStorageError, msg);
-}
-
-// A short read transaction; aborted (read transactions have nothing to commit) when it
-// goes out of scope so it is never held across a callback.
-class ReadTxn {
- public:
-  explicit ReadTxn(MDB_env* env) { rc_ = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn_); }
-  ~ReadTxn() {
-    if (txn_) mdb_txn_abort(txn_);
-  }
-  ReadTxn(const ReadTxn&) = delete;
-  ReadTxn& operator=(const ReadTxn&) = delete;
-  int rc() const { return rc_; }
-  MDB_txn* get() const { return txn_; }
-
- private:
-  MDB_txn* txn_ = nullptr;
-  int rc_;
-};
-
-class Cursor {
- public:
-  Cursor(MDB_txn* txn, MDB_dbi dbi) { rc_ = mdb_cursor_open(txn, dbi, &cur_); }
-  ~Cursor() {
-    if (cur_) mdb_cursor_close(cur_);
-  }
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  int rc() const { return rc_; }
-  MDB_cursor* get() const { return cur_; }
-
- private:
-  MDB_cursor* cur_ = nullptr;
-  int rc_;
-};
-
-bool has_prefix(const MDB_val& key, const std::uint8_t* prefix, std::size_t n) {
-  return key.mv_size >= n && std::memcmp(key.mv_data, prefix, n) == 0;
-}
-
-// Deletes every key that starts with prefix.
-int delete_prefix(MDB_txn* txn, MDB_dbi dbi, const std::uint8_t* prefix, std::size_t n) {
-  Cursor cur(txn, dbi);
-  if (cur.rc()) return cur.rc();
-  MDB_val k = val(prefix, n), v;
-  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
-  while (rc == 0 && has_prefix(k, prefix, n)) {
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return rc;
-    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
-    // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
-  }
-  return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : rc;
-}
-
-// LMDB values are only 2-byte aligned; FlatBuffers reads scalars in place and needs its
-// root 8-byte aligned, so a misaligned record is read through a copy in scratch.
-const std::uint8_t* aligned(const MDB_val& v, std::vector<std::uint64_t>& scratch) {
-  const auto* data = static_cast<const std::uint8_t*>(v.mv_data);
-  if (reinterpret_cast<std::uintptr_t>(data) % 8 == 0) return data;
-  scratch.resize((v.mv_size + 7) / 8);
-  std::memcpy(scratch.data(), data, v.mv_size);
-  return reinterpret_cast<const std::uint8_t*>(scratch.data());
-}
-
-std::uint64_t read_u64(const MDB_val& v) {
-  std::uint64_t x = 0;
-  if (v.mv_size >= 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
-  return x;
-}
-
-// The second u64 of a two-field value (cursor: delivered-up-to; partition: bytes stored).
-std::uint64_t read_second_u64(const MDB_val& v) {
-  return v.mv_size >= 16 ? get_be64(static_cast<const std::uint8_t*>(v.mv_data) + 8) : 0;
-}
-
-std::array<std::uint8_t, 16> two_u64(std::uint64_t a, std::uint64_t b) {
-  std::array<std::uint8_t, 16> out;
-  put_be64(out.data(), a);
-  put_be64(out.data() + 8, b);
-  return out;
-}
-
-OwnedPending to_owned(const PendingRecord* r) {
-  OwnedPending p;
-  p.delivery_count = r->delivery_count();
-  p.first_delivery_ms = r->first_delivery_ms();
-  p.last_delivery_ms = r->last_delivery_ms();
-  p.due_ms = r->due_ms();
-  if (r->reasons())
-    for (const auto* reason : *r->reasons()) p.reasons.push_back(reason->str());
-  return p;
-}
-
-// Reads a PendingRecord value; nullopt when the bytes do not verify.
-std::optional<OwnedPending> parse_pending(const MDB_val& v) {
-  std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<PendingRecord>(nullptr)) return std::nullopt;
-  return to_owned(flatbuffers::GetRoot<PendingRecord>(data));
-}
-
 }  // namespace
+
 
 Store::~Store() { mdb_env_close(env_); }
 
@@ -167,7 +52,9 @@ Status Store::open_databases() {
   } dbs[] = {{"meta", &meta_},     {"topics", &topics_}, {"partitions", &partitions_},
              {"log", &log_},       {"groups", &groups_}, {"cursors", &cursors_},
              {"acked", &acked_},   {"pending", &pending_}, {"delayed", &delayed_},
-             {"policies", &policies_}};
+             {"policies", &policies_}, {"txns", &txns_}, {"txn_checks", &txn_checks_},
+             {"txn_prepared", &txn_prepared_}, {"txn_parked", &txn_parked_}, {"txn_ended", &txn_ended_},
+             {"producers", &producers_}};
   for (auto& d : dbs) {
     if (int rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) {
       mdb_txn_abort(txn);
@@ -363,14 +250,14 @@ Status WriteTxn::commit() {
   return {};
 }
 
-Result<std::uint32_t> WriteTxn::next_counter(std::string_view name) {
+Result<std::uint32_t> WriteTxn::next_counter(std::string_view name, std::uint32_t n) {
   MDB_val k = val(name), v;
   std::uint32_t id = 1;
   int rc = mdb_get(txn_, store_.meta_, &k, &v);
   if (rc == 0 && v.mv_size == 4) id = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
   else if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read counter");
   std::array<std::uint8_t, 4> next;
-  put_be32(next.data(), id + 1);
+  put_be32(next.data(), id + n);
   MDB_val nv = val(next);
   if ((rc = mdb_put(txn_, store_.meta_, &k, &nv, 0))) return lmdb_error(rc, "write counter");
   return id;
@@ -528,6 +415,7 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
 }  // namespace txmq::broker::storage
 
 namespace txmq::broker::storage {
+using namespace internal;
 
 Result<std::optional<std::uint64_t>> Store::next_delayed_ms() const {
   ReadTxn txn(env_);
@@ -774,6 +662,7 @@ Status WriteTxn::put_policy(std::string_view key, std::span<const std::uint8_t> 
 }  // namespace txmq::broker::storage
 
 namespace txmq::broker::storage {
+using namespace internal;
 
 Result<std::optional<TopicMeta>> WriteTxn::find_topic(std::string_view name) {
   MDB_val k = val(name), v;
@@ -789,6 +678,7 @@ Result<std::optional<TopicMeta>> WriteTxn::find_topic(std::string_view name) {
 }  // namespace txmq::broker::storage
 
 namespace txmq::broker::storage {
+using namespace internal;
 
 Result<std::vector<TopicId>> Store::group_topics(GroupId group) const {
   ReadTxn txn(env_);

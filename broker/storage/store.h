@@ -91,6 +91,39 @@ struct LogEntry {
   const StoredMessage* message;
 };
 
+// A transaction copied out of the map.
+struct OwnedTxn {
+  std::uint64_t id = 0;
+  std::uint8_t state = 0;  // wire::TxnState
+  TopicId topic;
+  PartitionId partition;
+  std::string producer_group;
+  std::optional<OwnedMessage> message;  // while it has not ended
+  std::uint64_t deliver_at_ms = 0;
+  std::uint64_t created_ms = 0;
+  std::uint32_t checks = 0;
+  std::uint64_t next_check_ms = 0;
+  std::uint64_t ended_ms = 0;
+  std::string resolution;
+  Offset offset;
+};
+
+struct TxnEndResult {
+  bool found = false;
+  std::uint8_t state = 0;  // after the request
+  bool changed = false;
+  TopicId topic;
+  PartitionId partition;
+  std::optional<Offset> appended;     // a commit appended it here
+  std::optional<std::uint64_t> delayed_until;  // a commit of a delayed message
+};
+
+struct TxnCounts {
+  std::uint64_t prepared = 0;
+  std::uint64_t parked = 0;
+  std::uint64_t oldest_prepared_ms = 0;  // creation time of the oldest prepared one; 0: none
+};
+
 struct StorageUsage {
   std::uint64_t used_bytes;  // pages in use (last page number times the page size)
   std::uint64_t max_bytes;   // the map size
@@ -133,6 +166,16 @@ class Store {
   // The PendingRecord of a message, if it has one.
   Result<std::optional<OwnedPending>> read_pending(GroupId group, TopicId topic, PartitionId partition,
                                                    Offset offset) const;
+  // Transactions (store_txn.cpp).
+  // Prepared transactions whose next check is due at or before now_ms, earliest first.
+  Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> due_checks(std::uint64_t now_ms, std::size_t max) const;
+  // The earliest next check of a prepared transaction, if any.
+  Result<std::optional<std::uint64_t>> next_check_ms() const;
+  Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
+  // Up to max transactions, newest first, optionally only those in one state.
+  Result<std::vector<OwnedTxn>> list_txns(std::optional<std::uint8_t> state, std::size_t max) const;
+  TxnCounts txn_counts() const;
+
   // The topics a group has a cursor on.
   Result<std::vector<TopicId>> group_topics(GroupId group) const;
   // Every stored policy: key ("g:" + group or "t:" + topic) and PolicyRecord bytes.
@@ -163,6 +206,12 @@ class Store {
   MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
   MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
   MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
+  MDB_dbi txns_ = 0;        // u64 id -> TxnRecord
+  MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 id) -> empty: prepared ones
+  MDB_dbi txn_prepared_ = 0;  // u64 id -> empty: prepared ones, oldest first
+  MDB_dbi txn_parked_ = 0;  // u64 id -> empty
+  MDB_dbi txn_ended_ = 0;   // (u64 ended, u64 id) -> empty: for pruning
+  MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
   std::uint64_t max_bytes_ = 0;
 };
 
@@ -231,10 +280,36 @@ class WriteTxn {
 
   Status put_policy(std::string_view key, std::span<const std::uint8_t> record);
 
+  // Transactions (store_txn.cpp).
+  // n fresh transaction ids, in increasing order: unique and growing, and unlikely to be
+  // confused with a small number an operator typed by hand.
+  Result<std::vector<std::uint64_t>> new_txn_ids(std::size_t n, std::uint64_t now_ms);
+  // Stores a half message under a fresh id from new_txn_ids.
+  Result<std::uint64_t> prepare(std::uint64_t id, TopicId topic, PartitionId partition, std::string_view producer_group,
+                                std::uint64_t now_ms, std::span<const std::uint8_t> key,
+                                std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
+                                std::uint64_t deliver_at_ms, std::uint64_t first_check_ms);
+  // Commits (appends the message, or keeps it aside until its deliver-at time) or rolls
+  // back a prepared or parked transaction; anything else changes nothing. `resolution`
+  // is who decided: "producer", "check" or "operator" (then also in a header).
+  Result<TxnEndResult> end_txn(std::uint64_t id, bool commit, std::string_view resolution, std::uint64_t now_ms);
+  // The state of a transaction (wire::TxnState), nullopt when there is no such one.
+  Result<std::optional<std::uint8_t>> txn_state(std::uint64_t id);
+  // A check was sent: counts it and sets the next one, or parks the transaction.
+  Status checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park);
+  // Deletes up to max ended transactions that ended before before_ms.
+  Result<std::size_t> prune_ended(std::uint64_t before_ms, std::size_t max);
+  // The idempotent producer: offsets recorded for (producer, sequence), if in the window.
+  Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(std::uint64_t producer,
+                                                                                      std::uint64_t sequence);
+  Status record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
+                               const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window);
+
  private:
   friend class Store;
   WriteTxn(Store& store, MDB_txn* txn) : store_(store), txn_(txn) {}
-  Result<std::uint32_t> next_counter(std::string_view name);
+  // Takes n consecutive values of a counter and returns the first.
+  Result<std::uint32_t> next_counter(std::string_view name, std::uint32_t n = 1);
   Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
 
   Store& store_;

@@ -95,27 +95,49 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
   std::vector<Done> results;
   results.reserve(batch.size());
   std::size_t bytes = 0;
+  for (auto& op : batch) bytes += op->bytes();
   bool committed = false;
-  auto parent = store_.begin_write(nullptr);
-  if (!parent) {
-    for (auto& op : batch) results.push_back(Done{std::move(op), parent.error()});
+
+  // Fast path: every op straight into one transaction. Nested transactions cost a search
+  // of the parent's dirty pages on every page they touch, so they are kept for the rare
+  // batch in which some op fails: then the whole transaction is dropped and the batch is
+  // applied again with one nested transaction per op, so the failure stays with its op.
+  // Ops are written to be applied twice (each apply starts from scratch).
+  Status fast_path;  // ok while the fast path holds
+  if (auto txn = store_.begin_write(nullptr); !txn) {
+    fast_path = txn.error();
   } else {
     for (auto& op : batch) {
-      bytes += op->bytes();
-      Status status;
-      if (auto child = store_.begin_write(parent->get()); !child) {
-        status = child.error();
-      } else if (status = op->apply(**child); status) {
-        status = (*child)->commit();
-      }
-      results.push_back(Done{std::move(op), std::move(status)});
+      if (fast_path = op->apply(**txn); !fast_path) break;
     }
-    if (auto st = (*parent)->commit(); !st) {
-      spdlog::error("storage commit failed: {}", st.error().describe());
-      for (auto& r : results)
-        if (r.status) r.status = st;
+    if (fast_path) {
+      Status st = (*txn)->commit();
+      committed = st.ok();
+      if (!st) spdlog::error("storage commit failed: {}", st.error().describe());
+      for (auto& op : batch) results.push_back(Done{std::move(op), st});
+    }
+  }
+  if (!fast_path) {
+    auto parent = store_.begin_write(nullptr);
+    if (!parent) {
+      for (auto& op : batch) results.push_back(Done{std::move(op), parent.error()});
     } else {
-      committed = true;
+      for (auto& op : batch) {
+        Status status;
+        if (auto child = store_.begin_write(parent->get()); !child) {
+          status = child.error();
+        } else if (status = op->apply(**child); status) {
+          status = (*child)->commit();
+        }
+        results.push_back(Done{std::move(op), std::move(status)});
+      }
+      if (auto st = (*parent)->commit(); !st) {
+        spdlog::error("storage commit failed: {}", st.error().describe());
+        for (auto& r : results)
+          if (r.status) r.status = st;
+      } else {
+        committed = true;
+      }
     }
   }
   batch.clear();

@@ -2,8 +2,8 @@
 // The storage writer: the one thread that writes to LMDB.
 //
 // The loop thread submits WriteOps; the writer takes everything queued, applies it as one
-// LMDB transaction (each op in a nested transaction of its own, so one op's failure does
-// not sink its neighbours), commits (fsync in durable mode), and hands the ops back to the
+// LMDB transaction (if an op fails, again with each op in a nested transaction of its own,
+// so one op's failure does not sink its neighbours), commits (fsync in durable mode), and hands the ops back to the
 // loop through a uv_async_t, where each op's complete() runs. While it syncs, the loop
 // goes on reading and queueing, so the next batch is whatever arrived meanwhile: batches
 // grow with load by themselves (group commit), and durable throughput becomes a multiple
@@ -33,8 +33,10 @@ namespace txmq::broker::storage {
 class WriteOp {
  public:
   virtual ~WriteOp() = default;
-  // Writer thread, inside a nested transaction of the batch: an error aborts this op's
-  // changes only. Must not touch loop-owned state.
+  // Writer thread, inside the batch's transaction. An error drops the batch's transaction
+  // and the batch is applied again, each op in a nested transaction of its own, so the
+  // error aborts this op's changes only: apply must start from scratch each time (reset
+  // what it computes) and must not touch loop-owned state.
   virtual Status apply(WriteTxn& txn) = 0;
   // Loop thread, once the batch holding the op committed (ok) or failed (the error).
   virtual void complete(const Status& status) = 0;

@@ -275,4 +275,101 @@ Result<RedriveResult> Admin::redrive(std::string_view group, const std::vector<s
       });
 }
 
+namespace {
+
+TxnState txn_state(wire::TxnState s) {
+  switch (s) {
+    case wire::TxnState::Committed: return TxnState::kCommitted;
+    case wire::TxnState::RolledBack: return TxnState::kRolledBack;
+    case wire::TxnState::Parked: return TxnState::kParked;
+    default: return TxnState::kPrepared;
+  }
+}
+
+TransactionInfo to_transaction_info(const wire::TransactionInfo& t) {
+  TransactionInfo out;
+  out.transaction_id = t.transaction_id();
+  out.state = txn_state(t.state());
+  out.topic = t.topic() ? t.topic()->str() : "";
+  out.producer_group = t.producer_group() ? t.producer_group()->str() : "";
+  out.created_ms = t.created_ms();
+  out.checks = t.checks();
+  out.next_check_ms = t.next_check_ms();
+  out.ended_ms = t.ended_ms();
+  out.resolution = t.resolution() ? t.resolution()->str() : "";
+  out.partition = t.partition();
+  out.offset = t.offset();
+  auto bytes = [](const flatbuffers::Vector<std::uint8_t>* v) {
+    return v ? std::string(reinterpret_cast<const char*>(v->data()), v->size()) : std::string();
+  };
+  out.message.key = bytes(t.key());
+  out.message.body = bytes(t.body());
+  if (t.headers())
+    for (const auto* h : *t.headers()) out.message.headers.push_back(Header{h->name() ? h->name()->str() : "", bytes(h->value())});
+  return out;
+}
+
+wire::TxnState to_wire(TxnState s) {
+  switch (s) {
+    case TxnState::kCommitted: return wire::TxnState::Committed;
+    case TxnState::kRolledBack: return wire::TxnState::RolledBack;
+    case TxnState::kParked: return wire::TxnState::Parked;
+    default: return wire::TxnState::Prepared;
+  }
+}
+
+}  // namespace
+
+Result<std::vector<TransactionInfo>> Admin::list_transactions(std::optional<TxnState> state, std::uint32_t max,
+                                                              Millis timeout) {
+  return impl_->call<std::vector<TransactionInfo>>(
+      timeout,
+      [state, max](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::ListTransactions,
+                            wire::CreateListTransactions(fbb, to_wire(state.value_or(TxnState::kPrepared)),
+                                                         !state.has_value(), 0, max)
+                                .Union()};
+      },
+      [](const wire::Frame& f) -> Result<std::vector<TransactionInfo>> {
+        const auto* list = f.body_as_TransactionList();
+        if (!list) return Error(ErrorCode::kInternal, "unexpected answer");
+        std::vector<TransactionInfo> out;
+        if (list->transactions())
+          for (const auto* t : *list->transactions()) out.push_back(to_transaction_info(*t));
+        return out;
+      });
+}
+
+Result<TransactionInfo> Admin::show_transaction(std::uint64_t id, Millis timeout) {
+  return impl_->call<TransactionInfo>(
+      timeout,
+      [id](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::ListTransactions,
+                            wire::CreateListTransactions(fbb, wire::TxnState::Prepared, true, id, 1).Union()};
+      },
+      [](const wire::Frame& f) -> Result<TransactionInfo> {
+        const auto* list = f.body_as_TransactionList();
+        if (!list || !list->transactions() || list->transactions()->size() == 0)
+          return Error(ErrorCode::kInternal, "unexpected answer");
+        return to_transaction_info(*list->transactions()->Get(0));
+      });
+}
+
+Result<TransactionResult> Admin::end_transaction(std::uint64_t id, bool commit, Millis timeout) {
+  return impl_->call<TransactionResult>(
+      timeout,
+      [id, commit](flatbuffers::FlatBufferBuilder& fbb) {
+        std::vector<wire::TxnEnd> items{wire::TxnEnd(id, commit ? wire::TxnAction::Commit : wire::TxnAction::Rollback)};
+        return detail::Body{wire::Body::EndTransactions,
+                            wire::CreateEndTransactions(fbb, fbb.CreateVectorOfStructs(items), true).Union()};
+      },
+      [id](const wire::Frame& f) -> Result<TransactionResult> {
+        const auto* ok = f.body_as_EndTransactionsOk();
+        if (!ok || !ok->results() || ok->results()->size() != 1) return Error(ErrorCode::kInternal, "unexpected answer");
+        const auto* r = ok->results()->Get(0);
+        if (!r->found()) return Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(id));
+        return TransactionResult{r->transaction_id(), txn_state(r->state()), r->changed()};
+      });
+}
+
 }  // namespace txmq::client

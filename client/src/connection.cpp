@@ -173,7 +173,8 @@ void Connection::send_hello() {
   state_ = State::kHello;
   hello_rid_ = next_request_id();
   fbb_.Clear();
-  auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name));
+  auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name),
+                                 options_.producer_group.empty() ? 0 : fbb_.CreateString(options_.producer_group));
   fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::Hello, hello.Union()));
   write(common::frame_bytes(fbb_));
 }
@@ -195,8 +196,10 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     state_ = State::kReady;
     backoff_ = options_.reconnect_initial;
     for (auto& [id, p] : pending_) {
-      if (!p.frame.empty()) {
-        write(p.frame);
+      if (p.sent) continue;
+      write(p.frame);
+      p.sent = true;
+      if (!p.resend) {
         p.frame.clear();
         p.frame.shrink_to_fit();
       }
@@ -219,17 +222,18 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
 }
 
 void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame, Clock::time_point deadline,
-                         ResponseFn cb) {
+                         ResponseFn cb, bool resend) {
   assert(on_io_thread());
   if (state_ == State::kStopped) {
     cb(Error(ErrorCode::kClosed));
     return;
   }
-  Pending p{deadline, std::move(cb), {}};
-  if (state_ == State::kReady)
+  Pending p{deadline, std::move(cb), {}, false, resend};
+  if (state_ == State::kReady) {
     write(frame);
-  else
-    p.frame.assign(frame.begin(), frame.end());
+    p.sent = true;
+  }
+  if (!p.sent || resend) p.frame.assign(frame.begin(), frame.end());
   pending_.emplace(rid, std::move(p));
 }
 
@@ -319,7 +323,10 @@ void Connection::check_deadlines() {
 void Connection::fail_all(const Error& why, bool include_unsent) {
   std::vector<ResponseFn> failed;
   for (auto it = pending_.begin(); it != pending_.end();) {
-    if (include_unsent || it->second.frame.empty()) {
+    if (!include_unsent && it->second.resend) {
+      it->second.sent = false;  // goes out again on the next connection
+      ++it;
+    } else if (include_unsent || it->second.sent) {
       failed.push_back(std::move(it->second.cb));
       it = pending_.erase(it);
     } else {

@@ -54,8 +54,10 @@ class Connection {
   // I/O thread. A fresh request id to build a frame with.
   std::uint64_t next_request_id() { return next_rid_++; }
   // I/O thread. Sends a finished size-prefixed frame built with `rid`; cb runs once.
+  // With resend, a request whose connection drops before its answer is sent again on the
+  // next connection instead of failing (for idempotent requests only).
   void request(std::uint64_t rid, std::span<const std::uint8_t> frame, Clock::time_point deadline,
-               ResponseFn cb);
+               ResponseFn cb, bool resend = false);
 
   flatbuffers::FlatBufferBuilder& builder() { return fbb_; }
 
@@ -68,7 +70,9 @@ class Connection {
   struct Pending {
     Clock::time_point deadline;
     ResponseFn cb;
-    std::vector<std::uint8_t> frame;  // kept until sent (empty once on the wire)
+    std::vector<std::uint8_t> frame;  // kept until sent; kept after that too with resend
+    bool sent = false;
+    bool resend = false;
   };
 
   void run();

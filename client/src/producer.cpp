@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <future>
 #include <map>
+#include <random>
 
 #include "connection.h"
 
@@ -134,12 +135,13 @@ class ProducerImpl {
           fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition,
           m.deliver_at_ms, static_cast<std::uint64_t>(m.delay.count())));
     }
-    auto produce = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs));
+    const std::uint64_t sequence = options_.idempotent ? ++sequence_ : 0;
+    auto produce = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs), producer_id_, sequence);
     std::uint64_t rid = conn_.next_request_id();
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Produce, produce.Union()));
     auto shared = std::make_shared<std::vector<Queued>>(std::move(batch));
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
-                  [this, shared](Result<const wire::Frame*> r) { complete(*shared, r); });
+                  [this, shared](Result<const wire::Frame*> r) { complete(*shared, r); }, options_.idempotent);
   }
 
   void complete(std::vector<Queued>& batch, const Result<const wire::Frame*>& r) {
@@ -197,6 +199,11 @@ class ProducerImpl {
   }
 
   Producer::Options options_;
+  // The idempotent producer's identity: random, so two producers never share one, and
+  // never 0 (which means "not idempotent" on the wire).
+  const std::uint64_t producer_id_ =
+      options_.idempotent ? (std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32) | 1) : 0;
+  std::uint64_t sequence_ = 0;  // I/O thread: the last batch's sequence number
   Connection conn_;
   std::mutex mu_;
   std::condition_variable space_cv_;

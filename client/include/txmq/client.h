@@ -41,6 +41,8 @@ struct ClientOptions {
   Millis request_timeout{30000};    // default deadline of calls that take no timeout
   Millis reconnect_initial{100};    // first backoff after a lost connection
   Millis reconnect_max{5000};       // backoff doubles up to this
+  // Set by TransactionalProducer: the broker sends this group's transaction checks here.
+  std::string producer_group;
 };
 
 struct Header {
@@ -163,8 +165,48 @@ struct BrokerStats {
   std::uint64_t commits = 0;
 };
 
+enum class TxnState { kPrepared, kCommitted, kRolledBack, kParked };
+
+// What the local transaction (or the check of one) says.
+enum class LocalTransactionState {
+  kCommit,    // the local transaction committed: make the message visible
+  kRollback,  // it rolled back: discard the message
+  kUnknown,   // cannot tell yet: the broker checks again later
+};
+
+// The broker asks what became of a transaction this producer group prepared.
+struct TransactionCheck {
+  std::uint64_t transaction_id = 0;
+  std::string topic;
+  std::string producer_group;
+  Message message;
+  std::uint32_t checks = 0;  // this is check number `checks`
+};
+
+struct TransactionResult {
+  std::uint64_t transaction_id = 0;
+  TxnState state = TxnState::kPrepared;  // its state after the request
+  bool changed = false;                  // false: it had ended already (the state says how)
+};
+
+struct TransactionInfo {
+  std::uint64_t transaction_id = 0;
+  TxnState state = TxnState::kPrepared;
+  std::string topic;
+  std::string producer_group;
+  std::uint64_t created_ms = 0;
+  std::uint32_t checks = 0;
+  std::uint64_t next_check_ms = 0;
+  std::uint64_t ended_ms = 0;
+  std::string resolution;  // producer, operator
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;  // once committed
+  Message message;           // show_transaction of an open one only
+};
+
 namespace detail {
 class ProducerImpl;
+class TransactionalProducerImpl;
 class ConsumerImpl;
 class AdminImpl;
 }  // namespace detail
@@ -179,6 +221,11 @@ class Producer {
     std::size_t max_batch_messages = 1000;  // per produce request
     std::size_t max_batch_bytes = 1u << 20; // per produce request
     std::size_t max_buffered_bytes = 64u << 20;  // send_async blocks past this
+    // Idempotent: each batch carries this producer's id and a sequence number, and a batch
+    // whose connection dropped is sent again on the next one instead of failing; the broker
+    // appends it once and answers with the original offsets. The broker remembers the last
+    // producers.idempotence_window (64) batches of each producer, across restarts.
+    bool idempotent = false;
   };
 
   // Starts connecting in the background; never fails (errors surface on sends).
@@ -209,6 +256,47 @@ class Producer {
  private:
   std::unique_ptr<detail::ProducerImpl> impl_;
   Millis options_request_timeout_;
+};
+
+// Sends half messages: prepare, run the local transaction, then commit or roll back. If
+// the producer never says (it crashed), the broker asks the producer group — the
+// connection that prepared, else any connection of the group — through the checker.
+//
+// Threads: send_in_transaction runs the executor on the calling thread. The checker runs
+// on this object's I/O thread; it must answer from durable local state (the local
+// database), quickly; if it throws, the answer is kUnknown and the broker asks again later.
+class TransactionalProducer {
+ public:
+  struct Options : ClientOptions {
+    Millis check_after{0};  // first check this long after prepare; 0: the broker's default (6 s)
+  };
+  using Checker = std::function<LocalTransactionState(const TransactionCheck&)>;
+  // Runs the local transaction for the prepared message with this transaction id.
+  using Executor = std::function<LocalTransactionState(std::uint64_t transaction_id)>;
+
+  // options.producer_group is required. Starts connecting in the background.
+  TransactionalProducer(Options options, Checker checker);
+  ~TransactionalProducer();
+  TransactionalProducer(const TransactionalProducer&) = delete;
+  TransactionalProducer& operator=(const TransactionalProducer&) = delete;
+
+  // Prepare, execute, end. When the executor says kUnknown, or throws, or the end cannot be
+  // sent, the transaction stays prepared and the broker will check back; the result then
+  // says kPrepared. Errors: those of prepare (kUnknownTopic, kTimeout, ...).
+  Result<TransactionResult> send_in_transaction(std::string_view topic, Message message, const Executor& executor,
+                                                Millis timeout);
+
+  // The steps on their own. prepare returns the transaction id.
+  Result<std::uint64_t> prepare(std::string_view topic, Message message, Millis timeout);
+  Result<TransactionResult> end(std::uint64_t transaction_id, LocalTransactionState state, Millis timeout);
+  // Non-blocking forms; callbacks run on the I/O thread. Requests queued together go out
+  // as one batch.
+  void prepare_async(std::string_view topic, Message message, std::function<void(const Result<std::uint64_t>&)> done);
+  void end_async(std::uint64_t transaction_id, LocalTransactionState state,
+                 std::function<void(const Result<TransactionResult>&)> done);
+
+ private:
+  std::unique_ptr<detail::TransactionalProducerImpl> impl_;
 };
 
 // Consumes one topic as a member of a consumer group. The handler runs on the I/O thread
@@ -286,6 +374,15 @@ class Admin {
   // Moves dead letters (offsets in the group's dead-letter topic) back to their origin for
   // this group only, each atomically, with a fresh delivery count.
   Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout);
+
+  // Transactions, newest first; only those in `state` when given.
+  Result<std::vector<TransactionInfo>> list_transactions(std::optional<TxnState> state, std::uint32_t max,
+                                                         Millis timeout);
+  // One transaction, with its message while it is open. kInvalidArgument when unknown.
+  Result<TransactionInfo> show_transaction(std::uint64_t transaction_id, Millis timeout);
+  // An operator's decision on a prepared or parked transaction (recorded in the message's
+  // txmq-resolved-by header). Ending an ended one changes nothing and says its state.
+  Result<TransactionResult> end_transaction(std::uint64_t transaction_id, bool commit, Millis timeout);
 
  private:
   std::unique_ptr<detail::AdminImpl> impl_;
