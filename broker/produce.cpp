@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "broker/broker.h"
+#include "broker/wire_views.h"
 
 namespace txmq::broker {
 namespace {
@@ -14,18 +15,6 @@ std::uint64_t now_ms() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count());
-}
-
-std::span<const std::uint8_t> bytes_of(const flatbuffers::Vector<std::uint8_t>* v) {
-  return v ? std::span<const std::uint8_t>(v->data(), v->size()) : std::span<const std::uint8_t>{};
-}
-
-std::size_t message_size(const wire::Message& m) {
-  std::size_t n = bytes_of(m.key()).size() + bytes_of(m.body()).size();
-  if (m.headers())
-    for (const auto* h : *m.headers())
-      n += (h->name() ? h->name()->size() : 0) + bytes_of(h->value()).size();
-  return n;
 }
 
 // What ProduceOk says for a delayed message: its offset is assigned when it comes due.
@@ -71,10 +60,7 @@ class ProduceOp final : public storage::WriteOp {
     std::vector<storage::HeaderView> headers;
     std::size_t i = 0;
     for (const auto* m : *req->messages()) {
-      headers.clear();
-      if (m->headers())
-        for (const auto* h : *m->headers())
-          headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{}, bytes_of(h->value()));
+      header_views(*m, headers);
       const std::uint64_t due = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? ts + m->delay_ms() : 0);
       if (due > ts) {
         // Invisible until due: kept aside and appended (getting its offset) then.

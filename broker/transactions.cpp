@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "broker/storage/fn_op.h"
+#include "broker/wire_views.h"
 
 namespace txmq::broker {
 namespace {
@@ -18,10 +19,6 @@ constexpr std::size_t kChecksPerRound = 1000;
 // When due transactions belong only to groups with no producer connected, look again this
 // often (a producer connecting also triggers a round at once).
 constexpr std::uint64_t kIdleCheckPollMs = 1000;
-
-std::span<const std::uint8_t> bytes_of(const flatbuffers::Vector<std::uint8_t>* v) {
-  return v ? std::span<const std::uint8_t>(v->data(), v->size()) : std::span<const std::uint8_t>{};
-}
 
 }  // namespace
 
@@ -76,10 +73,7 @@ class PrepareOp final : public storage::WriteOp {
     if (!ids) return ids.error();
     std::size_t i = 0;
     for (const auto* m : *req->messages()) {
-      headers.clear();
-      if (m->headers())
-        for (const auto* h : *m->headers())
-          headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{}, bytes_of(h->value()));
+      header_views(*m, headers);
       const std::uint64_t deliver_at = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? now + m->delay_ms() : 0);
       const std::uint64_t fresh = (*ids)[i];
       auto id = txn.prepare(fresh, topic_, partitions_[i++], group_, now, bytes_of(m->key()), headers, bytes_of(m->body()),
@@ -130,9 +124,7 @@ void Broker::handle_prepare(Connection& conn, std::uint64_t rid, std::span<const
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "prepare without messages"));
   std::vector<PartitionId> partitions;
   for (const auto* m : *req.messages()) {
-    std::size_t size = bytes_of(m->key()).size() + bytes_of(m->body()).size();
-    if (m->headers())
-      for (const auto* h : *m->headers()) size += (h->name() ? h->name()->size() : 0) + bytes_of(h->value()).size();
+    const std::size_t size = message_size(*m);
     if (size > config_.max_message_bytes)
       return reply_error(conn, rid, Error(ErrorCode::kMessageTooLarge, "message of " + std::to_string(size) +
                                                                            " bytes exceeds limits.max_message_bytes"));

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "connection.h"
+#include "wire_message.h"
 
 namespace txmq::client {
 namespace detail {
@@ -122,19 +123,7 @@ class ProducerImpl {
     fbb.Clear();
     std::vector<flatbuffers::Offset<wire::Message>> msgs;
     msgs.reserve(batch.size());
-    std::vector<flatbuffers::Offset<wire::Header>> headers;
-    for (const auto& q : batch) {
-      const Message& m = q.message;
-      headers.clear();
-      for (const auto& h : m.headers)
-        headers.push_back(wire::CreateHeader(fbb, fbb.CreateString(h.name),
-                                             fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(h.value.data()), h.value.size())));
-      msgs.push_back(wire::CreateMessage(
-          fbb, m.key.empty() ? 0 : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.key.data()), m.key.size()),
-          headers.empty() ? 0 : fbb.CreateVector(headers),
-          fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition,
-          m.deliver_at_ms, static_cast<std::uint64_t>(m.delay.count())));
-    }
+    for (const auto& q : batch) msgs.push_back(build_message(fbb, q.message));
     const std::uint64_t sequence = options_.idempotent ? ++sequence_ : 0;
     auto produce = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs), producer_id_, sequence);
     std::uint64_t rid = conn_.next_request_id();

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "connection.h"
+#include "wire_message.h"
 
 namespace txmq::client {
 namespace detail {
@@ -26,10 +27,6 @@ TxnState to_state(wire::TxnState s) {
     case wire::TxnState::Parked: return TxnState::kParked;
     default: return TxnState::kPrepared;
   }
-}
-
-std::string bytes(const flatbuffers::Vector<std::uint8_t>* v) {
-  return v ? std::string(reinterpret_cast<const char*>(v->data()), v->size()) : std::string();
 }
 
 }  // namespace
@@ -99,18 +96,7 @@ class TransactionalProducerImpl {
     auto& fbb = conn_.builder();
     fbb.Clear();
     std::vector<flatbuffers::Offset<wire::Message>> msgs;
-    for (const auto& q : batch) {
-      const Message& m = q.message;
-      std::vector<flatbuffers::Offset<wire::Header>> hs;
-      for (const auto& h : m.headers)
-        hs.push_back(wire::CreateHeader(fbb, fbb.CreateString(h.name),
-                                        fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(h.value.data()), h.value.size())));
-      msgs.push_back(wire::CreateMessage(
-          fbb, m.key.empty() ? 0 : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.key.data()), m.key.size()),
-          hs.empty() ? 0 : fbb.CreateVector(hs),
-          fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()), m.partition,
-          m.deliver_at_ms, static_cast<std::uint64_t>(m.delay.count())));
-    }
+    for (const auto& q : batch) msgs.push_back(build_message(fbb, q.message));
     auto req = wire::CreatePrepare(fbb, fbb.CreateString(topic), fbb.CreateString(options_.producer_group),
                                    fbb.CreateVector(msgs), static_cast<std::uint64_t>(options_.check_after.count()));
     const std::uint64_t rid = conn_.next_request_id();
@@ -175,11 +161,11 @@ class TransactionalProducerImpl {
     check.topic = c->topic() ? c->topic()->str() : "";
     check.producer_group = c->producer_group() ? c->producer_group()->str() : "";
     check.checks = c->checks();
-    check.message.key = bytes(c->key());
-    check.message.body = bytes(c->body());
+    check.message.key = owned_bytes(c->key());
+    check.message.body = owned_bytes(c->body());
     if (c->headers())
       for (const auto* h : *c->headers())
-        check.message.headers.push_back(Header{h->name() ? h->name()->str() : "", bytes(h->value())});
+        check.message.headers.push_back(Header{h->name() ? h->name()->str() : "", owned_bytes(h->value())});
     LocalTransactionState answer = LocalTransactionState::kUnknown;
     try {
       answer = checker_(check);
