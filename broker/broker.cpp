@@ -204,6 +204,11 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
   }
   const std::uint64_t rid = frame->request_id();
   const wire::Body type = frame->body_type();
+  // The verifier accepts a union member that is absent; every handler needs its body.
+  if (frame->body() == nullptr) {
+    reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
+    return;
+  }
   if (!conn.hello_done) {
     if (type != wire::Body::Hello) {
       reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
@@ -214,11 +219,6 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
   }
   if (shutting_down_) {
     reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
-    return;
-  }
-  // The verifier accepts a union member that is absent; every handler needs its body.
-  if (frame->body() == nullptr) {
-    reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
     return;
   }
   switch (type) {

@@ -8,25 +8,53 @@ namespace txmq::broker {
 namespace {
 
 // Accepts a plain integer (bytes) or a string with a unit: "512MiB", "64GiB", "10KB".
-std::uint64_t parse_size(const toml::value& v) {
+// Refuses negative values and values above max rather than wrapping them.
+std::uint64_t parse_size(const toml::value& v, std::uint64_t max) {
+  std::uint64_t bytes;
   if (v.is_integer()) {
-    if (v.as_integer() < 0) throw std::runtime_error("size must not be negative");
-    return static_cast<std::uint64_t>(v.as_integer());
+    if (v.as_integer() < 0) throw std::runtime_error("must not be negative");
+    bytes = static_cast<std::uint64_t>(v.as_integer());
+  } else {
+    const std::string s = v.as_string();
+    std::size_t i = 0;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+    if (i == 0 || i > 15) throw std::runtime_error("'" + s + "' is not a size (a number and a unit: 64MiB)");
+    const std::uint64_t n = std::stoull(s.substr(0, i));
+    std::string unit = s.substr(i);
+    while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+    static const std::pair<const char*, std::uint64_t> units[] = {
+        {"", 1},  {"B", 1},        {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+        {"TiB", 1ull << 40},       {"KB", 1000ull},     {"MB", 1000000ull},  {"GB", 1000000000ull},
+        {"TB", 1000000000000ull}};
+    std::uint64_t mult = 0;
+    for (auto& [name, m] : units)
+      if (unit == name) mult = m;
+    if (mult == 0) throw std::runtime_error("unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, TiB)");
+    if (n > max / mult) throw std::runtime_error("'" + s + "' is larger than " + std::to_string(max) + " bytes");
+    bytes = n * mult;
   }
-  std::string s = v.as_string();
-  std::size_t i = 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  if (i == 0) throw std::runtime_error("size '" + s + "' has no number");
-  std::uint64_t n = std::stoull(s.substr(0, i));
-  std::string unit = s.substr(i);
-  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::pair<const char*, std::uint64_t> units[] = {
-      {"", 1},          {"B", 1},
-      {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"TiB", 1ull << 40},
-      {"KB", 1000ull},  {"MB", 1000000ull},  {"GB", 1000000000ull}, {"TB", 1000000000000ull}};
-  for (auto& [name, mult] : units)
-    if (unit == name) return n * mult;
-  throw std::runtime_error("unknown size unit '" + unit + "' (use B, KiB, MiB, GiB, TiB)");
+  if (bytes > max) throw std::runtime_error(std::to_string(bytes) + " is larger than " + std::to_string(max));
+  return bytes;
+}
+
+// A non-negative number of milliseconds.
+std::chrono::milliseconds parse_ms(const toml::value& v) {
+  const auto n = v.as_integer();
+  if (n < 0) throw std::runtime_error("must not be negative");
+  return std::chrono::milliseconds(n);
+}
+
+// Reads table.key with parse when present; errors name the key ("limits.max_frame_bytes: ...").
+template <typename T, typename Parse>
+void read_with(const toml::value& root, const char* table, const char* key, T& out, Parse parse) {
+  if (!root.contains(table)) return;
+  const auto& t = toml::find(root, table);
+  if (!t.contains(key)) return;
+  try {
+    out = parse(toml::find(t, key));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(table) + "." + key + ": " + e.what());
+  }
 }
 
 template <typename T>
@@ -50,47 +78,41 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
       read(t, "auto_create", c.auto_create_topics);
       read(t, "default_partitions", c.default_partitions);
     }
-    if (root.contains("limits")) {
-      const auto& t = toml::find(root, "limits");
-      if (t.contains("max_frame_bytes")) c.max_frame_bytes = static_cast<std::uint32_t>(parse_size(toml::find(t, "max_frame_bytes")));
-      if (t.contains("max_message_bytes")) c.max_message_bytes = static_cast<std::uint32_t>(parse_size(toml::find(t, "max_message_bytes")));
-      if (t.contains("connection_output_bytes")) c.connection_output_bytes = parse_size(toml::find(t, "connection_output_bytes"));
-      if (t.contains("connection_inflight_bytes")) c.connection_inflight_bytes = parse_size(toml::find(t, "connection_inflight_bytes"));
-    }
+    constexpr std::uint64_t kU32 = UINT32_MAX;
+    auto size_u32 = [&](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, kU32)); };
+    auto size_any = [&](const toml::value& v) { return parse_size(v, UINT64_MAX); };
+    read_with(root, "limits", "max_frame_bytes", c.max_frame_bytes, size_u32);
+    read_with(root, "limits", "max_message_bytes", c.max_message_bytes, size_u32);
+    read_with(root, "limits", "connection_output_bytes", c.connection_output_bytes, size_any);
+    read_with(root, "limits", "connection_inflight_bytes", c.connection_inflight_bytes, size_any);
     if (root.contains("storage")) {
       const auto& t = toml::find(root, "storage");
-      if (t.contains("max_size")) c.storage_max_bytes = parse_size(toml::find(t, "max_size"));
+      read_with(root, "storage", "max_size", c.storage_max_bytes, size_any);
       if (t.contains("sync")) {
         std::string mode = toml::find<std::string>(t, "sync");
         if (mode == "durable") c.sync = storage::SyncMode::kDurable;
         else if (mode == "relaxed") c.sync = storage::SyncMode::kRelaxed;
         else throw std::runtime_error("storage.sync must be \"durable\" or \"relaxed\", not \"" + mode + "\"");
       }
-      if (t.contains("relaxed_sync_interval_ms"))
-        c.relaxed_sync_interval = std::chrono::milliseconds(toml::find<std::int64_t>(t, "relaxed_sync_interval_ms"));
+      read_with(root, "storage", "relaxed_sync_interval_ms", c.relaxed_sync_interval, parse_ms);
     }
-    if (root.contains("retention")) {
-      const auto& t = toml::find(root, "retention");
-      if (t.contains("max_age_ms")) c.retention_ms = static_cast<std::uint64_t>(toml::find<std::int64_t>(t, "max_age_ms"));
-      if (t.contains("max_partition_bytes")) c.retention_bytes = parse_size(toml::find(t, "max_partition_bytes"));
-      if (t.contains("check_interval_ms"))
-        c.retention_check_interval = std::chrono::milliseconds(toml::find<std::int64_t>(t, "check_interval_ms"));
-    }
-    if (root.contains("transactions")) {
-      const auto& t = toml::find(root, "transactions");
-      auto ms = [&](const char* key, std::chrono::milliseconds& out) {
-        if (t.contains(key)) out = std::chrono::milliseconds(toml::find<std::int64_t>(t, key));
-      };
-      ms("timeout_ms", c.txn_timeout);
-      ms("check_backoff_initial_ms", c.txn_check_initial);
-      ms("check_backoff_max_ms", c.txn_check_max);
-      ms("ended_retention_ms", c.txn_ended_retention);
-      read(t, "max_checks", c.txn_max_checks);
-      if (t.contains("checks_per_second")) {
-        const auto& v = toml::find(t, "checks_per_second");
-        c.txn_checks_per_second = v.is_integer() ? static_cast<double>(v.as_integer()) : v.as_floating();
-      }
-    }
+    read_with(root, "retention", "max_age_ms", c.retention_ms,
+              [](const toml::value& v) { return static_cast<std::uint64_t>(parse_ms(v).count()); });
+    read_with(root, "retention", "max_partition_bytes", c.retention_bytes, size_any);
+    read_with(root, "retention", "check_interval_ms", c.retention_check_interval, parse_ms);
+    read_with(root, "transactions", "timeout_ms", c.txn_timeout, parse_ms);
+    read_with(root, "transactions", "check_backoff_initial_ms", c.txn_check_initial, parse_ms);
+    read_with(root, "transactions", "check_backoff_max_ms", c.txn_check_max, parse_ms);
+    read_with(root, "transactions", "ended_retention_ms", c.txn_ended_retention, parse_ms);
+    read_with(root, "transactions", "max_checks", c.txn_max_checks, [](const toml::value& v) {
+      if (v.as_integer() < 1) throw std::runtime_error("must be at least 1");
+      return static_cast<std::uint32_t>(v.as_integer());
+    });
+    read_with(root, "transactions", "checks_per_second", c.txn_checks_per_second, [](const toml::value& v) {
+      const double r = v.is_integer() ? static_cast<double>(v.as_integer()) : v.as_floating();
+      if (r <= 0) throw std::runtime_error("must be positive");
+      return r;
+    });
     if (root.contains("producers")) read(toml::find(root, "producers"), "idempotence_window", c.idempotence_window);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
   } catch (const std::exception& e) {

@@ -68,7 +68,9 @@ void Connection::handle_read(ssize_t nread) {
   decoder_.append(read_buf_, static_cast<std::size_t>(nread));
   // Every whole frame in this read is handled now: the read size (64 KiB) bounds the work
   // one callback does, and a slow frame can stop the loop through pause_reading().
-  while (state_ == State::kOpen) {
+  // A fatal error (close_after_flush) ends the conversation: frames after it in the same
+  // read are not served.
+  while (state_ == State::kOpen && !flush_then_close_) {
     auto frame = decoder_.next();
     if (!frame) {
       // The stream cannot be resynchronised; the Server answers with an error frame via
@@ -89,7 +91,7 @@ void Connection::handle_read(ssize_t nread) {
 }
 
 void Connection::send(std::span<const std::uint8_t> frame) {
-  if (state_ != State::kOpen) return;
+  if (state_ != State::kOpen) return;  // the error frame before close_after_flush still goes
   pending_.insert(pending_.end(), frame.begin(), frame.end());
   if (!write_in_flight_) start_write();
   update_reading();

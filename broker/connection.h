@@ -58,7 +58,8 @@ class Connection {
 
   std::uint64_t id() const { return id_; }
   State state() const { return state_; }
-  bool open() const { return state_ == State::kOpen; }
+  // Open and not condemned: requests from it are served, answers and pushes go to it.
+  bool open() const { return state_ == State::kOpen && !flush_then_close_; }
   const std::string& peer() const { return peer_; }
 
   // Queues a whole frame (length prefix included) for the socket.

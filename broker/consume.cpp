@@ -156,8 +156,14 @@ void Broker::handle_subscribe(Connection& conn, std::uint64_t rid, const wire::S
   if (!valid_name(group_name))
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
                                         "group names are 1-249 characters of letters, digits, '.', '_' and '-'"));
-  if (req.window() == 0)
+  if (req.window() == 0) {
+    // Window 0 pauses an existing subscription: nothing more is pushed to it.
+    if (ConsumerGroup* g = find_group(group_name, topic_name); g && g->find_consumer(&conn)) {
+      g->add_consumer(conn, 0);
+      return reply_ok(conn, rid);
+    }
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "window must be at least 1"));
+  }
   if (!topics_.find(topic_name))
     return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic_name + "'"));
 

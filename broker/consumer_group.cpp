@@ -88,9 +88,9 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
     ++dead_lettered;
     return out;
   }
-  const std::uint64_t delay = delay_ms.value_or(policy_.retry.delay_ms(f.deliveries.value(), rng_));
+  const std::uint64_t delay = delay_ms ? *delay_ms : policy_.retry.delay_ms(f.deliveries.value(), rng_);
   out.record.due_ms = now_ms + delay;
-  cursor.waiting[o] = Waiting{f.deliveries, out.record.due_ms, f.first_delivery_ms};
+  cursor.waiting[o] = Waiting{f.deliveries, out.record.due_ms, f.first_delivery_ms, f.holder};
   cursor.retry_due.emplace(out.record.due_ms, o);
   return out;
 }
@@ -275,21 +275,29 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
     return deliver(c, p, *fresh, n, 0, false, store, fbb, now_ms, nullptr) ? 1 : 0;
   }
 
-  // Retries that are due go first: they are the oldest work.
-  while (sent < room && c.conn->writable() && !cursor.retry_due.empty() &&
-         cursor.retry_due.begin()->first <= now_ms) {
-    Offset o = cursor.retry_due.begin()->second;
-    cursor.retry_due.erase(cursor.retry_due.begin());
+  // Retries that are due go first: they are the oldest work. One whose lease ran out with
+  // this consumer goes to another when there is one: a hung consumer must not use up a
+  // message's deliveries while others wait.
+  for (auto it = cursor.retry_due.begin();
+       sent < room && c.conn->writable() && it != cursor.retry_due.end() && it->first <= now_ms;) {
+    const Offset o = it->second;
     Waiting wait = cursor.waiting[o];
+    if (wait.last_holder == c.conn && consumers_.size() > 1) {
+      ++it;
+      continue;
+    }
+    it = cursor.retry_due.erase(it);
     cursor.waiting.erase(o);
     if (deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true, store, fbb,
                 now_ms, nullptr))
       ++sent;
   }
-  if (sent < room && cursor.next < end && c.conn->writable()) {
+  // Fresh messages, in chunks: entries already settled (acked, waiting) are skipped without
+  // using the room, so the scan goes on until the room is filled or the log ends.
+  while (sent < room && cursor.next < end && c.conn->writable()) {
     Offset last = cursor.next;
     bool any = false;
-    auto r = store.read_log(topic_->meta.id, p, cursor.next, room - sent, [&](const storage::LogEntry& e) {
+    auto r = store.read_log(topic_->meta.id, p, cursor.next, room - sent + 256, [&](const storage::LogEntry& e) {
       // Stop at the committed end: the writer may have appended past what the loop knows.
       if (e.offset >= end) return false;
       last = e.offset;
@@ -301,9 +309,10 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
         DeliveryCount n(e.offset < cursor.delivered_upto ? 2 : 1);
         if (deliver(c, p, e.offset, n, 0, false, store, fbb, now_ms, &e)) ++sent;
       }
-      return c.conn->writable();
+      return sent < room && c.conn->writable();
     });
-    cursor.next = (r && any) ? next(last) : (r ? end : cursor.next);
+    if (!r) break;
+    cursor.next = any ? next(last) : end;
   }
   return sent;
 }
@@ -369,6 +378,8 @@ std::uint64_t ConsumerGroup::lag() const {
     const std::uint64_t end = topic_->partitions[p].next.value();
     // Retention may have removed messages the group never acknowledged: they are not lag.
     const std::uint64_t floor = std::max(c.ack_floor, topic_->partitions[p].first).value();
+    // Redriven dead letters sit below the floor (their first pass acknowledged them).
+    n += static_cast<std::uint64_t>(std::distance(c.waiting.begin(), c.waiting.lower_bound(Offset(floor))));
     if (end <= floor) continue;
     const auto acked = static_cast<std::uint64_t>(std::distance(c.acked.lower_bound(Offset(floor)), c.acked.end()));
     n += end - floor - std::min(acked, end - floor);

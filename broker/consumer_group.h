@@ -54,6 +54,7 @@ struct Waiting {
   DeliveryCount deliveries;         // deliveries so far
   std::uint64_t due_ms;             // not delivered again before this
   std::uint64_t first_delivery_ms;  // 0 when never delivered (a redriven dead letter)
+  const Connection* last_holder = nullptr;  // whose lease ran out: others get it first
 };
 
 // One group's position in one partition.

@@ -86,7 +86,7 @@ PolicyOverride PolicyOverride::from_wire(const wire::ConfigureGroup& req) {
   if (req.ack_wait_ms()) out.ack_wait = std::chrono::milliseconds(req.ack_wait_ms());
   if (const auto* w = req.retry()) {
     RetrySchedule r;
-    r.max_deliveries = w->max_deliveries() ? w->max_deliveries() : r.max_deliveries;
+    r.max_deliveries = w->max_deliveries();  // 0 is refused by validate()
     if (w->delays_ms() && w->delays_ms()->size() > 0) {
       r.delays_ms.assign(w->delays_ms()->begin(), w->delays_ms()->end());
     } else if (w->exponential_initial_ms()) {

@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "broker/broker.h"
@@ -99,10 +100,13 @@ class ProduceOp final : public storage::WriteOp {
         auto& part = topic->partitions[partitions_[i].value()];
         if (offsets_[i] >= part.next) part.next = next(offsets_[i]);
       }
-      topic->messages_produced += offsets_.size();
+      // Delayed messages are counted when they come due and are appended.
+      const auto appended = static_cast<std::size_t>(
+          std::count_if(offsets_.begin(), offsets_.end(), [](Offset o) { return o != kDelayedOffset; }));
+      topic->messages_produced += appended;
       topic->bytes_produced += payload_bytes_;
       if (topic->series.produced) {
-        topic->series.produced->inc(offsets_.size());
+        topic->series.produced->inc(appended);
         topic->series.bytes->inc(payload_bytes_);
       }
       broker_.dispatch_topic(*topic);

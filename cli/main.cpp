@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -147,6 +148,8 @@ void print_topic(const txmq::client::TopicInfo& t, bool detail) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A broker that goes away must surface as an error message, not a silent SIGPIPE exit.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"txmq: talk to a txmq broker"};
   app.set_version_flag("--version", std::string(txmq::kVersion));
   app.require_subcommand(1);
@@ -216,7 +219,7 @@ int main(int argc, char** argv) {
   // txmq group list|describe|configure
   auto* group_cmd = app.add_subcommand("group", "consumer groups: lag, in flight, retries, dead letters, policy");
   group_cmd->require_subcommand(1);
-  auto* g_list = group_cmd->add_subcommand("list", "every group, per topic it consumes");
+  group_cmd->add_subcommand("list", "every group, per topic it consumes");
   auto* g_describe = group_cmd->add_subcommand("describe", "one group, with its retry policy");
   g_describe->add_option("group", group, "group")->required();
   auto* g_configure = group_cmd->add_subcommand(
@@ -377,6 +380,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       ++printed;
       last_activity = std::chrono::steady_clock::now();
+      // The last one we take: stop deliveries before its verdict frees room for another
+      // message we would neither print nor settle.
+      if (self && max_messages > 0 && printed == max_messages) self->pause();
       if (self) {
         if (nack)
           self->nack(d, verdict_delay, reason);
@@ -416,11 +422,11 @@ int main(int argc, char** argv) {
       if (!mode.empty()) config.mode = mode == "ordered" ? txmq::client::GroupMode::kOrdered : txmq::client::GroupMode::kShared;
       if (!ack_wait.empty()) config.ack_wait = *parse_duration(ack_wait);
       if (max_deliveries || !delays.empty() || !exponential.empty() || jitter >= 0) {
-        // Start from what is in force, so that changing one setting keeps the others.
-        txmq::client::RetrySchedule retry;
-        if (!group.empty())
-          if (auto current = admin.describe_groups(group, timeout); current && !current->empty())
-            retry = current->front().retry;
+        // Start from what is in force (asking changes nothing), so that changing one setting
+        // keeps the others.
+        auto current = admin.configure_group(group, group.empty() ? topic_name : "", {}, timeout);
+        if (!current) return fail(current.error());
+        txmq::client::RetrySchedule retry = current->retry;
         if (max_deliveries) retry.max_deliveries = max_deliveries;
         if (jitter >= 0) retry.jitter = jitter;
         if (!delays.empty()) {

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 
 namespace txmq::broker::storage {
@@ -383,26 +384,81 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
   }
   const Offset old_floor = floor;
 
-  // In-order acks (the common case) only move the floor; out-of-order ones are kept as
-  // keys above it until the gap below them closes.
-  for (Offset o : offsets) {
+  // Retention may have deleted messages at and above the floor: nobody can ack those, so
+  // the floor moves to the oldest stored message (dropping acks recorded in between).
+  {
+    Cursor log(txn_, store_.log_);
+    PartitionKey pk(topic, partition);
+    LogKey at(topic, partition, floor);
+    MDB_val lk = val(at.bytes), lv;
+    Offset first = floor;
+    int r = mdb_cursor_get(log.get(), &lk, &lv, MDB_SET_RANGE);
+    if (r == 0 && has_prefix(lk, pk.bytes.data(), pk.bytes.size())) {
+      first = LogKey::offset(static_cast<const std::uint8_t*>(lk.mv_data));
+    } else if (r == 0 || r == MDB_NOTFOUND) {
+      MDB_val pkv = val(pk.bytes), pv;  // nothing stored from the floor on: the log's end
+      if (mdb_get(txn_, store_.partitions_, &pkv, &pv) == 0) first = std::max(floor, Offset(read_u64(pv)));
+    } else {
+      return lmdb_error(r, "read log");
+    }
+    for (; floor < first; floor = next(floor)) {
+      if (floor.value() + 4096 < first.value()) {
+        // Far behind: drop the recorded acks in the range without visiting every offset.
+        Cursor acks(txn_, store_.acked_);
+        AckedKey from(group, topic, partition, floor);
+        MDB_val ak = val(from.bytes), av;
+        for (r = mdb_cursor_get(acks.get(), &ak, &av, MDB_SET_RANGE);
+             r == 0 && has_prefix(ak, from.bytes.data(), CursorKey::kSize) &&
+             AckedKey::offset(static_cast<const std::uint8_t*>(ak.mv_data)) < first;
+             r = mdb_cursor_get(acks.get(), &ak, &av, MDB_GET_CURRENT))
+          if ((r = mdb_cursor_del(acks.get(), 0))) return lmdb_error(r, "drop acks");
+        floor = first;
+        break;
+      }
+      AckedKey ak(group, topic, partition, floor);
+      MDB_val akv = val(ak.bytes);
+      r = mdb_del(txn_, store_.acked_, &akv, nullptr);
+      if (r && r != MDB_NOTFOUND) return lmdb_error(r, "drop acks");
+    }
+  }
+
+  // Close a gap: absorb acked keys that sit at the floor.
+  auto absorb = [&]() -> int {
+    for (;;) {
+      AckedKey ak(group, topic, partition, floor);
+      MDB_val akv = val(ak.bytes);
+      int r = mdb_del(txn_, store_.acked_, &akv, nullptr);
+      if (r == MDB_NOTFOUND) return 0;
+      if (r) return r;
+      floor = next(floor);
+    }
+  };
+  // Are there acks above the floor from earlier calls? Usually not (consumers ack roughly
+  // in order), and then in-order acks only move the floor: no key is read or written.
+  bool earlier_keys = false;
+  {
+    Cursor cur(txn_, store_.acked_);
+    AckedKey start(group, topic, partition, floor);
+    MDB_val sk = val(start.bytes), sv;
+    int r = mdb_cursor_get(cur.get(), &sk, &sv, MDB_SET_RANGE);
+    if (r == 0) earlier_keys = has_prefix(sk, start.bytes.data(), CursorKey::kSize);
+    else if (r != MDB_NOTFOUND) return lmdb_error(r, "read acks");
+  }
+  std::vector<Offset> sorted(offsets.begin(), offsets.end());
+  std::sort(sorted.begin(), sorted.end());
+  // In order, an offset this call records above the floor is never reached by the floor
+  // within the same call; only keys from earlier calls can sit in the floor's way.
+  for (Offset o : sorted) {
     if (o < floor) continue;  // already acknowledged
     if (o == floor) {
       floor = next(floor);
+      if (earlier_keys)
+        if ((rc = absorb())) return lmdb_error(rc, "advance floor");
       continue;
     }
     AckedKey ak(group, topic, partition, o);
     MDB_val akv = val(ak.bytes), empty = val(nullptr, 0);
     if ((rc = mdb_put(txn_, store_.acked_, &akv, &empty, 0))) return lmdb_error(rc, "write ack");
-  }
-  // Close the gap: absorb acked keys that now sit at the floor.
-  for (;;) {
-    AckedKey ak(group, topic, partition, floor);
-    MDB_val akv = val(ak.bytes);
-    rc = mdb_del(txn_, store_.acked_, &akv, nullptr);
-    if (rc == MDB_NOTFOUND) break;
-    if (rc) return lmdb_error(rc, "advance floor");
-    floor = next(floor);
   }
   if (floor != old_floor) {
     auto fv = two_u64(floor.value(), std::max(delivered_upto, floor.value()));

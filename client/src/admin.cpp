@@ -38,6 +38,7 @@ GroupInfo to_group_info(const wire::GroupInfo& g) {
   out.ack_wait = Millis(g.ack_wait_ms());
   if (const auto* r = g.retry()) {
     out.retry.max_deliveries = r->max_deliveries();
+    out.retry.delays.clear();
     if (r->delays_ms())
       for (auto d : *r->delays_ms()) out.retry.delays.emplace_back(static_cast<Millis::rep>(d));
     out.retry.exponential_initial = Millis(r->exponential_initial_ms());

@@ -1,5 +1,8 @@
 #include "connection.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cassert>
 #include <random>
 
@@ -69,6 +72,12 @@ bool Connection::post(std::function<void()> fn) {
 
 void Connection::run() {
   { std::lock_guard lock(mu_); }
+  // A write to a socket the broker closed raises SIGPIPE in the writing thread, which would
+  // kill the application. Blocked here, the write fails with EPIPE and we reconnect.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   uv_timer_start(&tick_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->check_deadlines(); }, kTickMs, kTickMs);
   connect();
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -299,7 +308,8 @@ void Connection::schedule_reconnect() {
 
 void Connection::check_deadlines() {
   auto now = Clock::now();
-  if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
+  // A broker that accepts but never answers the hello is as good as none.
+  if ((state_ == State::kConnecting || state_ == State::kHello) && now - connect_started_ > kConnectTimeout) {
     disconnected(Error(ErrorCode::kNotConnected, "connect to " + options_.broker + " timed out"));
   }
   std::vector<ResponseFn> expired;

@@ -50,9 +50,18 @@ class ConsumerImpl {
     return {};
   }
 
+  void pause() {
+    conn_.post([this] {
+      window_ = 0;
+      send_subscribe();
+    });
+  }
+
  private:
   // I/O thread: after every (re)connect.
-  void subscribe() {
+  void subscribe() { send_subscribe(); }
+
+  void send_subscribe() {
     {
       std::lock_guard lock(mu_);
       subscribed_ = false;
@@ -60,7 +69,7 @@ class ConsumerImpl {
     auto& fbb = conn_.builder();
     fbb.Clear();
     auto sub = wire::CreateSubscribe(fbb, fbb.CreateString(options_.topic), fbb.CreateString(options_.group),
-                                     options_.window);
+                                     window_);
     std::uint64_t rid = conn_.next_request_id();
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Subscribe, sub.Union()));
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
@@ -128,6 +137,7 @@ class ConsumerImpl {
 
   Consumer::Options options_;
   Consumer::Handler handler_;
+  std::uint32_t window_ = options_.window;  // I/O thread; 0 once paused
   Connection conn_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -165,5 +175,6 @@ void Consumer::terminate(const Delivery& d, std::string reason) {
   impl_->settle(d.partition, d.offset, wire::SettleVerb::Terminate, Millis(0), std::move(reason));
 }
 Status Consumer::flush_acks(Millis timeout) { return impl_->flush_acks(timeout); }
+void Consumer::pause() { impl_->pause(); }
 
 }  // namespace txmq::client

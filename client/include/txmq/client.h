@@ -115,7 +115,11 @@ enum class GroupMode {
 // to the group's dead-letter topic.
 struct RetrySchedule {
   std::uint32_t max_deliveries = 16;
-  std::vector<Millis> delays;
+  // The broker's default: RocketMQ's levels.
+  std::vector<Millis> delays = {Millis(1000),    Millis(5000),    Millis(10000),   Millis(30000),  Millis(60000),
+                                Millis(120000),  Millis(180000),  Millis(240000),  Millis(300000), Millis(360000),
+                                Millis(420000),  Millis(480000),  Millis(540000),  Millis(600000), Millis(1200000),
+                                Millis(1800000), Millis(3600000), Millis(7200000)};
   Millis exponential_initial{1000};
   double exponential_factor = 2.0;
   Millis exponential_max{3600000};
@@ -333,6 +337,11 @@ class Consumer {
   void nack(const Delivery& delivery, Millis delay = Millis(0), std::string reason = {});
   void in_progress(const Delivery& delivery);
   void terminate(const Delivery& delivery, std::string reason = {});
+
+  // Stops deliveries to this consumer (its window becomes 0), keeping what it holds; for
+  // a consumer that will take no more. Non-blocking, callable from the handler: verdicts
+  // given after it reach the broker after it, so acking then frees no room for more.
+  void pause();
 
   // Waits until every verdict given before the call was confirmed durable by the broker.
   // Returns the first error seen, kTimeout, or ok.

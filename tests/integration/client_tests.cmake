@@ -1,0 +1,15 @@
+# Integration tests of the client library and the txmq tool against the real broker.
+# Included from tests/integration/CMakeLists.txt, after tests/support is available.
+
+foreach(test produce_consume_test crash_durability_test shutdown_test cli_test)
+  txmq_add_test(${test} SOURCES ${test}.cpp LIBS txmq_client txmq_test_support
+                LABEL integration TIMEOUT 120)
+  # The broker must be built before the test can run it.
+  add_dependencies(${test} txmq-broker)
+endforeach()
+
+# cli_test also runs the txmq tool. ENVIRONMENT replaces what txmq_add_test set, so the
+# broker's path is repeated here.
+add_dependencies(cli_test txmq)
+set_tests_properties(cli_test PROPERTIES ENVIRONMENT
+  "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")

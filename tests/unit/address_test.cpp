@@ -1,0 +1,80 @@
+// common/address: HOST:PORT parsing.
+
+#include "common/address.h"
+
+#include <doctest/doctest.h>
+
+using txmq::ErrorCode;
+using txmq::common::HostPort;
+using txmq::common::parse_host_port;
+
+TEST_CASE("an IPv4 host with port 0 parses") {
+  auto hp = parse_host_port("127.0.0.1:0");
+  REQUIRE(hp.ok());
+  CHECK(hp->host == "127.0.0.1");
+  CHECK(hp->port == 0);
+}
+
+TEST_CASE("a bracketed IPv6 host parses without its brackets") {
+  auto hp = parse_host_port("[::1]:7411");
+  REQUIRE(hp.ok());
+  CHECK(hp->host == "::1");
+  CHECK(hp->port == 7411);
+}
+
+TEST_CASE("the highest port 65535 parses") {
+  auto hp = parse_host_port("0.0.0.0:65535");
+  REQUIRE(hp.ok());
+  CHECK(hp->port == 65535);
+}
+
+TEST_CASE("an address without a port is rejected") {
+  for (const char* text : {"127.0.0.1", "127.0.0.1:", "[::1]", "[::1]:", "localhost"}) {
+    CAPTURE(text);
+    auto hp = parse_host_port(text);
+    REQUIRE_FALSE(hp.ok());
+    CHECK(hp.error().code == ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("a port above 65535 is rejected") {
+  for (const char* text : {"127.0.0.1:65536", "127.0.0.1:99999999999", "[::1]:70000"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_host_port(text).ok());
+  }
+}
+
+TEST_CASE("a port that is not a plain number is rejected") {
+  for (const char* text : {"127.0.0.1:-1", "127.0.0.1:+80", "127.0.0.1:80x", "127.0.0.1: 80"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_host_port(text).ok());
+  }
+}
+
+TEST_CASE("a bare IPv6 address is rejected: it needs brackets") {
+  CHECK_FALSE(parse_host_port("::1:80").ok());
+  CHECK_FALSE(parse_host_port("fe80::1:7411").ok());
+}
+
+TEST_CASE("an empty host is rejected") {
+  for (const char* text : {":7411", "[]:7411", ""}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_host_port(text).ok());
+  }
+}
+
+TEST_CASE("the error message quotes the text") {
+  auto hp = parse_host_port("nonsense");
+  REQUIRE_FALSE(hp.ok());
+  CHECK(hp.error().message.find("'nonsense'") != std::string::npos);
+}
+
+TEST_CASE("to_string brackets IPv6 hosts and round-trips") {
+  CHECK(HostPort{"::1", 7411}.to_string() == "[::1]:7411");
+  CHECK(HostPort{"127.0.0.1", 80}.to_string() == "127.0.0.1:80");
+  for (const char* text : {"[::1]:7411", "10.0.0.1:1"}) {
+    auto hp = parse_host_port(text);
+    REQUIRE(hp.ok());
+    CHECK(hp->to_string() == text);
+  }
+}
