@@ -14,8 +14,10 @@
 namespace txmq::broker {
 namespace {
 
-// Transactions read per check round; the rest wait for the next round.
+// Checks sent (or parkings) per round, and due transactions read per round at most; the
+// rest wait for the next round.
 constexpr std::size_t kChecksPerRound = 1000;
+constexpr std::size_t kScanPerRound = 20000;
 // When due transactions belong only to groups with no producer connected, look again this
 // often (a producer connecting also triggers a round at once).
 constexpr std::uint64_t kIdleCheckPollMs = 1000;
@@ -223,11 +225,28 @@ void Broker::run_checks() {
   checks_wakeup_ = UINT64_MAX;
   if (checks_in_flight_) return;  // the round in flight reschedules when it completes
   const std::uint64_t now = wall_ms();
-  auto due = store_->due_checks(now, kChecksPerRound);
-  if (!due) {
-    spdlog::error("reading due transaction checks: {}", due.error().describe());
-    return schedule_checks(now + kIdleCheckPollMs);
+  // Due transactions come in due order; those that cannot be checked now (no producer of
+  // their group, or its rate budget spent) are stepped over, so that they never hold back
+  // another group's. A round reads at most kScanPerRound of them.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> due_list;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  bool scan_cut = false;  // the round stopped reading before the last due transaction
+  for (std::size_t scanned = 0;;) {
+    if (scanned >= kScanPerRound) {
+      scan_cut = true;
+      break;
+    }
+    auto page = store_->due_checks(now, kChecksPerRound, after);
+    if (!page) {
+      spdlog::error("reading due transaction checks: {}", page.error().describe());
+      return schedule_checks(now + kIdleCheckPollMs);
+    }
+    scanned += page->size();
+    for (auto& e : *page) due_list.push_back(e);
+    if (page->size() < kChecksPerRound) break;
+    after = page->back();
   }
+  auto* due = &due_list;
   struct Checked {
     std::uint64_t id;
     std::uint32_t checks;
@@ -235,14 +254,17 @@ void Broker::run_checks() {
     bool park;
   };
   auto updates = std::make_shared<std::vector<Checked>>();
-  bool starved = false;  // a due check could not be sent: no producer, or the group's budget
+  bool starved = scan_cut;  // a due check could not be sent: no producer, the group's budget, or not read
   std::uint64_t budget_wait = UINT64_MAX;
+  std::size_t acted = 0;
   for (auto [id, due_ms] : *due) {
+    if (acted == kChecksPerRound) break;
     auto t = store_->read_txn(id);
     if (!t || !*t || (*t)->state != static_cast<std::uint8_t>(wire::TxnState::Prepared)) continue;
     const storage::OwnedTxn& txn = **t;
     if (txn.checks >= config_.txn_max_checks) {
       updates->push_back({id, txn.checks, 0, true});
+      ++acted;
       continue;
     }
     auto members = producer_groups_.find(txn.producer_group);
@@ -253,7 +275,9 @@ void Broker::run_checks() {
     // A token bucket per producer group: at most checks_per_second, bursts of as many.
     auto& bucket = check_budgets_[txn.producer_group];
     const double rate = config_.txn_checks_per_second;
-    bucket.tokens = std::min(rate, bucket.tokens + static_cast<double>(now - bucket.last_ms) * rate / 1000.0);
+    // A bucket holds at least one token, so a rate below one per second still lets checks
+    // through, one every 1/rate seconds.
+    bucket.tokens = std::min(std::max(rate, 1.0), bucket.tokens + static_cast<double>(now - bucket.last_ms) * rate / 1000.0);
     bucket.last_ms = now;
     if (bucket.tokens < 1.0) {
       starved = true;
@@ -291,6 +315,7 @@ void Broker::run_checks() {
     txn_checked_.insert(id);
     if (probe_) probe_->txn_check_sent();
     updates->push_back({id, txn.checks + 1, now + check_backoff_ms(txn.checks), false});
+    ++acted;
   }
   const std::uint64_t retry_in = starved ? std::min(budget_wait, kIdleCheckPollMs) : UINT64_MAX;
   if (updates->empty()) {
@@ -306,7 +331,7 @@ void Broker::run_checks() {
           if (auto st = txn.checked(u.id, u.checks, u.next_check_ms, u.park); !st) return st;
         return {};
       },
-      [this, updates, retry_in, full = due->size() == kChecksPerRound](const Status& st) {
+      [this, updates, retry_in, full = acted == kChecksPerRound](const Status& st) {
         checks_in_flight_ = false;
         if (!st) spdlog::error("recording transaction checks: {}", st.error().describe());
         for (const auto& u : *updates) {

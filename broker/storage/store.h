@@ -168,7 +168,10 @@ class Store {
                                                    Offset offset) const;
   // Transactions (store_txn.cpp).
   // Prepared transactions whose next check is due at or before now_ms, earliest first.
-  Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> due_checks(std::uint64_t now_ms, std::size_t max) const;
+  // Starts after the (next check, id) key `after` when given.
+  Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> due_checks(
+      std::uint64_t now_ms, std::size_t max,
+      std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) const;
   // The earliest next check of a prepared transaction, if any.
   Result<std::optional<std::uint64_t>> next_check_ms() const;
   Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
@@ -300,6 +303,8 @@ class WriteTxn {
   // Deletes up to max ended transactions that ended before before_ms.
   Result<std::size_t> prune_ended(std::uint64_t before_ms, std::size_t max);
   // The idempotent producer: offsets recorded for (producer, sequence), if in the window.
+  // kInvalidArgument for a sequence at or below the newest recorded one that has left the
+  // window: it may have been stored already, and appending it again could duplicate it.
   Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(std::uint64_t producer,
                                                                                       std::uint64_t sequence);
   Status record_producer_batch(std::uint64_t producer, std::uint64_t sequence,

@@ -84,16 +84,26 @@ constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
 
 }  // namespace
 
-Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> Store::due_checks(std::uint64_t now_ms,
-                                                                               std::size_t max) const {
+Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> Store::due_checks(
+    std::uint64_t now_ms, std::size_t max, std::optional<std::pair<std::uint64_t, std::uint64_t>> after) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   Cursor cur(txn.get(), txn_checks_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
   MDB_val k, v;
-  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0 && out.size() < max;
-       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+  int first;
+  std::array<std::uint8_t, 16> start{};
+  if (after) {
+    start = pair_key(after->second, after->first);
+    k = val(start);
+    first = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+    if (first == 0 && k.mv_size == 16 && std::memcmp(k.mv_data, start.data(), 16) == 0)
+      first = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
+  } else {
+    first = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+  }
+  for (int rc = first; rc == 0 && out.size() < max; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
     const auto* b = static_cast<const std::uint8_t*>(k.mv_data);
     if (get_be64(b) > now_ms) break;
     out.emplace_back(get_be64(b + 8), get_be64(b));
@@ -350,6 +360,8 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
   if (!verifier.VerifyBuffer<ProducerRecord>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt producer record");
   const auto* r = flatbuffers::GetRoot<ProducerRecord>(data);
   if (!r->sequences() || !r->offsets()) return Out{};
+  std::uint64_t newest = 0;
+  for (auto s : *r->sequences()) newest = std::max(newest, s);
   for (flatbuffers::uoffset_t i = 0; i < r->sequences()->size() && i < r->offsets()->size(); ++i) {
     if (r->sequences()->Get(i) != sequence) continue;
     const auto* b = r->offsets()->Get(i);
@@ -359,6 +371,10 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
         out.emplace_back(PartitionId(b->partitions()->Get(j)), Offset(b->offsets()->Get(j)));
     return Out(std::move(out));
   }
+  if (sequence <= newest)
+    return Error(ErrorCode::kInvalidArgument,
+                 "batch " + std::to_string(sequence) + " of this producer is older than the broker remembers (window " +
+                     std::to_string(r->sequences()->size()) + "): it may be stored already, so it is not appended again");
   return Out{};
 }
 

@@ -3,6 +3,7 @@
 #include <cassert>
 #include <condition_variable>
 #include <future>
+#include <deque>
 #include <map>
 #include <random>
 
@@ -111,14 +112,25 @@ class ProducerImpl {
         while (j < msgs.size() && j - i < options_.max_batch_messages &&
                (j == i || bytes + msgs[j].bytes <= options_.max_batch_bytes))
           bytes += msgs[j++].bytes;
-        send_batch(topic, std::vector<Queued>(std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(i)),
-                                              std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(j))));
+        offer_batch(topic, std::vector<Queued>(std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(i)),
+                                               std::make_move_iterator(msgs.begin() + static_cast<std::ptrdiff_t>(j))));
         i = j;
       }
     }
   }
 
+  // I/O thread. An idempotent producer holds batches back while max_in_flight_batches are
+  // unanswered: the broker recognises a resent batch only within its window.
+  void offer_batch(const std::string& topic, std::vector<Queued> batch) {
+    if (options_.idempotent && batches_in_flight_ >= options_.max_in_flight_batches) {
+      held_.emplace_back(topic, std::move(batch));
+      return;
+    }
+    send_batch(topic, std::move(batch));
+  }
+
   void send_batch(const std::string& topic, std::vector<Queued> batch) {
+    ++batches_in_flight_;
     auto& fbb = conn_.builder();
     fbb.Clear();
     std::vector<flatbuffers::Offset<wire::Message>> msgs;
@@ -130,7 +142,16 @@ class ProducerImpl {
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Produce, produce.Union()));
     auto shared = std::make_shared<std::vector<Queued>>(std::move(batch));
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
-                  [this, shared](Result<const wire::Frame*> r) { complete(*shared, r); }, options_.idempotent);
+                  [this, shared](Result<const wire::Frame*> r) {
+                    --batches_in_flight_;
+                    complete(*shared, r);
+                    while (!held_.empty() && batches_in_flight_ < std::max<std::size_t>(options_.max_in_flight_batches, 1)) {
+                      auto [topic, batch] = std::move(held_.front());
+                      held_.pop_front();
+                      send_batch(topic, std::move(batch));
+                    }
+                  },
+                  options_.idempotent);
   }
 
   void complete(std::vector<Queued>& batch, const Result<const wire::Frame*>& r) {
@@ -193,6 +214,8 @@ class ProducerImpl {
   const std::uint64_t producer_id_ =
       options_.idempotent ? (std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32) | 1) : 0;
   std::uint64_t sequence_ = 0;  // I/O thread: the last batch's sequence number
+  std::size_t batches_in_flight_ = 0;  // I/O thread
+  std::deque<std::pair<std::string, std::vector<Queued>>> held_;  // I/O thread: waiting for room
   Connection conn_;
   std::mutex mu_;
   std::condition_variable space_cv_;

@@ -228,8 +228,12 @@ class Producer {
     // Idempotent: each batch carries this producer's id and a sequence number, and a batch
     // whose connection dropped is sent again on the next one instead of failing; the broker
     // appends it once and answers with the original offsets. The broker remembers the last
-    // producers.idempotence_window (64) batches of each producer, across restarts.
+    // producers.idempotence_window (64) batches of each producer, across restarts; a resent
+    // batch older than that is refused (kInvalidArgument) rather than stored twice.
     bool idempotent = false;
+    // With idempotent: batches sent and not yet answered, at most. Keep it at or below the
+    // broker's producers.idempotence_window, so that every resent batch is recognised.
+    std::size_t max_in_flight_batches = 32;
   };
 
   // Starts connecting in the background; never fails (errors surface on sends).
