@@ -116,6 +116,9 @@ class Broker final : public ConnectionEvents {
   void release_produce_bytes(Connection& conn, std::size_t n);
   Connection* find_connection(std::uint64_t id);
   ConsumerGroup* find_group(std::string_view group, std::string_view topic);
+  // The group an Ack or Settle names; answers kNotSubscribed and returns null when unknown.
+  ConsumerGroup* settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
+                                const flatbuffers::String* group);
   // The group's state on the topic, loaded from storage on first use; null on a storage error.
   ConsumerGroup* load_group(const std::string& group, storage::GroupId gid, Topic& topic);
   GroupPolicy effective_policy(std::string_view group, std::string_view topic) const;

@@ -204,7 +204,7 @@ ConsumerGroup* Broker::load_group(const std::string& group_name, storage::GroupI
   if (ConsumerGroup* g = find_group(group_name, topic.meta.name)) return g;
   auto g = std::make_unique<ConsumerGroup>(group_name, gid, topic, effective_policy(group_name, topic.meta.name),
                                            next_group_serial_++);
-  if (auto st = g->load(*store_, wall_ms()); !st) {
+  if (auto st = g->load(*store_); !st) {
     spdlog::error("group '{}' on '{}': {}", group_name, topic.meta.name, st.error().describe());
     return nullptr;
   }
@@ -215,13 +215,20 @@ ConsumerGroup* Broker::load_group(const std::string& group_name, storage::GroupI
   return raw;
 }
 
+ConsumerGroup* Broker::settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
+                                      const flatbuffers::String* group) {
+  const std::string topic_name = topic ? topic->str() : "";
+  const std::string group_name = group ? group->str() : "";
+  ConsumerGroup* g = find_group(group_name, topic_name);
+  if (!g)
+    reply_error(conn, rid, Error(ErrorCode::kNotSubscribed,
+                                 "no consumer of group '" + group_name + "' on topic '" + topic_name + "'"));
+  return g;
+}
+
 void Broker::handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& req) {
-  std::string topic_name = req.topic() ? req.topic()->str() : "";
-  std::string group_name = req.group() ? req.group()->str() : "";
-  ConsumerGroup* group = find_group(group_name, topic_name);
-  if (!group)
-    return reply_error(conn, rid, Error(ErrorCode::kNotSubscribed, "no consumer of group '" + group_name +
-                                                                       "' on topic '" + topic_name + "'"));
+  ConsumerGroup* group = settling_group(conn, rid, req.topic(), req.group());
+  if (!group) return;
   SettleBatch batch;
   const std::uint64_t now = wall_ms();
   if (req.messages())
@@ -235,12 +242,8 @@ void Broker::handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& re
 }
 
 void Broker::handle_settle(Connection& conn, std::uint64_t rid, const wire::Settle& req) {
-  std::string topic_name = req.topic() ? req.topic()->str() : "";
-  std::string group_name = req.group() ? req.group()->str() : "";
-  ConsumerGroup* group = find_group(group_name, topic_name);
-  if (!group)
-    return reply_error(conn, rid, Error(ErrorCode::kNotSubscribed, "no consumer of group '" + group_name +
-                                                                       "' on topic '" + topic_name + "'"));
+  ConsumerGroup* group = settling_group(conn, rid, req.topic(), req.group());
+  if (!group) return;
   SettleBatch batch;
   const std::uint64_t now = wall_ms();
   if (req.items())

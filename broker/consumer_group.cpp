@@ -10,7 +10,7 @@ ConsumerGroup::ConsumerGroup(std::string name, storage::GroupId id, Topic& topic
                              std::uint64_t serial)
     : name_(std::move(name)), id_(id), topic_(&topic), policy_(std::move(policy)), serial_(serial) {}
 
-Status ConsumerGroup::load(const storage::Store& store, std::uint64_t now_ms) {
+Status ConsumerGroup::load(const storage::Store& store) {
   cursors_.resize(topic_->meta.partitions);
   marked_.resize(topic_->meta.partitions);
   for (std::uint32_t p = 0; p < cursors_.size(); ++p) {
@@ -26,12 +26,10 @@ Status ConsumerGroup::load(const storage::Store& store, std::uint64_t now_ms) {
     for (const auto& [offset, pending] : state->pending) {
       // A pending record wins over an ack key: it is a dead letter redriven after its ack.
       c.acked.erase(offset);
-      const std::uint64_t due = std::max<std::uint64_t>(pending.due_ms, 0);
-      c.waiting[offset] = Waiting{pending.deliveries, due, 0};
-      c.retry_due.emplace(due, offset);
+      c.waiting[offset] = Waiting{pending.deliveries, pending.due_ms, 0};
+      c.retry_due.emplace(pending.due_ms, offset);
     }
   }
-  (void)now_ms;
   return {};
 }
 

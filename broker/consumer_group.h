@@ -92,7 +92,7 @@ class ConsumerGroup {
   ConsumerGroup(std::string name, storage::GroupId id, Topic& topic, GroupPolicy policy, std::uint64_t serial);
 
   // Loads the durable cursors and pending records of every partition. kStorageError.
-  Status load(const storage::Store& store, std::uint64_t now_ms);
+  Status load(const storage::Store& store);
 
   const std::string& name() const { return name_; }
   storage::GroupId id() const { return id_; }
