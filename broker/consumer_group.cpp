@@ -26,7 +26,7 @@ Status ConsumerGroup::load(const storage::Store& store) {
     for (const auto& [offset, pending] : state->pending) {
       // A pending record wins over an ack key: it is a dead letter redriven after its ack.
       c.acked.erase(offset);
-      c.waiting[offset] = Waiting{pending.deliveries, pending.due_ms, 0};
+      c.waiting[offset] = Waiting{pending.deliveries, pending.due_ms, 0, nullptr, pending.history};
       c.retry_due.emplace(pending.due_ms, offset);
     }
   }
@@ -73,13 +73,17 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
                             bool terminate, std::uint64_t now_ms) {
   auto& cursor = cursors_[p.value()];
   auto it = cursor.in_flight.find(o);
-  const InFlight f = it->second;
+  InFlight f = std::move(it->second);
   release(p, it);
   Failure out{p, o, terminate || f.deliveries.value() >= policy_.retry.max_deliveries, {}, f.has_record};
   out.record.delivery_count = f.deliveries.value();
   out.record.first_delivery_ms = f.first_delivery_ms;
   out.record.last_delivery_ms = now_ms;
-  if (!reason.empty()) out.record.reasons.emplace_back(reason);
+  if (!reason.empty()) {
+    out.record.reasons.emplace_back(reason);
+    f.history.emplace_back(reason);
+    if (f.history.size() > kMaxFailureHistory) f.history.erase(f.history.begin());
+  }
   if (out.dead_letter) {
     // Never delivered to this group again; the dead-letter write also records the ack.
     if (o >= cursor.ack_floor) cursor.acked.insert(o);
@@ -88,7 +92,7 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
   }
   const std::uint64_t delay = delay_ms ? *delay_ms : policy_.retry.delay_ms(f.deliveries.value(), rng_);
   out.record.due_ms = now_ms + delay;
-  cursor.waiting[o] = Waiting{f.deliveries, out.record.due_ms, f.first_delivery_ms, f.holder};
+  cursor.waiting[o] = Waiting{f.deliveries, out.record.due_ms, f.first_delivery_ms, f.holder, std::move(f.history)};
   cursor.retry_due.emplace(out.record.due_ms, o);
   return out;
 }
@@ -184,7 +188,7 @@ void ConsumerGroup::reopen(PartitionId p, Offset o, std::uint64_t now_ms) {
   auto& cursor = cursors_[p.value()];
   if (cursor.in_flight.contains(o) || cursor.waiting.contains(o)) return;
   cursor.acked.erase(o);
-  cursor.waiting[o] = Waiting{DeliveryCount(0), now_ms, 0};
+  cursor.waiting[o] = Waiting{DeliveryCount(0), now_ms, 0, nullptr, {}};
   cursor.retry_due.emplace(now_ms, o);
 }
 
@@ -261,16 +265,16 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
     if (!cursor.waiting.empty() && (!fresh || cursor.waiting.begin()->first < *fresh)) {
       auto w = cursor.waiting.begin();
       if (w->second.due_ms > now_ms) return 0;  // the head waits for its retry time
-      Waiting wait = w->second;
+      Waiting wait = std::move(w->second);
       Offset o = w->first;
       cursor.retry_due.erase({wait.due_ms, o});
       cursor.waiting.erase(w);
-      return deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true, store, fbb,
-                     now_ms, nullptr) ? 1 : 0;
+      return deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
+                     std::move(wait.history), store, fbb, now_ms, nullptr) ? 1 : 0;
     }
     if (!fresh) return 0;
     DeliveryCount n(*fresh < cursor.delivered_upto ? 2 : 1);
-    return deliver(c, p, *fresh, n, 0, false, store, fbb, now_ms, nullptr) ? 1 : 0;
+    return deliver(c, p, *fresh, n, 0, false, {}, store, fbb, now_ms, nullptr) ? 1 : 0;
   }
 
   // Retries that are due go first: they are the oldest work. One whose lease ran out with
@@ -279,15 +283,16 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
   for (auto it = cursor.retry_due.begin();
        sent < room && c.conn->writable() && it != cursor.retry_due.end() && it->first <= now_ms;) {
     const Offset o = it->second;
-    Waiting wait = cursor.waiting[o];
-    if (wait.last_holder == c.conn && consumers_.size() > 1) {
+    auto w = cursor.waiting.find(o);
+    if (w->second.last_holder == c.conn && consumers_.size() > 1) {
       ++it;
       continue;
     }
+    Waiting wait = std::move(w->second);
     it = cursor.retry_due.erase(it);
-    cursor.waiting.erase(o);
-    if (deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true, store, fbb,
-                now_ms, nullptr))
+    cursor.waiting.erase(w);
+    if (deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
+                std::move(wait.history), store, fbb, now_ms, nullptr))
       ++sent;
   }
   // Fresh messages, in chunks: entries already settled (acked, waiting) are skipped without
@@ -305,7 +310,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
         // Below the delivered-up-to mark a message was delivered before a restart, and
         // that delivery's lease was lost with the broker: this is its second.
         DeliveryCount n(e.offset < cursor.delivered_upto ? 2 : 1);
-        if (deliver(c, p, e.offset, n, 0, false, store, fbb, now_ms, &e)) ++sent;
+        if (deliver(c, p, e.offset, n, 0, false, {}, store, fbb, now_ms, &e)) ++sent;
       }
       return sent < room && c.conn->writable();
     });
@@ -316,7 +321,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
 }
 
 bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms,
-                            bool has_record, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+                            bool has_record, FailureHistory history, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
                             std::uint64_t now_ms, const storage::LogEntry* entry) {
   auto send = [&](const storage::LogEntry& e) {
     const storage::StoredMessage* m = e.message;
@@ -332,7 +337,8 @@ bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount 
         fbb, fbb.CreateString(topic_->meta.name), fbb.CreateString(name_), p.value(), o.value(), m->timestamp_ms(),
         m->key() ? fbb.CreateVector(m->key()->data(), m->key()->size()) : 0,
         headers.empty() ? 0 : fbb.CreateVector(headers),
-        m->body() ? fbb.CreateVector(m->body()->data(), m->body()->size()) : 0, n.value());
+        m->body() ? fbb.CreateVector(m->body()->data(), m->body()->size()) : 0, n.value(),
+        history.empty() ? 0 : fbb.CreateVectorOfStrings(history));
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Delivery, body.Union()));
     c.conn->send(common::frame_bytes(fbb));
   };
@@ -344,7 +350,7 @@ bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount 
   }
   auto& cursor = cursors_[p.value()];
   const std::uint64_t deadline = now_ms + static_cast<std::uint64_t>(policy_.ack_wait.count());
-  cursor.in_flight[o] = InFlight{c.conn, n, first_ms ? first_ms : now_ms, deadline, has_record};
+  cursor.in_flight[o] = InFlight{c.conn, n, first_ms ? first_ms : now_ms, deadline, has_record, std::move(history)};
   cursor.leases.emplace(deadline, o);
   if (o >= cursor.delivered_upto) cursor.delivered_upto = next(o);
   ++c.in_flight;

@@ -42,12 +42,20 @@ struct Consumer {
   std::uint32_t in_flight = 0;  // deliveries it holds now
 };
 
+// A message's failure history, as delivered to consumers with each retry and kept in its
+// PendingRecord: the reasons given with nacks and terminates, oldest first, the last
+// kMaxFailureHistory of them. A consumer such as txmq-notifier records each attempt here,
+// so the broker, not the consumer, remembers what happened across consumer crashes.
+inline constexpr std::size_t kMaxFailureHistory = 64;
+using FailureHistory = std::vector<std::string>;
+
 struct InFlight {
   Connection* holder;                  // the consumer's connection
   DeliveryCount deliveries;            // including this one
   std::uint64_t first_delivery_ms;     // of the message's first delivery
   std::uint64_t lease_deadline_ms;     // a failed delivery once passed
   bool has_record;                     // a PendingRecord exists (it failed before)
+  FailureHistory history;              // reasons of the earlier failures
 };
 
 struct Waiting {
@@ -55,6 +63,7 @@ struct Waiting {
   std::uint64_t due_ms;             // not delivered again before this
   std::uint64_t first_delivery_ms;  // 0 when never delivered (a redriven dead letter)
   const Connection* last_holder = nullptr;  // whose lease ran out: others get it first
+  FailureHistory history;           // reasons of the failures so far
 };
 
 // One group's position in one partition.
@@ -148,7 +157,7 @@ class ConsumerGroup {
   std::size_t fill(Consumer& c, PartitionId p, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
                    std::uint64_t now_ms);
   bool deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms, bool has_record,
-               const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
+               FailureHistory history, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
                const storage::LogEntry* entry);
   Failure fail(PartitionId p, Offset o, std::string_view reason, std::optional<std::uint64_t> delay_ms,
                bool terminate, std::uint64_t now_ms);

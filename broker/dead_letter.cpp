@@ -38,8 +38,8 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
       if ((*old)->first_delivery_ms) record.first_delivery_ms = (*old)->first_delivery_ms;
       std::vector<std::string> reasons = std::move((*old)->reasons);
       reasons.insert(reasons.end(), record.reasons.begin(), record.reasons.end());
-      // The history is for people; the last sixteen reasons tell the story.
-      if (reasons.size() > 16) reasons.erase(reasons.begin(), reasons.end() - 16);
+      if (reasons.size() > kMaxFailureHistory)
+        reasons.erase(reasons.begin(), reasons.end() - static_cast<std::ptrdiff_t>(kMaxFailureHistory));
       record.reasons = std::move(reasons);
     }
   }

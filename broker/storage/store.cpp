@@ -175,7 +175,7 @@ Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId
     auto rec = parse_pending(v);
     if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
     state.pending[PendingKey::offset(static_cast<const std::uint8_t*>(k.mv_data))] =
-        PendingState{DeliveryCount(rec->delivery_count), rec->due_ms};
+        PendingState{DeliveryCount(rec->delivery_count), rec->due_ms, std::move(rec->reasons)};
   }
   return state;
 }

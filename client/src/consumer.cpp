@@ -57,6 +57,13 @@ class ConsumerImpl {
     });
   }
 
+  void resume() {
+    conn_.post([this] {
+      window_ = options_.window;
+      send_subscribe();
+    });
+  }
+
  private:
   // I/O thread: after every (re)connect.
   void subscribe() { send_subscribe(); }
@@ -103,6 +110,8 @@ class ConsumerImpl {
     out.body = bytes(d->body());
     if (d->headers())
       for (const auto* h : *d->headers()) out.headers.push_back(Header{str(h->name()), bytes(h->value())});
+    if (d->history())
+      for (const auto* s : *d->history()) out.history.push_back(s->str());
     handler_(out);
   }
 
@@ -176,5 +185,6 @@ void Consumer::terminate(const Delivery& d, std::string reason) {
 }
 Status Consumer::flush_acks(Millis timeout) { return impl_->flush_acks(timeout); }
 void Consumer::pause() { impl_->pause(); }
+void Consumer::resume() { impl_->resume(); }
 
 }  // namespace txmq::client

@@ -82,6 +82,10 @@ struct Delivery {
   std::string key;
   std::vector<Header> headers;
   std::string body;
+  // The reasons given with this message's earlier nacks and terminates in this group, and
+  // "lease expired" for deliveries nobody settled in time; oldest first, the last 64. Kept
+  // by the broker, so a consumer that crashed and restarted still sees them.
+  std::vector<std::string> history;
 };
 
 struct PartitionInfo {
@@ -346,6 +350,8 @@ class Consumer {
   // a consumer that will take no more. Non-blocking, callable from the handler: verdicts
   // given after it reach the broker after it, so acking then frees no room for more.
   void pause();
+  // Undoes pause(): deliveries resume up to the configured window. Non-blocking.
+  void resume();
 
   // Waits until every verdict given before the call was confirmed durable by the broker.
   // Returns the first error seen, kTimeout, or ok.
