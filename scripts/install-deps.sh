@@ -8,8 +8,8 @@ packages=(
   libuv1-dev liblmdb-dev lmdb-utils
   libflatbuffers-dev flatbuffers-compiler
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
-  libcurl4-openssl-dev libsqlite3-dev
-  prometheus python3
+  libcurl4-openssl-dev libssl-dev libsqlite3-dev libcpp-httplib-dev
+  prometheus python3 wrk
 )
 
 missing=()

@@ -1,0 +1,156 @@
+#include "notifier/config.h"
+
+#include <set>
+#include <toml.hpp>
+
+#include "common/address.h"
+
+namespace txmq::notifier {
+namespace {
+
+// Throws with the key's name in front, so every message says which key was wrong.
+[[noreturn]] void fail(const std::string& where, const std::string& what) {
+  throw std::runtime_error(where + ": " + what);
+}
+
+void reject_unknown(const toml::value& table, const std::string& where, const std::set<std::string>& known) {
+  for (const auto& [key, value] : table.as_table())
+    if (!known.contains(key)) fail(where + "." + key, "unknown key");
+}
+
+std::uint64_t non_negative(const toml::value& v, const std::string& where) {
+  if (!v.is_integer()) fail(where, "must be an integer");
+  if (v.as_integer() < 0) fail(where, "must not be negative");
+  return static_cast<std::uint64_t>(v.as_integer());
+}
+
+std::string string_of(const toml::value& v, const std::string& where) {
+  if (!v.is_string()) fail(where, "must be a string");
+  return v.as_string();
+}
+
+SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
+  const std::string at = "subscription[" + std::to_string(index) + "]";
+  if (!t.is_table()) fail(at, "must be a table ([[subscription]])");
+  reject_unknown(t, at,
+                 {"name", "topic", "group", "url", "url_header", "allowed_urls", "max_attempts", "schedule_ms",
+                  "jitter", "max_retry_after_ms", "request_timeout_ms", "concurrency", "secret", "success_body",
+                  "content_type", "gave_up_topic", "max_response_bytes", "breaker_failures",
+                  "breaker_cooldown_ms"});
+  SubscriptionConfig s;
+  auto str = [&](const char* key, std::string& out) {
+    if (t.contains(key)) out = string_of(t.at(key), at + "." + key);
+  };
+  auto ms = [&](const char* key, Millis& out) {
+    if (t.contains(key)) out = Millis(non_negative(t.at(key), at + "." + key));
+  };
+  auto u32 = [&](const char* key, std::uint32_t& out) {
+    if (!t.contains(key)) return;
+    const auto n = non_negative(t.at(key), at + "." + key);
+    if (n > UINT32_MAX) fail(at + "." + key, "too large");
+    out = static_cast<std::uint32_t>(n);
+  };
+  str("name", s.name);
+  str("topic", s.topic);
+  str("group", s.group);
+  str("url", s.url);
+  str("url_header", s.url_header);
+  str("secret", s.secret);
+  str("success_body", s.success_body);
+  str("content_type", s.content_type);
+  str("gave_up_topic", s.gave_up_topic);
+  u32("max_attempts", s.max_attempts);
+  u32("concurrency", s.concurrency);
+  u32("breaker_failures", s.breaker_failures);
+  ms("max_retry_after_ms", s.max_retry_after);
+  ms("request_timeout_ms", s.request_timeout);
+  ms("breaker_cooldown_ms", s.breaker_cooldown);
+  if (t.contains("max_response_bytes"))
+    s.max_response_bytes = non_negative(t.at("max_response_bytes"), at + ".max_response_bytes");
+  if (t.contains("jitter")) {
+    const auto& v = t.at("jitter");
+    if (!v.is_floating() && !v.is_integer()) fail(at + ".jitter", "must be a number");
+    s.jitter = v.is_floating() ? v.as_floating() : static_cast<double>(v.as_integer());
+  }
+  if (t.contains("schedule_ms")) {
+    const auto& v = t.at("schedule_ms");
+    if (!v.is_array()) fail(at + ".schedule_ms", "must be an array of milliseconds");
+    s.schedule.clear();
+    for (const auto& d : v.as_array()) s.schedule.emplace_back(non_negative(d, at + ".schedule_ms"));
+  }
+  if (t.contains("allowed_urls")) {
+    const auto& v = t.at("allowed_urls");
+    if (!v.is_array()) fail(at + ".allowed_urls", "must be an array of URL prefixes");
+    for (const auto& u : v.as_array()) s.allowed_urls.push_back(string_of(u, at + ".allowed_urls"));
+  }
+  return s;
+}
+
+bool http_url(const std::string& url) { return url.starts_with("http://") || url.starts_with("https://"); }
+
+}  // namespace
+
+Result<NotifierConfig> load_config_file(const std::string& path) {
+  NotifierConfig c;
+  try {
+    const auto root = toml::parse(path);
+    reject_unknown(root, "config", {"notifier", "subscription"});
+    if (root.contains("notifier")) {
+      const auto& t = root.at("notifier");
+      reject_unknown(t, "notifier", {"broker", "metrics_listen", "log_level"});
+      if (t.contains("broker")) c.broker = string_of(t.at("broker"), "notifier.broker");
+      if (t.contains("metrics_listen")) c.metrics_listen = string_of(t.at("metrics_listen"), "notifier.metrics_listen");
+      if (t.contains("log_level")) c.log_level = string_of(t.at("log_level"), "notifier.log_level");
+    }
+    if (root.contains("subscription")) {
+      const auto& subs = root.at("subscription");
+      if (!subs.is_array()) fail("subscription", "must be an array of tables ([[subscription]])");
+      for (std::size_t i = 0; i < subs.as_array().size(); ++i)
+        c.subscriptions.push_back(read_subscription(subs.as_array()[i], i));
+    }
+  } catch (const std::exception& e) {
+    return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
+  }
+  return c;
+}
+
+Status validate(NotifierConfig& c) {
+  auto bad = [](std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); };
+  if (auto a = common::parse_host_port(c.broker); !a) return bad("notifier.broker: " + a.error().message);
+  if (!c.metrics_listen.empty())
+    if (auto a = common::parse_host_port(c.metrics_listen); !a)
+      return bad("notifier.metrics_listen: " + a.error().message);
+  if (c.subscriptions.empty()) return bad("no [[subscription]]: nothing to deliver");
+  std::set<std::string> names, groups;
+  for (std::size_t i = 0; i < c.subscriptions.size(); ++i) {
+    auto& s = c.subscriptions[i];
+    if (s.name.empty()) s.name = s.group;
+    const std::string at = "subscription '" + (s.name.empty() ? std::to_string(i) : s.name) + "'";
+    if (s.topic.empty()) return bad(at + ": topic is required");
+    if (s.group.empty()) return bad(at + ": group is required");
+    if (!names.insert(s.name).second) return bad(at + ": a second subscription has this name");
+    // Two subscriptions in one group would share its messages, each seeing half.
+    if (!groups.insert(s.group + "\n" + s.topic).second)
+      return bad(at + ": another subscription consumes topic '" + s.topic + "' as group '" + s.group + "'");
+    if (s.url.empty() == s.url_header.empty()) return bad(at + ": set exactly one of url and url_header");
+    if (!s.url.empty() && !http_url(s.url)) return bad(at + ": url must start with http:// or https://");
+    if (!s.url_header.empty() && s.allowed_urls.empty())
+      return bad(at + ": url_header needs allowed_urls, the URL prefixes a message may name");
+    for (const auto& prefix : s.allowed_urls)
+      if (!http_url(prefix)) return bad(at + ": allowed_urls entries must start with http:// or https://");
+    // The give-up history rides in the broker's failure history, which keeps 64 entries.
+    if (s.max_attempts < 1 || s.max_attempts > 50) return bad(at + ": max_attempts must be between 1 and 50");
+    if (s.schedule.empty()) return bad(at + ": schedule_ms must hold at least one delay");
+    if (s.jitter < 0 || s.jitter >= 1) return bad(at + ": jitter must be in [0, 1)");
+    if (s.request_timeout.count() < 1) return bad(at + ": request_timeout_ms must be positive");
+    if (s.concurrency < 1 || s.concurrency > 1000) return bad(at + ": concurrency must be between 1 and 1000");
+    if (s.breaker_failures < 1) return bad(at + ": breaker_failures must be at least 1");
+    if (s.breaker_cooldown.count() < 1) return bad(at + ": breaker_cooldown_ms must be positive");
+    if (!s.secret.empty() && !s.secret.starts_with("whsec_"))
+      return bad(at + ": secret must look like whsec_<base64>");
+    if (s.gave_up_topic.empty()) s.gave_up_topic = s.group + ".gave-up";
+  }
+  return {};
+}
+
+}  // namespace txmq::notifier

@@ -1,0 +1,36 @@
+// The give-up record: what the notifier produces to a subscription's gave_up_topic (by
+// default "<group>.gave-up") when it stops trying a message, for an operator or the
+// receiver's reconciliation job. A JSON object:
+//   webhook_id, subscription, topic, group, partition, offset, endpoint,
+//   reason ("max_attempts", "gone": the receiver answered 410, "url_not_allowed"),
+//   gave_up_at_ms, attempts: [{attempt, at_ms, duration_ms, outcome, status, error}],
+//   history: [other broker-recorded events, e.g. "lease expired"],
+//   message: {key, headers: {name: value}, body (when UTF-8), body_base64}
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "notifier/attempt_log.h"
+#include "txmq/client.h"
+
+namespace txmq::notifier {
+
+struct GiveUp {
+  std::string webhook_id;
+  std::string subscription;
+  std::string endpoint;
+  std::string reason;
+  std::uint64_t at_ms = 0;
+  std::vector<AttemptRecord> attempts;  // every attempt, oldest first
+  std::vector<std::string> other_history;
+};
+
+std::string give_up_json(const GiveUp& g, const client::Delivery& d);
+
+// A JSON string literal for arbitrary bytes: escapes, and replaces bytes that are not
+// UTF-8 with U+FFFD so that the output is always valid JSON.
+std::string json_string(std::string_view s);
+bool valid_utf8(std::string_view s);
+
+}  // namespace txmq::notifier

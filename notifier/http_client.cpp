@@ -1,0 +1,258 @@
+#include "notifier/http_client.h"
+
+#include <cctype>
+#include <memory>
+#include <stdexcept>
+
+#include "common/version.h"
+
+namespace txmq::notifier {
+
+struct HttpClient::Transfer {
+  HttpClient* owner;
+  CURL* easy;
+  curl_slist* headers = nullptr;
+  HttpRequest request;
+  HttpResponse response;
+  Done done;
+  char error[CURL_ERROR_SIZE] = {};
+};
+
+struct HttpClient::Socket {
+  HttpClient* owner;
+  curl_socket_t fd;
+  uv_poll_t poll;
+};
+
+// Idle easy handles kept for reuse, at most; more are freed.
+constexpr std::size_t kMaxIdleHandles = 1024;
+
+HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), multi_(curl_multi_init()) {
+  if (!multi_) throw std::runtime_error("curl_multi_init failed");
+  uv_timer_init(loop_, &timer_);
+  timer_.data = this;
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer_change);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  // Idle connections kept for reuse. The default (four per handle added) closes keep-alive
+  // connections after a burst only to reopen them a moment later.
+  curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, 4096L);
+}
+
+HttpClient::~HttpClient() {
+  if (multi_) std::abort();  // close() must have run: libuv still points into this object
+}
+
+void HttpClient::post(HttpRequest request, Done done) {
+  CURL* easy;
+  if (!idle_easy_.empty()) {
+    easy = idle_easy_.back();
+    idle_easy_.pop_back();
+    curl_easy_reset(easy);
+  } else {
+    easy = curl_easy_init();
+  }
+  auto t = std::make_unique<Transfer>();
+  t->owner = this;
+  t->easy = easy;
+  t->request = std::move(request);
+  t->done = std::move(done);
+  for (const auto& h : t->request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
+  // No "Expect: 100-continue" round trip before bodies over 1 KiB.
+  t->headers = curl_slist_append(t->headers, "Expect:");
+  static const std::string agent = "txmq-notifier/" + std::string(kVersion);
+
+  curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_POST, 1L);
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request.body.size()));
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, agent.c_str());
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(t->request.timeout.count()));
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
+  curl_easy_setopt(easy, CURLOPT_PRIVATE, t.get());
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &HttpClient::on_body);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, t.get());
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &HttpClient::on_header);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, t.get());
+
+  Transfer* raw = t.release();
+  transfers_.insert(raw);
+  if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {
+    raw->response.error = curl_multi_strerror(rc);
+    failed_.push_back(raw);
+    uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
+  }
+}
+
+std::size_t HttpClient::on_body(char* data, std::size_t size, std::size_t n, void* transfer) {
+  auto* t = static_cast<Transfer*>(transfer);
+  const std::size_t len = size * n;
+  // Past the cap the rest is read and dropped, so that the connection stays reusable.
+  const std::size_t cap = t->request.max_response_bytes;
+  if (t->response.body.size() < cap) t->response.body.append(data, std::min(len, cap - t->response.body.size()));
+  return len;
+}
+
+std::size_t HttpClient::on_header(char* data, std::size_t size, std::size_t n, void* transfer) {
+  auto* t = static_cast<Transfer*>(transfer);
+  const std::size_t len = size * n;
+  constexpr std::string_view kName = "retry-after:";
+  std::string_view line(data, len);
+  if (line.size() <= kName.size()) return len;
+  for (std::size_t i = 0; i < kName.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(line[i])) != kName[i]) return len;
+  line.remove_prefix(kName.size());
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.front()))) line.remove_prefix(1);
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.remove_suffix(1);
+  t->response.retry_after = std::string(line);
+  return len;
+}
+
+int HttpClient::on_socket(CURL*, curl_socket_t fd, int what, void* self, void* socket) {
+  auto* client = static_cast<HttpClient*>(self);
+  auto* s = static_cast<Socket*>(socket);
+  if (what == CURL_POLL_REMOVE) {
+    if (s) {
+      // Stop now, while curl still has the descriptor open; free once libuv lets go.
+      uv_poll_stop(&s->poll);
+      curl_multi_assign(client->multi_, fd, nullptr);
+      client->sockets_.erase(s);
+      ++client->open_handles_;
+      uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
+        auto* closed = static_cast<Socket*>(h->data);
+        HttpClient* owner = closed->owner;
+        delete closed;
+        owner->release_handle();
+      });
+    }
+    return 0;
+  }
+  if (!s) {
+    s = new Socket{client, fd, {}};
+    uv_poll_init_socket(client->loop_, &s->poll, fd);
+    s->poll.data = s;
+    curl_multi_assign(client->multi_, fd, s);
+    client->sockets_.insert(s);
+  }
+  int events = 0;
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  uv_poll_start(&s->poll, events, &HttpClient::on_poll);
+  return 0;
+}
+
+int HttpClient::on_timer_change(CURLM*, long timeout_ms, void* self) {
+  auto* client = static_cast<HttpClient*>(self);
+  // curl must not be re-entered from this callback: a timeout of 0 runs on the next turn.
+  if (timeout_ms < 0) uv_timer_stop(&client->timer_);
+  else uv_timer_start(&client->timer_, &HttpClient::on_timer, static_cast<std::uint64_t>(timeout_ms), 0);
+  return 0;
+}
+
+void HttpClient::on_poll(uv_poll_t* poll, int status, int events) {
+  auto* s = static_cast<Socket*>(poll->data);
+  HttpClient* client = s->owner;
+  int flags = 0;
+  if (status < 0) flags = CURL_CSELECT_ERR;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  int running = 0;
+  curl_multi_socket_action(client->multi_, s->fd, flags, &running);
+  client->finish_done_transfers();
+}
+
+void HttpClient::on_timer(uv_timer_t* timer) {
+  auto* client = static_cast<HttpClient*>(timer->data);
+  int running = 0;
+  curl_multi_socket_action(client->multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+  client->finish_done_transfers();
+}
+
+void HttpClient::finish_done_transfers() {
+  std::vector<Transfer*> done;
+  done.swap(failed_);
+  int left = 0;
+  while (CURLMsg* m = curl_multi_info_read(multi_, &left)) {
+    if (m->msg != CURLMSG_DONE) continue;
+    Transfer* t = nullptr;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &t);
+    const CURLcode result = m->data.result;
+    curl_multi_remove_handle(multi_, t->easy);
+    double seconds = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &seconds);
+    t->response.seconds = seconds;
+    if (result == CURLE_OK) {
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->response.status);
+    } else {
+      t->response.timed_out = result == CURLE_OPERATION_TIMEDOUT;
+      t->response.error = t->error[0] ? t->error : curl_easy_strerror(result);
+    }
+    done.push_back(t);
+  }
+  // Callbacks last: they may post again, which may make curl call back into this object.
+  for (Transfer* t : done) {
+    transfers_.erase(t);
+    curl_slist_free_all(t->headers);
+    if (idle_easy_.size() < kMaxIdleHandles) idle_easy_.push_back(t->easy);
+    else curl_easy_cleanup(t->easy);
+    std::unique_ptr<Transfer> owned(t);
+    Done callback = std::move(owned->done);
+    HttpResponse response = std::move(owned->response);
+    owned.reset();
+    callback(std::move(response));
+  }
+}
+
+void HttpClient::close(std::function<void()> on_closed) {
+  on_closed_ = std::move(on_closed);
+  std::vector<Transfer*> aborted(transfers_.begin(), transfers_.end());
+  transfers_.clear();
+  failed_.clear();
+  for (Transfer* t : aborted) curl_multi_remove_handle(multi_, t->easy);
+  // Stop polling while curl's descriptors are still open; curl closes them in cleanup and
+  // must not call back into this object while doing it.
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, nullptr);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, nullptr);
+  for (Socket* s : sockets_) {
+    uv_poll_stop(&s->poll);
+    ++open_handles_;
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
+      auto* closed = static_cast<Socket*>(h->data);
+      HttpClient* owner = closed->owner;
+      delete closed;
+      owner->release_handle();
+    });
+  }
+  sockets_.clear();
+  curl_multi_cleanup(multi_);
+  multi_ = nullptr;
+  for (CURL* e : idle_easy_) curl_easy_cleanup(e);
+  idle_easy_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
+    static_cast<HttpClient*>(h->data)->release_handle();
+  });
+  for (Transfer* t : aborted) {
+    curl_slist_free_all(t->headers);
+    curl_easy_cleanup(t->easy);
+    std::unique_ptr<Transfer> owned(t);
+    HttpResponse response = std::move(owned->response);
+    response.error = "aborted";
+    Done callback = std::move(owned->done);
+    owned.reset();
+    callback(std::move(response));
+  }
+}
+
+void HttpClient::release_handle() {
+  if (--open_handles_ == 0 && on_closed_) {
+    auto cb = std::move(on_closed_);
+    cb();
+  }
+}
+
+}  // namespace txmq::notifier

@@ -1,0 +1,79 @@
+// HTTP POSTs on the notifier's libuv loop: libcurl's multi interface, driven by libuv poll
+// handles (one per socket curl opens) and one timer. No thread per request; the multi
+// handle keeps idle connections open and reuses them (keep-alive).
+#pragma once
+
+#include <curl/curl.h>
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace txmq::notifier {
+
+struct HttpRequest {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  std::string body;
+  std::chrono::milliseconds timeout{15'000};  // the whole request, connect included
+  std::size_t max_response_bytes = 64 * 1024;  // the rest of a longer body is discarded
+};
+
+struct HttpResponse {
+  long status = 0;          // 0 when no response arrived
+  bool timed_out = false;
+  std::string error;        // curl's message when no response arrived
+  std::string body;         // up to max_response_bytes
+  std::string retry_after;  // the Retry-After header's value, if any
+  double seconds = 0;       // from start to the end of the response (or the error)
+};
+
+// Lifecycle: construct and use on the loop's thread; close() and destroy only after its
+// callback ran (the handles are the loop's until then). Redirects are never followed: a
+// 3xx is an answer like any other (a receiver that moved must be reconfigured, not guessed).
+class HttpClient {
+ public:
+  using Done = std::function<void(HttpResponse)>;
+
+  explicit HttpClient(uv_loop_t* loop);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Starts a POST; `done` runs on the loop thread exactly once, later (never inside post).
+  void post(HttpRequest request, Done done);
+  std::size_t in_flight() const { return transfers_.size(); }
+
+  // Aborts requests in flight (their callbacks run with error "aborted"), releases every
+  // handle and then calls on_closed on the loop thread.
+  void close(std::function<void()> on_closed);
+
+ private:
+  struct Transfer;
+  struct Socket;
+
+  static int on_socket(CURL* easy, curl_socket_t fd, int what, void* self, void* socket);
+  static int on_timer_change(CURLM* multi, long timeout_ms, void* self);
+  static void on_poll(uv_poll_t* poll, int status, int events);
+  static void on_timer(uv_timer_t* timer);
+  static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* transfer);
+  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* transfer);
+  void finish_done_transfers();
+  void release_handle();
+
+  uv_loop_t* loop_;
+  CURLM* multi_;
+  uv_timer_t timer_;
+  std::set<Transfer*> transfers_;  // in flight
+  std::vector<Transfer*> failed_;  // refused by curl; answered from the timer
+  std::set<Socket*> sockets_;      // polled for curl
+  std::vector<CURL*> idle_easy_;   // reused: keeps curl's per-handle caches warm
+  int open_handles_ = 1;           // the timer, plus sockets being closed
+  std::function<void()> on_closed_;
+};
+
+}  // namespace txmq::notifier

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""txmq-notifier against the real broker and a real HTTP receiver on 127.0.0.1.
+
+Each test starts a broker (port 0, temporary data directory), a receiver whose answers it
+scripts, and the notifier with a shortened schedule, then checks what the receiver saw and
+what the notifier recorded. Signatures are checked with Python's own hmac, independently
+of the notifier's OpenSSL code. Every wait has a deadline.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.environ.get("TXMQ_SOURCE_DIR", "."), "tests", "support"))
+from txmq_harness import Broker, Notifier, Receiver, txmq, wait_until  # noqa: E402
+
+KEY = os.urandom(24)
+SECRET = "whsec_" + base64.b64encode(KEY).decode()
+
+
+def subscription(name, topic, url, **extra):
+    """One [[subscription]] table; extra keys override the test defaults."""
+    values = {
+        "name": name, "topic": topic, "group": "notify-" + name, "url": url,
+        "max_attempts": 5, "schedule_ms": [200], "jitter": 0.0, "request_timeout_ms": 5000,
+        "concurrency": 4, "secret": SECRET, "breaker_failures": 100, "breaker_cooldown_ms": 1000,
+    }
+    values.update(extra)
+    if "url_header" in extra:
+        del values["url"]
+    lines = ["[[subscription]]"]
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def config(broker, *subs):
+    return (f'[notifier]\nbroker = "{broker.address}"\nmetrics_listen = "127.0.0.1:0"\n'
+            f'log_level = "debug"\n\n' + "\n".join(subs))
+
+
+def verify_signature(req):
+    """Standard Webhooks verification, written from the spec, not from our code."""
+    msg_id = req.headers["webhook-id"]
+    ts = req.headers["webhook-timestamp"]
+    signed = f"{msg_id}.{ts}.".encode() + req.body
+    expected = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
+    given = [s.split(",", 1)[1] for s in req.headers["webhook-signature"].split(" ") if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected, g) for g in given)
+
+
+class NotifierTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="txmq-notifier-")
+        self.broker = Broker(self.tmp)
+        self.receiver = None
+        self.notifier = None
+
+    def tearDown(self):
+        if self.receiver:
+            self.receiver.release()
+        if self.notifier and self.notifier.proc.poll() is None:
+            self.notifier.stop(signal.SIGKILL)
+        if self.receiver:
+            self.receiver.close()
+        self.assertEqual(self.broker.stop(), 0, "broker did not exit cleanly")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def topic(self, name):
+        r = txmq(self.broker, "topic", "create", name)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def produce(self, topic, bodies, headers=()):
+        args = ["produce", topic]
+        for h in headers:
+            args += ["--header", h]
+        r = txmq(self.broker, *args, stdin="".join(b + "\n" for b in bodies))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def start(self, respond, *subs):
+        self.receiver = Receiver(respond)
+        subs = [s.replace("RECEIVER", self.receiver.url) for s in subs]
+        self.notifier = Notifier(self.tmp, config(self.broker, *subs)).start()
+
+    def gave_up(self, group, count=1, timeout=30):
+        """The give-up records of a subscription's group, as parsed JSON."""
+        r = txmq(self.broker, "consume", group + ".gave-up", "--group", "test-reader", "--max", str(count),
+                 "--timeout-ms", str(timeout * 1000), timeout=timeout + 30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        records = [json.loads(line) for line in r.stdout.splitlines() if line]
+        self.assertEqual(len(records), count, f"give-up records: {r.stdout}")
+        return records
+
+    def lag(self, group):
+        r = txmq(self.broker, "group", "describe", group)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for part in r.stdout.split():
+            if part.startswith("lag="):
+                return int(part[4:])
+        raise AssertionError("no lag in: " + r.stdout)
+
+    # -- tests ---------------------------------------------------------------------------
+
+    def test_delivers_each_message_once_signed_with_its_headers(self):
+        self.topic("orders")
+        self.start(lambda path, req, n: (204, {}, b""), subscription("s", "orders", "RECEIVER/hook"))
+        self.produce("orders", ['{"order":1}', '{"order":2}', '{"order":3}'],
+                     headers=["content-type=application/json"])
+        wait_until(lambda: len(self.receiver.on("/hook")) == 3, 20, "three callbacks")
+        wait_until(lambda: self.lag("notify-s") == 0, 20, "all three acknowledged")
+        reqs = self.receiver.on("/hook")
+        self.assertEqual([r.body for r in reqs], [b'{"order":1}', b'{"order":2}', b'{"order":3}'])
+        self.assertEqual(len({r.headers["webhook-id"] for r in reqs}), 3)
+        for r in reqs:
+            self.assertTrue(verify_signature(r), f"signature of {r.headers['webhook-id']} does not verify")
+            self.assertEqual(r.headers["content-type"], "application/json")
+            self.assertEqual(r.headers["txmq-topic"], "orders")
+            self.assertEqual(r.headers["txmq-attempt"], "1")
+            self.assertLess(abs(int(r.headers["webhook-timestamp"]) - time.time()), 60)
+        text = self.notifier.scrape()
+        self.assertIn('txmq_notifier_attempts_total{subscription="s",endpoint="' + self.receiver.url +
+                      '",outcome="success"} 3', text)
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(self.notifier.stop(), 0, "notifier did not exit cleanly on SIGTERM")
+
+    def test_fails_k_times_then_succeeds_with_k_plus_one_attempts_on_schedule(self):
+        self.topic("t")
+        k = 3
+        self.start(lambda path, req, n: (503, {}, b"down") if n <= k else (200, {}, b"ok"),
+                   subscription("s", "t", "RECEIVER/k", schedule_ms=[300, 600, 900]))
+        self.produce("t", ["m"])
+        wait_until(lambda: self.lag("notify-s") == 0, 30, "the message acknowledged")
+        reqs = self.receiver.on("/k")
+        self.assertEqual(len(reqs), k + 1)
+        self.assertEqual([r.headers["txmq-attempt"] for r in reqs], ["1", "2", "3", "4"])
+        self.assertEqual(len({r.headers["webhook-id"] for r in reqs}), 1, "webhook-id changed between attempts")
+        gaps = [b.at - a.at for a, b in zip(reqs, reqs[1:])]
+        for gap, planned in zip(gaps, [0.3, 0.6, 0.9]):
+            self.assertGreaterEqual(gap, planned - 0.02, f"gaps {gaps}")
+            self.assertLess(gap, planned + 2.0, f"gaps {gaps}")
+
+    def test_always_failing_receiver_gets_n_attempts_then_the_give_up_record_holds_them(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (500, {}, b"boom"), subscription("s", "t", "RECEIVER/fail", max_attempts=4))
+        self.produce("t", ["payload"], headers=["order-id=42"])
+        record = self.gave_up("notify-s")[0]
+        self.assertEqual(len(self.receiver.on("/fail")), 4)
+        self.assertEqual(record["reason"], "max_attempts")
+        self.assertEqual(record["endpoint"], self.receiver.url + "/fail")
+        self.assertEqual([a["attempt"] for a in record["attempts"]], [1, 2, 3, 4])
+        self.assertTrue(all(a["status"] == 500 and a["outcome"] == "server_error" for a in record["attempts"]))
+        self.assertEqual(record["message"]["body"], "payload")
+        self.assertEqual(record["message"]["headers"]["order-id"], "42")
+        self.assertEqual(record["webhook_id"], self.receiver.on("/fail")[0].headers["webhook-id"])
+        wait_until(lambda: self.lag("notify-s") == 0, 20, "the original acknowledged after the record")
+        self.assertEqual(len(self.receiver.on("/fail")), 4, "attempted again after giving up")
+
+    def test_retry_after_stretches_the_delay(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (429, {"Retry-After": "2"}, b"") if n == 1 else (200, {}, b""),
+                   subscription("s", "t", "RECEIVER/ra", schedule_ms=[100]))
+        self.produce("t", ["m"])
+        wait_until(lambda: len(self.receiver.on("/ra")) == 2, 30, "the second attempt")
+        a, b = self.receiver.on("/ra")
+        self.assertGreaterEqual(b.at - a.at, 1.95, "Retry-After: 2 not honoured")
+
+    def test_gone_gives_up_at_once(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (410, {}, b""), subscription("s", "t", "RECEIVER/gone", max_attempts=8))
+        self.produce("t", ["m"])
+        record = self.gave_up("notify-s")[0]
+        self.assertEqual(record["reason"], "gone")
+        self.assertEqual(len(record["attempts"]), 1)
+        self.assertEqual(len(self.receiver.on("/gone")), 1)
+
+    def test_success_body_rule(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (200, {}, b"fail") if n == 1 else (200, {}, b"success\n"),
+                   subscription("s", "t", "RECEIVER/gw", success_body="success"))
+        self.produce("t", ["m"])
+        wait_until(lambda: self.lag("notify-s") == 0, 30, "acknowledged after the body said success")
+        self.assertEqual(len(self.receiver.on("/gw")), 2)
+
+    def test_sigkill_mid_way_and_restart_keeps_counting(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (500, {}, b""), subscription("s", "t", "RECEIVER/kill", max_attempts=5,
+                                                                      schedule_ms=[400]))
+        self.produce("t", ["m"])
+        wait_until(lambda: len(self.receiver.on("/kill")) >= 2, 30, "two attempts")
+        self.notifier.stop(signal.SIGKILL)
+        seen = len(self.receiver.on("/kill"))
+        self.notifier = Notifier(self.tmp, self.notifier.config_text(), name="notifier-2").start()
+        record = self.gave_up("notify-s")[0]
+        reqs = self.receiver.on("/kill")
+        self.assertGreaterEqual(seen, 2)
+        self.assertEqual(len(reqs), 5, "attempt counting restarted after the crash")
+        self.assertEqual([r.headers["txmq-attempt"] for r in reqs], ["1", "2", "3", "4", "5"])
+        self.assertEqual(record["reason"], "max_attempts")
+
+    def test_hanging_receiver_does_not_hold_up_another_endpoint(self):
+        self.topic("slow")
+        self.topic("fast")
+
+        def respond(path, req, n):
+            if path == "/hang":
+                self.receiver.released.wait(30)
+            return 204, {}, b""
+        self.start(respond,
+                   subscription("slow", "slow", "RECEIVER/hang", request_timeout_ms=20000),
+                   subscription("fast", "fast", "RECEIVER/fast"))
+        self.produce("slow", [f"s{i}" for i in range(10)])
+        wait_until(lambda: len(self.receiver.on("/hang")) >= 4, 20, "the slow endpoint's slots full")
+        started = time.monotonic()
+        self.produce("fast", [f"f{i}" for i in range(20)])
+        wait_until(lambda: len(self.receiver.on("/fast")) == 20, 10, "the fast endpoint's callbacks")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(len(self.receiver.on("/hang")), 4, "the slow endpoint's concurrency limit")
+        self.receiver.release()
+
+    def test_circuit_breaker_pauses_without_spending_attempts(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (503, {}, b"") if n <= 3 else (200, {}, b""),
+                   subscription("s", "t", "RECEIVER/cb", schedule_ms=[50], breaker_failures=3,
+                                breaker_cooldown_ms=1500, max_attempts=10))
+        self.produce("t", ["m"])
+        wait_until(lambda: len(self.receiver.on("/cb")) == 3, 20, "three failures")
+        wait_until(lambda: 'txmq_notifier_breaker_state{subscription="s",endpoint="' + self.receiver.url + '"} 1'
+                   in self.notifier.scrape(), 10, "the breaker open")
+        wait_until(lambda: self.lag("notify-s") == 0, 30, "delivered through the probe")
+        reqs = self.receiver.on("/cb")
+        self.assertEqual(len(reqs), 4)
+        self.assertGreaterEqual(reqs[3].at - reqs[2].at, 1.4, "a request went out while the circuit was open")
+        self.assertEqual(reqs[3].headers["txmq-attempt"], "4", "deferrals counted as attempts")
+        self.assertIn('txmq_notifier_breaker_state{subscription="s",endpoint="' + self.receiver.url + '"} 0',
+                      self.notifier.scrape())
+
+    def test_url_from_header_only_when_allowed(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (204, {}, b""),
+                   subscription("s", "t", "", url_header="callback-url", allowed_urls=["RECEIVER/ok/"]))
+        self.produce("t", ["good"], headers=[f"callback-url={self.receiver.url}/ok/1"])
+        self.produce("t", ["bad"], headers=[f"callback-url={self.receiver.url}/elsewhere"])
+        wait_until(lambda: len(self.receiver.on("/ok/1")) == 1, 20, "the allowed callback")
+        record = self.gave_up("notify-s")[0]
+        self.assertEqual(record["reason"], "url_not_allowed")
+        self.assertEqual(record["message"]["body"], "bad")
+        self.assertEqual(self.receiver.on("/elsewhere"), [])
+
+    def test_sigterm_finishes_requests_in_flight_and_exits_zero(self):
+        self.topic("t")
+        gate = threading.Event()
+
+        def respond(path, req, n):
+            gate.wait(10)
+            return 204, {}, b""
+        self.start(respond, subscription("s", "t", "RECEIVER/term", concurrency=2))
+        self.produce("t", [f"m{i}" for i in range(6)])
+        wait_until(lambda: len(self.receiver.on("/term")) == 2, 20, "two requests in flight")
+        self.notifier.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in self.notifier.log_text(), 10, "the notifier to begin stopping")
+        gate.set()  # only now do the two requests in flight get their answers
+        self.assertEqual(self.notifier.stop(timeout=30), 0)
+        # Restarted, it delivers the rest; the two finished before the exit are not repeated.
+        self.notifier = Notifier(self.tmp, self.notifier.config_text(), name="notifier-2").start()
+        wait_until(lambda: self.lag("notify-s") == 0, 30, "the rest delivered after the restart")
+        ids = [r.headers["webhook-id"] for r in self.receiver.on("/term")]
+        self.assertEqual(len(set(ids)), 6)
+        self.assertEqual(len(ids), 6, "a request finished at shutdown was sent again")
+
+    def test_bad_config_is_refused_with_the_key_named(self):
+        bad = os.path.join(self.tmp, "bad.toml")
+        with open(bad, "w") as f:
+            f.write(config(self.broker, subscription("s", "t", "http://127.0.0.1:1/x", max_atempts=3)))
+        p = subprocess.run([os.environ["TXMQ_NOTIFIER_BIN"], "--config", bad], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("max_atempts: unknown key", p.stderr)
+
+    def test_unknown_topic_fails_fast_with_a_clear_error(self):
+        cfg = os.path.join(self.tmp, "missing.toml")
+        with open(cfg, "w") as f:
+            f.write(config(self.broker, subscription("s", "nope", "http://127.0.0.1:1/x")))
+        p = subprocess.run([os.environ["TXMQ_NOTIFIER_BIN"], "--config", cfg], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("topic 'nope' does not exist", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
