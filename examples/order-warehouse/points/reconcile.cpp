@@ -6,9 +6,11 @@
 namespace orders_example {
 
 void reconcile_gave_up(PointsDb& db, txmq::client::Consumer& consumer, const txmq::client::Delivery& record) {
-  // {"webhook_id":..., "reason":..., "attempts":[{...}, ...], "body":"<the order JSON>", ...}
+  // {"webhook_id":..., "reason":..., "attempts":[{...}, ...],
+  //  "message":{"key":..., "headers":{...}, "body":"<the order JSON>", "body_base64":...}, ...}
   auto fields = parse_flat_json(record.body);
-  auto order = fields && fields->count("body") ? order_from_json(fields->at("body")) : std::nullopt;
+  auto message = fields && fields->count("message") ? parse_flat_json(fields->at("message")) : std::nullopt;
+  auto order = message && message->count("body") ? order_from_json(message->at("body")) : std::nullopt;
   if (!fields || !fields->count("webhook_id") || !order) {
     log_line("give-up record " + std::to_string(record.offset) + " is not about an order; skipped");
     consumer.ack(record);

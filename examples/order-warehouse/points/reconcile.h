@@ -3,7 +3,7 @@
 // for longer than the notifier's schedule) are not lost — the notifier produced a give-up
 // record for each to its failure topic (`<notifier group>.gave-up`). This handler consumes
 // that topic, lists each record once and credits the order from the record's copy of the
-// original body, under the same webhook-id, so nothing is credited twice.
+// original message, under the same webhook-id, so nothing is credited twice.
 
 #include "points_db.h"
 #include "txmq/client.h"

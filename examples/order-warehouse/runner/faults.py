@@ -37,6 +37,7 @@ class FaultPlan:
         self.points_down_at = 0.65
         self.points_down_s = points_down_s
         self.log = []                   # (seconds since start, what happened)
+        self.crashed = {}               # crash point ("after-prepare", ...) -> order id
         self._t0 = time.monotonic()
 
     def on(self, name):
@@ -53,21 +54,23 @@ class FaultPlan:
     def warehouse_flags(self):
         return {"pause_after_reserve": self.warehouse_crash_at} if self.on("warehouse-crash") else {}
 
+    def _crash(self, process, timeout):
+        """Waits for the process to stop at its crash point, SIGKILLs it, notes the order."""
+        line = process.wait_line("paused", timeout)     # "paused after-prepare o-000020"
+        process.kill9()
+        _, point, order_id = line.split()
+        self.crashed[point] = order_id
+        self.note(f"{process.name} SIGKILLed {point.replace('-', ' ')} of {order_id}")
+
     def run(self, system, customers, timeout):
         """Plays the faults in order while the customers place orders."""
         if self.on("order-crash"):
-            line = system.order.wait_line("paused", timeout)
-            system.order.kill9()
-            self.note(f"order service SIGKILLed at '{line}'")
+            self._crash(system.order, timeout)
             system.start_order(pause_after_local_commit=self.order_crash_at)
-            line = system.order.wait_line("paused", timeout)
-            system.order.kill9()
-            self.note(f"order service SIGKILLed at '{line}'")
+            self._crash(system.order, timeout)
             system.start_order()
         if self.on("warehouse-crash"):
-            line = system.warehouse.wait_line("paused", timeout)
-            system.warehouse.kill9()
-            self.note(f"warehouse SIGKILLed at '{line}'")
+            self._crash(system.warehouse, timeout)
             system.start_warehouse()
         if self.on("broker-restart"):
             wait_until(lambda: customers.progress() >= self.broker_restart_at, timeout, what="orders to flow")

@@ -66,6 +66,28 @@ def check(books, customers, plan_ids, dead_letter_count, alarms, with_points):
     return results
 
 
+def check_crash_points(books, crashed, warehouse_log):
+    """What each SIGKILL must have led to, for the very order it interrupted."""
+    b = books
+    results = []
+    if "after-prepare" in crashed:
+        o = crashed["after-prepare"]
+        results.append((f"order killed after prepare ({o}) was rolled back by the check-back",
+                        [] if o not in b.orders and not b.reservations.get(o) else [f"{o} is in the books"]))
+    if "after-local-commit" in crashed:
+        o = crashed["after-local-commit"]
+        results.append((f"order killed after its local commit ({o}) was committed by the check-back",
+                        [] if o in b.orders and (b.reservations.get(o) or o in b.cancelled())
+                        else [f"{o} committed locally but its message never reached the warehouse"]))
+    if "after-reserve" in crashed:
+        o = crashed["after-reserve"]
+        redelivered = f"({o}, delivery " in warehouse_log
+        results.append((f"order reserved before the warehouse was killed ({o}) was redelivered, reserved once",
+                        [] if redelivered and len(b.reservations.get(o, [])) == 1
+                        else [f"redelivered: {redelivered}, reservations: {len(b.reservations.get(o, []))}"]))
+    return results
+
+
 def report(books, customers, plan_ids, dead_letter_count, alarms, results, faults, with_points, extra_checks):
     b = books
     committed, cancelled = b.committed(), b.cancelled()
@@ -84,6 +106,8 @@ def report(books, customers, plan_ids, dead_letter_count, alarms, results, fault
          f"local transaction failed {why['rolled_back']}, broker unavailable {why['unavailable']}, "
          f"answer lost {why['lost']}"),
         ("  compensated (cancelled)", len(cancelled), f"of {scarce_orders} committed orders for {SCARCE_SKU}"),
+        ("order service: check-backs answered", b.checks["commit"] + b.checks["rollback"],
+         f"commit {b.checks['commit']}, rollback {b.checks['rollback']}"),
         ("warehouse: orders reserved", sum(1 for o in committed if b.reservations.get(o)), ""),
         ("warehouse: dead letters", dead_letter_count, f"alarms raised {alarms}, rejected {len(b.rejected)}"),
     ]

@@ -19,12 +19,14 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 import types
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import books as books_mod                      # noqa: E402
@@ -121,9 +123,13 @@ def main():
         books = books_mod.Books(system, with_points)
         books.open_transactions = open_txns
         alarms = system.warehouse.log_text().count(" ALARM ")
+        order_log = system.order.log_text()
+        books.checks = {a: len(re.findall(rf" check-back \d+ for \S+: {a}$", order_log, re.M))
+                        for a in ("commit", "rollback")}
         plan_ids = [o["order_id"] for o in customers.plan]
         results = invariants.check(books, customers, plan_ids, dead, alarms, with_points)
-        extra = [("a callback with a wrong signature is refused", forged),
+        extra = invariants.check_crash_points(books, plan.crashed, system.warehouse.log_text()) + [
+                 ("a callback with a wrong signature is refused", forged),
                  ("every process exits 0 on SIGTERM (no crash, no sanitizer report)",
                   [f"{name} exited {code}" for name, code in bad_exits.items()])]
         ok = invariants.report(books, customers, plan_ids, dead, alarms, results, a.fault_list, with_points, extra)
