@@ -63,7 +63,8 @@ class FaultPlan:
         self.note(f"{process.name} SIGKILLed {point.replace('-', ' ')} of {order_id}")
 
     def run(self, system, customers, timeout):
-        """Plays the faults in order while the customers place orders."""
+        """Plays the faults in order while the customers place orders. Each step waits at
+        most `timeout` seconds for its moment (a crash point that never comes is an error)."""
         if self.on("order-crash"):
             self._crash(system.order, timeout)
             system.start_order(pause_after_local_commit=self.order_crash_at)
