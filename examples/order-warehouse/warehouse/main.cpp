@@ -111,9 +111,14 @@ int main(int argc, char** argv) {
   }
   say("ready");
   wait_for_stop_signal();
+  // The dead-letter handler sends through the producer, and the producer's callbacks ack
+  // on the dead-letter consumer: stop new deliveries, then let the sends finish, so that
+  // no callback is left to run while the objects are destroyed.
+  orders.pause();
+  dead_letters.pause();
+  (void)cancellations.flush(std::chrono::seconds(5));
   (void)orders.flush_acks(std::chrono::seconds(5));
   (void)dead_letters.flush_acks(std::chrono::seconds(5));
-  (void)cancellations.flush(std::chrono::seconds(5));
   log_line("stopped");
   return 0;
 }
