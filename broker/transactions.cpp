@@ -83,6 +83,8 @@ class PrepareOp final : public storage::WriteOp {
       if (!id) return id.error();
       ids_.push_back(*id);
     }
+    // One check-back span for the batch: its ids are consecutive among fresh ones.
+    if (!ids_.empty()) return txn.schedule_check(ids_.front(), ids_.back(), first_check_);
     return {};
   }
 
@@ -229,6 +231,8 @@ void Broker::run_checks() {
   // their group, or its rate budget spent) are stepped over, so that they never hold back
   // another group's. A round reads at most kScanPerRound of them.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> due_list;
+  // Spans whose transactions all ended: dropped by this round's write.
+  auto empty_spans = std::make_shared<std::vector<storage::CheckSpan>>();
   std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
   bool scan_cut = false;  // the round stopped reading before the last due transaction
   for (std::size_t scanned = 0;;) {
@@ -241,10 +245,11 @@ void Broker::run_checks() {
       spdlog::error("reading due transaction checks: {}", page.error().describe());
       return schedule_checks(now + kIdleCheckPollMs);
     }
-    scanned += page->size();
-    for (auto& e : *page) due_list.push_back(e);
-    if (page->size() < kChecksPerRound) break;
-    after = page->back();
+    scanned += page->due.size() + page->empty.size();
+    for (auto& e : page->due) due_list.push_back(e);
+    for (auto& e : page->empty) empty_spans->push_back(e);
+    if (!page->resume) break;
+    after = page->resume;
   }
   auto* due = &due_list;
   struct Checked {
@@ -318,7 +323,7 @@ void Broker::run_checks() {
     ++acted;
   }
   const std::uint64_t retry_in = starved ? std::min(budget_wait, kIdleCheckPollMs) : UINT64_MAX;
-  if (updates->empty()) {
+  if (updates->empty() && empty_spans->empty()) {
     if (starved) return schedule_checks(now + retry_in);
     auto next = store_->next_check_ms();
     if (next && *next) schedule_checks(**next);
@@ -326,7 +331,9 @@ void Broker::run_checks() {
   }
   checks_in_flight_ = true;
   writer_->submit(std::make_unique<storage::FnOp>(
-      [updates](storage::WriteTxn& txn) -> Status {
+      [updates, empty_spans](storage::WriteTxn& txn) -> Status {
+        for (const auto& span : *empty_spans)
+          if (auto st = txn.drop_check_span(span); !st) return st;
         for (const auto& u : *updates)
           if (auto st = txn.checked(u.id, u.checks, u.next_check_ms, u.park); !st) return st;
         return {};

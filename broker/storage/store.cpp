@@ -13,7 +13,7 @@ using namespace internal;
 namespace {
 
 // Bumped whenever a key or value layout changes; a broker refuses data it cannot read.
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2;  // 2: transactions kept by state; checks by span
 }  // namespace
 
 
@@ -53,9 +53,8 @@ Status Store::open_databases() {
   } dbs[] = {{"meta", &meta_},     {"topics", &topics_}, {"partitions", &partitions_},
              {"log", &log_},       {"groups", &groups_}, {"cursors", &cursors_},
              {"acked", &acked_},   {"pending", &pending_}, {"delayed", &delayed_},
-             {"policies", &policies_}, {"txns", &txns_}, {"txn_checks", &txn_checks_},
-             {"txn_prepared", &txn_prepared_}, {"txn_parked", &txn_parked_}, {"txn_ended", &txn_ended_},
-             {"producers", &producers_}};
+             {"policies", &policies_}, {"txn_open", &txn_open_}, {"txn_parked", &txn_parked_},
+             {"txn_ended", &txn_ended_}, {"txn_checks", &txn_checks_}, {"producers", &producers_}};
   for (auto& d : dbs) {
     if (int rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) {
       mdb_txn_abort(txn);

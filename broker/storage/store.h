@@ -119,6 +119,24 @@ struct TxnEndResult {
   std::optional<std::uint64_t> delayed_until;  // a commit of a delayed message
 };
 
+// A span of transactions prepared together and due for a check at the same time: every
+// prepared transaction with an id in [first_id, last_id] whose next check is due_ms. Ending
+// a transaction leaves its span alone (an end costs no write here); a span with no prepared
+// transaction left is dropped by the check-back round that comes across it.
+struct CheckSpan {
+  std::uint64_t due_ms = 0;    // when to check them; also the key's first half
+  std::uint64_t first_id = 0;  // the key's second half
+  std::uint64_t last_id = 0;
+};
+
+// One page of due check-backs.
+struct DueChecks {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> due;  // (id, due time) of prepared ones, earliest first
+  std::vector<CheckSpan> empty;  // due spans with no prepared transaction left
+  // Where the next page starts, when this one stopped at its size; nullopt: nothing more is due.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> resume;
+};
+
 struct TxnCounts {
   std::uint64_t prepared = 0;
   std::uint64_t parked = 0;
@@ -168,12 +186,12 @@ class Store {
   Result<std::optional<OwnedPending>> read_pending(GroupId group, TopicId topic, PartitionId partition,
                                                    Offset offset) const;
   // Transactions (store_txn.cpp).
-  // Prepared transactions whose next check is due at or before now_ms, earliest first.
-  // Starts after the (next check, id) key `after` when given.
-  Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> due_checks(
-      std::uint64_t now_ms, std::size_t max,
-      std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) const;
-  // The earliest next check of a prepared transaction, if any.
+  // Prepared transactions whose next check is due at or before now_ms, earliest first, and
+  // the due spans found empty; at most max of each. Starts after `after` (a previous page's
+  // resume) when given.
+  Result<DueChecks> due_checks(std::uint64_t now_ms, std::size_t max,
+                               std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) const;
+  // The earliest next check of a span, if any (its transactions may all have ended since).
   Result<std::optional<std::uint64_t>> next_check_ms() const;
   Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
   // Up to max transactions, newest first, optionally only those in one state.
@@ -210,11 +228,10 @@ class Store {
   MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
   MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
   MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
-  MDB_dbi txns_ = 0;        // u64 id -> TxnRecord
-  MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 id) -> empty: prepared ones
-  MDB_dbi txn_prepared_ = 0;  // u64 id -> empty: prepared ones, oldest first
-  MDB_dbi txn_parked_ = 0;  // u64 id -> empty
-  MDB_dbi txn_ended_ = 0;   // (u64 ended, u64 id) -> empty: for pruning
+  MDB_dbi txn_open_ = 0;    // u64 id -> TxnRecord with its half message: prepared ones
+  MDB_dbi txn_parked_ = 0;  // u64 id -> TxnRecord with its half message: parked ones
+  MDB_dbi txn_ended_ = 0;   // u64 id -> TxnRecord without message: committed, rolled back
+  MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 first id) -> u64 last id: CheckSpans
   MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
   std::uint64_t max_bytes_ = 0;
 };
@@ -288,11 +305,16 @@ class WriteTxn {
   // n fresh transaction ids, in increasing order: unique and growing, and unlikely to be
   // confused with a small number an operator typed by hand.
   Result<std::vector<std::uint64_t>> new_txn_ids(std::size_t n, std::uint64_t now_ms);
-  // Stores a half message under a fresh id from new_txn_ids.
+  // Stores a half message under a fresh id from new_txn_ids. Its first check is scheduled
+  // with schedule_check, once for all the ids of a batch.
   Result<std::uint64_t> prepare(std::uint64_t id, TopicId topic, PartitionId partition, std::string_view producer_group,
                                 std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                 std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                 std::uint64_t deliver_at_ms, std::uint64_t first_check_ms);
+  // The prepared transactions with ids in [first_id, last_id] are checked at due_ms.
+  Status schedule_check(std::uint64_t first_id, std::uint64_t last_id, std::uint64_t due_ms);
+  // Drops a span that has no prepared transaction left (one found so by due_checks).
+  Status drop_check_span(const CheckSpan& span);
   // Commits (appends the message, or keeps it aside until its deliver-at time) or rolls
   // back a prepared or parked transaction; anything else changes nothing. `resolution`
   // is who decided: "producer", "check" or "operator" (then also in a header).
@@ -317,10 +339,16 @@ class WriteTxn {
   // Takes n consecutive values of a counter and returns the first.
   Result<std::uint32_t> next_counter(std::string_view name, std::uint32_t n = 1);
   Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
+  // Whether a prepared transaction has an id in [first_id, last_id].
+  Result<bool> any_prepared(std::uint64_t first_id, std::uint64_t last_id);
+  // Takes id out of its span (due at due_ms), keeping the parts on either side that still
+  // hold prepared transactions.
+  Status unschedule_check(std::uint64_t id, std::uint64_t due_ms);
 
   Store& store_;
   MDB_txn* txn_;  // null once committed or aborted
   flatbuffers::FlatBufferBuilder fbb_{256};
+  std::vector<std::uint64_t> scratch_;  // a record copied out of the map, 8-byte aligned
 };
 
 }  // namespace txmq::broker::storage

@@ -1,11 +1,23 @@
 // Transactions and the idempotent producer's window in LMDB.
 //
-//   txns:         id -> TxnRecord
-//   txn_checks:   (next check, id) -> empty   prepared transactions, by when to check
-//   txn_prepared: id -> empty                 prepared transactions, oldest first
-//   txn_parked:   id -> empty
-//   txn_ended:    (ended, id) -> empty        for pruning ended records
-//   producers:    producer id -> ProducerRecord
+//   txn_open:    id -> TxnRecord             prepared: the half message and its check schedule
+//   txn_parked:  id -> TxnRecord             parked: checks ran out; the half message waits
+//                                            for an operator
+//   txn_ended:   id -> TxnRecord             committed or rolled back: the outcome only
+//   txn_checks:  (next check, first id) -> last id
+//                                            CheckSpans: prepared transactions, by when to check
+//   producers:   producer id -> ProducerRecord
+//
+// A transaction lives in exactly one of the first three, so where it is says its state and
+// no index by state is needed. The check schedule is kept by span, not by transaction: a
+// batch of prepares writes one span, an end writes none (the span then covers an id that is
+// no longer in txn_open, which whoever reads the span skips), and only a check or a park
+// splits a span. So a commit is one read, one delete and one put of the transaction's own
+// records besides the append, all in one LMDB transaction. Ids grow with time, so each key
+// space is in creation order: the oldest prepared transaction is the first of txn_open, and
+// pruning walks txn_ended from the front.
+
+#include <algorithm>
 
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
@@ -23,12 +35,30 @@ std::array<std::uint8_t, 8> id_key(std::uint64_t id) {
 
 std::array<std::uint8_t, 16> pair_key(std::uint64_t a, std::uint64_t b) { return two_u64(a, b); }
 
-std::optional<OwnedTxn> parse_txn(std::uint64_t id, const MDB_val& v) {
-  std::vector<std::uint64_t> scratch;
+constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
+constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
+constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
+constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
+
+// Pruning may step over ended records it cannot delete yet (created before the cut-off
+// but ended after it: transactions that were open for a long time); a round reads at most
+// this many times its delete budget, so a crowd of them slows pruning but never stalls it
+// for long, and never makes a round unbounded.
+constexpr std::size_t kPruneScanFactor = 8;
+
+// Verifies a TxnRecord in place (copying it aligned into scratch when LMDB's 2-byte
+// alignment is not enough); null when it does not verify.
+const TxnRecord* verified_txn(const MDB_val& v, std::vector<std::uint64_t>& scratch) {
   const std::uint8_t* data = aligned(v, scratch);
   flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<TxnRecord>(nullptr)) return std::nullopt;
-  const auto* r = flatbuffers::GetRoot<TxnRecord>(data);
+  if (!verifier.VerifyBuffer<TxnRecord>(nullptr)) return nullptr;
+  return flatbuffers::GetRoot<TxnRecord>(data);
+}
+
+std::optional<OwnedTxn> parse_txn(std::uint64_t id, const MDB_val& v) {
+  std::vector<std::uint64_t> scratch;
+  const TxnRecord* r = verified_txn(v, scratch);
+  if (!r) return std::nullopt;
   OwnedTxn t;
   t.id = id;
   t.state = r->state();
@@ -77,37 +107,103 @@ void build_txn(flatbuffers::FlatBufferBuilder& fbb, const OwnedTxn& t) {
                              fbb.CreateString(t.resolution), t.offset.value()));
 }
 
-constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
-constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
-constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
-constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
+// Puts a record whose key is most likely the largest yet (ids and check times grow) at the
+// end without a search, else where it belongs.
+int put_likely_last(MDB_txn* txn, MDB_dbi dbi, MDB_val& key, MDB_val& value) {
+  int rc = mdb_put(txn, dbi, &key, &value, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbi, &key, &value, 0);
+  return rc;
+}
+
+// Looks a transaction up in the key spaces in turn, the common case first; 0 with the key
+// space that holds it, MDB_NOTFOUND when none does, or an LMDB error.
+int find_txn(MDB_txn* txn, std::initializer_list<MDB_dbi> spaces, MDB_val& key, MDB_val& value, MDB_dbi& where) {
+  for (MDB_dbi dbi : spaces) {
+    int rc = mdb_get(txn, dbi, &key, &value);
+    if (rc != MDB_NOTFOUND) {
+      where = dbi;
+      return rc;
+    }
+  }
+  return MDB_NOTFOUND;
+}
+
+CheckSpan span_of(const MDB_val& k, const MDB_val& v) {
+  const auto* kb = static_cast<const std::uint8_t*>(k.mv_data);
+  return CheckSpan{get_be64(kb), get_be64(kb + 8),
+                   v.mv_size == 8 ? get_be64(static_cast<const std::uint8_t*>(v.mv_data)) : 0};
+}
+
+// Positions cur on the span that holds id at due_ms; MDB_NOTFOUND when none does.
+int find_span(MDB_cursor* cur, std::uint64_t due_ms, std::uint64_t id, CheckSpan& span) {
+  auto want = pair_key(due_ms, id);
+  MDB_val k = val(want), v;
+  int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  if (rc == 0 && std::memcmp(k.mv_data, want.data(), 16) == 0) {
+    span = span_of(k, v);
+    return 0;
+  }
+  // Else the span that starts before id at the same time, if it reaches id.
+  if (rc && rc != MDB_NOTFOUND) return rc;
+  rc = mdb_cursor_get(cur, &k, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+  if (rc) return rc;
+  span = span_of(k, v);
+  return span.due_ms == due_ms && span.first_id <= id && id <= span.last_id ? 0 : MDB_NOTFOUND;
+}
 
 }  // namespace
 
-Result<std::vector<std::pair<std::uint64_t, std::uint64_t>>> Store::due_checks(
-    std::uint64_t now_ms, std::size_t max, std::optional<std::pair<std::uint64_t, std::uint64_t>> after) const {
+Result<DueChecks> Store::due_checks(std::uint64_t now_ms, std::size_t max,
+                                    std::optional<std::pair<std::uint64_t, std::uint64_t>> after) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
-  Cursor cur(txn.get(), txn_checks_);
-  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  Cursor cur(txn.get(), txn_checks_), open(txn.get(), txn_open_);
+  if (cur.rc() || open.rc()) return lmdb_error(cur.rc() ? cur.rc() : open.rc(), "cursor");
+  DueChecks out;
   MDB_val k, v;
-  int first;
-  std::array<std::uint8_t, 16> start{};
+  int rc;
+  std::uint64_t from_id = 0;  // in the first span, the ids before this were read already
   if (after) {
-    start = pair_key(after->second, after->first);
-    k = val(start);
-    first = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
-    if (first == 0 && k.mv_size == 16 && std::memcmp(k.mv_data, start.data(), 16) == 0)
-      first = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
+    CheckSpan span;
+    rc = find_span(cur.get(), after->second, after->first, span);
+    if (rc == 0) {
+      from_id = after->first + 1;
+      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
+    } else if (rc == MDB_NOTFOUND) {
+      auto start = pair_key(after->second, after->first);
+      k = val(start);
+      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+    }
   } else {
-    first = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
   }
-  for (int rc = first; rc == 0 && out.size() < max; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-    const auto* b = static_cast<const std::uint8_t*>(k.mv_data);
-    if (get_be64(b) > now_ms) break;
-    out.emplace_back(get_be64(b + 8), get_be64(b));
+  for (; rc == 0; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT), from_id = 0) {
+    const CheckSpan span = span_of(k, v);
+    if (span.due_ms > now_ms) break;
+    if (out.empty.size() == max) {
+      // The next page starts with this span: "after the id just before it".
+      if (span.first_id > 0) out.resume = std::pair(span.first_id - 1, span.due_ms);
+      break;
+    }
+    // The span's prepared transactions are the ids of txn_open in its range.
+    bool any = false;
+    auto start = id_key(std::max(span.first_id, from_id));
+    MDB_val ok = val(start), ov;
+    int orc = mdb_cursor_get(open.get(), &ok, &ov, MDB_SET_RANGE);
+    for (; orc == 0; orc = mdb_cursor_get(open.get(), &ok, &ov, MDB_NEXT)) {
+      const std::uint64_t id = get_be64(static_cast<const std::uint8_t*>(ok.mv_data));
+      if (id > span.last_id) break;
+      any = true;
+      out.due.emplace_back(id, span.due_ms);
+      if (out.due.size() == max) {
+        out.resume = std::pair(id, span.due_ms);
+        return out;
+      }
+    }
+    if (orc && orc != MDB_NOTFOUND) return lmdb_error(orc, "read transactions");
+    if (!any && from_id == 0) out.empty.push_back(span);
   }
+  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read checks");
   return out;
 }
 
@@ -128,7 +224,8 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   auto key = id_key(id);
   MDB_val k = val(key), v;
-  int rc = mdb_get(txn.get(), txns_, &k, &v);
+  MDB_dbi where = 0;
+  int rc = find_txn(txn.get(), {txn_open_, txn_parked_, txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return std::optional<OwnedTxn>{};
   if (rc) return lmdb_error(rc, "read transaction");
   auto t = parse_txn(id, v);
@@ -139,27 +236,28 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
 Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<std::uint8_t> state, std::size_t max) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  std::vector<MDB_dbi> spaces;
+  if (!state || *state == kPrepared) spaces.push_back(txn_open_);
+  if (!state || *state == kParked) spaces.push_back(txn_parked_);
+  if (!state || *state == kCommitted || *state == kRolledBack) spaces.push_back(txn_ended_);
+  // The newest of each key space, then the newest of them all.
   std::vector<OwnedTxn> out;
-  // Prepared and parked ones have indexes of their own; others are found by walking all.
-  MDB_dbi walk = txns_;
-  if (state && *state == kPrepared) walk = txn_prepared_;
-  if (state && *state == kParked) walk = txn_parked_;
-  Cursor cur(txn.get(), walk);
-  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
-  MDB_val k, v;
-  for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_LAST); rc == 0 && out.size() < max;
-       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_PREV)) {
-    std::uint64_t id = get_be64(static_cast<const std::uint8_t*>(k.mv_data));
-    MDB_val rec = v;
-    if (walk != txns_) {
-      MDB_val rk = k;
-      if (mdb_get(txn.get(), txns_, &rk, &rec) != 0) continue;
+  for (MDB_dbi dbi : spaces) {
+    Cursor cur(txn.get(), dbi);
+    if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+    MDB_val k, v;
+    std::size_t taken = 0;
+    for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_LAST); rc == 0 && taken < max;
+         rc = mdb_cursor_get(cur.get(), &k, &v, MDB_PREV)) {
+      auto t = parse_txn(get_be64(static_cast<const std::uint8_t*>(k.mv_data)), v);
+      if (!t || (state && t->state != *state)) continue;
+      t->message.reset();  // listings carry no bodies
+      out.push_back(std::move(*t));
+      ++taken;
     }
-    auto t = parse_txn(id, rec);
-    if (!t || (state && t->state != *state)) continue;
-    t->message.reset();  // listings carry no bodies
-    out.push_back(std::move(*t));
   }
+  std::sort(out.begin(), out.end(), [](const OwnedTxn& a, const OwnedTxn& b) { return a.id > b.id; });
+  if (out.size() > max) out.resize(max);
   return out;
 }
 
@@ -168,14 +266,13 @@ TxnCounts Store::txn_counts() const {
   ReadTxn txn(env_);
   if (txn.rc()) return out;
   MDB_stat st;
-  if (mdb_stat(txn.get(), txn_prepared_, &st) == 0) out.prepared = st.ms_entries;
+  if (mdb_stat(txn.get(), txn_open_, &st) == 0) out.prepared = st.ms_entries;
   if (mdb_stat(txn.get(), txn_parked_, &st) == 0) out.parked = st.ms_entries;
-  Cursor cur(txn.get(), txn_prepared_);
+  Cursor cur(txn.get(), txn_open_);
   MDB_val k, v;
   if (cur.rc() == 0 && mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST) == 0) {
-    MDB_val rec;
-    if (mdb_get(txn.get(), txns_, &k, &rec) == 0)
-      if (auto t = parse_txn(get_be64(static_cast<const std::uint8_t*>(k.mv_data)), rec)) out.oldest_prepared_ms = t->created_ms;
+    std::vector<std::uint64_t> scratch;
+    if (const TxnRecord* r = verified_txn(v, scratch)) out.oldest_prepared_ms = r->created_ms();
   }
   return out;
 }
@@ -193,30 +290,82 @@ Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, Partiti
                                         std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                         std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                         std::uint64_t deliver_at_ms, std::uint64_t first_check_ms) {
-  OwnedTxn t;
-  t.id = id;
-  t.state = kPrepared;
-  t.topic = topic;
-  t.partition = partition;
-  t.producer_group = std::string(producer_group);
-  OwnedMessage m;
-  m.timestamp_ms = now_ms;
-  m.key.assign(key.begin(), key.end());
-  for (const auto& [n, val_] : headers) m.headers.emplace_back(std::string(n), std::string(val_.begin(), val_.end()));
-  m.body.assign(body.begin(), body.end());
-  t.message = std::move(m);
-  t.deliver_at_ms = deliver_at_ms;
-  t.created_ms = now_ms;
-  t.next_check_ms = first_check_ms;
-  build_txn(fbb_, t);
+  // Built straight from the request's views: this is once per transaction.
+  fbb_.Clear();
+  std::vector<flatbuffers::Offset<StoredHeader>> hs;
+  hs.reserve(headers.size());
+  for (const auto& [name, value] : headers)
+    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
+                                    fbb_.CreateVector(value.data(), value.size())));
+  auto msg = CreateStoredMessage(fbb_, now_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
+                                 hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
+  auto group = fbb_.CreateString(producer_group.data(), producer_group.size());
+  fbb_.Finish(CreateTxnRecord(fbb_, kPrepared, topic.value(), partition.value(), group, msg, deliver_at_ms, now_ms,
+                              /*checks=*/0, first_check_ms));
   auto k8 = id_key(id);
-  auto ck = pair_key(first_check_ms, id);
-  MDB_val k = val(k8), rec = val(fbb_.GetBufferPointer(), fbb_.GetSize()), empty = val(nullptr, 0), ckv = val(ck);
-  int rc;
-  if ((rc = mdb_put(txn_, store_.txns_, &k, &rec, MDB_NOOVERWRITE))) return lmdb_error(rc, "write transaction");
-  if ((rc = mdb_put(txn_, store_.txn_checks_, &ckv, &empty, 0))) return lmdb_error(rc, "write transaction");
-  if ((rc = mdb_put(txn_, store_.txn_prepared_, &k, &empty, 0))) return lmdb_error(rc, "write transaction");
+  MDB_val k = val(k8), rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  // Fresh ids are larger than any stored one, so the record goes at the end without a search.
+  int rc = mdb_put(txn_, store_.txn_open_, &k, &rec, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id) + " is not fresh");
+  if (rc) return lmdb_error(rc, "write transaction");
   return id;
+}
+
+Status WriteTxn::schedule_check(std::uint64_t first_id, std::uint64_t last_id, std::uint64_t due_ms) {
+  auto key = pair_key(due_ms, first_id);
+  auto last = id_key(last_id);
+  MDB_val k = val(key), v = val(last);
+  if (int rc = put_likely_last(txn_, store_.txn_checks_, k, v)) return lmdb_error(rc, "schedule check");
+  return {};
+}
+
+Result<bool> WriteTxn::any_prepared(std::uint64_t first_id, std::uint64_t last_id) {
+  Cursor open(txn_, store_.txn_open_);
+  if (open.rc()) return lmdb_error(open.rc(), "cursor");
+  auto k8 = id_key(first_id);
+  MDB_val k = val(k8), v;
+  int rc = mdb_cursor_get(open.get(), &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND) return false;
+  if (rc) return lmdb_error(rc, "read transactions");
+  return get_be64(static_cast<const std::uint8_t*>(k.mv_data)) <= last_id;
+}
+
+Status WriteTxn::unschedule_check(std::uint64_t id, std::uint64_t due_ms) {
+  Cursor cur(txn_, store_.txn_checks_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  CheckSpan span;
+  int rc = find_span(cur.get(), due_ms, id, span);
+  if (rc == MDB_NOTFOUND) return {};
+  if (rc) return lmdb_error(rc, "read checks");
+  if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "reschedule check");
+  // The parts on either side keep their time, if they still hold anyone.
+  if (span.first_id < id) {
+    auto any = any_prepared(span.first_id, id - 1);
+    if (!any) return any.error();
+    if (*any)
+      if (auto st = schedule_check(span.first_id, id - 1, due_ms); !st) return st;
+  }
+  if (id < span.last_id) {
+    auto any = any_prepared(id + 1, span.last_id);
+    if (!any) return any.error();
+    if (*any)
+      if (auto st = schedule_check(id + 1, span.last_id, due_ms); !st) return st;
+  }
+  return {};
+}
+
+Status WriteTxn::drop_check_span(const CheckSpan& span) {
+  // Checked again here, though nothing can enter a span (its ids were fresh when it was
+  // written): a stale read must never drop a live one.
+  auto any = any_prepared(span.first_id, span.last_id);
+  if (!any) return any.error();
+  if (*any) return {};
+  auto key = pair_key(span.due_ms, span.first_id);
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn_, store_.txn_checks_, &k, &v);
+  if (rc == MDB_NOTFOUND || (rc == 0 && span_of(k, v).last_id != span.last_id)) return {};
+  if (rc || (rc = mdb_del(txn_, store_.txn_checks_, &k, nullptr))) return lmdb_error(rc, "drop check span");
+  return {};
 }
 
 Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::string_view resolution,
@@ -224,62 +373,76 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   TxnEndResult out;
   auto k8 = id_key(id);
   MDB_val k = val(k8), v;
-  int rc = mdb_get(txn_, store_.txns_, &k, &v);
+  MDB_dbi where = store_.txn_open_;
+  // The common case, a prepared one, is found with a cursor that then deletes it in place.
+  Cursor open(txn_, store_.txn_open_);
+  if (open.rc()) return lmdb_error(open.rc(), "cursor");
+  int rc = mdb_cursor_get(open.get(), &k, &v, MDB_SET);
+  if (rc == MDB_NOTFOUND) rc = find_txn(txn_, {store_.txn_parked_, store_.txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return out;
   if (rc) return lmdb_error(rc, "read transaction");
-  auto t = parse_txn(id, v);
-  if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  // Read from a copy: the record is deleted below, and the map's bytes may move with any
+  // write of this transaction.
+  scratch_.resize((v.mv_size + 7) / 8);
+  std::memcpy(scratch_.data(), v.mv_data, v.mv_size);
+  const auto* data = reinterpret_cast<const std::uint8_t*>(scratch_.data());
+  flatbuffers::Verifier verifier(data, v.mv_size);
+  if (!verifier.VerifyBuffer<TxnRecord>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  const TxnRecord* r = flatbuffers::GetRoot<TxnRecord>(data);
   out.found = true;
-  out.topic = t->topic;
-  out.partition = t->partition;
-  out.state = t->state;
+  out.topic = TopicId(r->topic_id());
+  out.partition = PartitionId(r->partition());
+  out.state = r->state();
   // Only a transaction still open can end, and only once: a late or contradicting end is
   // answered with the real state and changes nothing.
-  if (t->state != kPrepared && t->state != kParked) return out;
+  if (where == store_.txn_ended_) return out;
 
-  if (commit && t->message) {
-    OwnedMessage& m = *t->message;
-    if (resolution == "operator") m.headers.emplace_back("txmq-resolved-by", "operator");
+  rc = where == store_.txn_open_ ? mdb_cursor_del(open.get(), 0) : mdb_del(txn_, where, &k, nullptr);
+  if (rc) return lmdb_error(rc, "end transaction");
+  Offset offset(r->offset());
+  if (commit && r->message()) {
+    // Appended from the record's own bytes, without copying the message out first.
+    const StoredMessage& m = *r->message();
     std::vector<HeaderView> hs;
-    for (const auto& [n, hv] : m.headers)
-      hs.emplace_back(n, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(hv.data()), hv.size()));
-    auto bytes = [](const std::string& s) {
-      return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+    if (m.headers())
+      for (const auto* h : *m.headers())
+        hs.emplace_back(h->name() ? h->name()->string_view() : std::string_view(),
+                        h->value() ? std::span<const std::uint8_t>(h->value()->data(), h->value()->size())
+                                   : std::span<const std::uint8_t>());
+    static constexpr std::string_view kOperator = "operator";
+    if (resolution == kOperator)
+      hs.emplace_back("txmq-resolved-by",
+                      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kOperator.data()), kOperator.size()));
+    auto bytes = [](const flatbuffers::Vector<std::uint8_t>* b) {
+      return b ? std::span<const std::uint8_t>(b->data(), b->size()) : std::span<const std::uint8_t>();
     };
-    if (t->deliver_at_ms > now_ms) {
-      if (auto st = put_delayed(t->deliver_at_ms, t->topic, t->partition, now_ms, bytes(m.key), hs, bytes(m.body)); !st)
+    if (r->deliver_at_ms() > now_ms) {
+      if (auto st = put_delayed(r->deliver_at_ms(), out.topic, out.partition, now_ms, bytes(m.key()), hs, bytes(m.body()));
+          !st)
         return st.error();
-      out.delayed_until = t->deliver_at_ms;
+      out.delayed_until = r->deliver_at_ms();
     } else {
-      auto offset = append(t->topic, t->partition, now_ms, bytes(m.key), hs, bytes(m.body));
-      if (!offset) {
-        if (offset.error().code != ErrorCode::kUnknownPartition) return offset.error();
+      auto appended = append(out.topic, out.partition, now_ms, bytes(m.key()), hs, bytes(m.body()));
+      if (!appended) {
+        if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
         // Its topic was deleted: the commit has nowhere to go; it ends rolled back.
         commit = false;
       } else {
-        out.appended = *offset;
-        t->offset = *offset;
+        out.appended = *appended;
+        offset = *appended;
       }
     }
   }
-  // Leave the indexes of an open transaction.
-  auto ck = pair_key(t->next_check_ms, id);
-  MDB_val ckv = val(ck);
-  rc = mdb_del(txn_, store_.txn_checks_, &ckv, nullptr);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "end transaction");
-  rc = mdb_del(txn_, t->state == kParked ? store_.txn_parked_ : store_.txn_prepared_, &k, nullptr);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "end transaction");
-  t->state = commit ? kCommitted : kRolledBack;
-  t->ended_ms = now_ms;
-  t->resolution = std::string(resolution);
-  t->message.reset();  // an ended transaction keeps its outcome, not its body
-  build_txn(fbb_, *t);
-  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize()), empty = val(nullptr, 0);
-  if ((rc = mdb_put(txn_, store_.txns_, &k, &rec, 0))) return lmdb_error(rc, "end transaction");
-  auto ek = pair_key(now_ms, id);
-  MDB_val ekv = val(ek);
-  if ((rc = mdb_put(txn_, store_.txn_ended_, &ekv, &empty, 0))) return lmdb_error(rc, "end transaction");
-  out.state = t->state;
+  out.state = commit ? kCommitted : kRolledBack;
+  // An ended transaction keeps its outcome, not its body.
+  fbb_.Clear();
+  auto group = r->producer_group() ? fbb_.CreateString(r->producer_group()) : fbb_.CreateString("");
+  auto res = fbb_.CreateString(resolution.data(), resolution.size());
+  fbb_.Finish(CreateTxnRecord(fbb_, out.state, r->topic_id(), r->partition(), group, 0, r->deliver_at_ms(),
+                              r->created_ms(), r->checks(), r->next_check_ms(), now_ms, res, offset.value()));
+  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  // Ends come in about the order of prepares, so this is mostly the last id too.
+  if ((rc = put_likely_last(txn_, store_.txn_ended_, k, rec))) return lmdb_error(rc, "end transaction");
   out.changed = true;
   return out;
 }
@@ -287,60 +450,58 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
 Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
   auto k8 = id_key(id);
   MDB_val k = val(k8), v;
-  int rc = mdb_get(txn_, store_.txns_, &k, &v);
+  MDB_dbi where = 0;
+  int rc = find_txn(txn_, {store_.txn_open_, store_.txn_parked_, store_.txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return std::optional<std::uint8_t>{};
   if (rc) return lmdb_error(rc, "read transaction");
-  auto t = parse_txn(id, v);
-  if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
-  return std::optional<std::uint8_t>(t->state);
+  const TxnRecord* r = verified_txn(v, scratch_);
+  if (!r) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  return std::optional<std::uint8_t>(r->state());
 }
 
 Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park) {
   auto k8 = id_key(id);
   MDB_val k = val(k8), v;
-  int rc = mdb_get(txn_, store_.txns_, &k, &v);
-  if (rc == MDB_NOTFOUND) return {};
+  int rc = mdb_get(txn_, store_.txn_open_, &k, &v);
+  if (rc == MDB_NOTFOUND) return {};  // ended meanwhile
   if (rc) return lmdb_error(rc, "read transaction");
   auto t = parse_txn(id, v);
   if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
-  if (t->state != kPrepared) return {};  // ended meanwhile
-  auto old = pair_key(t->next_check_ms, id);
-  MDB_val oldv = val(old), empty = val(nullptr, 0);
-  rc = mdb_del(txn_, store_.txn_checks_, &oldv, nullptr);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "reschedule check");
+  if (auto st = unschedule_check(id, t->next_check_ms); !st) return st;
   t->checks = checks;
+  MDB_dbi into = store_.txn_open_;
   if (park) {
     t->state = kParked;
     t->next_check_ms = 0;
-    if ((rc = mdb_del(txn_, store_.txn_prepared_, &k, nullptr)) && rc != MDB_NOTFOUND) return lmdb_error(rc, "park");
-    if ((rc = mdb_put(txn_, store_.txn_parked_, &k, &empty, 0))) return lmdb_error(rc, "park");
+    if ((rc = mdb_del(txn_, store_.txn_open_, &k, nullptr))) return lmdb_error(rc, "park");
+    into = store_.txn_parked_;
   } else {
     t->next_check_ms = next_check_ms;
-    auto nk = pair_key(next_check_ms, id);
-    MDB_val nkv = val(nk);
-    if ((rc = mdb_put(txn_, store_.txn_checks_, &nkv, &empty, 0))) return lmdb_error(rc, "reschedule check");
+    if (auto st = schedule_check(id, id, next_check_ms); !st) return st;
   }
   build_txn(fbb_, *t);
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = mdb_put(txn_, store_.txns_, &k, &rec, 0))) return lmdb_error(rc, "write transaction");
+  if ((rc = mdb_put(txn_, into, &k, &rec, 0))) return lmdb_error(rc, "write transaction");
   return {};
 }
 
 Result<std::size_t> WriteTxn::prune_ended(std::uint64_t before_ms, std::size_t max) {
   Cursor cur(txn_, store_.txn_ended_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
-  std::size_t n = 0;
+  std::size_t n = 0, scanned = 0;
   MDB_val k, v;
-  int rc;
-  for (rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0 && n < max;
-       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT)) {
-    const auto* b = static_cast<const std::uint8_t*>(k.mv_data);
-    if (get_be64(b) >= before_ms) break;
-    auto id = id_key(get_be64(b + 8));
-    MDB_val ik = val(id);
-    if ((rc = mdb_del(txn_, store_.txns_, &ik, nullptr)) && rc != MDB_NOTFOUND) return lmdb_error(rc, "prune");
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+  for (; rc == 0 && n < max && scanned < max * kPruneScanFactor; ++scanned) {
+    const TxnRecord* r = verified_txn(v, scratch_);
+    if (r && r->created_ms() >= before_ms) break;  // every later one was created later still
+    if (r && r->ended_ms() >= before_ms) {
+      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);  // open long, ended recently: kept
+      continue;
+    }
     if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune");
     ++n;
+    // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
   }
   if (rc && rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "prune");
   return n;
