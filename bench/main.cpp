@@ -368,7 +368,10 @@ int main(int argc, char** argv) {
   std::size_t consume_messages = 0;
   std::uint32_t window = 1000;
   bool report_rss = false;
-  std::size_t transactions = 0, txn_in_flight = 5000;
+  // As many transactions open as produce has messages in flight, so that the two rates are
+  // compared at the same concurrency: each transaction waits for two group commits (prepare,
+  // then end), so with fewer open the rate is bounded by commit latency, not by the broker.
+  std::size_t transactions = 0, txn_in_flight = 20'000;
   std::vector<std::string> broker_args;
   app.add_option("--broker", broker, "broker HOST:PORT (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
@@ -392,7 +395,7 @@ int main(int argc, char** argv) {
                "while consuming");
   app.add_option("--transactions", transactions,
                  "after producing, prepare and commit this many transactions (one message each)");
-  app.add_option("--txn-in-flight", txn_in_flight, "transactions open at once");
+  app.add_option("--txn-in-flight", txn_in_flight, "transactions open at once (default 20000, like --in-flight)");
   CLI11_PARSE(app, argc, argv);
 
   if (compare_rounds > 0) {
