@@ -1,0 +1,238 @@
+// broker/storage/store_txn: transactions kept by state and check-backs scheduled by span,
+// driven directly (no writer thread).
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/storage/store.h"
+#include "tests/support/broker_process.h"
+#include "txmq_generated.h"
+
+using namespace txmq;
+using namespace txmq::broker::storage;
+using txmq::test::TempDir;
+
+namespace {
+
+constexpr std::uint64_t kTestMapBytes = 256ull << 20;
+constexpr std::uint64_t kNow = 1'000'000;
+constexpr std::uint64_t kDue = kNow + 6000;
+constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
+constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
+constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
+constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
+
+std::span<const std::uint8_t> as_bytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+// A store with topic "orders" (one partition).
+struct Fixture {
+  TempDir dir{"txmq-store-txn"};
+  std::unique_ptr<Store> store;
+  TopicId topic;
+
+  Fixture() {
+    auto s = Store::open(StoreOptions{dir.path(), kTestMapBytes, SyncMode::kDurable});
+    REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().describe()));
+    store = std::move(*s);
+    write([&](WriteTxn& txn) {
+      auto meta = txn.create_topic("orders", 1, kNow);
+      REQUIRE(meta.ok());
+      topic = meta->id;
+    });
+  }
+
+  template <typename F>
+  void write(F&& f) {
+    auto txn = store->begin_write(nullptr);
+    REQUIRE(txn.ok());
+    f(**txn);
+    auto st = (*txn)->commit();
+    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  }
+
+  // Prepares n transactions as one batch, as PrepareOp does, with their first check at kDue.
+  std::vector<std::uint64_t> prepare(std::size_t n, std::uint64_t now = kNow) {
+    std::vector<std::uint64_t> out;
+    write([&](WriteTxn& txn) {
+      auto ids = txn.new_txn_ids(n, now);
+      REQUIRE(ids.ok());
+      for (auto id : *ids) {
+        auto r = txn.prepare(id, topic, PartitionId(0), "orders-service", now, as_bytes("k"), {},
+                             as_bytes("body " + std::to_string(id)), 0, kDue);
+        REQUIRE(r.ok());
+        out.push_back(id);
+      }
+      REQUIRE(txn.schedule_check(out.front(), out.back(), kDue).ok());
+    });
+    return out;
+  }
+
+  TxnEndResult end(std::uint64_t id, bool commit, std::uint64_t now = kNow + 10) {
+    TxnEndResult out;
+    write([&](WriteTxn& txn) {
+      auto r = txn.end_txn(id, commit, "producer", now);
+      REQUIRE(r.ok());
+      out = *r;
+    });
+    return out;
+  }
+
+  DueChecks due(std::uint64_t now, std::size_t max = 1000,
+                std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) {
+    auto d = store->due_checks(now, max, after);
+    REQUIRE(d.ok());
+    return *d;
+  }
+
+  std::vector<std::uint64_t> due_ids(std::uint64_t now) {
+    std::vector<std::uint64_t> out;
+    for (auto [id, when] : due(now).due) out.push_back(id);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a commit removes the half message, appends it and is remembered; a second end changes nothing") {
+  Fixture f;
+  auto ids = f.prepare(1);
+  CHECK(f.store->txn_counts().prepared == 1);
+  auto first = f.end(ids[0], true);
+  CHECK(first.changed);
+  CHECK(first.state == kCommitted);
+  REQUIRE(first.appended.has_value());
+  CHECK(first.appended->value() == 0);
+  CHECK(f.store->txn_counts().prepared == 0);
+  auto t = f.store->read_txn(ids[0]);
+  REQUIRE(t.ok());
+  REQUIRE(t->has_value());
+  CHECK((*t)->state == kCommitted);
+  CHECK_FALSE((*t)->message.has_value());
+  CHECK((*t)->producer_group == "orders-service");
+  auto again = f.end(ids[0], false);
+  CHECK(again.found);
+  CHECK_FALSE(again.changed);
+  CHECK(again.state == kCommitted);
+}
+
+TEST_CASE("ended transactions leave their span; the span with none prepared is reported empty and dropped") {
+  Fixture f;
+  auto ids = f.prepare(3);
+  CHECK(f.due_ids(kDue - 1).empty());  // not due yet
+  CHECK(f.due_ids(kDue) == ids);
+  f.end(ids[1], true);
+  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
+  f.end(ids[0], false);
+  f.end(ids[2], true);
+  auto d = f.due(kDue);
+  CHECK(d.due.empty());
+  REQUIRE(d.empty.size() == 1);
+  CHECK(d.empty[0].first_id == ids.front());
+  CHECK(d.empty[0].last_id == ids.back());
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.drop_check_span(d.empty[0]).ok()); });
+  auto next = f.store->next_check_ms();
+  REQUIRE(next.ok());
+  CHECK_FALSE(next->has_value());
+}
+
+TEST_CASE("a check takes its transaction out of the span: the others stay due, it moves to its next check") {
+  Fixture f;
+  auto ids = f.prepare(3);
+  const std::uint64_t later = kDue + 5000;
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.checked(ids[1], 1, later, false).ok()); });
+  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
+  CHECK(f.due_ids(later) == std::vector<std::uint64_t>{ids[0], ids[2], ids[1]});  // earliest due first
+  auto t = f.store->read_txn(ids[1]);
+  REQUIRE(t.ok());
+  CHECK((*t)->checks == 1);
+  CHECK((*t)->next_check_ms == later);
+  // A drop of a span that still holds a prepared transaction is refused.
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.drop_check_span(CheckSpan{kDue, ids[0], ids[2]}).ok()); });
+  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
+}
+
+TEST_CASE("parking takes the transaction out of its span and keeps its half message") {
+  Fixture f;
+  auto ids = f.prepare(2);
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.checked(ids[0], 15, 0, true).ok()); });
+  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[1]});
+  auto counts = f.store->txn_counts();
+  CHECK(counts.prepared == 1);
+  CHECK(counts.parked == 1);
+  auto parked = f.store->list_txns(kParked, 10);
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK((*parked)[0].id == ids[0]);
+  auto t = f.store->read_txn(ids[0]);
+  REQUIRE(t.ok());
+  CHECK((*t)->state == kParked);
+  REQUIRE((*t)->message.has_value());
+  CHECK((*t)->message->body == "body " + std::to_string(ids[0]));
+  // An operator's end of a parked transaction commits it.
+  auto ended = f.end(ids[0], true);
+  CHECK(ended.changed);
+  CHECK(f.store->txn_counts().parked == 0);
+}
+
+TEST_CASE("due checks come in pages that resume where the last one stopped") {
+  Fixture f;
+  auto a = f.prepare(3);
+  auto b = f.prepare(2);
+  std::vector<std::uint64_t> seen;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  for (int pages = 0; pages < 10; ++pages) {
+    auto d = f.due(kDue, 2, after);
+    for (auto [id, when] : d.due) seen.push_back(id);
+    if (!d.resume) break;
+    after = d.resume;
+  }
+  std::vector<std::uint64_t> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  CHECK(seen == all);
+}
+
+TEST_CASE("pruning deletes transactions ended before the cut-off and keeps the rest") {
+  Fixture f;
+  auto ids = f.prepare(3);
+  f.end(ids[0], true, kNow + 100);
+  f.end(ids[1], false, kNow + 5000);  // created before the cut-off, ended after it
+  f.end(ids[2], true, kNow + 100);
+  std::size_t pruned = 0;
+  f.write([&](WriteTxn& txn) {
+    auto n = txn.prune_ended(kNow + 1000, 100);
+    REQUIRE(n.ok());
+    pruned = *n;
+  });
+  CHECK(pruned == 2);
+  auto gone = f.store->read_txn(ids[0]);
+  REQUIRE(gone.ok());
+  CHECK_FALSE(gone->has_value());
+  auto kept = f.store->read_txn(ids[1]);
+  REQUIRE(kept.ok());
+  REQUIRE(kept->has_value());
+  CHECK((*kept)->state == kRolledBack);
+}
+
+TEST_CASE("listing all states gives the newest first across prepared, parked and ended") {
+  Fixture f;
+  auto ids = f.prepare(3);
+  f.end(ids[0], true);
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.checked(ids[1], 15, 0, true).ok()); });
+  auto all = f.store->list_txns(std::nullopt, 10);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 3);
+  CHECK((*all)[0].id == ids[2]);
+  CHECK((*all)[0].state == kPrepared);
+  CHECK((*all)[1].id == ids[1]);
+  CHECK((*all)[1].state == kParked);
+  CHECK((*all)[2].id == ids[0]);
+  CHECK((*all)[2].state == kCommitted);
+  auto two = f.store->list_txns(std::nullopt, 2);
+  REQUIRE(two.ok());
+  CHECK(two->size() == 2);
+}
