@@ -228,9 +228,9 @@ class Store {
   MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
   MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
   MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
-  MDB_dbi txn_open_ = 0;    // u64 id -> TxnRecord with its half message: prepared ones
-  MDB_dbi txn_parked_ = 0;  // u64 id -> TxnRecord with its half message: parked ones
-  MDB_dbi txn_ended_ = 0;   // u64 id -> TxnRecord without message: committed, rolled back
+  MDB_dbi txn_open_ = 0;    // u64 id -> HalfRecord (txn_records.h): prepared ones
+  MDB_dbi txn_parked_ = 0;  // u64 id -> HalfRecord: parked ones
+  MDB_dbi txn_ended_ = 0;   // u64 id -> EndedRecord (txn_records.h): committed, rolled back
   MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 first id) -> u64 last id: CheckSpans
   MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
   std::uint64_t max_bytes_ = 0;
@@ -348,7 +348,8 @@ class WriteTxn {
   Store& store_;
   MDB_txn* txn_;  // null once committed or aborted
   flatbuffers::FlatBufferBuilder fbb_{256};
-  std::vector<std::uint64_t> scratch_;  // a record copied out of the map, 8-byte aligned
+  std::vector<std::uint8_t> scratch_;  // a record copied out of the map
+  std::vector<std::uint8_t> record_;   // a record being written
 };
 
 }  // namespace txmq::broker::storage

@@ -1,9 +1,10 @@
 // Transactions and the idempotent producer's window in LMDB.
 //
-//   txn_open:    id -> TxnRecord             prepared: the half message and its check schedule
-//   txn_parked:  id -> TxnRecord             parked: checks ran out; the half message waits
+//   txn_open:    id -> HalfRecord            prepared: the half message and its check schedule
+//   txn_parked:  id -> HalfRecord            parked: checks ran out; the half message waits
 //                                            for an operator
-//   txn_ended:   id -> TxnRecord             committed or rolled back: the outcome only
+//   txn_ended:   id -> EndedRecord           committed or rolled back: the outcome only
+//                                            (both records: txn_records.h)
 //   txn_checks:  (next check, first id) -> last id
 //                                            CheckSpans: prepared transactions, by when to check
 //   producers:   producer id -> ProducerRecord
@@ -21,6 +22,7 @@
 
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
+#include "broker/storage/txn_records.h"
 #include "txmq_generated.h"
 
 namespace txmq::broker::storage {
@@ -46,73 +48,26 @@ constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBac
 // for long, and never makes a round unbounded.
 constexpr std::size_t kPruneScanFactor = 8;
 
-// Verifies a TxnRecord in place (copying it aligned into scratch when LMDB's 2-byte
-// alignment is not enough); null when it does not verify.
-const TxnRecord* verified_txn(const MDB_val& v, std::vector<std::uint64_t>& scratch) {
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<TxnRecord>(nullptr)) return nullptr;
-  return flatbuffers::GetRoot<TxnRecord>(data);
-}
-
-std::optional<OwnedTxn> parse_txn(std::uint64_t id, const MDB_val& v) {
-  std::vector<std::uint64_t> scratch;
-  const TxnRecord* r = verified_txn(v, scratch);
-  if (!r) return std::nullopt;
-  OwnedTxn t;
-  t.id = id;
-  t.state = r->state();
-  t.topic = TopicId(r->topic_id());
-  t.partition = PartitionId(r->partition());
-  t.producer_group = r->producer_group() ? r->producer_group()->str() : "";
-  if (const auto* m = r->message()) {
-    auto bytes = [](const flatbuffers::Vector<std::uint8_t>* b) {
-      return b ? std::string(reinterpret_cast<const char*>(b->data()), b->size()) : std::string();
-    };
-    OwnedMessage om;
-    om.timestamp_ms = m->timestamp_ms();
-    om.key = bytes(m->key());
-    om.body = bytes(m->body());
-    if (m->headers())
-      for (const auto* h : *m->headers()) om.headers.emplace_back(h->name() ? h->name()->str() : "", bytes(h->value()));
-    t.message = std::move(om);
-  }
-  t.deliver_at_ms = r->deliver_at_ms();
-  t.created_ms = r->created_ms();
-  t.checks = r->checks();
-  t.next_check_ms = r->next_check_ms();
-  t.ended_ms = r->ended_ms();
-  t.resolution = r->resolution() ? r->resolution()->str() : "";
-  t.offset = Offset(r->offset());
-  return t;
-}
-
-void build_txn(flatbuffers::FlatBufferBuilder& fbb, const OwnedTxn& t) {
-  fbb.Clear();
-  flatbuffers::Offset<StoredMessage> msg = 0;
-  if (t.message) {
-    const OwnedMessage& m = *t.message;
-    std::vector<flatbuffers::Offset<StoredHeader>> hs;
-    for (const auto& [n, v] : m.headers)
-      hs.push_back(CreateStoredHeader(fbb, fbb.CreateString(n),
-                                      fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(v.data()), v.size())));
-    msg = CreateStoredMessage(
-        fbb, m.timestamp_ms,
-        m.key.empty() ? 0 : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.key.data()), m.key.size()),
-        hs.empty() ? 0 : fbb.CreateVector(hs),
-        fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(m.body.data()), m.body.size()));
-  }
-  fbb.Finish(CreateTxnRecord(fbb, t.state, t.topic.value(), t.partition.value(), fbb.CreateString(t.producer_group),
-                             msg, t.deliver_at_ms, t.created_ms, t.checks, t.next_check_ms, t.ended_ms,
-                             fbb.CreateString(t.resolution), t.offset.value()));
-}
-
 // Puts a record whose key is most likely the largest yet (ids and check times grow) at the
 // end without a search, else where it belongs.
 int put_likely_last(MDB_txn* txn, MDB_dbi dbi, MDB_val& key, MDB_val& value) {
   int rc = mdb_put(txn, dbi, &key, &value, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbi, &key, &value, 0);
   return rc;
+}
+
+std::span<const std::uint8_t> bytes_of(const MDB_val& v) {
+  return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+}
+
+// A record of any of the three key spaces, copied out; nullopt when it does not decode.
+std::optional<OwnedTxn> parse_any(std::uint64_t id, MDB_dbi where, MDB_dbi ended, const MDB_val& v) {
+  if (where == ended) {
+    auto e = EndedRecord::decode(bytes_of(v));
+    return e ? std::optional(e->owned(id)) : std::nullopt;
+  }
+  auto h = HalfRecord::decode(bytes_of(v));
+  return h ? std::optional(h->owned(id)) : std::nullopt;
 }
 
 // Looks a transaction up in the key spaces in turn, the common case first; 0 with the key
@@ -228,7 +183,7 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   int rc = find_txn(txn.get(), {txn_open_, txn_parked_, txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return std::optional<OwnedTxn>{};
   if (rc) return lmdb_error(rc, "read transaction");
-  auto t = parse_txn(id, v);
+  auto t = parse_any(id, where, txn_ended_, v);
   if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
   return t;
 }
@@ -249,7 +204,7 @@ Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<std::uint8_t> state
     std::size_t taken = 0;
     for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_LAST); rc == 0 && taken < max;
          rc = mdb_cursor_get(cur.get(), &k, &v, MDB_PREV)) {
-      auto t = parse_txn(get_be64(static_cast<const std::uint8_t*>(k.mv_data)), v);
+      auto t = parse_any(get_be64(static_cast<const std::uint8_t*>(k.mv_data)), dbi, txn_ended_, v);
       if (!t || (state && t->state != *state)) continue;
       t->message.reset();  // listings carry no bodies
       out.push_back(std::move(*t));
@@ -271,8 +226,7 @@ TxnCounts Store::txn_counts() const {
   Cursor cur(txn.get(), txn_open_);
   MDB_val k, v;
   if (cur.rc() == 0 && mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST) == 0) {
-    std::vector<std::uint64_t> scratch;
-    if (const TxnRecord* r = verified_txn(v, scratch)) out.oldest_prepared_ms = r->created_ms();
+    if (auto h = HalfRecord::decode(bytes_of(v))) out.oldest_prepared_ms = h->created_ms;
   }
   return out;
 }
@@ -290,20 +244,20 @@ Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, Partiti
                                         std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                         std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                         std::uint64_t deliver_at_ms, std::uint64_t first_check_ms) {
-  // Built straight from the request's views: this is once per transaction.
-  fbb_.Clear();
-  std::vector<flatbuffers::Offset<StoredHeader>> hs;
-  hs.reserve(headers.size());
-  for (const auto& [name, value] : headers)
-    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
-                                    fbb_.CreateVector(value.data(), value.size())));
-  auto msg = CreateStoredMessage(fbb_, now_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
-                                 hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
-  auto group = fbb_.CreateString(producer_group.data(), producer_group.size());
-  fbb_.Finish(CreateTxnRecord(fbb_, kPrepared, topic.value(), partition.value(), group, msg, deliver_at_ms, now_ms,
-                              /*checks=*/0, first_check_ms));
+  HalfRecord half;
+  half.state = kPrepared;
+  half.topic = topic.value();
+  half.partition = partition.value();
+  half.created_ms = now_ms;
+  half.next_check_ms = first_check_ms;
+  half.deliver_at_ms = deliver_at_ms;
+  half.producer_group = producer_group;
+  half.key = key;
+  half.headers.assign(headers.begin(), headers.end());
+  half.body = body;
+  half.encode(record_);
   auto k8 = id_key(id);
-  MDB_val k = val(k8), rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  MDB_val k = val(k8), rec = val(record_.data(), record_.size());
   // Fresh ids are larger than any stored one, so the record goes at the end without a search.
   int rc = mdb_put(txn_, store_.txn_open_, &k, &rec, MDB_APPEND);
   if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id) + " is not fresh");
@@ -381,48 +335,45 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   if (rc == MDB_NOTFOUND) rc = find_txn(txn_, {store_.txn_parked_, store_.txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return out;
   if (rc) return lmdb_error(rc, "read transaction");
+  if (where == store_.txn_ended_) {
+    // Only a transaction still open can end, and only once: a late or contradicting end is
+    // answered with the real state and changes nothing.
+    auto e = EndedRecord::decode(bytes_of(v));
+    if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+    out.found = true;
+    out.topic = TopicId(e->topic);
+    out.partition = PartitionId(e->partition);
+    out.state = e->state;
+    return out;
+  }
   // Read from a copy: the record is deleted below, and the map's bytes may move with any
   // write of this transaction.
-  scratch_.resize((v.mv_size + 7) / 8);
-  std::memcpy(scratch_.data(), v.mv_data, v.mv_size);
-  const auto* data = reinterpret_cast<const std::uint8_t*>(scratch_.data());
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<TxnRecord>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt transaction record");
-  const TxnRecord* r = flatbuffers::GetRoot<TxnRecord>(data);
+  scratch_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
+  auto half = HalfRecord::decode(scratch_);
+  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
   out.found = true;
-  out.topic = TopicId(r->topic_id());
-  out.partition = PartitionId(r->partition());
-  out.state = r->state();
-  // Only a transaction still open can end, and only once: a late or contradicting end is
-  // answered with the real state and changes nothing.
-  if (where == store_.txn_ended_) return out;
+  out.topic = TopicId(half->topic);
+  out.partition = PartitionId(half->partition);
+  out.state = half->state;
 
   rc = where == store_.txn_open_ ? mdb_cursor_del(open.get(), 0) : mdb_del(txn_, where, &k, nullptr);
   if (rc) return lmdb_error(rc, "end transaction");
-  Offset offset(r->offset());
-  if (commit && r->message()) {
-    // Appended from the record's own bytes, without copying the message out first.
-    const StoredMessage& m = *r->message();
-    std::vector<HeaderView> hs;
-    if (m.headers())
-      for (const auto* h : *m.headers())
-        hs.emplace_back(h->name() ? h->name()->string_view() : std::string_view(),
-                        h->value() ? std::span<const std::uint8_t>(h->value()->data(), h->value()->size())
-                                   : std::span<const std::uint8_t>());
+  Offset offset;
+  if (commit) {
+    // Appended from the record's bytes; no message is copied out of them first.
     static constexpr std::string_view kOperator = "operator";
     if (resolution == kOperator)
-      hs.emplace_back("txmq-resolved-by",
-                      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kOperator.data()), kOperator.size()));
-    auto bytes = [](const flatbuffers::Vector<std::uint8_t>* b) {
-      return b ? std::span<const std::uint8_t>(b->data(), b->size()) : std::span<const std::uint8_t>();
-    };
-    if (r->deliver_at_ms() > now_ms) {
-      if (auto st = put_delayed(r->deliver_at_ms(), out.topic, out.partition, now_ms, bytes(m.key()), hs, bytes(m.body()));
+      half->headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
+                                                         reinterpret_cast<const std::uint8_t*>(kOperator.data()),
+                                                         kOperator.size()));
+    if (half->deliver_at_ms > now_ms) {
+      if (auto st = put_delayed(half->deliver_at_ms, out.topic, out.partition, now_ms, half->key, half->headers,
+                                half->body);
           !st)
         return st.error();
-      out.delayed_until = r->deliver_at_ms();
+      out.delayed_until = half->deliver_at_ms;
     } else {
-      auto appended = append(out.topic, out.partition, now_ms, bytes(m.key()), hs, bytes(m.body()));
+      auto appended = append(out.topic, out.partition, now_ms, half->key, half->headers, half->body);
       if (!appended) {
         if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
         // Its topic was deleted: the commit has nowhere to go; it ends rolled back.
@@ -435,12 +386,19 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   }
   out.state = commit ? kCommitted : kRolledBack;
   // An ended transaction keeps its outcome, not its body.
-  fbb_.Clear();
-  auto group = r->producer_group() ? fbb_.CreateString(r->producer_group()) : fbb_.CreateString("");
-  auto res = fbb_.CreateString(resolution.data(), resolution.size());
-  fbb_.Finish(CreateTxnRecord(fbb_, out.state, r->topic_id(), r->partition(), group, 0, r->deliver_at_ms(),
-                              r->created_ms(), r->checks(), r->next_check_ms(), now_ms, res, offset.value()));
-  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  EndedRecord ended;
+  ended.state = out.state;
+  ended.topic = half->topic;
+  ended.partition = half->partition;
+  ended.checks = half->checks;
+  ended.offset = offset.value();
+  ended.created_ms = half->created_ms;
+  ended.ended_ms = now_ms;
+  ended.deliver_at_ms = half->deliver_at_ms;
+  ended.resolution = resolution;
+  ended.producer_group = half->producer_group;
+  ended.encode(record_);
+  MDB_val rec = val(record_.data(), record_.size());
   // Ends come in about the order of prepares, so this is mostly the last id too.
   if ((rc = put_likely_last(txn_, store_.txn_ended_, k, rec))) return lmdb_error(rc, "end transaction");
   out.changed = true;
@@ -454,9 +412,11 @@ Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
   int rc = find_txn(txn_, {store_.txn_open_, store_.txn_parked_, store_.txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return std::optional<std::uint8_t>{};
   if (rc) return lmdb_error(rc, "read transaction");
-  const TxnRecord* r = verified_txn(v, scratch_);
-  if (!r) return Error(ErrorCode::kStorageError, "corrupt transaction record");
-  return std::optional<std::uint8_t>(r->state());
+  if (where == store_.txn_open_) return std::optional<std::uint8_t>(kPrepared);
+  if (where == store_.txn_parked_) return std::optional<std::uint8_t>(kParked);
+  auto e = EndedRecord::decode(bytes_of(v));
+  if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  return std::optional<std::uint8_t>(e->state);
 }
 
 Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park) {
@@ -465,22 +425,23 @@ Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t n
   int rc = mdb_get(txn_, store_.txn_open_, &k, &v);
   if (rc == MDB_NOTFOUND) return {};  // ended meanwhile
   if (rc) return lmdb_error(rc, "read transaction");
-  auto t = parse_txn(id, v);
-  if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
-  if (auto st = unschedule_check(id, t->next_check_ms); !st) return st;
-  t->checks = checks;
+  // Only fixed fields change: a copy is patched in place.
+  record_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
+  auto half = HalfRecord::decode(record_);
+  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (auto st = unschedule_check(id, half->next_check_ms); !st) return st;
+  put_be32(record_.data() + HalfRecord::kChecksAt, checks);
   MDB_dbi into = store_.txn_open_;
   if (park) {
-    t->state = kParked;
-    t->next_check_ms = 0;
+    record_[HalfRecord::kStateAt] = kParked;
+    put_be64(record_.data() + HalfRecord::kNextCheckAt, 0);
     if ((rc = mdb_del(txn_, store_.txn_open_, &k, nullptr))) return lmdb_error(rc, "park");
     into = store_.txn_parked_;
   } else {
-    t->next_check_ms = next_check_ms;
+    put_be64(record_.data() + HalfRecord::kNextCheckAt, next_check_ms);
     if (auto st = schedule_check(id, id, next_check_ms); !st) return st;
   }
-  build_txn(fbb_, *t);
-  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+  MDB_val rec = val(record_.data(), record_.size());
   if ((rc = mdb_put(txn_, into, &k, &rec, 0))) return lmdb_error(rc, "write transaction");
   return {};
 }
@@ -492,9 +453,9 @@ Result<std::size_t> WriteTxn::prune_ended(std::uint64_t before_ms, std::size_t m
   MDB_val k, v;
   int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
   for (; rc == 0 && n < max && scanned < max * kPruneScanFactor; ++scanned) {
-    const TxnRecord* r = verified_txn(v, scratch_);
-    if (r && r->created_ms() >= before_ms) break;  // every later one was created later still
-    if (r && r->ended_ms() >= before_ms) {
+    const auto e = EndedRecord::decode(bytes_of(v));
+    if (e && e->created_ms >= before_ms) break;  // every later one was created later still
+    if (e && e->ended_ms >= before_ms) {
       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);  // open long, ended recently: kept
       continue;
     }
