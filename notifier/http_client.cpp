@@ -1,5 +1,8 @@
 #include "notifier/http_client.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <memory>
 #include <stdexcept>
@@ -22,6 +25,8 @@ struct HttpClient::Socket {
   HttpClient* owner;
   curl_socket_t fd;
   uv_poll_t poll;
+  int events = 0;         // what the poll handle watches now
+  bool watching = false;  // curl wants events; false while a connection idles in its pool
 };
 
 // Idle easy handles kept for reuse, at most; more are freed.
@@ -79,6 +84,10 @@ void HttpClient::post(HttpRequest request, Done done) {
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, t.get());
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &HttpClient::on_header);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, t.get());
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &HttpClient::on_open_socket);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &HttpClient::on_close_socket);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
 
   Transfer* raw = t.release();
   transfers_.insert(raw);
@@ -113,22 +122,19 @@ std::size_t HttpClient::on_header(char* data, std::size_t size, std::size_t n, v
   return len;
 }
 
-int HttpClient::on_socket(CURL*, curl_socket_t fd, int what, void* self, void* socket) {
+int HttpClient::on_socket(CURL*, curl_socket_t fd, int what, void* self, void*) {
   auto* client = static_cast<HttpClient*>(self);
-  auto* s = static_cast<Socket*>(socket);
+  auto it = client->sockets_.find(fd);
+  Socket* s = it == client->sockets_.end() ? nullptr : it->second;
   if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      // Stop now, while curl still has the descriptor open; free once libuv lets go.
-      uv_poll_stop(&s->poll);
-      curl_multi_assign(client->multi_, fd, nullptr);
-      client->sockets_.erase(s);
-      ++client->open_handles_;
-      uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
-        auto* closed = static_cast<Socket*>(h->data);
-        HttpClient* owner = closed->owner;
-        delete closed;
-        owner->release_handle();
-      });
+    if (!s) return 0;
+    if (client->connections_.contains(fd)) {
+      // An idle keep-alive connection: the handle stays, watching what it watched, until
+      // curl reuses the connection or closes it (on_close_socket).
+      s->watching = false;
+    } else {
+      // Not a connection (a resolver's descriptor): curl closes it without telling us.
+      client->close_poll(s);
     }
     return 0;
   }
@@ -136,14 +142,43 @@ int HttpClient::on_socket(CURL*, curl_socket_t fd, int what, void* self, void* s
     s = new Socket{client, fd, {}};
     uv_poll_init_socket(client->loop_, &s->poll, fd);
     s->poll.data = s;
-    curl_multi_assign(client->multi_, fd, s);
-    client->sockets_.insert(s);
+    client->sockets_[fd] = s;
   }
+  s->watching = true;
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&s->poll, events, &HttpClient::on_poll);
+  if (events != s->events) {
+    uv_poll_start(&s->poll, events, &HttpClient::on_poll);
+    s->events = events;
+  }
   return 0;
+}
+
+curl_socket_t HttpClient::on_open_socket(void* self, curlsocktype, curl_sockaddr* address) {
+  const curl_socket_t fd = ::socket(address->family, address->socktype, address->protocol);
+  if (fd != CURL_SOCKET_BAD) static_cast<HttpClient*>(self)->connections_.insert(fd);
+  return fd;
+}
+
+int HttpClient::on_close_socket(void* self, curl_socket_t fd) {
+  auto* client = static_cast<HttpClient*>(self);
+  client->connections_.erase(fd);
+  // The handle goes first: libuv forgets the descriptor while it is still open, so a new
+  // connection that gets the same number is not mistaken for this one.
+  if (auto it = client->sockets_.find(fd); it != client->sockets_.end()) client->close_poll(it->second);
+  return ::close(fd);
+}
+
+void HttpClient::close_poll(Socket* s) {
+  sockets_.erase(s->fd);
+  ++open_handles_;
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
+    auto* closed = static_cast<Socket*>(h->data);
+    HttpClient* owner = closed->owner;
+    delete closed;
+    owner->release_handle();
+  });
 }
 
 int HttpClient::on_timer_change(CURLM*, long timeout_ms, void* self) {
@@ -157,6 +192,13 @@ int HttpClient::on_timer_change(CURLM*, long timeout_ms, void* self) {
 void HttpClient::on_poll(uv_poll_t* poll, int status, int events) {
   auto* s = static_cast<Socket*>(poll->data);
   HttpClient* client = s->owner;
+  if (!s->watching) {
+    // An idle connection became readable: the server closed it (or misbehaves). Stop
+    // watching so the loop does not spin; curl finds it dead when it next tries it.
+    uv_poll_stop(&s->poll);
+    s->events = 0;
+    return;
+  }
   int flags = 0;
   if (status < 0) flags = CURL_CSELECT_ERR;
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
@@ -218,17 +260,7 @@ void HttpClient::close(std::function<void()> on_closed) {
   // must not call back into this object while doing it.
   curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, nullptr);
   curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, nullptr);
-  for (Socket* s : sockets_) {
-    uv_poll_stop(&s->poll);
-    ++open_handles_;
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
-      auto* closed = static_cast<Socket*>(h->data);
-      HttpClient* owner = closed->owner;
-      delete closed;
-      owner->release_handle();
-    });
-  }
-  sockets_.clear();
+  while (!sockets_.empty()) close_poll(sockets_.begin()->second);
   curl_multi_cleanup(multi_);
   multi_ = nullptr;
   for (CURL* e : idle_easy_) curl_easy_cleanup(e);

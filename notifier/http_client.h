@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -57,6 +58,9 @@ class HttpClient {
   struct Socket;
 
   static int on_socket(CURL* easy, curl_socket_t fd, int what, void* self, void* socket);
+  static curl_socket_t on_open_socket(void* self, curlsocktype purpose, curl_sockaddr* address);
+  static int on_close_socket(void* self, curl_socket_t fd);
+  void close_poll(Socket* s);
   static int on_timer_change(CURLM* multi, long timeout_ms, void* self);
   static void on_poll(uv_poll_t* poll, int status, int events);
   static void on_timer(uv_timer_t* timer);
@@ -70,7 +74,12 @@ class HttpClient {
   uv_timer_t timer_;
   std::set<Transfer*> transfers_;  // in flight
   std::vector<Transfer*> failed_;  // refused by curl; answered from the timer
-  std::set<Socket*> sockets_;      // polled for curl
+  // Polled for curl, by descriptor. A connection's poll handle lives as long as the
+  // connection, not just while curl waits on it: libuv's uv_poll_start and uv_poll_stop
+  // each cost epoll_ctl calls, which per keep-alive request were a tenth of the
+  // notifier's time.
+  std::map<curl_socket_t, Socket*> sockets_;
+  std::set<curl_socket_t> connections_;  // opened by curl for a connection (not a resolver's)
   std::vector<CURL*> idle_easy_;   // reused: keeps curl's per-handle caches warm
   int open_handles_ = 1;           // the timer, plus sockets being closed
   std::function<void()> on_closed_;

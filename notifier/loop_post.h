@@ -23,12 +23,16 @@ class LoopPost {
 
   // Thread: any. Functions run in the order posted. After close(), posts are dropped.
   void post(std::function<void()> fn) {
+    bool wake;
     {
       std::lock_guard lock(mu_);
       if (closed_) return;
+      // Only the first post into an empty queue wakes the loop: the others ride along
+      // (an eventfd write per delivery was a visible share of the notifier's time).
+      wake = queue_.empty();
       queue_.push_back(std::move(fn));
     }
-    uv_async_send(&async_);
+    if (wake) uv_async_send(&async_);
   }
 
   // Thread: the loop's. Runs what is queued, then drops later posts; destroy the object
