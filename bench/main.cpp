@@ -243,16 +243,12 @@ TxnResult run_transactions(const std::string& broker, const std::string& topic, 
   const auto start = Clock::now();
   const auto stop_at = start + std::chrono::duration<double>(max_seconds);
   std::size_t started = 0;
-  // The loop below is woken to open more once this many have ended, not after each one: a
-  // wake-up per transaction cost the machine that also runs the broker more than the
-  // transaction itself (produce likewise blocks per batch, not per message).
-  const std::size_t refill = std::max<std::size_t>(1, in_flight / 20);
   auto finish = [&](bool ok, const std::string& why) {
     std::lock_guard lock(mu);
     --open;
     ++done;
     if (!ok && failed++ == 0) first_error = why;
-    if (open + refill <= in_flight || open == 0) cv.notify_all();
+    cv.notify_all();
   };
   for (; started < count && Clock::now() < stop_at; ++started) {
     {
