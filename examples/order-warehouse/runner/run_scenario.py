@@ -6,7 +6,7 @@ strike, wait for the system to settle, check the books, print the report.
                   [--rate 0] [--threads 8] [--points-down-s 3] [--keep]
 
 Binaries come from flags or the environment: TXMQ_BROKER_BIN, TXMQ_CLI_BIN,
-TXMQ_NOTIFIER_BIN (optional: without it the points part is skipped), ORDER_SERVICE_BIN,
+TXMQ_NOTIFIER_BIN, ORDER_SERVICE_BIN,
 WAREHOUSE_SERVICE_BIN, POINTS_SERVICE_BIN.
 Exit status: 0 when every invariant holds, 1 when one fails, 2 when the run itself broke
 (a service did not start, a fault did not fire, the system did not settle in time).
@@ -56,11 +56,14 @@ def parse_args():
     p.add_argument("--warehouse-bin", default=env("WAREHOUSE_SERVICE_BIN"))
     p.add_argument("--points-bin", default=env("POINTS_SERVICE_BIN"))
     a = p.parse_args()
-    for name in ("broker_bin", "cli_bin", "order_bin", "warehouse_bin", "points_bin"):
-        if not getattr(a, name):
+    # Every binary is required: a run that quietly left out a service (the notifier, say)
+    # would pass while checking less than it claims.
+    for name in ("broker_bin", "cli_bin", "notifier_bin", "order_bin", "warehouse_bin", "points_bin"):
+        path = getattr(a, name)
+        if not path:
             p.error(f"--{name.replace('_', '-')} (or its environment variable) is required")
-    if not a.notifier_bin or not os.path.exists(a.notifier_bin):
-        a.notifier_bin = None
+        if not os.path.exists(path):
+            p.error(f"--{name.replace('_', '-')}: {path} does not exist")
     a.fault_list = faults_mod.ALL if a.faults == "all" else [] if a.faults == "none" else a.faults.split(",")
     unknown = set(a.fault_list) - set(faults_mod.ALL)
     if unknown:
