@@ -410,7 +410,7 @@ TEST_CASE("a nack without a delay follows the retry schedule, one delay per retr
   }
 }
 
-TEST_CASE("delivery counts and due times survive kill -9") {
+TEST_CASE("delivery counts, due times and the failure history survive kill -9") {
   TempDir data("txmq-groups-crash");
   txmq::test::BrokerOptions options;
   options.data_dir = data.path();
@@ -435,6 +435,8 @@ TEST_CASE("delivery counts and due times survive kill -9") {
   first->require_flushed();  // both nacks are durable
   const Arrival second = first->arrival(1);
   REQUIRE(second.delivery.delivery_count == 2);
+  CHECK(second.delivery.history == std::vector<std::string>{"first"});
+  CHECK(first->arrival(0).delivery.history.empty());
 
   broker.kill9();
   first.reset();
@@ -450,6 +452,7 @@ TEST_CASE("delivery counts and due times survive kill -9") {
   const Arrival third = after.arrival(0);
   CHECK(third.delivery.body == "survivor");
   CHECK(third.delivery.delivery_count == 3);
+  CHECK(third.delivery.history == std::vector<std::string>{"first", "second"});
   CHECK(ms_between(second.at, third.at) >= kSecondDelay - kEarly);
   after.require_flushed();
 }
