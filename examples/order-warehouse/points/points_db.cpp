@@ -1,16 +1,6 @@
 #include "points_db.h"
 
-#include <chrono>
-
 namespace orders_example {
-namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 PointsDb::PointsDb(const std::string& path) : db_(path) {
   db_.exec(R"(

@@ -1,6 +1,14 @@
 #include "sqlite_db.h"
 
+#include <chrono>
+
 namespace orders_example {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 namespace {
 
 [[noreturn]] void fail(sqlite3* db, std::string_view what) {

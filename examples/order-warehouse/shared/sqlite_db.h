@@ -20,6 +20,9 @@
 
 namespace orders_example {
 
+// Wall-clock milliseconds since the epoch: the timestamps the example's tables record.
+std::int64_t now_ms();
+
 struct SqliteError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

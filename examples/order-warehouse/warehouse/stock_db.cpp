@@ -1,16 +1,6 @@
 #include "stock_db.h"
 
-#include <chrono>
-
 namespace orders_example {
-namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 StockDb::StockDb(const std::string& path, const std::map<std::string, std::int64_t>& initial_stock) : db_(path) {
   db_.exec(R"(
