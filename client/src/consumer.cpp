@@ -81,14 +81,20 @@ class ConsumerImpl {
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Subscribe, sub.Union()));
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
                   [this](Result<const wire::Frame*> r) {
-                    std::lock_guard lock(mu_);
-                    if (r.ok()) {
-                      subscribed_ = true;
-                      sub_error_ = Error(ErrorCode::kOk);
-                    } else {
-                      sub_error_ = r.error();
+                    {
+                      std::lock_guard lock(mu_);
+                      if (r.ok()) {
+                        subscribed_ = true;
+                        sub_error_ = Error(ErrorCode::kOk);
+                      } else {
+                        sub_error_ = r.error();
+                      }
+                      cv_.notify_all();
                     }
-                    cv_.notify_all();
+                    // A topic that does not exist yet (a dead-letter or give-up topic is
+                    // created by its first message) is asked for again until it does.
+                    if (!r.ok() && r.error().code == ErrorCode::kUnknownTopic && window_ > 0)
+                      conn_.set_timer(options_.reconnect_max, [this] { send_subscribe(); });
                   });
   }
 
@@ -135,13 +141,16 @@ class ConsumerImpl {
     std::uint64_t rid = conn_.next_request_id();
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Settle, settle.Union()));
     const std::size_t n = verdicts.size();
+    // Sent again after a reconnect: an ack counts whenever it arrives, and a verdict on a
+    // delivery the consumer no longer holds changes nothing, so a repeat is harmless.
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
                   [this, n](Result<const wire::Frame*> r) {
                     std::lock_guard lock(mu_);
                     acks_outstanding_ -= n;
                     if (!r.ok() && ack_error_.code == ErrorCode::kOk) ack_error_ = r.error();
                     cv_.notify_all();
-                  });
+                  },
+                  /*resend=*/true);
   }
 
   Consumer::Options options_;

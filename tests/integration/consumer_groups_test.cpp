@@ -767,3 +767,19 @@ TEST_CASE("configure_group rejects max_deliveries 0 with kInvalidArgument") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == ErrorCode::kInvalidArgument);
 }
+
+// A consumer of a topic created later (a dead-letter topic is created by its first dead
+// letter) is told kUnknownTopic, keeps asking, and receives once the topic exists.
+TEST_CASE("a consumer of a topic that does not exist yet receives once it is created") {
+  BrokerProcess broker;
+  start(broker);
+  GroupConsumer later(broker.address(), "later", "g", 10, kAckAll);
+  auto st = later.consumer().wait_subscribed(kWait);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().code == ErrorCode::kUnknownTopic);
+  create_topic(broker.address(), "later");
+  produce(broker.address(), "later", {"first"});
+  REQUIRE(later.wait_for(1, kWait));
+  CHECK(later.arrival(0).delivery.body == "first");
+  later.require_flushed();
+}

@@ -329,7 +329,9 @@ class Consumer {
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
 
-  // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout, ...
+  // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout, ... After
+  // kUnknownTopic the consumer keeps asking (every reconnect_max) and receives once the
+  // topic exists, as a consumer of a dead-letter topic not yet created needs.
   Status wait_subscribed(Millis timeout);
 
   // The verdicts on a delivery. Each is batched with others and sent by the I/O thread;
@@ -353,8 +355,9 @@ class Consumer {
   // Undoes pause(): deliveries resume up to the configured window. Non-blocking.
   void resume();
 
-  // Waits until every verdict given before the call was confirmed durable by the broker.
-  // Returns the first error seen, kTimeout, or ok.
+  // Waits until every verdict given before the call was confirmed durable by the broker;
+  // verdicts whose connection dropped are sent again after the reconnect. Returns the
+  // first error seen, kTimeout, or ok.
   Status flush_acks(Millis timeout);
 
  private:
