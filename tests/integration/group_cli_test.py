@@ -14,39 +14,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
-BROKER = os.environ["TXMQ_BROKER_BIN"]
+sys.path.insert(0, os.path.join(os.environ.get("TXMQ_SOURCE_DIR", "."), "tests", "support"))
+from txmq_harness import Broker  # noqa: E402
+
 CLI = os.environ["TXMQ_CLI_BIN"]
 
 # Bounds on the nack loop: each run ends after 1.5 s without a delivery.
 MAX_NACK_RUNS = 10
-
-
-class Broker:
-    def __init__(self, tmp):
-        self.log = open(os.path.join(tmp, "broker.log"), "w")
-        self.proc = subprocess.Popen(
-            [BROKER, "--data", os.path.join(tmp, "data"), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.address = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.address is None:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError("broker exited before listening")
-            if line.startswith("listening on "):
-                self.address = line.split()[-1]
-        assert self.address, "broker did not print its address"
-
-    def stop(self):
-        self.proc.terminate()
-        code = self.proc.wait(timeout=15)
-        self.proc.stdout.close()
-        self.log.close()
-        return code
 
 
 class GroupCliTest(unittest.TestCase):
