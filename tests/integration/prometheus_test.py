@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The broker's /metrics, proven by promtool and by a real Prometheus server.
+"""The broker's and the notifier's /metrics, proven by promtool and by a real Prometheus server.
 
 Starts the real txmq-broker on 127.0.0.1 port 0 with a temporary data directory,
 produces messages with the real `txmq` tool, checks the exposition with
 `promtool check metrics`, then starts Prometheus (Debian's package) scraping the broker
-and asserts through its HTTP query API that the produced-messages counter reached N.
+and asserts through its HTTP query API that the produced-messages counter reached N; and
+the same for txmq-notifier's successful callbacks to a real HTTP receiver.
 Every wait has a deadline. Paths come from the environment set by CTest.
 """
 
@@ -26,6 +27,9 @@ CLI = os.environ["TXMQ_CLI_BIN"]
 SOURCE = os.environ["TXMQ_SOURCE_DIR"]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+sys.path.insert(0, os.path.join(SOURCE, "tests", "support"))
+from txmq_harness import Notifier, Receiver  # noqa: E402
 
 
 def wait_until(predicate, timeout, what):
@@ -124,15 +128,15 @@ class PrometheusMetricsTest(unittest.TestCase):
             r = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
-    def test_prometheus_server_sees_produced_count(self):
-        n = 137
-        self.produce("payments", n)
+    def start_prometheus(self, targets):
+        """A real Prometheus server scraping `targets` ({job: HOST:PORT}) every second;
+        returns its base URL once it is ready."""
         port = free_port()
         config = os.path.join(self.tmp, "prometheus.yml")
         with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: txmq-broker\n"
-                    f"    static_configs:\n      - targets: ['{self.broker.metrics}']\n")
+            f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n")
+            for job, target in targets.items():
+                f.write(f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n")
         plog = open(os.path.join(self.tmp, "prometheus.log"), "w")
         self.prometheus = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.tmp}/tsdb",
@@ -147,21 +151,54 @@ class PrometheusMetricsTest(unittest.TestCase):
                 return False
 
         wait_until(ready, 60, "prometheus to be ready")
-        query = urllib.parse.quote('txmq_messages_produced_total{topic="payments"}')
+        return base
 
-        def produced():
-            try:
-                _, body = http_get(f"{base}/api/v1/query?query={query}")
-            except (urllib.error.URLError, ConnectionError, OSError):
-                return None
-            result = json.loads(body)["data"]["result"]
-            return float(result[0]["value"][1]) if result else None
+    def query(self, base, promql):
+        """The value of a PromQL query with one result, or None."""
+        try:
+            _, body = http_get(f"{base}/api/v1/query?query=" + urllib.parse.quote(promql))
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None
+        result = json.loads(body)["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
 
-        value = wait_until(lambda: produced() == n and n, 60, f"Prometheus to report {n} produced")
+    def test_prometheus_server_sees_produced_count(self):
+        n = 137
+        self.produce("payments", n)
+        base = self.start_prometheus({"txmq-broker": self.broker.metrics})
+        value = wait_until(lambda: self.query(base, 'txmq_messages_produced_total{topic="payments"}') == n and n,
+                           60, f"Prometheus to report {n} produced")
         self.assertEqual(value, n)
-        # The scrape target is healthy too.
-        _, body = http_get(f"{base}/api/v1/query?query=" + urllib.parse.quote('up{job="txmq-broker"}'))
-        self.assertEqual(json.loads(body)["data"]["result"][0]["value"][1], "1")
+        self.assertEqual(self.query(base, 'up{job="txmq-broker"}'), 1)
+
+    def test_prometheus_server_sees_the_notifiers_callbacks(self):
+        n = 25
+        self.produce("paid", n)
+        receiver = Receiver(lambda path, req, count: (204, {}, b""))
+        notifier = Notifier(self.tmp, f"""[notifier]
+broker = "{self.broker.address}"
+metrics_listen = "127.0.0.1:0"
+
+[[subscription]]
+name = "points"
+topic = "paid"
+group = "notifier-points"
+url = "{receiver.url}/points"
+""").start()
+        try:
+            base = self.start_prometheus({"txmq-notifier": notifier.metrics})
+            promql = 'sum(txmq_notifier_attempts_total{job="txmq-notifier",outcome="success"})'
+            value = wait_until(lambda: self.query(base, promql) == n and n, 60,
+                               f"Prometheus to report {n} successful callbacks")
+            self.assertEqual(value, n)
+            self.assertEqual(len(receiver.on("/points")), n)
+            self.assertEqual(self.query(base, 'up{job="txmq-notifier"}'), 1)
+            check = subprocess.run([PROMTOOL, "check", "metrics"], input=notifier.scrape(), capture_output=True,
+                                   text=True, timeout=30)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        finally:
+            self.assertEqual(notifier.stop(), 0, "notifier did not exit cleanly on SIGTERM")
+            receiver.close()
 
 
 if __name__ == "__main__":
