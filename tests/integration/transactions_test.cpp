@@ -1333,24 +1333,26 @@ TEST_CASE("a backlog of 10000 due transactions is checked at no more than checks
   const auto t0 = checker.seen()[0].at;
   REQUIRE(wait_until([&] { return Clock::now() >= t0 + 3100ms; }, kWait, 20ms));
   const auto seen = checker.seen();
-  std::vector<int> per_second(3, 0);
+  // Checks received before the end of each second of the window, counted from its start.
+  std::vector<int> by_end_of(3, 0);
   std::set<std::uint64_t> ids;
   for (const auto& s : seen) {
     ids.insert(s.check.transaction_id);
     const auto second = std::chrono::duration_cast<std::chrono::seconds>(s.at - t0).count();
-    if (second < 3) ++per_second[static_cast<std::size_t>(second)];
+    for (auto k = std::max<long>(second, 0); k < 3; ++k) ++by_end_of[static_cast<std::size_t>(k)];
   }
-  INFO("checks in seconds 1, 2, 3 of the window: " << per_second[0] << ", " << per_second[1] << ", "
-                                                   << per_second[2] << "; " << seen.size() << " in all");
-  // The first second may hold a burst of up to the cap on top of the rate; after that, the
-  // cap. The slack is for timing measured here rather than at the broker: a check that
-  // reached this process late shifts into the next second (5 = 100 ms at 50 per second).
+  INFO("checks by the end of seconds 1, 2, 3 of the window: " << by_end_of[0] << ", " << by_end_of[1] << ", "
+                                                              << by_end_of[2] << "; " << seen.size() << " in all");
+  // A token bucket lets through at most its burst (the cap) plus the rate times the time
+  // passed. Counted cumulatively, checks that reached this process late (a loaded machine
+  // delays some and bunches them with later ones) cannot make the count look too high; the
+  // slack covers the first check's own delay (5 = 100 ms at 50 per second).
   constexpr int kSlack = kCap / 10;
-  CHECK(per_second[0] <= 2 * kCap + kSlack);
-  CHECK(per_second[1] <= kCap + kSlack);
-  CHECK(per_second[2] <= kCap + kSlack);
+  CHECK(by_end_of[0] <= 2 * kCap + kSlack);
+  CHECK(by_end_of[1] <= 3 * kCap + kSlack);
+  CHECK(by_end_of[2] <= 4 * kCap + kSlack);
   // Checks keep flowing at about the rate rather than stopping after the burst.
-  CHECK(per_second[1] + per_second[2] >= kCap);
+  CHECK(by_end_of[2] - by_end_of[0] >= kCap);
   CHECK(seen.size() < static_cast<std::size_t>(kBacklog) / 10);
   // Each check so far asked about a different transaction.
   CHECK(ids.size() == seen.size());
