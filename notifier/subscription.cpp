@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 
 #include "notifier/attempt_log.h"
@@ -160,9 +161,10 @@ void Subscription::take(client::Delivery d) {
   const std::uint64_t now = uv_now(loop_);
   if (e.breaker.state() == CircuitBreaker::State::kOpen && now < e.breaker.open_until_ms())
     return defer(std::move(job), "circuit_open", std::chrono::milliseconds(e.breaker.open_until_ms() - now));
-  // Only with url_header can one endpoint's queue grow past the window's share; a dead
-  // endpoint must not hold every slot of the window that others need.
-  if (e.queue.size() >= config_.concurrency * 2)
+  // With url_header many endpoints share one window (twice the concurrency). A hanging
+  // endpoint may hold its concurrency in requests and half that again queued, no more, so
+  // that the others keep room in the window.
+  if (!config_.url_header.empty() && e.queue.size() >= std::max<std::size_t>(1, config_.concurrency / 2))
     return defer(std::move(job), "endpoint_busy", std::chrono::milliseconds(1000));
   e.queue.push_back(std::move(job));
   pump(e);

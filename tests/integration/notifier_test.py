@@ -232,6 +232,31 @@ class NotifierTest(unittest.TestCase):
         self.assertEqual(len(self.receiver.on("/hang")), 4, "the slow endpoint's concurrency limit")
         self.receiver.release()
 
+    def test_hanging_endpoint_does_not_hold_up_another_of_the_same_subscription(self):
+        self.topic("t")
+
+        def respond(path, req, n):
+            self.receiver.released.wait(30)  # this receiver hangs until released
+            return 204, {}, b""
+        # Endpoints are told apart by scheme://host:port: the fast one is a second server.
+        fast = Receiver(lambda path, req, n: (204, {}, b""))
+        try:
+            self.start(respond, subscription("s", "t", "", url_header="callback-url",
+                                             allowed_urls=["RECEIVER/", fast.url + "/"],
+                                             concurrency=2, request_timeout_ms=20000))
+            self.produce("t", [f"h{i}" for i in range(6)], headers=[f"callback-url={self.receiver.url}/hang"])
+            wait_until(lambda: len(self.receiver.on("/hang")) == 2, 20, "the hanging endpoint's two slots full")
+            self.produce("t", [f"f{i}" for i in range(5)], headers=[f"callback-url={fast.url}/fast"])
+            wait_until(lambda: len(fast.on("/fast")) == 5, 15, "the other endpoint's callbacks")
+            self.assertEqual(len(self.receiver.on("/hang")), 2, "the hanging endpoint's concurrency limit")
+            self.assertIn('txmq_notifier_deferred_total{subscription="s",reason="endpoint_busy"}',
+                          self.notifier.scrape())
+            self.receiver.release()
+            wait_until(lambda: self.lag("notify-s") == 0, 30, "everything delivered once released")
+            self.assertEqual(len({r.body for r in self.receiver.on("/hang")}), 6)
+        finally:
+            fast.close()
+
     def test_circuit_breaker_pauses_without_spending_attempts(self):
         self.topic("t")
         self.start(lambda path, req, n: (503, {}, b"") if n <= 3 else (200, {}, b""),
