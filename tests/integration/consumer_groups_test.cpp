@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/group_consumer.h"
 #include "txmq/client.h"
 
 namespace doctest {
@@ -46,7 +47,11 @@ using txmq::client::Millis;
 using txmq::client::Producer;
 using txmq::client::RetrySchedule;
 using txmq::client::SendReceipt;
+using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
+using txmq::test::GroupConsumer;
+using txmq::test::kAckAll;
+using txmq::test::kHold;
 using txmq::test::TempDir;
 using txmq::test::wait_until;
 
@@ -138,98 +143,6 @@ std::vector<std::string> numbered(const std::string& prefix, int first, int last
   for (int i = first; i <= last; ++i) out.push_back(prefix + std::to_string(i));
   return out;
 }
-
-struct Arrival {
-  Delivery delivery;
-  Clock::time_point at;  // when the handler saw it, before any verdict on it
-};
-
-// A Consumer that records each delivery with its arrival time and passes it to `verdict`
-// (on the client's I/O thread; verdicts never block). Deliveries that reach the handler
-// before the constructor returned are judged as soon as the Consumer exists, so a verdict
-// is always sent after its delivery's recorded arrival.
-class GroupConsumer {
- public:
-  using Verdict = std::function<void(Consumer&, const Delivery&)>;
-
-  GroupConsumer(const std::string& address, std::string topic, std::string group, std::uint32_t window,
-                Verdict verdict)
-      : verdict_(std::move(verdict)) {
-    Consumer::Options co;
-    static_cast<ClientOptions&>(co) = client_options(address);
-    co.topic = std::move(topic);
-    co.group = std::move(group);
-    co.window = window;
-    consumer_ = std::make_unique<Consumer>(co, [this](const Delivery& d) { on_delivery(d); });
-    std::lock_guard lock(mu_);
-    attached_ = true;
-    if (verdict_)
-      for (const auto& a : arrivals_) verdict_(*consumer_, a.delivery);
-  }
-  GroupConsumer(const GroupConsumer&) = delete;
-  GroupConsumer& operator=(const GroupConsumer&) = delete;
-  ~GroupConsumer() { close(); }
-
-  Consumer& consumer() { return *consumer_; }
-
-  void require_subscribed() {
-    auto st = consumer_->wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
-  // True once at least n deliveries arrived; false if they did not within timeout.
-  bool wait_for(std::size_t n, Millis timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return arrivals_.size() >= n; });
-  }
-
-  std::size_t count() {
-    std::lock_guard lock(mu_);
-    return arrivals_.size();
-  }
-
-  std::vector<Arrival> arrivals() {
-    std::lock_guard lock(mu_);
-    return arrivals_;
-  }
-
-  Arrival arrival(std::size_t i) {
-    std::lock_guard lock(mu_);
-    return arrivals_.at(i);
-  }
-
-  void require_flushed() {
-    auto st = consumer_->flush_acks(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
-  // Closes the connection: what this consumer holds goes back to the group.
-  void close() {
-    {
-      std::lock_guard lock(mu_);
-      attached_ = false;
-    }
-    consumer_.reset();
-  }
-
- private:
-  void on_delivery(const Delivery& d) {
-    std::lock_guard lock(mu_);
-    arrivals_.push_back(Arrival{d, Clock::now()});
-    if (attached_ && verdict_) verdict_(*consumer_, d);
-    cv_.notify_all();
-  }
-
-  Verdict verdict_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Arrival> arrivals_;  // guarded by mu_
-  bool attached_ = false;          // guarded by mu_: consumer_ may be used by the handler
-  std::unique_ptr<Consumer> consumer_;
-};
-
-const GroupConsumer::Verdict kAckAll = [](Consumer& c, const Delivery& d) { c.ack(d); };
-const GroupConsumer::Verdict kHold = nullptr;  // the test thread decides
 
 }  // namespace
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/group_consumer.h"
 #include "txmq/client.h"
 
 namespace doctest {
@@ -45,7 +46,11 @@ using txmq::client::Millis;
 using txmq::client::Producer;
 using txmq::client::RetrySchedule;
 using txmq::client::SendReceipt;
+using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
+using txmq::test::GroupConsumer;
+using txmq::test::kAckAll;
+using txmq::test::kHold;
 using txmq::test::TempDir;
 using txmq::test::wait_until;
 
@@ -165,91 +170,6 @@ std::uint64_t header_ms(const Delivery& d, const std::string& name) {
   const std::string v = header(d, name);
   return v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) ? 0 : std::stoull(v);
 }
-
-struct Arrival {
-  Delivery delivery;
-  Clock::time_point at;    // when the handler saw it, before any verdict on it
-  std::uint64_t wall_ms;  // the same moment on the wall clock
-};
-
-// A Consumer that records each delivery with its arrival time and passes it to `verdict`
-// (on the client's I/O thread; verdicts never block). Deliveries that reach the handler
-// before the constructor returned are judged as soon as the Consumer exists.
-class GroupConsumer {
- public:
-  using Verdict = std::function<void(Consumer&, const Delivery&)>;
-
-  GroupConsumer(const std::string& address, std::string topic, std::string group, std::uint32_t window,
-                Verdict verdict)
-      : verdict_(std::move(verdict)) {
-    Consumer::Options co;
-    static_cast<ClientOptions&>(co) = client_options(address);
-    co.topic = std::move(topic);
-    co.group = std::move(group);
-    co.window = window;
-    consumer_ = std::make_unique<Consumer>(co, [this](const Delivery& d) { on_delivery(d); });
-    std::lock_guard lock(mu_);
-    attached_ = true;
-    if (verdict_)
-      for (const auto& a : arrivals_) verdict_(*consumer_, a.delivery);
-  }
-  GroupConsumer(const GroupConsumer&) = delete;
-  GroupConsumer& operator=(const GroupConsumer&) = delete;
-  ~GroupConsumer() { close(); }
-
-  Consumer& consumer() { return *consumer_; }
-
-  void require_subscribed() {
-    auto st = consumer_->wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
-  bool wait_for(std::size_t n, Millis timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return arrivals_.size() >= n; });
-  }
-
-  std::size_t count() {
-    std::lock_guard lock(mu_);
-    return arrivals_.size();
-  }
-
-  Arrival arrival(std::size_t i) {
-    std::lock_guard lock(mu_);
-    return arrivals_.at(i);
-  }
-
-  void require_flushed() {
-    auto st = consumer_->flush_acks(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
-  // Closes the connection: what this consumer holds goes back to the group.
-  void close() {
-    {
-      std::lock_guard lock(mu_);
-      attached_ = false;
-    }
-    consumer_.reset();
-  }
-
- private:
-  void on_delivery(const Delivery& d) {
-    std::lock_guard lock(mu_);
-    arrivals_.push_back(Arrival{d, Clock::now(), wall_ms()});
-    if (attached_ && verdict_) verdict_(*consumer_, d);
-    cv_.notify_all();
-  }
-
-  Verdict verdict_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Arrival> arrivals_;  // guarded by mu_
-  bool attached_ = false;          // guarded by mu_
-  std::unique_ptr<Consumer> consumer_;
-};
-
-const GroupConsumer::Verdict kAckAll = [](Consumer& c, const Delivery& d) { c.ack(d); };
 
 // Terminates the first delivery this consumer sees and acknowledges every later one (a
 // redriven message comes back with delivery count 1 again, so the count cannot tell).
