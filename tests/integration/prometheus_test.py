@@ -16,30 +16,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
 
-BROKER = os.environ["TXMQ_BROKER_BIN"]
 CLI = os.environ["TXMQ_CLI_BIN"]
 SOURCE = os.environ["TXMQ_SOURCE_DIR"]
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 sys.path.insert(0, os.path.join(SOURCE, "tests", "support"))
-from txmq_harness import Notifier, Receiver  # noqa: E402
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)  # polling interval of a deadline-bounded wait, not synchronisation
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from txmq_harness import Broker, Notifier, Receiver, wait_until  # noqa: E402
 
 
 def http_get(url, timeout=5):
@@ -53,36 +41,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Broker:
-    def __init__(self, tmp):
-        self.log = open(os.path.join(tmp, "broker.log"), "w")
-        self.proc = subprocess.Popen(
-            [BROKER, "--data", os.path.join(tmp, "data"), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.address = self.metrics = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.address is None:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError("broker exited before listening")
-            if line.startswith("metrics on "):
-                self.metrics = line.split()[-1]
-            if line.startswith("listening on "):
-                self.address = line.split()[-1]
-        assert self.address and self.metrics, "broker did not print its addresses"
-
-    def stop(self):
-        self.proc.terminate()
-        code = self.proc.wait(timeout=15)
-        self.log.close()
-        return code
-
-
 class PrometheusMetricsTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="txmq-prom-")
-        self.broker = Broker(self.tmp)
+        self.broker = Broker(self.tmp, metrics=True)
         self.env = dict(os.environ, TXMQ_BROKER=self.broker.address)
         self.prometheus = None
 

@@ -46,18 +46,27 @@ def read_line_starting(proc, prefix, timeout, what):
 
 
 class Broker:
-    def __init__(self, tmp, name="broker"):
+    """txmq-broker on 127.0.0.1, port 0, in tmp; with metrics=True it also serves /metrics
+    on a free port (self.metrics is then its HOST:PORT)."""
+
+    def __init__(self, tmp, name="broker", metrics=False):
         self.data = os.path.join(tmp, name + "-data")
         self.log_path = os.path.join(tmp, name + ".log")
+        self.with_metrics = metrics
         self.proc = None
         self.address = None
+        self.metrics = None
         self.start()
 
     def start(self, listen="127.0.0.1:0"):
         self.log = open(self.log_path, "a")
+        metrics = ["--metrics-listen", "127.0.0.1:0"] if self.with_metrics else ["--no-metrics"]
         self.proc = subprocess.Popen(
-            [BROKER, "--data", self.data, "--listen", listen, "--no-metrics"],
+            [BROKER, "--data", self.data, "--listen", listen, *metrics],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
+        if self.with_metrics:
+            # The broker prints "metrics on" before "listening on".
+            self.metrics = read_line_starting(self.proc, "metrics on ", 15, "broker")
         self.address = read_line_starting(self.proc, "listening on ", 15, "broker")
 
     def stop(self):
