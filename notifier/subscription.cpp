@@ -29,9 +29,14 @@ std::string origin_of(const std::string& url) {
 const std::string* header(const client::Delivery& d, std::string_view name) {
   for (const auto& h : d.headers)
     if (h.name.size() == name.size() &&
-        std::equal(h.name.begin(), h.name.end(), name.begin(), [](char a, char b) { return std::tolower(a) == b; }))
+        std::equal(h.name.begin(), h.name.end(), name.begin(), [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; }))
       return &h.value;
   return nullptr;
+}
+
+// The Standard Webhooks id of a message: the same on every attempt, unique per message.
+std::string webhook_id(const client::Delivery& d) {
+  return d.topic + ":" + std::to_string(d.partition) + ":" + std::to_string(d.offset);
 }
 
 // A value that would end the header line early is not sent as a header.
@@ -194,7 +199,7 @@ void Subscription::pump(Endpoint& e) {
 
 void Subscription::send(Endpoint& e, Job job) {
   const auto& d = job.delivery;
-  const std::string id = d.topic + ":" + std::to_string(d.partition) + ":" + std::to_string(d.offset);
+  const std::string id = webhook_id(d);
   const std::int64_t ts = static_cast<std::int64_t>(wall_ms() / 1000);
   const std::string* type = header(d, "content-type");
   HttpRequest req;
@@ -250,8 +255,7 @@ void Subscription::on_response(Endpoint& e, Job job, std::uint64_t started_ms, H
 
 void Subscription::give_up(Job job, std::string reason, std::optional<AttemptRecord> last) {
   GiveUp g;
-  g.webhook_id = job.delivery.topic + ":" + std::to_string(job.delivery.partition) + ":" +
-                 std::to_string(job.delivery.offset);
+  g.webhook_id = webhook_id(job.delivery);
   g.subscription = config_.name;
   g.endpoint = job.url;
   g.reason = reason;
