@@ -42,6 +42,10 @@ struct Child {
   pid_t pid = -1;
   FILE* out = nullptr;
 
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
   // Starts argv with stdout piped; waits (bounded) for a line starting with `ready`.
   bool start(const std::vector<std::string>& args, const std::string& ready, int timeout_s) {
     int fds[2];
@@ -91,13 +95,17 @@ double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::strin
   const std::string config = std::string(dir_template) + "/notifier.toml";
   std::ofstream(config) << "[notifier]\nbroker = \"" << c.broker << "\"\nmetrics_listen = \"\"\nlog_level = \"warn\"\n\n"
                         << "[[subscription]]\nname = \"bench\"\ntopic = \"" << topic << "\"\ngroup = \"bench-notifier-"
-                        << round << "\"\nurl = \"" << sink.url() << "\"\nconcurrency = " << c.concurrency
+                        << round << "\"\nurl = \"" << sink.url() << "\"\nconcurrency = "
+                        << (c.concurrency + c.processes - 1) / c.processes
                         << "\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
   sink.reset();
-  Child notifier;
-  if (!notifier.start({c.notifier_bin, "--config", config}, "ready", 30)) {
-    std::fprintf(stderr, "callbacks: %s did not start\n", c.notifier_bin.c_str());
-    return -1;
+  // Processes of one group share the backlog, each with its part of the concurrency.
+  std::vector<Child> notifiers(c.processes);
+  for (Child& notifier : notifiers) {
+    if (!notifier.start({c.notifier_bin, "--config", config}, "ready", 30)) {
+      std::fprintf(stderr, "callbacks: %s did not start\n", c.notifier_bin.c_str());
+      return -1;
+    }
   }
   const auto deadline = Clock::now() + std::chrono::seconds(c.max_seconds);
   while (sink.requests() < c.messages && Clock::now() < deadline)
@@ -105,7 +113,8 @@ double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::strin
   const auto end_ns = Clock::now().time_since_epoch().count();
   const std::uint64_t done = sink.requests();
   const double seconds = static_cast<double>(end_ns - sink.first_request_ns()) / 1e9;
-  const int code = notifier.stop();
+  int code = 0;
+  for (Child& notifier : notifiers) code = std::max(code, notifier.stop());
   std::filesystem::remove_all(dir_template);
   if (done < c.messages || code != 0) {
     std::fprintf(stderr, "callbacks: round %d: %llu of %zu delivered within %d s, notifier exit %d\n", round,
@@ -125,8 +134,9 @@ double median(std::vector<double> v) {
 int run_callbacks(const CallbacksConfig& c) {
   HttpSink sink;
   std::printf("callbacks: receiver %s (answers 204 at once); %zu signed POSTs of %zu bytes per round, "
-              "concurrency %u, %d rounds alternating wrk and the notifier\n",
-              sink.url().c_str(), c.messages, c.size, c.concurrency, c.rounds);
+              "concurrency %u, %d rounds alternating wrk and %u notifier process%s\n",
+              sink.url().c_str(), c.messages, c.size, c.concurrency, c.rounds, c.processes,
+              c.processes == 1 ? "" : "es of one group");
 
   // The backlog first, so the notifier's rate is not bounded by a producer; each round
   // delivers it again through a new group.

@@ -15,6 +15,7 @@ struct CallbacksConfig {
   unsigned concurrency = 64;  // requests in flight (the notifier's, and wrk's connections)
   int max_seconds = 60;      // per round
   int rounds = 3;            // each a wrk run and a notifier run, alternating
+  unsigned processes = 1;    // notifier processes of one group, sharing the concurrency
 };
 
 // Prints its report; returns a process exit code.

@@ -408,6 +408,9 @@ int main(int argc, char** argv) {
                  "with --callbacks: requests in flight (the notifier's concurrency and wrk's connections)");
   app.add_option("--callback-rounds", callbacks.rounds, "with --callbacks: rounds of wrk, then the notifier")
       ->check(CLI::Range(1, 20));
+  app.add_option("--callback-processes", callbacks.processes,
+                 "with --callbacks: notifier processes of one consumer group, splitting the concurrency")
+      ->check(CLI::Range(1, 16));
   CLI11_PARSE(app, argc, argv);
 
   if (compare_rounds > 0) {

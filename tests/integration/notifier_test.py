@@ -59,6 +59,12 @@ def verify_signature(req):
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
+def successes_in(metrics_text):
+    """The notifier's count of successful attempts, over every subscription and endpoint."""
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics_text.splitlines()
+               if line.startswith("txmq_notifier_attempts_total{") and 'outcome="success"' in line)
+
+
 class NotifierTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="txmq-notifier-")
@@ -137,6 +143,25 @@ class NotifierTest(unittest.TestCase):
             p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(self.notifier.stop(), 0, "notifier did not exit cleanly on SIGTERM")
+
+    def test_two_processes_of_one_group_share_the_messages(self):
+        # The way to scale out: more notifier processes with the same config. The group hands
+        # each message to one of them.
+        self.topic("orders")
+        self.start(lambda path, req, n: (204, {}, b""), subscription("s", "orders", "RECEIVER/hook"))
+        second = Notifier(self.tmp, self.notifier.config_text(), name="notifier-2").start()
+        try:
+            self.produce("orders", [f'{{"order":{i}}}' for i in range(200)])
+            wait_until(lambda: len(self.receiver.on("/hook")) >= 200, 30, "200 callbacks")
+            wait_until(lambda: self.lag("notify-s") == 0, 20, "all 200 acknowledged")
+            ids = [r.headers["webhook-id"] for r in self.receiver.on("/hook")]
+            self.assertEqual(len(ids), 200, "a message was delivered twice")
+            self.assertEqual(len(set(ids)), 200)
+            successes = [successes_in(n.scrape()) for n in (self.notifier, second)]
+            self.assertEqual(sum(successes), 200)
+            self.assertTrue(all(n > 0 for n in successes), f"one process did all the work: {successes}")
+        finally:
+            self.assertEqual(second.stop(), 0, "second notifier did not exit cleanly on SIGTERM")
 
     def test_fails_k_times_then_succeeds_with_k_plus_one_attempts_on_schedule(self):
         self.topic("t")
