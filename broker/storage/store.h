@@ -263,6 +263,9 @@ class WriteTxn {
   Status delete_topic(std::string_view name);
   // Returns the group's id, interning the name on first use.
   Result<GroupId> intern_group(std::string_view name);
+  // Rewrites one small record and nothing else: a commit for its new transaction id alone
+  // (LMDB reuses freed pages two commits after the one that freed them).
+  Status touch();
   // Records acks and returns the partition's new ack floor.
   Result<Offset> ack(GroupId group, TopicId topic, PartitionId partition,
                      std::span<const Offset> offsets);

@@ -82,6 +82,9 @@ class StorageWriter {
 
   void run();                                  // writer thread
   void commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch);  // writer thread
+  // One attempt at the batch; statuses[i] is op i's. True when the transaction committed.
+  bool apply_batch(std::vector<std::unique_ptr<WriteOp>>& batch, std::vector<Status>& statuses);
+  bool commit_tick();  // a commit of one tiny record; true when it went through
   static void on_async(uv_async_t* handle);    // loop thread
   void drain_done();                           // loop thread
 

@@ -481,6 +481,64 @@ TEST_CASE("a message over limits.max_message_bytes gets MessageTooLarge and noth
   check_broker_serves(broker);
 }
 
+TEST_CASE("a full data file: StorageFull, reads go on, nothing confirmed is lost, and a delete makes room") {
+  BrokerProcess::Options options;
+  options.config_toml = "[storage]\nmax_size = \"1MiB\"\n";
+  BrokerProcess broker(options);
+  start(broker);
+  INFO("broker log:\n" << broker.log_contents());
+  RawConnection conn = session(broker);
+  send(conn, create_topic(2, "filler"));
+  expect_frame(conn, wire::Body::TopicInfo, 2);
+  send(conn, create_topic(3, "other"));
+  expect_frame(conn, wire::Body::TopicInfo, 3);
+
+  // Fill it: batches of ten 1000-byte messages until one is refused.
+  const std::vector<std::string> batch(10, std::string(1000, 'f'));
+  std::uint64_t rid = 10, confirmed = 0;
+  bool full = false;
+  for (int i = 0; i < 200 && !full; ++i) {
+    send(conn, produce(++rid, "filler", batch));
+    auto f = conn.read_frame(kWait);
+    REQUIRE_MESSAGE(f.ok(), f.error().describe());
+    if (f->type() == wire::Body::ProduceOk) {
+      confirmed += batch.size();
+    } else {
+      REQUIRE(f->type() == wire::Body::Error);
+      CHECK(f->error_code() == ErrorCode::kStorageFull);
+      full = true;
+    }
+  }
+  REQUIRE_MESSAGE(full, "1 MiB never filled up");
+  REQUIRE(confirmed > 0);
+
+  // Full is an answer, not a state the broker breaks in: reads work, writes keep getting it.
+  CHECK(next_offsets(conn, ++rid, "filler") == std::vector<std::uint64_t>{confirmed});
+  send(conn, produce(++rid, "filler", batch));
+  expect_error(conn, ErrorCode::kStorageFull, rid);
+
+  // Everything confirmed survives kill -9, and nothing refused appears.
+  broker.kill9();
+  auto restarted = broker.restart();
+  REQUIRE_MESSAGE(restarted.ok(), test::describe(restarted));
+  conn = session(broker);
+  CHECK(next_offsets(conn, ++rid, "filler") == std::vector<std::uint64_t>{confirmed});
+
+  // An operator frees space by deleting a topic; then writes are accepted again.
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto body = wire::CreateDeleteTopic(fbb, fbb.CreateString("filler"));
+    send(conn, finish(std::move(fbb), ++rid, wire::Body::DeleteTopic, body.Union()));
+  }
+  expect_frame(conn, wire::Body::Ok, rid);
+  // At once: LMDB reuses freed pages only two commits later, and the broker sees to that.
+  for (int i = 0; i < 3; ++i) {
+    send(conn, produce(++rid, "other", batch));
+    expect_frame(conn, wire::Body::ProduceOk, rid);
+  }
+  check_broker_serves(broker);
+}
+
 TEST_CASE("a frame one byte over limits.max_frame_bytes gets FrameTooLarge and a close") {
   BrokerProcess::Options options;
   options.config_toml = "[limits]\nmax_frame_bytes = 4096\nmax_message_bytes = 1024\n";
