@@ -240,10 +240,13 @@ Status Store::sync() {
 }
 
 WriteTxn::~WriteTxn() {
-  if (txn_) mdb_txn_abort(txn_);
+  if (!txn_) return;
+  close_kept_cursors();
+  mdb_txn_abort(txn_);
 }
 
 Status WriteTxn::commit() {
+  close_kept_cursors();
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;  // commit frees the transaction even when it fails
   if (rc) return lmdb_error(rc, "commit");

@@ -348,8 +348,19 @@ class WriteTxn {
   // hold prepared transactions.
   Status unschedule_check(std::uint64_t id, std::uint64_t due_ms);
 
+  // A cursor on dbi kept open for the rest of this LMDB transaction (dbi is txn_open_ or
+  // txn_ended_); null with *rc set when it cannot be opened.
+  MDB_cursor* kept_cursor(MDB_dbi dbi, int* rc);
+  // Closes the kept cursors; before the transaction ends, which would free them.
+  void close_kept_cursors();
+
   Store& store_;
   MDB_txn* txn_;  // null once committed or aborted
+  // Prepares and ends come in about id order, so a cursor left where the last one stopped
+  // finds the next id on the same leaf page, and appends at the end it already holds,
+  // without a search from the root (each level of which also searches the dirty pages).
+  MDB_cursor* open_cursor_ = nullptr;   // txn_open
+  MDB_cursor* ended_cursor_ = nullptr;  // txn_ended
   flatbuffers::FlatBufferBuilder fbb_{256};
   std::vector<std::uint8_t> scratch_;  // a record copied out of the map
   std::vector<std::uint8_t> record_;   // a record being written

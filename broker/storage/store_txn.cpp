@@ -231,6 +231,19 @@ TxnCounts Store::txn_counts() const {
   return out;
 }
 
+MDB_cursor* WriteTxn::kept_cursor(MDB_dbi dbi, int* rc) {
+  MDB_cursor*& cur = dbi == store_.txn_open_ ? open_cursor_ : ended_cursor_;
+  *rc = cur ? 0 : mdb_cursor_open(txn_, dbi, &cur);
+  return *rc ? nullptr : cur;
+}
+
+void WriteTxn::close_kept_cursors() {
+  for (MDB_cursor** cur : {&open_cursor_, &ended_cursor_}) {
+    if (*cur) mdb_cursor_close(*cur);
+    *cur = nullptr;
+  }
+}
+
 Result<std::vector<std::uint64_t>> WriteTxn::new_txn_ids(std::size_t n, std::uint64_t now_ms) {
   auto first = next_counter("next_txn_id", static_cast<std::uint32_t>(n));
   if (!first) return first.error();
@@ -258,8 +271,11 @@ Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, Partiti
   half.encode(record_);
   auto k8 = id_key(id);
   MDB_val k = val(k8), rec = val(record_.data(), record_.size());
+  int rc;
+  MDB_cursor* open = kept_cursor(store_.txn_open_, &rc);
+  if (!open) return lmdb_error(rc, "cursor");
   // Fresh ids are larger than any stored one, so the record goes at the end without a search.
-  int rc = mdb_put(txn_, store_.txn_open_, &k, &rec, MDB_APPEND);
+  rc = mdb_cursor_put(open, &k, &rec, MDB_APPEND);
   if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id) + " is not fresh");
   if (rc) return lmdb_error(rc, "write transaction");
   return id;
@@ -329,9 +345,10 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   MDB_val k = val(k8), v;
   MDB_dbi where = store_.txn_open_;
   // The common case, a prepared one, is found with a cursor that then deletes it in place.
-  Cursor open(txn_, store_.txn_open_);
-  if (open.rc()) return lmdb_error(open.rc(), "cursor");
-  int rc = mdb_cursor_get(open.get(), &k, &v, MDB_SET);
+  int rc;
+  MDB_cursor* open = kept_cursor(store_.txn_open_, &rc);
+  if (!open) return lmdb_error(rc, "cursor");
+  rc = mdb_cursor_get(open, &k, &v, MDB_SET);
   if (rc == MDB_NOTFOUND) rc = find_txn(txn_, {store_.txn_parked_, store_.txn_ended_}, k, v, where);
   if (rc == MDB_NOTFOUND) return out;
   if (rc) return lmdb_error(rc, "read transaction");
@@ -356,7 +373,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   out.partition = PartitionId(half->partition);
   out.state = half->state;
 
-  rc = where == store_.txn_open_ ? mdb_cursor_del(open.get(), 0) : mdb_del(txn_, where, &k, nullptr);
+  rc = where == store_.txn_open_ ? mdb_cursor_del(open, 0) : mdb_del(txn_, where, &k, nullptr);
   if (rc) return lmdb_error(rc, "end transaction");
   Offset offset;
   if (commit) {
@@ -400,7 +417,11 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   ended.encode(record_);
   MDB_val rec = val(record_.data(), record_.size());
   // Ends come in about the order of prepares, so this is mostly the last id too.
-  if ((rc = put_likely_last(txn_, store_.txn_ended_, k, rec))) return lmdb_error(rc, "end transaction");
+  MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
+  if (!ended_at) return lmdb_error(rc, "cursor");
+  rc = mdb_cursor_put(ended_at, &k, &rec, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &k, &rec, 0);
+  if (rc) return lmdb_error(rc, "end transaction");
   out.changed = true;
   return out;
 }

@@ -236,3 +236,58 @@ TEST_CASE("listing all states gives the newest first across prepared, parked and
   REQUIRE(two.ok());
   CHECK(two->size() == 2);
 }
+
+TEST_CASE("many ends in one write transaction, in any order and among other writes, each end their own") {
+  // The writer keeps one cursor per key space for a whole batch; ends that jump about,
+  // prepares, a park (which writes txn_open without that cursor) and a repeated end in the
+  // same LMDB transaction must each still find their own record. 600 half messages fill
+  // several pages, so the cursor moves across pages, and deletes merge and rebalance them.
+  Fixture f;
+  auto ids = f.prepare(600);
+  std::vector<std::uint64_t> order = ids;
+  for (std::size_t i = 0; i < order.size(); ++i) std::swap(order[i], order[(i * 7919) % order.size()]);
+  const std::uint64_t parked = order[300];
+  std::vector<std::uint64_t> later;
+  f.write([&](WriteTxn& txn) {
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const std::uint64_t id = order[i];
+      if (id == parked) {
+        REQUIRE(txn.checked(id, 15, 0, true).ok());
+        continue;
+      }
+      auto r = txn.end_txn(id, id % 3 != 0, "producer", kNow + 10);
+      REQUIRE(r.ok());
+      CHECK(r->changed);
+      if (i == 100) {  // fresh ones go at the end while the cursor is elsewhere
+        auto fresh = txn.new_txn_ids(50, kNow + 10);
+        REQUIRE(fresh.ok());
+        for (auto fid : *fresh) {
+          REQUIRE(txn.prepare(fid, f.topic, PartitionId(0), "orders-service", kNow + 10, as_bytes("k"), {},
+                              as_bytes("late"), 0, kDue)
+                      .ok());
+          later.push_back(fid);
+        }
+      }
+      if (i == 200) {  // a repeated end in the same transaction changes nothing
+        auto again = txn.end_txn(order[0], order[0] % 3 == 0, "producer", kNow + 10);
+        REQUIRE(again.ok());
+        CHECK_FALSE(again->changed);
+        CHECK(again->state == (order[0] % 3 != 0 ? kCommitted : kRolledBack));
+      }
+    }
+  });
+  CHECK(f.store->txn_counts().prepared == later.size());
+  CHECK(f.store->txn_counts().parked == 1);
+  for (auto id : ids) {
+    auto t = f.store->read_txn(id);
+    REQUIRE(t.ok());
+    REQUIRE(t->has_value());
+    CHECK((*t)->state == (id == parked ? kParked : id % 3 != 0 ? kCommitted : kRolledBack));
+  }
+  for (auto id : later) {
+    auto t = f.store->read_txn(id);
+    REQUIRE(t.ok());
+    REQUIRE(t->has_value());
+    CHECK((*t)->state == kPrepared);
+  }
+}
