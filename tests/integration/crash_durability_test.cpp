@@ -9,8 +9,6 @@
 
 #include <doctest/doctest.h>
 
-#include <signal.h>
-
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -25,6 +23,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
 
 namespace {
@@ -40,6 +39,7 @@ using txmq::client::Millis;
 using txmq::client::Producer;
 using txmq::client::SendReceipt;
 using txmq::test::BrokerProcess;
+using txmq::test::describe;
 
 constexpr int kRounds = 6;
 // Each round kills the broker after a random number of confirms in this range.
@@ -50,31 +50,6 @@ constexpr std::uint64_t kMaxSendsPerRound = 50000;
 constexpr Millis kMaxRoundTime = 20s;
 constexpr Millis kWait = 20s;
 const std::string kTopic = "crash";
-
-// Ignores SIGPIPE while alive, restoring the previous disposition afterwards. The client
-// library lets write(2) raise SIGPIPE when its broker has closed the connection (a bug,
-// shown by the skipped test in shutdown_test.cpp); tests whose broker goes away under
-// connected clients use this so that the bug cannot kill them.
-class IgnoreSigpipe {
- public:
-  IgnoreSigpipe() {
-    struct sigaction sa {};
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, &previous_);
-  }
-  ~IgnoreSigpipe() { sigaction(SIGPIPE, &previous_, nullptr); }
-  IgnoreSigpipe(const IgnoreSigpipe&) = delete;
-  IgnoreSigpipe& operator=(const IgnoreSigpipe&) = delete;
-
- private:
-  struct sigaction previous_ {};
-};
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
 
 std::uint64_t seed_from_env() {
   if (const char* s = std::getenv("TXMQ_CRASH_SEED"); s && *s) return std::strtoull(s, nullptr, 10);
@@ -168,7 +143,7 @@ std::map<std::uint64_t, std::string> read_partition(const std::string& address, 
       cv.notify_all();
     });
     auto st = consumer.wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+    REQUIRE_MESSAGE(st.ok(), describe(st));
     std::unique_lock lock(mu);
     bool all = cv.wait_for(lock, kWait, [&] { return by_offset.size() >= stored; });
     REQUIRE_MESSAGE(all, "read " << by_offset.size() << " of " << stored << " stored messages");
@@ -189,11 +164,9 @@ TEST_CASE("every confirmed message survives repeated SIGKILLs exactly once and i
   INFO("seed " << seed << " (replay with TXMQ_CRASH_SEED=" << seed << ")");
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<std::uint64_t> kill_after(kMinConfirmsBeforeKill, kMaxConfirmsBeforeKill);
-
-  IgnoreSigpipe ignore_sigpipe;
   BrokerProcess broker;
   auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(st.ok(), describe(st));
   {
     Admin admin(client_options(broker.address()));
     auto created = admin.create_topic(kTopic, 1, kWait);
@@ -241,7 +214,7 @@ TEST_CASE("every confirmed message survives repeated SIGKILLs exactly once and i
     confirmed.insert(round_confirms.begin(), round_confirms.end());
 
     st = broker.start();  // same data directory
-    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+    REQUIRE_MESSAGE(st.ok(), describe(st));
     auto stored = read_partition(broker.address(), "verify-" + std::to_string(round));
 
     // Nothing is garbage, and the log is in send order without duplicates: each stored

@@ -18,15 +18,9 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "tests/support/group_consumer.h"
 #include "txmq/client.h"
-
-namespace doctest {
-template <>
-struct StringMaker<txmq::ErrorCode> {
-  static String convert(txmq::ErrorCode code) { return String(std::string(txmq::code_name(code)).c_str()); }
-};
-}  // namespace doctest
 
 namespace {
 
@@ -49,74 +43,21 @@ using txmq::client::SendReceipt;
 using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
 using txmq::test::GroupConsumer;
+using txmq::test::TempDir;
+using txmq::test::client_options;
+using txmq::test::configure;
+using txmq::test::create_topic;
+using txmq::test::describe;
+using txmq::test::group_on;
 using txmq::test::kAckAll;
 using txmq::test::kHold;
-using txmq::test::TempDir;
+using txmq::test::kQuiet;
+using txmq::test::kWait;
+using txmq::test::ms_between;
+using txmq::test::schedule;
+using txmq::test::start;
 using txmq::test::wait_until;
-
-// How long a test waits for something that must happen. Generous: Debug+ASan on 2 cores.
-constexpr Millis kWait = 10s;
-// How long a test watches for something that must not happen.
-constexpr Millis kQuiet = 300ms;
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
-std::string describe(const txmq::Status& st) { return txmq::test::describe(st); }
-
-Millis ms_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration_cast<Millis>(to - from);
-}
-
-// Wall-clock milliseconds since the epoch, the clock of the txmq-*-ms headers.
-std::uint64_t wall_ms() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-ClientOptions client_options(const std::string& address) {
-  ClientOptions o;
-  o.broker = address;
-  o.client_name = "dead-letter-test";
-  o.request_timeout = kWait;
-  o.reconnect_initial = 20ms;
-  o.reconnect_max = 200ms;
-  return o;
-}
-
-void start(BrokerProcess& broker) {
-  auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), describe(st));
-}
-
-void create_topic(const std::string& address, const std::string& name, std::uint32_t partitions = 1) {
-  Admin admin(client_options(address));
-  auto r = admin.create_topic(name, partitions, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-}
-
-RetrySchedule schedule(std::vector<Millis> delays, std::uint32_t max_deliveries) {
-  RetrySchedule r;
-  r.delays = std::move(delays);
-  r.max_deliveries = max_deliveries;
-  return r;
-}
-
-GroupInfo configure(const std::string& address, const std::string& group, const GroupConfig& config) {
-  Admin admin(client_options(address));
-  auto r = admin.configure_group(group, "", config, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-  return *r;
-}
-
-std::optional<GroupInfo> group_on(Admin& admin, const std::string& group, const std::string& topic) {
-  auto r = admin.describe_groups(group, kWait);
-  if (!r.ok()) return std::nullopt;
-  for (const auto& g : *r)
-    if (g.group == group && g.topic == topic) return g;
-  return std::nullopt;
-}
+using txmq::test::wall_ms;
 
 SendReceipt produce_one(const std::string& address, const std::string& topic, Message m) {
   Producer::Options po;

@@ -18,6 +18,7 @@
 
 #include "broker/storage/store.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
 
 namespace {
@@ -37,56 +38,17 @@ using txmq::client::SendReceipt;
 using txmq::client::TopicOptions;
 using txmq::test::BrokerProcess;
 using txmq::test::TempDir;
+using txmq::test::client_options;
+using txmq::test::create_topic;
+using txmq::test::describe;
+using txmq::test::kEarly;
+using txmq::test::kQuiet;
+using txmq::test::kWait;
+using txmq::test::ms_between;
+using txmq::test::producer_options;
+using txmq::test::start;
 using txmq::test::wait_until;
-
-// How long a test waits for something that must happen. Generous: Debug+ASan on 2 cores.
-constexpr Millis kWait = 10s;
-// How long a test watches for something that must not happen.
-constexpr Millis kQuiet = 300ms;
-// The broker times in whole wall-clock milliseconds, the test in steady nanoseconds.
-constexpr Millis kEarly = 5ms;
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
-std::string describe(const txmq::Status& st) { return txmq::test::describe(st); }
-
-Millis ms_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration_cast<Millis>(to - from);
-}
-
-std::uint64_t wall_ms() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-ClientOptions client_options(const std::string& address) {
-  ClientOptions o;
-  o.broker = address;
-  o.client_name = "delayed-retention-test";
-  o.request_timeout = kWait;
-  o.reconnect_initial = 20ms;
-  o.reconnect_max = 200ms;
-  return o;
-}
-
-Producer::Options producer_options(const std::string& address) {
-  Producer::Options o;
-  static_cast<ClientOptions&>(o) = client_options(address);
-  return o;
-}
-
-void start(BrokerProcess& broker) {
-  auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), describe(st));
-}
-
-void create_topic(const std::string& address, const std::string& name, TopicOptions options = {}) {
-  Admin admin(client_options(address));
-  auto r = admin.create_topic(name, options, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-}
+using txmq::test::wall_ms;
 
 // Partition 0 of the topic as the broker describes it now.
 PartitionInfo partition0(Admin& admin, const std::string& topic) {

@@ -6,7 +6,6 @@
 
 #include <doctest/doctest.h>
 
-#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,14 +19,8 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
-
-namespace doctest {
-template <>
-struct StringMaker<txmq::ErrorCode> {
-  static String convert(txmq::ErrorCode code) { return String(std::string(txmq::code_name(code)).c_str()); }
-};
-}  // namespace doctest
 
 namespace {
 
@@ -45,52 +38,13 @@ using txmq::client::Producer;
 using txmq::client::SendReceipt;
 using txmq::test::BrokerProcess;
 using txmq::test::TempDir;
-
-// How long a test waits for something that must happen. Generous: Debug+ASan on 2 cores.
-constexpr Millis kWait = 10s;
-// How long a test watches for something that must not happen.
-constexpr Millis kQuiet = 300ms;
-
-// Ignores SIGPIPE while alive, restoring the previous disposition afterwards. The client
-// library lets write(2) raise SIGPIPE when its broker has closed the connection (a bug,
-// shown by the skipped test in shutdown_test.cpp); tests whose broker goes away under
-// connected clients use this so that the bug cannot kill them.
-class IgnoreSigpipe {
- public:
-  IgnoreSigpipe() {
-    struct sigaction sa {};
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, &previous_);
-  }
-  ~IgnoreSigpipe() { sigaction(SIGPIPE, &previous_, nullptr); }
-  IgnoreSigpipe(const IgnoreSigpipe&) = delete;
-  IgnoreSigpipe& operator=(const IgnoreSigpipe&) = delete;
-
- private:
-  struct sigaction previous_ {};
-};
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
-
-ClientOptions client_options(const std::string& address) {
-  ClientOptions o;
-  o.broker = address;
-  o.client_name = "produce-consume-test";
-  o.request_timeout = kWait;
-  o.reconnect_initial = 20ms;
-  o.reconnect_max = 200ms;
-  return o;
-}
-
-Producer::Options producer_options(const std::string& address) {
-  Producer::Options o;
-  static_cast<ClientOptions&>(o) = client_options(address);
-  return o;
-}
+using txmq::test::client_options;
+using txmq::test::create_topic;
+using txmq::test::describe;
+using txmq::test::kQuiet;
+using txmq::test::kWait;
+using txmq::test::producer_options;
+using txmq::test::start;
 
 // Options for a broker on a data directory that outlives it, listening on `listen`.
 txmq::test::BrokerOptions on_data_dir(const std::string& dir, const std::string& listen = "127.0.0.1:0") {
@@ -98,17 +52,6 @@ txmq::test::BrokerOptions on_data_dir(const std::string& dir, const std::string&
   o.data_dir = dir;
   o.listen = listen;
   return o;
-}
-
-void start(BrokerProcess& broker) {
-  auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-}
-
-void create_topic(const std::string& address, const std::string& name, std::uint32_t partitions) {
-  Admin admin(client_options(address));
-  auto r = admin.create_topic(name, partitions, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
 }
 
 Message text(std::string body, std::string key = {}) {
@@ -650,7 +593,6 @@ TEST_CASE("a consumer that comes back resumes after the last acked message") {
 }
 
 TEST_CASE("acked positions survive a broker crash: a new consumer gets only the unacked half") {
-  IgnoreSigpipe ignore_sigpipe;
   constexpr std::size_t kMessages = 20;
   BrokerProcess broker;
   start(broker);
@@ -783,7 +725,6 @@ TEST_CASE("messages confirmed before a SIGKILL are readable by a new client afte
 }
 
 TEST_CASE("a send to a broker that disappeared fails with a retryable error") {
-  IgnoreSigpipe ignore_sigpipe;
   BrokerProcess broker;
   start(broker);
   create_topic(broker.address(), "gone", 1);
@@ -802,7 +743,6 @@ TEST_CASE("a send to a broker that disappeared fails with a retryable error") {
 }
 
 TEST_CASE("an admin call to a broker that disappeared fails with a retryable error") {
-  IgnoreSigpipe ignore_sigpipe;
   BrokerProcess broker;
   start(broker);
   Admin admin(client_options(broker.address()));
@@ -818,7 +758,6 @@ TEST_CASE("an admin call to a broker that disappeared fails with a retryable err
 // The broker comes back on the address the clients already know, so the same client
 // objects must find it again by themselves.
 TEST_CASE("a producer reconnects by itself when the broker restarts on the same address") {
-  IgnoreSigpipe ignore_sigpipe;
   TempDir data("txmq-reconnect");
   BrokerProcess first(on_data_dir(data.path()));
   start(first);
@@ -845,7 +784,6 @@ TEST_CASE("a producer reconnects by itself when the broker restarts on the same 
 }
 
 TEST_CASE("a consumer resubscribes by itself when the broker restarts on the same address") {
-  IgnoreSigpipe ignore_sigpipe;
   TempDir data("txmq-resubscribe");
   BrokerProcess first(on_data_dir(data.path()));
   start(first);

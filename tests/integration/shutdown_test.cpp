@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
 
 namespace {
@@ -31,44 +32,33 @@ using txmq::client::Millis;
 using txmq::client::Producer;
 using txmq::client::SendReceipt;
 using txmq::test::BrokerProcess;
+using txmq::test::describe;
 
 constexpr Millis kWait = 10s;
 const std::string kTopic = "orders";
 
-// Sets SIGPIPE's disposition while alive and restores the previous one afterwards.
-//
-// Why tests need this: the client library writes to its socket with libuv, whose write()
-// raises SIGPIPE when the broker has already closed the connection, and neither the
-// library nor the txmq tool ignores or blocks it: with the default disposition a client
-// whose broker shuts down mid-write dies. The skipped test "a producer whose broker shuts
-// down mid-stream is not killed by SIGPIPE" shows it. Tests about the broker's guarantees
-// ignore SIGPIPE so that this client bug cannot kill them.
-class ScopedSigpipe {
+// Counts the SIGPIPEs delivered to this process while alive, instead of dying of the first;
+// restores the previous disposition afterwards. For the regression test below.
+class CountSigpipe {
  public:
-  enum class Mode { kIgnore, kRecord };
-  explicit ScopedSigpipe(Mode mode) {
+  CountSigpipe() {
     count_ = 0;
     struct sigaction sa {};
-    sa.sa_handler = mode == Mode::kIgnore ? SIG_IGN : [](int) { count_ = count_ + 1; };
+    sa.sa_handler = [](int) { count_ = count_ + 1; };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGPIPE, &sa, &previous_);
   }
-  ~ScopedSigpipe() { sigaction(SIGPIPE, &previous_, nullptr); }
-  ScopedSigpipe(const ScopedSigpipe&) = delete;
-  ScopedSigpipe& operator=(const ScopedSigpipe&) = delete;
+  ~CountSigpipe() { sigaction(SIGPIPE, &previous_, nullptr); }
+  CountSigpipe(const CountSigpipe&) = delete;
+  CountSigpipe& operator=(const CountSigpipe&) = delete;
 
-  // SIGPIPEs delivered so far (kRecord only).
+  // SIGPIPEs delivered so far.
   int count() const { return count_; }
 
  private:
   static inline volatile sig_atomic_t count_ = 0;
   struct sigaction previous_ {};
 };
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
 
 ClientOptions client_options(const std::string& address) {
   ClientOptions o;
@@ -82,7 +72,7 @@ ClientOptions client_options(const std::string& address) {
 
 void start_with_topic(BrokerProcess& broker) {
   auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(st.ok(), describe(st));
   Admin admin(client_options(broker.address()));
   auto created = admin.create_topic(kTopic, 1, kWait);
   REQUIRE_MESSAGE(created.ok(), describe(created));
@@ -117,7 +107,7 @@ std::map<std::uint64_t, std::string> read_partition(const std::string& address) 
     cv.notify_all();
   });
   auto st = consumer.wait_subscribed(kWait);
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(st.ok(), describe(st));
   std::unique_lock lock(mu);
   REQUIRE_MESSAGE(cv.wait_for(lock, kWait, [&] { return by_offset.size() >= stored; }),
                   "read " << by_offset.size() << " of " << stored);
@@ -130,7 +120,6 @@ TEST_CASE("SIGTERM with sends in flight exits 0 and keeps every confirmed messag
   constexpr std::uint64_t kConfirmsBeforeBurst = 500;
   constexpr std::uint64_t kBurst = 1000;
   constexpr std::uint64_t kMaxSends = 100000;
-  ScopedSigpipe sigpipe(ScopedSigpipe::Mode::kIgnore);  // see ScopedSigpipe
   BrokerProcess broker;
   start_with_topic(broker);
 
@@ -225,7 +214,7 @@ TEST_CASE("SIGTERM with sends in flight exits 0 and keeps every confirmed messag
   }
 
   auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(st.ok(), describe(st));
   auto stored = read_partition(broker.address());
   std::map<std::uint64_t, std::uint64_t> offset_of_seq;
   std::optional<std::uint64_t> previous;
@@ -246,7 +235,6 @@ TEST_CASE("SIGTERM with sends in flight exits 0 and keeps every confirmed messag
 }
 
 TEST_CASE("SIGTERM with idle connected clients exits 0 within a few seconds") {
-  ScopedSigpipe sigpipe(ScopedSigpipe::Mode::kIgnore);  // see ScopedSigpipe
   BrokerProcess broker;
   start_with_topic(broker);
   const std::string address = broker.address();
@@ -282,23 +270,18 @@ TEST_CASE("SIGTERM with no clients exits 0") {
   CHECK(broker.terminate(5s) == 0);
 }
 
-// Regression (fixed): client/src/connection.cpp, Connection::flush_writes
-// calls uv_write, and libuv writes with write(2), which raises SIGPIPE when the peer has
-// closed the connection (the broker's graceful shutdown half-closes, then closes with
-// unread input, so the client socket sees FIN then RST and the next write gets EPIPE).
-// Nothing in the client blocks or ignores SIGPIPE, so the default disposition kills the
-// whole application from the producer's I/O thread (and `txmq produce` exits 141 instead
-// of reporting unconfirmed messages). Seen as shutdown_test dying with SIGPIPE about one
-// run in five before the tests above ignored it. Each round here streams sends through a
-// broker's SIGTERM; with SIGPIPE recorded instead of fatal, a round that hits the window
-// fails the CHECK below rather than killing the test. Remove skip() once the client
-// blocks SIGPIPE on its I/O thread (or the CLI and every application are told to
-// ignore it).
+// Regression: libuv writes with write(2), which raises SIGPIPE when the peer has closed the
+// connection (the broker's graceful shutdown half-closes, then closes with unread input, so
+// the client socket sees FIN then RST and the next write gets EPIPE). The client once let
+// that kill the whole application from a producer's I/O thread (and `txmq produce` exited
+// 141 instead of reporting unconfirmed messages); it now blocks SIGPIPE on its I/O thread
+// (client/src/connection.cpp). Each round streams sends through a broker's SIGTERM; a
+// SIGPIPE that gets through is counted and fails the CHECK rather than killing the test.
 TEST_CASE("a producer whose broker shuts down mid-stream is not killed by SIGPIPE") {
   constexpr int kRounds = 20;
   constexpr int kProducers = 4;  // each connection is one more chance per round
   constexpr std::uint64_t kConfirmsBeforeTerm = 200;
-  ScopedSigpipe sigpipe(ScopedSigpipe::Mode::kRecord);
+  CountSigpipe sigpipe;
   const auto deadline = Clock::now() + 60s;
   int rounds = 0;
   for (; rounds < kRounds && sigpipe.count() == 0 && Clock::now() < deadline; ++rounds) {
