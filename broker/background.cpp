@@ -92,8 +92,13 @@ void Broker::run_retention() {
   auto more = std::make_shared<bool>(false);
   auto deleted = std::make_shared<std::size_t>(0);
   const std::uint64_t ended_before = now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(config_.txn_ended_retention.count()));
+  const std::uint64_t producers_before =
+      now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(config_.producer_expiry.count()));
+  auto producers_resume = std::make_shared<std::uint64_t>(producer_prune_resume_);
+  auto producers_forgotten = std::make_shared<std::size_t>(0);
   writer_->submit(std::make_unique<storage::FnOp>(
-      [trims, more, deleted, ended_before](storage::WriteTxn& txn) -> Status {
+      [trims, more, deleted, ended_before, producers_before, producers_resume, producers_forgotten,
+       resume_from = producer_prune_resume_](storage::WriteTxn& txn) -> Status {
         *more = false;
         *deleted = 0;
         // Ended transactions are kept a while so that late and repeated ends get the real
@@ -101,6 +106,12 @@ void Broker::run_retention() {
         auto pruned = txn.prune_ended(ended_before, kTrimPerRound);
         if (!pruned) return pruned.error();
         if (*pruned == kTrimPerRound) *more = true;
+        // Idempotent producers silent for producers.expiry_ms are forgotten, a slice of the
+        // table per round (ids are random, so there is no oldest end to start from).
+        *producers_resume = resume_from;
+        auto forgotten = txn.prune_producers(producers_before, producers_resume.get(), kTrimPerRound);
+        if (!forgotten) return forgotten.error();
+        *producers_forgotten = *forgotten;
         for (const Trim& t : trims) {
           for (std::uint32_t p = 0; p < t.partitions; ++p) {
             auto n = txn.trim(t.topic, PartitionId(p), t.min_timestamp_ms, t.max_bytes, kTrimPerRound);
@@ -111,8 +122,14 @@ void Broker::run_retention() {
         }
         return {};
       },
-      [this, more, deleted](const Status& st) {
+      [this, more, deleted, producers_resume, producers_forgotten](const Status& st) {
         if (!st) spdlog::error("retention: {}", st.error().describe());
+        if (st) {
+          producer_prune_resume_ = *producers_resume;
+          if (*producers_forgotten > 0)
+            spdlog::debug("forgot {} idempotent producer(s) silent for longer than producers.expiry_ms",
+                          *producers_forgotten);
+        }
         if (*deleted > 0) {
           spdlog::debug("retention deleted {} message(s)", *deleted);
           for (const auto& [name, t] : topics_.all())

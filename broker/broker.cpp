@@ -333,6 +333,9 @@ Status Broker::start_metrics() {
   registry_.gauge_family("txmq_build_info", "Always 1; the version is a label.", {"version"})
       .with({std::string_view(kVersion)})
       .set(1);
+  registry_.callback_gauge("txmq_idempotent_producers",
+                           "Idempotent producers whose last batches are remembered for resends.",
+                           [this] { return static_cast<double>(store_->producer_count()); });
   registry_.callback_gauge("txmq_transactions_pending", "Half messages prepared and not yet ended (parked excluded).",
                            [this] { return static_cast<double>(store_->txn_counts().prepared); });
   registry_.callback_gauge("txmq_transactions_parked", "Transactions whose checks ran out, waiting for an operator.",

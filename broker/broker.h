@@ -169,6 +169,7 @@ class Broker final : public ConnectionEvents {
   std::map<std::string, std::vector<std::uint64_t>, std::less<>> producer_groups_;
   std::unordered_map<std::uint64_t, std::uint64_t> txn_origin_;  // transaction -> connection
   std::unordered_set<std::uint64_t> txn_checked_;                 // checked, not yet answered
+  std::uint64_t producer_prune_resume_ = 0;  // idempotent producer id the next prune starts at
   struct CheckBudget {
     double tokens = 0;
     std::uint64_t last_ms = 0;

@@ -114,6 +114,7 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
       return r;
     });
     if (root.contains("producers")) read(toml::find(root, "producers"), "idempotence_window", c.idempotence_window);
+    read_with(root, "producers", "expiry_ms", c.producer_expiry, parse_ms);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
@@ -142,6 +143,7 @@ Status validate(const BrokerConfig& c) {
   if (c.txn_checks_per_second <= 0) return bad("transactions.checks_per_second must be positive");
   if (c.idempotence_window == 0 || c.idempotence_window > 1024)
     return bad("producers.idempotence_window must be between 1 and 1024");
+  if (c.producer_expiry < std::chrono::seconds(1)) return bad("producers.expiry_ms must be at least 1000");
   return {};
 }
 

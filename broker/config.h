@@ -38,6 +38,7 @@ struct BrokerConfig {
   double txn_checks_per_second = 100;                      // transactions.checks_per_second (per group)
   std::chrono::milliseconds txn_ended_retention{86400000}; // transactions.ended_retention_ms
   std::uint32_t idempotence_window = 64;                   // producers.idempotence_window
+  std::chrono::milliseconds producer_expiry{86400000};     // producers.expiry_ms
 
   std::string log_level = "info";                 // log.level
 };

@@ -85,7 +85,7 @@ class ProduceOp final : public storage::WriteOp {
     if (producer) {
       std::vector<std::pair<PartitionId, Offset>> batch;
       for (std::size_t j = 0; j < offsets_.size(); ++j) batch.emplace_back(partitions_[j], offsets_[j]);
-      if (auto st = txn.record_producer_batch(producer, req->sequence(), batch, idempotence_window_); !st) return st;
+      if (auto st = txn.record_producer_batch(producer, req->sequence(), batch, idempotence_window_, ts); !st) return st;
     }
     return {};
   }

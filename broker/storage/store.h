@@ -197,6 +197,8 @@ class Store {
   // Up to max transactions, newest first, optionally only those in one state.
   Result<std::vector<OwnedTxn>> list_txns(std::optional<std::uint8_t> state, std::size_t max) const;
   TxnCounts txn_counts() const;
+  // Idempotent producers remembered (see WriteTxn::prune_producers).
+  std::uint64_t producer_count() const;
 
   // The topics a group has a cursor on.
   Result<std::vector<TopicId>> group_topics(GroupId group) const;
@@ -334,7 +336,13 @@ class WriteTxn {
   Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(std::uint64_t producer,
                                                                                       std::uint64_t sequence);
   Status record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
-                               const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window);
+                               const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
+                               std::uint64_t now_ms);
+  // Forgets the producers whose newest batch is older than before_ms. Producer ids are
+  // random, so the table has no time order: each call looks at up to max_scan producers
+  // from *resume (a producer id, 0 for the first) and leaves *resume where the next call
+  // goes on (0 once it passed the last). Returns how many it forgot.
+  Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t* resume, std::size_t max_scan);
 
  private:
   friend class Store;

@@ -522,7 +522,8 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
 }
 
 Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
-                                       const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window) {
+                                       const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
+                                       std::uint64_t now_ms) {
   auto k8 = id_key(producer);
   MDB_val k = val(k8), v;
   std::vector<std::uint64_t> sequences;
@@ -565,10 +566,50 @@ Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t seq
     }
     pbs.push_back(CreateProducerBatch(fbb_, fbb_.CreateVector(ps), fbb_.CreateVector(os)));
   }
-  fbb_.Finish(CreateProducerRecord(fbb_, fbb_.CreateVector(sequences), fbb_.CreateVector(pbs)));
+  fbb_.Finish(CreateProducerRecord(fbb_, fbb_.CreateVector(sequences), fbb_.CreateVector(pbs), now_ms));
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
   if ((rc = mdb_put(txn_, store_.producers_, &k, &rec, 0))) return lmdb_error(rc, "write producer");
   return {};
+}
+
+Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t* resume, std::size_t max_scan) {
+  Cursor cur(txn_, store_.producers_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+  auto k8 = id_key(*resume);
+  MDB_val k = val(k8), v;
+  std::size_t n = 0, scanned = 0;
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+  std::vector<std::uint64_t> scratch;
+  for (; rc == 0 && scanned < max_scan; ++scanned) {
+    const std::uint8_t* data = aligned(v, scratch);
+    flatbuffers::Verifier verifier(data, v.mv_size);
+    // A record that does not verify is forgotten too: it could not dedupe anything.
+    const bool keep = verifier.VerifyBuffer<ProducerRecord>(nullptr) &&
+                      flatbuffers::GetRoot<ProducerRecord>(data)->last_ms() >= before_ms;
+    if (keep) {
+      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
+      continue;
+    }
+    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune producers");
+    ++n;
+    // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
+  }
+  if (rc == 0) {
+    *resume = get_be64(static_cast<const std::uint8_t*>(k.mv_data));
+  } else if (rc == MDB_NOTFOUND || rc == EINVAL) {
+    *resume = 0;
+  } else {
+    return lmdb_error(rc, "prune producers");
+  }
+  return n;
+}
+
+std::uint64_t Store::producer_count() const {
+  ReadTxn txn(env_);
+  MDB_stat st;
+  if (txn.rc() || mdb_stat(txn.get(), producers_, &st) != 0) return 0;
+  return st.ms_entries;
 }
 
 }  // namespace txmq::broker::storage

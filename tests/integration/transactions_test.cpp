@@ -1624,6 +1624,32 @@ TEST_CASE("an idempotent producer's batch resent after a broker crash and restar
   CHECK(all[1].body == "e1");
 }
 
+TEST_CASE("an idempotent producer silent for producers.expiry_ms is forgotten: its resend is appended anew") {
+  txmq::test::BrokerOptions options = broker_options();
+  options.config_toml += "\n[producers]\nexpiry_ms = 1000\n\n[retention]\ncheck_interval_ms = 50\n";
+  BrokerProcess broker(options);
+  start(broker);
+  create_topic(broker.address(), "events");
+  RawConnection conn = raw_connect(broker.address());
+  const auto sent = std::chrono::steady_clock::now();
+  const Refs first = produce_raw(conn, 2, "events", {"e0"}, 0xfeed, 1);
+  REQUIRE(first == Refs{{0, 0}});
+  // Remembered for now: the resend gets the first answer and nothing is appended...
+  CHECK(produce_raw(conn, 3, "events", {"e0"}, 0xfeed, 1) == first);
+  // ...until the producer has been silent for a second; then the same batch is new.
+  std::uint64_t rid = 4;
+  Refs later;
+  REQUIRE(wait_until(
+      [&] {
+        later = produce_raw(conn, ++rid, "events", {"e0"}, 0xfeed, 1);
+        return later != first;
+      },
+      kWait, 100ms));
+  // Stamped and pruned on the wall clock, measured here on the steady one: a little slack.
+  CHECK(std::chrono::steady_clock::now() - sent >= 990ms);
+  CHECK(later == Refs{{0, 1}});
+}
+
 TEST_CASE("an idempotent Producer's sends across a broker crash all succeed and are each stored once") {
   constexpr int kMessages = 400;
   TempDir data("txmq-idempotent");

@@ -110,6 +110,7 @@ ended_retention_ms = 5000
 
 [producers]
 idempotence_window = 16
+expiry_ms = 120000
 
 [log]
 level = "debug"
@@ -137,6 +138,7 @@ level = "debug"
   CHECK(c->txn_checks_per_second == doctest::Approx(2.5));
   CHECK(c->txn_ended_retention == std::chrono::milliseconds(5000));
   CHECK(c->idempotence_window == 16);
+  CHECK(c->producer_expiry == std::chrono::milliseconds(120000));
   CHECK(c->log_level == "debug");
   CHECK(validate(*c).ok());
 }
@@ -403,4 +405,14 @@ TEST_CASE("validate rejects a retention check interval below 10 ms") {
   auto st = validate(c);
   REQUIRE_FALSE(st.ok());
   CHECK(contains(st.error().message, "retention.check_interval_ms"));
+}
+
+TEST_CASE("validate rejects a producer expiry under a second, naming producers.expiry_ms") {
+  BrokerConfig c;
+  c.producer_expiry = std::chrono::milliseconds(999);
+  auto st = validate(c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().message.find("producers.expiry_ms") != std::string::npos);
+  c.producer_expiry = std::chrono::seconds(1);
+  CHECK(validate(c).ok());
 }

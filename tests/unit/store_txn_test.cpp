@@ -291,3 +291,40 @@ TEST_CASE("many ends in one write transaction, in any order and among other writ
     CHECK((*t)->state == kPrepared);
   }
 }
+
+TEST_CASE("idempotent producers silent past the cut-off are forgotten, a slice of the table at a time") {
+  Fixture f;
+  const std::vector<std::pair<PartitionId, Offset>> batch{{PartitionId(0), Offset(7)}};
+  // Ten producers that last wrote at kNow, one that wrote later.
+  f.write([&](WriteTxn& txn) {
+    for (std::uint64_t p = 1; p <= 10; ++p) REQUIRE(txn.record_producer_batch(p * 1000, 1, batch, 64, kNow).ok());
+    REQUIRE(txn.record_producer_batch(99, 1, batch, 64, kNow + 5000).ok());
+  });
+  CHECK(f.store->producer_count() == 11);
+
+  // Four at a time; the position carries from call to call and comes back to 0 at the end.
+  std::uint64_t resume = 0;
+  std::size_t forgotten = 0, calls = 0;
+  do {
+    f.write([&](WriteTxn& txn) {
+      auto n = txn.prune_producers(kNow + 1, &resume, 4);
+      REQUIRE(n.ok());
+      CHECK(*n <= 4);
+      forgotten += *n;
+    });
+  } while (resume != 0 && ++calls < 10);
+  CHECK(resume == 0);
+  CHECK(forgotten == 10);
+  CHECK(f.store->producer_count() == 1);
+
+  f.write([&](WriteTxn& txn) {
+    // The silent one's resend is new to the broker now; the recent one is still recognised.
+    auto old = txn.producer_batch(3000, 1);
+    REQUIRE(old.ok());
+    CHECK_FALSE(old->has_value());
+    auto recent = txn.producer_batch(99, 1);
+    REQUIRE(recent.ok());
+    REQUIRE(recent->has_value());
+    CHECK((**recent)[0].second == Offset(7));
+  });
+}
