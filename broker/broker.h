@@ -35,6 +35,17 @@
 
 namespace txmq::broker {
 
+// One group on one topic as a GroupList answer shows it. Everything but the dead letters
+// is read on the loop; those are counted from the dead-letter topic off it.
+struct GroupRow {
+  std::string group, topic;  // topic empty: the group's policy, not its state on a topic
+  GroupPolicy policy;
+  std::uint32_t consumers = 0;
+  std::uint64_t lag = 0, in_flight = 0, waiting_retry = 0, redelivered = 0;
+  std::optional<TopicId> dead_letter_topic;
+  std::uint64_t dead_letters = 0;
+};
+
 class Broker final : public ConnectionEvents {
  public:
   explicit Broker(BrokerConfig config);
@@ -122,8 +133,13 @@ class Broker final : public ConnectionEvents {
   // The group's state on the topic, loaded from storage on first use; null on a storage error.
   ConsumerGroup* load_group(const std::string& group, storage::GroupId gid, Topic& topic);
   GroupPolicy effective_policy(std::string_view group, std::string_view topic) const;
-  flatbuffers::Offset<wire::GroupInfo> build_group_info(const std::string& group, const std::string& topic,
-                                                       const GroupPolicy& policy, ConsumerGroup* g);
+  GroupRow group_row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
+                     ConsumerGroup* g);
+  // Answers rid with the rows as a GroupList once their dead letters are counted. Counting
+  // reads every letter (redrives delete from the middle, so offsets overcount) and a
+  // dead-letter topic can hold millions, so it runs on libuv's thread pool, each
+  // dead-letter topic read once, and the loop goes on serving meanwhile.
+  void reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows);
   void dispatch_topic(const Topic& topic);
   void dispatch_group(ConsumerGroup& group);
   void schedule_group(ConsumerGroup& group);

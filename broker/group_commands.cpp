@@ -3,6 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <map>
+#include <memory>
+
 #include "broker/broker.h"
 #include "broker/dead_letter.h"
 #include "broker/storage/fn_op.h"
@@ -17,27 +20,91 @@ flatbuffers::Offset<wire::RetryPolicy> build_retry(flatbuffers::FlatBufferBuilde
 
 }  // namespace
 
-flatbuffers::Offset<wire::GroupInfo> Broker::build_group_info(const std::string& group, const std::string& topic,
-                                                             const GroupPolicy& policy, ConsumerGroup* g) {
-  std::uint64_t dead_letters = 0;
-  if (const Topic* dlq = topics_.find(dead_letter_topic(group))) {
-    // Counted from the log: redrive deletes letters from the middle, so offsets overcount.
-    auto n = store_->read_log(dlq->meta.id, PartitionId(0), Offset(0), SIZE_MAX, [&](const storage::LogEntry& e) {
-      if (topic.empty()) return true;
-      if (const auto* hs = e.message->headers())
-        for (const auto* h : *hs)
-          if (h->name() && h->name()->string_view() == "txmq-origin-topic" && h->value() &&
-              std::string_view(reinterpret_cast<const char*>(h->value()->data()), h->value()->size()) == topic)
-            ++dead_letters;
-      return true;
-    });
-    if (n && topic.empty()) dead_letters = *n;
+GroupRow Broker::group_row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
+                                   ConsumerGroup* g) {
+  GroupRow row;
+  row.group = group;
+  row.topic = topic;
+  row.policy = policy;
+  if (g) {
+    row.consumers = static_cast<std::uint32_t>(g->consumers());
+    row.lag = g->lag();
+    row.in_flight = g->in_flight();
+    row.waiting_retry = g->waiting_retry();
+    row.redelivered = g->redelivered;
   }
-  return wire::CreateGroupInfo(fbb_, fbb_.CreateString(group), fbb_.CreateString(topic), policy.mode,
-                               g ? static_cast<std::uint32_t>(g->consumers()) : 0, g ? g->lag() : 0,
-                               g ? g->in_flight() : 0, g ? g->waiting_retry() : 0, g ? g->redelivered : 0,
-                               dead_letters, static_cast<std::uint64_t>(policy.ack_wait.count()),
-                               build_retry(fbb_, policy.retry));
+  if (const Topic* dlq = topics_.find(dead_letter_topic(group))) row.dead_letter_topic = dlq->meta.id;
+  return row;
+}
+
+namespace {
+
+struct GroupListWork {
+  uv_work_t req;
+  Broker* broker;
+  const storage::Store* store;
+  std::uint64_t conn_id;
+  std::uint64_t rid;
+  std::vector<GroupRow> rows;
+};
+
+// Thread pool: reads each dead-letter topic once, counting its letters by origin topic.
+void count_dead_letters(uv_work_t* req) {
+  auto* w = static_cast<GroupListWork*>(req->data);
+  struct Counts {
+    std::uint64_t all = 0;
+    std::map<std::string, std::uint64_t, std::less<>> by_origin;
+  };
+  std::map<TopicId, Counts> counted;
+  for (auto& row : w->rows) {
+    if (!row.dead_letter_topic) continue;
+    auto [it, fresh] = counted.try_emplace(*row.dead_letter_topic);
+    Counts& c = it->second;
+    if (fresh) {
+      auto n = w->store->read_log(*row.dead_letter_topic, PartitionId(0), Offset(0), SIZE_MAX,
+                                  [&](const storage::LogEntry& e) {
+                                    ++c.all;
+                                    if (const auto* hs = e.message->headers())
+                                      for (const auto* h : *hs)
+                                        if (h->name() && h->name()->string_view() == "txmq-origin-topic" &&
+                                            h->value())
+                                          ++c.by_origin[std::string(
+                                              reinterpret_cast<const char*>(h->value()->data()), h->value()->size())];
+                                    return true;
+                                  });
+      if (!n) spdlog::warn("counting the dead letters of '{}': {}", row.group, n.error().describe());
+    }
+    if (row.topic.empty()) {
+      row.dead_letters = c.all;
+    } else if (auto o = c.by_origin.find(row.topic); o != c.by_origin.end()) {
+      row.dead_letters = o->second;
+    }
+  }
+}
+
+}  // namespace
+
+void Broker::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows) {
+  auto* w = new GroupListWork{{}, this, store_.get(), conn_id, rid, std::move(rows)};
+  w->req.data = w;
+  // The loop runs until the work is back, and the store outlives the loop.
+  uv_queue_work(&loop_, &w->req, count_dead_letters, [](uv_work_t* req, int) {
+    std::unique_ptr<GroupListWork> w(static_cast<GroupListWork*>(req->data));
+    Broker& b = *w->broker;
+    Connection* conn = b.find_connection(w->conn_id);
+    if (!conn) return;
+    auto& fbb = b.fbb_;
+    fbb.Clear();
+    std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
+    for (const GroupRow& r : w->rows) {
+      auto policy = build_retry(fbb, r.policy.retry);
+      infos.push_back(wire::CreateGroupInfo(fbb, fbb.CreateString(r.group), fbb.CreateString(r.topic), r.policy.mode,
+                                            r.consumers, r.lag, r.in_flight, r.waiting_retry, r.redelivered,
+                                            r.dead_letters, static_cast<std::uint64_t>(r.policy.ack_wait.count()),
+                                            policy));
+    }
+    b.send_frame(*conn, w->rid, wire::Body::GroupList, wire::CreateGroupList(fbb, fbb.CreateVector(infos)).Union());
+  });
 }
 
 void Broker::handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
@@ -70,10 +137,7 @@ void Broker::handle_configure_group(Connection& conn, std::uint64_t rid, const w
         Connection* c = find_connection(id);
         if (!c) return;
         if (!st) return reply_error(*c, rid, st.error());
-        fbb_.Clear();
-        std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
-        infos.push_back(build_group_info(group, topic, effective_policy(group, topic), find_group(group, topic)));
-        send_frame(*c, rid, wire::Body::GroupList, wire::CreateGroupList(fbb_, fbb_.CreateVector(infos)).Union());
+        reply_group_list(id, rid, {group_row(group, topic, effective_policy(group, topic), find_group(group, topic))});
       }));
 }
 
@@ -90,11 +154,10 @@ void Broker::handle_describe_groups(Connection& conn, std::uint64_t rid, const w
     for (TopicId tid : *topic_ids)
       if (Topic* t = topics_.find(tid)) load_group(name, gid, *t);
   }
-  fbb_.Clear();
-  std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
+  std::vector<GroupRow> rows;
   for (auto& [key, g] : groups_)
-    if (only.empty() || key.first == only) infos.push_back(build_group_info(key.first, key.second, g->policy(), g.get()));
-  send_frame(conn, rid, wire::Body::GroupList, wire::CreateGroupList(fbb_, fbb_.CreateVector(infos)).Union());
+    if (only.empty() || key.first == only) rows.push_back(group_row(key.first, key.second, g->policy(), g.get()));
+  reply_group_list(conn.id(), rid, std::move(rows));
 }
 
 void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
