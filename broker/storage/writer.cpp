@@ -99,13 +99,23 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
 
   std::vector<Status> statuses;
   bool committed = apply_batch(batch, statuses);
-  if (std::any_of(statuses.begin(), statuses.end(),
-                  [](const Status& st) { return !st && st.error().code == ErrorCode::kStorageFull; })) {
-    // LMDB reuses the pages a commit freed only from the commit after the next one (it
-    // keeps the previous snapshot whole), so right after a topic is deleted or trimmed on a
-    // full store a write still finds no room. One tiny commit moves that on; then the batch
-    // gets one more try. Ops are written to be applied again.
-    if (commit_tick()) committed = apply_batch(batch, statuses);
+  // LMDB reuses the pages a commit freed only from the commit after the next one (it keeps
+  // the previous snapshot whole), so right after a topic is deleted or trimmed on a full
+  // store a write still finds no room. The ops refused for room get one more try after a
+  // commit has moved that on: this batch's own, or else a tiny one. Only those: an op whose
+  // nested transaction committed must not be applied twice.
+  std::vector<std::size_t> refused;
+  for (std::size_t i = 0; i < statuses.size(); ++i)
+    if (!statuses[i] && statuses[i].error().code == ErrorCode::kStorageFull) refused.push_back(i);
+  if (!refused.empty() && (committed || commit_tick())) {
+    std::vector<std::unique_ptr<WriteOp>> again;
+    for (std::size_t i : refused) again.push_back(std::move(batch[i]));
+    std::vector<Status> again_statuses;
+    committed = apply_batch(again, again_statuses) || committed;
+    for (std::size_t j = 0; j < refused.size(); ++j) {
+      batch[refused[j]] = std::move(again[j]);
+      statuses[refused[j]] = std::move(again_statuses[j]);
+    }
   }
 
   std::vector<Done> results;
@@ -165,7 +175,11 @@ bool StorageWriter::apply_batch(std::vector<std::unique_ptr<WriteOp>>& batch, st
 
 bool StorageWriter::commit_tick() {
   auto txn = store_.begin_write(nullptr);
-  return txn && (*txn)->touch() && (*txn)->commit();
+  if (!txn) return false;
+  Status st = (*txn)->touch();
+  if (st) st = (*txn)->commit();
+  if (!st) spdlog::debug("storage full; a tick commit did not go through either: {}", st.error().describe());
+  return st.ok();
 }
 
 void StorageWriter::on_async(uv_async_t* handle) {

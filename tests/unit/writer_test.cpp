@@ -36,9 +36,9 @@ struct WriterFixture {
   std::thread::id loop_thread = std::this_thread::get_id();
   bool stopped = false;
 
-  explicit WriterFixture(WriterOptions options = {}) {
+  explicit WriterFixture(WriterOptions options = {}, std::uint64_t map_bytes = 256ull << 20) {
     REQUIRE(uv_loop_init(&loop) == 0);
-    auto opened = Store::open(StoreOptions{dir.path(), 256ull << 20, options.sync});
+    auto opened = Store::open(StoreOptions{dir.path(), map_bytes, options.sync});
     REQUIRE(opened.ok());
     store = std::move(*opened);
     writer = std::make_unique<StorageWriter>(&loop, *store, options);
@@ -314,4 +314,51 @@ TEST_CASE("a batch is capped at max_batch_bytes") {
   }
   CHECK(batch_sizes(all) == std::vector<std::size_t>(5, 1));
   CHECK(f.writer->commits() == 6);
+}
+
+TEST_CASE("after StorageFull only the refused ops are tried again: one that committed beside them is not") {
+  WriterFixture f({}, 1ull << 20);
+  TopicId topic = f.create_topic_now("orders", 1);
+  Gate gate;
+  gate.close(*f.writer);
+  Outcome small, huge;
+  int small_applies = 0, huge_applies = 0;
+  f.writer->submit(std::make_unique<FnOp>(
+      [&small_applies, topic](WriteTxn& txn) -> Status {
+        ++small_applies;
+        auto o = txn.append(topic, PartitionId(0), 0, {}, {}, as_bytes("small"));
+        if (!o) return o.error();
+        return {};
+      },
+      [&small](const Status& st) {
+        ++small.completions;
+        small.status = st;
+      }));
+  // More than the 1 MiB store holds: refused on every try.
+  f.writer->submit(std::make_unique<FnOp>(
+      [&huge_applies, topic](WriteTxn& txn) -> Status {
+        ++huge_applies;
+        const std::string body(1000, 'b');
+        for (int i = 0; i < 5000; ++i) {
+          auto o = txn.append(topic, PartitionId(0), 0, {}, {}, as_bytes(body));
+          if (!o) return o.error();
+        }
+        return {};
+      },
+      [&huge](const Status& st) {
+        ++huge.completions;
+        huge.status = st;
+      }));
+  gate.open();
+  f.stop_and_close();
+  CHECK(small.status.ok());
+  CHECK(small.completions == 1);
+  REQUIRE_FALSE(huge.status.ok());
+  CHECK(huge.status.error().code == ErrorCode::kStorageFull);
+  CHECK(huge.completions == 1);
+  // Both on the fast path, both nested (the small one commits); then the huge one alone,
+  // fast and nested again.
+  CHECK(small_applies == 2);
+  CHECK(huge_applies == 4);
+  CHECK(log_bodies(*f.store, topic) == std::vector<std::string>{"small"});
 }
