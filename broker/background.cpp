@@ -98,7 +98,7 @@ void Broker::run_retention() {
   auto producers_forgotten = std::make_shared<std::size_t>(0);
   writer_->submit(std::make_unique<storage::FnOp>(
       [trims, more, deleted, ended_before, producers_before, producers_resume, producers_forgotten,
-       resume_from = producer_prune_resume_](storage::WriteTxn& txn) -> Status {
+       resume_from = producer_prune_resume_, now](storage::WriteTxn& txn) -> Status {
         *more = false;
         *deleted = 0;
         // Ended transactions are kept a while so that late and repeated ends get the real
@@ -109,7 +109,7 @@ void Broker::run_retention() {
         // Idempotent producers silent for producers.expiry_ms are forgotten, a slice of the
         // table per round (ids are random, so there is no oldest end to start from).
         *producers_resume = resume_from;
-        auto forgotten = txn.prune_producers(producers_before, producers_resume.get(), kTrimPerRound);
+        auto forgotten = txn.prune_producers(producers_before, now, producers_resume.get(), kTrimPerRound);
         if (!forgotten) return forgotten.error();
         *producers_forgotten = *forgotten;
         for (const Trim& t : trims) {

@@ -342,7 +342,9 @@ class WriteTxn {
   // random, so the table has no time order: each call looks at up to max_scan producers
   // from *resume (a producer id, 0 for the first) and leaves *resume where the next call
   // goes on (0 once it passed the last). Returns how many it forgot.
-  Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t* resume, std::size_t max_scan);
+  // A record from before records had a time is kept and given now_ms.
+  Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
+                                      std::size_t max_scan);
 
  private:
   friend class Store;

@@ -18,6 +18,8 @@
 // space is in creation order: the oldest prepared transaction is the first of txn_open, and
 // pruning walks txn_ended from the front.
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "broker/storage/store.h"
@@ -521,58 +523,75 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
   return Out{};
 }
 
-Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
-                                       const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
-                                       std::uint64_t now_ms) {
-  auto k8 = id_key(producer);
-  MDB_val k = val(k8), v;
+namespace {
+
+// An idempotent producer's remembered batches, oldest first.
+struct ProducerWindow {
   std::vector<std::uint64_t> sequences;
   std::vector<std::vector<std::pair<PartitionId, Offset>>> batches;
-  int rc = mdb_get(txn_, store_.producers_, &k, &v);
-  if (rc == 0) {
-    std::vector<std::uint64_t> scratch;
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    if (verifier.VerifyBuffer<ProducerRecord>(nullptr)) {
-      const auto* r = flatbuffers::GetRoot<ProducerRecord>(data);
-      if (r->sequences() && r->offsets())
-        for (flatbuffers::uoffset_t i = 0; i < r->sequences()->size() && i < r->offsets()->size(); ++i) {
-          sequences.push_back(r->sequences()->Get(i));
-          std::vector<std::pair<PartitionId, Offset>> b;
-          const auto* pb = r->offsets()->Get(i);
-          if (pb->partitions() && pb->offsets())
-            for (flatbuffers::uoffset_t j = 0; j < pb->partitions()->size() && j < pb->offsets()->size(); ++j)
-              b.emplace_back(PartitionId(pb->partitions()->Get(j)), Offset(pb->offsets()->Get(j)));
-          batches.push_back(std::move(b));
-        }
-    }
-  } else if (rc != MDB_NOTFOUND) {
-    return lmdb_error(rc, "read producer");
+};
+
+ProducerWindow window_of(const ProducerRecord& r) {
+  ProducerWindow w;
+  if (!r.sequences() || !r.offsets()) return w;
+  for (flatbuffers::uoffset_t i = 0; i < r.sequences()->size() && i < r.offsets()->size(); ++i) {
+    w.sequences.push_back(r.sequences()->Get(i));
+    std::vector<std::pair<PartitionId, Offset>> b;
+    const auto* pb = r.offsets()->Get(i);
+    if (pb->partitions() && pb->offsets())
+      for (flatbuffers::uoffset_t j = 0; j < pb->partitions()->size() && j < pb->offsets()->size(); ++j)
+        b.emplace_back(PartitionId(pb->partitions()->Get(j)), Offset(pb->offsets()->Get(j)));
+    w.batches.push_back(std::move(b));
   }
-  sequences.push_back(sequence);
-  batches.push_back(offsets);
-  while (sequences.size() > window) {
-    sequences.erase(sequences.begin());
-    batches.erase(batches.begin());
-  }
-  fbb_.Clear();
+  return w;
+}
+
+void build_record(flatbuffers::FlatBufferBuilder& fbb, const ProducerWindow& w, std::uint64_t last_ms) {
+  fbb.Clear();
   std::vector<flatbuffers::Offset<ProducerBatch>> pbs;
-  for (const auto& b : batches) {
+  for (const auto& b : w.batches) {
     std::vector<std::uint32_t> ps;
     std::vector<std::uint64_t> os;
     for (auto [p, o] : b) {
       ps.push_back(p.value());
       os.push_back(o.value());
     }
-    pbs.push_back(CreateProducerBatch(fbb_, fbb_.CreateVector(ps), fbb_.CreateVector(os)));
+    pbs.push_back(CreateProducerBatch(fbb, fbb.CreateVector(ps), fbb.CreateVector(os)));
   }
-  fbb_.Finish(CreateProducerRecord(fbb_, fbb_.CreateVector(sequences), fbb_.CreateVector(pbs), now_ms));
+  fbb.Finish(CreateProducerRecord(fbb, fbb.CreateVector(w.sequences), fbb.CreateVector(pbs), last_ms));
+}
+
+}  // namespace
+
+Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
+                                       const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
+                                       std::uint64_t now_ms) {
+  auto k8 = id_key(producer);
+  MDB_val k = val(k8), v;
+  ProducerWindow w;
+  int rc = mdb_get(txn_, store_.producers_, &k, &v);
+  if (rc == 0) {
+    std::vector<std::uint64_t> scratch;
+    const std::uint8_t* data = aligned(v, scratch);
+    flatbuffers::Verifier verifier(data, v.mv_size);
+    if (verifier.VerifyBuffer<ProducerRecord>(nullptr)) w = window_of(*flatbuffers::GetRoot<ProducerRecord>(data));
+  } else if (rc != MDB_NOTFOUND) {
+    return lmdb_error(rc, "read producer");
+  }
+  w.sequences.push_back(sequence);
+  w.batches.push_back(offsets);
+  while (w.sequences.size() > window) {
+    w.sequences.erase(w.sequences.begin());
+    w.batches.erase(w.batches.begin());
+  }
+  build_record(fbb_, w, now_ms);
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
   if ((rc = mdb_put(txn_, store_.producers_, &k, &rec, 0))) return lmdb_error(rc, "write producer");
   return {};
 }
 
-Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t* resume, std::size_t max_scan) {
+Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
+                                               std::size_t max_scan) {
   Cursor cur(txn_, store_.producers_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
   auto k8 = id_key(*resume);
@@ -583,13 +602,23 @@ Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint
   for (; rc == 0 && scanned < max_scan; ++scanned) {
     const std::uint8_t* data = aligned(v, scratch);
     flatbuffers::Verifier verifier(data, v.mv_size);
-    // A record that does not verify is forgotten too: it could not dedupe anything.
-    const bool keep = verifier.VerifyBuffer<ProducerRecord>(nullptr) &&
-                      flatbuffers::GetRoot<ProducerRecord>(data)->last_ms() >= before_ms;
-    if (keep) {
+    const ProducerRecord* r =
+        verifier.VerifyBuffer<ProducerRecord>(nullptr) ? flatbuffers::GetRoot<ProducerRecord>(data) : nullptr;
+    if (r && r->last_ms() == 0) {
+      // Written before records had a time: its producer may be resending right now (after
+      // the upgrade's restart), so its clock starts now rather than at the epoch.
+      build_record(fbb_, window_of(*r), now_ms);
+      MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
+      if ((rc = mdb_cursor_put(cur.get(), &k, &rec, MDB_CURRENT))) return lmdb_error(rc, "stamp producer");
       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
       continue;
     }
+    if (r && r->last_ms() >= before_ms) {
+      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
+      continue;
+    }
+    // Silent too long; or a record that does not verify, which could not dedupe anything.
+    if (!r) spdlog::warn("dropping a producer record that does not verify");
     if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune producers");
     ++n;
     // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.

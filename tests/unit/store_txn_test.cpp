@@ -307,7 +307,7 @@ TEST_CASE("idempotent producers silent past the cut-off are forgotten, a slice o
   std::size_t forgotten = 0, calls = 0;
   do {
     f.write([&](WriteTxn& txn) {
-      auto n = txn.prune_producers(kNow + 1, &resume, 4);
+      auto n = txn.prune_producers(kNow + 1, kNow + 6000, &resume, 4);
       REQUIRE(n.ok());
       CHECK(*n <= 4);
       forgotten += *n;
@@ -327,4 +327,28 @@ TEST_CASE("idempotent producers silent past the cut-off are forgotten, a slice o
     REQUIRE(recent->has_value());
     CHECK((**recent)[0].second == Offset(7));
   });
+}
+
+TEST_CASE("a producer record from before records had a time is given one at the next prune, not dropped") {
+  Fixture f;
+  const std::vector<std::pair<PartitionId, Offset>> batch{{PartitionId(0), Offset(3)}};
+  // A time of 0 is what a record written before the field existed reads as.
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.record_producer_batch(77, 1, batch, 64, 0).ok()); });
+  std::uint64_t resume = 0;
+  f.write([&](WriteTxn& txn) {
+    auto n = txn.prune_producers(kNow, kNow, &resume, 100);
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+  });
+  CHECK(f.store->producer_count() == 1);
+  f.write([&](WriteTxn& txn) {
+    auto seen = txn.producer_batch(77, 1);
+    REQUIRE(seen.ok());
+    CHECK(seen->has_value());
+    // Stamped kNow: forgotten once the cut-off passes that.
+    auto n = txn.prune_producers(kNow + 1, kNow + 1, &resume, 100);
+    REQUIRE(n.ok());
+    CHECK(*n == 1);
+  });
+  CHECK(f.store->producer_count() == 0);
 }
