@@ -46,8 +46,8 @@ struct Child {
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
 
-  // Starts argv with stdout piped; waits (bounded) for a line starting with `ready`.
-  bool start(const std::vector<std::string>& args, const std::string& ready, int timeout_s) {
+  // Starts argv with its stdout piped to us.
+  bool spawn(const std::vector<std::string>& args) {
     int fds[2];
     if (pipe(fds) != 0) return false;
     pid = fork();
@@ -63,6 +63,10 @@ struct Child {
     }
     close(fds[1]);
     out = fdopen(fds[0], "r");
+    return out != nullptr;
+  }
+  // Waits (bounded) for a line starting with `ready`.
+  bool wait_ready(const std::string& ready, int timeout_s) {
     const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
     char line[512];
     while (Clock::now() < deadline && std::fgets(line, sizeof line, out))
@@ -92,17 +96,22 @@ struct Child {
 double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::string& topic, int round) {
   char dir_template[] = "/tmp/txmq-bench-notifier-XXXXXX";
   if (!mkdtemp(dir_template)) return -1;
-  const std::string config = std::string(dir_template) + "/notifier.toml";
-  std::ofstream(config) << "[notifier]\nbroker = \"" << c.broker << "\"\nmetrics_listen = \"\"\nlog_level = \"warn\"\n\n"
-                        << "[[subscription]]\nname = \"bench\"\ntopic = \"" << topic << "\"\ngroup = \"bench-notifier-"
-                        << round << "\"\nurl = \"" << sink.url() << "\"\nconcurrency = "
-                        << (c.concurrency + c.processes - 1) / c.processes
-                        << "\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
   sink.reset();
-  // Processes of one group share the backlog, each with its part of the concurrency.
+  // Processes of one group share the backlog, each with its part of the concurrency; all
+  // are started before any is waited for, so that they join the group about together.
   std::vector<Child> notifiers(c.processes);
+  for (unsigned i = 0; i < c.processes; ++i) {
+    const unsigned share = c.concurrency / c.processes + (i < c.concurrency % c.processes ? 1 : 0);
+    const std::string config = std::string(dir_template) + "/notifier-" + std::to_string(i) + ".toml";
+    std::ofstream(config) << "[notifier]\nbroker = \"" << c.broker
+                          << "\"\nmetrics_listen = \"\"\nlog_level = \"warn\"\n\n"
+                          << "[[subscription]]\nname = \"bench\"\ntopic = \"" << topic << "\"\ngroup = \"bench-notifier-"
+                          << round << "\"\nurl = \"" << sink.url() << "\"\nconcurrency = " << std::max(1u, share)
+                          << "\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+    if (!notifiers[i].spawn({c.notifier_bin, "--config", config})) return -1;
+  }
   for (Child& notifier : notifiers) {
-    if (!notifier.start({c.notifier_bin, "--config", config}, "ready", 30)) {
+    if (!notifier.wait_ready("ready", 30)) {
       std::fprintf(stderr, "callbacks: %s did not start\n", c.notifier_bin.c_str());
       return -1;
     }
