@@ -21,7 +21,7 @@ flatbuffers::Offset<wire::RetryPolicy> build_retry(flatbuffers::FlatBufferBuilde
 }  // namespace
 
 GroupRow Broker::group_row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
-                                   ConsumerGroup* g) {
+                           ConsumerGroup* g) {
   GroupRow row;
   row.group = group;
   row.topic = topic;

@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-
 namespace txmq::broker::storage {
 
 StorageWriter::StorageWriter(uv_loop_t* loop, Store& store, WriterOptions options)
