@@ -1,9 +1,5 @@
 #include "callbacks.h"
 
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
 #include "http_sink.h"
 #include "txmq/client.h"
 
@@ -38,59 +35,6 @@ double wrk_rate(const std::string& url, unsigned connections, int seconds) {
   return rate;
 }
 
-struct Child {
-  pid_t pid = -1;
-  FILE* out = nullptr;
-
-  Child() = default;
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  // Starts argv with its stdout piped to us.
-  bool spawn(const std::vector<std::string>& args) {
-    int fds[2];
-    if (pipe(fds) != 0) return false;
-    pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      close(fds[1]);
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out = fdopen(fds[0], "r");
-    return out != nullptr;
-  }
-  // Waits (bounded) for a line starting with `ready`.
-  bool wait_ready(const std::string& ready, int timeout_s) {
-    const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
-    char line[512];
-    while (Clock::now() < deadline && std::fgets(line, sizeof line, out))
-      if (std::string_view(line).starts_with(ready)) return true;
-    return false;
-  }
-  int stop() {
-    if (pid <= 0) return -1;
-    kill(pid, SIGTERM);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (out) fclose(out);
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  ~Child() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-
 // One round: a fresh group of the notifier delivers the whole backlog to the sink.
 // Returns callbacks per second, or a negative number on failure.
 double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::string& topic, int round) {
@@ -99,7 +43,7 @@ double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::strin
   sink.reset();
   // Processes of one group share the backlog, each with its part of the concurrency; all
   // are started before any is waited for, so that they join the group about together.
-  std::vector<Child> notifiers(c.processes);
+  std::vector<ChildProcess> notifiers(c.processes);
   for (unsigned i = 0; i < c.processes; ++i) {
     const unsigned share = c.concurrency / c.processes + (i < c.concurrency % c.processes ? 1 : 0);
     const std::string config = std::string(dir_template) + "/notifier-" + std::to_string(i) + ".toml";
@@ -110,8 +54,8 @@ double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::strin
                           << "\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
     if (!notifiers[i].spawn({c.notifier_bin, "--config", config})) return -1;
   }
-  for (Child& notifier : notifiers) {
-    if (!notifier.wait_ready("ready", 30)) {
+  for (ChildProcess& notifier : notifiers) {
+    if (!notifier.wait_for_line("ready", 30)) {
       std::fprintf(stderr, "callbacks: %s did not start\n", c.notifier_bin.c_str());
       return -1;
     }
@@ -123,7 +67,7 @@ double notifier_round(const CallbacksConfig& c, HttpSink& sink, const std::strin
   const std::uint64_t done = sink.requests();
   const double seconds = static_cast<double>(end_ns - sink.first_request_ns()) / 1e9;
   int code = 0;
-  for (Child& notifier : notifiers) code = std::max(code, notifier.stop());
+  for (ChildProcess& notifier : notifiers) code = std::max(code, notifier.stop());
   std::filesystem::remove_all(dir_template);
   if (done < c.messages || code != 0) {
     std::fprintf(stderr, "callbacks: round %d: %llu of %zu delivered within %d s, notifier exit %d\n", round,

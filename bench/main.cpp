@@ -8,8 +8,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -28,6 +26,7 @@
 #include <vector>
 
 #include "callbacks.h"
+#include "child_process.h"
 #include "lmdb_baseline.h"
 #include "txmq/client.h"
 
@@ -36,9 +35,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using txmq::client::Millis;
 
-// A broker started for the run in a temporary directory, killed at exit.
+// A broker started for the run in a temporary directory, stopped (SIGTERM) at exit.
 struct SpawnedBroker {
-  pid_t pid = -1;
+  txmq::bench::ChildProcess process;
   std::string address;
   std::string metrics_address;  // empty when the broker serves no metrics
   std::string dir;
@@ -47,47 +46,25 @@ struct SpawnedBroker {
     char tmpl[] = "/tmp/txmq-bench-XXXXXX";
     if (!mkdtemp(tmpl)) return false;
     dir = tmpl;
-    int out[2];
-    if (pipe(out) != 0) return false;
-    pid = fork();
-    if (pid == 0) {
-      dup2(out[1], 1);
-      close(out[0]);
-      close(out[1]);
-      std::vector<std::string> args = {bin, "--data", dir + "/data", "--listen", "127.0.0.1:0",
-                                       "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    FILE* f = fdopen(out[0], "r");
-    char line[256];
-    while (std::fgets(line, sizeof(line), f)) {
-      std::string s(line);
-      if (s.rfind("metrics on ", 0) == 0) {
-        metrics_address = s.substr(11);
-        while (!metrics_address.empty() && std::isspace(static_cast<unsigned char>(metrics_address.back())))
-          metrics_address.pop_back();
-      }
-      if (s.rfind("listening on ", 0) == 0) {
-        address = s.substr(13);
-        while (!address.empty() && (address.back() == '\n' || address.back() == '\r')) address.pop_back();
-        // Keep the pipe open but unread: the broker prints nothing more to stdout.
+    std::vector<std::string> args = {bin, "--data", dir + "/data", "--listen", "127.0.0.1:0",
+                                     "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    if (!process.spawn(args)) return false;
+    // "metrics on" (unless metrics are off) comes first; after "listening on" the broker
+    // prints nothing more to stdout, and the pipe stays open unread.
+    while (auto line = process.next_line()) {
+      if (line->starts_with("metrics on ")) metrics_address = line->substr(11);
+      if (line->starts_with("listening on ")) {
+        address = line->substr(13);
         return true;
       }
     }
     return false;
   }
+  pid_t pid() const { return process.pid(); }
 
   ~SpawnedBroker() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
+    process.stop();
     if (!dir.empty()) std::filesystem::remove_all(dir);
   }
 };
@@ -475,8 +452,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   print_produce("produce (durable)", r, cfg.size);
-  if (report_rss && spawned.pid > 0) {
-    auto [anon, file] = process_rss(spawned.pid);
+  if (report_rss && spawned.pid() > 0) {
+    auto [anon, file] = process_rss(spawned.pid());
     std::printf("broker memory with a backlog of %zu: anonymous %.1f MB (LMDB pages mapped: %.1f MB)\n", r.confirmed,
                 static_cast<double>(anon) / 1e6, static_cast<double>(file) / 1e6);
   }
@@ -498,8 +475,8 @@ int main(int argc, char** argv) {
     }
     std::printf("consume + durable ack (window %u): %zu msgs in %.2f s = %.0f msg/s (%.2fx the produce rate)\n",
                 window, c.acked, c.seconds, c.rate, c.rate / r.rate);
-    if (report_rss && spawned.pid > 0) {
-      auto [anon, file] = process_rss(spawned.pid);
+    if (report_rss && spawned.pid() > 0) {
+      auto [anon, file] = process_rss(spawned.pid());
       std::printf("broker memory after consuming: anonymous %.1f MB (LMDB pages mapped: %.1f MB)\n",
                   static_cast<double>(anon) / 1e6, static_cast<double>(file) / 1e6);
     }
