@@ -15,11 +15,21 @@ namespace txmq::common {
 
 inline constexpr std::size_t kFrameHeaderBytes = 4;
 
+// What one message header costs in a FlatBuffer beyond its name and value: its slot in the
+// vector, its table and the two lengths, the name's NUL and padding. limits.max_message_bytes
+// counts it for every header, so that a message of many empty headers (which a hostile
+// producer can even make share one table) is as large as it will be when delivered; the
+// client counts the same way to refuse such a message before sending it.
+inline constexpr std::size_t kHeaderOverheadBytes = 32;
+
 // Accumulates bytes read from a stream and cuts them into frames. Owned by one
 // connection; not thread-safe.
 class FrameDecoder {
  public:
   explicit FrameDecoder(std::uint32_t max_frame_bytes) : max_frame_bytes_(max_frame_bytes) {}
+
+  // The largest frame next() accepts from now on (a connection raises it after the hello).
+  void set_max_frame_bytes(std::uint32_t max_frame_bytes) { max_frame_bytes_ = max_frame_bytes; }
 
   void append(const char* data, std::size_t len);
 
@@ -32,6 +42,17 @@ class FrameDecoder {
   // vanished mid-frame.
   std::size_t buffered() const { return buf_.size() - pos_; }
 
+  // The whole size (length prefix included) of the frame being received, once its length
+  // prefix has arrived and is within the limit; 0 when no frame is partly received. What a
+  // connection must hold in memory to finish the frame.
+  std::size_t partial_frame_bytes() const;
+
+  // Gives back memory held for frames already returned once nothing is buffered: after one
+  // large frame a connection should not keep its buffer for ever. Invalidates spans.
+  void release_memory();
+  // Bytes of memory the decoder holds (its buffers' capacity).
+  std::size_t capacity() const { return buf_.capacity() + aligned_.capacity() * sizeof(std::uint64_t); }
+
  private:
   std::vector<std::uint8_t> buf_;
   std::size_t pos_ = 0;  // start of the first byte not yet returned
@@ -39,8 +60,10 @@ class FrameDecoder {
   std::uint32_t max_frame_bytes_;
 };
 
-// Runs the FlatBuffers verifier over a whole frame as next() returned it; nullptr when it
-// is not a valid wire::Frame. No field of a frame may be read before this returned
+// Runs the FlatBuffers verifier over a whole frame as next() returned it, and checks what
+// the verifier does not: that every vector of 8-byte elements (structs with a ulong, ulong
+// arrays) starts 8-byte aligned, since the generated accessors read them in place. nullptr
+// when it is not a valid wire::Frame. No field of a frame may be read before this returned
 // non-null.
 const wire::Frame* verify_frame(std::span<const std::uint8_t> frame);
 
