@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/address.h"
@@ -28,12 +29,34 @@ std::string sockname(const uv_tcp_t* tcp) {
   return common::HostPort{host, ntohs(a->sin_port)}.to_string();
 }
 
+// 127.0.0.0/8 or ::1 (or an IPv4-mapped 127/8).
+bool is_loopback(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in&>(addr).sin_addr.s_addr) >> 24) == 127;
+  const auto& a6 = reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr;
+  if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+}
+
 }  // namespace
 
 Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
   limits_.max_frame_bytes = config_.max_frame_bytes;
   limits_.output_high_water = config_.connection_output_bytes;
+  limits_.hello_max_frame_bytes = std::min(config_.hello_max_frame_bytes, config_.max_frame_bytes);
+  limits_.hello_timeout = config_.hello_timeout;
+  limits_.frame_timeout = config_.frame_timeout;
+  limits_.output_timeout = config_.output_timeout;
   uv_loop_init(&loop_);
+  budget_ = std::make_unique<ConnectionBudget>(
+      &loop_, config_.total_input_bytes, config_.total_output_bytes,
+      [this](std::uint64_t id) {
+        if (auto it = connections_.find(id); it != connections_.end()) it->second->resume();
+      },
+      [this] {
+        // Every connection may have stopped for the total: each gets its turn again.
+        for (auto& [id, conn] : connections_) budget_->resume_soon(id);
+      });
   listener_.data = sigint_.data = sigterm_.data = housekeeping_timer_.data = this;
 }
 
@@ -114,21 +137,42 @@ Status Broker::listen() {
   int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0)
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, [](uv_stream_t* s, int status) {
-      auto* self = static_cast<Broker*>(s->data);
-      if (status < 0 || self->shutting_down_) return;
-      if (self->probe_) self->probe_->connection_accepted();
-      auto conn = std::make_unique<Connection>(self->next_connection_id_++, *self, self->limits_);
-      Connection* c = conn.get();
-      self->connections_[c->id()] = std::move(conn);
-      if (c->accept(s)) spdlog::debug("connection {} from {}", c->id(), c->peer());
+      static_cast<Broker*>(s->data)->on_accept(s, status);
     });
   if (rc != 0)
     return Error(ErrorCode::kInvalidArgument,
                  "cannot listen on " + config_.listen + ": " + uv_strerror(rc));
+  if (!is_loopback(addr))
+    spdlog::warn("listening on {}, which is not a loopback address: clients are not authenticated, so "
+                 "anyone who can reach this port can read, write and delete every topic; bind 127.0.0.1 "
+                 "unless a firewall guards the port",
+                 config_.listen);
   // Scripts and tests wait for exactly this line to learn the real port.
   std::printf("listening on %s\n", sockname(&listener_).c_str());
   std::fflush(stdout);
   return {};
+}
+
+void Broker::on_accept(uv_stream_t* server, int status) {
+  if (shutting_down_) return;
+  if (status < 0) {
+    // Out of file descriptors (EMFILE/ENFILE) or memory: the pending connection stays in the
+    // backlog and libuv tells us again on the next readiness, so log at most once a second.
+    if (probe_) probe_->accept_failed();
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_accept_error_log_ >= std::chrono::seconds(1)) {
+      last_accept_error_log_ = now;
+      spdlog::error("cannot accept a connection: {} ({} connections open; raise the open-files limit, "
+                    "ulimit -n)",
+                    uv_strerror(status), connections_.size());
+    }
+    return;
+  }
+  if (probe_) probe_->connection_accepted();
+  auto conn = std::make_unique<Connection>(next_connection_id_++, *this, limits_, *budget_);
+  Connection* c = conn.get();
+  connections_[c->id()] = std::move(conn);
+  if (c->accept(server)) spdlog::debug("connection {} from {}", c->id(), c->peer());
 }
 
 void Broker::begin_shutdown(const char* why) {
@@ -157,6 +201,7 @@ void Broker::maybe_finish_shutdown() {
                   reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
     if (h->loop && !uv_is_closing(h)) uv_close(h, nullptr);
   if (scheduler_) scheduler_->close();
+  budget_->close();
   if (http_ && !http_closing_) {
     http_closing_ = true;
     http_->close([] {});
@@ -165,8 +210,37 @@ void Broker::maybe_finish_shutdown() {
 
 void Broker::housekeeping() {
   auto now = std::chrono::steady_clock::now();
+  std::vector<Connection*> late;
   for (auto& [id, conn] : connections_)
-    if (conn->linger_expired(now)) conn->close();
+    if (conn->overdue(now) != Overdue::kNone) late.push_back(conn.get());
+  for (Connection* conn : late) {
+    switch (conn->overdue(now)) {
+      case Overdue::kLinger: conn->close(); break;
+      case Overdue::kHello:
+        if (probe_) probe_->connection_closed("hello_timeout");
+        reply_error(*conn, 0,
+                    Error(ErrorCode::kTimeout, "no hello within limits.hello_timeout_ms (" +
+                                                   std::to_string(limits_.hello_timeout.count()) + " ms)"),
+                    true);
+        break;
+      case Overdue::kFrame:
+        if (probe_) probe_->connection_closed("frame_timeout");
+        reply_error(*conn, 0,
+                    Error(ErrorCode::kTimeout, "a frame was not received whole within limits.frame_timeout_ms (" +
+                                                   std::to_string(limits_.frame_timeout.count()) + " ms)"),
+                    true);
+        break;
+      case Overdue::kOutput:
+        // Nothing more can reach a client that does not read; what it was sent is dropped
+        // (a consumer's deliveries go back to its group).
+        if (probe_) probe_->connection_closed("output_timeout");
+        spdlog::info("connection {} from {}: not reading its answers ({} bytes queued for over {} ms); closing",
+                     conn->id(), conn->peer(), conn->output_bytes(), limits_.output_timeout.count());
+        conn->close();
+        break;
+      case Overdue::kNone: break;
+    }
+  }
 }
 
 Connection* Broker::find_connection(std::uint64_t id) {
@@ -183,6 +257,13 @@ void Broker::on_closed(Connection& conn) {
   maybe_finish_shutdown();
 }
 
+void Broker::on_stream_error(Connection& conn, const Error& error) {
+  if (probe_) {
+    probe_->request_error(error.code);
+    probe_->connection_closed(error.code == ErrorCode::kFrameTooLarge ? "frame_too_large" : "malformed_frame");
+  }
+}
+
 void Broker::on_writable(Connection& conn) {
   if (shutting_down_) return;
   for (auto& [key, group] : groups_)
@@ -190,7 +271,9 @@ void Broker::on_writable(Connection& conn) {
 }
 
 bool Broker::valid_name(std::string_view name) {
-  if (name.empty() || name.size() > 249) return false;
+  // "." and ".." would read as paths wherever a name becomes one (a tool's output file, a
+  // future file per topic); 249 keeps every storage key well under LMDB's 511 bytes.
+  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
   for (char c : name)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
   return true;
@@ -199,6 +282,7 @@ bool Broker::valid_name(std::string_view name) {
 void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
   const wire::Frame* frame = common::verify_frame(bytes);
   if (!frame) {
+    if (probe_) probe_->connection_closed("malformed_frame");
     reply_error(conn, 0, Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
     return;
   }
@@ -209,7 +293,7 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
     return;
   }
-  if (!conn.hello_done) {
+  if (!conn.hello_done()) {
     if (type != wire::Body::Hello) {
       reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
       return;
@@ -261,7 +345,7 @@ void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello
     reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid producer group name"), true);
     return;
   }
-  conn.hello_done = true;
+  conn.hello_completed();
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
   conn.producer_group = std::move(producer_group);
   if (!conn.producer_group.empty()) register_producer(conn);
@@ -326,6 +410,18 @@ Status Broker::start_metrics() {
   registry_.callback_gauge("txmq_connections", "Open client connections.",
                            [this] { return static_cast<double>(connections_.size()); });
   registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_.size()); });
+  registry_.callback_gauge("txmq_connection_input_bytes",
+                           "Bytes reserved for frames being received, all connections together.",
+                           [this] { return static_cast<double>(budget_->input_bytes()); });
+  registry_.callback_gauge("txmq_connection_output_bytes",
+                           "Answer bytes queued and not yet written, all connections together.",
+                           [this] { return static_cast<double>(budget_->output_bytes()); });
+  registry_.callback_counter("txmq_connection_input_waits_total",
+                             "Frames that waited because limits.total_input_bytes was reserved.",
+                             [this] { return static_cast<double>(budget_->input_waits()); });
+  registry_.callback_counter("txmq_connection_output_stalls_total",
+                             "Times all connections stopped serving because limits.total_output_bytes was queued.",
+                             [this] { return static_cast<double>(budget_->output_stalls()); });
   registry_.callback_gauge("txmq_storage_map_size_bytes", "The LMDB map size: the data file's maximum.",
                            [this] { return static_cast<double>(store_->usage().max_bytes); });
   registry_.callback_gauge("txmq_storage_used_bytes", "Bytes of the LMDB data file in use.",

@@ -69,8 +69,10 @@ class Broker final : public ConnectionEvents {
   static constexpr Scheduler::Target kTxnCheckTarget = 3;
   static constexpr Scheduler::Target kFirstGroupSerial = 100;
 
-  // Topic and group names: 1-249 of letters, digits, '.', '_' and '-'.
+  // Topic and group names: 1-249 of letters, digits, '.', '_' and '-', neither "." nor "..".
   static bool valid_name(std::string_view name);
+  static constexpr const char* kNameRule =
+      "1-249 characters of letters, digits, '.', '_' and '-', and not '.' or '..'";
 
   Status start();
   Status listen();
@@ -84,6 +86,8 @@ class Broker final : public ConnectionEvents {
   void on_frame(Connection& conn, std::span<const std::uint8_t> frame) override;
   void on_writable(Connection& conn) override;
   void on_closed(Connection& conn) override;
+  void on_stream_error(Connection& conn, const Error& error) override;
+  void on_accept(uv_stream_t* server, int status);
 
   // Requests; each answers exactly once (now or from a write completion).
   void handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req);
@@ -166,6 +170,8 @@ class Broker final : public ConnectionEvents {
   bool http_closing_ = false;
   ConnectionLimits limits_;
   uv_loop_t loop_;
+  // Memory of all connections together; declared before connections_, which use it.
+  std::unique_ptr<ConnectionBudget> budget_;
   // Zero-initialised so that shutdown can tell which handles were ever opened (loop set).
   uv_tcp_t listener_{};
   uv_signal_t sigint_{};
@@ -197,6 +203,7 @@ class Broker final : public ConnectionEvents {
   std::mt19937_64 rng_{std::random_device{}()};
   std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second
   std::uint64_t next_connection_id_ = 1;
   flatbuffers::FlatBufferBuilder fbb_{4096};  // reused for every answer built on the loop
   bool shutting_down_ = false;

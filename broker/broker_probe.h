@@ -39,6 +39,10 @@ class BrokerProbe {
   GroupSeries group(std::string_view topic, std::string_view group);
   void request_error(ErrorCode code);
   void connection_accepted() { connections_accepted_.inc(); }
+  // A connection the broker closed for a limit: hello_timeout, frame_timeout,
+  // frame_too_large, malformed_frame.
+  void connection_closed(std::string_view reason) { connections_closed_.with({reason}).inc(); }
+  void accept_failed() { accept_failures_.inc(); }
   void retention_deleted(std::size_t n) { retention_deleted_.inc(n); }
   void txn_prepared(std::size_t n) { txn_prepared_.inc(n); }
   void txn_ended(wire::TxnState outcome);
@@ -58,6 +62,8 @@ class BrokerProbe {
   metrics::Family<metrics::Gauge>& consumers_;
   metrics::Family<metrics::Counter>& request_errors_;
   metrics::Counter& connections_accepted_;
+  metrics::Family<metrics::Counter>& connections_closed_;
+  metrics::Counter& accept_failures_;
   metrics::Counter& retention_deleted_;
   metrics::Counter& txn_prepared_;
   metrics::Family<metrics::Counter>& txn_ended_;

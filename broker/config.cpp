@@ -85,6 +85,12 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     read_with(root, "limits", "max_message_bytes", c.max_message_bytes, size_u32);
     read_with(root, "limits", "connection_output_bytes", c.connection_output_bytes, size_any);
     read_with(root, "limits", "connection_inflight_bytes", c.connection_inflight_bytes, size_any);
+    read_with(root, "limits", "hello_max_frame_bytes", c.hello_max_frame_bytes, size_u32);
+    read_with(root, "limits", "hello_timeout_ms", c.hello_timeout, parse_ms);
+    read_with(root, "limits", "frame_timeout_ms", c.frame_timeout, parse_ms);
+    read_with(root, "limits", "output_timeout_ms", c.output_timeout, parse_ms);
+    read_with(root, "limits", "total_input_bytes", c.total_input_bytes, size_any);
+    read_with(root, "limits", "total_output_bytes", c.total_output_bytes, size_any);
     if (root.contains("storage")) {
       const auto& t = toml::find(root, "storage");
       read_with(root, "storage", "max_size", c.storage_max_bytes, size_any);
@@ -134,6 +140,15 @@ Status validate(const BrokerConfig& c) {
   if (c.max_frame_bytes < 1024) return bad("limits.max_frame_bytes must be at least 1024");
   if (c.max_message_bytes == 0 || c.max_message_bytes + 1024 > c.max_frame_bytes)
     return bad("limits.max_message_bytes must be positive and at least 1 KiB below limits.max_frame_bytes");
+  if (c.hello_max_frame_bytes < 256) return bad("limits.hello_max_frame_bytes must be at least 256");
+  if (c.hello_timeout.count() < 100) return bad("limits.hello_timeout_ms must be at least 100");
+  if (c.frame_timeout.count() < 100) return bad("limits.frame_timeout_ms must be at least 100");
+  if (c.output_timeout.count() < 100) return bad("limits.output_timeout_ms must be at least 100");
+  // A frame is reserved whole before its body is read, so the largest must fit alone.
+  if (c.total_input_bytes < std::size_t{c.max_frame_bytes} + 4)
+    return bad("limits.total_input_bytes must be at least limits.max_frame_bytes");
+  if (c.total_output_bytes < c.connection_output_bytes)
+    return bad("limits.total_output_bytes must be at least limits.connection_output_bytes");
   if (c.storage_max_bytes < (1ull << 20)) return bad("storage.max_size must be at least 1MiB");
   if (c.retention_check_interval.count() < 10) return bad("retention.check_interval_ms must be at least 10");
   if (c.txn_timeout.count() < 1) return bad("transactions.timeout_ms must be positive");

@@ -22,6 +22,12 @@ struct BrokerConfig {
   std::uint32_t max_message_bytes = 1u << 20;     // limits.max_message_bytes
   std::size_t connection_output_bytes = 8u << 20; // limits.connection_output_bytes
   std::size_t connection_inflight_bytes = 64u << 20;  // limits.connection_inflight_bytes
+  std::uint32_t hello_max_frame_bytes = 64u << 10;    // limits.hello_max_frame_bytes
+  std::chrono::milliseconds hello_timeout{10000};     // limits.hello_timeout_ms
+  std::chrono::milliseconds frame_timeout{60000};     // limits.frame_timeout_ms
+  std::chrono::milliseconds output_timeout{60000};    // limits.output_timeout_ms
+  std::size_t total_input_bytes = 128u << 20;         // limits.total_input_bytes
+  std::size_t total_output_bytes = 128u << 20;        // limits.total_output_bytes
 
   std::uint64_t storage_max_bytes = 64ull << 30;  // storage.max_size
   storage::SyncMode sync = storage::SyncMode::kDurable;  // storage.sync

@@ -25,14 +25,21 @@ std::string peer_name(uv_tcp_t* tcp) {
 
 }  // namespace
 
-Connection::Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits)
-    : id_(id), events_(events), limits_(limits), decoder_(limits.max_frame_bytes) {
+Connection::Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits,
+                       ConnectionBudget& budget)
+    : id_(id), events_(events), limits_(limits), budget_(budget), decoder_(limits.hello_max_frame_bytes) {
   tcp_.data = this;
   write_req_.data = this;
   shutdown_req_.data = this;
 }
 
+Connection::~Connection() {
+  budget_.release_input(input_reserved_);
+  budget_.remove_output(output_counted_);
+}
+
 bool Connection::accept(uv_stream_t* server) {
+  accepted_ = std::chrono::steady_clock::now();
   uv_tcp_init(server->loop, &tcp_);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
     close();
@@ -42,6 +49,11 @@ bool Connection::accept(uv_stream_t* server) {
   peer_ = peer_name(&tcp_);
   update_reading();
   return true;
+}
+
+void Connection::hello_completed() {
+  hello_done_ = true;
+  decoder_.set_max_frame_bytes(limits_.max_frame_bytes);
 }
 
 void Connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
@@ -65,42 +77,120 @@ void Connection::handle_read(ssize_t nread) {
     return;
   }
   if (state_ != State::kOpen) return;  // draining: discard until the peer hangs up
+  const bool had_partial = decoder_.partial_frame_bytes() > 0;
   decoder_.append(read_buf_, static_cast<std::size_t>(nread));
-  // Every whole frame in this read is handled now: the read size (64 KiB) bounds the work
-  // one callback does, and a slow frame can stop the loop through pause_reading().
+  if (!had_partial) frame_started_ = std::chrono::steady_clock::now();
+  backlog_ = true;
+  serve();
+}
+
+bool Connection::may_serve() const {
+  return state_ == State::kOpen && !flush_then_close_ && pause_reasons_ == 0 && writable();
+}
+
+void Connection::serve() {
+  if (serving_) return;
+  serving_ = true;
   // A fatal error (close_after_flush) ends the conversation: frames after it in the same
-  // read are not served.
-  while (state_ == State::kOpen && !flush_then_close_) {
+  // read are not served. A pause taken by a handler, or output past high water, stops the
+  // loop with the rest left buffered (and reading stopped) until it ends.
+  int served = 0;
+  while (backlog_ && may_serve()) {
+    if (served == kFramesPerTurn) {
+      budget_.resume_soon(id_);  // the rest after the other connections had their turn
+      break;
+    }
     auto frame = decoder_.next();
     if (!frame) {
-      // The stream cannot be resynchronised; the Server answers with an error frame via
-      // on_frame's contract, so build the error here instead.
-      flatbuffers::FlatBufferBuilder fbb(256);
-      const auto& err = frame.error();
-      auto body = wire::CreateError(fbb, static_cast<std::uint16_t>(err.code),
-                                    fbb.CreateString(err.message));
-      fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Error, body.Union()));
-      spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
-      send(common::frame_bytes(fbb));
-      close_after_flush();
-      return;
+      fail_stream(frame.error());
+      break;
     }
-    if (frame->empty()) break;
+    if (frame->empty()) {
+      backlog_ = false;
+      break;
+    }
+    ++served;
+    frame_started_ = std::chrono::steady_clock::now();  // the next frame starts no earlier
     events_.on_frame(*this, *frame);
   }
+  serving_ = false;
+  if (state_ != State::kOpen) return;
+  if (!backlog_) decoder_.release_memory();
+  reserve_input();
+  update_reading();
+}
+
+void Connection::fail_stream(const Error& err) {
+  // The stream cannot be resynchronised; the Server answers with an error frame via
+  // on_frame's contract, so build the error here instead.
+  flatbuffers::FlatBufferBuilder fbb(256);
+  auto body = wire::CreateError(fbb, static_cast<std::uint16_t>(err.code), fbb.CreateString(err.message));
+  fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Error, body.Union()));
+  spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
+  events_.on_stream_error(*this, err);
+  send(common::frame_bytes(fbb));
+  close_after_flush();
+}
+
+void Connection::reserve_input() {
+  // What the partial frame needs, reserved once its length is known and before its body is
+  // read: a connection that cannot have it stops reading until another one gives some back.
+  std::size_t need = backlog_ ? input_reserved_ : decoder_.partial_frame_bytes();
+  if (need <= kUnreservedFrameBytes) need = 0;
+  if (need <= input_reserved_) {
+    budget_.release_input(input_reserved_ - need);
+    input_reserved_ = need;
+    input_waiting_ = false;
+    return;
+  }
+  if (budget_.try_reserve_input(need - input_reserved_)) {
+    input_reserved_ = need;
+    if (input_waiting_) frame_started_ = std::chrono::steady_clock::now();  // waited on us, not the peer
+    input_waiting_ = false;
+    return;
+  }
+  if (!input_waiting_) spdlog::debug("connection {}: a frame of {} bytes waits for input memory", id_, need);
+  budget_.wait_for_input(id_, !input_waiting_);
+  input_waiting_ = true;
+}
+
+void Connection::resume() {
+  if (state_ != State::kOpen) return;
+  serve();
+  if (state_ == State::kOpen && !flush_then_close_ && writable()) events_.on_writable(*this);
+}
+
+Overdue Connection::overdue(std::chrono::steady_clock::time_point now) const {
+  if (state_ == State::kDraining) return now >= linger_deadline_ ? Overdue::kLinger : Overdue::kNone;
+  if (state_ != State::kOpen || flush_then_close_) return Overdue::kNone;
+  if (!hello_done_ && now - accepted_ >= limits_.hello_timeout) return Overdue::kHello;
+  // A frame that waits for input memory is held up by the broker, not by the peer.
+  if (!input_waiting_ && decoder_.partial_frame_bytes() > 0 && now - frame_started_ >= limits_.frame_timeout)
+    return Overdue::kFrame;
+  if (write_in_flight_ && now - write_started_ >= limits_.output_timeout) return Overdue::kOutput;
+  return Overdue::kNone;
 }
 
 void Connection::send(std::span<const std::uint8_t> frame) {
   if (state_ != State::kOpen) return;  // the error frame before close_after_flush still goes
   pending_.insert(pending_.end(), frame.begin(), frame.end());
+  sync_output();
   if (!write_in_flight_) start_write();
   update_reading();
+}
+
+void Connection::sync_output() {
+  const std::size_t now = output_bytes();
+  if (now > output_counted_) budget_.add_output(now - output_counted_);
+  else budget_.remove_output(output_counted_ - now);
+  output_counted_ = now;
 }
 
 void Connection::start_write() {
   if (pending_.empty()) return;
   writing_.swap(pending_);
   pending_.clear();
+  if (pending_.capacity() > kKeepOutputCapacity) std::vector<std::uint8_t>().swap(pending_);
   uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(writing_.data()),
                              static_cast<unsigned>(writing_.size()));
   int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, &Connection::on_write);
@@ -111,12 +201,16 @@ void Connection::start_write() {
     return;
   }
   write_in_flight_ = true;
+  write_started_ = std::chrono::steady_clock::now();
 }
 
 void Connection::on_write(uv_write_t* req, int status) {
   auto* self = static_cast<Connection*>(req->data);
   self->write_in_flight_ = false;
   self->writing_.clear();
+  // A large answer's buffer is given back rather than kept by an idle connection.
+  if (self->writing_.capacity() > kKeepOutputCapacity) std::vector<std::uint8_t>().swap(self->writing_);
+  self->sync_output();
   if (self->state_ == State::kClosing) return;
   if (status != 0) {
     self->close();
@@ -128,8 +222,10 @@ void Connection::on_write(uv_write_t* req, int status) {
     self->begin_draining();
     return;
   }
-  self->update_reading();
-  if (self->state_ == State::kOpen && self->writable()) self->events_.on_writable(*self);
+  // Below high water again: what is buffered is served and pushes may go, from the next
+  // loop iteration (never from inside this write's completion).
+  if (self->state_ == State::kOpen && self->writable()) self->budget_.resume_soon(self->id_);
+  else self->update_reading();
 }
 
 void Connection::pause_reading() {
@@ -139,12 +235,17 @@ void Connection::pause_reading() {
 
 void Connection::resume_reading() {
   if (pause_reasons_ > 0) --pause_reasons_;
+  // Frames left buffered by the pause are served in the next loop iteration: this may be
+  // called from inside another request's completion.
+  if (pause_reasons_ == 0 && backlog_) budget_.resume_soon(id_);
   update_reading();
 }
 
 void Connection::update_reading() {
+  // Reading stops while whole frames wait to be served (they were read already) and while
+  // the partial frame has no memory reserved.
   bool want = state_ == State::kDraining ||
-              (state_ == State::kOpen && pause_reasons_ == 0 && writable());
+              (state_ == State::kOpen && may_serve() && !backlog_ && !input_waiting_);
   if (want == reading_) return;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   if (want) {
@@ -174,6 +275,8 @@ void Connection::begin_draining() {
 void Connection::close() {
   if (state_ == State::kClosing) return;
   state_ = State::kClosing;
+  budget_.release_input(input_reserved_);
+  input_reserved_ = 0;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
     auto* self = static_cast<Connection*>(h->data);
     self->events_.on_closed(*self);

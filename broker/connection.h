@@ -7,9 +7,14 @@
 // was sent; flushing, then half-closing and discarding input until the peer hangs up or
 // the linger deadline passes) -> kClosing -> freed.
 // Concurrency: loop thread only.
-// Limits: when the output queue passes high_water bytes, or the caller's in-flight work
-// passes its own limit (see pause_reading), the connection stops reading, so a client
-// that does not read its answers cannot make the broker buffer without bound.
+// Limits: before the hello a frame may be at most hello_max_frame_bytes and the hello must
+// arrive within hello_timeout; a frame must arrive whole within frame_timeout of its first
+// byte. Frames are served one at a time from what was read, and serving (and reading) stops
+// while the output queue is over high water, the caller holds a pause (too much work in
+// flight, see pause_reading), or all connections together are over their ConnectionBudget:
+// a client that does not read its answers, or pipelines faster than they are written,
+// cannot make the broker buffer without bound. At most kFramesPerTurn frames are served
+// per loop iteration, so that one pipelining client does not starve the others.
 
 #include <uv.h>
 
@@ -20,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/connection_budget.h"
 #include "common/frame.h"
 
 namespace txmq::broker {
@@ -34,21 +40,40 @@ class ConnectionEvents {
   virtual void on_frame(Connection& conn, std::span<const std::uint8_t> frame) = 0;
   // The output queue fell below the low-water mark: more pushes may go.
   virtual void on_writable(Connection& conn) = 0;
+  // The byte stream broke (a frame over the limit, a zero length); the connection answers
+  // with the error and closes by itself. For the Server's metrics.
+  virtual void on_stream_error(Connection& conn, const Error& error) = 0;
   // The handle is closed; conn is freed right after this returns.
   virtual void on_closed(Connection& conn) = 0;
 };
 
 struct ConnectionLimits {
   std::uint32_t max_frame_bytes = 16u << 20;
+  std::uint32_t hello_max_frame_bytes = 64u << 10;  // until the hello is done
   std::size_t output_high_water = 8u << 20;
   std::chrono::milliseconds linger{1000};  // how long an erroring connection may linger
+  std::chrono::milliseconds hello_timeout{10000};  // from accept to a served hello
+  std::chrono::milliseconds frame_timeout{60000};  // from a frame's first byte to its last
+  std::chrono::milliseconds output_timeout{60000}; // for one write of queued output to finish
 };
+
+// Why a connection must be closed now (Connection::overdue).
+enum class Overdue { kNone, kHello, kFrame, kOutput, kLinger };
 
 class Connection {
  public:
   enum class State { kOpen, kDraining, kClosing };
 
-  Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits);
+  // Frames served per loop iteration at most: a fair share (libuv's own reads per pass are
+  // similar), large enough that a pipelining producer is not slowed.
+  static constexpr int kFramesPerTurn = 64;
+  // A frame up to this size arrives within one or two reads and needs no reservation from
+  // the ConnectionBudget: small requests always go on, however much large ones hold.
+  static constexpr std::size_t kUnreservedFrameBytes = 64 * 1024;
+
+  Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits,
+             ConnectionBudget& budget);
+  ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -64,8 +89,12 @@ class Connection {
 
   // Queues a whole frame (length prefix included) for the socket.
   void send(std::span<const std::uint8_t> frame);
-  // True when the output queue is below high water: a push may go now.
-  bool writable() const { return output_bytes() < limits_.output_high_water; }
+  // True when the output queue is below high water and, while all connections together are
+  // over their output budget, empty: a push may go now. A client that reads its answers
+  // keeps its queue empty and carries on; those that do not are the ones held back.
+  bool writable() const {
+    return output_bytes() < limits_.output_high_water && (output_bytes() == 0 || !budget_.output_full());
+  }
   std::size_t output_bytes() const { return pending_.size() + writing_.size(); }
 
   // A reason to stop reading held by the caller (for example too many produce bytes in
@@ -73,18 +102,24 @@ class Connection {
   void pause_reading();
   void resume_reading();
 
+  // The hello was served: larger frames are accepted from now on.
+  void hello_completed();
+  bool hello_done() const { return hello_done_; }
+
+  // Serves frames already received and reads again if nothing holds it back. The
+  // ConnectionBudget calls it (through the Server) when there may be room again, and the
+  // connection asks for it when a pause ends. Never call it from inside a request handler.
+  void resume();
+
+  // Whether a deadline of this connection passed: the hello, a frame, a write to a client
+  // that stopped reading, or the linger of an erroring connection. Called by the Server's housekeeping timer.
+  Overdue overdue(std::chrono::steady_clock::time_point now) const;
+
   // Sends what is queued, then closes: used after an error frame.
   void close_after_flush();
   // Closes now; queued output is dropped.
   void close();
-  // The linger deadline of a draining connection passed. Called by the Server's
-  // housekeeping timer.
-  bool linger_expired(std::chrono::steady_clock::time_point now) const {
-    return state_ == State::kDraining && now >= linger_deadline_;
-  }
-
   // Protocol state owned by the session layer.
-  bool hello_done = false;
   std::string client_name;
   std::string producer_group;  // transaction checks for this group may come here
   std::size_t produce_bytes_in_flight = 0;
@@ -94,14 +129,29 @@ class Connection {
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   void handle_read(ssize_t nread);
+  void serve();
+  bool may_serve() const;
+  void reserve_input();
+  void fail_stream(const Error& error);
   void start_write();
+  void sync_output();
   void update_reading();
   void begin_draining();
 
   std::uint64_t id_;
   ConnectionEvents& events_;
   const ConnectionLimits& limits_;
+  ConnectionBudget& budget_;
   State state_ = State::kOpen;
+  bool hello_done_ = false;
+  bool serving_ = false;       // inside serve(): a handler's send() must not serve again
+  bool backlog_ = false;       // whole frames may be buffered, not yet served
+  bool input_waiting_ = false; // waiting for the budget to reserve the partial frame
+  std::size_t input_reserved_ = 0;   // from the budget, for the partial frame
+  std::size_t output_counted_ = 0;   // output bytes the budget knows of
+  std::chrono::steady_clock::time_point accepted_;
+  std::chrono::steady_clock::time_point frame_started_;  // of the partial frame, if any
+  std::chrono::steady_clock::time_point write_started_;  // of the write in flight, if any
   uv_tcp_t tcp_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -112,6 +162,7 @@ class Connection {
   std::string peer_;
   std::chrono::steady_clock::time_point linger_deadline_;
   common::FrameDecoder decoder_;
+  static constexpr std::size_t kKeepOutputCapacity = 1u << 20;  // kept across writes
   std::vector<std::uint8_t> pending_;  // frames not yet handed to libuv
   std::vector<std::uint8_t> writing_;  // the buffer of the uv_write in flight
   char read_buf_[64 * 1024];
