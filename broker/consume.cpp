@@ -155,7 +155,7 @@ void Broker::handle_subscribe(Connection& conn, std::uint64_t rid, const wire::S
   std::string group_name = req.group() ? req.group()->str() : "";
   if (!valid_name(group_name))
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
-                                        "group names are 1-249 characters of letters, digits, '.', '_' and '-'"));
+                                        std::string("group names are ") + kNameRule));
   if (req.window() == 0) {
     // Window 0 pauses an existing subscription: nothing more is pushed to it.
     if (ConsumerGroup* g = find_group(group_name, topic_name); g && g->find_consumer(&conn)) {

@@ -79,6 +79,7 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
   out.record.delivery_count = f.deliveries.value();
   out.record.first_delivery_ms = f.first_delivery_ms;
   out.record.last_delivery_ms = now_ms;
+  reason = reason.substr(0, kMaxReasonBytes);
   if (!reason.empty()) {
     out.record.reasons.emplace_back(reason);
     f.history.emplace_back(reason);

@@ -47,6 +47,9 @@ struct Consumer {
 // kMaxFailureHistory of them. A consumer such as txmq-notifier records each attempt here,
 // so the broker, not the consumer, remembers what happened across consumer crashes.
 inline constexpr std::size_t kMaxFailureHistory = 64;
+// Each reason is kept to its first kMaxReasonBytes: the history travels in every retry's
+// delivery and every dead letter's headers, so it must stay far below a message's limit.
+inline constexpr std::size_t kMaxReasonBytes = 1024;
 using FailureHistory = std::vector<std::string>;
 
 struct InFlight {

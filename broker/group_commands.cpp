@@ -9,6 +9,7 @@
 #include "broker/broker.h"
 #include "broker/dead_letter.h"
 #include "broker/storage/fn_op.h"
+#include "broker/wire_views.h"
 
 namespace txmq::broker {
 namespace {
@@ -167,12 +168,19 @@ void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch
   if (req.partition() >= topic->meta.partitions)
     return reply_error(conn, rid, Error(ErrorCode::kUnknownPartition, "no partition " + std::to_string(req.partition())));
   const std::size_t max = std::min<std::uint32_t>(req.max_messages() ? req.max_messages() : 100, 1000);
+  // The answer stays within half a frame, counting everything a delivery is encoded with,
+  // so that it fits any client's frame limit; the first message always goes (a message is
+  // at most limits.max_message_bytes, well below a frame).
+  const std::size_t budget = config_.max_frame_bytes / 2;
   fbb_.Clear();
   std::vector<flatbuffers::Offset<wire::Delivery>> out;
   std::size_t bytes = 0;
   auto r = store_->read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
                             [&](const storage::LogEntry& e) {
                               const auto* m = e.message;
+                              const std::size_t size = message_size(*m) + kDeliveryOverheadBytes + name.size();
+                              if (!out.empty() && bytes + size > budget) return false;
+                              bytes += size;
                               std::vector<flatbuffers::Offset<wire::Header>> hs;
                               if (m->headers())
                                 for (const auto* h : *m->headers())
@@ -185,9 +193,7 @@ void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch
                                   m->key() ? fbb_.CreateVector(m->key()->data(), m->key()->size()) : 0,
                                   hs.empty() ? 0 : fbb_.CreateVector(hs),
                                   m->body() ? fbb_.CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
-                              bytes += m->body() ? m->body()->size() : 0;
-                              // Keep the answer well inside a client's frame limit.
-                              return bytes < config_.max_frame_bytes / 2;
+                              return bytes < budget;
                             });
   if (!r) return reply_error(conn, rid, r.error());
   send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb_, fbb_.CreateVector(out)).Union());

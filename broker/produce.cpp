@@ -146,6 +146,8 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "produce without a topic"));
   Topic* topic = topics_.find(req.topic()->string_view());
   if (!topic) {
+    if (!valid_name(req.topic()->string_view()))
+      return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
     if (!config_.auto_create_topics)
       return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic,
                                           "unknown topic '" + req.topic()->str() +

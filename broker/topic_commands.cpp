@@ -11,6 +11,9 @@ namespace txmq::broker {
 
 void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                           std::uint64_t retention_bytes, std::function<void(const Status&)> done) {
+  // Every way a topic comes to exist passes here, auto-creation included.
+  if (!valid_name(name))
+    return done(Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
   auto meta = std::make_shared<storage::TopicMeta>();
   auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                             std::chrono::system_clock::now().time_since_epoch())
@@ -37,7 +40,7 @@ void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire
   std::string name = req.name() ? req.name()->str() : "";
   if (!valid_name(name))
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
-                                        "topic names are 1-249 characters of letters, digits, '.', '_' and '-'"));
+                                        std::string("topic names are ") + kNameRule));
   if (req.partitions() == 0 || req.partitions() > 1024)
     return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "partitions must be between 1 and 1024"));
   if (topics_.find(name))
