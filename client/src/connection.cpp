@@ -202,10 +202,25 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
       disconnected(st.error());
       return;
     }
+    if (frame->body_type() == wire::Body::HelloOk) {
+      broker_max_frame_bytes_ = frame->body_as_HelloOk()->max_frame_bytes();
+      broker_max_message_bytes_ = frame->body_as_HelloOk()->max_message_bytes();
+    }
     state_ = State::kReady;
     backoff_ = options_.reconnect_initial;
-    for (auto& [id, p] : pending_) {
-      if (p.sent) continue;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      auto& p = it->second;
+      if (p.sent) {
+        ++it;
+        continue;
+      }
+      if (auto st = check_size(p.frame); !st) {
+        ResponseFn cb = std::move(p.cb);
+        it = pending_.erase(it);
+        cb(st.error());
+        continue;
+      }
+      ++it;
       write(p.frame);
       p.sent = true;
       if (!p.resend) {
@@ -237,6 +252,10 @@ void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame,
     cb(Error(ErrorCode::kClosed));
     return;
   }
+  if (auto st = check_size(frame); !st) {
+    cb(st.error());
+    return;
+  }
   Pending p{deadline, std::move(cb), {}, false, resend};
   if (state_ == State::kReady) {
     write(frame);
@@ -244,6 +263,15 @@ void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame,
   }
   if (!p.sent || resend) p.frame.assign(frame.begin(), frame.end());
   pending_.emplace(rid, std::move(p));
+}
+
+Status Connection::check_size(std::span<const std::uint8_t> frame) const {
+  const std::uint32_t limit = broker_max_frame_bytes_;
+  const std::size_t size = frame.size() - common::kFrameHeaderBytes;
+  if (limit == 0 || size <= limit) return {};
+  return Error(ErrorCode::kFrameTooLarge, "request of " + std::to_string(size) +
+                                              " bytes is larger than the broker accepts (limits.max_frame_bytes = " +
+                                              std::to_string(limit) + ")");
 }
 
 void Connection::write(std::span<const std::uint8_t> frame) {

@@ -61,6 +61,11 @@ class Connection {
 
   flatbuffers::FlatBufferBuilder& builder() { return fbb_; }
 
+  // The broker's limits from its hello answer; 0 until the first hello was answered. Any
+  // thread.
+  std::uint32_t broker_max_message_bytes() const { return broker_max_message_bytes_; }
+  std::uint32_t broker_max_frame_bytes() const { return broker_max_frame_bytes_; }
+
   // I/O thread. Runs fn once after delay, replacing any callback set before and not yet
   // run (one slot: the producer's linger timer).
   void set_timer(Millis delay, std::function<void()> fn);
@@ -81,6 +86,9 @@ class Connection {
   void send_hello();
   void handle_frame(std::span<const std::uint8_t> bytes);
   void write(std::span<const std::uint8_t> frame);
+  // Error for a frame the broker would refuse for its size (and close the connection over,
+  // failing every request in flight with it); ok when it fits or the limit is unknown.
+  Status check_size(std::span<const std::uint8_t> frame) const;
   void flush_writes();
   void disconnected(const Error& why);
   void schedule_reconnect();
@@ -104,6 +112,8 @@ class Connection {
   Clock::time_point connect_started_;
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};
+  std::atomic<std::uint32_t> broker_max_frame_bytes_{0};
+  std::atomic<std::uint32_t> broker_max_message_bytes_{0};
   Millis backoff_;
   std::uint64_t next_rid_ = 1;
   std::uint64_t hello_rid_ = 0;

@@ -25,6 +25,14 @@ class ProducerImpl {
   }
 
   void send_async(std::string_view topic, Message message, Producer::SendCallback cb) {
+    // Refused here, as the broker would refuse it, once the broker's limit is known.
+    if (const std::size_t max = conn_.broker_max_message_bytes(); max != 0 && limit_size(message) > max) {
+      Error e(ErrorCode::kMessageTooLarge, "message of " + std::to_string(limit_size(message)) +
+                                               " bytes is larger than the broker accepts (limits.max_message_bytes = " +
+                                               std::to_string(max) + ")");
+      if (!conn_.post([cb = std::move(cb), e] { cb(e); })) cb(Error(ErrorCode::kClosed));
+      return;
+    }
     const std::size_t size = message_bytes(message);
     bool post_pump = false;
     {
@@ -74,6 +82,13 @@ class ProducerImpl {
     Producer::SendCallback cb;
     std::size_t bytes;
   };
+
+  // The size limits.max_message_bytes limits, counted as the broker counts it.
+  static std::size_t limit_size(const Message& m) {
+    std::size_t n = m.key.size() + m.body.size();
+    for (const auto& h : m.headers) n += h.name.size() + h.value.size() + common::kHeaderOverheadBytes;
+    return n;
+  }
 
   static std::size_t message_bytes(const Message& m) {
     std::size_t n = m.key.size() + m.body.size() + 64;
