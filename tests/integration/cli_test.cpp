@@ -244,3 +244,23 @@ TEST_CASE("stats prints messages_produced after a produce") {
                 "stats:\n" << stats.out);
   CHECK(std::regex_search(stats.out, std::regex(R"(^topics\s+1$)", std::regex::multiline)));
 }
+
+TEST_CASE("produce of a line over the broker's limits exits 1 with a too-large error, not a lost connection") {
+  // A 17 MiB line once made a frame over limits.max_frame_bytes: the broker closed the
+  // connection and the tool said "ConnectionLost" (retryable) instead of why.
+  BrokerProcess broker;
+  start(broker);
+  const std::string b = broker.address();
+  must_run({"--broker", b, "topic", "create", "big"});
+  for (std::size_t size : {std::size_t{17} << 20, std::size_t{2} << 20}) {
+    CAPTURE(size);
+    Run r = run_cli({"--broker", b, "produce", "big"}, "small\n" + std::string(size, 'x') + "\nsmall\n");
+    CHECK(r.exit_code == 1);
+    CHECK_MESSAGE(r.err.find("TooLarge") != std::string::npos, "stderr: " << r.err);
+    CHECK_MESSAGE(r.err.find("ConnectionLost") == std::string::npos, "stderr: " << r.err);
+  }
+  Run listed = must_run({"--broker", b, "topic", "list"});
+  // The small lines around it were confirmed; the large ones never stored.
+  CHECK_MESSAGE(std::regex_search(listed.out, std::regex(R"(^big\s+partitions=1 messages=4$)", std::regex::multiline)),
+                listed.out);
+}
