@@ -31,6 +31,5 @@ std::string give_up_json(const GiveUp& g, const client::Delivery& d);
 // A JSON string literal for arbitrary bytes: escapes, and replaces bytes that are not
 // UTF-8 with U+FFFD so that the output is always valid JSON.
 std::string json_string(std::string_view s);
-bool valid_utf8(std::string_view s);
 
 }  // namespace txmq::notifier
