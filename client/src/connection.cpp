@@ -202,6 +202,8 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
       disconnected(st.error());
       return;
     }
+    if (const auto* ok = frame->body_as_HelloOk())
+      max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
     state_ = State::kReady;
     backoff_ = options_.reconnect_initial;
     for (auto& [id, p] : pending_) {

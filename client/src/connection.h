@@ -50,6 +50,9 @@ class Connection {
 
   bool on_io_thread() const { return std::this_thread::get_id() == thread_id_; }
   bool ready() const { return state_ == State::kReady; }
+  // The broker's limits.max_message_bytes from its last hello answer; 0 before the first.
+  // Any thread.
+  std::uint32_t max_message_bytes() const { return max_message_bytes_.load(std::memory_order_relaxed); }
 
   // I/O thread. A fresh request id to build a frame with.
   std::uint64_t next_request_id() { return next_rid_++; }
@@ -104,6 +107,7 @@ class Connection {
   Clock::time_point connect_started_;
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};
+  std::atomic<std::uint32_t> max_message_bytes_{0};  // from HelloOk
   Millis backoff_;
   std::uint64_t next_rid_ = 1;
   std::uint64_t hello_rid_ = 0;

@@ -68,6 +68,8 @@ class ProducerImpl {
     return {};
   }
 
+  std::uint32_t max_message_bytes() const { return conn_.max_message_bytes(); }
+
  private:
   struct Queued {
     Message message;
@@ -244,5 +246,7 @@ void Producer::send_async(std::string_view topic, Message message, SendCallback 
 }
 
 Status Producer::flush(Millis timeout) { return impl_->flush(timeout); }
+
+std::uint32_t Producer::max_message_bytes() const { return impl_->max_message_bytes(); }
 
 }  // namespace txmq::client
