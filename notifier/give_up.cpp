@@ -119,9 +119,10 @@ std::string render(const GiveUp& g, const client::Delivery& d, const Cuts& cuts)
 
 }  // namespace
 
-std::string give_up_json(const GiveUp& g, const client::Delivery& d, std::size_t max_bytes) {
+std::string give_up_json(const GiveUp& g, const client::Delivery& d, std::size_t max_bytes, bool* truncated) {
   Cuts cuts;
   std::string record = render(g, d, cuts);
+  if (truncated) *truncated = record.size() > max_bytes;
   if (record.size() <= max_bytes) return record;
   cuts.truncated = true;
   auto cut_further = [&](int level) {

@@ -34,7 +34,9 @@ struct GiveUp {
 
 // The record, at most max_bytes long: cut as give_up.cpp's Cuts says when the whole would
 // not fit. Only a max_bytes below about 600 bytes yields a longer (minimal) record.
-std::string give_up_json(const GiveUp& g, const client::Delivery& d, std::size_t max_bytes = SIZE_MAX);
+// *truncated, when given, says whether anything was cut.
+std::string give_up_json(const GiveUp& g, const client::Delivery& d, std::size_t max_bytes = SIZE_MAX,
+                         bool* truncated = nullptr);
 
 // A JSON string literal for arbitrary bytes: escapes, and replaces bytes that are not
 // UTF-8 with U+FFFD so that the output is always valid JSON.
