@@ -47,17 +47,28 @@ int hex_value(char c) {
   return -1;
 }
 
-// A receiver that decodes %2e%2e or %2f before routing would see a path the allow-list
-// never saw; one that does not would see another. Neither is guessed: such paths are refused.
-Status check_path_escapes(std::string_view path) {
+// A receiver that decodes %2e%2e or %2f before routing (or decodes twice: %252e) would see
+// a path the allow-list never saw; one that does not would see another. Neither is
+// guessed: such paths are refused. So are dot-segments with parameters ("..;"), which
+// libcurl keeps as names and servers such as Tomcat route as "..".
+Status check_path(std::string_view path) {
   for (std::size_t i = 0; i < path.size(); ++i) {
     if (path[i] != '%') continue;
     if (i + 2 >= path.size()) return invalid("malformed percent-escape in the path");
     const int hi = hex_value(path[i + 1]), lo = hex_value(path[i + 2]);
     if (hi < 0 || lo < 0) return invalid("malformed percent-escape in the path");
     const int byte = hi * 16 + lo;
-    if (byte == '.' || byte == '/' || byte == '\\' || byte == 0)
-      return invalid("percent-encoded '.', '/', '\\' or NUL in the path");
+    if (byte == '.' || byte == '/' || byte == '\\' || byte == '%' || byte == 0)
+      return invalid("percent-encoded '.', '/', '\\', '%' or NUL in the path");
+  }
+  for (std::size_t start = 1; start <= path.size();) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    const std::string_view segment = path.substr(start, end - start);
+    const std::string_view name = segment.substr(0, segment.find(';'));
+    if (name.size() != segment.size() && (name == "." || name == ".."))
+      return invalid("a dot-segment with parameters (\"..;\") in the path");
+    start = end + 1;
   }
   return {};
 }
@@ -147,7 +158,7 @@ Result<Url> parse_url(std::string_view text, std::size_t max_bytes) {
   url.path = get(u.get(), CURLUPART_PATH).value;
   if (url.path.empty()) url.path = "/";
   if (url.path.front() != '/') return invalid("malformed path");
-  if (auto st = check_path_escapes(url.path); !st) return st.error();
+  if (auto st = check_path(url.path); !st) return st.error();
   url.query = get(u.get(), CURLUPART_QUERY).value;
 
   url.text = url.scheme + "://" + url.host;

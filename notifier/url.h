@@ -32,8 +32,9 @@ struct Url {
 // backslashes, userinfo ("user@"), a fragment, an IPv6 zone id, an empty host, a host that
 // ends with a dot or holds characters outside [a-z0-9._-], a numeric host that is not a
 // canonical IPv4 address (after libcurl turned "2130706433", "0x7f000001" and "127.1" into
-// "127.0.0.1"), port 0, percent-encoded '.', '/', '\' or NUL and malformed percent-escapes
-// in the path, and anything longer than max_bytes.
+// "127.0.0.1"), port 0, percent-encoded '.', '/', '\', '%' or NUL, malformed
+// percent-escapes and dot-segments with parameters ("..;") in the path, and anything
+// longer than max_bytes.
 Result<Url> parse_url(std::string_view text, std::size_t max_bytes);
 
 // One allowed_urls entry: an origin and a path prefix matched on segment boundaries.

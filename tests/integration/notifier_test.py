@@ -409,6 +409,8 @@ class NotifierTest(unittest.TestCase):
                 "http://127.0.0.1:65536/": "url_invalid",
                 f"{a}/hook/" + "a" * 3000: "url_invalid",
                 f"{a}/hook/a%00b": "url_invalid",
+                f"{a}/hook/..;/evil": "url_invalid",
+                f"{a}/hook/%252e%252e/evil": "url_invalid",
             }
             for i, url in enumerate(attacks):
                 self.produce("t", [f"attack-{i}"], headers=[f"callback-url={url}"])

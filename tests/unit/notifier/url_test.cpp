@@ -81,6 +81,10 @@ TEST_CASE("ambiguous or malformed URLs are refused with the reason") {
   CHECK(refusal("http://h/hook%5cevil").find("percent-encoded") != std::string::npos);
   CHECK(refusal("http://h/a%00").find("percent-encoded") != std::string::npos);
   CHECK(refusal("http://h/a%zz").find("malformed percent") != std::string::npos);
+  CHECK(refusal("http://h/hook/%252e%252e/evil").find("percent-encoded") != std::string::npos);
+  CHECK(refusal("http://h/hook/..;/evil").find("dot-segment") != std::string::npos);
+  CHECK(refusal("http://h/hook/.;x/evil").find("dot-segment") != std::string::npos);
+  CHECK(parse_url("http://h/.well-known/a;b", kMax).ok());
   CHECK(refusal("http://h/a%4").find("malformed percent") != std::string::npos);
   CHECK(refusal("http://h/x#frag").find("fragment") != std::string::npos);
   CHECK(refusal("ftp://h/").find("http://") != std::string::npos);
