@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/utf8.h"
 #include "metrics/histogram.h"
 #include "metrics/metric_type.h"
 #include "metrics/text_format.h"
@@ -79,6 +80,7 @@ class Family final : public FamilyBase {
   }
 
   // The child for these label values, in the order of label_names(); created on first use.
+  // Bytes that are not valid UTF-8 are replaced with U+FFFD (the text format is UTF-8).
   // The reference is valid for the registry's life. Thread: any (takes the family's mutex).
   // Errors: std::invalid_argument if the number of values differs from the number of label
   // names (a programming error), std::bad_alloc.
@@ -87,7 +89,12 @@ class Family final : public FamilyBase {
       throw std::invalid_argument("metric " + name() + " takes " +
                                   std::to_string(label_names().size()) + " label values");
     }
-    std::vector<std::string> key(label_values.begin(), label_values.end());
+    // Label values are made valid UTF-8 before the lookup, not only when written: two
+    // values that differ only in invalid bytes are one series, never two series that render
+    // the same (a duplicate promtool rejects).
+    std::vector<std::string> key;
+    key.reserve(label_values.size());
+    for (std::string_view v : label_values) key.push_back(common::to_valid_utf8(v));
     std::lock_guard lock(mutex_);
     auto it = children_.find(key);
     if (it == children_.end()) {

@@ -5,6 +5,7 @@
 #include <limits>
 #include <system_error>
 
+#include "common/utf8.h"
 #include "metrics/counter.h"
 #include "metrics/gauge.h"
 #include "metrics/histogram.h"
@@ -42,7 +43,17 @@ void append_escaped_help(std::string& out, std::string_view help) {
 }
 
 void append_escaped_label_value(std::string& out, std::string_view value) {
-  for (char c : value) {
+  // The page is UTF-8 (kTextContentType): a byte that is not part of valid UTF-8 would make
+  // the whole page unparseable, so it is written as U+FFFD, whoever chose the value.
+  for (std::size_t i = 0; i < value.size();) {
+    const std::size_t n = common::utf8_length(value, i);
+    if (n != 1) {
+      if (n == 0) out.append("\xEF\xBF\xBD");
+      else out.append(value.substr(i, n));
+      i += n == 0 ? 1 : n;
+      continue;
+    }
+    const char c = value[i++];
     if (c == '\\') {
       out.append("\\\\");
     } else if (c == '"') {

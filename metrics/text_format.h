@@ -23,7 +23,8 @@ inline constexpr std::string_view kTextContentType = "text/plain; version=0.0.4;
 // HELP text escapes backslash and newline.
 void append_escaped_help(std::string& out, std::string_view help);
 
-// Label values escape backslash, double quote and newline.
+// Label values escape backslash, double quote and newline; bytes that are not valid UTF-8
+// are written as U+FFFD.
 void append_escaped_label_value(std::string& out, std::string_view value);
 
 // `a="x",b="y"`: the inside of a sample's braces, values escaped; empty without labels.

@@ -36,7 +36,8 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
                  {"name", "topic", "group", "url", "url_header", "allowed_urls", "max_attempts", "schedule_ms",
                   "jitter", "max_retry_after_ms", "request_timeout_ms", "concurrency", "secret", "success_body",
                   "content_type", "gave_up_topic", "max_response_bytes", "breaker_failures",
-                  "breaker_cooldown_ms"});
+                  "breaker_cooldown_ms", "allow_private_networks", "max_url_bytes", "max_endpoint_series",
+                  "max_endpoints"});
   SubscriptionConfig s;
   auto str = [&](const char* key, std::string& out) {
     if (t.contains(key)) out = string_of(t.at(key), at + "." + key);
@@ -62,6 +63,14 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
   u32("max_attempts", s.max_attempts);
   u32("concurrency", s.concurrency);
   u32("breaker_failures", s.breaker_failures);
+  u32("max_endpoint_series", s.max_endpoint_series);
+  u32("max_endpoints", s.max_endpoints);
+  if (t.contains("max_url_bytes")) s.max_url_bytes = non_negative(t.at("max_url_bytes"), at + ".max_url_bytes");
+  if (t.contains("allow_private_networks")) {
+    const auto& v = t.at("allow_private_networks");
+    if (!v.is_boolean()) fail(at + ".allow_private_networks", "must be true or false");
+    s.allow_private_networks = v.as_boolean();
+  }
   ms("max_retry_after_ms", s.max_retry_after);
   ms("request_timeout_ms", s.request_timeout);
   ms("breaker_cooldown_ms", s.breaker_cooldown);
@@ -85,8 +94,6 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
   }
   return s;
 }
-
-bool http_url(const std::string& url) { return url.starts_with("http://") || url.starts_with("https://"); }
 
 }  // namespace
 
@@ -133,11 +140,23 @@ Status validate(NotifierConfig& c) {
     if (!groups.insert(s.group + "\n" + s.topic).second)
       return bad(at + ": another subscription consumes topic '" + s.topic + "' as group '" + s.group + "'");
     if (s.url.empty() == s.url_header.empty()) return bad(at + ": set exactly one of url and url_header");
-    if (!s.url.empty() && !http_url(s.url)) return bad(at + ": url must start with http:// or https://");
+    if (s.max_url_bytes < 16 || s.max_url_bytes > 65536) return bad(at + ": max_url_bytes must be between 16 and 65536");
+    if (!s.url.empty()) {
+      auto url = parse_url(s.url, s.max_url_bytes);
+      if (!url) return bad(at + ": url: " + url.error().message);
+      s.endpoint = std::move(*url);
+    }
     if (!s.url_header.empty() && s.allowed_urls.empty())
       return bad(at + ": url_header needs allowed_urls, the URL prefixes a message may name");
-    for (const auto& prefix : s.allowed_urls)
-      if (!http_url(prefix)) return bad(at + ": allowed_urls entries must start with http:// or https://");
+    if (!s.url.empty() && !s.allowed_urls.empty())
+      return bad(at + ": allowed_urls applies to url_header only; a fixed url is allowed as it is");
+    if (!s.url.empty() && s.allow_private_networks)
+      return bad(at + ": allow_private_networks applies to url_header only; a fixed url is allowed as it is");
+    auto allowed = parse_allowed_urls(s.allowed_urls, s.max_url_bytes);
+    if (!allowed) return bad(at + ": " + allowed.error().message);
+    s.allowed = std::move(*allowed);
+    if (s.max_endpoint_series < 1) return bad(at + ": max_endpoint_series must be at least 1");
+    if (s.max_endpoints < 1) return bad(at + ": max_endpoints must be at least 1");
     // The give-up history rides in the broker's failure history, which keeps 64 entries.
     if (s.max_attempts < 1 || s.max_attempts > 50) return bad(at + ": max_attempts must be between 1 and 50");
     if (s.schedule.empty()) return bad(at + ": schedule_ms must hold at least one delay");

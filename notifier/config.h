@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "notifier/url.h"
 
 namespace txmq::notifier {
 
@@ -19,8 +20,15 @@ struct SubscriptionConfig {
   std::string topic;        // consumed...
   std::string group;        // ...as this consumer group (owned by the notifier)
   std::string url;          // the endpoint; or, when empty,
-  std::string url_header;   // the message header holding the endpoint, which must start
-  std::vector<std::string> allowed_urls;  // with one of these prefixes (else: given up)
+  std::string url_header;   // the message header holding the endpoint, which must fall
+  std::vector<std::string> allowed_urls;  // under one of these (else: given up)
+  // With url_header: whether a message's URL may reach loopback, private, link-local and
+  // other special-purpose addresses (address_range.h). An allowed_urls entry whose host is
+  // an IP literal allows its own address regardless; a fixed url is always allowed.
+  bool allow_private_networks = false;
+  std::size_t max_url_bytes = 2048;           // longer URLs are given up (url_invalid)
+  std::uint32_t max_endpoint_series = 100;    // endpoint label values; the rest are "other"
+  std::uint32_t max_endpoints = 1000;         // endpoint states (breaker, slots) kept
   std::uint32_t max_attempts = 8;         // HTTP attempts before giving up
   // Delay after failed attempt k (1-based) is schedule[k-1]; the last repeats. Svix's
   // schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, about 27.6 h in all.
@@ -37,6 +45,10 @@ struct SubscriptionConfig {
   std::size_t max_response_bytes = 64 * 1024;  // response body read up to this
   std::uint32_t breaker_failures = 5;     // consecutive failures that open the breaker
   Millis breaker_cooldown{30'000};        // open this long, then one probe
+
+  // Filled by validate(): the parsed forms of url and allowed_urls.
+  Url endpoint;                       // url, when set
+  std::vector<AllowedUrl> allowed;    // allowed_urls
 };
 
 struct NotifierConfig {

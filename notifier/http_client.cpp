@@ -1,5 +1,6 @@
 #include "notifier/http_client.h"
 
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <stdexcept>
 
 #include "common/version.h"
+#include "notifier/address_range.h"
 
 namespace txmq::notifier {
 
@@ -85,7 +87,11 @@ void HttpClient::post(HttpRequest request, Done done) {
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &HttpClient::on_header);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, t.get());
   curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &HttpClient::on_open_socket);
-  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, t.get());
+  // Runs for reused connections too: a connection kept alive for a subscription that may
+  // reach private addresses must not carry a request of one that may not.
+  curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, &HttpClient::on_prereq);
+  curl_easy_setopt(easy, CURLOPT_PREREQDATA, t.get());
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &HttpClient::on_close_socket);
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
 
@@ -155,10 +161,34 @@ int HttpClient::on_socket(CURL*, curl_socket_t fd, int what, void* self, void*) 
   return 0;
 }
 
-curl_socket_t HttpClient::on_open_socket(void* self, curlsocktype, curl_sockaddr* address) {
+curl_socket_t HttpClient::on_open_socket(void* transfer, curlsocktype, curl_sockaddr* address) {
+  auto* t = static_cast<Transfer*>(transfer);
+  if (!t->request.allow_non_public) {
+    // Refused before connecting, so that not even a TCP handshake reaches the address.
+    // curl tries the name's next address, if any.
+    const std::string_view range = non_public_range(&address->addr);
+    if (!range.empty()) {
+      char ip[INET6_ADDRSTRLEN] = "?";
+      const void* raw = address->family == AF_INET6
+                            ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&address->addr)->sin6_addr)
+                            : static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&address->addr)->sin_addr);
+      inet_ntop(address->family, raw, ip, sizeof ip);
+      t->response.refused_address = std::string(ip) + " (" + std::string(range) + ")";
+      return CURL_SOCKET_BAD;
+    }
+  }
   const curl_socket_t fd = ::socket(address->family, address->socktype, address->protocol);
-  if (fd != CURL_SOCKET_BAD) static_cast<HttpClient*>(self)->connections_.insert(fd);
+  if (fd != CURL_SOCKET_BAD) t->owner->connections_.insert(fd);
   return fd;
+}
+
+int HttpClient::on_prereq(void* transfer, char* primary_ip, char*, int, int) {
+  auto* t = static_cast<Transfer*>(transfer);
+  if (t->request.allow_non_public) return CURL_PREREQFUNC_OK;
+  const std::string_view range = non_public_range(primary_ip ? std::string_view(primary_ip) : std::string_view());
+  if (range.empty()) return CURL_PREREQFUNC_OK;
+  t->response.refused_address = std::string(primary_ip ? primary_ip : "?") + " (" + std::string(range) + ")";
+  return CURL_PREREQFUNC_ABORT;
 }
 
 int HttpClient::on_close_socket(void* self, curl_socket_t fd) {
@@ -229,6 +259,8 @@ void HttpClient::finish_done_transfers() {
     curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &seconds);
     t->response.seconds = seconds;
     if (result == CURLE_OK) {
+      // A refused address does not matter when another address of the name answered.
+      t->response.refused_address.clear();
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->response.status);
     } else {
       t->response.timed_out = result == CURLE_OPERATION_TIMEDOUT;

@@ -22,6 +22,10 @@ struct HttpRequest {
   std::string body;
   std::chrono::milliseconds timeout{15'000};  // the whole request, connect included
   std::size_t max_response_bytes = 64 * 1024;  // the rest of a longer body is discarded
+  // false: never connect to, nor send over a kept-alive connection to, an address in a
+  // special-purpose range (loopback, private, link-local...: address_range.h). Checked on
+  // the address actually connected to, whatever name resolved to it.
+  bool allow_non_public = true;
 };
 
 struct HttpResponse {
@@ -31,6 +35,9 @@ struct HttpResponse {
   std::string body;         // up to max_response_bytes
   std::string retry_after;  // the Retry-After header's value, if any
   double seconds = 0;       // from start to the end of the response (or the error)
+  // Set when allow_non_public was false and the address was not public: "127.0.0.1
+  // (loopback)". Nothing was sent; the endpoint is not at fault.
+  std::string refused_address;
 };
 
 // Lifecycle: construct and use on the loop's thread; close() and destroy only after its
@@ -58,7 +65,8 @@ class HttpClient {
   struct Socket;
 
   static int on_socket(CURL* easy, curl_socket_t fd, int what, void* self, void* socket);
-  static curl_socket_t on_open_socket(void* self, curlsocktype purpose, curl_sockaddr* address);
+  static curl_socket_t on_open_socket(void* transfer, curlsocktype purpose, curl_sockaddr* address);
+  static int on_prereq(void* transfer, char* primary_ip, char* local_ip, int primary_port, int local_port);
   static int on_close_socket(void* self, curl_socket_t fd);
   void close_poll(Socket* s);
   static int on_timer_change(CURLM* multi, long timeout_ms, void* self);

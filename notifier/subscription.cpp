@@ -9,6 +9,8 @@
 #include "notifier/give_up.h"
 #include "notifier/outcome.h"
 #include "notifier/signature.h"
+#include "notifier/url.h"
+#include "common/frame.h"
 
 namespace txmq::notifier {
 namespace {
@@ -16,14 +18,6 @@ namespace {
 std::uint64_t wall_ms() {
   using namespace std::chrono;
   return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
-}
-
-// "https://host:port" of a URL: what a breaker and a concurrency limit are per.
-std::string origin_of(const std::string& url) {
-  const auto scheme = url.find("://");
-  const auto start = scheme == std::string::npos ? 0 : scheme + 3;
-  const auto end = url.find_first_of("/?#", start);
-  return url.substr(0, end);
 }
 
 const std::string* header(const client::Delivery& d, std::string_view name) {
@@ -44,13 +38,25 @@ bool header_safe(const std::string& v) { return v.find_first_of("\r\n") == std::
 
 constexpr std::size_t kOutcomes = 8;
 
+// The broker's limits.max_message_bytes default, assumed for a give-up record until the
+// records producer has heard the broker's own limit.
+constexpr std::size_t kAssumedMaxMessageBytes = 1u << 20;
+
+// A record key kept only when it leaves this much of the limit to the record itself.
+constexpr std::size_t kMinRecordBytes = 4096;
+
+// The endpoint label shared by endpoints past max_endpoint_series.
+constexpr std::string_view kOtherEndpoint = "other";
+
 }  // namespace
 
 struct Subscription::Job {
   client::Delivery delivery;
   std::uint32_t attempt = 1;    // this delivery's attempt number
   std::uint32_t deferrals = 0;  // earlier deliveries handed back unsent
-  std::string url;
+  std::string url;              // normalised (what is requested); as found when refused
+  std::string origin;           // scheme://host:port of url
+  bool allow_non_public = true; // may connect to loopback, private... addresses
 };
 
 struct Subscription::Endpoint {
@@ -58,8 +64,9 @@ struct Subscription::Endpoint {
   CircuitBreaker breaker;
   std::deque<Job> queue;      // waiting for a request slot
   std::uint32_t in_flight = 0;
+  std::uint64_t last_used_ms = 0;  // loop time of the last message taken: eviction order
   std::array<metrics::Counter*, kOutcomes> attempts{};  // by Outcome
-  metrics::Gauge* breaker_state = nullptr;
+  metrics::Gauge* breaker_state = nullptr;  // none under endpoint="other"
 };
 
 Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, const std::string& broker, HttpClient& http,
@@ -73,7 +80,11 @@ Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, const std
       metrics_(metrics),
       received_(&metrics.received.with({config_.name})),
       in_flight_(&metrics.in_flight.with({config_.name})),
-      duration_(&metrics.duration.with({config_.name})) {
+      duration_(&metrics.duration.with({config_.name})),
+      endpoints_held_(&metrics.endpoints.with({config_.name})),
+      endpoints_evicted_(&metrics.endpoints_evicted.with({config_.name})),
+      endpoints_folded_(&metrics.endpoints_folded.with({config_.name})),
+      gave_up_truncated_(&metrics.gave_up_truncated.with({config_.name})) {
   uv_timer_init(loop_, &resume_timer_);
   resume_timer_.data = this;
 }
@@ -122,19 +133,68 @@ Status Subscription::start(client::Admin& admin, std::chrono::milliseconds timeo
   return {};
 }
 
-Subscription::Endpoint& Subscription::endpoint_for(const std::string& url) {
-  std::string origin = origin_of(url);
-  auto& slot = endpoints_[origin];
-  if (!slot) {
-    slot = std::make_unique<Endpoint>(Endpoint{origin, CircuitBreaker(config_.breaker_failures,
-                                                                     static_cast<std::uint64_t>(config_.breaker_cooldown.count())),
-                                               {}, 0, {}, nullptr});
-    for (std::size_t i = 0; i < kOutcomes; ++i)
-      slot->attempts[i] =
-          &metrics_.attempts.with({config_.name, origin, outcome_name(static_cast<Outcome>(i))});
-    slot->breaker_state = &metrics_.breaker.with({config_.name, origin});
+Subscription::Endpoint* Subscription::endpoint_for(const std::string& origin) {
+  if (auto it = endpoints_.find(origin); it != endpoints_.end()) return it->second.get();
+  if (endpoints_.size() >= config_.max_endpoints) {
+    // Make room by forgetting the least recently used idle endpoint. Nothing refers to an
+    // idle one: no request callback (none in flight) and no queued job.
+    auto victim = endpoints_.end();
+    for (auto it = endpoints_.begin(); it != endpoints_.end(); ++it)
+      if (it->second->in_flight == 0 && it->second->queue.empty() &&
+          (victim == endpoints_.end() || it->second->last_used_ms < victim->second->last_used_ms))
+        victim = it;
+    if (victim == endpoints_.end()) return nullptr;
+    if (victim->second->breaker_state) victim->second->breaker_state->set(0);
+    endpoints_.erase(victim);
+    endpoints_evicted_->inc();
   }
-  return *slot;
+  std::string_view label = origin;
+  if (!labelled_.contains(origin)) {
+    if (labelled_.size() < config_.max_endpoint_series) {
+      labelled_.insert(origin);
+    } else {
+      label = kOtherEndpoint;
+      endpoints_folded_->inc();
+    }
+  }
+  auto e = std::make_unique<Endpoint>(Endpoint{
+      origin, CircuitBreaker(config_.breaker_failures, static_cast<std::uint64_t>(config_.breaker_cooldown.count())),
+      {}, 0, 0, {}, nullptr});
+  for (std::size_t i = 0; i < kOutcomes; ++i)
+    e->attempts[i] = &metrics_.attempts.with({config_.name, label, outcome_name(static_cast<Outcome>(i))});
+  if (label != kOtherEndpoint) e->breaker_state = &metrics_.breaker.with({config_.name, label});
+  Endpoint* raw = e.get();
+  endpoints_.emplace(origin, std::move(e));
+  endpoints_held_->set(static_cast<double>(endpoints_.size()));
+  return raw;
+}
+
+bool Subscription::resolve_url(Job& job) {
+  const std::string* raw = header(job.delivery, config_.url_header);
+  if (!raw) {
+    give_up(std::move(job), "url_invalid", std::nullopt, "the message has no '" + config_.url_header + "' header");
+    return false;
+  }
+  job.url = *raw;
+  // Refused URLs are given up here, before any endpoint exists for them: they spend no
+  // attempt and count against no endpoint's breaker.
+  auto url = parse_url(*raw, config_.max_url_bytes);
+  if (!url) {
+    give_up(std::move(job), "url_invalid", std::nullopt, url.error().message);
+    return false;
+  }
+  const AllowedUrl* allowed = match_allowed(config_.allowed, *url);
+  if (!allowed) {
+    give_up(std::move(job), "url_not_allowed", std::nullopt,
+            url->text + " is not under any allowed_urls entry (same scheme, host and port, path below the entry's)");
+    return false;
+  }
+  job.url = url->text;
+  job.origin = url->origin();
+  // An entry naming an IP literal names the only address its URLs can reach: the operator
+  // chose it, private or not. A name is checked on the address it resolves to.
+  job.allow_non_public = config_.allow_private_networks || allowed->url.host_is_ip();
+  return true;
 }
 
 void Subscription::take(client::Delivery d) {
@@ -145,25 +205,22 @@ void Subscription::take(client::Delivery d) {
   job.attempt = d.delivery_count > job.deferrals ? d.delivery_count - job.deferrals : 1;
   job.delivery = std::move(d);
   if (!config_.url.empty()) {
-    job.url = config_.url;
-  } else {
-    const std::string* url = header(job.delivery, config_.url_header);
-    bool allowed = false;
-    if (url && header_safe(*url))
-      for (const auto& prefix : config_.allowed_urls) allowed = allowed || url->starts_with(prefix);
-    if (!allowed) {
-      job.url = url ? *url : "";
-      return give_up(std::move(job), "url_not_allowed", std::nullopt);
-    }
-    job.url = *url;
+    job.url = config_.endpoint.text;
+    job.origin = config_.endpoint.origin();
+    job.allow_non_public = true;  // the operator chose it
+  } else if (!resolve_url(job)) {
+    return;
   }
   // Already tried max_attempts times: a crash (or a failed give-up record) came between the
   // last attempt and its verdict.
   if (job.attempt > config_.max_attempts) return give_up(std::move(job), "max_attempts", std::nullopt);
-
-  Endpoint& e = endpoint_for(job.url);
   if (stopping_) return defer(std::move(job), "stopping", std::chrono::milliseconds(1));
+
+  Endpoint* endpoint = endpoint_for(job.origin);
+  if (!endpoint) return defer(std::move(job), "endpoint_limit", std::chrono::milliseconds(1000));
+  Endpoint& e = *endpoint;
   const std::uint64_t now = uv_now(loop_);
+  e.last_used_ms = now;
   if (e.breaker.state() == CircuitBreaker::State::kOpen && now < e.breaker.open_until_ms())
     return defer(std::move(job), "circuit_open", std::chrono::milliseconds(e.breaker.open_until_ms() - now));
   // With url_header many endpoints share one window (twice the concurrency). A hanging
@@ -207,6 +264,7 @@ void Subscription::send(Endpoint& e, Job job) {
   req.body = d.body;
   req.timeout = config_.request_timeout;
   req.max_response_bytes = config_.max_response_bytes;
+  req.allow_non_public = job.allow_non_public;
   req.headers = {
       "Content-Type: " + (type && header_safe(*type) ? *type : config_.content_type),
       "webhook-id: " + id,
@@ -227,6 +285,18 @@ void Subscription::on_response(Endpoint& e, Job job, std::uint64_t started_ms, H
   --e.in_flight;
   in_flight_->dec();
   duration_->observe(r.seconds);
+  if (!r.refused_address.empty()) {
+    // Nothing was sent, and the endpoint is not at fault: no attempt, no breaker verdict
+    // (a probe slot is handed back), and no retry, since the name will resolve the same.
+    e.breaker.on_neutral();
+    if (consumer_)
+      give_up(std::move(job), "address_not_allowed", std::nullopt,
+              "the host resolved to " + r.refused_address +
+                  ", which only allow_private_networks = true or an allowed_urls entry naming that IP allows");
+    pump(e);
+    maybe_drained();
+    return;
+  }
   const Outcome outcome = classify(r, config_);
   e.attempts[static_cast<std::size_t>(outcome)]->inc();
   // An endpoint that answers at all is up, even when it refuses this message.
@@ -253,12 +323,13 @@ void Subscription::on_response(Endpoint& e, Job job, std::uint64_t started_ms, H
   maybe_drained();
 }
 
-void Subscription::give_up(Job job, std::string reason, std::optional<AttemptRecord> last) {
+void Subscription::give_up(Job job, std::string reason, std::optional<AttemptRecord> last, std::string detail) {
   GiveUp g;
   g.webhook_id = webhook_id(job.delivery);
   g.subscription = config_.name;
   g.endpoint = job.url;
   g.reason = reason;
+  g.detail = std::move(detail);
   g.at_ms = wall_ms();
   for (const auto& entry : job.delivery.history) {
     if (auto a = parse_attempt(entry)) g.attempts.push_back(std::move(*a));
@@ -266,10 +337,23 @@ void Subscription::give_up(Job job, std::string reason, std::optional<AttemptRec
   }
   if (last) g.attempts.push_back(std::move(*last));
 
+  // The record must fit the broker's max_message_bytes (key, body, and each header's bytes
+  // plus its encoding), or it could never be recorded and the message never given up: it
+  // is cut to fit.
+  const std::uint32_t known_limit = records_.max_message_bytes();
+  const std::size_t limit = known_limit ? known_limit : kAssumedMaxMessageBytes;
   client::Message record;
-  record.key = job.delivery.key;
   record.headers = {{"content-type", "application/json"}, {"webhook-id", g.webhook_id}};
-  record.body = give_up_json(g, job.delivery);
+  std::size_t room = limit;
+  for (const auto& h : record.headers)
+    room -= std::min(room, h.name.size() + h.value.size() + common::kHeaderOverheadBytes);
+  if (job.delivery.key.size() + kMinRecordBytes <= room) {
+    record.key = job.delivery.key;
+    room -= record.key.size();
+  }
+  bool truncated = false;
+  record.body = give_up_json(g, job.delivery, room, &truncated);
+  if (truncated) gave_up_truncated_->inc();
   ++recording_;
   const std::size_t attempts = g.attempts.size();
   // Record first, ack second: a crash between the two repeats the record (consumers of the
@@ -309,7 +393,7 @@ void Subscription::defer(Job job, std::string_view reason, std::chrono::millisec
 }
 
 void Subscription::breaker_changed(Endpoint& e) {
-  e.breaker_state->set(static_cast<double>(e.breaker.state()));
+  if (e.breaker_state) e.breaker_state->set(static_cast<double>(e.breaker.state()));
   switch (e.breaker.state()) {
     case CircuitBreaker::State::kOpen: {
       const std::uint64_t now = uv_now(loop_);

@@ -12,6 +12,7 @@
 #include <optional>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 
 #include "notifier/attempt_log.h"
@@ -51,11 +52,15 @@ class Subscription {
   void pump(Endpoint& e);
   void send(Endpoint& e, Job job);
   void on_response(Endpoint& e, Job job, std::uint64_t started_ms, HttpResponse response);
-  void give_up(Job job, std::string reason, std::optional<AttemptRecord> last);
+  void give_up(Job job, std::string reason, std::optional<AttemptRecord> last, std::string detail = {});
   void defer(Job job, std::string_view reason, std::chrono::milliseconds delay);
   void breaker_changed(Endpoint& e);
   void maybe_drained();
-  Endpoint& endpoint_for(const std::string& url);
+  // The endpoint's state, created on first use; nullptr when max_endpoints are held and
+  // none is idle (nothing in flight or queued) to make room.
+  Endpoint* endpoint_for(const std::string& origin);
+  // Whether the job's URL (from its header) may be sent: fills job.url, or gives it up.
+  bool resolve_url(Job& job);
 
   uv_loop_t* loop_;
   SubscriptionConfig config_;
@@ -66,7 +71,10 @@ class Subscription {
   NotifierMetrics& metrics_;
   std::string signing_key_;  // decoded secret; empty: unsigned
   std::unique_ptr<client::Consumer> consumer_;
-  std::map<std::string, std::unique_ptr<Endpoint>> endpoints_;  // by origin
+  std::map<std::string, std::unique_ptr<Endpoint>> endpoints_;  // by origin; max_endpoints
+  // Origins with an endpoint label of their own (max_endpoint_series at most); endpoints
+  // beyond them share endpoint="other", so that message-chosen URLs cannot grow the page.
+  std::set<std::string> labelled_;
   std::size_t recording_ = 0;  // give-up records not yet confirmed
   bool paused_ = false;        // the consumer's window is 0 (a breaker is open)
   bool stopping_ = false;
@@ -77,6 +85,10 @@ class Subscription {
   metrics::Counter* received_;
   metrics::Gauge* in_flight_;
   metrics::Histogram* duration_;
+  metrics::Gauge* endpoints_held_;
+  metrics::Counter* endpoints_evicted_;
+  metrics::Counter* endpoints_folded_;
+  metrics::Counter* gave_up_truncated_;
 };
 
 }  // namespace txmq::notifier

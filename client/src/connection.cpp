@@ -202,9 +202,9 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
       disconnected(st.error());
       return;
     }
-    if (frame->body_type() == wire::Body::HelloOk) {
-      broker_max_frame_bytes_ = frame->body_as_HelloOk()->max_frame_bytes();
-      broker_max_message_bytes_ = frame->body_as_HelloOk()->max_message_bytes();
+    if (const auto* ok = frame->body_as_HelloOk()) {
+      max_frame_bytes_.store(ok->max_frame_bytes(), std::memory_order_relaxed);
+      max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
     }
     state_ = State::kReady;
     backoff_ = options_.reconnect_initial;
@@ -266,7 +266,7 @@ void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame,
 }
 
 Status Connection::check_size(std::span<const std::uint8_t> frame) const {
-  const std::uint32_t limit = broker_max_frame_bytes_;
+  const std::uint32_t limit = max_frame_bytes();
   const std::size_t size = frame.size() - common::kFrameHeaderBytes;
   if (limit == 0 || size <= limit) return {};
   return Error(ErrorCode::kFrameTooLarge, "request of " + std::to_string(size) +

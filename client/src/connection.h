@@ -50,6 +50,11 @@ class Connection {
 
   bool on_io_thread() const { return std::this_thread::get_id() == thread_id_; }
   bool ready() const { return state_ == State::kReady; }
+  // The broker's limits.max_message_bytes from its last hello answer; 0 before the first.
+  // Any thread.
+  std::uint32_t max_message_bytes() const { return max_message_bytes_.load(std::memory_order_relaxed); }
+  // The broker's limits.max_frame_bytes, likewise.
+  std::uint32_t max_frame_bytes() const { return max_frame_bytes_.load(std::memory_order_relaxed); }
 
   // I/O thread. A fresh request id to build a frame with.
   std::uint64_t next_request_id() { return next_rid_++; }
@@ -61,10 +66,6 @@ class Connection {
 
   flatbuffers::FlatBufferBuilder& builder() { return fbb_; }
 
-  // The broker's limits from its hello answer; 0 until the first hello was answered. Any
-  // thread.
-  std::uint32_t broker_max_message_bytes() const { return broker_max_message_bytes_; }
-  std::uint32_t broker_max_frame_bytes() const { return broker_max_frame_bytes_; }
 
   // I/O thread. Runs fn once after delay, replacing any callback set before and not yet
   // run (one slot: the producer's linger timer).
@@ -112,8 +113,8 @@ class Connection {
   Clock::time_point connect_started_;
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};
-  std::atomic<std::uint32_t> broker_max_frame_bytes_{0};
-  std::atomic<std::uint32_t> broker_max_message_bytes_{0};
+  std::atomic<std::uint32_t> max_frame_bytes_{0};    // from HelloOk
+  std::atomic<std::uint32_t> max_message_bytes_{0};  // from HelloOk
   Millis backoff_;
   std::uint64_t next_rid_ = 1;
   std::uint64_t hello_rid_ = 0;

@@ -26,7 +26,7 @@ class ProducerImpl {
 
   void send_async(std::string_view topic, Message message, Producer::SendCallback cb) {
     // Refused here, as the broker would refuse it, once the broker's limit is known.
-    if (const std::size_t max = conn_.broker_max_message_bytes(); max != 0 && limit_size(message) > max) {
+    if (const std::size_t max = conn_.max_message_bytes(); max != 0 && limit_size(message) > max) {
       Error e(ErrorCode::kMessageTooLarge, "message of " + std::to_string(limit_size(message)) +
                                                " bytes is larger than the broker accepts (limits.max_message_bytes = " +
                                                std::to_string(max) + ")");
@@ -75,6 +75,8 @@ class ProducerImpl {
       return Error(ErrorCode::kTimeout, std::to_string(outstanding_) + " message(s) still unconfirmed");
     return {};
   }
+
+  std::uint32_t max_message_bytes() const { return conn_.max_message_bytes(); }
 
  private:
   struct Queued {
@@ -259,5 +261,7 @@ void Producer::send_async(std::string_view topic, Message message, SendCallback 
 }
 
 Status Producer::flush(Millis timeout) { return impl_->flush(timeout); }
+
+std::uint32_t Producer::max_message_bytes() const { return impl_->max_message_bytes(); }
 
 }  // namespace txmq::client

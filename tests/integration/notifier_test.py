@@ -59,6 +59,12 @@ def verify_signature(req):
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
+def failed_attempts_in(metrics_text):
+    """The notifier's count of attempts that did not succeed, over every series."""
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics_text.splitlines()
+               if line.startswith("txmq_notifier_attempts_total{") and 'outcome="success"' not in line)
+
+
 def successes_in(metrics_text):
     """The notifier's count of successful attempts, over every subscription and endpoint."""
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics_text.splitlines()
@@ -349,6 +355,192 @@ class NotifierTest(unittest.TestCase):
                            timeout=60)
         self.assertEqual(p.returncode, 1)
         self.assertIn("topic 'nope' does not exist", p.stderr)
+
+    # -- hardening: URLs, addresses, large messages, metrics ------------------------------
+
+    def check_metrics_page(self):
+        """promtool accepts the notifier's /metrics page (it is installed with prometheus)."""
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool is not installed (scripts/install-deps.sh)")
+        text = self.notifier.scrape()
+        p = subprocess.run([promtool, "check", "metrics"], input=text.encode("utf-8", "surrogateescape"),
+                           capture_output=True)
+        self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode(errors="replace"))
+        return text
+
+    def metric(self, text, series):
+        """The value of one series in a scraped page, 0 when absent."""
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def test_allow_list_escapes_are_refused_and_reach_no_other_port(self):
+        # The victim listens on a port whose decimal text extends an allowed entry's port:
+        # a string-prefix allow-list let http://127.0.0.1:<E><d>/ through.
+        victim = Receiver(lambda path, req, n: (204, {}, b""))
+        try:
+            v = victim.server.server_address[1]
+            e = str(v)[:-1]
+            self.topic("t")
+            self.start(lambda path, req, n: (204, {}, b""),
+                       subscription("s", "t", "", url_header="callback-url",
+                                    allowed_urls=[f"http://127.0.0.1:{e}", f"http://localhost:{e}",
+                                                  "RECEIVER/hook/"]))
+            a = self.receiver.url
+            attacks = {
+                f"http://127.0.0.1:{e}@127.0.0.1:{v}/": "url_invalid",
+                f"http://127.0.0.1:{e}@[::1]:{v}/": "url_invalid",
+                f"http://127.0.0.1:{e}@2130706433:{v}/": "url_invalid",
+                f"http://127.0.0.1:{e}@0x7f000001:{v}/": "url_invalid",
+                f"http://127.0.0.1:{e}\\@127.0.0.1:{v}/": "url_invalid",
+                f"http://localhost:{e}@127.0.0.1:{v}/": "url_invalid",
+                f"HTTP://127.0.0.1:{e}@127.0.0.1:{v}/": "url_invalid",
+                f"http://127.0.0.1:{v}/": "url_not_allowed",
+                f"http://127.0.0.1.:{v}/": "url_invalid",
+                f"{a}/hook/../evil": "url_not_allowed",
+                f"{a}/hook/%2e%2e/evil": "url_invalid",
+                f"{a}/hook%2f../evil": "url_invalid",
+                f"{a}/hookevil": "url_not_allowed",
+                f"http:/\\127.0.0.1:{v}/": "url_invalid",
+                f"http:///127.0.0.1:{v}/": "url_invalid",
+                f"http://[::1%25lo]:{v}/": "url_invalid",
+                "http://127.0.0.1:0/": "url_invalid",
+                "http://127.0.0.1:65536/": "url_invalid",
+                f"{a}/hook/" + "a" * 3000: "url_invalid",
+                f"{a}/hook/a%00b": "url_invalid",
+                f"{a}/hook/..;/evil": "url_invalid",
+                f"{a}/hook/%252e%252e/evil": "url_invalid",
+            }
+            for i, url in enumerate(attacks):
+                self.produce("t", [f"attack-{i}"], headers=[f"callback-url={url}"])
+            self.produce("t", ["good"], headers=[f"callback-url={a.replace('http://', 'HTTP://')}/hook/./ok"])
+            records = self.gave_up("notify-s", count=len(attacks))
+            wait_until(lambda: len(self.receiver.on("/hook/ok")) == 1, 20, "the allowed callback, normalised")
+            self.assertEqual(victim.requests, [], "a refused URL reached another port")
+            self.assertEqual([r.path for r in self.receiver.requests], ["/hook/ok"], "a refused URL reached a path")
+            by_body = {r["message"]["body"]: r for r in records}
+            for i, (url, reason) in enumerate(attacks.items()):
+                record = by_body[f"attack-{i}"]
+                self.assertEqual(record["reason"], reason, f"{url}: {record.get('detail')}")
+                if reason == "url_invalid":
+                    self.assertEqual(record["endpoint"], url, "the record names the URL as the message gave it")
+                self.assertTrue(record["detail"], f"{url}: no reason given")
+                self.assertEqual(record["attempts"], [], f"{url}: an attempt was spent")
+            text = self.check_metrics_page()
+            self.assertEqual(failed_attempts_in(text), 0, "a refused URL was attempted")
+        finally:
+            victim.close()
+
+    def test_a_name_resolving_to_loopback_is_refused_unless_private_networks_are_allowed(self):
+        # localhost resolves to 127.0.0.1 (and ::1): the name is allowed, the address is not.
+        self.topic("strict")
+        self.topic("lenient")
+        self.receiver = Receiver(lambda path, req, n: (204, {}, b""))
+        url = self.receiver.url.replace("127.0.0.1", "localhost")
+        self.notifier = Notifier(self.tmp, config(
+            self.broker,
+            subscription("strict", "strict", "", url_header="callback-url", allowed_urls=[url + "/"]),
+            subscription("lenient", "lenient", "", url_header="callback-url", allowed_urls=[url + "/"],
+                         allow_private_networks=True))).start()
+        self.produce("strict", ["strict"], headers=[f"callback-url={url}/strict"])
+        self.produce("lenient", ["lenient"], headers=[f"callback-url={url}/lenient"])
+        record = self.gave_up("notify-strict")[0]
+        self.assertEqual(record["reason"], "address_not_allowed")
+        self.assertIn("loopback", record["detail"])
+        self.assertIn("allow_private_networks", record["detail"])
+        self.assertEqual(record["attempts"], [], "a refused address spent an attempt")
+        wait_until(lambda: len(self.receiver.on("/lenient")) == 1, 20, "the explicitly allowed callback")
+        wait_until(lambda: self.lag("notify-strict") == 0, 20, "the refused message acknowledged")
+        self.assertEqual(self.receiver.on("/strict"), [], "a request reached a loopback address")
+        text = self.check_metrics_page()
+        self.assertEqual(self.metric(text, 'txmq_notifier_gave_up_total{subscription="strict",reason='
+                                           '"address_not_allowed"}'), 1)
+        self.assertEqual(failed_attempts_in(text), 0, "the refusal counted as an attempt")
+
+    def test_malformed_urls_are_given_up_without_tripping_the_endpoints_breaker(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (204, {}, b""),
+                   subscription("s", "t", "", url_header="callback-url", allowed_urls=["RECEIVER/ok/"],
+                                breaker_failures=5, breaker_cooldown_ms=60000))
+        bad = [f"{self.receiver.url}/ok/a b", f"{self.receiver.url}/ok/a\tb", f"{self.receiver.url}/ok/\x01",
+               f"{self.receiver.url}/ok/a%zz", f"{self.receiver.url}/ok/ b", f"{self.receiver.url}/ok/x y z"]
+        for i, url in enumerate(bad):
+            self.produce("t", [f"bad-{i}"], headers=[f"callback-url={url}"])
+        wait_until(lambda: self.metric(self.notifier.scrape(),
+                                       'txmq_notifier_gave_up_total{subscription="s",reason="url_invalid"}')
+                   == len(bad), 20, "every malformed URL given up at once")
+        started = time.monotonic()
+        self.produce("t", ["good"], headers=[f"callback-url={self.receiver.url}/ok/good"])
+        wait_until(lambda: len(self.receiver.on("/ok/good")) == 1, 10, "the valid message, its circuit closed")
+        self.assertLess(time.monotonic() - started, 10)
+        text = self.check_metrics_page()
+        self.assertEqual(failed_attempts_in(text), 0, "a malformed URL was attempted")
+        self.assertIn('txmq_notifier_breaker_state{subscription="s",endpoint="' + self.receiver.url + '"} 0', text)
+        records = self.gave_up("notify-s", count=len(bad))
+        self.assertTrue(all(r["reason"] == "url_invalid" and r["attempts"] == [] for r in records), records)
+
+    def test_a_message_too_large_for_a_whole_give_up_record_is_still_given_up(self):
+        # The broker's default max_message_bytes is 1 MiB; the body plus its base64 copy of a
+        # 700 KB message is 1.6 MB.
+        self.topic("t")
+        self.start(lambda path, req, n: (500, {}, b""), subscription("s", "t", "RECEIVER/big", max_attempts=1))
+        body = "".join(chr(ord("a") + i % 26) for i in range(700_000))
+        self.produce("t", [body], headers=["order-id=big"])
+        record = self.gave_up("notify-s", timeout=60)[0]
+        self.assertEqual(record["reason"], "max_attempts")
+        self.assertTrue(record["truncated"])
+        self.assertEqual(record["original"]["body_bytes"], 700_000)
+        kept = base64.b64decode(record["message"]["body_base64"])
+        self.assertEqual(len(kept), record["message"]["body_bytes_kept"])
+        self.assertGreater(len(kept), 500_000, "kept much less than fits")
+        self.assertTrue(body.encode().startswith(kept))
+        self.assertEqual(record["message"]["headers"]["order-id"], "big")
+        self.assertEqual(len(record["attempts"]), 1)
+        wait_until(lambda: self.lag("notify-s") == 0, 20, "the original acknowledged after the record")
+        text = self.check_metrics_page()
+        self.assertEqual(self.metric(text, 'txmq_notifier_gave_up_truncated_total{subscription="s"}'), 1)
+        self.assertNotIn("cannot record give-up", self.notifier.log_text())
+
+    def test_a_url_with_invalid_utf8_never_reaches_the_metrics_page(self):
+        self.topic("t")
+        self.start(lambda path, req, n: (204, {}, b""),
+                   subscription("s", "t", "", url_header="callback-url", allowed_urls=["RECEIVER"]))
+        # "\udcff" is the byte 0xFF on the command line (surrogateescape).
+        self.produce("t", ["ff"], headers=[f"callback-url={self.receiver.url}\udcff/x"])
+        self.produce("t", ["ok"], headers=[f"callback-url={self.receiver.url}/ok"])
+        wait_until(lambda: len(self.receiver.on("/ok")) == 1, 20, "the valid callback")
+        record = self.gave_up("notify-s")[0]
+        self.assertEqual(record["reason"], "url_invalid")
+        self.assertEqual(record["message"]["body"], "ff")
+        self.check_metrics_page()
+
+    def test_endpoint_series_and_endpoint_states_are_capped(self):
+        self.topic("t")
+        others = [Receiver(lambda path, req, n: (204, {}, b"")) for _ in range(3)]
+        try:
+            urls = [f"{r.url}/" for r in others]
+            self.start(lambda path, req, n: (204, {}, b""),
+                       subscription("s", "t", "", url_header="callback-url", allowed_urls=["RECEIVER/", *urls],
+                                    max_endpoint_series=2, max_endpoints=2))
+            receivers = [self.receiver, *others]
+            for round_ in range(2):
+                for i, r in enumerate(receivers):
+                    self.produce("t", [f"m{round_}-{i}"], headers=[f"callback-url={r.url}/cb"])
+            wait_until(lambda: all(len(r.on("/cb")) == 2 for r in receivers), 30, "every endpoint's callbacks")
+            wait_until(lambda: self.lag("notify-s") == 0, 20, "all acknowledged")
+            text = self.check_metrics_page()
+            labels = {line.split('endpoint="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+                      if line.startswith("txmq_notifier_attempts_total{")}
+            self.assertEqual(len(labels), 3, f"two endpoints of their own and other: {labels}")
+            self.assertIn("other", labels)
+            self.assertGreaterEqual(self.metric(text, 'txmq_notifier_endpoint_series_folded_total{subscription="s"}'), 2)
+            self.assertLessEqual(self.metric(text, 'txmq_notifier_endpoints{subscription="s"}'), 2)
+            self.assertGreaterEqual(self.metric(text, 'txmq_notifier_endpoints_evicted_total{subscription="s"}'), 2)
+            self.assertEqual(successes_in(text), 8)
+        finally:
+            for r in others:
+                r.close()
 
 
 if __name__ == "__main__":

@@ -265,6 +265,11 @@ class Producer {
   // Waits until every message queued before the call was confirmed or failed. kTimeout.
   Status flush(Millis timeout);
 
+  // The largest message the broker accepts (its limits.max_message_bytes: key and body
+  // bytes, and each header's name and value bytes plus 32 for its encoding), as its answer to this producer's last hello said; 0 until the producer
+  // first connected. Larger sends fail with kMessageTooLarge. Thread: any. Errors: none.
+  std::uint32_t max_message_bytes() const;
+
  private:
   std::unique_ptr<detail::ProducerImpl> impl_;
   Millis options_request_timeout_;

@@ -95,6 +95,20 @@ TEST_CASE("children render sorted by label values, whatever their creation order
         "txmq_acks_total{topic=\"b\",group=\"x\"} 1\n");
 }
 
+TEST_CASE("label values that are not valid UTF-8 render with U+FFFD, as one series") {
+  Registry registry;
+  auto& family = registry.counter_family("txmq_bytes_total", "Bytes.", {"endpoint"});
+  family.with({"http://\xff"}).inc();
+  family.with({"http://\xfe"}).inc();  // differs only in an invalid byte: the same series
+  family.with({"caf\xc3\xa9 \xc0\xaf"}).inc();  // valid é kept, overlong '/' replaced
+  CHECK(&family.with({"http://\xff"}) == &family.with({"http://\xef\xbf\xbd"}));
+  CHECK(registry.render() ==
+        "# HELP txmq_bytes_total Bytes.\n"
+        "# TYPE txmq_bytes_total counter\n"
+        "txmq_bytes_total{endpoint=\"caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\"} 1\n"
+        "txmq_bytes_total{endpoint=\"http://\xef\xbf\xbd\"} 2\n");
+}
+
 TEST_CASE("with() returns the same child for the same label values") {
   Registry registry;
   auto& family = registry.gauge_family("txmq_pending", "Pending.", {"topic"});

@@ -18,6 +18,7 @@ int main() {
                               "Messages appended to a partition.", {"topic", "partition"});
   produced.with({"orders", "0"}).inc(42);
   produced.with({"odd \"topic\" \\ with\nnewline", "1"}).inc();
+  produced.with({"not UTF-8: \xff\xfe", "2"}).inc();  // written with U+FFFD
 
   registry
       .counter(metric_name("broker", "transactions_committed_total"),

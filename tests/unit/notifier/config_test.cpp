@@ -59,3 +59,51 @@ TEST_CASE("mistakes are refused with the key named") {
         std::string::npos);
   CHECK(msg("[notifier]\n").find("no [[subscription]]") != std::string::npos);
 }
+
+TEST_CASE("allowed_urls entries are parsed; one that is not a full origin plus path is refused") {
+  const std::string base = "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl_header = \"cb\"\n";
+  auto ok = load(base + "allowed_urls = [\"http://127.0.0.1:6001\", \"HTTPS://Partner.example/notify/\"]\n");
+  REQUIRE_MESSAGE(ok.ok(), ok.error().message);
+  const auto& s = ok->subscriptions[0];
+  REQUIRE(s.allowed.size() == 2);
+  CHECK(s.allowed[0].url.origin() == "http://127.0.0.1:6001");
+  CHECK(s.allowed[1].url.origin() == "https://partner.example:443");
+  CHECK(s.allowed[1].prefix == "/notify");
+  CHECK_FALSE(s.allow_private_networks);
+  CHECK(s.max_url_bytes == 2048);
+  CHECK(s.max_endpoint_series == 100);
+  CHECK(s.max_endpoints == 1000);
+  for (const char* bad : {"http://user@h/", "http://h/x?y=1", "http://h/a\\\\b", "http://h:0/", "http://h./"}) {
+    auto c = load(base + "allowed_urls = [\"" + bad + "\"]\n");
+    REQUIRE_FALSE_MESSAGE(c.ok(), bad);
+    CHECK_MESSAGE(c.error().message.find("not a full origin plus path") != std::string::npos, c.error().message);
+  }
+}
+
+TEST_CASE("a fixed url is parsed and normalised like a message's") {
+  const std::string base = "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\n";
+  auto c = load(base + "url = \"http://LOCALHOST:8080/a/../cb\"\n");
+  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  CHECK(c->subscriptions[0].endpoint.text == "http://localhost:8080/cb");
+  auto bad = load(base + "url = \"http://127.0.0.1:1@127.0.0.1:2/\"\n");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("userinfo") != std::string::npos);
+}
+
+TEST_CASE("the hardening keys are read and checked") {
+  const std::string base =
+      "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl_header = \"cb\"\nallowed_urls = [\"http://h/\"]\n";
+  auto c = load(base + "allow_private_networks = true\nmax_url_bytes = 4096\nmax_endpoint_series = 5\nmax_endpoints = 7\n");
+  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  CHECK(c->subscriptions[0].allow_private_networks);
+  CHECK(c->subscriptions[0].max_url_bytes == 4096);
+  CHECK(c->subscriptions[0].max_endpoint_series == 5);
+  CHECK(c->subscriptions[0].max_endpoints == 7);
+  CHECK_FALSE(load(base + "allow_private_networks = 1\n").ok());
+  CHECK_FALSE(load(base + "max_url_bytes = 1\n").ok());
+  CHECK_FALSE(load(base + "max_endpoints = 0\n").ok());
+  CHECK_FALSE(load(base + "max_endpoint_series = 0\n").ok());
+  auto fixed = load("[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl = \"http://h/\"\nallow_private_networks = true\n");
+  REQUIRE_FALSE(fixed.ok());
+  CHECK(fixed.error().message.find("url_header only") != std::string::npos);
+}

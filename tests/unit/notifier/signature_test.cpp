@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "common/utf8.h"
 #include "notifier/give_up.h"
 #include "notifier/signature.h"
 
@@ -35,7 +36,7 @@ TEST_CASE("JSON strings escape controls and replace bytes that are not UTF-8") {
   CHECK(json_string("a\"b\\c\n\x01") == R"("a\"b\\c\n\u0001")");
   CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
   CHECK(json_string("\xff\xfe") == R"("\ufffd\ufffd")");
-  CHECK(valid_utf8("caf\xc3\xa9"));
-  CHECK_FALSE(valid_utf8("\xc0\xaf"));  // overlong '/'
-  CHECK_FALSE(valid_utf8("\xed\xa0\x80"));  // a surrogate
+  CHECK(txmq::common::valid_utf8("caf\xc3\xa9"));
+  CHECK_FALSE(txmq::common::valid_utf8("\xc0\xaf"));  // overlong '/'
+  CHECK_FALSE(txmq::common::valid_utf8("\xed\xa0\x80"));  // a surrogate
 }
