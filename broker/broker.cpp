@@ -249,8 +249,15 @@ Connection* Broker::find_connection(std::uint64_t id) {
 }
 
 void Broker::on_closed(Connection& conn) {
-  // At shutdown what consumers hold stays unacknowledged and is delivered after restart.
-  if (!shutting_down_) consumer_gone(conn);
+  if (!shutting_down_) {
+    consumer_gone(conn);
+  } else {
+    // At shutdown what consumers hold stays unacknowledged and is delivered after restart,
+    // so nothing is persisted; but no group may keep pointing at the freed connection
+    // (a produce the writer completes while draining still dispatches).
+    for (auto& [key, group] : groups_)
+      if (group->find_consumer(&conn)) (void)group->remove_consumer(&conn, wall_ms());
+  }
   unregister_producer(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());

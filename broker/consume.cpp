@@ -23,6 +23,7 @@ GroupPolicy Broker::effective_policy(std::string_view group, std::string_view to
 }
 
 void Broker::dispatch_group(ConsumerGroup& group) {
+  if (shutting_down_) return;  // nothing more goes out; what is held is delivered after restart
   if (group.has_consumers()) {
     auto marks = group.dispatch(*store_, fbb_, wall_ms());
     if (!marks.empty()) persist(group, SettleBatch{}, std::move(marks), 0, 0, false);
