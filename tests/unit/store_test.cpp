@@ -595,6 +595,23 @@ TEST_CASE("a nested append that fills the store fails alone and its parent still
   CHECK(msgs[0].body == "small");
 }
 
+TEST_CASE("a key over LMDB's 511 bytes is an invalid argument, not a retryable storage error") {
+  TempDir dir("txmq-store");
+  auto store = open_store(dir.path());
+  const std::string long_name(600, 'n');
+  auto txn = begin(*store);
+  auto topic = txn->create_topic(long_name, 1, 1234);
+  REQUIRE_FALSE(topic.ok());
+  CHECK(topic.error().code == ErrorCode::kInvalidArgument);
+  CHECK_FALSE(is_retryable(topic.error().code));
+  auto group = txn->intern_group(long_name);
+  REQUIRE_FALSE(group.ok());
+  CHECK(group.error().code == ErrorCode::kInvalidArgument);
+  // The transaction is still usable: nothing was written.
+  CHECK(txn->create_topic("short", 1, 1234).ok());
+  commit(*txn);
+}
+
 TEST_CASE("a data directory written with another layout version is refused") {
   TempDir dir("txmq-store");
   open_store(dir.path());  // creates it with the current layout, then closes it
