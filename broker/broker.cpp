@@ -429,10 +429,14 @@ Status Broker::start_metrics() {
   registry_.callback_counter("txmq_connection_output_stalls_total",
                              "Times all connections stopped serving because limits.total_output_bytes was queued.",
                              [this] { return static_cast<double>(budget_->output_stalls()); });
-  registry_.callback_gauge("txmq_storage_map_size_bytes", "The LMDB map size: the data file's maximum.",
+  registry_.callback_gauge("txmq_storage_map_size_bytes",
+                           "storage.max_size: the live bytes past which produce gets StorageFull.",
                            [this] { return static_cast<double>(store_->usage().max_bytes); });
-  registry_.callback_gauge("txmq_storage_used_bytes", "Bytes of the LMDB data file in use.",
+  registry_.callback_gauge("txmq_storage_used_bytes", "Live bytes in the data file (free pages not counted).",
                            [this] { return static_cast<double>(store_->usage().used_bytes); });
+  registry_.callback_gauge("txmq_storage_file_bytes",
+                           "The data file's end: the most it ever held, at most storage.max_size plus the reserve.",
+                           [this] { return static_cast<double>(store_->usage().file_bytes); });
   registry_.gauge_family("txmq_build_info", "Always 1; the version is a label.", {"version"})
       .with({std::string_view(kVersion)})
       .set(1);

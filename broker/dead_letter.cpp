@@ -57,7 +57,7 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   auto found = txn.find_topic(dlq_name);
   if (!found) return found.error();
   if (!*found) {
-    auto created = txn.create_topic(dlq_name, 1, now_ms);
+    auto created = txn.create_topic(dlq_name, 1, now_ms, 0, 0, storage::Growth::kVerdict);
     if (!created) return created.error();
     *found = *created;
   }
@@ -81,7 +81,9 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   for (const auto& [n, v] : message->headers)
     if (n.rfind("txmq-", 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
   for (const auto& [n, v] : extra) headers.emplace_back(n, bytes(v));
-  auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body));
+  // Part of a verdict, which a full store still records (storage::Store explains the reserve).
+  auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body),
+                           storage::Growth::kVerdict);
   if (!offset) return offset.error();
   dlq_offset = *offset;
   return {};

@@ -29,9 +29,14 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (int rc = mdb_env_create(&env)) return lmdb_error(rc, "mdb_env_create");
   std::unique_ptr<Store> store(new Store(env));
   store->max_bytes_ = options.max_bytes;
-  // The map is reserved address space, not disk: the file grows only as pages are used,
-  // so setting it to the configured maximum is how "grow up to max_bytes" is expressed.
-  if (int rc = mdb_env_set_mapsize(env, options.max_bytes)) return lmdb_error(rc, "set_mapsize");
+  // The map is reserved address space, not disk: the file grows only as pages are used.
+  // It is larger than max_bytes by the reserve, the room deletes need (see the class
+  // comment); a store written when the map was max_bytes opens the same, its file grows
+  // into the reserve only when a write needs it. Rounded up to whole 64 KiB so that it is
+  // a multiple of any page size.
+  constexpr std::uint64_t kRound = 64 << 10;
+  const std::uint64_t map_bytes = (options.max_bytes + reserve_bytes(options.max_bytes) + kRound - 1) / kRound * kRound;
+  if (int rc = mdb_env_set_mapsize(env, map_bytes)) return lmdb_error(rc, "set_mapsize");
   if (int rc = mdb_env_set_maxdbs(env, 16)) return lmdb_error(rc, "set_maxdbs");
   // NOTLS: read transactions belong to the loop thread, not to a thread-local slot.
   // NORDAHEAD: the log is read in key order but spread over the file; readahead only
@@ -40,6 +45,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (options.sync == SyncMode::kRelaxed) flags |= MDB_NOSYNC;
   if (int rc = mdb_env_open(env, options.dir.c_str(), flags, 0640))
     return lmdb_error(rc, "cannot open LMDB environment in " + options.dir);
+  MDB_stat st;
+  mdb_env_stat(env, &st);
+  store->page_size_ = st.ms_psize;
   if (auto st = store->open_databases(); !st) return st.error();
   return store;
 }
@@ -60,6 +68,10 @@ Status Store::open_databases() {
       mdb_txn_abort(txn);
       return lmdb_error(rc, std::string("open database ") + d.name);
     }
+  }
+  if (int rc = mdb_dbi_open(txn, nullptr, 0, &main_)) {
+    mdb_txn_abort(txn);
+    return lmdb_error(rc, "open the main database");
   }
   MDB_val k = val(std::string_view("format")), v;
   int rc = mdb_get(txn, meta_, &k, &v);
@@ -218,20 +230,40 @@ Result<std::size_t> Store::read_one(TopicId topic, PartitionId partition, Offset
   return n;
 }
 
+std::uint64_t Store::reserve_bytes(std::uint64_t max_bytes) { return std::max<std::uint64_t>(1ull << 20, max_bytes / 32); }
+
+std::uint64_t Store::used_pages(MDB_txn* txn) const {
+  // Database 0 is LMDB's free list: its own pages are in use, the pages it lists are not.
+  constexpr MDB_dbi kFreeList = 0;
+  const MDB_dbi all[] = {kFreeList, main_,     meta_,    topics_,     partitions_, log_,
+                         groups_,   cursors_,  acked_,   pending_,    delayed_,    policies_,
+                         txn_open_, txn_parked_, txn_ended_, txn_checks_, producers_};
+  std::uint64_t pages = 2;  // the two meta pages
+  for (MDB_dbi dbi : all) {
+    MDB_stat st;
+    if (mdb_stat(txn, dbi, &st) == 0) pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+  }
+  return pages;
+}
+
 StorageUsage Store::usage() const {
   MDB_envinfo info;
-  MDB_stat st;
   mdb_env_info(env_, &info);
-  mdb_env_stat(env_, &st);
-  return StorageUsage{(static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize,
-                      static_cast<std::uint64_t>(info.me_mapsize)};
+  StorageUsage u;
+  u.max_bytes = max_bytes_;
+  u.map_bytes = static_cast<std::uint64_t>(info.me_mapsize);
+  u.file_bytes = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * page_size_;
+  ReadTxn txn(env_);
+  // Without a read transaction (the reader table is full) the file's end is the best bound.
+  u.used_bytes = txn.rc() ? u.file_bytes : used_pages(txn.get()) * page_size_;
+  return u;
 }
 
 Result<std::unique_ptr<WriteTxn>> Store::begin_write(WriteTxn* parent) {
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_, parent ? parent->txn_ : nullptr, 0, &txn))
     return lmdb_error(rc, "begin write");
-  return std::unique_ptr<WriteTxn>(new WriteTxn(*this, txn));
+  return std::unique_ptr<WriteTxn>(new WriteTxn(*this, txn, parent));
 }
 
 Status Store::sync() {
@@ -250,7 +282,28 @@ Status WriteTxn::commit() {
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;  // commit frees the transaction even when it fails
   if (rc) return lmdb_error(rc, "commit");
+  // An op's own nested transactions (a redrive's, one per letter) count as the op.
+  if (parent_ && new_data_) parent_->new_data_ = true;
   return {};
+}
+
+void WriteTxn::begin_op() {
+  new_data_ = false;
+  op_start_pages_ = store_.used_pages(txn_);
+}
+
+Status WriteTxn::check_room() {
+  const std::uint64_t pages = store_.used_pages(txn_);
+  // Measured in live pages, not bytes of records: an op that fits in pages already in use
+  // takes no room, and one that freed pages (a delete, a trim) is never refused for room.
+  if (pages <= op_start_pages_) return {};
+  const std::uint64_t used = pages * store_.page_size_;
+  const std::uint64_t limit =
+      new_data_ ? store_.max_bytes_ : store_.max_bytes_ + Store::reserve_bytes(store_.max_bytes_) / 2;
+  if (used <= limit) return {};
+  return Error(ErrorCode::kStorageFull,
+               "storage holds " + std::to_string(used) + " bytes, the limit is " + std::to_string(limit) +
+                   (new_data_ ? " (storage.max_size)" : " (storage.max_size and half the reserve, for verdicts)"));
 }
 
 Result<std::uint32_t> WriteTxn::next_counter(std::string_view name, std::uint32_t n) {
@@ -274,7 +327,8 @@ Status WriteTxn::touch() {
 Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
                                 std::span<const std::uint8_t> key,
                                 std::span<const HeaderView> headers,
-                                std::span<const std::uint8_t> body) {
+                                std::span<const std::uint8_t> body, Growth growth) {
+  grows(growth);
   PartitionKey pk(topic, partition);
   MDB_val k = val(pk.bytes), v;
   int rc = mdb_get(txn_, store_.partitions_, &k, &v);
@@ -306,7 +360,8 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
 }
 
 Result<TopicMeta> WriteTxn::create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
-                                         std::uint64_t retention_ms, std::uint64_t retention_bytes) {
+                                         std::uint64_t retention_ms, std::uint64_t retention_bytes, Growth growth) {
+  grows(growth);
   MDB_val k = val(name), v;
   int rc = mdb_get(txn_, store_.topics_, &k, &v);
   if (rc == 0) return Error(ErrorCode::kTopicExists, "topic '" + std::string(name) + "' already exists");
@@ -623,7 +678,8 @@ Status WriteTxn::clear_pending(GroupId group, TopicId topic, PartitionId partiti
 
 Status WriteTxn::put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
                              std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
-                             std::span<const std::uint8_t> body) {
+                             std::span<const std::uint8_t> body, Growth growth) {
+  grows(growth);
   auto seq = next_counter("next_delayed_seq");
   if (!seq) return seq.error();
   fbb_.Clear();
@@ -669,8 +725,9 @@ Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> WriteTxn
     auto span_of = [](const flatbuffers::Vector<std::uint8_t>* b) {
       return b ? std::span<const std::uint8_t>(b->data(), b->size()) : std::span<const std::uint8_t>{};
     };
+    // Moved from the delayed table, already counted: not new data.
     auto offset = append(TopicId(rec->topic_id()), PartitionId(rec->partition()), now_ms, span_of(m->key()), headers,
-                         span_of(m->body()));
+                         span_of(m->body()), Growth::kVerdict);
     if (!offset) {
       if (offset.error().code == ErrorCode::kUnknownPartition) continue;  // its topic was deleted
       return offset.error();

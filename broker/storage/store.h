@@ -6,8 +6,17 @@
 // exits. Concurrency: reads (the const methods) run on the loop thread, each in its own
 // short read transaction that is never held across a callback. Writes happen only through
 // WriteTxn, on the storage writer thread. LMDB serialises the two sides itself.
-// Limits: the data file grows as needed up to StoreOptions::max_bytes; past it writes fail
-// with kStorageFull and reads go on working.
+// Limits: the data file grows as needed. Writes that store new data (a producer's
+// messages, half messages, delayed messages, new topics) are held to
+// StoreOptions::max_bytes of live pages and get kStorageFull past it; reads go on working.
+// LMDB's map is larger by reserve_bytes(max_bytes), because LMDB copies pages on write and
+// so needs free pages even to delete: without room beyond the limit a store filled to it
+// could not delete a topic or trim, and only a larger map would free it. Verdicts and
+// transaction ends that grow the store (acks, retries, dead letters, committed half
+// messages) may use the first half of the reserve, so that a full store still records what
+// consumers decided; writes that free space (deleting a topic, retention, pruning) are
+// never refused for room and have the whole reserve. The writer applies the limits around
+// each op (WriteTxn::begin_op, WriteTxn::check_room); see StorageUsage for "live".
 
 #include <lmdb.h>
 
@@ -35,7 +44,7 @@ enum class SyncMode {
 
 struct StoreOptions {
   std::string dir;
-  std::uint64_t max_bytes = 64ull << 30;
+  std::uint64_t max_bytes = 64ull << 30;  // storage.max_size: live bytes new data may take
   SyncMode sync = SyncMode::kDurable;
 };
 
@@ -144,8 +153,20 @@ struct TxnCounts {
 };
 
 struct StorageUsage {
-  std::uint64_t used_bytes;  // pages in use (last page number times the page size)
-  std::uint64_t max_bytes;   // the map size
+  // Live pages times the page size: every database's branch, leaf and overflow pages, the
+  // free list's own pages and the two meta pages. Pages on LMDB's free list are not
+  // counted (LMDB reuses them), so this goes down when a delete commits.
+  std::uint64_t used_bytes = 0;
+  std::uint64_t max_bytes = 0;   // storage.max_size: what new data is held to
+  std::uint64_t map_bytes = 0;   // LMDB's map: max_bytes plus the reserve
+  std::uint64_t file_bytes = 0;  // the data file's end: the highest page used so far
+};
+
+// What a write that stores a message or a topic is, for the limit it is held to.
+enum class Growth {
+  kNewData,  // a producer's or an operator's: held to storage.max_size
+  kVerdict,  // what a verdict or a transaction's end stores (a dead letter, a committed half
+             // message, a delayed message released): may go on into the reserve's first half
 };
 
 class WriteTxn;
@@ -178,7 +199,13 @@ class Store {
   Result<std::size_t> read_one(TopicId topic, PartitionId partition, Offset offset,
                                const std::function<void(const LogEntry&)>& visit) const;
 
+  // Live bytes in the latest commit (a short read transaction of its own), and the limits.
   StorageUsage usage() const;
+
+  // The room LMDB's map has beyond max_bytes: max(1 MiB, max_bytes / 32), at least what
+  // deleting everything needs to record the pages it frees (8 bytes a page, 1/512 of it)
+  // with room to spare.
+  static std::uint64_t reserve_bytes(std::uint64_t max_bytes);
 
   // The due time of the earliest delayed message; nullopt when there is none.
   Result<std::optional<std::uint64_t>> next_delayed_ms() const;
@@ -218,6 +245,9 @@ class Store {
   friend class WriteTxn;
   explicit Store(MDB_env* env) : env_(env) {}
   Status open_databases();
+  // Live pages (see StorageUsage) as `txn` sees them, its own changes included. Costs one
+  // mdb_stat per database: no page is read.
+  std::uint64_t used_pages(MDB_txn* txn) const;
 
   MDB_env* env_;
   MDB_dbi meta_ = 0;        // "format" -> u32 layout version; "next_topic_id", "next_group_id"
@@ -235,7 +265,9 @@ class Store {
   MDB_dbi txn_ended_ = 0;   // u64 id -> EndedRecord (txn_records.h): committed, rolled back
   MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 first id) -> u64 last id: CheckSpans
   MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
+  MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
   std::uint64_t max_bytes_ = 0;
+  std::uint64_t page_size_ = 4096;
 };
 
 using HeaderView = std::pair<std::string_view, std::span<const std::uint8_t>>;
@@ -248,19 +280,29 @@ class WriteTxn {
   WriteTxn& operator=(const WriteTxn&) = delete;
   ~WriteTxn();
 
-  // kStorageFull when the map or the disk is full, kStorageError on I/O errors.
+  // kStorageFull when the map or the disk is full, kStorageError on I/O errors. A nested
+  // transaction passes on to its parent that it stored new data.
   Status commit();
+
+  // storage.max_size, applied by the writer around each op (see Store's comment). begin_op
+  // notes the live pages before the op; check_room, after it, answers kStorageFull when the
+  // op grew the store past its limit: max_bytes if it stored new data (Growth::kNewData),
+  // else max_bytes plus half the reserve. An op that did not grow the store is never
+  // refused. Each costs one mdb_stat per database.
+  void begin_op();
+  Status check_room();
 
   // Appends one message at the partition's next offset and returns that offset.
   // kUnknownPartition when the topic or partition does not exist; kStorageFull.
   Result<Offset> append(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
                         std::span<const std::uint8_t> key,
                         std::span<const HeaderView> headers,
-                        std::span<const std::uint8_t> body);
+                        std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
 
   // kTopicExists when the name is taken.
   Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
-                                 std::uint64_t retention_ms = 0, std::uint64_t retention_bytes = 0);
+                                 std::uint64_t retention_ms = 0, std::uint64_t retention_bytes = 0,
+                                 Growth growth = Growth::kNewData);
   // Removes the topic, its log and every group's cursor on it. kUnknownTopic.
   Status delete_topic(std::string_view name);
   // Returns the group's id, interning the name on first use.
@@ -292,7 +334,7 @@ class WriteTxn {
   // Stores a delayed message until due_ms.
   Status put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
                      std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
-                     std::span<const std::uint8_t> body);
+                     std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
   // Appends up to max delayed messages due at or before now_ms to their partitions (those
   // whose topic was deleted are dropped) and returns where they went.
   Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> release_delayed(std::uint64_t now_ms,
@@ -348,7 +390,10 @@ class WriteTxn {
 
  private:
   friend class Store;
-  WriteTxn(Store& store, MDB_txn* txn) : store_(store), txn_(txn) {}
+  WriteTxn(Store& store, MDB_txn* txn, WriteTxn* parent) : store_(store), txn_(txn), parent_(parent) {}
+  void grows(Growth growth) {
+    if (growth == Growth::kNewData) new_data_ = true;
+  }
   // Takes n consecutive values of a counter and returns the first.
   Result<std::uint32_t> next_counter(std::string_view name, std::uint32_t n = 1);
   Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
@@ -366,6 +411,9 @@ class WriteTxn {
 
   Store& store_;
   MDB_txn* txn_;  // null once committed or aborted
+  WriteTxn* parent_;  // the transaction this one is nested in; null for a top-level one
+  std::uint64_t op_start_pages_ = 0;  // live pages when the current op began (begin_op)
+  bool new_data_ = false;  // the current op stored new data (Growth::kNewData)
   // Prepares and ends come in about id order, so a cursor left where the last one stopped
   // finds the next id on the same leaf page, and appends at the end it already holds,
   // without a search from the root (each level of which also searches the dirty pages).

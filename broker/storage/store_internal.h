@@ -30,8 +30,12 @@ inline MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
 inline Error lmdb_error(int rc, std::string_view what) {
   std::string msg = std::string(what) + ": " + mdb_strerror(rc);
   if (rc == MDB_MAP_FULL)
-    return Error(ErrorCode::kStorageFull, msg + " (the data file reached storage.max_size)");
+    return Error(ErrorCode::kStorageFull, msg + " (the data file reached storage.max_size and its reserve)");
   if (rc == ENOSPC) return Error(ErrorCode::kStorageFull, msg + " (the disk is full)");
+  // A key over LMDB's 511 bytes (or an empty one) is refused the same way on every try:
+  // the request is wrong, not the storage, so retrying must not be suggested.
+  if (rc == MDB_BAD_VALSIZE)
+    return Error(ErrorCode::kInvalidArgument, msg + " (a key is empty or longer than 511 bytes)");
   return Error(ErrorCode::kStorageError, msg);
 }
 

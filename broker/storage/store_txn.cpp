@@ -259,6 +259,7 @@ Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, Partiti
                                         std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                         std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                         std::uint64_t deliver_at_ms, std::uint64_t first_check_ms) {
+  grows(Growth::kNewData);
   HalfRecord half;
   half.state = kPrepared;
   half.topic = topic.value();
@@ -386,13 +387,14 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
                                                          reinterpret_cast<const std::uint8_t*>(kOperator.data()),
                                                          kOperator.size()));
     if (half->deliver_at_ms > now_ms) {
+      // A commit moves the half message, already counted: a verdict, not new data.
       if (auto st = put_delayed(half->deliver_at_ms, out.topic, out.partition, now_ms, half->key, half->headers,
-                                half->body);
+                                half->body, Growth::kVerdict);
           !st)
         return st.error();
       out.delayed_until = half->deliver_at_ms;
     } else {
-      auto appended = append(out.topic, out.partition, now_ms, half->key, half->headers, half->body);
+      auto appended = append(out.topic, out.partition, now_ms, half->key, half->headers, half->body, Growth::kVerdict);
       if (!appended) {
         if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
         // Its topic was deleted: the commit has nowhere to go; it ends rolled back.

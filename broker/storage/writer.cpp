@@ -136,12 +136,20 @@ bool StorageWriter::apply_batch(std::vector<std::unique_ptr<WriteOp>>& batch, st
   // batch in which some op fails: then the whole transaction is dropped and the batch is
   // applied again with one nested transaction per op, so the failure stays with its op.
   // Ops are written to be applied twice (each apply starts from scratch).
+  // storage.max_size is applied here, op by op (check_room): an op that took the store
+  // past its limit fails like any other, alone, and the reserve beyond the limit stays for
+  // the deletes and verdicts that need it (Store's comment).
+  auto apply_one = [](WriteOp& op, WriteTxn& txn) {
+    txn.begin_op();
+    Status st = op.apply(txn);
+    return st ? txn.check_room() : st;
+  };
   Status fast_path;  // ok while the fast path holds
   if (auto txn = store_.begin_write(nullptr); !txn) {
     fast_path = txn.error();
   } else {
     for (auto& op : batch) {
-      if (fast_path = op->apply(**txn); !fast_path) break;
+      if (fast_path = apply_one(*op, **txn); !fast_path) break;
     }
     if (fast_path) {
       Status st = (*txn)->commit();
@@ -158,7 +166,7 @@ bool StorageWriter::apply_batch(std::vector<std::unique_ptr<WriteOp>>& batch, st
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (auto child = store_.begin_write(parent->get()); !child) {
       statuses[i] = child.error();
-    } else if (statuses[i] = batch[i]->apply(**child); statuses[i]) {
+    } else if (statuses[i] = apply_one(*batch[i], **child); statuses[i]) {
       statuses[i] = (*child)->commit();
     }
   }

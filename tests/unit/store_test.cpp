@@ -6,6 +6,7 @@
 #include <lmdb.h>
 
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -518,6 +519,128 @@ TEST_CASE("usage reports the configured maximum as the map size") {
   CHECK(u.used_bytes <= u.max_bytes);
 }
 
+TEST_CASE("the map is storage.max_size plus a reserve of max(1 MiB, max_size / 32)") {
+  CHECK(Store::reserve_bytes(8ull << 20) == (1ull << 20));
+  CHECK(Store::reserve_bytes(1ull << 20) == (1ull << 20));
+  CHECK(Store::reserve_bytes(64ull << 30) == (2ull << 30));
+  TempDir dir("txmq-store");
+  auto store = open_store(dir.path(), 8ull << 20);
+  CHECK(store->usage().map_bytes == (9ull << 20));
+}
+
+TEST_CASE("usage counts live pages: deleting a topic lowers it, the file's end stays") {
+  TempDir dir("txmq-store");
+  auto store = open_store(dir.path(), 8ull << 20);
+  TopicMeta t = create_topic(*store, "orders", 1);
+  const auto empty = store->usage();
+  {
+    auto txn = begin(*store);
+    for (int i = 0; i < 200; ++i) REQUIRE(append(*txn, t.id, 0, std::string(static_cast<std::size_t>(100 + 40 * i), 'b')).ok());
+    commit(*txn);
+  }
+  const auto filled = store->usage();
+  // 200 bodies of 100..8060 bytes: about 800 KB, some in leaves, most on overflow pages.
+  CHECK(filled.used_bytes > empty.used_bytes + 800'000);
+  CHECK(filled.used_bytes <= filled.file_bytes);
+  {
+    auto txn = begin(*store);
+    REQUIRE(txn->delete_topic("orders").ok());
+    commit(*txn);
+  }
+  const auto deleted = store->usage();
+  CHECK(deleted.used_bytes < empty.used_bytes + 3 * 4096);  // the free list's record of the pages
+  CHECK(deleted.file_bytes >= filled.file_bytes);  // a file never shrinks
+}
+
+TEST_CASE("check_room holds new data to max_size, verdicts to half the reserve more, and never a delete") {
+  TempDir dir("txmq-store");
+  const std::uint64_t max = 1ull << 20, reserve = Store::reserve_bytes(max);
+  auto store = open_store(dir.path(), max);
+  TopicMeta t = create_topic(*store, "orders", 1);
+  const std::string body(8000, 'b');  // two overflow pages each: every append grows the store
+  // One op per transaction, as the writer runs them; returns the op's status.
+  auto op = [&](const std::function<Status(WriteTxn&)>& apply) {
+    auto txn = begin(*store);
+    txn->begin_op();
+    Status st = apply(*txn);
+    if (st) st = txn->check_room();
+    if (st) commit(*txn);
+    return st;
+  };
+  auto append_op = [&](Growth growth) {
+    return op([&](WriteTxn& txn) -> Status {
+      auto o = txn.append(t.id, PartitionId(0), 42, {}, {}, as_bytes(body), growth);
+      return o ? Status{} : Status(o.error());
+    });
+  };
+  Status st;
+  int appended = 0;
+  while ((st = append_op(Growth::kNewData)) && appended < 1000) ++appended;
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().code == ErrorCode::kStorageFull);
+  CHECK(appended > 100);
+  CHECK(store->usage().used_bytes <= max);
+  CHECK(store->usage().used_bytes > max - 3 * 8192);
+
+  // A verdict goes on into the reserve, up to half of it.
+  int verdicts = 0;
+  while ((st = append_op(Growth::kVerdict)) && verdicts < 1000) ++verdicts;
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().code == ErrorCode::kStorageFull);
+  CHECK(verdicts > 0);
+  CHECK(store->usage().used_bytes > max);
+  CHECK(store->usage().used_bytes <= max + reserve / 2);
+  auto refused = append_op(Growth::kNewData);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == ErrorCode::kStorageFull);
+
+  // What frees pages is never refused for room, and then new data fits again.
+  const auto before = store->usage().used_bytes;
+  st = op([&](WriteTxn& txn) { return txn.delete_message(t.id, PartitionId(0), Offset(0)); });
+  CHECK_MESSAGE(st.ok(), txmq::test::describe(st));
+  CHECK(store->usage().used_bytes < before);
+  st = op([&](WriteTxn& txn) { return txn.delete_topic("orders"); });
+  CHECK_MESSAGE(st.ok(), txmq::test::describe(st));
+  t = create_topic(*store, "again", 1);
+  CHECK(append_op(Growth::kNewData).ok());
+}
+
+TEST_CASE("a store an older broker filled to the last page of a max_size map deletes once reopened") {
+  // Older brokers mapped exactly storage.max_size; a store they filled has no page left to
+  // copy on write, so even a delete failed. Opened now, the map has the reserve.
+  TempDir dir("txmq-store");
+  const std::uint64_t max = 1ull << 20;
+  TopicId topic = create_topic(*open_store(dir.path(), max), "orders", 1).id;
+  {
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_maxdbs(env, 16) == 0);
+    REQUIRE(mdb_env_set_mapsize(env, max) == 0);
+    REQUIRE(mdb_env_open(env, dir.path().c_str(), 0, 0640) == 0);
+    const std::string value(3000, 'v');
+    int rc = 0;
+    for (std::uint64_t o = 0; rc == 0 && o < 100000; ++o) {
+      MDB_txn* txn = nullptr;
+      REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+      MDB_dbi log;
+      REQUIRE(mdb_dbi_open(txn, "log", 0, &log) == 0);
+      LogKey key(topic, PartitionId(0), Offset(o));
+      MDB_val k{key.bytes.size(), key.bytes.data()}, v{value.size(), const_cast<char*>(value.data())};
+      rc = mdb_put(txn, log, &k, &v, 0);
+      if (rc == 0) rc = mdb_txn_commit(txn);
+      else mdb_txn_abort(txn);
+    }
+    CHECK(rc == MDB_MAP_FULL);
+    mdb_env_close(env);
+  }
+  auto store = open_store(dir.path(), max);
+  auto txn = begin(*store);
+  auto st = txn->delete_topic("orders");
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  commit(*txn);
+  CHECK(store->usage().used_bytes < max / 4);
+}
+
 TEST_CASE("a full store fails appends with StorageFull and reads go on working") {
   TempDir dir("txmq-store");
   auto store = open_store(dir.path(), 1ull << 20);
@@ -593,6 +716,23 @@ TEST_CASE("a nested append that fills the store fails alone and its parent still
   auto msgs = read_all(*store, t.id, 0);
   REQUIRE(msgs.size() == 1);
   CHECK(msgs[0].body == "small");
+}
+
+TEST_CASE("a key over LMDB's 511 bytes is an invalid argument, not a retryable storage error") {
+  TempDir dir("txmq-store");
+  auto store = open_store(dir.path());
+  const std::string long_name(600, 'n');
+  auto txn = begin(*store);
+  auto topic = txn->create_topic(long_name, 1, 1234);
+  REQUIRE_FALSE(topic.ok());
+  CHECK(topic.error().code == ErrorCode::kInvalidArgument);
+  CHECK_FALSE(is_retryable(topic.error().code));
+  auto group = txn->intern_group(long_name);
+  REQUIRE_FALSE(group.ok());
+  CHECK(group.error().code == ErrorCode::kInvalidArgument);
+  // The transaction is still usable: nothing was written.
+  CHECK(txn->create_topic("short", 1, 1234).ok());
+  commit(*txn);
 }
 
 TEST_CASE("a data directory written with another layout version is refused") {

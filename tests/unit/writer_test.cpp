@@ -6,9 +6,12 @@
 #include <doctest/doctest.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -361,4 +364,61 @@ TEST_CASE("after StorageFull only the refused ops are tried again: one that comm
   CHECK(small_applies == 2);
   CHECK(huge_applies == 4);
   CHECK(log_bodies(*f.store, topic) == std::vector<std::string>{"small"});
+}
+
+TEST_CASE("a store the writer filled to storage.max_size deletes a topic and takes the next append at once") {
+  const std::uint64_t max = 1ull << 20;
+  WriterFixture f({}, max);
+  TopicId filler = f.create_topic_now("filler", 2);
+  TopicId other = f.create_topic_now("other", 1);
+  // Runs one op through the writer and the loop; returns its status.
+  auto run = [&f](std::function<Status(WriteTxn&)> apply) {
+    bool done = false;
+    Status result;
+    f.writer->submit(std::make_unique<FnOp>(std::move(apply), [&](const Status& st) {
+      result = st;
+      done = true;
+    }));
+    while (!done) uv_run(&f.loop, UV_RUN_ONCE);
+    return result;
+  };
+  // Batches of 16 messages of 16..6000 bytes over both topics, until one is refused; then
+  // single small ones until refused too: full to the limit's last page.
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<std::size_t> size(16, 6000);
+  Status st;
+  for (int round = 0; round < 1000 && st; ++round) {
+    std::vector<std::string> bodies;
+    for (int i = 0; i < 16; ++i) bodies.emplace_back(size(rng), static_cast<char>('a' + i));
+    st = run([&, bodies](WriteTxn& txn) -> Status {
+      for (std::size_t i = 0; i < bodies.size(); ++i) {
+        auto o = txn.append(i % 3 ? filler : other, PartitionId(i % 3 == 1 ? 1u : 0u), 0, {}, {}, as_bytes(bodies[i]));
+        if (!o) return o.error();
+      }
+      return {};
+    });
+  }
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().code == ErrorCode::kStorageFull);
+  while ((st = run([&](WriteTxn& txn) -> Status {
+            auto o = txn.append(filler, PartitionId(1), 0, {}, {}, as_bytes("small"));
+            return o ? Status{} : Status(o.error());
+          })))
+    continue;
+  const auto full = f.store->usage();
+  CHECK(full.used_bytes <= max);
+  const auto other_before = log_bodies(*f.store, other);
+
+  st = run([](WriteTxn& txn) { return txn.delete_topic("filler"); });
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  st = run([&](WriteTxn& txn) -> Status {
+    auto o = txn.append(other, PartitionId(0), 0, {}, {}, as_bytes("after the delete"));
+    return o ? Status{} : Status(o.error());
+  });
+  CHECK_MESSAGE(st.ok(), txmq::test::describe(st));
+  CHECK(f.store->usage().used_bytes < full.used_bytes);
+  auto other_after = log_bodies(*f.store, other);
+  REQUIRE(other_after.size() == other_before.size() + 1);
+  CHECK(std::equal(other_before.begin(), other_before.end(), other_after.begin()));
+  f.stop_and_close();
 }
