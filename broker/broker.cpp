@@ -29,15 +29,6 @@ std::string sockname(const uv_tcp_t* tcp) {
   return common::HostPort{host, ntohs(a->sin_port)}.to_string();
 }
 
-// 127.0.0.0/8 or ::1 (or an IPv4-mapped 127/8).
-bool is_loopback(const sockaddr_storage& addr) {
-  if (addr.ss_family == AF_INET)
-    return (ntohl(reinterpret_cast<const sockaddr_in&>(addr).sin_addr.s_addr) >> 24) == 127;
-  const auto& a6 = reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr;
-  if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
-  return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
-}
-
 }  // namespace
 
 Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
@@ -142,7 +133,7 @@ Status Broker::listen() {
   if (rc != 0)
     return Error(ErrorCode::kInvalidArgument,
                  "cannot listen on " + config_.listen + ": " + uv_strerror(rc));
-  if (!is_loopback(addr))
+  if (!common::is_loopback_ip(hp->host))
     spdlog::warn("listening on {}, which is not a loopback address: clients are not authenticated, so "
                  "anyone who can reach this port can read, write and delete every topic; bind 127.0.0.1 "
                  "unless a firewall guards the port",

@@ -1,6 +1,9 @@
 #include "common/address.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
+#include <string>
 
 namespace txmq::common {
 
@@ -29,6 +32,16 @@ Result<HostPort> parse_host_port(std::string_view text) {
   if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535)
     return bad();
   return HostPort{std::string(host), static_cast<std::uint16_t>(value)};
+}
+
+bool is_loopback_ip(std::string_view host) {
+  const std::string h(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, h.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
 }  // namespace txmq::common

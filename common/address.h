@@ -20,4 +20,8 @@ struct HostPort {
 // kInvalidArgument when the text is not HOST:PORT with a port in 0..65535.
 Result<HostPort> parse_host_port(std::string_view text);
 
+// True for an IP address only this machine can reach: 127.0.0.0/8, ::1, or 127/8 mapped
+// into IPv6. False for anything else, every-interface addresses and names included.
+bool is_loopback_ip(std::string_view host);
+
 }  // namespace txmq::common

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +36,17 @@ std::size_t rss_bytes(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
   return 0;
+}
+
+// Resident memory once it stopped moving for a second (at most a minute): what the broker
+// settled at after an attack.
+std::size_t settled_rss(pid_t pid) {
+  std::size_t now = rss_bytes(pid);
+  for (int i = 0; i < 60; ++i) {
+    if (!wait_until([&] { return rss_bytes(pid) != now; }, 1s, 50ms)) break;
+    now = rss_bytes(pid);
+  }
+  return now;
 }
 
 // The value of one sample line ("name value" or "name{labels} value") of the broker's
@@ -407,4 +419,73 @@ TEST_CASE("a vector of 8-byte structs that starts misaligned gets MalformedFrame
   expect_error(conn, ErrorCode::kMalformedFrame, 0);
   expect_closed(conn);
   check_broker_serves(broker);
+}
+
+TEST_CASE("running out of file descriptors on accept is logged and counted, and the broker recovers") {
+  // EMFILE on accept used to pass silently: connections hung in the backlog with no word
+  // of why. The broker runs with a small open-files limit through a wrapper script.
+  TempDir dir("txmq-emfile");
+  const std::string wrapper = dir.file("broker.sh");
+  {
+    std::ofstream out(wrapper);
+    out << "#!/bin/sh\nulimit -n 64\nexec \"$TXMQ_BROKER_BIN\" \"$@\"\n";
+  }
+  REQUIRE(chmod(wrapper.c_str(), 0755) == 0);
+  BrokerProcess::Options options;
+  options.binary = wrapper;
+  BrokerProcess broker(options);
+  start(broker);
+  INFO("broker log:\n" << broker.log_contents());
+  std::vector<RawConnection> many;
+  for (int i = 0; i < 80; ++i) {
+    auto c = RawConnection::connect(broker.address(), kWait);
+    if (c.ok()) many.push_back(std::move(*c));
+  }
+  REQUIRE(wait_until([&] { return broker.log_contents().find("cannot accept a connection") != std::string::npos; },
+                     kWait));
+  CHECK(broker.log_contents().find("ulimit -n") != std::string::npos);
+  many.clear();
+  CHECK(wait_until([&] { return metric(broker, "txmq_accept_failures_total") >= 1; }, kWait));
+  check_broker_serves(broker);
+}
+
+// The issue's figures at full size with the default limits, run by hand against any build:
+//   TXMQ_BROKER_BIN=build/release/broker/txmq-broker \
+//     build/debug/tests/integration/hostile_client_test -ts=measure --no-skip
+TEST_CASE("measure: 60 connections each holding a 16 MiB partial frame, default limits" * doctest::test_suite("measure") *
+          doctest::skip()) {
+  BrokerProcess broker;
+  start(broker);
+  const std::size_t before = rss_bytes(broker.pid());
+  Bytes frame(16u << 20, 0x5a);
+  put_length(frame, static_cast<std::uint32_t>(frame.size()));
+  std::vector<RawConnection> holders;
+  std::size_t written = 0;
+  for (int i = 0; i < 60; ++i) {
+    holders.push_back(session(broker));
+    written += write_what_fits(holders.back(), frame);
+  }
+  // Settled: the broker has read all it will (its RSS stops moving for a second).
+  const std::size_t now = settled_rss(broker.pid());
+  MESSAGE("60 held frames: sent " << written / (1 << 20) << " MiB; broker RSS " << before / (1 << 20) << " -> "
+                                  << now / (1 << 20) << " MiB");
+}
+
+TEST_CASE("measure: one connection pipelining 50 fetches of 1 MiB-key messages, never reading" *
+          doctest::test_suite("measure") * doctest::skip()) {
+  BrokerProcess broker;
+  start(broker);
+  RawConnection conn = session(broker);
+  send(conn, create_topic(2, "big-keys"));
+  expect_frame(conn, wire::Body::TopicInfo, 2);
+  for (int i = 0; i < 100; ++i) {
+    send(conn, produce_keyed(10 + i, "big-keys", 1000 * 1000));
+    expect_frame(conn, wire::Body::ProduceOk, 10 + i);
+  }
+  const std::size_t before = rss_bytes(broker.pid());
+  std::vector<flatbuffers::FlatBufferBuilder> fetches;
+  for (int i = 0; i < 50; ++i) fetches.push_back(fetch(1000 + i, "big-keys", 0));
+  send(conn, concat(fetches));
+  const std::size_t now = settled_rss(broker.pid());
+  MESSAGE("50 pipelined fetches: broker RSS " << before / (1 << 20) << " -> " << now / (1 << 20) << " MiB");
 }

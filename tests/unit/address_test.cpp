@@ -78,3 +78,16 @@ TEST_CASE("to_string brackets IPv6 hosts and round-trips") {
     CHECK(hp->to_string() == text);
   }
 }
+
+TEST_CASE("loopback addresses are told from every-interface and other addresses") {
+  // The broker warns at start when it listens anywhere but loopback: nothing authenticates.
+  using txmq::common::is_loopback_ip;
+  for (const char* yes : {"127.0.0.1", "127.5.6.7", "::1", "::ffff:127.0.0.1"}) {
+    CAPTURE(yes);
+    CHECK(is_loopback_ip(yes));
+  }
+  for (const char* no : {"0.0.0.0", "::", "10.0.0.1", "192.168.1.1", "::ffff:10.0.0.1", "localhost", "", "128.0.0.1"}) {
+    CAPTURE(no);
+    CHECK_FALSE(is_loopback_ip(no));
+  }
+}
