@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -71,6 +73,8 @@ int Broker::run() {
 }
 
 Status Broker::start() {
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    max_fds_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, INT32_MAX));
   storage::StoreOptions so{config_.data_dir, config_.storage_max_bytes, config_.sync};
   auto store = storage::Store::open(so);
   if (!store) return store.error();
@@ -146,12 +150,14 @@ Status Broker::listen() {
 
 void Broker::on_accept(uv_stream_t* server, int status) {
   if (shutting_down_) return;
+  auto now = std::chrono::steady_clock::now();
+  const bool may_log = now - last_accept_error_log_ >= std::chrono::seconds(1);  // once a second
   if (status < 0) {
-    // Out of file descriptors (EMFILE/ENFILE) or memory: the pending connection stays in the
-    // backlog and libuv tells us again on the next readiness, so log at most once a second.
+    // Out of file descriptors (EMFILE/ENFILE) or memory. (On EMFILE libuv mostly accepts and
+    // closes the waiting connections itself without telling us; the warning below, as the
+    // limit nears, is the one that shows reliably.)
     if (probe_) probe_->accept_failed();
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_accept_error_log_ >= std::chrono::seconds(1)) {
+    if (may_log) {
       last_accept_error_log_ = now;
       spdlog::error("cannot accept a connection: {} ({} connections open; raise the open-files limit, "
                     "ulimit -n)",
@@ -163,14 +169,26 @@ void Broker::on_accept(uv_stream_t* server, int status) {
   auto conn = std::make_unique<Connection>(next_connection_id_++, *this, limits_, *budget_);
   Connection* c = conn.get();
   connections_[c->id()] = std::move(conn);
-  if (c->accept(server)) spdlog::debug("connection {} from {}", c->id(), c->peer());
+  if (!c->accept(server)) return;
+  spdlog::debug("connection {} from {}", c->id(), c->peer());
+  // Descriptors are handed out lowest first, so one this close to the limit means it is
+  // nearly reached: past it the kernel drops new connections before the broker sees them.
+  constexpr int kFdHeadroom = 16;
+  if (const int fd = c->fd(); max_fds_ > 0 && fd + kFdHeadroom >= max_fds_ && may_log) {
+    last_accept_error_log_ = now;
+    spdlog::error("connection {} took file descriptor {} of the open-files limit {} ({} connections open): "
+                  "new connections will be refused; raise the limit (ulimit -n, LimitNOFILE)",
+                  c->id(), fd, max_fds_, connections_.size());
+  }
 }
 
 void Broker::begin_shutdown(const char* why) {
   if (shutting_down_) return;
   shutting_down_ = true;
   if (why) spdlog::info("{}: shutting down", why);
-  // Stop taking work: no new connections, nothing more read. What was read is answered.
+  // Stop taking work: no new connections, nothing more read or served. Requests being
+  // written are answered; whole frames still buffered behind a paused connection are not
+  // served (nor acknowledged: a client sends them again after the restart).
   if (listener_.loop) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   for (auto& [id, conn] : connections_) conn->pause_reading();
   auto finish = [this] {
@@ -199,6 +217,13 @@ void Broker::maybe_finish_shutdown() {
   }
 }
 
+void Broker::close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
+                               std::chrono::milliseconds limit) {
+  if (probe_) probe_->connection_closed(reason);
+  reply_error(conn, 0,
+              Error(ErrorCode::kTimeout, std::string(what) + " (" + std::to_string(limit.count()) + " ms)"), true);
+}
+
 void Broker::housekeeping() {
   auto now = std::chrono::steady_clock::now();
   std::vector<Connection*> late;
@@ -208,18 +233,11 @@ void Broker::housekeeping() {
     switch (conn->overdue(now)) {
       case Overdue::kLinger: conn->close(); break;
       case Overdue::kHello:
-        if (probe_) probe_->connection_closed("hello_timeout");
-        reply_error(*conn, 0,
-                    Error(ErrorCode::kTimeout, "no hello within limits.hello_timeout_ms (" +
-                                                   std::to_string(limits_.hello_timeout.count()) + " ms)"),
-                    true);
+        close_for_timeout(*conn, "hello_timeout", "no hello within limits.hello_timeout_ms", limits_.hello_timeout);
         break;
       case Overdue::kFrame:
-        if (probe_) probe_->connection_closed("frame_timeout");
-        reply_error(*conn, 0,
-                    Error(ErrorCode::kTimeout, "a frame was not received whole within limits.frame_timeout_ms (" +
-                                                   std::to_string(limits_.frame_timeout.count()) + " ms)"),
-                    true);
+        close_for_timeout(*conn, "frame_timeout", "a frame was not received whole within limits.frame_timeout_ms",
+                          limits_.frame_timeout);
         break;
       case Overdue::kOutput:
         // Nothing more can reach a client that does not read; what it was sent is dropped

@@ -81,6 +81,9 @@ class Broker final : public ConnectionEvents {
   void begin_shutdown(const char* why);
   void maybe_finish_shutdown();
   void housekeeping();
+  // Answers Timeout (what, with the limit) and closes; counted under reason.
+  void close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
+                         std::chrono::milliseconds limit);
 
   // ConnectionEvents
   void on_frame(Connection& conn, std::span<const std::uint8_t> frame) override;
@@ -204,6 +207,7 @@ class Broker final : public ConnectionEvents {
   std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
   std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second
+  int max_fds_ = 0;  // the open-files limit (RLIMIT_NOFILE); 0 when unlimited
   std::uint64_t next_connection_id_ = 1;
   flatbuffers::FlatBufferBuilder fbb_{4096};  // reused for every answer built on the loop
   bool shutting_down_ = false;

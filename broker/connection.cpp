@@ -115,7 +115,7 @@ void Connection::serve() {
   }
   serving_ = false;
   if (state_ != State::kOpen) return;
-  if (!backlog_) decoder_.release_memory();
+  decoder_.release_memory();
   reserve_input();
   update_reading();
 }
@@ -145,7 +145,6 @@ void Connection::reserve_input() {
   }
   if (budget_.try_reserve_input(need - input_reserved_)) {
     input_reserved_ = need;
-    if (input_waiting_) frame_started_ = std::chrono::steady_clock::now();  // waited on us, not the peer
     input_waiting_ = false;
     return;
   }
@@ -160,14 +159,23 @@ void Connection::resume() {
   if (state_ == State::kOpen && !flush_then_close_ && writable()) events_.on_writable(*this);
 }
 
-Overdue Connection::overdue(std::chrono::steady_clock::time_point now) const {
+Overdue Connection::overdue(std::chrono::steady_clock::time_point now) {
   if (state_ == State::kDraining) return now >= linger_deadline_ ? Overdue::kLinger : Overdue::kNone;
-  if (state_ != State::kOpen || flush_then_close_) return Overdue::kNone;
+  if (state_ != State::kOpen) return Overdue::kNone;
+  if (write_in_flight_) {
+    // The deadline is for progress, not for the whole write: a consumer that reads slowly
+    // but steadily empties the queue a little at every look.
+    const std::size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+    if (queued < write_queued_) write_started_ = now;
+    write_queued_ = queued;
+    if (now - write_started_ >= limits_.output_timeout) return Overdue::kOutput;  // condemned ones too
+  }
+  if (flush_then_close_) return Overdue::kNone;
   if (!hello_done_ && now - accepted_ >= limits_.hello_timeout) return Overdue::kHello;
-  // A frame that waits for input memory is held up by the broker, not by the peer.
-  if (!input_waiting_ && decoder_.partial_frame_bytes() > 0 && now - frame_started_ >= limits_.frame_timeout)
+  // Only while reading: a frame held up because the broker stopped reading (its memory,
+  // the disk, this client's unread answers) is not the peer's delay.
+  if (reading_ && decoder_.partial_frame_bytes() > 0 && now - frame_started_ >= limits_.frame_timeout)
     return Overdue::kFrame;
-  if (write_in_flight_ && now - write_started_ >= limits_.output_timeout) return Overdue::kOutput;
   return Overdue::kNone;
 }
 
@@ -202,6 +210,7 @@ void Connection::start_write() {
   }
   write_in_flight_ = true;
   write_started_ = std::chrono::steady_clock::now();
+  write_queued_ = uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
 }
 
 void Connection::on_write(uv_write_t* req, int status) {
@@ -242,6 +251,9 @@ void Connection::resume_reading() {
 }
 
 void Connection::update_reading() {
+  // serve() decides once it is done; stopping and restarting for every answer sent while
+  // serving would cost two system calls per read.
+  if (serving_ && state_ == State::kOpen) return;
   // Reading stops while whole frames wait to be served (they were read already) and while
   // the partial frame has no memory reserved.
   bool want = state_ == State::kDraining ||
@@ -250,6 +262,8 @@ void Connection::update_reading() {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   if (want) {
     if (uv_read_start(stream, &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
+    // A partial frame's clock runs from now: it did not run while the broker did not read.
+    frame_started_ = std::chrono::steady_clock::now();
   } else {
     uv_read_stop(stream);
     reading_ = false;
@@ -275,6 +289,7 @@ void Connection::begin_draining() {
 void Connection::close() {
   if (state_ == State::kClosing) return;
   state_ = State::kClosing;
+  budget_.cancel_wait(id_);
   budget_.release_input(input_reserved_);
   input_reserved_ = 0;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {

@@ -86,6 +86,11 @@ class Connection {
   // Open and not condemned: requests from it are served, answers and pushes go to it.
   bool open() const { return state_ == State::kOpen && !flush_then_close_; }
   const std::string& peer() const { return peer_; }
+  // The socket's file descriptor; -1 when it has none (closed).
+  int fd() const {
+    uv_os_fd_t fd = -1;
+    return uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) == 0 ? fd : -1;
+  }
 
   // Queues a whole frame (length prefix included) for the socket.
   void send(std::span<const std::uint8_t> frame);
@@ -113,7 +118,8 @@ class Connection {
 
   // Whether a deadline of this connection passed: the hello, a frame, a write to a client
   // that stopped reading, or the linger of an erroring connection. Called by the Server's housekeeping timer.
-  Overdue overdue(std::chrono::steady_clock::time_point now) const;
+  // Not const: it notes the write queue's progress, which the output deadline is about.
+  Overdue overdue(std::chrono::steady_clock::time_point now);
 
   // Sends what is queued, then closes: used after an error frame.
   void close_after_flush();
@@ -151,7 +157,8 @@ class Connection {
   std::size_t output_counted_ = 0;   // output bytes the budget knows of
   std::chrono::steady_clock::time_point accepted_;
   std::chrono::steady_clock::time_point frame_started_;  // of the partial frame, if any
-  std::chrono::steady_clock::time_point write_started_;  // of the write in flight, if any
+  std::chrono::steady_clock::time_point write_started_;  // the write in flight's last progress
+  std::size_t write_queued_ = 0;  // its bytes not yet taken by the kernel, at the last look
   uv_tcp_t tcp_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -162,7 +169,7 @@ class Connection {
   std::string peer_;
   std::chrono::steady_clock::time_point linger_deadline_;
   common::FrameDecoder decoder_;
-  static constexpr std::size_t kKeepOutputCapacity = 1u << 20;  // kept across writes
+  static constexpr std::size_t kKeepOutputCapacity = 64u << 10;  // kept across writes
   std::vector<std::uint8_t> pending_;  // frames not yet handed to libuv
   std::vector<std::uint8_t> writing_;  // the buffer of the uv_write in flight
   char read_buf_[64 * 1024];

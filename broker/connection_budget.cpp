@@ -22,6 +22,9 @@ void ConnectionBudget::close() {
 }
 
 bool ConnectionBudget::try_reserve_input(std::size_t n) {
+  // While others wait, a newcomer waits behind them rather than take the room a release
+  // made for them; only those being resumed may.
+  if (!resuming_ && (!waiting_.empty() || waiters_ready_)) return false;
   if (input_ + n > input_limit_) return false;
   input_ += n;
   return true;
@@ -30,10 +33,12 @@ bool ConnectionBudget::try_reserve_input(std::size_t n) {
 void ConnectionBudget::release_input(std::size_t n) {
   input_ -= std::min(n, input_);
   if (n > 0 && !waiting_.empty()) {
-    // Every waiter tries again; those that still do not fit wait again. FIFO order keeps a
-    // large frame from being overtaken for ever by small ones arriving after it.
+    // Every waiter tries again, in the order they came; those that still do not fit wait
+    // again. Meanwhile nobody else may reserve (try_reserve_input), so a large frame is not
+    // overtaken for ever by connections that never waited.
     ready_.insert(ready_.end(), waiting_.begin(), waiting_.end());
     waiting_.clear();
+    waiters_ready_ = true;
     schedule();
   }
 }
@@ -41,6 +46,10 @@ void ConnectionBudget::release_input(std::size_t n) {
 void ConnectionBudget::wait_for_input(std::uint64_t conn_id, bool first) {
   if (first) ++input_waits_;
   if (std::find(waiting_.begin(), waiting_.end(), conn_id) == waiting_.end()) waiting_.push_back(conn_id);
+}
+
+void ConnectionBudget::cancel_wait(std::uint64_t conn_id) {
+  std::erase(waiting_, conn_id);
 }
 
 void ConnectionBudget::resume_soon(std::uint64_t conn_id) {
@@ -81,8 +90,11 @@ void ConnectionBudget::on_idle(uv_idle_t* handle) {
   ready.swap(self->ready_);
   // In the order they asked, each once.
   std::unordered_set<std::uint64_t> done;
+  self->resuming_ = true;
   for (std::uint64_t id : ready)
     if (done.insert(id).second) self->resume_(id);
+  self->resuming_ = false;
+  self->waiters_ready_ = false;
 }
 
 }  // namespace txmq::broker

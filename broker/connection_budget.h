@@ -40,6 +40,8 @@ class ConnectionBudget {
   // The connection waits for input room; it is resumed after the next release. first: a
   // new wait (counted), not a retry of one.
   void wait_for_input(std::uint64_t conn_id, bool first);
+  // The connection no longer waits (it is closing).
+  void cancel_wait(std::uint64_t conn_id);
   // Resumes the connection in the next loop iteration (never from inside the caller).
   void resume_soon(std::uint64_t conn_id);
 
@@ -67,6 +69,8 @@ class ConnectionBudget {
   std::function<void(std::uint64_t)> resume_;
   std::function<void()> room_for_output_;
   uv_idle_t idle_{};
+  bool resuming_ = false;       // inside on_idle: the resumed may reserve ahead of waiters
+  bool waiters_ready_ = false;  // waiters were moved to ready_ and not yet resumed
   bool output_room_ = false;  // output fell under its limit; room_for_output_ not yet called
   bool closed_ = false;
 };

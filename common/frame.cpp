@@ -34,11 +34,19 @@ std::size_t FrameDecoder::partial_frame_bytes() const {
 
 void FrameDecoder::release_memory() {
   // 64 KiB: one read's worth, kept so that a busy connection does not reallocate per read.
+  // Beyond that the buffer keeps room for what it holds and the frame being received, not
+  // for the largest frame it ever held: a connection that received one 16 MiB frame, then
+  // one byte of the next, must not keep 16 MiB that no budget accounts for.
   constexpr std::size_t kKeep = 64 * 1024;
-  if (buffered() == 0 && buf_.capacity() > kKeep) {
-    std::vector<std::uint8_t>().swap(buf_);
+  const std::size_t need = std::max({kKeep, buffered(), partial_frame_bytes()});
+  if (buf_.capacity() > 2 * need) {
+    std::vector<std::uint8_t> fresh;
+    fresh.reserve(std::max(buffered(), partial_frame_bytes()));
+    fresh.assign(buf_.begin() + static_cast<std::ptrdiff_t>(pos_), buf_.end());
+    buf_.swap(fresh);
     pos_ = 0;
   }
+  // The aligned copy backs only the frame last returned, which the caller is done with.
   if (aligned_.capacity() * sizeof(std::uint64_t) > kKeep) std::vector<std::uint64_t>().swap(aligned_);
 }
 

@@ -47,8 +47,8 @@ class FrameDecoder {
   // connection must hold in memory to finish the frame.
   std::size_t partial_frame_bytes() const;
 
-  // Gives back memory held for frames already returned once nothing is buffered: after one
-  // large frame a connection should not keep its buffer for ever. Invalidates spans.
+  // Gives back memory held for frames already returned: after one large frame a connection
+  // keeps room only for what it holds and the frame it is receiving. Invalidates spans.
   void release_memory();
   // Bytes of memory the decoder holds (its buffers' capacity).
   std::size_t capacity() const { return buf_.capacity() + aligned_.capacity() * sizeof(std::uint64_t); }

@@ -208,6 +208,9 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     }
     state_ = State::kReady;
     backoff_ = options_.reconnect_initial;
+    // Requests too large for this broker are refused here, their callbacks run after the
+    // loop: a callback may make requests or stop the connection.
+    std::vector<std::pair<ResponseFn, Error>> refused;
     for (auto it = pending_.begin(); it != pending_.end();) {
       auto& p = it->second;
       if (p.sent) {
@@ -215,9 +218,8 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
         continue;
       }
       if (auto st = check_size(p.frame); !st) {
-        ResponseFn cb = std::move(p.cb);
+        refused.emplace_back(std::move(p.cb), st.error());
         it = pending_.erase(it);
-        cb(st.error());
         continue;
       }
       ++it;
@@ -229,6 +231,7 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
       }
     }
     if (hooks_.on_ready) hooks_.on_ready();
+    for (auto& [cb, error] : refused) cb(error);
     return;
   }
   if (rid == 0) {

@@ -254,3 +254,20 @@ TEST_CASE("empty vectors of 8-byte elements pass verification wherever the build
   REQUIRE(f != nullptr);
   CHECK(f->body_as_RedriveOk()->failed()->Get(0) == 5);
 }
+
+TEST_CASE("after a large frame the decoder keeps room for what it holds, not for that frame") {
+  // A client that sends a 4 MiB frame and then one byte of the next must not leave the
+  // connection holding 4 MiB that no memory budget counts.
+  FrameDecoder decoder(8u << 20);
+  std::vector<std::uint8_t> big(4u << 20, 0);
+  for (int i = 0; i < 4; ++i) big[i] = static_cast<std::uint8_t>((big.size() - 4) >> (8 * i));
+  big.push_back(0x10);  // the first byte of the next frame's length
+  decoder.append(reinterpret_cast<const char*>(big.data()), big.size());
+  auto frame = decoder.next();
+  REQUIRE(frame.ok());
+  CHECK(frame->size() == (4u << 20));
+  CHECK(decoder.capacity() >= (4u << 20));
+  decoder.release_memory();
+  CHECK(decoder.buffered() == 1);
+  CHECK(decoder.capacity() <= 256u * 1024);
+}
