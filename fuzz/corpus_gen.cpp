@@ -43,7 +43,7 @@ void frame_corpus(const fs::path& dir, const std::vector<NamedFrame>& requests, 
       write(dir, f.name, b);
     }
   // Many frames in one stream, in each chunking mode and once long enough to compact.
-  for (std::uint8_t s : {0x00, 0x01, 0x02, 0x03, 0xe1}) {
+  for (std::uint8_t s : {0x00, 0x01, 0x02, 0x03, 0xff}) {
     Bytes b{s};
     for (const auto& f : requests) b.insert(b.end(), f.frame.begin(), f.frame.end());
     char name[32];
