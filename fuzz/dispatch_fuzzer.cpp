@@ -15,8 +15,9 @@
 //
 //   flags bit 0: send on a fresh connection that has not said Hello (the handshake path),
 //                closed afterwards. Otherwise the frames go on the long-lived session,
-//                which said Hello (producer group "fuzz-producers") when it connected and
-//                is reconnected whenever the broker closes it after a fatal error.
+//                which says Hello (producer group "fuzz-producers") ahead of the first
+//                input after each connect, and is reconnected whenever the broker closes
+//                it after a fatal error.
 //   flags bit 1: send the bytes after the flags verbatim, unframed, on a fresh connection,
 //                then hang up: the broker's own framing (FrameTooLarge, empty frames,
 //                frames cut short by the peer leaving).
@@ -110,17 +111,23 @@ void session_request(const std::vector<std::uint8_t>& frame, std::uint64_t rid, 
   }
 }
 
-void open_session() {
+// Connects the session. Returns the Hello to send ahead of the input's frames: after a
+// fatal error (most mutated inputs end in one) a separate Hello round trip per reconnect
+// would cost as much as the input itself, and the broker handles frames in order anyway.
+// The first session also creates the sentinel topic, once, with its retention; an input
+// may delete it, and the sentinel's produce then creates it again (topics.auto_create)
+// without retention, which is fine: deleting it freed the space.
+std::vector<std::uint8_t> open_session() {
   connect_or_die(harness->session);
-  std::uint64_t rid = harness->next_rid++;
-  session_request(txmq::fuzz::hello_frame(rid), rid, "Hello");
-  // Created once, with its retention. An input may delete it; the sentinel's produce then
-  // creates it again (topics.auto_create), without retention: a reconnect is not worth
-  // another round trip, and deleting it freed the space anyway.
-  if (harness->sentinel_topic_created) return;
-  rid = harness->next_rid++;
-  session_request(txmq::fuzz::create_topic_frame(rid, kSentinelTopic, kSentinelRetentionBytes), rid, "CreateTopic");
-  harness->sentinel_topic_created = true;
+  if (!harness->sentinel_topic_created) {
+    std::uint64_t rid = harness->next_rid++;
+    session_request(txmq::fuzz::hello_frame(rid), rid, "Hello");
+    rid = harness->next_rid++;
+    session_request(txmq::fuzz::create_topic_frame(rid, kSentinelTopic, kSentinelRetentionBytes), rid, "CreateTopic");
+    harness->sentinel_topic_created = true;
+    return {};
+  }
+  return txmq::fuzz::hello_frame(harness->next_rid++);
 }
 
 // The chunks of the input as frames with their length prefix, into out.
@@ -159,6 +166,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
 
+  if (!(flags & 1) && !harness->session.connected()) out = open_session();
   frame_chunks(data, size, out);
   const std::uint64_t rid = harness->next_rid++;
   auto sentinel = txmq::fuzz::produce_frame(rid, kSentinelTopic);
@@ -169,7 +177,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     harness->fresh.close();
     return 0;
   }
-  if (!harness->session.connected()) open_session();
   harness->session.exchange(out, rid, kAnswerTimeout);  // kClosed: reconnect next time
   return 0;
 }
