@@ -49,9 +49,10 @@ using namespace std::chrono_literals;
 using txmq::fuzz::InprocBroker;
 using txmq::fuzz::LoopbackSession;
 
-// Generous: the broker runs under ASan and UBSan on a shared machine, where a writer's
-// fsync behind other processes' I/O once took over 10 s. Only a hang waits this long, and
-// then it is a finding. (scripts/fuzz.sh's -timeout=60 is the backstop.)
+// Generous: the broker runs under ASan and UBSan on a shared machine, where one sentinel
+// once went unanswered for 10 s and the input did not reproduce it (the store was on disk
+// then; a writer's fsync queued behind other I/O is the likely cause). Only a hang waits
+// this long, and then it is a finding. (scripts/fuzz.sh's -timeout=60 is the backstop.)
 constexpr auto kAnswerTimeout = 30s;
 // Request ids the fuzzer's own frames are unlikely to use: 0x5e... then a round counter.
 constexpr std::uint64_t kSentinelBase = 0x5e00'0000'0000'0000ull;

@@ -27,8 +27,8 @@ bin=build/fuzz/fuzz
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 # The dispatcher's broker keeps its store in $TMPDIR: in memory when /dev/shm is there,
-# so that its writes never wait for the disk (an fsync behind other I/O can take seconds
-# and look like a hang). A crash leaves the store for inspection.
+# so that its writes never wait for the disk (an fsync behind other processes' I/O can
+# take seconds and look like a hang). A crash leaves the store for inspection.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   TMPDIR=$(mktemp -d /dev/shm/txmq-fuzz.XXXXXX)
 else
