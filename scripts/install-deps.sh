@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages txmq needs to build, run and test. Idempotent:
 # apt-get skips what is already installed. Must run as root.
+# --fuzz adds what scripts/fuzz.sh needs: clang and, in libclang-rt-14-dev, the libFuzzer,
+# ASan and UBSan runtimes of Debian's clang 14.
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,9 @@ packages=(
   libcurl4-openssl-dev libssl-dev libsqlite3-dev libcpp-httplib-dev
   prometheus python3 wrk
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
