@@ -194,6 +194,11 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     disconnected(Error(ErrorCode::kConnectionLost, "broker sent a frame that failed verification"));
     return;
   }
+  // The verifier accepts an absent union member; every reader below needs its body.
+  if (frame->body() == nullptr) {
+    disconnected(Error(ErrorCode::kConnectionLost, "broker sent a frame without a body"));
+    return;
+  }
   const std::uint64_t rid = frame->request_id();
   if (state_ == State::kHello && rid == hello_rid_) {
     if (auto st = as_status(*frame); !st) {
