@@ -145,6 +145,14 @@ Bytes concat(const std::vector<flatbuffers::FlatBufferBuilder>& frames) {
   return out;
 }
 
+// 2000 pipelined GetStats: small requests whose answers are ten times their size, what a
+// client that never reads uses to make the broker queue output.
+Bytes stats_flood() {
+  std::vector<flatbuffers::FlatBufferBuilder> stats;
+  for (int i = 0; i < 2000; ++i) stats.push_back(get_stats(10 + i));
+  return concat(stats);
+}
+
 }  // namespace
 
 TEST_CASE("before the hello, a frame over limits.hello_max_frame_bytes gets FrameTooLarge and a close") {
@@ -283,9 +291,7 @@ TEST_CASE("clients flooding requests without reading are held to limits.total_ou
   BrokerProcess broker(options);
   start(broker);
   INFO("broker log:\n" << broker.log_contents());
-  std::vector<flatbuffers::FlatBufferBuilder> stats;
-  for (int i = 0; i < 2000; ++i) stats.push_back(get_stats(10 + i));
-  const Bytes flood = concat(stats);
+  const Bytes flood = stats_flood();
   std::vector<Flooder> flooders;
   for (int c = 0; c < 6; ++c) flooders.push_back(Flooder{session(broker)});
   // Each keeps writing, as far as the broker reads, until the total stalls (bounded: at
@@ -307,9 +313,7 @@ TEST_CASE("an idle consumer that stops reading is closed after limits.output_tim
   BrokerProcess broker(options);
   start(broker);
   INFO("broker log:\n" << broker.log_contents());
-  std::vector<flatbuffers::FlatBufferBuilder> stats;
-  for (int i = 0; i < 2000; ++i) stats.push_back(get_stats(10 + i));
-  const Bytes flood = concat(stats);
+  const Bytes flood = stats_flood();
   Flooder flooder{session(broker)};
   REQUIRE(wait_until([&] {
     flooder.write(flood, 32u << 20);
@@ -327,9 +331,7 @@ TEST_CASE("a client condemned by an error whose answers are never read is still 
   BrokerProcess broker(options);
   start(broker);
   INFO("broker log:\n" << broker.log_contents());
-  std::vector<flatbuffers::FlatBufferBuilder> stats;
-  for (int i = 0; i < 2000; ++i) stats.push_back(get_stats(10 + i));
-  const Bytes flood = concat(stats);
+  const Bytes flood = stats_flood();
   Flooder flooder{session(broker)};
   // Enough answers queued that the broker's write cannot finish, then a fatal error.
   REQUIRE(wait_until([&] {
