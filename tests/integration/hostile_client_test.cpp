@@ -481,8 +481,9 @@ TEST_CASE("running out of file descriptors on accept is logged, and the broker r
 }
 
 // The issue's figures at full size with the default limits, run by hand against any build:
-//   TXMQ_BROKER_BIN=build/release/broker/txmq-broker \
+//   TXMQ_BROKER_BIN=build/release/broker/txmq-broker
 //     build/debug/tests/integration/hostile_client_test -ts=measure --no-skip
+// (one command line).
 TEST_CASE("measure: 60 connections each holding a 16 MiB partial frame, default limits" * doctest::test_suite("measure") *
           doctest::skip()) {
   BrokerProcess broker;
