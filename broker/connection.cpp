@@ -110,10 +110,12 @@ void Connection::serve() {
       break;
     }
     ++served;
-    frame_started_ = std::chrono::steady_clock::now();  // the next frame starts no earlier
     events_.on_frame(*this, *frame);
   }
   serving_ = false;
+  // A frame left partial arrived in this read at the earliest: its clock starts now (one
+  // clock read per turn, not per frame).
+  if (served > 0) frame_started_ = std::chrono::steady_clock::now();
   if (state_ != State::kOpen) return;
   decoder_.release_memory();
   reserve_input();
