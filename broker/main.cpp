@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "broker/broker.h"
+#include "broker/storage/store_check.h"
 #include "common/version.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,10 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--no-metrics", no_metrics, "serve no metrics and keep none (as broker.metrics_listen = \"\")");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (log.level)");
+  bool check_store = false;
+  app.add_flag("--check-store", check_store,
+               "check the store in the data directory (read-only; safe beside a running broker), "
+               "print what was found and exit: 0 passed, 1 problems found, 2 not readable");
   CLI11_PARSE(app, argc, argv);
 
   BrokerConfig config;
@@ -41,6 +46,15 @@ int main(int argc, char** argv) {
   if (!metrics_listen.empty()) config.metrics_listen = metrics_listen;
   if (no_metrics) config.metrics_listen.clear();
   if (!log_level.empty()) config.log_level = log_level;
+  if (check_store) {
+    auto report = txmq::broker::storage::check_store(config.data_dir);
+    if (!report) {
+      std::cerr << "txmq-broker: " << report.error().message << "\n";
+      return 2;
+    }
+    std::cout << "store " << config.data_dir << ": " << report->describe();
+    return report->ok() ? 0 : 1;
+  }
   if (auto st = txmq::broker::validate(config); !st) {
     std::cerr << "txmq-broker: " << st.error().message << "\n";
     return 2;

@@ -73,7 +73,8 @@ Harness* harness = nullptr;
 
 txmq::broker::BrokerConfig fuzz_config() {
   txmq::broker::BrokerConfig c;
-  // Nothing here tests durability: skip the fsync per commit that would cap the rate.
+  // Nothing here tests durability: relaxed mode skips the meta page's sync per commit
+  // (the data directory is on tmpfs, where the data pages' sync is free too).
   c.sync = txmq::broker::storage::SyncMode::kRelaxed;
   // Small enough that a long run reaches StorageFull and the paths that free space.
   c.storage_max_bytes = 256ull << 20;

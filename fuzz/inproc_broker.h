@@ -1,7 +1,7 @@
 #pragma once
 // A real Broker (txmq_broker) inside the fuzz process, on its own thread, listening on
 // 127.0.0.1 with a port the kernel picks, metrics off, on a fresh data directory under
-// $TMPDIR (else /tmp).
+// $TMPDIR (else /dev/shm, else /tmp).
 //
 // Lifecycle: start() once; stop() (also run from the destructor) sends the process
 // SIGTERM, which the broker's own signal watcher turns into its normal shutdown, waits for

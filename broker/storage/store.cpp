@@ -1,7 +1,9 @@
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -19,12 +21,42 @@ constexpr std::uint32_t kLayoutVersion = 2;  // 2: transactions kept by state; c
 
 Store::~Store() { mdb_env_close(env_); }
 
+namespace {
+
+// fsync on a directory makes the entries created in it durable: a file whose entry is
+// lost vanishes on power loss with everything in it, whatever was synced into it.
+Status sync_directory(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Error(ErrorCode::kStorageError, "cannot open directory " + dir + ": " + std::strerror(errno));
+  int rc = ::fsync(fd);
+  int saved = errno;
+  ::close(fd);
+  if (rc) return Error(ErrorCode::kStorageError, "cannot sync directory " + dir + ": " + std::strerror(saved));
+  return {};
+}
+
+// The key spaces; a store written by this broker has every one of them.
+struct NamedDb {
+  const char* name;
+  MDB_dbi Store::*dbi;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   std::error_code ec;
-  std::filesystem::create_directories(options.dir, ec);
+  const std::filesystem::path dir(options.dir);
+  const bool dir_existed = std::filesystem::is_directory(dir, ec);
+  std::filesystem::create_directories(dir, ec);
   if (ec)
     return Error(ErrorCode::kStorageError,
                  "cannot create data directory " + options.dir + ": " + ec.message());
+  if (!dir_existed) {
+    // Every directory create_directories made needs its own entry made durable; syncing
+    // the parent of the deepest covers the common case of one new level.
+    const auto parent = std::filesystem::absolute(dir, ec).parent_path();
+    if (auto st = sync_directory(parent.string()); !st) return st.error();
+  }
   MDB_env* env = nullptr;
   if (int rc = mdb_env_create(&env)) return lmdb_error(rc, "mdb_env_create");
   std::unique_ptr<Store> store(new Store(env));
@@ -41,31 +73,55 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   // NOTLS: read transactions belong to the loop thread, not to a thread-local slot.
   // NORDAHEAD: the log is read in key order but spread over the file; readahead only
   // pollutes the page cache once the data outgrows memory.
+  // Relaxed mode is NOMETASYNC, not NOSYNC: each commit still fdatasyncs its data pages
+  // before it writes the meta page that points at them; only that meta page waits for the
+  // next commit or the writer's periodic sync. A power loss then loses at most the last
+  // commits, never the order between pages and the meta page: under NOSYNC a disk that
+  // writes some pages before others (ext4 promises no order) leaves a meta page pointing
+  // at pages that never arrived, or at pages reused since, and the store is corrupt.
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
-  if (options.sync == SyncMode::kRelaxed) flags |= MDB_NOSYNC;
+  if (options.sync == SyncMode::kRelaxed) flags |= MDB_NOMETASYNC;
   if (int rc = mdb_env_open(env, options.dir.c_str(), flags, 0640))
     return lmdb_error(rc, "cannot open LMDB environment in " + options.dir);
   MDB_stat st;
   mdb_env_stat(env, &st);
   store->page_size_ = st.ms_psize;
-  if (auto st = store->open_databases(); !st) return st.error();
+  if (auto st = store->open_databases(options.dir); !st) return st.error();
+  // data.mdb and lock.mdb may have just been created: make their entries durable before
+  // the first confirm can depend on them.
+  if (auto st = sync_directory(options.dir); !st) return st.error();
   return store;
 }
 
-Status Store::open_databases() {
+Status Store::open_databases(const std::string& dir) {
+  static constexpr NamedDb kDatabases[] = {
+      {"meta", &Store::meta_},         {"topics", &Store::topics_},         {"partitions", &Store::partitions_},
+      {"log", &Store::log_},           {"groups", &Store::groups_},         {"cursors", &Store::cursors_},
+      {"acked", &Store::acked_},       {"pending", &Store::pending_},       {"delayed", &Store::delayed_},
+      {"policies", &Store::policies_}, {"txn_open", &Store::txn_open_},     {"txn_parked", &Store::txn_parked_},
+      {"txn_ended", &Store::txn_ended_}, {"txn_checks", &Store::txn_checks_}, {"producers", &Store::producers_}};
+  // LMDB numbers its transactions from 1; an environment whose last one is 0 has never
+  // committed, so nothing was ever confirmed from it: a new store (or one whose creation a
+  // crash interrupted). Any other store must already hold every key space and the layout
+  // marker. Creating them there would turn a damaged store into an empty one that serves
+  // without a word, with every confirmed message gone.
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  const bool fresh = info.me_last_txnid == 0;
+  auto damaged = [&](const std::string& what) {
+    return Error(ErrorCode::kStorageError,
+                 "the store in " + dir + " is damaged: " + what + " (last transaction " +
+                     std::to_string(info.me_last_txnid) +
+                     "). It was not opened. Inspect it with `txmq-broker --check-store --data " + dir +
+                     "` and `mdb_stat -a " + dir + "`; see the README's \"A damaged store\"");
+  };
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn)) return lmdb_error(rc, "begin");
-  struct {
-    const char* name;
-    MDB_dbi* dbi;
-  } dbs[] = {{"meta", &meta_},     {"topics", &topics_}, {"partitions", &partitions_},
-             {"log", &log_},       {"groups", &groups_}, {"cursors", &cursors_},
-             {"acked", &acked_},   {"pending", &pending_}, {"delayed", &delayed_},
-             {"policies", &policies_}, {"txn_open", &txn_open_}, {"txn_parked", &txn_parked_},
-             {"txn_ended", &txn_ended_}, {"txn_checks", &txn_checks_}, {"producers", &producers_}};
-  for (auto& d : dbs) {
-    if (int rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) {
+  for (const auto& d : kDatabases) {
+    int rc = mdb_dbi_open(txn, d.name, fresh ? MDB_CREATE : 0, &(this->*d.dbi));
+    if (rc) {
       mdb_txn_abort(txn);
+      if (rc == MDB_NOTFOUND) return damaged(std::string("its key space '") + d.name + "' is missing");
       return lmdb_error(rc, std::string("open database ") + d.name);
     }
   }
@@ -75,13 +131,20 @@ Status Store::open_databases() {
   }
   MDB_val k = val(std::string_view("format")), v;
   int rc = mdb_get(txn, meta_, &k, &v);
-  if (rc == MDB_NOTFOUND) {
+  if (rc == MDB_NOTFOUND && fresh) {
     std::array<std::uint8_t, 4> version;
     put_be32(version.data(), kLayoutVersion);
     MDB_val nv = val(version);
     rc = mdb_put(txn, meta_, &k, &nv, 0);
+  } else if (rc == MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return damaged("its layout marker is missing");
   } else if (rc == 0) {
-    std::uint32_t found = v.mv_size == 4 ? get_be32(static_cast<const std::uint8_t*>(v.mv_data)) : 0;
+    if (v.mv_size != 4) {
+      mdb_txn_abort(txn);
+      return damaged("its layout marker has " + std::to_string(v.mv_size) + " bytes, not 4");
+    }
+    std::uint32_t found = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
     if (found != kLayoutVersion) {
       mdb_txn_abort(txn);
       return Error(ErrorCode::kStorageError,
@@ -94,6 +157,11 @@ Status Store::open_databases() {
     return lmdb_error(rc, "read layout version");
   }
   if ((rc = mdb_txn_commit(txn))) return lmdb_error(rc, "commit");
+  // In relaxed mode that commit's meta page is not synced yet; a power loss now would
+  // leave a store with data but no catalog, which the next start refuses as damaged.
+  if (fresh) {
+    if (int rc = mdb_env_sync(env_, 1)) return lmdb_error(rc, "sync the new store");
+  }
   return {};
 }
 

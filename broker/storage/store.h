@@ -39,7 +39,10 @@ namespace txmq::broker::storage {
 
 enum class SyncMode {
   kDurable,  // every commit is fsynced before it completes: a confirm means on disk
-  kRelaxed,  // commits are flushed every sync_interval_ms; a crash may lose that window
+  // each commit syncs its data pages but not the meta page that makes them current; the
+  // writer syncs that every relaxed_sync_interval_ms. A power loss may lose the commits of
+  // that window, never the store (LMDB's MDB_NOMETASYNC).
+  kRelaxed,
 };
 
 struct StoreOptions {
@@ -177,9 +180,12 @@ class Store {
   Store& operator=(const Store&) = delete;
   ~Store();
 
-  // Opens (creating if needed) the environment in options.dir. kStorageError when the
-  // directory cannot be created, the files cannot be opened or mapped, or the data was
-  // written by an incompatible version.
+  // Opens the environment in options.dir, creating a new store only where none was ever
+  // committed, and makes the directory entries of the new files durable (fsync of the
+  // directory, and of its parent when the directory was created). kStorageError when the
+  // directory cannot be created or synced, the files cannot be opened or mapped, the data
+  // was written by an incompatible version, or the store is damaged: a key space or the
+  // layout marker of a store that has committed is missing (never replaced by an empty one).
   static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
 
   // -- reads; loop thread ---------------------------------------------------------------
@@ -244,7 +250,9 @@ class Store {
  private:
   friend class WriteTxn;
   explicit Store(MDB_env* env) : env_(env) {}
-  Status open_databases();
+  // Opens every key space; creates them only in a store that never committed (see .cpp).
+  // dir: for error messages.
+  Status open_databases(const std::string& dir);
   // Live pages (see StorageUsage) as `txn` sees them, its own changes included. Costs one
   // mdb_stat per database: no page is read.
   std::uint64_t used_pages(MDB_txn* txn) const;
