@@ -14,7 +14,8 @@
 //   close               close the file
 //   mkdir:NAME          mkdir 0755
 //   dirsync:DIR         fsync a directory
-//   lmdb-put:DIR:K:V    open an LMDB env in DIR (default flags), put K=V, commit, close
+//   lmdb-put:DIR:K:V[:nosync]  open an LMDB env in DIR (default flags, or MDB_NOSYNC),
+//                       put K=V, commit, close
 //   ready               print "ready", then block until killed
 // DATA is literal text, or C*N for N copies of the character C ("x*1024").
 // Any failure prints the command and errno to stderr and exits with status 2.
@@ -52,7 +53,8 @@ std::vector<std::string> split(const std::string& text, char separator, std::siz
   return parts;
 }
 
-std::string data(const std::string& spec) {
+// Not named data(): std::data would win overload resolution by ADL for a non-const string.
+std::string expand(const std::string& spec) {
   if (spec.size() > 2 && spec[1] == '*') return std::string(std::stoul(spec.substr(2)), spec[0]);
   return spec;
 }
@@ -78,10 +80,11 @@ void check_lmdb(int rc, const std::string& command) {
   }
 }
 
-void lmdb_put(const std::string& dir, const std::string& key, const std::string& value, const std::string& command) {
+void lmdb_put(const std::string& dir, const std::string& key, const std::string& value, unsigned flags,
+              const std::string& command) {
   MDB_env* env = nullptr;
   check_lmdb(mdb_env_create(&env), command);
-  check_lmdb(mdb_env_open(env, dir.c_str(), 0, 0644), command);
+  check_lmdb(mdb_env_open(env, dir.c_str(), flags, 0644), command);
   MDB_txn* txn = nullptr;
   check_lmdb(mdb_txn_begin(env, nullptr, 0, &txn), command);
   MDB_dbi dbi;
@@ -95,7 +98,7 @@ void lmdb_put(const std::string& dir, const std::string& key, const std::string&
 
 void write_vector(int fd, const std::string& specs, const std::string& command) {
   std::vector<std::string> pieces;
-  for (const std::string& spec : split(specs, ',', 1024)) pieces.push_back(data(spec));
+  for (const std::string& spec : split(specs, ',', 1024)) pieces.push_back(expand(spec));
   std::vector<iovec> iov;
   std::size_t total = 0;
   for (std::string& piece : pieces) {
@@ -129,10 +132,10 @@ void run(const std::string& command, int& fd) {
     check(fd >= 0, command);
   } else if (verb == "pwrite") {
     std::vector<std::string> b = split(arg, ':', 2);
-    std::string bytes = data(b.at(1));
+    std::string bytes = expand(b.at(1));
     check(pwrite(fd, bytes.data(), bytes.size(), std::stol(b[0])) == static_cast<ssize_t>(bytes.size()), command);
   } else if (verb == "write") {
-    std::string bytes = data(arg);
+    std::string bytes = expand(arg);
     check(write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()), command);
   } else if (verb == "writev") {
     write_vector(fd, arg, command);
@@ -151,8 +154,9 @@ void run(const std::string& command, int& fd) {
   } else if (verb == "dirsync") {
     sync_directory(arg, command);
   } else if (verb == "lmdb-put") {
-    std::vector<std::string> b = split(arg, ':', 3);
-    lmdb_put(b.at(0), b.at(1), b.at(2), command);
+    std::vector<std::string> b = split(arg, ':', 4);
+    unsigned flags = b.size() > 3 && b[3] == "nosync" ? MDB_NOSYNC : 0;
+    lmdb_put(b.at(0), b.at(1), b.at(2), flags, command);
   } else if (verb == "ready") {
     ready();
   } else {
