@@ -79,6 +79,7 @@ Status Broker::start() {
   auto store = storage::Store::open(so);
   if (!store) return store.error();
   store_ = std::move(*store);
+  if (store_->created()) spdlog::info("created a new, empty store in {}", config_.data_dir);
   if (auto st = topics_.load(*store_); !st) return st;
   if (!config_.metrics_listen.empty()) {
     probe_ = std::make_unique<BrokerProbe>(registry_);

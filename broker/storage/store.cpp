@@ -108,6 +108,7 @@ Status Store::open_databases(const std::string& dir) {
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   const bool fresh = info.me_last_txnid == 0;
+  created_ = fresh;
   auto damaged = [&](const std::string& what) {
     return Error(ErrorCode::kStorageError,
                  "the store in " + dir + " is damaged: " + what + " (last transaction " +

@@ -187,6 +187,8 @@ class Store {
   // was written by an incompatible version, or the store is damaged: a key space or the
   // layout marker of a store that has committed is missing (never replaced by an empty one).
   static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+  // True when open() created a new, empty store rather than opening one.
+  bool created() const { return created_; }
 
   // -- reads; loop thread ---------------------------------------------------------------
 
@@ -276,6 +278,7 @@ class Store {
   MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
   std::uint64_t max_bytes_ = 0;
   std::uint64_t page_size_ = 4096;
+  bool created_ = false;  // open() made a new store: no store had committed here
 };
 
 using HeaderView = std::pair<std::string_view, std::span<const std::uint8_t>>;

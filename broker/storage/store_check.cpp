@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "broker/storage/keys.h"
 #include "broker/storage/store_internal.h"
@@ -21,9 +22,13 @@ using Bytes = std::span<const std::uint8_t>;
 
 Bytes bytes_of(const MDB_val& v) { return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}; }
 
+// LMDB places a value at any even address; a flatbuffer is read in place only when it is
+// 8-byte aligned, so the check reads a copy.
 template <typename Table>
 bool verifies(Bytes b) {
-  flatbuffers::Verifier verifier(b.data(), b.size());
+  std::vector<std::uint64_t> aligned((b.size() + 7) / 8);
+  if (!b.empty()) std::memcpy(aligned.data(), b.data(), b.size());
+  flatbuffers::Verifier verifier(reinterpret_cast<const std::uint8_t*>(aligned.data()), b.size());
   return verifier.VerifyBuffer<Table>(nullptr);
 }
 
@@ -92,6 +97,7 @@ class Checker {
   }
 
   void walk(const Shape& shape) {
+    if (txn_failed_) return;
     MDB_dbi dbi;
     if (int rc = mdb_dbi_open(txn_, shape.name, 0, &dbi)) {
       problem(std::string("key space '") + shape.name + "': " + mdb_strerror(rc));
@@ -110,8 +116,11 @@ class Checker {
     if (bad_values) problem(std::string(shape.name) + ": " + std::to_string(bad_values) + " records that do not decode");
   }
 
+  // After LMDB found a damaged page the read transaction is unusable: every later call
+  // would fail with MDB_BAD_TXN, so the first failure is the one reported.
   template <typename Fn>
   void walk_dbi(MDB_dbi dbi, const char* name, Fn&& fn) {
+    if (txn_failed_) return;
     MDB_cursor* cur = nullptr;
     if (int rc = mdb_cursor_open(txn_, dbi, &cur)) {
       problem(std::string(name) + ": cursor: " + mdb_strerror(rc));
@@ -120,13 +129,16 @@ class Checker {
     MDB_val k, v;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) fn(k, v);
-    if (rc != MDB_NOTFOUND) problem(std::string(name) + ": walk stopped: " + mdb_strerror(rc));
+    if (rc != MDB_NOTFOUND) {
+      problem(std::string(name) + ": walk stopped: " + mdb_strerror(rc) + "; what follows it was not checked");
+      txn_failed_ = true;
+    }
     mdb_cursor_close(cur);
   }
 
   void check_layout_marker() {
     auto it = dbis_.find("meta");
-    if (it == dbis_.end()) return;
+    if (it == dbis_.end() || txn_failed_) return;
     MDB_val k = val(std::string_view("format")), v;
     int rc = mdb_get(txn_, it->second, &k, &v);
     if (rc == MDB_NOTFOUND) problem("the layout marker (meta \"format\") is missing");
@@ -148,7 +160,9 @@ class Checker {
     std::uint64_t missing = 0;
     walk_dbi(dbis_["topics"], "topics", [&](const MDB_val&, const MDB_val& v) {
       if (!verifies<TopicRecord>(bytes_of(v))) return;
-      auto* t = flatbuffers::GetRoot<TopicRecord>(v.mv_data);
+      std::vector<std::uint64_t> aligned((v.mv_size + 7) / 8);
+      std::memcpy(aligned.data(), v.mv_data, v.mv_size);
+      auto* t = flatbuffers::GetRoot<TopicRecord>(aligned.data());
       for (std::uint32_t p = 0; p < t->partitions(); ++p)
         if (!next.count(PartitionKey(TopicId(t->id()), PartitionId(p)).bytes)) ++missing;
     });
@@ -170,6 +184,7 @@ class Checker {
   StoreCheckReport& report_;
   std::map<std::string, MDB_dbi> dbis_;
   std::uint8_t sink_ = 0;  // keeps the value reads from being optimised away
+  bool txn_failed_ = false;
 };
 
 }  // namespace

@@ -28,6 +28,7 @@ Result<std::unique_ptr<Store>> open_at(const std::string& dir, SyncMode sync = S
 void make_store(const std::string& dir, SyncMode sync = SyncMode::kDurable) {
   auto store = open_at(dir, sync);
   REQUIRE_MESSAGE(store.ok(), test::describe(store.ok() ? Status() : Status(store.error())));
+  CHECK((*store)->created());
   auto txn = (*store)->begin_write(nullptr);
   REQUIRE(txn.ok());
   auto topic = (*txn)->create_topic("orders", 1, 1000);
@@ -64,6 +65,7 @@ TEST_CASE("a new directory becomes a store, and reopening it finds what was comm
   make_store(dir);
   auto store = open_at(dir);
   REQUIRE(store.ok());
+  CHECK_FALSE((*store)->created());
   auto topics = (*store)->load_topics();
   REQUIRE(topics.ok());
   REQUIRE(topics->size() == 1);
@@ -92,7 +94,8 @@ TEST_CASE("an environment that never committed is opened as a new store") {
   REQUIRE(mdb_env_open(env, tmp.path().c_str(), 0, 0640) == 0);
   mdb_env_close(env);
   auto store = open_at(tmp.path());
-  CHECK_MESSAGE(store.ok(), error_of(store));
+  REQUIRE_MESSAGE(store.ok(), error_of(store));
+  CHECK((*store)->created());
 }
 
 TEST_CASE("a store whose layout marker is gone is refused, not opened empty") {
