@@ -45,18 +45,19 @@ struct NamedDb {
 
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   std::error_code ec;
-  const std::filesystem::path dir(options.dir);
-  const bool dir_existed = std::filesystem::is_directory(dir, ec);
+  auto dir = std::filesystem::absolute(options.dir, ec).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "a/b/" names b
+  // The directories create_directories is about to make, deepest first: each one's entry
+  // lives in its parent, which must be synced for the entry to survive a power loss.
+  std::vector<std::filesystem::path> made;
+  for (auto p = dir; !p.empty() && !std::filesystem::exists(p, ec) && p != p.parent_path(); p = p.parent_path())
+    made.push_back(p);
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return Error(ErrorCode::kStorageError,
                  "cannot create data directory " + options.dir + ": " + ec.message());
-  if (!dir_existed) {
-    // Every directory create_directories made needs its own entry made durable; syncing
-    // the parent of the deepest covers the common case of one new level.
-    const auto parent = std::filesystem::absolute(dir, ec).parent_path();
-    if (auto st = sync_directory(parent.string()); !st) return st.error();
-  }
+  for (const auto& p : made)
+    if (auto st = sync_directory(p.parent_path().string()); !st) return st.error();
   MDB_env* env = nullptr;
   if (int rc = mdb_env_create(&env)) return lmdb_error(rc, "mdb_env_create");
   std::unique_ptr<Store> store(new Store(env));

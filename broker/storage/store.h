@@ -182,7 +182,7 @@ class Store {
 
   // Opens the environment in options.dir, creating a new store only where none was ever
   // committed, and makes the directory entries of the new files durable (fsync of the
-  // directory, and of its parent when the directory was created). kStorageError when the
+  // directory, and of the parent of each directory it created). kStorageError when the
   // directory cannot be created or synced, the files cannot be opened or mapped, the data
   // was written by an incompatible version, or the store is damaged: a key space or the
   // layout marker of a store that has committed is missing (never replaced by an empty one).

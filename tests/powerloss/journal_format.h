@@ -17,6 +17,8 @@
 namespace txmq::test::powerloss::journal {
 
 inline constexpr char kFileName[] = "journal.bin";
+// Written by a process that TXMQ_POWERLOSS_KILL_AT killed: the moment, CLOCK_MONOTONIC ns.
+inline constexpr char kKilledAtFileName[] = "killed-at";
 inline constexpr std::uint32_t kMagic = 0x4c505854;  // "TXPL" in a little-endian dump
 
 enum RecordType : std::uint32_t {

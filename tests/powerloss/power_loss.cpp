@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <unordered_map>
@@ -368,7 +370,8 @@ std::string LossReport::describe() const {
 }
 
 std::vector<std::pair<std::string, std::string>> preload_env(const std::string& watched_dir,
-                                                             const std::string& journal_dir) {
+                                                             const std::string& journal_dir,
+                                                             std::uint64_t kill_at_event) {
   std::string preload = TXMQ_POWERLOSS_PRELOAD_PATH;
   if (const char* existing = std::getenv("LD_PRELOAD"); existing && *existing) preload += std::string(":") + existing;
   std::string asan = "verify_asan_link_order=0";
@@ -376,7 +379,19 @@ std::vector<std::pair<std::string, std::string>> preload_env(const std::string& 
   return {{"LD_PRELOAD", preload},
           {"TXMQ_POWERLOSS_DIR", watched_dir},
           {"TXMQ_POWERLOSS_JOURNAL", journal_dir},
-          {"ASAN_OPTIONS", asan}};
+          {"ASAN_OPTIONS", asan},
+          {"TXMQ_POWERLOSS_KILL_AT", std::to_string(kill_at_event)}};
+}
+
+std::optional<std::chrono::steady_clock::time_point> take_self_kill_time(const std::string& journal_dir) {
+  const std::string path = journal_dir + "/" + journal::kKilledAtFileName;
+  std::ifstream in(path);
+  long long ns = 0;
+  if (!(in >> ns)) return std::nullopt;
+  in.close();
+  std::remove(path.c_str());
+  return std::chrono::steady_clock::time_point(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(ns)));
 }
 
 Result<LossReport> lose_power(const std::string& journal_dir, LossMode mode, std::uint64_t seed) {

@@ -29,6 +29,7 @@
 // - The journal holds the old and new bytes of every tracked write: it grows between
 //   syncs of the files and is only emptied by lose_power().
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,8 +71,12 @@ struct LossReport {
 // plus verify_asan_link_order=0 (an ASan binary refuses a preload listed before the ASan
 // runtime otherwise). Both directories must be absolute; journal_dir must exist and lie
 // outside watched_dir. The child aborts at start when it cannot open the journal.
+// kill_at_event > 0 (TXMQ_POWERLOSS_KILL_AT): the child SIGKILLs itself just before its
+// kill_at_event-th tracked write, truncate or fsync, counted from its start: a loss in
+// the middle of a commit's writes, not only between commits.
 std::vector<std::pair<std::string, std::string>> preload_env(const std::string& watched_dir,
-                                                             const std::string& journal_dir);
+                                                             const std::string& journal_dir,
+                                                             std::uint64_t kill_at_event = 0);
 
 // The power loss. Rolls back the pending writes per mode and seed, removes the created
 // files (and directories) whose directory entry was never synced (kAll: every one; kPrefix,
@@ -82,5 +87,10 @@ std::vector<std::pair<std::string, std::string>> preload_env(const std::string& 
 // journal is corrupt (it is then left in place) or a file cannot be read or restored.
 // Call only when no process writing under the watched dir is alive. Not thread-safe.
 txmq::Result<LossReport> lose_power(const std::string& journal_dir, LossMode mode, std::uint64_t seed);
+
+// When the last process started with kill_at_event killed itself (on the steady clock,
+// which is CLOCK_MONOTONIC and so comparable across processes), and forgets it; nullopt
+// when none did since the last call.
+std::optional<std::chrono::steady_clock::time_point> take_self_kill_time(const std::string& journal_dir);
 
 }  // namespace txmq::test::powerloss

@@ -41,8 +41,8 @@ struct Disk {
 };
 
 // The test's environment with the preload's variables on top, as "NAME=value" strings.
-std::vector<std::string> child_environment(const Disk& disk) {
-  auto extra = powerloss::preload_env(disk.data.path(), disk.journal.path());
+std::vector<std::string> child_environment(const Disk& disk, std::uint64_t kill_at = 0) {
+  auto extra = powerloss::preload_env(disk.data.path(), disk.journal.path(), kill_at);
   std::vector<std::string> env;
   for (char** entry = environ; *entry; ++entry) {
     std::string name(*entry, std::strcspn(*entry, "="));
@@ -78,12 +78,13 @@ bool wait_for_ready(int fd, std::chrono::milliseconds timeout) {
 }
 
 // Runs powerloss_writer on `script` (in the data directory, under the preload) until it
-// is ready, then SIGKILLs and reaps it: a crash at a known point.
-void run_until_killed(const Disk& disk, std::vector<std::string> script) {
+// is ready, then SIGKILLs and reaps it: a crash at a known point. With kill_at, the
+// preload kills the writer itself at that event, which must happen before "ready".
+void run_until_killed(const Disk& disk, std::vector<std::string> script, std::uint64_t kill_at = 0) {
   script.insert(script.begin(), "cd:" + disk.data.path());
   script.insert(script.begin(), TXMQ_POWERLOSS_WRITER);
   script.push_back("ready");
-  std::vector<std::string> env = child_environment(disk);
+  std::vector<std::string> env = child_environment(disk, kill_at);
   int out[2];
   REQUIRE(pipe2(out, O_CLOEXEC) == 0);
   posix_spawn_file_actions_t actions;
@@ -96,10 +97,16 @@ void run_until_killed(const Disk& disk, std::vector<std::string> script) {
   REQUIRE(rc == 0);
   bool ready = wait_for_ready(out[0], 10s);
   close(out[0]);
-  kill(pid, SIGKILL);
+  if (kill_at == 0) kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
-  REQUIRE_MESSAGE(ready, "powerloss_writer failed before ready (its stderr is above)");
+  if (kill_at == 0) {
+    REQUIRE_MESSAGE(ready, "powerloss_writer failed before ready (its stderr is above)");
+  } else {
+    REQUIRE_MESSAGE(!ready, "powerloss_writer reached ready: event " << kill_at << " never came");
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGKILL);
+  }
 }
 
 powerloss::LossReport lose(const Disk& disk, LossMode mode, std::uint64_t seed = 1) {
@@ -347,4 +354,26 @@ TEST_CASE("an LMDB commit with MDB_NOSYNC is lost in a power loss: the simulator
   lose(disk, LossMode::kAll);
   CHECK(lmdb_get(disk.file("env"), "k1") == "v1");
   CHECK(lmdb_get(disk.file("env"), "k2") == "");
+}
+
+TEST_CASE("TXMQ_POWERLOSS_KILL_AT kills the process just before its Nth write or sync") {
+  // Events: 1 write AAAA, 2 fsync, 3 the directory's fsync, 4 write BBBB, 5 fsync.
+  Disk disk;
+  const auto spawned = std::chrono::steady_clock::now();
+  run_until_killed(disk, {"open:f", "pwrite:0:AAAA", "fsync", "dirsync:.", "pwrite:4:BBBB", "fsync"}, 4);
+  auto killed = powerloss::take_self_kill_time(disk.journal.path());
+  REQUIRE(killed.has_value());
+  CHECK(*killed >= spawned);
+  CHECK(*killed <= std::chrono::steady_clock::now());
+  CHECK_FALSE(powerloss::take_self_kill_time(disk.journal.path()).has_value());  // taken once
+  CHECK(contents(disk.file("f")) == "AAAA");  // killed before BBBB reached the page cache
+  auto report = lose(disk, LossMode::kNone);
+  CHECK(contents(disk.file("f")) == "AAAA");  // its journal record rolls back to the same bytes
+  CHECK(report.pending_writes == 1);
+
+  Disk before_sync;
+  run_until_killed(before_sync, {"open:f", "pwrite:0:AAAA", "fsync", "dirsync:.", "pwrite:4:BBBB", "fsync"}, 5);
+  CHECK(contents(before_sync.file("f")) == "AAAABBBB");  // written, killed before its fsync
+  lose(before_sync, LossMode::kAll);
+  CHECK(contents(before_sync.file("f")) == "AAAA");
 }

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -99,6 +101,12 @@ int journal_fd = -1;
 // relies on it). Never held across fsync.
 pthread_mutex_t journal_mutex = PTHREAD_MUTEX_INITIALIZER;
 std::uint64_t record_counter = 0;      // guarded by journal_mutex
+// $TXMQ_POWERLOSS_KILL_AT: the process SIGKILLs itself just before its Nth tracked write,
+// truncate or fsync (counted from its start), so that a power loss can land inside a
+// commit's sequence of writes rather than between commits. 0: never.
+std::uint64_t kill_at = 0;
+std::uint64_t events = 0;              // guarded by journal_mutex
+char killed_at_path[PATH_MAX];         // where the moment of that kill is written
 std::atomic<std::uint8_t> fd_kinds[kMaxFds];  // FdKind per descriptor
 
 // Writes msg to stderr and aborts: used only when continuing would make the simulation lie.
@@ -177,8 +185,31 @@ void init() {
     die("TXMQ_POWERLOSS_JOURNAL too long");
   journal_fd = real.open(journal_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (journal_fd < 0) die("cannot open the journal in TXMQ_POWERLOSS_JOURNAL");
+  if (const char* k = getenv("TXMQ_POWERLOSS_KILL_AT"); k && *k) kill_at = strtoull(k, nullptr, 10);
+  if (snprintf(killed_at_path, sizeof(killed_at_path), "%s/%s", journal_dir, journal::kKilledAtFileName) >=
+      static_cast<int>(sizeof(killed_at_path)))
+    die("TXMQ_POWERLOSS_JOURNAL too long");
   pthread_atfork(before_fork, after_fork, after_fork);
   active = true;
+}
+
+// Counts one tracked write, truncate or sync; dies at the kill_at-th. Called with
+// journal_mutex held, after the change's journal record and before the real call: the
+// journal then holds a write that never happened, which rolls back to the same bytes.
+// The moment is written first (CLOCK_MONOTONIC nanoseconds, as text), because a test
+// sees the death only when it reaps the process, which for a large one comes much later.
+void count_event() {
+  if (kill_at == 0 || ++events != kill_at) return;
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  char text[32];
+  int n = snprintf(text, sizeof(text), "%lld\n", static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec);
+  int fd = real.open(killed_at_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    (void)!real.write(fd, text, static_cast<size_t>(n));
+    real.close(fd);
+  }
+  kill(getpid(), SIGKILL);
 }
 
 // True when the preload journals; resolves the real calls on first use (a constructor of
@@ -380,6 +411,7 @@ ssize_t journaled_write(int fd, const struct iovec* iov, int iovcnt, off_t expli
   std::uint64_t length = total_length(iov, iovcnt);
   std::uint64_t offset = landing_offset(fd, status_flags, explicit_offset);
   std::uint64_t id = journal_change(journal::kWrite, fd, offset, length, iov, iovcnt);
+  count_event();
   ssize_t written = call();
   int saved_errno = errno;
   if (written < 0 || static_cast<std::uint64_t>(written) != length)
@@ -395,6 +427,7 @@ int journaled_truncate(int fd, off64_t length, Call call) {
   if (!ensure_active() || kind_of(fd) != kTrackedFile || length < 0) return call();
   pthread_mutex_lock(&journal_mutex);
   std::uint64_t id = journal_change(journal::kTruncate, fd, static_cast<std::uint64_t>(length), 0, nullptr, 0);
+  count_event();
   int rc = call();
   int saved_errno = errno;
   if (rc != 0) append_simple(journal::kResult, id, 0, nullptr);
@@ -412,6 +445,7 @@ int journaled_sync(int fd, Call call) {
   if (kind == kUntracked || !fd_path(fd, path)) return call();
   pthread_mutex_lock(&journal_mutex);
   std::uint64_t start = journal_position();
+  count_event();
   pthread_mutex_unlock(&journal_mutex);
   int rc = call();
   int saved_errno = errno;
