@@ -16,12 +16,6 @@ namespace {
 
 // Bumped whenever a key or value layout changes; a broker refuses data it cannot read.
 constexpr std::uint32_t kLayoutVersion = 2;  // 2: transactions kept by state; checks by span
-}  // namespace
-
-
-Store::~Store() { mdb_env_close(env_); }
-
-namespace {
 
 // fsync on a directory makes the entries created in it durable: a file whose entry is
 // lost vanishes on power loss with everything in it, whatever was synced into it.
@@ -42,6 +36,8 @@ struct NamedDb {
 };
 
 }  // namespace
+
+Store::~Store() { mdb_env_close(env_); }
 
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   std::error_code ec;
