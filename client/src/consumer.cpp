@@ -142,8 +142,8 @@ class ConsumerImpl {
     {
       std::lock_guard lock(mu_);
       verdicts.swap(verdicts_);
-      // Registered in the same critical section as the swap, so that flush_acks never sees
-      // these verdicts neither queued nor in flight.
+      // Registered in the same critical section as the swap, so that flush_acks always
+      // finds these verdicts either queued or in flight.
       if (!verdicts.empty()) settles_in_flight_.emplace(verdicts.front().sequence, verdicts.size());
     }
     if (verdicts.empty()) return;

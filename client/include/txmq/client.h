@@ -323,6 +323,9 @@ class TransactionalProducer {
 
   // options.producer_group is required. Starts connecting in the background.
   TransactionalProducer(Options options, Checker checker);
+  // Waits for the local transactions running on its workers (their ends are queued);
+  // those not yet started are reported prepared through their done, on this thread. Then
+  // closes the connection: requests in flight fail with kClosed. Not from a callback.
   ~TransactionalProducer();
   TransactionalProducer(const TransactionalProducer&) = delete;
   TransactionalProducer& operator=(const TransactionalProducer&) = delete;
