@@ -127,6 +127,8 @@ class TransactionalProducerImpl {
     if (workers_)
       for (auto& job : workers_->stop()) job(false);
     conn_.stop();
+    // Prepared, with the dispatch that would have handed them to the workers dropped.
+    run_chunk(ready_, false);
   }
 
   void send_in_transaction_async(std::string_view topic, Message m, TransactionalProducer::Executor executor,
@@ -135,26 +137,17 @@ class TransactionalProducerImpl {
       if (!conn_.post([done = std::move(done), e = *refused] { done(e); })) done(Error(ErrorCode::kClosed));
       return;
     }
-    WorkerPool& workers = pool();
+    pool();  // started here, on the caller's thread (see pool())
     auto job = std::make_shared<AsyncTxn>(AsyncTxn{std::move(executor), std::move(done)});
-    prepare_async(topic, std::move(m), [this, job, &workers](const Result<std::uint64_t>& id) {
+    prepare_async(topic, std::move(m), [this, job](const Result<std::uint64_t>& id) {
       if (!id) return finish(*job, id.error());
-      // Runs the local transaction, or (not started: the producer is closing) reports it
-      // prepared.
-      auto run = [this, job, id = *id](bool started) {
-        if (!started)
-          return finish(*job, TransactionResult{id, TxnState::kPrepared, false,
-                                                "the producer closed before the local transaction ran"});
-        std::string why;
-        const LocalTransactionState local = run_local(job->executor, id, &why);
-        if (local == LocalTransactionState::kUnknown)
-          return finish_on_io(job, TransactionResult{id, TxnState::kPrepared, false, std::move(why)});
-        end_async(id, local, [this, job, id](const Result<TransactionResult>& r) {
-          if (r) return finish(*job, *r);
-          finish(*job, TransactionResult{id, TxnState::kPrepared, false, "end failed: " + r.error().describe()});
-        });
-      };
-      if (!workers.push(run)) run(false);
+      // The prepares answered together are handed to the workers together, after this
+      // answer's callbacks: see dispatch().
+      if (ready_.empty() && !conn_.post([this] { dispatch(); })) {
+        return finish(*job, TransactionResult{*id, TxnState::kPrepared, false,
+                                              "the producer closed before the local transaction ran"});
+      }
+      ready_.push_back(Prepared{job, *id});
     });
   }
 
@@ -184,10 +177,88 @@ class TransactionalProducerImpl {
   }
 
  private:
+  struct QueuedPrepare {
+    std::string topic;
+    Message message;
+    std::function<void(const Result<std::uint64_t>&)> done;
+  };
+  struct QueuedEnd {
+    wire::TxnEnd end;
+    std::function<void(const Result<TransactionResult>&)> done;
+  };
   struct AsyncTxn {
     TransactionalProducer::Executor executor;
     TransactionalProducer::TransactionCallback done;
   };
+  struct Prepared {
+    std::shared_ptr<AsyncTxn> job;
+    std::uint64_t transaction_id;
+  };
+
+  // I/O thread. Hands the prepared transactions to the workers in one chunk per worker at
+  // most, so that each chunk's ends go out as one request, as the prepares came: one job
+  // and one end request per transaction cost the broker and the I/O thread more than the
+  // local transactions themselves.
+  void dispatch() {
+    std::vector<Prepared> ready;
+    ready.swap(ready_);
+    const std::size_t threads = std::max<std::size_t>(options_.executor_threads, 1);
+    const std::size_t per_chunk = (ready.size() + threads - 1) / threads;
+    for (std::size_t i = 0; i < ready.size(); i += per_chunk) {
+      const auto from = ready.begin() + static_cast<std::ptrdiff_t>(i);
+      const auto to = ready.begin() + static_cast<std::ptrdiff_t>(std::min(ready.size(), i + per_chunk));
+      auto chunk = std::make_shared<std::vector<Prepared>>(std::make_move_iterator(from), std::make_move_iterator(to));
+      auto work = [this, chunk](bool started) { run_chunk(*chunk, started); };
+      if (!workers_->push(work)) work(false);
+    }
+  }
+
+  // A worker (or, not started, the destructor): runs each local transaction, then queues
+  // every end at once; those left prepared are reported on the I/O thread.
+  void run_chunk(std::vector<Prepared>& chunk, bool started) {
+    if (!started) {
+      for (auto& p : chunk)
+        finish(*p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false,
+                                         "the producer closed before the local transaction ran"});
+      return;
+    }
+    std::vector<QueuedEnd> ends;
+    std::vector<std::pair<std::shared_ptr<AsyncTxn>, TransactionResult>> left_prepared;
+    ends.reserve(chunk.size());
+    for (auto& p : chunk) {
+      std::string why;
+      const LocalTransactionState local = run_local(p.job->executor, p.transaction_id, &why);
+      if (local == LocalTransactionState::kUnknown) {
+        left_prepared.emplace_back(p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false, std::move(why)});
+        continue;
+      }
+      ends.push_back(QueuedEnd{wire::TxnEnd(p.transaction_id, to_action(local)),
+                               [this, job = p.job, id = p.transaction_id](const Result<TransactionResult>& r) {
+                                 if (r) return finish(*job, *r);
+                                 finish(*job, TransactionResult{id, TxnState::kPrepared, false,
+                                                                "end failed: " + r.error().describe()});
+                               }});
+    }
+    if (!left_prepared.empty()) {
+      auto shared = std::make_shared<decltype(left_prepared)>(std::move(left_prepared));
+      auto report = [this, shared] {
+        for (auto& [job, r] : *shared) finish(*job, r);
+      };
+      if (!conn_.post(report)) report();
+    }
+    if (!ends.empty()) queue_ends(std::move(ends));
+  }
+
+  // Any thread: queues ends as end_async does, under one lock.
+  void queue_ends(std::vector<QueuedEnd> ends) {
+    bool post;
+    {
+      std::lock_guard lock(mu_);
+      post = prepares_.empty() && ends_.empty();
+      for (auto& e : ends) ends_.push_back(std::move(e));
+    }
+    if (post && !conn_.post([this] { pump(); })) fail_queued();
+  }
 
   // Takes room for one transaction, waiting up to max_block (not on the I/O thread, which
   // alone frees room). An error when none came.
@@ -221,11 +292,6 @@ class TransactionalProducerImpl {
     job.done(r);
   }
 
-  // From a worker: done runs on the I/O thread, as documented.
-  void finish_on_io(const std::shared_ptr<AsyncTxn>& job, TransactionResult r) {
-    if (!conn_.post([this, job, r] { finish(*job, r); })) finish(*job, r);
-  }
-
   // Started by the first send_in_transaction_async, on the caller's thread, so that the
   // destructor (which the caller must not race with its own calls) sees it.
   WorkerPool& pool() {
@@ -233,15 +299,6 @@ class TransactionalProducerImpl {
     return *workers_;
   }
 
-  struct QueuedPrepare {
-    std::string topic;
-    Message message;
-    std::function<void(const Result<std::uint64_t>&)> done;
-  };
-  struct QueuedEnd {
-    wire::TxnEnd end;
-    std::function<void(const Result<TransactionResult>&)> done;
-  };
 
   // I/O thread: everything queued goes out, prepares as one request per topic, ends as one.
   // The queues are swapped with the I/O thread's own pair, which keep their capacity: with
@@ -381,6 +438,7 @@ class TransactionalProducerImpl {
   std::vector<QueuedEnd> ends_;          // guarded by mu_
   std::vector<QueuedPrepare> pumped_prepares_;  // I/O thread: the queue being sent
   std::vector<QueuedEnd> pumped_ends_;          // I/O thread: the queue being sent
+  std::vector<Prepared> ready_;                 // I/O thread: prepared, not yet handed to the workers
   std::once_flag workers_once_;                 // the workers start with the first async transaction
   std::unique_ptr<WorkerPool> workers_;
   std::mutex room_mu_;
