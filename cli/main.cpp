@@ -368,8 +368,7 @@ int main(int argc, char** argv) {
     std::condition_variable cv;
     long printed = 0;
     auto last_activity = std::chrono::steady_clock::now();
-    txmq::client::Consumer* self = nullptr;
-    txmq::client::Consumer consumer(co, [&](const txmq::client::Delivery& d) {
+    txmq::client::Consumer consumer(co, [&](txmq::client::Consumer& self, const txmq::client::Delivery& d) {
       std::lock_guard lock(mu);
       if (max_messages > 0 && printed >= max_messages) return;  // not acked: redelivered later
       if (show_meta)
@@ -382,21 +381,15 @@ int main(int argc, char** argv) {
       last_activity = std::chrono::steady_clock::now();
       // The last one we take: stop deliveries before its verdict frees room for another
       // message we would neither print nor settle.
-      if (self && max_messages > 0 && printed == max_messages) self->pause();
-      if (self) {
-        if (nack)
-          self->nack(d, verdict_delay, reason);
-        else if (term)
-          self->terminate(d, reason);
-        else
-          self->ack(d);
-      }
+      if (max_messages > 0 && printed == max_messages) self.pause();
+      if (nack)
+        self.nack(d, verdict_delay, reason);
+      else if (term)
+        self.terminate(d, reason);
+      else
+        self.ack(d);
       cv.notify_all();
     });
-    {
-      std::lock_guard lock(mu);
-      self = &consumer;
-    }
     if (auto st = consumer.wait_subscribed(timeout); !st) return fail(st.error());
     {
       std::unique_lock lock(mu);

@@ -369,7 +369,7 @@ Result<TransactionResult> Admin::end_transaction(std::uint64_t id, bool commit, 
         if (!ok || !ok->results() || ok->results()->size() != 1) return Error(ErrorCode::kInternal, "unexpected answer");
         const auto* r = ok->results()->Get(0);
         if (!r->found()) return Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(id));
-        return TransactionResult{r->transaction_id(), txn_state(r->state()), r->changed()};
+        return TransactionResult{r->transaction_id(), txn_state(r->state()), r->changed(), {}};
       });
 }
 

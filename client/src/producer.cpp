@@ -1,10 +1,12 @@
 // Producer: batches messages per topic and keeps many produce requests in flight.
 
+#include <algorithm>
 #include <cassert>
 #include <condition_variable>
 #include <future>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "connection.h"
@@ -25,6 +27,11 @@ class ProducerImpl {
   }
 
   void send_async(std::string_view topic, Message message, Producer::SendCallback cb) {
+    enqueue(topic, std::move(message), std::move(cb), options_.max_block);
+  }
+
+  // send_async, waiting up to max_block for room.
+  void enqueue(std::string_view topic, Message message, Producer::SendCallback cb, Millis max_block) {
     // Refused here, as the broker would refuse it, once the broker's limit is known.
     if (const std::size_t max = conn_.max_message_bytes(); max != 0 && limit_size(message) > max) {
       Error e(ErrorCode::kMessageTooLarge, "message of " + std::to_string(limit_size(message)) +
@@ -34,16 +41,37 @@ class ProducerImpl {
       return;
     }
     const std::size_t size = message_bytes(message);
+    const bool on_io_thread = conn_.on_io_thread();
     bool post_pump = false;
     {
       std::unique_lock lock(mu_);
       // Blocking here is the back-pressure: a caller that produces faster than the broker
-      // confirms waits instead of growing the buffer without bound.
-      space_cv_.wait_for(lock, options_.request_timeout,
-                         [&] { return buffered_bytes_ + size <= options_.max_buffered_bytes || buffered_bytes_ == 0; });
+      // confirms waits instead of growing the buffer without bound. Only the I/O thread
+      // frees room, so on it there is no waiting: it fails at once.
+      auto room = [&] {
+        const bool bytes_ok = in_flight_bytes_ + size <= options_.max_buffered_bytes || in_flight_bytes_ == 0;
+        const bool count_ok = options_.max_in_flight_messages == 0 || in_flight_ < options_.max_in_flight_messages;
+        return bytes_ok && count_ok;
+      };
+      if (!room()) {
+        std::optional<Error> refused;
+        if (on_io_thread)
+          refused = Error(ErrorCode::kInvalidArgument,
+                          "send_async called from the producer's I/O thread with no room (" + usage() +
+                              "): it cannot wait there for room");
+        else if (!space_cv_.wait_for(lock, max_block, room))
+          refused = Error(ErrorCode::kTimeout, "no room for the message within " +
+                                                   std::to_string(max_block.count()) + " ms: " + usage());
+        if (refused) {
+          lock.unlock();
+          if (!conn_.post([cb = std::move(cb), e = *refused] { cb(e); })) cb(Error(ErrorCode::kClosed));
+          return;
+        }
+      }
       auto& q = queued_[std::string(topic)];
       q.push_back(Queued{std::move(message), std::move(cb), size});
-      buffered_bytes_ += size;
+      in_flight_bytes_ += size;
+      ++in_flight_;
       queued_bytes_ += size;
       ++outstanding_;
       ++queued_count_;
@@ -62,8 +90,11 @@ class ProducerImpl {
       return Error(ErrorCode::kInvalidArgument, "Producer::send called from its own callback thread");
     auto promise = std::make_shared<std::promise<Result<SendReceipt>>>();
     auto future = promise->get_future();
-    send_async(topic, std::move(message), [promise](const Result<SendReceipt>& r) { promise->set_value(r); });
-    if (future.wait_for(timeout) != std::future_status::ready)
+    // One deadline for the wait for room and the wait for the answer.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    enqueue(topic, std::move(message), [promise](const Result<SendReceipt>& r) { promise->set_value(r); },
+            std::min(timeout, options_.max_block));
+    if (future.wait_until(deadline) != std::future_status::ready)
       return Error(ErrorCode::kTimeout, "send not confirmed within " + std::to_string(timeout.count()) + " ms");
     return future.get();
   }
@@ -185,9 +216,13 @@ class ProducerImpl {
     } else {
       error = r.error();
     }
+    // The room goes back before the callbacks run, so that a callback may send the next
+    // message; the count flush() waits on drops after them, so that flush() returns only
+    // once every callback has run.
     std::size_t bytes = 0;
+    for (const auto& q : batch) bytes += q.bytes;
+    release_room(batch.size(), bytes);
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      bytes += batch[i].bytes;
       if (!batch[i].cb) continue;
       if (ok)
         batch[i].cb(SendReceipt{offsets->Get(static_cast<flatbuffers::uoffset_t>(i))->partition(),
@@ -195,17 +230,31 @@ class ProducerImpl {
       else
         batch[i].cb(error);
     }
-    finished(batch.size(), bytes);
+    finished(batch.size());
   }
 
-  void finished(std::size_t count, std::size_t bytes) {
+  void release_room(std::size_t count, std::size_t bytes) {
     {
       std::lock_guard lock(mu_);
-      buffered_bytes_ -= bytes;
-      outstanding_ -= count;
+      in_flight_bytes_ -= bytes;
+      in_flight_ -= count;
     }
     space_cv_.notify_all();
+  }
+
+  void finished(std::size_t count) {
+    {
+      std::lock_guard lock(mu_);
+      outstanding_ -= count;
+    }
     done_cv_.notify_all();
+  }
+
+  // What is taken, for an error message. mu_ held.
+  std::string usage() const {
+    return std::to_string(in_flight_) + " message(s) of " + std::to_string(in_flight_bytes_) +
+           " bytes in flight; max_in_flight_messages = " + std::to_string(options_.max_in_flight_messages) +
+           ", max_buffered_bytes = " + std::to_string(options_.max_buffered_bytes);
   }
 
   void fail_queued(const Error& e) {
@@ -217,11 +266,11 @@ class ProducerImpl {
     }
     for (auto& [topic, msgs] : work) {
       std::size_t bytes = 0;
-      for (auto& q : msgs) {
-        bytes += q.bytes;
+      for (const auto& q : msgs) bytes += q.bytes;
+      release_room(msgs.size(), bytes);
+      for (auto& q : msgs)
         if (q.cb) q.cb(e);
-      }
-      finished(msgs.size(), bytes);
+      finished(msgs.size());
     }
   }
 
@@ -240,8 +289,9 @@ class ProducerImpl {
   std::map<std::string, std::vector<Queued>> queued_;  // guarded by mu_
   std::size_t queued_bytes_ = 0;    // guarded by mu_: bytes in queued_
   std::size_t queued_count_ = 0;    // guarded by mu_: messages in queued_
-  std::size_t buffered_bytes_ = 0;  // guarded by mu_: queued or in flight
-  std::size_t outstanding_ = 0;     // guarded by mu_: messages not yet completed
+  std::size_t in_flight_bytes_ = 0;  // guarded by mu_: bytes of messages queued or sent, unanswered
+  std::size_t in_flight_ = 0;        // guarded by mu_: messages queued or sent, unanswered
+  std::size_t outstanding_ = 0;      // guarded by mu_: in flight, or their callback still running
   bool pump_scheduled_ = false;     // guarded by mu_
   bool full_pump_posted_ = false;   // guarded by mu_
 };

@@ -2,9 +2,15 @@
 // through the user's checker.
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "connection.h"
 #include "wire_message.h"
@@ -30,6 +36,81 @@ TxnState to_state(wire::TxnState s) {
   }
 }
 
+// Runs the local transaction; an exception is "unknown" (the check-back finds out what
+// happened), and *why says what it was.
+LocalTransactionState run_local(const TransactionalProducer::Executor& executor, std::uint64_t id, std::string* why) {
+  try {
+    LocalTransactionState s = executor(id);
+    if (s == LocalTransactionState::kUnknown) *why = "the local transaction said unknown";
+    return s;
+  } catch (const std::exception& e) {
+    *why = std::string("the local transaction threw: ") + e.what();
+  } catch (...) {
+    *why = "the local transaction threw a non-standard exception";
+  }
+  return LocalTransactionState::kUnknown;
+}
+
+// The worker threads of send_in_transaction_async: local transactions may block on the
+// application's database, so they never run on the I/O thread.
+// Lifecycle: threads start in the constructor; stop() lets running jobs finish, hands the
+// jobs never started back, and joins. Concurrency: push() from any thread.
+class WorkerPool {
+ public:
+  // Called with true on a worker, or with false by the owner for a job that never started.
+  using Job = std::function<void(bool started)>;
+  explicit WorkerPool(std::size_t threads) {
+    for (std::size_t i = 0; i < std::max<std::size_t>(threads, 1); ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~WorkerPool() { (void)stop(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // False once stopped (the job is not taken).
+  bool push(Job job) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return false;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+  // Returns the jobs that never started. Idempotent; not from a worker.
+  std::deque<Job> stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+    std::lock_guard lock(mu_);
+    return std::move(jobs_);
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_) return;
+      Job job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job(true);
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;  // guarded by mu_: not started
+  bool stopping_ = false;  // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
 }  // namespace
 
 class TransactionalProducerImpl {
@@ -40,7 +121,35 @@ class TransactionalProducerImpl {
         conn_(options_, Connection::Hooks{nullptr, [this](const wire::Frame& f) { on_push(f); }}) {
     conn_.start();
   }
-  ~TransactionalProducerImpl() { conn_.stop(); }
+  // Workers first: a running local transaction finishes and its end is queued; one never
+  // started is reported prepared. Then the connection, which fails what is in flight.
+  ~TransactionalProducerImpl() {
+    if (workers_)
+      for (auto& job : workers_->stop()) job(false);
+    conn_.stop();
+    // Prepared, with the dispatch that would have handed them to the workers dropped.
+    run_chunk(ready_, false);
+  }
+
+  void send_in_transaction_async(std::string_view topic, Message m, TransactionalProducer::Executor executor,
+                                 TransactionalProducer::TransactionCallback done) {
+    if (auto refused = take_room()) {
+      if (!conn_.post([done = std::move(done), e = *refused] { done(e); })) done(Error(ErrorCode::kClosed));
+      return;
+    }
+    pool();  // started here, on the caller's thread (see pool())
+    auto job = std::make_shared<AsyncTxn>(AsyncTxn{std::move(executor), std::move(done)});
+    prepare_async(topic, std::move(m), [this, job](const Result<std::uint64_t>& id) {
+      if (!id) return finish(*job, id.error());
+      // The prepares answered together are handed to the workers together, after this
+      // answer's callbacks: see dispatch().
+      if (ready_.empty() && !conn_.post([this] { dispatch(); })) {
+        return finish(*job, TransactionResult{*id, TxnState::kPrepared, false,
+                                              "the producer closed before the local transaction ran"});
+      }
+      ready_.push_back(Prepared{job, *id});
+    });
+  }
 
   bool on_io_thread() const { return conn_.on_io_thread(); }
 
@@ -77,6 +186,119 @@ class TransactionalProducerImpl {
     wire::TxnEnd end;
     std::function<void(const Result<TransactionResult>&)> done;
   };
+  struct AsyncTxn {
+    TransactionalProducer::Executor executor;
+    TransactionalProducer::TransactionCallback done;
+  };
+  struct Prepared {
+    std::shared_ptr<AsyncTxn> job;
+    std::uint64_t transaction_id;
+  };
+
+  // I/O thread. Hands the prepared transactions to the workers in one chunk per worker at
+  // most, so that each chunk's ends go out as one request, as the prepares came: one job
+  // and one end request per transaction cost the broker and the I/O thread more than the
+  // local transactions themselves.
+  void dispatch() {
+    std::vector<Prepared> ready;
+    ready.swap(ready_);
+    const std::size_t threads = std::max<std::size_t>(options_.executor_threads, 1);
+    const std::size_t per_chunk = (ready.size() + threads - 1) / threads;
+    for (std::size_t i = 0; i < ready.size(); i += per_chunk) {
+      const auto from = ready.begin() + static_cast<std::ptrdiff_t>(i);
+      const auto to = ready.begin() + static_cast<std::ptrdiff_t>(std::min(ready.size(), i + per_chunk));
+      auto chunk = std::make_shared<std::vector<Prepared>>(std::make_move_iterator(from), std::make_move_iterator(to));
+      auto work = [this, chunk](bool started) { run_chunk(*chunk, started); };
+      if (!workers_->push(work)) work(false);
+    }
+  }
+
+  // A worker (or, not started, the destructor): runs each local transaction, then queues
+  // every end at once; those left prepared are reported on the I/O thread.
+  void run_chunk(std::vector<Prepared>& chunk, bool started) {
+    if (!started) {
+      for (auto& p : chunk)
+        finish(*p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false,
+                                         "the producer closed before the local transaction ran"});
+      return;
+    }
+    std::vector<QueuedEnd> ends;
+    std::vector<std::pair<std::shared_ptr<AsyncTxn>, TransactionResult>> left_prepared;
+    ends.reserve(chunk.size());
+    for (auto& p : chunk) {
+      std::string why;
+      const LocalTransactionState local = run_local(p.job->executor, p.transaction_id, &why);
+      if (local == LocalTransactionState::kUnknown) {
+        left_prepared.emplace_back(p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false, std::move(why)});
+        continue;
+      }
+      ends.push_back(QueuedEnd{wire::TxnEnd(p.transaction_id, to_action(local)),
+                               [this, job = p.job, id = p.transaction_id](const Result<TransactionResult>& r) {
+                                 if (r) return finish(*job, *r);
+                                 finish(*job, TransactionResult{id, TxnState::kPrepared, false,
+                                                                "end failed: " + r.error().describe()});
+                               }});
+    }
+    if (!left_prepared.empty()) {
+      auto shared = std::make_shared<decltype(left_prepared)>(std::move(left_prepared));
+      auto report = [this, shared] {
+        for (auto& [job, r] : *shared) finish(*job, r);
+      };
+      if (!conn_.post(report)) report();
+    }
+    if (!ends.empty()) queue_ends(std::move(ends));
+  }
+
+  // Any thread: queues ends as end_async does, under one lock.
+  void queue_ends(std::vector<QueuedEnd> ends) {
+    bool post;
+    {
+      std::lock_guard lock(mu_);
+      post = prepares_.empty() && ends_.empty();
+      for (auto& e : ends) ends_.push_back(std::move(e));
+    }
+    if (post && !conn_.post([this] { pump(); })) fail_queued();
+  }
+
+  // Takes room for one transaction, waiting up to max_block (not on the I/O thread, which
+  // alone frees room). An error when none came.
+  std::optional<Error> take_room() {
+    const std::size_t max = std::max<std::size_t>(options_.max_in_flight_transactions, 1);
+    std::unique_lock lock(room_mu_);
+    auto room = [&] { return txns_in_flight_ < max; };
+    if (!room()) {
+      if (conn_.on_io_thread())
+        return Error(ErrorCode::kInvalidArgument, "send_in_transaction_async called from the I/O thread with " +
+                                                      std::to_string(txns_in_flight_) +
+                                                      " transactions in flight (max_in_flight_transactions): it "
+                                                      "cannot wait there for room");
+      if (!room_cv_.wait_for(lock, options_.max_block, room))
+        return Error(ErrorCode::kTimeout, "no room for the transaction within " +
+                                              std::to_string(options_.max_block.count()) + " ms: " +
+                                              std::to_string(txns_in_flight_) +
+                                              " in flight (max_in_flight_transactions = " + std::to_string(max) + ")");
+    }
+    ++txns_in_flight_;
+    return std::nullopt;
+  }
+
+  // The room goes back before done runs, so that done may begin the next transaction.
+  void finish(AsyncTxn& job, const Result<TransactionResult>& r) {
+    {
+      std::lock_guard lock(room_mu_);
+      --txns_in_flight_;
+    }
+    room_cv_.notify_all();
+    job.done(r);
+  }
+
+  // Started by the first send_in_transaction_async, on the caller's thread, so that the
+  // destructor (which the caller must not race with its own calls) sees it.
+  WorkerPool& pool() {
+    std::call_once(workers_once_, [this] { workers_ = std::make_unique<WorkerPool>(options_.executor_threads); });
+    return *workers_;
+  }
+
 
   // I/O thread: everything queued goes out, prepares as one request per topic, ends as one.
   // The queues are swapped with the I/O thread's own pair, which keep their capacity: with
@@ -162,7 +384,7 @@ class TransactionalProducerImpl {
               if (!res->found())
                 e.done(Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(res->transaction_id())));
               else
-                e.done(TransactionResult{res->transaction_id(), to_state(res->state()), res->changed()});
+                e.done(TransactionResult{res->transaction_id(), to_state(res->state()), res->changed(), {}});
             }
           }
         },
@@ -216,6 +438,12 @@ class TransactionalProducerImpl {
   std::vector<QueuedEnd> ends_;          // guarded by mu_
   std::vector<QueuedPrepare> pumped_prepares_;  // I/O thread: the queue being sent
   std::vector<QueuedEnd> pumped_ends_;          // I/O thread: the queue being sent
+  std::vector<Prepared> ready_;                 // I/O thread: prepared, not yet handed to the workers
+  std::once_flag workers_once_;                 // the workers start with the first async transaction
+  std::unique_ptr<WorkerPool> workers_;
+  std::mutex room_mu_;
+  std::condition_variable room_cv_;
+  std::size_t txns_in_flight_ = 0;  // guarded by room_mu_: send_in_transaction_async calls not yet done
 };
 
 }  // namespace detail
@@ -261,18 +489,22 @@ Result<TransactionResult> TransactionalProducer::end(std::uint64_t id, LocalTran
 
 Result<TransactionResult> TransactionalProducer::send_in_transaction(std::string_view topic, Message message,
                                                                      const Executor& executor, Millis timeout) {
+  if (impl_->on_io_thread())
+    return Error(ErrorCode::kInvalidArgument, "send_in_transaction called from the producer's own I/O thread");
   auto id = prepare(topic, std::move(message), timeout);
   if (!id) return id.error();
-  LocalTransactionState local = LocalTransactionState::kUnknown;
-  try {
-    local = executor(*id);
-  } catch (...) {
-    local = LocalTransactionState::kUnknown;  // the check-back will find out what happened
-  }
-  if (local == LocalTransactionState::kUnknown) return TransactionResult{*id, TxnState::kPrepared, false};
+  std::string why;
+  const LocalTransactionState local = detail::run_local(executor, *id, &why);
+  if (local == LocalTransactionState::kUnknown) return TransactionResult{*id, TxnState::kPrepared, false, why};
   auto ended = end(*id, local, timeout);
-  if (!ended) return TransactionResult{*id, TxnState::kPrepared, false};  // the check-back settles it
+  // The check-back settles it.
+  if (!ended) return TransactionResult{*id, TxnState::kPrepared, false, "end failed: " + ended.error().describe()};
   return ended;
+}
+
+void TransactionalProducer::send_in_transaction_async(std::string_view topic, Message message, Executor executor,
+                                                      TransactionCallback done) {
+  impl_->send_in_transaction_async(topic, std::move(message), std::move(executor), std::move(done));
 }
 
 }  // namespace txmq::client

@@ -6,13 +6,19 @@
 //    thread. Create one per role and keep it; do not create one per message.
 //  - A send is confirmed only when the broker has committed the message to disk. A send
 //    that fails with a retryable error (kConnectionLost, kTimeout, ...) may or may not have
-//    been stored: retrying it can store it twice. (An idempotent producer that removes
-//    this caveat is planned.)
+//    been stored: retrying it can store it twice. An idempotent producer
+//    (Producer::Options::idempotent) removes this caveat for its own resends: a batch whose
+//    connection dropped is sent again by the producer and stored once. A send the
+//    application repeats itself is a new message.
 //  - Consumers get each message at least once: a message whose ack did not reach the
 //    broker is delivered again, to this or another consumer of the group.
-//  - Callbacks (send_async's callback, the Consumer's handler) run on the object's I/O
-//    thread. They must not block for long, and must not call the blocking methods of the
-//    same object (those return kInvalidArgument when called from its I/O thread).
+//  - Callbacks (send_async's callback, the Consumer's handler, the TransactionalProducer's
+//    checker and async callbacks) run on the object's I/O thread. They must not block for
+//    long, and must not call the blocking methods of the same object: those (send, flush,
+//    wait_subscribed, flush_acks, send_in_transaction, prepare, end, and send_async or
+//    send_in_transaction_async when they would wait for room) fail at once with
+//    kInvalidArgument there. Local transactions of send_in_transaction_async run on the
+//    producer's worker threads instead.
 //
 // Thread safety: every public method of every class may be called from any thread.
 // Errors are values: Result<T> holds a T or an Error whose code comes from the shared
@@ -195,6 +201,10 @@ struct TransactionResult {
   std::uint64_t transaction_id = 0;
   TxnState state = TxnState::kPrepared;  // its state after the request
   bool changed = false;                  // false: it had ended already (the state says how)
+  // send_in_transaction(_async) only: when state is kPrepared, why it was left for the
+  // check-back ("the local transaction threw: <what()>", "... said unknown", "end failed:
+  // <error>"); empty otherwise.
+  std::string why_prepared;
 };
 
 struct TransactionInfo {
@@ -228,7 +238,13 @@ class Producer {
     Millis linger{0};                       // wait this long to fill a batch
     std::size_t max_batch_messages = 1000;  // per produce request
     std::size_t max_batch_bytes = 1u << 20; // per produce request
-    std::size_t max_buffered_bytes = 64u << 20;  // send_async blocks past this
+    // Back-pressure: messages given to send_async and not yet answered ("in flight") take
+    // room; send_async waits while a message would not fit, up to max_block, and never
+    // queues past either limit. One message larger than max_buffered_bytes is let through
+    // alone.
+    std::size_t max_buffered_bytes = 64u << 20;     // bytes in flight, at most
+    std::size_t max_in_flight_messages = 100'000;   // messages in flight, at most; 0: no limit
+    Millis max_block{30000};                        // how long send_async waits for room
     // Idempotent: each batch carries this producer's id and a sequence number, and a batch
     // whose connection dropped is sent again on the next one instead of failing; the broker
     // appends it once and answers with the original offsets. The broker remembers the last
@@ -255,14 +271,21 @@ class Producer {
   Result<SendReceipt> send(std::string_view topic, Message message) {
     return send(topic, std::move(message), options_request_timeout_);
   }
+  // send's timeout covers its wait for room too (up to max_block, as send_async's).
 
   using SendCallback = std::function<void(const Result<SendReceipt>&)>;
   // Queues one message; callback runs once on the I/O thread with the receipt or the
-  // error, at the latest request_timeout after the batch went out. Blocks while more than
-  // max_buffered_bytes are waiting to be sent.
+  // error, at the latest request_timeout after the batch went out. Blocks while there is
+  // no room (see max_in_flight_messages, max_buffered_bytes); when none comes within
+  // max_block the message is not queued and the callback gets kTimeout, saying what is in
+  // flight. From the I/O thread (a callback) it never blocks: with no room the callback
+  // gets kInvalidArgument. A callback's own message no longer takes room, so a callback
+  // may send the next one. Errors (through the callback): those of send, kTimeout as
+  // above, kClosed.
   void send_async(std::string_view topic, Message message, SendCallback callback);
 
-  // Waits until every message queued before the call was confirmed or failed. kTimeout.
+  // Waits until every message queued before the call was confirmed or failed. kTimeout;
+  // kInvalidArgument at once when called from the I/O thread (a send callback).
   Status flush(Millis timeout);
 
   // The largest message the broker accepts (its limits.max_message_bytes: key and body
@@ -279,31 +302,57 @@ class Producer {
 // the producer never says (it crashed), the broker asks the producer group — the
 // connection that prepared, else any connection of the group — through the checker.
 //
-// Threads: send_in_transaction runs the executor on the calling thread. The checker runs
+// Threads: send_in_transaction runs the executor on the calling thread,
+// send_in_transaction_async on the producer's worker threads. The checker runs
 // on this object's I/O thread; it must answer from durable local state (the local
 // database), quickly; if it throws, the answer is kUnknown and the broker asks again later.
 class TransactionalProducer {
  public:
   struct Options : ClientOptions {
     Millis check_after{0};  // first check this long after prepare; 0: the broker's default (6 s)
+    // send_in_transaction_async: the threads that run local transactions (at least 1), the
+    // transactions begun and not yet finished at most, and how long a call waits for room.
+    std::size_t executor_threads = 4;
+    std::size_t max_in_flight_transactions = 20'000;
+    Millis max_block{30000};
   };
   using Checker = std::function<LocalTransactionState(const TransactionCheck&)>;
   // Runs the local transaction for the prepared message with this transaction id.
   using Executor = std::function<LocalTransactionState(std::uint64_t transaction_id)>;
+  using TransactionCallback = std::function<void(const Result<TransactionResult>&)>;
 
   // options.producer_group is required. Starts connecting in the background.
   TransactionalProducer(Options options, Checker checker);
+  // Waits for the local transactions running on its workers (their ends are queued);
+  // those not yet started are reported prepared through their done, on this thread. Then
+  // closes the connection: requests in flight fail with kClosed. Not from a callback.
   ~TransactionalProducer();
   TransactionalProducer(const TransactionalProducer&) = delete;
   TransactionalProducer& operator=(const TransactionalProducer&) = delete;
 
   // Prepare, execute, end. When the executor says kUnknown, or throws, or the end cannot be
   // sent, the transaction stays prepared and the broker will check back; the result then
-  // says kPrepared. Errors: those of prepare (kUnknownTopic, kTimeout, ...).
+  // says kPrepared. Errors: those of prepare (kUnknownTopic, kTimeout, ...);
+  // kInvalidArgument at once, running nothing, when called from the I/O thread (the
+  // checker or an async callback).
   Result<TransactionResult> send_in_transaction(std::string_view topic, Message message, const Executor& executor,
                                                 Millis timeout);
 
-  // The steps on their own. prepare returns the transaction id.
+  // send_in_transaction for many transactions at once: prepares (batched with others),
+  // runs the executor on one of executor_threads worker threads of this producer (never on
+  // the I/O thread), then ends. done runs once, on the I/O thread, with the final state as
+  // this producer knows it: kCommitted or kRolledBack when the end was confirmed; kPrepared,
+  // with why_prepared, when the executor said kUnknown or threw or the end failed (the
+  // broker checks back). An error means nothing was prepared: those of prepare; kTimeout
+  // when no room among max_in_flight_transactions came within max_block; kInvalidArgument
+  // when called from the I/O thread with no room (it cannot wait there); kClosed.
+  // Blocks while max_in_flight_transactions are unfinished. A transaction still waiting for
+  // its worker when the producer is destroyed is left prepared (done says so).
+  void send_in_transaction_async(std::string_view topic, Message message, Executor executor,
+                                 TransactionCallback done);
+
+  // The steps on their own. prepare returns the transaction id. Both block: called from
+  // the I/O thread they fail at once with kInvalidArgument.
   Result<std::uint64_t> prepare(std::string_view topic, Message message, Millis timeout);
   Result<TransactionResult> end(std::uint64_t transaction_id, LocalTransactionState state, Millis timeout);
   // Non-blocking forms; callbacks run on the I/O thread. Requests queued together go out
@@ -317,8 +366,9 @@ class TransactionalProducer {
 };
 
 // Consumes one topic as a member of a consumer group. The handler runs on the I/O thread
-// for each delivery; ack (from any thread) confirms it. Unacknowledged deliveries are
-// capped by `window`; the broker sends more as acks arrive.
+// for each delivery, with the consumer to give its verdict with; ack (from any thread)
+// confirms it. Unacknowledged deliveries are capped by `window`; the broker sends more as
+// acks arrive.
 class Consumer {
  public:
   struct Options : ClientOptions {
@@ -326,15 +376,23 @@ class Consumer {
     std::string group;
     std::uint32_t window = 1000;
   };
-  using Handler = std::function<void(const Delivery&)>;
+  // Gets the consumer that received the delivery: usable from the first delivery on,
+  // which may arrive before the constructor returned.
+  using Handler = std::function<void(Consumer&, const Delivery&)>;
+  // The older form, for a handler that settles deliveries elsewhere.
+  using DeliveryHandler = std::function<void(const Delivery&)>;
 
   // Starts connecting and subscribing in the background; resubscribes after reconnects.
   Consumer(Options options, Handler handler);
+  Consumer(Options options, DeliveryHandler handler);
+  // Stops the I/O thread (waiting for a handler that is running), then frees everything;
+  // verdicts not yet sent are dropped (call flush_acks first to wait for them).
   ~Consumer();
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
 
-  // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout, ... After
+  // Waits until the broker accepted the subscription. kUnknownTopic, kTimeout,
+  // kInvalidArgument (called from the I/O thread: the handler), ... After
   // kUnknownTopic the consumer keeps asking (every reconnect_max) and receives once the
   // topic exists, as a consumer of a dead-letter topic not yet created needs.
   Status wait_subscribed(Millis timeout);
@@ -360,16 +418,19 @@ class Consumer {
   // Undoes pause(): deliveries resume up to the configured window. Non-blocking.
   void resume();
 
-  // Waits until every verdict given before the call was confirmed durable by the broker;
-  // verdicts whose connection dropped are sent again after the reconnect. Returns the
-  // first error seen, kTimeout, or ok.
+  // Waits until every verdict given before the call was confirmed durable by the broker
+  // (verdicts given while it waits are not waited for); verdicts whose connection dropped
+  // are sent again after the reconnect. Returns the first error seen, kTimeout, or ok;
+  // kInvalidArgument at once when called from the I/O thread (the handler).
   Status flush_acks(Millis timeout);
 
  private:
   std::unique_ptr<detail::ConsumerImpl> impl_;
 };
 
-// Topic administration and broker statistics. Every call blocks up to its timeout.
+// Topic administration and broker statistics. Every call blocks up to its timeout (and
+// runs no user code on the I/O thread, so the kInvalidArgument of a call from it cannot
+// arise).
 class Admin {
  public:
   explicit Admin(ClientOptions options);

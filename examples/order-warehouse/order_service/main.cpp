@@ -80,9 +80,7 @@ int main(int argc, char** argv) {
   auto co = client_options<Consumer::Options>(broker, "order-service-cancellations");
   co.topic = std::string(kCancellationsTopic);
   co.group = "order-service";
-  Consumer* self = nullptr;
-  Consumer cancellations(co, [&](const Delivery& d) { on_cancellation(db, *self, d); });
-  self = &cancellations;
+  Consumer cancellations(co, [&](Consumer& self, const Delivery& d) { on_cancellation(db, self, d); });
 
   httplib::Server http;
   http.Post("/orders", [&](const httplib::Request& req, httplib::Response& res) {

@@ -67,9 +67,7 @@ int main(int argc, char** argv) {
   auto co = client_options<Consumer::Options>(broker, "points-reconcile");
   co.topic = flags.get("gave-up-topic", "notifier-points.gave-up");
   co.group = "points-reconcile";
-  Consumer* self = nullptr;
-  Consumer gave_up(co, [&](const Delivery& d) { reconcile_gave_up(db, *self, d); });
-  self = &gave_up;
+  Consumer gave_up(co, [&](Consumer& self, const Delivery& d) { reconcile_gave_up(db, self, d); });
   int rc = 0;
   if (auto st = gave_up.wait_subscribed(std::chrono::seconds(30)); !st) {
     log_line("cannot subscribe to " + co.topic + ": " + st.error().describe());

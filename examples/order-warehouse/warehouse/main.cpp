@@ -92,16 +92,12 @@ int main(int argc, char** argv) {
   // A small window: a crash returns at most this many deliveries, each with one more
   // failed delivery counted against the group's maximum.
   oo.window = static_cast<std::uint32_t>(flags.number("window", 64));
-  Consumer* orders_self = nullptr;
-  Consumer orders(oo, [&](const Delivery& d) { on_order(stock, *orders_self, d, reserved, pause_after); });
-  orders_self = &orders;
+  Consumer orders(oo, [&](Consumer& self, const Delivery& d) { on_order(stock, self, d, reserved, pause_after); });
 
   auto dlo = client_options<Consumer::Options>(broker, "warehouse-compensation");
   dlo.topic = dead_letter_topic(kWarehouseGroup);
   dlo.group = "warehouse-compensation";
-  Consumer* dlq_self = nullptr;
-  Consumer dead_letters(dlo, [&](const Delivery& d) { compensation.on_dead_letter(*dlq_self, d); });
-  dlq_self = &dead_letters;
+  Consumer dead_letters(dlo, [&](Consumer& self, const Delivery& d) { compensation.on_dead_letter(self, d); });
 
   for (Consumer* c : {&orders, &dead_letters}) {
     if (auto st = c->wait_subscribed(std::chrono::seconds(30)); !st) {
