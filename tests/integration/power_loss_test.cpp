@@ -307,26 +307,21 @@ class Load {
     co.topic = work_topic_;
     co.group = kGroup;
     co.window = 64;
-    Consumer* self = nullptr;
-    std::atomic<bool> ready{false};
-    Consumer consumer(co, [&](const Delivery& d) {
-      if (!ready.load()) return;  // before `self` is set (the lease brings it back)
+    Consumer consumer(co, [&](Consumer& self, const Delivery& d) {
       auto seq = seq_of(d.body);
       if (!seq) return;
       std::lock_guard lock(mu);
       if (*seq % 5 == 0) {
-        self->terminate(d, "powerloss: dead on purpose");
+        self.terminate(d, "powerloss: dead on purpose");
         given.push_back({d.offset, true});
       } else if (*seq % 5 == 1 && d.delivery_count == 1) {
-        self->nack(d, 20ms, "powerloss: once");
+        self.nack(d, 20ms, "powerloss: once");
       } else {
-        self->ack(d);
+        self.ack(d);
         given.push_back({d.offset, false});
       }
       given_cv.notify_one();
     });
-    self = &consumer;
-    ready = true;
     std::size_t confirmed = 0;
     while (!stop_) {
       std::size_t upto;
@@ -336,14 +331,7 @@ class Load {
         given_cv.wait_for(lock, 50ms, [&] { return given.size() > confirmed; });
         upto = given.size();
       }
-      if (upto == confirmed) continue;
-      // flush_acks returns ok only once no verdict at all is outstanding, those given after
-      // the call included; under a steady flow of deliveries that never happens. So the
-      // flow stops for the flush.
-      consumer.pause();
-      const bool flushed = consumer.flush_acks(3s).ok();
-      consumer.resume();
-      if (!flushed) continue;
+      if (upto == confirmed || !consumer.flush_acks(3s).ok()) continue;
       std::lock_guard lock(mu);
       for (; confirmed < upto; ++confirmed) {
         if (given[confirmed].dead) ledger_.dead(work_topic_, given[confirmed].offset);
