@@ -6,16 +6,13 @@
 
 #include <doctest/doctest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <string>
 
 #include "common/address.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/client_fixtures.h"
+#include "tests/support/closed_port.h"
 #include "txmq/client.h"
 
 namespace {
@@ -29,6 +26,7 @@ using txmq::client::Message;
 using txmq::client::Millis;
 using txmq::client::Producer;
 using txmq::test::BrokerProcess;
+using txmq::test::ClosedPort;
 using txmq::test::client_options;
 using txmq::test::describe;
 using txmq::test::kWait;
@@ -52,31 +50,6 @@ void round_trip(const std::string& address) {
   REQUIRE(got->size() == 1);
   CHECK(got->front().body == "by name");
 }
-
-// A loopback port on which nothing listens: bound but not listening, so a connection to it
-// is refused, and no other process can take it while the socket lives.
-class ClosedPort {
- public:
-  ClosedPort() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-    socklen_t len = sizeof(a);
-    REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~ClosedPort() { close(fd_); }
-  ClosedPort(const ClosedPort&) = delete;
-  ClosedPort& operator=(const ClosedPort&) = delete;
-  std::uint16_t port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 ClientOptions failing_fast(const std::string& address) {
   ClientOptions o = client_options(address);
