@@ -115,25 +115,8 @@ Status Broker::start() {
   return {};
 }
 
-// The first address a listen name resolves to, the one clients resolving the same name try
-// first (getaddrinfo orders by RFC 6724 preference). Only one: a broker binding every address
-// of "localhost:0" would get a different port on each, and print one "listening on" line
-// per address where scripts and tests read one. A client that tries another address first
-// (say ::1 when the broker took 127.0.0.1) moves on to the next when refused.
-Result<sockaddr_storage> Broker::listen_address(std::string_view setting, const std::string& text) {
-  auto hp = common::parse_host_port(text);
-  if (!hp) return Error(ErrorCode::kInvalidArgument, std::string(setting) + ": " + hp.error().message);
-  // Startup blocks on the lookup: nothing is served yet, and start() reads in order.
-  auto addresses = common::resolve_now(&loop_, *hp);
-  if (!addresses) return Error(ErrorCode::kInvalidArgument, std::string(setting) + ": " + addresses.error().message);
-  if (addresses->size() > 1)
-    spdlog::info("{} {} resolves to {} addresses; listening on the first, {}", setting, text, addresses->size(),
-                 common::address_text(addresses->front()));
-  return addresses->front();
-}
-
 Status Broker::listen() {
-  auto resolved = listen_address("broker.listen", config_.listen);
+  auto resolved = common::listen_address(&loop_, "broker.listen", config_.listen);
   if (!resolved) return resolved.error();
   sockaddr_storage addr = *resolved;
   uv_tcp_init(&loop_, &listener_);
@@ -475,7 +458,7 @@ Status Broker::start_metrics() {
                            });
   registry_.on_render([this] { refresh_metrics(); });
 
-  auto resolved = listen_address("broker.metrics_listen", config_.metrics_listen);
+  auto resolved = common::listen_address(&loop_, "broker.metrics_listen", config_.metrics_listen);
   if (!resolved) return resolved.error();
   const auto hp = common::host_port_of(*resolved);
   http_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_);

@@ -76,8 +76,6 @@ class Broker final : public ConnectionEvents {
 
   Status start();
   Status listen();
-  // The address to bind for a listen setting: its text resolved, the first address.
-  Result<sockaddr_storage> listen_address(std::string_view setting, const std::string& text);
   Status start_metrics();
   void refresh_metrics();
   void begin_shutdown(const char* why);

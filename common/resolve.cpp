@@ -122,6 +122,14 @@ Result<Addresses> resolve_now(uv_loop_t* loop, const HostPort& hp) {
   return collect(hp.host, rc, rc == 0 ? req.addrinfo : nullptr);
 }
 
+Result<sockaddr_storage> listen_address(uv_loop_t* loop, std::string_view setting, const std::string& text) {
+  auto hp = parse_host_port(text);
+  if (!hp) return Error(ErrorCode::kInvalidArgument, std::string(setting) + ": " + hp.error().message);
+  auto addresses = resolve_now(loop, *hp);
+  if (!addresses) return Error(ErrorCode::kInvalidArgument, std::string(setting) + ": " + addresses.error().message);
+  return addresses->front();
+}
+
 HostPort host_port_of(const sockaddr_storage& address) {
   char host[INET6_ADDRSTRLEN] = "?";
   uv_ip_name(reinterpret_cast<const sockaddr*>(&address), host, sizeof(host));

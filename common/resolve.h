@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/address.h"
@@ -42,6 +43,15 @@ void cancel_resolve(Resolution* r);
 // Resolves hp now, blocking the calling thread for as long as the lookup takes. For
 // startup code that has nothing else to do meanwhile (the broker before it listens).
 Result<Addresses> resolve_now(uv_loop_t* loop, const HostPort& hp);
+
+// The address a server binds for a listen setting (broker.listen, metrics_listen): the
+// text parsed and resolved now (blocking), and the first address it resolves to. Only the
+// first: binding every address of "localhost:0" would get a different port on each and
+// print one "listening on" line per address where scripts read one; the first is the one
+// clients resolving the same name try first (RFC 6724 order), and a client that tries
+// another first moves on to the next when refused. Errors: kInvalidArgument, prefixed with
+// `setting`, for text that is not an address or a name that does not resolve.
+Result<sockaddr_storage> listen_address(uv_loop_t* loop, std::string_view setting, const std::string& text);
 
 // The address as HOST:PORT, IPv6 in brackets: "127.0.0.1:7411", "[::1]:7411".
 std::string address_text(const sockaddr_storage& address);

@@ -145,7 +145,7 @@ void Connection::connect() {
 void Connection::on_resolved(Result<common::Addresses> addresses) {
   if (state_ != State::kResolving) return;
   if (!addresses) {
-    disconnected(Error(ErrorCode::kNotConnected, "broker " + options_.broker + ": " + addresses.error().message));
+    disconnected(addresses.error());  // names the host and says why
     return;
   }
   addresses_ = std::move(*addresses);
