@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include <algorithm>
 #include <cctype>
@@ -29,6 +30,7 @@
 #include "callbacks.h"
 #include "child_process.h"
 #include "lmdb_baseline.h"
+#include "common/address.h"
 #include "txmq/client.h"
 
 namespace {
@@ -360,13 +362,15 @@ class Scraper {
 
  private:
   void scrape() {
-    auto colon = address_.rfind(':');
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address_.substr(colon + 1))));
-    inet_pton(AF_INET, address_.substr(0, colon).c_str(), &addr.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    // The broker prints the address it bound: an IPv4 or IPv6 literal, never a name.
+    auto hp = txmq::common::parse_host_port(address_);
+    sockaddr_storage addr{};
+    if (!hp || (uv_ip4_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+                uv_ip6_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0))
+      return;
+    int fd = socket(addr.ss_family, SOCK_STREAM, 0);
+    const socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0) {
       const char req[] = "GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n";
       if (write(fd, req, sizeof(req) - 1) > 0) {
         char buf[16384];
@@ -403,7 +407,7 @@ int main(int argc, char** argv) {
   // then end), so with fewer open the rate is bounded by commit latency, not by the broker.
   std::size_t transactions = 0, txn_in_flight = 20'000;
   std::vector<std::string> broker_args;
-  app.add_option("--broker", broker, "broker HOST:PORT (ignored with --broker-bin)");
+  app.add_option("--broker", broker, "broker host:port, a.b.c.d:port or [v6]:port (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
   app.add_option("--broker-arg", broker_args, "extra argument for the started broker (repeatable)");
   app.add_option("--topic", cfg.topic, "topic to produce to (created if missing)");

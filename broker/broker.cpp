@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "common/address.h"
+#include "common/resolve.h"
 #include "common/version.h"
 
 namespace txmq::broker {
@@ -20,15 +21,7 @@ std::string sockname(const uv_tcp_t* tcp) {
   sockaddr_storage addr{};
   int len = sizeof(addr);
   uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&addr), &len);
-  char host[64] = "?";
-  if (addr.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    uv_ip6_name(a, host, sizeof(host));
-    return common::HostPort{host, ntohs(a->sin6_port)}.to_string();
-  }
-  auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-  uv_ip4_name(a, host, sizeof(host));
-  return common::HostPort{host, ntohs(a->sin_port)}.to_string();
+  return common::address_text(addr);
 }
 
 }  // namespace
@@ -123,12 +116,9 @@ Status Broker::start() {
 }
 
 Status Broker::listen() {
-  auto hp = common::parse_host_port(config_.listen);
-  if (!hp) return hp.error();
-  sockaddr_storage addr{};
-  if (uv_ip4_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
-      uv_ip6_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
-    return Error(ErrorCode::kInvalidArgument, "broker.listen: '" + hp->host + "' is not an IP address");
+  auto resolved = common::listen_address(&loop_, "broker.listen", config_.listen);
+  if (!resolved) return resolved.error();
+  sockaddr_storage addr = *resolved;
   uv_tcp_init(&loop_, &listener_);
   int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0)
@@ -138,11 +128,14 @@ Status Broker::listen() {
   if (rc != 0)
     return Error(ErrorCode::kInvalidArgument,
                  "cannot listen on " + config_.listen + ": " + uv_strerror(rc));
-  if (!common::is_loopback_ip(hp->host))
+  // Judged on the address bound, not on the text: a name may resolve anywhere.
+  if (!common::is_loopback_ip(common::host_port_of(addr).host)) {
+    const std::string bound = common::address_text(addr);
     spdlog::warn("listening on {}, which is not a loopback address: clients are not authenticated, so "
                  "anyone who can reach this port can read, write and delete every topic; bind 127.0.0.1 "
                  "unless a firewall guards the port",
-                 config_.listen);
+                 bound == config_.listen ? bound : config_.listen + " (" + bound + ")");
+  }
   // Scripts and tests wait for exactly this line to learn the real port.
   std::printf("listening on %s\n", sockname(&listener_).c_str());
   std::fflush(stdout);
@@ -465,10 +458,11 @@ Status Broker::start_metrics() {
                            });
   registry_.on_render([this] { refresh_metrics(); });
 
-  auto hp = common::parse_host_port(config_.metrics_listen);
-  if (!hp) return hp.error();
+  auto resolved = common::listen_address(&loop_, "broker.metrics_listen", config_.metrics_listen);
+  if (!resolved) return resolved.error();
+  const auto hp = common::host_port_of(*resolved);
   http_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_);
-  auto bound = http_->listen(hp->host, hp->port);
+  auto bound = http_->listen(hp.host, hp.port);
   if (!bound.ok())
     return Error(ErrorCode::kInvalidArgument,
                  "cannot serve metrics on " + config_.metrics_listen + ": " + uv_strerror(bound.error));

@@ -1,7 +1,8 @@
 // txmq: the command-line tool for people and scripts.
 //
-// Exit codes: 0 success; 1 the broker answered with an error or a message was not
-// confirmed; 2 bad usage. Errors go to stderr as "txmq: Code: message".
+// Exit codes: 0 success; 1 the broker answered with an error, could not be reached (within
+// about a second: refused, unreachable, name not found) or a message was not confirmed;
+// 2 bad usage. Errors go to stderr as "txmq: Code: message".
 
 #include <CLI/CLI.hpp>
 
@@ -25,6 +26,10 @@
 namespace {
 
 using txmq::client::Millis;
+
+// How long the tool waits for a broker it has not reached yet (one that answers slowly
+// once connected still gets --request-timeout-ms per request).
+constexpr Millis kFirstConnectTimeout{1000};
 
 int fail(const txmq::Error& e) {
   std::cerr << "txmq: " << e.describe() << "\n";
@@ -155,7 +160,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string broker_flag;
   long timeout_ms = 10000;
-  app.add_option("--broker", broker_flag, "broker HOST:PORT (default: $TXMQ_BROKER, else 127.0.0.1:7411)");
+  app.add_option("--broker", broker_flag, "broker host:port, a.b.c.d:port or [v6]:port (default: $TXMQ_BROKER, else 127.0.0.1:7411)");
   app.add_option("--request-timeout-ms", timeout_ms, "how long to wait for each answer")->check(CLI::PositiveNumber);
 
   auto options = [&] {
@@ -163,6 +168,9 @@ int main(int argc, char** argv) {
     o.broker = broker_address(broker_flag);
     o.client_name = "txmq-cli";
     o.request_timeout = Millis(timeout_ms);
+    // A person or script waiting on the tool wants "connection refused" or "name not
+    // found" now, not after the request timeout; the libraries' default keeps waiting.
+    o.first_connect_timeout = std::min(Millis(timeout_ms), kFirstConnectTimeout);
     return o;
   };
 
@@ -357,6 +365,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     const Millis verdict_delay = nack_delay.empty() ? Millis(0) : *parse_duration(nack_delay);
+    {
+      // A subscription waits for the broker however long it takes; a request fails fast
+      // (first_connect_timeout). One request first, so an unreachable broker or a missing
+      // topic is reported at once instead of after the whole timeout.
+      txmq::client::Admin probe(options());
+      if (auto r = probe.describe_topic(topic_name, timeout); !r) return fail(r.error());
+    }
     txmq::client::Consumer::Options co;
     static_cast<txmq::client::ClientOptions&>(co) = options();
     co.topic = topic_name;

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "common/address.h"
+#include "common/resolve.h"
 #include "common/version.h"
 #include "metrics/process_collector.h"
 
@@ -57,9 +58,11 @@ int Notifier::run() {
 
 Status Notifier::start() {
   if (!config_.metrics_listen.empty()) {
-    auto hp = common::parse_host_port(config_.metrics_listen);
-    if (!hp) return hp.error();
-    auto bound = endpoint_->listen(hp->host, hp->port);
+    // Startup blocks on the lookup: nothing is served yet.
+    auto resolved = common::listen_address(&loop_, "notifier.metrics_listen", config_.metrics_listen);
+    if (!resolved) return resolved.error();
+    const auto hp = common::host_port_of(*resolved);
+    auto bound = endpoint_->listen(hp.host, hp.port);
     if (!bound.ok())
       return Error(ErrorCode::kInvalidArgument,
                    "cannot serve metrics on " + config_.metrics_listen + ": " + uv_strerror(bound.error));

@@ -15,7 +15,8 @@ namespace {
 // How often request deadlines and the connect deadline are checked. A request times out
 // at most this late.
 constexpr std::uint64_t kTickMs = 20;
-// A connect attempt that has not completed by then is abandoned and retried.
+// A connect attempt to one address that has not completed by then is abandoned for the
+// next address (or the next round); so is a hello not answered by then.
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 
 struct WriteReq {
@@ -44,6 +45,7 @@ void Connection::start() {
   uv_timer_init(&loop_, &tick_);
   uv_timer_init(&loop_, &reconnect_);
   uv_timer_init(&loop_, &user_timer_);
+  started_ = Clock::now();
   std::lock_guard lock(mu_);  // run() waits for thread_id_ to be set
   thread_ = std::thread([this] { run(); });
   thread_id_ = thread_.get_id();
@@ -98,6 +100,9 @@ void Connection::drain_posted() {
 void Connection::close_loop() {
   state_ = State::kStopped;
   fail_all(Error(ErrorCode::kClosed), true);
+  // A lookup already running cannot be stopped: the loop runs until its worker is done.
+  common::cancel_resolve(resolving_);
+  resolving_ = nullptr;
   if (tcp_) {
     uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     tcp_ = nullptr;
@@ -122,31 +127,75 @@ void Connection::set_timer(Millis delay, std::function<void()> fn) {
 void Connection::connect() {
   if (state_ == State::kStopped) return;
   auto hp = common::parse_host_port(options_.broker);
-  sockaddr_storage addr{};
-  if (!hp || (uv_ip4_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
-              uv_ip6_addr(hp->host.c_str(), hp->port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)) {
+  if (!hp) {
     // A bad address never gets better: fail what waits, keep failing what comes.
-    fail_all(Error(ErrorCode::kInvalidArgument, "broker address '" + options_.broker + "' is not IP:PORT"), true);
+    fail_all(Error(ErrorCode::kInvalidArgument, "broker address: " + hp.error().message), true);
     schedule_reconnect();
     return;
   }
+  // Resolved again on every round: a name may move to other addresses while we retry.
+  state_ = State::kResolving;
+  round_errors_.clear();
+  resolving_ = common::resolve_async(&loop_, *hp, [this](Result<common::Addresses> r) {
+    resolving_ = nullptr;
+    on_resolved(std::move(r));
+  });
+}
+
+void Connection::on_resolved(Result<common::Addresses> addresses) {
+  if (state_ != State::kResolving) return;
+  if (!addresses) {
+    disconnected(addresses.error());  // names the host and says why
+    return;
+  }
+  addresses_ = std::move(*addresses);
+  next_address_ = 0;
+  connect_next();
+}
+
+void Connection::connect_next() {
+  const sockaddr_storage& addr = addresses_[next_address_++];
   tcp_ = new uv_tcp_t;
   uv_tcp_init(&loop_, tcp_);
   tcp_->data = this;
-  connect_req_.data = this;
+  // Heap: a cancelled attempt's request is still linked until its callback, which may come
+  // after the next attempt has started.
+  auto* req = new uv_connect_t;
+  req->data = this;
   state_ = State::kConnecting;
   connect_started_ = Clock::now();
-  int rc = uv_tcp_connect(&connect_req_, tcp_, reinterpret_cast<sockaddr*>(&addr), [](uv_connect_t* req, int status) {
-    static_cast<Connection*>(req->data)->on_connected(status);
+  int rc = uv_tcp_connect(req, tcp_, reinterpret_cast<const sockaddr*>(&addr), [](uv_connect_t* req, int status) {
+    auto* self = static_cast<Connection*>(req->data);
+    delete req;
+    self->on_connected(status);
   });
-  if (rc != 0) disconnected(Error(ErrorCode::kNotConnected, std::string("connect: ") + uv_strerror(rc)));
+  if (rc != 0) {
+    delete req;
+    attempt_failed(uv_strerror(rc));
+  }
 }
+
+void Connection::attempt_failed(const std::string& why) {
+  if (tcp_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    tcp_ = nullptr;
+  }
+  const std::string address = common::address_text(addresses_[next_address_ - 1]);
+  // A literal address needs no repeating; a name says which of its addresses failed how.
+  round_errors_ += (round_errors_.empty() ? "" : "; ") + (address == options_.broker ? why : address + ": " + why);
+  if (next_address_ < addresses_.size()) {
+    connect_next();
+    return;
+  }
+  disconnected(Error(ErrorCode::kNotConnected, "cannot connect to " + options_.broker + ": " + round_errors_));
+}
+
+bool Connection::failing_fast() const { return options_.first_connect_timeout.count() > 0 && !ever_ready_; }
 
 void Connection::on_connected(int status) {
   if (status == UV_ECANCELED || state_ != State::kConnecting) return;
   if (status != 0) {
-    disconnected(Error(ErrorCode::kNotConnected,
-                       "cannot connect to " + options_.broker + ": " + uv_strerror(status)));
+    attempt_failed(uv_strerror(status));
     return;
   }
   uv_tcp_nodelay(tcp_, 1);
@@ -212,6 +261,7 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
       max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
     }
     state_ = State::kReady;
+    ever_ready_ = true;
     backoff_ = options_.reconnect_initial;
     // Requests too large for this broker are refused here, their callbacks run after the
     // loop: a callback may make requests or stop the connection.
@@ -328,6 +378,8 @@ void Connection::disconnected(const Error& why) {
   fail_all(Error(why.code == ErrorCode::kNotConnected ? ErrorCode::kNotConnected : ErrorCode::kConnectionLost,
                  why.message),
            false);
+  // Before the first connection, a caller that asked to fail fast hears of each failure.
+  if (failing_fast()) fail_all(Error(ErrorCode::kNotConnected, why.message), true);
   state_ = State::kIdle;
   schedule_reconnect();
 }
@@ -345,8 +397,19 @@ void Connection::schedule_reconnect() {
 void Connection::check_deadlines() {
   auto now = Clock::now();
   // A broker that accepts but never answers the hello is as good as none.
-  if ((state_ == State::kConnecting || state_ == State::kHello) && now - connect_started_ > kConnectTimeout) {
-    disconnected(Error(ErrorCode::kNotConnected, "connect to " + options_.broker + " timed out"));
+  if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
+    attempt_failed("connect timed out");
+  } else if (state_ == State::kHello && now - connect_started_ > kConnectTimeout) {
+    disconnected(Error(ErrorCode::kNotConnected, "no hello answer from " + options_.broker + " in time"));
+  }
+  if (failing_fast() && now - started_ >= options_.first_connect_timeout && !pending_.empty()) {
+    const std::string doing = state_ == State::kResolving    ? "still resolving the name"
+                              : state_ == State::kConnecting ? "still connecting"
+                                                             : "last error: " + last_error_.message;
+    fail_all(Error(ErrorCode::kNotConnected, "not connected to " + options_.broker + " within " +
+                                                 std::to_string(options_.first_connect_timeout.count()) + " ms (" +
+                                                 doing + ")"),
+             true);
   }
   std::vector<ResponseFn> expired;
   for (auto it = pending_.begin(); it != pending_.end();) {

@@ -1,10 +1,14 @@
 #pragma once
 // One client connection to a broker with its own I/O thread and libuv loop.
 //
-// Lifecycle: start() spawns the thread, which connects, says hello, and reconnects with
-// exponential backoff whenever the connection drops, until stop(). Requests made while
+// Lifecycle: start() spawns the thread, which resolves the broker's host (uv_getaddrinfo,
+// on the loop), connects to each address it resolved to in turn until one answers, says
+// hello, and starts over (resolving again) with exponential backoff whenever the connection
+// drops or every address failed, until stop(). Requests made while
 // disconnected wait (until their deadline) and go out once the hello is answered;
-// requests in flight when the connection drops fail with kConnectionLost.
+// requests in flight when the connection drops fail with kConnectionLost. With
+// ClientOptions::first_connect_timeout, requests made before the first hello is answered
+// fail with kNotConnected as soon as an attempt fails, or once that long has passed.
 // Concurrency: post() and stop() from any thread; everything else on the I/O thread
 // (asserted in debug builds).
 
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "common/frame.h"
+#include "common/resolve.h"
 #include "txmq/client.h"
 
 namespace txmq::client::detail {
@@ -72,7 +77,7 @@ class Connection {
   void set_timer(Millis delay, std::function<void()> fn);
 
  private:
-  enum class State { kIdle, kConnecting, kHello, kReady, kStopped };
+  enum class State { kIdle, kResolving, kConnecting, kHello, kReady, kStopped };
   struct Pending {
     Clock::time_point deadline;
     ResponseFn cb;
@@ -83,7 +88,13 @@ class Connection {
 
   void run();
   void connect();
+  void on_resolved(Result<common::Addresses> addresses);
+  // Connects to addresses_[next_address_], or gives up the round when none is left.
+  void connect_next();
   void on_connected(int status);
+  void attempt_failed(const std::string& why);
+  // True while requests must not outlive a failed first attempt (first_connect_timeout).
+  bool failing_fast() const;
   void send_hello();
   void handle_frame(std::span<const std::uint8_t> bytes);
   void write(std::span<const std::uint8_t> frame);
@@ -109,8 +120,13 @@ class Connection {
   uv_timer_t user_timer_{};
   std::function<void()> user_timer_fn_;
   uv_tcp_t* tcp_ = nullptr;  // heap: a closing handle outlives the next connection attempt
-  uv_connect_t connect_req_{};
-  Clock::time_point connect_started_;
+  common::Resolution* resolving_ = nullptr;  // the lookup in flight, if any
+  common::Addresses addresses_;              // this round's, from the lookup
+  std::size_t next_address_ = 0;             // the next of addresses_ to try
+  std::string round_errors_;                 // "ADDRESS: why" of each address failed this round
+  Clock::time_point connect_started_;        // of the current address's attempt
+  Clock::time_point started_;                // start(): first_connect_timeout counts from here
+  bool ever_ready_ = false;                  // a hello was answered once
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};
   std::atomic<std::uint32_t> max_frame_bytes_{0};    // from HelloOk

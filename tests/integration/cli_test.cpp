@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/closed_port.h"
 
 extern char** environ;
 
@@ -222,6 +223,58 @@ TEST_CASE("produce to an unknown topic exits non-zero with UnknownTopic on stder
   CHECK(r.exit_code != 0);
   CHECK(r.exit_code != -1);
   CHECK_MESSAGE(r.err.find("UnknownTopic") != std::string::npos, "stderr: " << r.err);
+}
+
+TEST_CASE("--broker localhost:PORT reaches a broker on 127.0.0.1") {
+  BrokerProcess broker;
+  start(broker);
+  const std::string b = "localhost:" + std::to_string(broker.port());
+  must_run({"--broker", b, "topic", "create", "named"});
+  must_run({"--broker", b, "produce", "named"}, "by name\n");
+  Run consumed = must_run({"--broker", b, "consume", "named", "--group", "g", "--max", "1"});
+  CHECK(consumed.out == "by name\n");
+}
+
+TEST_CASE("--broker [::1]:PORT reaches a broker listening on [::1]") {
+  txmq::test::BrokerOptions o;
+  o.listen = "[::1]:0";
+  BrokerProcess broker(o);
+  start(broker);
+  const std::string b = "[::1]:" + std::to_string(broker.port());
+  must_run({"--broker", b, "topic", "create", "v6"});
+  Run listed = must_run({"--broker", b, "topic", "list"});
+  CHECK(listed.out.find("v6") != std::string::npos);
+}
+
+TEST_CASE("a broker name that does not resolve exits 1 at once, naming it") {
+  const auto t0 = Clock::now();
+  Run r = run_cli({"--broker", "no-such-host.invalid:7411", "topic", "list"}, {}, {}, 10s);
+  const auto took = Clock::now() - t0;
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.err.find("cannot resolve 'no-such-host.invalid'") != std::string::npos, "stderr: " << r.err);
+  CHECK(took < 2s);
+}
+
+TEST_CASE("a closed port exits 1 within 2 s with the reason, for every kind of command") {
+  txmq::test::ClosedPort closed;
+  const std::string b = "127.0.0.1:" + std::to_string(closed.port());
+  const std::vector<std::pair<std::vector<std::string>, std::string>> commands = {
+      {{"--broker", b, "topic", "list"}, ""},
+      {{"--broker", b, "produce", "t"}, "a\n"},
+      {{"--broker", b, "consume", "t", "--group", "g"}, ""},
+      {{"--broker", b, "stats"}, ""},
+  };
+  for (const auto& [args, input] : commands) {
+    CAPTURE(args[2]);
+    // The run's own deadline is generous so that a slow tool shows its stderr; the check
+    // is on the measured time, against the default request timeout of 10 s.
+    const auto t0 = Clock::now();
+    Run r = run_cli(args, input, {}, 10s);
+    const auto took = std::chrono::duration_cast<Millis>(Clock::now() - t0);
+    CHECK_MESSAGE(r.exit_code == 1, "exit " << r.exit_code << " stderr: " << r.err);
+    CHECK_MESSAGE(r.err.find("connection refused") != std::string::npos, "stderr: " << r.err);
+    CHECK_MESSAGE(took < 2s, "took " << took.count() << " ms");
+  }
 }
 
 TEST_CASE("TXMQ_BROKER names the broker when --broker is absent") {

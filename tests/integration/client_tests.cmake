@@ -1,7 +1,8 @@
 # Integration tests of the client library and the txmq tool against the real broker.
 # Included from tests/integration/CMakeLists.txt, after tests/support is available.
 
-foreach(test produce_consume_test client_threads_test producer_backpressure_test async_transactions_test crash_durability_test shutdown_test cli_test)
+foreach(test produce_consume_test client_threads_test producer_backpressure_test async_transactions_test
+             crash_durability_test shutdown_test cli_test host_names_test)
   txmq_add_test(${test} SOURCES ${test}.cpp LIBS txmq_client txmq_test_support
                 LABEL integration TIMEOUT 120)
   # The broker must be built before the test can run it.

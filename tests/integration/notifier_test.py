@@ -44,8 +44,9 @@ def subscription(name, topic, url, **extra):
     return "\n".join(lines) + "\n"
 
 
-def config(broker, *subs):
-    return (f'[notifier]\nbroker = "{broker.address}"\nmetrics_listen = "127.0.0.1:0"\n'
+def config(broker, *subs, broker_address=None, metrics_listen="127.0.0.1:0"):
+    """broker_address names the broker otherwise than by the address it printed."""
+    return (f'[notifier]\nbroker = "{broker_address or broker.address}"\nmetrics_listen = "{metrics_listen}"\n'
             f'log_level = "debug"\n\n' + "\n".join(subs))
 
 
@@ -101,10 +102,20 @@ class NotifierTest(unittest.TestCase):
         r = txmq(self.broker, *args, stdin="".join(b + "\n" for b in bodies))
         self.assertEqual(r.returncode, 0, r.stderr)
 
-    def start(self, respond, *subs):
+    def start(self, respond, *subs, **config_args):
         self.receiver = Receiver(respond)
         subs = [s.replace("RECEIVER", self.receiver.url) for s in subs]
-        self.notifier = Notifier(self.tmp, config(self.broker, *subs)).start()
+        self.notifier = Notifier(self.tmp, config(self.broker, *subs, **config_args)).start()
+
+    def delivers_one(self, **config_args):
+        """A message produced is delivered: the notifier consumes from the broker as configured."""
+        self.topic("named")
+        self.start(lambda path, req, n: (204, {}, b""), subscription("s", "named", "RECEIVER/hook"), **config_args)
+        self.produce("named", ["by name"])
+        wait_until(lambda: len(self.receiver.on("/hook")) == 1, 20, "the callback")
+        wait_until(lambda: self.lag("notify-s") == 0, 20, "the message acknowledged")
+        self.assertEqual(self.receiver.on("/hook")[0].body, b"by name")
+        self.assertEqual(self.notifier.stop(), 0, "notifier did not exit cleanly on SIGTERM")
 
     def gave_up(self, group, count=1, timeout=30):
         """The give-up records of a subscription's group, as parsed JSON."""
@@ -337,6 +348,30 @@ class NotifierTest(unittest.TestCase):
         ids = [r.headers["webhook-id"] for r in self.receiver.on("/term")]
         self.assertEqual(len(set(ids)), 6)
         self.assertEqual(len(ids), 6, "a request finished at shutdown was sent again")
+
+    # -- broker addresses: names and IPv6 ------------------------------------------------
+
+    def test_talks_to_the_broker_by_the_name_localhost(self):
+        port = self.broker.address.rsplit(":", 1)[1]
+        self.delivers_one(broker_address=f"localhost:{port}", metrics_listen="localhost:0")
+        self.assertTrue(self.notifier.metrics.startswith("127.0.0.1:") or self.notifier.metrics.startswith("[::1]:"),
+                        self.notifier.metrics)
+
+    def test_talks_to_a_broker_on_ipv6_loopback(self):
+        self.broker.stop()
+        self.broker.start("[::1]:0")
+        self.assertTrue(self.broker.address.startswith("[::1]:"), self.broker.address)
+        self.delivers_one()
+
+    def test_a_broker_name_that_does_not_resolve_fails_naming_it(self):
+        cfg = os.path.join(self.tmp, "unresolvable.toml")
+        with open(cfg, "w") as f:
+            f.write(config(self.broker, subscription("s", "t", "http://127.0.0.1:1/x"),
+                           broker_address="no-such-host.invalid:7411"))
+        p = subprocess.run([os.environ["TXMQ_NOTIFIER_BIN"], "--config", cfg], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("cannot resolve 'no-such-host.invalid'", p.stderr)
 
     def test_bad_config_is_refused_with_the_key_named(self):
         bad = os.path.join(self.tmp, "bad.toml")

@@ -91,3 +91,52 @@ TEST_CASE("loopback addresses are told from every-interface and other addresses"
     CHECK_FALSE(is_loopback_ip(no));
   }
 }
+
+TEST_CASE("a host name parses as it is") {
+  for (const char* text : {"localhost:7411", "broker-1.example.com:0", "my_host:65535", "no-such-host.invalid:1"}) {
+    CAPTURE(text);
+    auto hp = parse_host_port(text);
+    REQUIRE(hp.ok());
+    CHECK(hp->to_string() == text);
+  }
+  auto hp = parse_host_port("localhost:7411");
+  REQUIRE(hp.ok());
+  CHECK(hp->host == "localhost");
+  CHECK(hp->port == 7411);
+}
+
+TEST_CASE("a host name with characters no name has is rejected") {
+  for (const char* text : {"local host:80", "a/b:80", "host\t:80", "[localhost]:80", "[127.0.0.1]:80", "[x:y]:80",
+                           "[::1:80", "::1]:80"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_host_port(text).ok());
+  }
+}
+
+TEST_CASE("a name without a port, or with port 65536, is rejected; port 0 is taken") {
+  CHECK_FALSE(parse_host_port("localhost").ok());
+  CHECK_FALSE(parse_host_port("localhost:").ok());
+  CHECK_FALSE(parse_host_port("localhost:65536").ok());
+  auto hp = parse_host_port("localhost:0");
+  REQUIRE(hp.ok());
+  CHECK(hp->port == 0);
+}
+
+TEST_CASE("a bracketed IPv6 address may carry a zone id") {
+  auto hp = parse_host_port("[fe80::1%eth0]:7411");
+  REQUIRE(hp.ok());
+  CHECK(hp->host == "fe80::1%eth0");
+  CHECK(hp->to_string() == "[fe80::1%eth0]:7411");
+}
+
+TEST_CASE("IP literals are told from names") {
+  using txmq::common::is_ip_literal;
+  for (const char* yes : {"127.0.0.1", "::1", "fe80::1", "0.0.0.0"}) {
+    CAPTURE(yes);
+    CHECK(is_ip_literal(yes));
+  }
+  for (const char* no : {"localhost", "", "1.2.3", "example.com"}) {
+    CAPTURE(no);
+    CHECK_FALSE(is_ip_literal(no));
+  }
+}

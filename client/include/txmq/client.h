@@ -42,11 +42,25 @@ namespace txmq::client {
 using Millis = std::chrono::milliseconds;
 
 struct ClientOptions {
-  std::string broker = "127.0.0.1:7411";  // HOST:PORT or [IPv6]:PORT
+  // The broker: "host:port" (a name, resolved with getaddrinfo on the connection's I/O
+  // thread before each connection round), "a.b.c.d:port" or "[v6]:port". Each address a
+  // name resolves to is tried in turn until one connects. A name that does not resolve is
+  // retried like a refused connection; its error (kNotConnected) names the host and gives
+  // the resolver's reason. Text that is not an address fails every request with
+  // kInvalidArgument.
+  std::string broker = "127.0.0.1:7411";
   std::string client_name = "txmq-client";
   Millis request_timeout{30000};    // default deadline of calls that take no timeout
   Millis reconnect_initial{100};    // first backoff after a lost connection
   Millis reconnect_max{5000};       // backoff doubles up to this
+  // 0 (the default): requests made before the first connection wait for it until their own
+  // deadlines, while the connection retries. Otherwise, until the broker first answers the
+  // hello, requests fail at once with kNotConnected and the reason when an attempt fails
+  // (name not found, every address refused or unreachable), and every request still waiting
+  // fails this long after the object was created; the connection keeps retrying in the
+  // background either way. For tools that must report an unreachable broker quickly (the
+  // txmq tool uses 1000 ms). A Consumer's subscription is not a request: it keeps waiting.
+  Millis first_connect_timeout{0};
   // Set by TransactionalProducer: the broker sends this group's transaction checks here.
   std::string producer_group;
 };
