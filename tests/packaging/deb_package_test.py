@@ -31,6 +31,8 @@ UNIT_DIR = "/usr/lib/systemd/system"
 WANTS = "/etc/systemd/system/multi-user.target.wants"
 SYSTEMD = os.path.isdir("/run/systemd/system")
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+# Another apt-get or dpkg on the machine holds the lock for a while: wait for it.
+APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=120"]
 
 
 def skip(reason):
@@ -62,6 +64,28 @@ def running_as_txmq():
     return r.stdout.strip() if r and r.returncode == 0 else ""
 
 
+def purge(check=True):
+    # Only what dpkg still knows: after a remove libtxmq-dev (no conffiles) is gone, and
+    # apt-get refuses to purge a package it does not know.
+    known = [p for p in PACKAGES if known_to_dpkg(p)]
+    if known:
+        run([*APT, "purge", *known], env=APT_ENV, check=check)
+
+
+def running_packaged_binaries():
+    """Processes running a binary of the txmq package, by any user. (Other txmq-brokers,
+    from build trees, may run on the same machine: their names are no evidence.)"""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if exe.removesuffix(" (deleted)") in ("/usr/bin/txmq-broker", "/usr/bin/txmq-notifier"):
+            found.append(f"{pid} {exe}")
+    return found
+
+
 def user_exists():
     try:
         pwd.getpwnam("txmq")
@@ -88,8 +112,7 @@ class DebPackageTest(unittest.TestCase):
         if self.broker and self.broker.poll() is None:
             self.broker.kill()
             self.broker.wait(timeout=20)
-        if any(known_to_dpkg(p) for p in PACKAGES):
-            run(["dpkg", "--purge", *PACKAGES], env=APT_ENV, check=False)
+        purge(check=False)
 
     def start_broker(self):
         """The broker as the installed unit runs it; returns its HOST:PORT."""
@@ -125,7 +148,7 @@ class DebPackageTest(unittest.TestCase):
     def test_install_run_remove_purge(self):
         print(f"systemd running: {SYSTEMD}", flush=True)
         started = time.monotonic()
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *self.debs],
+        run([*APT, "install", "--no-install-recommends", *self.debs],
             env=APT_ENV)
         for p in PACKAGES:
             self.assertTrue(installed(p), p)
@@ -166,23 +189,22 @@ class DebPackageTest(unittest.TestCase):
 
         # Remove: binaries and units go, the configuration stays, and the units are masked
         # so that the enablement links left behind cannot start a missing binary.
-        run(["apt-get", "remove", "-y", "-q", *PACKAGES], env=APT_ENV)
+        run([*APT, "remove", *PACKAGES], env=APT_ENV)
         self.assertFalse(os.path.exists("/usr/bin/txmq-broker"))
         self.assertTrue(os.path.exists("/etc/txmq/txmq-broker.toml"))
         self.assertEqual(os.path.realpath("/etc/systemd/system/txmq-broker.service"), "/dev/null")
         self.assertEqual(running_as_txmq(), "")
+        self.assertEqual(running_packaged_binaries(), [])
 
         # Purge: configuration, data, links and masks go; nothing runs as txmq.
-        # dpkg: after the remove only txmq is left to purge (libtxmq-dev has no conffiles),
-        # and apt-get refuses a purge of a package it no longer knows.
-        run(["dpkg", "--purge", *PACKAGES], env=APT_ENV)
+        purge()
         for p in PACKAGES:
             self.assertFalse(installed(p), p)
         for path in ["/etc/txmq", "/var/lib/txmq", "/etc/systemd/system/txmq-broker.service",
                      f"{WANTS}/txmq-broker.service", f"{WANTS}/txmq-notifier.service"]:
             self.assertFalse(os.path.lexists(path), path)
         self.assertEqual(running_as_txmq(), "")
-        self.assertEqual(run(["pgrep", "-x", "txmq-broker"], check=False).stdout, "")
+        self.assertEqual(running_packaged_binaries(), [])
         print(f"install to purge: {time.monotonic() - started:.1f} s", flush=True)
 
 
