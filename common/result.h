@@ -7,7 +7,9 @@
 #include <utility>
 #include <variant>
 
-#include "common/errors.h"
+// Relative to this file: the installed copy (include/txmq/common/) has no project root on
+// the include path.
+#include "errors.h"
 
 namespace txmq {
 

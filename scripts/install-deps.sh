@@ -3,6 +3,8 @@
 # apt-get skips what is already installed. Must run as root.
 # --fuzz adds what scripts/fuzz.sh needs: clang and, in libclang-rt-14-dev, the libFuzzer,
 # ASan and UBSan runtimes of Debian's clang 14.
+# dpkg-dev and file: CPack's Debian generator (scripts/build-debs.sh) runs dpkg-shlibdeps
+# on the files `file` says are ELF.
 set -euo pipefail
 
 packages=(
@@ -12,6 +14,7 @@ packages=(
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
   libcurl4-openssl-dev libssl-dev libsqlite3-dev libcpp-httplib-dev
   prometheus python3 wrk
+  dpkg-dev file
 )
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-14-dev)
