@@ -22,13 +22,12 @@ using Bytes = std::span<const std::uint8_t>;
 
 Bytes bytes_of(const MDB_val& v) { return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}; }
 
-// LMDB places a value at any even address; a flatbuffer is read in place only when it is
-// 8-byte aligned, so the check reads a copy.
+// Through aligned(): LMDB places a value at any even address.
 template <typename Table>
 bool verifies(Bytes b) {
-  std::vector<std::uint64_t> aligned((b.size() + 7) / 8);
-  if (!b.empty()) std::memcpy(aligned.data(), b.data(), b.size());
-  flatbuffers::Verifier verifier(reinterpret_cast<const std::uint8_t*>(aligned.data()), b.size());
+  std::vector<std::uint64_t> scratch;
+  const MDB_val v{b.size(), const_cast<std::uint8_t*>(b.data())};
+  flatbuffers::Verifier verifier(aligned(v, scratch), b.size());
   return verifier.VerifyBuffer<Table>(nullptr);
 }
 
@@ -160,9 +159,8 @@ class Checker {
     std::uint64_t missing = 0;
     walk_dbi(dbis_["topics"], "topics", [&](const MDB_val&, const MDB_val& v) {
       if (!verifies<TopicRecord>(bytes_of(v))) return;
-      std::vector<std::uint64_t> aligned((v.mv_size + 7) / 8);
-      std::memcpy(aligned.data(), v.mv_data, v.mv_size);
-      auto* t = flatbuffers::GetRoot<TopicRecord>(aligned.data());
+      std::vector<std::uint64_t> scratch;
+      auto* t = flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch));
       for (std::uint32_t p = 0; p < t->partitions(); ++p)
         if (!next.count(PartitionKey(TopicId(t->id()), PartitionId(p)).bytes)) ++missing;
     });
