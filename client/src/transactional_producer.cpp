@@ -2,6 +2,7 @@
 // through the user's checker.
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -138,30 +139,17 @@ class TransactionalProducerImpl {
       return;
     }
     pool();  // started here, on the caller's thread (see pool())
-    auto job = std::make_shared<AsyncTxn>(AsyncTxn{std::move(executor), std::move(done)});
-    prepare_async(topic, std::move(m), [this, job](const Result<std::uint64_t>& id) {
-      if (!id) return finish(*job, id.error());
-      // The prepares answered together are handed to the workers together, after this
-      // answer's callbacks: see dispatch().
-      if (ready_.empty() && !conn_.post([this] { dispatch(); })) {
-        return finish(*job, TransactionResult{*id, TxnState::kPrepared, false,
-                                              "the producer closed before the local transaction ran"});
-      }
-      ready_.push_back(Prepared{job, *id});
-    });
+    // The transaction travels by value through the queues (prepare, ready, end): no
+    // callback is wrapped around it and nothing is shared, so that it costs the client no
+    // more than a prepare_async and an end_async.
+    queue_prepare(QueuedPrepare{std::string(topic), std::move(m), nullptr, AsyncTxn{std::move(executor), std::move(done)}});
   }
 
   bool on_io_thread() const { return conn_.on_io_thread(); }
 
   void prepare_async(std::string_view topic, Message m, std::function<void(const Result<std::uint64_t>&)> done) {
     if (options_.producer_group.empty()) return done(Error(ErrorCode::kInvalidArgument, "no producer group"));
-    bool post;
-    {
-      std::lock_guard lock(mu_);
-      post = prepares_.empty() && ends_.empty();
-      prepares_.push_back(QueuedPrepare{std::string(topic), std::move(m), std::move(done)});
-    }
-    if (post && !conn_.post([this] { pump(); })) fail_queued();
+    queue_prepare(QueuedPrepare{std::string(topic), std::move(m), std::move(done), {}});
   }
 
   void end_async(std::uint64_t id, LocalTransactionState state, std::function<void(const Result<TransactionResult>&)> done,
@@ -177,23 +165,54 @@ class TransactionalProducerImpl {
   }
 
  private:
-  struct QueuedPrepare {
-    std::string topic;
-    Message message;
-    std::function<void(const Result<std::uint64_t>&)> done;
-  };
-  struct QueuedEnd {
-    wire::TxnEnd end;
-    std::function<void(const Result<TransactionResult>&)> done;
-  };
+  // A send_in_transaction_async call, from its prepare to its done.
   struct AsyncTxn {
     TransactionalProducer::Executor executor;
     TransactionalProducer::TransactionCallback done;
   };
+  // A prepare waiting to go out: its answer goes to done (prepare_async) or, when
+  // txn.executor is set, on to the workers (send_in_transaction_async).
+  struct QueuedPrepare {
+    std::string topic;
+    Message message;
+    std::function<void(const Result<std::uint64_t>&)> done;
+    AsyncTxn txn;
+  };
+  // An end waiting to go out. done may be empty (a checker's answer). With releases_room,
+  // done is a send_in_transaction_async's: it is called through finish(), and a failed
+  // end is reported as the transaction left prepared.
+  struct QueuedEnd {
+    wire::TxnEnd end;
+    std::function<void(const Result<TransactionResult>&)> done;
+    bool releases_room = false;
+  };
   struct Prepared {
-    std::shared_ptr<AsyncTxn> job;
+    AsyncTxn txn;
     std::uint64_t transaction_id;
   };
+
+  // Any thread: queues one prepare; the first one queued since the last pump posts it.
+  void queue_prepare(QueuedPrepare prepare) {
+    bool post;
+    {
+      std::lock_guard lock(mu_);
+      post = prepares_.empty() && ends_.empty();
+      prepares_.push_back(std::move(prepare));
+    }
+    if (post && !conn_.post([this] { pump(); })) fail_queued();
+  }
+
+  // I/O thread: a send_in_transaction_async's prepare was answered. The prepares answered
+  // together are handed to the workers together, after this answer's callbacks: see
+  // dispatch().
+  void prepared(AsyncTxn txn, const Result<std::uint64_t>& id) {
+    if (!id) return finish(txn.done, id.error());
+    if (ready_.empty() && !conn_.post([this] { dispatch(); })) {
+      return finish(txn.done, TransactionResult{*id, TxnState::kPrepared, false,
+                                                "the producer closed before the local transaction ran"});
+    }
+    ready_.push_back(Prepared{std::move(txn), *id});
+  }
 
   // I/O thread. Hands the prepared transactions to the workers in one chunk per worker at
   // most, so that each chunk's ends go out as one request, as the prepares came: one job
@@ -218,31 +237,27 @@ class TransactionalProducerImpl {
   void run_chunk(std::vector<Prepared>& chunk, bool started) {
     if (!started) {
       for (auto& p : chunk)
-        finish(*p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false,
-                                         "the producer closed before the local transaction ran"});
+        finish(p.txn.done, TransactionResult{p.transaction_id, TxnState::kPrepared, false,
+                                             "the producer closed before the local transaction ran"});
       return;
     }
     std::vector<QueuedEnd> ends;
-    std::vector<std::pair<std::shared_ptr<AsyncTxn>, TransactionResult>> left_prepared;
+    std::vector<std::pair<TransactionalProducer::TransactionCallback, TransactionResult>> left_prepared;
     ends.reserve(chunk.size());
     for (auto& p : chunk) {
       std::string why;
-      const LocalTransactionState local = run_local(p.job->executor, p.transaction_id, &why);
+      const LocalTransactionState local = run_local(p.txn.executor, p.transaction_id, &why);
       if (local == LocalTransactionState::kUnknown) {
-        left_prepared.emplace_back(p.job, TransactionResult{p.transaction_id, TxnState::kPrepared, false, std::move(why)});
+        left_prepared.emplace_back(std::move(p.txn.done),
+                                   TransactionResult{p.transaction_id, TxnState::kPrepared, false, std::move(why)});
         continue;
       }
-      ends.push_back(QueuedEnd{wire::TxnEnd(p.transaction_id, to_action(local)),
-                               [this, job = p.job, id = p.transaction_id](const Result<TransactionResult>& r) {
-                                 if (r) return finish(*job, *r);
-                                 finish(*job, TransactionResult{id, TxnState::kPrepared, false,
-                                                                "end failed: " + r.error().describe()});
-                               }});
+      ends.push_back(QueuedEnd{wire::TxnEnd(p.transaction_id, to_action(local)), std::move(p.txn.done), true});
     }
     if (!left_prepared.empty()) {
       auto shared = std::make_shared<decltype(left_prepared)>(std::move(left_prepared));
       auto report = [this, shared] {
-        for (auto& [job, r] : *shared) finish(*job, r);
+        for (auto& [done, r] : *shared) finish(done, r);
       };
       if (!conn_.post(report)) report();
     }
@@ -261,35 +276,45 @@ class TransactionalProducerImpl {
   }
 
   // Takes room for one transaction, waiting up to max_block (not on the I/O thread, which
-  // alone frees room). An error when none came.
+  // alone frees room). An error when none came. The count is an atomic so that taking and
+  // giving back room costs no lock and no wake-up while there is room; the lock and the
+  // condition are only for a caller that waits.
   std::optional<Error> take_room() {
     const std::size_t max = std::max<std::size_t>(options_.max_in_flight_transactions, 1);
+    auto try_take = [&] {
+      std::size_t n = txns_in_flight_.load();
+      while (n < max)
+        if (txns_in_flight_.compare_exchange_weak(n, n + 1)) return true;
+      return false;
+    };
+    if (try_take()) return std::nullopt;
+    if (conn_.on_io_thread())
+      return Error(ErrorCode::kInvalidArgument, "send_in_transaction_async called from the I/O thread with " +
+                                                    std::to_string(txns_in_flight_.load()) +
+                                                    " transactions in flight (max_in_flight_transactions): it "
+                                                    "cannot wait there for room");
     std::unique_lock lock(room_mu_);
-    auto room = [&] { return txns_in_flight_ < max; };
-    if (!room()) {
-      if (conn_.on_io_thread())
-        return Error(ErrorCode::kInvalidArgument, "send_in_transaction_async called from the I/O thread with " +
-                                                      std::to_string(txns_in_flight_) +
-                                                      " transactions in flight (max_in_flight_transactions): it "
-                                                      "cannot wait there for room");
-      if (!room_cv_.wait_for(lock, options_.max_block, room))
-        return Error(ErrorCode::kTimeout, "no room for the transaction within " +
-                                              std::to_string(options_.max_block.count()) + " ms: " +
-                                              std::to_string(txns_in_flight_) +
-                                              " in flight (max_in_flight_transactions = " + std::to_string(max) + ")");
-    }
-    ++txns_in_flight_;
-    return std::nullopt;
+    // Counted before the room is looked at again, so that finish() either sees a waiter
+    // or frees room this look sees (both are sequentially consistent).
+    ++room_waiters_;
+    const bool took = room_cv_.wait_for(lock, options_.max_block, try_take);
+    --room_waiters_;
+    if (took) return std::nullopt;
+    return Error(ErrorCode::kTimeout, "no room for the transaction within " +
+                                          std::to_string(options_.max_block.count()) + " ms: " +
+                                          std::to_string(txns_in_flight_.load()) +
+                                          " in flight (max_in_flight_transactions = " + std::to_string(max) + ")");
   }
 
   // The room goes back before done runs, so that done may begin the next transaction.
-  void finish(AsyncTxn& job, const Result<TransactionResult>& r) {
-    {
-      std::lock_guard lock(room_mu_);
-      --txns_in_flight_;
+  void finish(TransactionalProducer::TransactionCallback& done, const Result<TransactionResult>& r) {
+    txns_in_flight_.fetch_sub(1);
+    if (room_waiters_.load() > 0) {
+      // Taking the lock orders this wake-up after the waiter's look at the room.
+      { std::lock_guard lock(room_mu_); }
+      room_cv_.notify_all();
     }
-    room_cv_.notify_all();
-    job.done(r);
+    done(r);
   }
 
   // Started by the first send_in_transaction_async, on the caller's thread, so that the
@@ -336,20 +361,30 @@ class TransactionalProducerImpl {
                                    fbb.CreateVector(msgs), static_cast<std::uint64_t>(options_.check_after.count()));
     const std::uint64_t rid = conn_.next_request_id();
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Prepare, req.Union()));
-    auto shared = std::make_shared<std::vector<std::function<void(const Result<std::uint64_t>&)>>>();
+    // Each answer goes to its prepare_async callback or, for an async transaction, on to
+    // prepared().
+    struct Waiter {
+      std::function<void(const Result<std::uint64_t>&)> done;
+      AsyncTxn txn;
+    };
+    auto shared = std::make_shared<std::vector<Waiter>>();
     shared->reserve(batch.size());
-    for (auto& q : batch) shared->push_back(std::move(q.done));
+    for (auto& q : batch) shared->push_back(Waiter{std::move(q.done), std::move(q.txn)});
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
-                  [shared](Result<const wire::Frame*> r) {
+                  [this, shared](Result<const wire::Frame*> r) {
                     const wire::PrepareOk* ok = r.ok() ? (*r)->body_as_PrepareOk() : nullptr;
                     const auto* ids = ok ? ok->transaction_ids() : nullptr;
                     for (std::size_t i = 0; i < shared->size(); ++i) {
+                      Result<std::uint64_t> id = Error(ErrorCode::kInternal, "broker answered prepare with the wrong count");
                       if (!r.ok())
-                        (*shared)[i](r.error());
-                      else if (!ids || ids->size() != shared->size())
-                        (*shared)[i](Error(ErrorCode::kInternal, "broker answered prepare with the wrong count"));
+                        id = r.error();
+                      else if (ids && ids->size() == shared->size())
+                        id = ids->Get(static_cast<flatbuffers::uoffset_t>(i));
+                      auto& w = (*shared)[i];
+                      if (w.txn.executor)
+                        prepared(std::move(w.txn), id);
                       else
-                        (*shared)[i](ids->Get(static_cast<flatbuffers::uoffset_t>(i)));
+                        w.done(id);
                     }
                   });
   }
@@ -369,22 +404,29 @@ class TransactionalProducerImpl {
     // Ending is idempotent on the broker, so an end whose connection dropped is sent again.
     conn_.request(
         rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
-        [shared](Result<const wire::Frame*> r) {
+        [this, shared](Result<const wire::Frame*> r) {
           const wire::EndTransactionsOk* ok = r.ok() ? (*r)->body_as_EndTransactionsOk() : nullptr;
           const auto* results = ok ? ok->results() : nullptr;
           for (std::size_t i = 0; i < shared->size(); ++i) {
             auto& e = (*shared)[i];
             if (!e.done) continue;
+            Result<TransactionResult> result = Error(ErrorCode::kInternal, "broker answered end with the wrong count");
             if (!r.ok()) {
-              e.done(r.error());
-            } else if (!results || results->size() != shared->size()) {
-              e.done(Error(ErrorCode::kInternal, "broker answered end with the wrong count"));
-            } else {
+              result = r.error();
+            } else if (results && results->size() == shared->size()) {
               const auto* res = results->Get(static_cast<flatbuffers::uoffset_t>(i));
               if (!res->found())
-                e.done(Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(res->transaction_id())));
+                result = Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(res->transaction_id()));
               else
-                e.done(TransactionResult{res->transaction_id(), to_state(res->state()), res->changed(), {}});
+                result = TransactionResult{res->transaction_id(), to_state(res->state()), res->changed(), {}};
+            }
+            if (!e.releases_room) {
+              e.done(result);
+            } else if (result) {
+              finish(e.done, result);
+            } else {
+              finish(e.done, TransactionResult{e.end.transaction_id(), TxnState::kPrepared, false,
+                                               "end failed: " + result.error().describe()});
             }
           }
         },
@@ -425,9 +467,20 @@ class TransactionalProducerImpl {
       prepares.swap(prepares_);
       ends.swap(ends_);
     }
-    for (auto& p : prepares) p.done(Error(ErrorCode::kClosed));
-    for (auto& e : ends)
-      if (e.done) e.done(Error(ErrorCode::kClosed));
+    for (auto& p : prepares) {
+      if (p.txn.executor)
+        finish(p.txn.done, Error(ErrorCode::kClosed));
+      else
+        p.done(Error(ErrorCode::kClosed));
+    }
+    for (auto& e : ends) {
+      if (!e.done) continue;
+      if (e.releases_room)
+        finish(e.done, TransactionResult{e.end.transaction_id(), TxnState::kPrepared, false,
+                                         "end failed: " + Error(ErrorCode::kClosed).describe()});
+      else
+        e.done(Error(ErrorCode::kClosed));
+    }
   }
 
   TransactionalProducer::Options options_;
@@ -441,9 +494,11 @@ class TransactionalProducerImpl {
   std::vector<Prepared> ready_;                 // I/O thread: prepared, not yet handed to the workers
   std::once_flag workers_once_;                 // the workers start with the first async transaction
   std::unique_ptr<WorkerPool> workers_;
-  std::mutex room_mu_;
+  // send_in_transaction_async calls not yet done, and callers waiting for room among them.
+  std::atomic<std::size_t> txns_in_flight_{0};
+  std::atomic<std::size_t> room_waiters_{0};
+  std::mutex room_mu_;  // with room_cv_, only for a caller waiting for room
   std::condition_variable room_cv_;
-  std::size_t txns_in_flight_ = 0;  // guarded by room_mu_: send_in_transaction_async calls not yet done
 };
 
 }  // namespace detail

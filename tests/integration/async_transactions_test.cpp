@@ -236,3 +236,41 @@ TEST_CASE("at max_in_flight_transactions, send_in_transaction_async fails with k
   Admin admin(client_options(broker.address()));
   CHECK(next_offset(admin, "t") == 2);
 }
+
+TEST_CASE("callers that wait for room get it as soon as a transaction finishes, from several threads") {
+  BrokerProcess broker;
+  start(broker);
+  create_topic(broker.address(), "t");
+  auto options = txn_options(broker.address());
+  // One transaction in flight at a time, so that nearly every call waits and is woken by
+  // the one before it finishing. A lost wake-up leaves a caller waiting its whole
+  // max_block (it then finds the room free and goes on): no call may take that long.
+  options.max_in_flight_transactions = 1;
+  options.max_block = Millis(5000);
+  TransactionalProducer producer(options, nullptr);
+  constexpr std::size_t kThreads = 3, kPerThread = 20;
+  Done done;
+  std::atomic<std::size_t> full_waits{0};
+  auto commit = [](std::uint64_t) { return LocalTransactionState::kCommit; };
+  std::vector<std::thread> callers;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      for (std::size_t i = 0; i < kPerThread; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        producer.send_in_transaction_async("t", text("m"), commit, done.slot(t * kPerThread + i));
+        if (std::chrono::steady_clock::now() - t0 >= options.max_block) ++full_waits;
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  CHECK(full_waits.load() == 0);
+  REQUIRE(done.wait_all(kThreads * kPerThread, kWait));
+  std::size_t committed = 0;
+  for (const auto& [i, r] : done.results()) {
+    CHECK_MESSAGE(r.ok(), describe(r));
+    if (r.ok() && r->state == TxnState::kCommitted) ++committed;
+  }
+  CHECK(committed == kThreads * kPerThread);
+  Admin admin(client_options(broker.address()));
+  CHECK(next_offset(admin, "t") == kThreads * kPerThread);
+}
