@@ -19,10 +19,10 @@
 // the durable cursors and pending records; lives until its topic is deleted or the broker
 // stops. Concurrency: loop thread only.
 // Limits: a consumer never holds more unacknowledged deliveries than its window, no
-// delivery is built while its connection's output is above high water, and in ordered mode
-// a partition has at most one delivery in flight. Memory: in flight (bounded by windows)
-// plus messages that failed and wait for a retry, plus acks above the floor; never the
-// backlog.
+// delivery is built while its sink is not writable (a connection's output above high
+// water), and in ordered mode a partition has at most one delivery in flight. Memory: in
+// flight (bounded by windows) plus messages that failed and wait for a retry, plus acks
+// above the floor; never the backlog.
 
 #include <cstdint>
 #include <map>
