@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "broker/connection_budget.h"
+#include "broker/delivery_sink.h"
 #include "common/frame.h"
 
 namespace txmq::broker {
@@ -60,7 +61,7 @@ struct ConnectionLimits {
 // Why a connection must be closed now (Connection::overdue).
 enum class Overdue { kNone, kHello, kFrame, kOutput, kLinger };
 
-class Connection {
+class Connection final : public DeliverySink {
  public:
   enum class State { kOpen, kDraining, kClosing };
 
@@ -84,7 +85,7 @@ class Connection {
   std::uint64_t id() const { return id_; }
   State state() const { return state_; }
   // Open and not condemned: requests from it are served, answers and pushes go to it.
-  bool open() const { return state_ == State::kOpen && !flush_then_close_; }
+  bool open() const override { return state_ == State::kOpen && !flush_then_close_; }
   const std::string& peer() const { return peer_; }
   // The socket's file descriptor; -1 when it has none (closed).
   int fd() const {
@@ -93,11 +94,11 @@ class Connection {
   }
 
   // Queues a whole frame (length prefix included) for the socket.
-  void send(std::span<const std::uint8_t> frame);
+  void send(std::span<const std::uint8_t> frame) override;
   // True when the output queue is below high water and, while all connections together are
   // over their output budget, empty: a push may go now. A client that reads its answers
   // keeps its queue empty and carries on; those that do not are the ones held back.
-  bool writable() const {
+  bool writable() const override {
     return output_bytes() < limits_.output_high_water && (output_bytes() == 0 || !budget_.output_full());
   }
   std::size_t output_bytes() const { return pending_.size() + writing_.size(); }

@@ -25,7 +25,7 @@ GroupPolicy Broker::effective_policy(std::string_view group, std::string_view to
 void Broker::dispatch_group(ConsumerGroup& group) {
   if (shutting_down_) return;  // nothing more goes out; what is held is delivered after restart
   if (group.has_consumers()) {
-    auto marks = group.dispatch(*store_, fbb_, wall_ms());
+    auto marks = group.dispatch(StoreLogReader(*store_), fbb_, wall_ms());
     if (!marks.empty()) persist(group, SettleBatch{}, std::move(marks), 0, 0, false);
   }
   schedule_group(group);
@@ -205,7 +205,7 @@ ConsumerGroup* Broker::load_group(const std::string& group_name, storage::GroupI
   if (ConsumerGroup* g = find_group(group_name, topic.meta.name)) return g;
   auto g = std::make_unique<ConsumerGroup>(group_name, gid, topic, effective_policy(group_name, topic.meta.name),
                                            next_group_serial_++);
-  if (auto st = g->load(*store_); !st) {
+  if (auto st = g->load(StoreLogReader(*store_)); !st) {
     spdlog::error("group '{}' on '{}': {}", group_name, topic.meta.name, st.error().describe());
     return nullptr;
   }

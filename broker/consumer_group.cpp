@@ -10,11 +10,11 @@ ConsumerGroup::ConsumerGroup(std::string name, storage::GroupId id, Topic& topic
                              std::uint64_t serial)
     : name_(std::move(name)), id_(id), topic_(&topic), policy_(std::move(policy)), serial_(serial) {}
 
-Status ConsumerGroup::load(const storage::Store& store) {
+Status ConsumerGroup::load(const LogReader& log) {
   cursors_.resize(topic_->meta.partitions);
   marked_.resize(topic_->meta.partitions);
   for (std::uint32_t p = 0; p < cursors_.size(); ++p) {
-    auto state = store.load_cursor(id_, topic_->meta.id, PartitionId(p));
+    auto state = log.load_cursor(id_, topic_->meta.id, PartitionId(p));
     if (!state) return state.error();
     auto& c = cursors_[p];
     // Retention may have removed messages below the floor; start where data begins.
@@ -33,31 +33,31 @@ Status ConsumerGroup::load(const storage::Store& store) {
   return {};
 }
 
-Consumer* ConsumerGroup::find_consumer(const Connection* conn) {
+Consumer* ConsumerGroup::find_consumer(const DeliverySink* sink) {
   for (auto& c : consumers_)
-    if (c->conn == conn) return c.get();
+    if (c->sink == sink) return c.get();
   return nullptr;
 }
 
-void ConsumerGroup::add_consumer(Connection& conn, std::uint32_t window) {
-  if (Consumer* c = find_consumer(&conn)) {
+void ConsumerGroup::add_consumer(DeliverySink& sink, std::uint32_t window) {
+  if (Consumer* c = find_consumer(&sink)) {
     c->window = window;
     return;
   }
-  consumers_.push_back(std::make_unique<Consumer>(Consumer{&conn, window}));
+  consumers_.push_back(std::make_unique<Consumer>(Consumer{&sink, window}));
 }
 
-std::vector<Failure> ConsumerGroup::remove_consumer(const Connection* conn, std::uint64_t now_ms) {
+std::vector<Failure> ConsumerGroup::remove_consumer(const DeliverySink* sink, std::uint64_t now_ms) {
   std::vector<Failure> failures;
   for (std::uint32_t p = 0; p < cursors_.size(); ++p) {
     auto& cursor = cursors_[p];
     std::vector<Offset> held;
     for (const auto& [o, f] : cursor.in_flight)
-      if (f.holder == conn) held.push_back(o);
+      if (f.holder == sink) held.push_back(o);
     // A consumer that went away failed its deliveries; another may take them at once.
     for (Offset o : held) failures.push_back(fail(PartitionId(p), o, "consumer disconnected", 0, false, now_ms));
   }
-  std::erase_if(consumers_, [&](const auto& c) { return c->conn == conn; });
+  std::erase_if(consumers_, [&](const auto& c) { return c->sink == sink; });
   if (next_consumer_ >= consumers_.size()) next_consumer_ = 0;
   return failures;
 }
@@ -98,7 +98,7 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
   return out;
 }
 
-Status ConsumerGroup::settle(const Connection& conn, PartitionId p, Offset o, wire::SettleVerb verb,
+Status ConsumerGroup::settle(const DeliverySink& sink, PartitionId p, Offset o, wire::SettleVerb verb,
                              std::uint64_t delay_ms, std::string_view reason, std::uint64_t now_ms,
                              SettleBatch& batch) {
   if (p.value() >= cursors_.size())
@@ -130,7 +130,7 @@ Status ConsumerGroup::settle(const Connection& conn, PartitionId p, Offset o, wi
     if (series.acked) series.acked->inc();
     return {};
   }
-  if (it == cursor.in_flight.end() || it->second.holder != &conn) {
+  if (it == cursor.in_flight.end() || it->second.holder != &sink) {
     ++batch.ignored;  // not ours (any more): a lease that ran out, a message settled already
     return {};
   }
@@ -196,7 +196,7 @@ void ConsumerGroup::reopen(PartitionId p, Offset o, std::uint64_t now_ms) {
 Consumer* ConsumerGroup::next_consumer_with_room() {
   for (std::size_t i = 0; i < consumers_.size(); ++i) {
     Consumer* c = consumers_[(next_consumer_ + i) % consumers_.size()].get();
-    if (c->in_flight < c->window && c->conn->open() && c->conn->writable()) {
+    if (c->in_flight < c->window && c->sink->open() && c->sink->writable()) {
       next_consumer_ = (next_consumer_ + i + 1) % consumers_.size();
       return c;
     }
@@ -211,7 +211,7 @@ Consumer* ConsumerGroup::ordered_owner(PartitionId p) {
   return consumers_[p.value() % consumers_.size()].get();
 }
 
-std::vector<std::pair<PartitionId, Offset>> ConsumerGroup::dispatch(const storage::Store& store,
+std::vector<std::pair<PartitionId, Offset>> ConsumerGroup::dispatch(const LogReader& log,
                                                                     flatbuffers::FlatBufferBuilder& fbb,
                                                                     std::uint64_t now_ms) {
   const std::uint32_t partitions = static_cast<std::uint32_t>(cursors_.size());
@@ -224,7 +224,7 @@ std::vector<std::pair<PartitionId, Offset>> ConsumerGroup::dispatch(const storag
     for (std::uint32_t i = 0; i < partitions && got == 0; ++i) {
       PartitionId p((next_partition_ + i) % partitions);
       if (policy_.mode == wire::GroupMode::Ordered && ordered_owner(p) != c) continue;
-      got = fill(*c, p, store, fbb, now_ms);
+      got = fill(*c, p, log, fbb, now_ms);
       if (got) next_partition_ = (p.value() + 1) % partitions;
     }
     // A consumer with room found nothing; once every consumer has come up empty in a row,
@@ -241,7 +241,7 @@ std::vector<std::pair<PartitionId, Offset>> ConsumerGroup::dispatch(const storag
   return marks;
 }
 
-std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store& store,
+std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const LogReader& log,
                                 flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms) {
   auto& cursor = cursors_[p.value()];
   const bool ordered = policy_.mode == wire::GroupMode::Ordered;
@@ -255,7 +255,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
     std::optional<Offset> fresh;
     if (cursor.waiting.empty() || cursor.waiting.begin()->first > cursor.ack_floor) {
       Offset from = cursor.ack_floor;
-      auto r = store.read_log(topic_->meta.id, p, from, 64, [&](const storage::LogEntry& e) {
+      auto r = log.read_log(topic_->meta.id, p, from, 64, [&](const storage::LogEntry& e) {
         if (e.offset >= end) return false;
         if (cursor.acked.contains(e.offset) || cursor.waiting.contains(e.offset)) return true;
         fresh = e.offset;
@@ -271,21 +271,21 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
       cursor.retry_due.erase({wait.due_ms, o});
       cursor.waiting.erase(w);
       return deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
-                     std::move(wait.history), store, fbb, now_ms, nullptr) ? 1 : 0;
+                     std::move(wait.history), log, fbb, now_ms, nullptr) ? 1 : 0;
     }
     if (!fresh) return 0;
     DeliveryCount n(*fresh < cursor.delivered_upto ? 2 : 1);
-    return deliver(c, p, *fresh, n, 0, false, {}, store, fbb, now_ms, nullptr) ? 1 : 0;
+    return deliver(c, p, *fresh, n, 0, false, {}, log, fbb, now_ms, nullptr) ? 1 : 0;
   }
 
   // Retries that are due go first: they are the oldest work. One whose lease ran out with
   // this consumer goes to another when there is one: a hung consumer must not use up a
   // message's deliveries while others wait.
   for (auto it = cursor.retry_due.begin();
-       sent < room && c.conn->writable() && it != cursor.retry_due.end() && it->first <= now_ms;) {
+       sent < room && c.sink->writable() && it != cursor.retry_due.end() && it->first <= now_ms;) {
     const Offset o = it->second;
     auto w = cursor.waiting.find(o);
-    if (w->second.last_holder == c.conn && consumers_.size() > 1) {
+    if (w->second.last_holder == c.sink && consumers_.size() > 1) {
       ++it;
       continue;
     }
@@ -293,15 +293,15 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
     it = cursor.retry_due.erase(it);
     cursor.waiting.erase(w);
     if (deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
-                std::move(wait.history), store, fbb, now_ms, nullptr))
+                std::move(wait.history), log, fbb, now_ms, nullptr))
       ++sent;
   }
   // Fresh messages, in chunks: entries already settled (acked, waiting) are skipped without
   // using the room, so the scan goes on until the room is filled or the log ends.
-  while (sent < room && cursor.next < end && c.conn->writable()) {
+  while (sent < room && cursor.next < end && c.sink->writable()) {
     Offset last = cursor.next;
     bool any = false;
-    auto r = store.read_log(topic_->meta.id, p, cursor.next, room - sent + 256, [&](const storage::LogEntry& e) {
+    auto r = log.read_log(topic_->meta.id, p, cursor.next, room - sent + 256, [&](const storage::LogEntry& e) {
       // Stop at the committed end: the writer may have appended past what the loop knows.
       if (e.offset >= end) return false;
       last = e.offset;
@@ -311,9 +311,9 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
         // Below the delivered-up-to mark a message was delivered before a restart, and
         // that delivery's lease was lost with the broker: this is its second.
         DeliveryCount n(e.offset < cursor.delivered_upto ? 2 : 1);
-        if (deliver(c, p, e.offset, n, 0, false, {}, store, fbb, now_ms, &e)) ++sent;
+        if (deliver(c, p, e.offset, n, 0, false, {}, log, fbb, now_ms, &e)) ++sent;
       }
-      return sent < room && c.conn->writable();
+      return sent < room && c.sink->writable();
     });
     if (!r) break;
     cursor.next = any ? next(last) : end;
@@ -322,7 +322,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const storage::Store
 }
 
 bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms,
-                            bool has_record, FailureHistory history, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+                            bool has_record, FailureHistory history, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
                             std::uint64_t now_ms, const storage::LogEntry* entry) {
   auto send = [&](const storage::LogEntry& e) {
     const storage::StoredMessage* m = e.message;
@@ -341,17 +341,17 @@ bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount 
         m->body() ? fbb.CreateVector(m->body()->data(), m->body()->size()) : 0, n.value(),
         history.empty() ? 0 : fbb.CreateVectorOfStrings(history));
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Delivery, body.Union()));
-    c.conn->send(common::frame_bytes(fbb));
+    c.sink->send(common::frame_bytes(fbb));
   };
   if (entry) {
     send(*entry);
-  } else if (!store.read_one(topic_->meta.id, p, o, send)) {
+  } else if (!log.read_one(topic_->meta.id, p, o, send)) {
     // Removed by retention meanwhile: nothing left to deliver or to retry.
     return false;
   }
   auto& cursor = cursors_[p.value()];
   const std::uint64_t deadline = now_ms + static_cast<std::uint64_t>(policy_.ack_wait.count());
-  cursor.in_flight[o] = InFlight{c.conn, n, first_ms ? first_ms : now_ms, deadline, has_record, std::move(history)};
+  cursor.in_flight[o] = InFlight{c.sink, n, first_ms ? first_ms : now_ms, deadline, has_record, std::move(history)};
   cursor.leases.emplace(deadline, o);
   if (o >= cursor.delivered_upto) cursor.delivered_upto = next(o);
   ++c.in_flight;

@@ -10,14 +10,19 @@
 // (a failure's delivery count and due time, a dead letter) return a Failure for the broker
 // to write, and the in-memory state already reflects it.
 //
+// The group reaches the world through two small interfaces: it reads messages and cursors
+// from a LogReader (the broker's Store) and pushes deliveries to DeliverySinks (the
+// broker's Connections), so that it runs, and is tested, without either. Time is always a
+// parameter (now_ms): the group never reads a clock.
+//
 // Lifecycle: created on the first subscribe of a (group, topic) in this broker run, from
 // the durable cursors and pending records; lives until its topic is deleted or the broker
 // stops. Concurrency: loop thread only.
 // Limits: a consumer never holds more unacknowledged deliveries than its window, no
-// delivery is built while its connection's output is above high water, and in ordered mode
-// a partition has at most one delivery in flight. Memory: in flight (bounded by windows)
-// plus messages that failed and wait for a retry, plus acks above the floor; never the
-// backlog.
+// delivery is built while its sink is not writable (a connection's output above high
+// water), and in ordered mode a partition has at most one delivery in flight. Memory: in
+// flight (bounded by windows) plus messages that failed and wait for a retry, plus acks
+// above the floor; never the backlog.
 
 #include <cstdint>
 #include <map>
@@ -28,16 +33,16 @@
 #include <vector>
 
 #include "broker/broker_probe.h"
-#include "broker/connection.h"
+#include "broker/delivery_sink.h"
 #include "broker/group_policy.h"
-#include "broker/storage/store.h"
+#include "broker/log_reader.h"
 #include "broker/topic_table.h"
 
 namespace txmq::broker {
 
-// One subscription: a connection consuming this group's topic.
+// One subscription: a sink (a connection) consuming this group's topic.
 struct Consumer {
-  Connection* conn;
+  DeliverySink* sink;
   std::uint32_t window;         // most unacknowledged deliveries it may hold
   std::uint32_t in_flight = 0;  // deliveries it holds now
 };
@@ -53,7 +58,7 @@ inline constexpr std::size_t kMaxReasonBytes = 1024;
 using FailureHistory = std::vector<std::string>;
 
 struct InFlight {
-  Connection* holder;                  // the consumer's connection
+  DeliverySink* holder;                // the consumer's sink
   DeliveryCount deliveries;            // including this one
   std::uint64_t first_delivery_ms;     // of the message's first delivery
   std::uint64_t lease_deadline_ms;     // a failed delivery once passed
@@ -65,7 +70,7 @@ struct Waiting {
   DeliveryCount deliveries;         // deliveries so far
   std::uint64_t due_ms;             // not delivered again before this
   std::uint64_t first_delivery_ms;  // 0 when never delivered (a redriven dead letter)
-  const Connection* last_holder = nullptr;  // whose lease ran out: others get it first
+  const DeliverySink* last_holder = nullptr;  // whose lease ran out: others get it first
   FailureHistory history;           // reasons of the failures so far
 };
 
@@ -104,7 +109,7 @@ class ConsumerGroup {
   ConsumerGroup(std::string name, storage::GroupId id, Topic& topic, GroupPolicy policy, std::uint64_t serial);
 
   // Loads the durable cursors and pending records of every partition. kStorageError.
-  Status load(const storage::Store& store);
+  Status load(const LogReader& log);
 
   const std::string& name() const { return name_; }
   storage::GroupId id() const { return id_; }
@@ -113,16 +118,17 @@ class ConsumerGroup {
   const GroupPolicy& policy() const { return policy_; }
   void set_policy(const GroupPolicy& policy) { policy_ = policy; }
 
-  Consumer* find_consumer(const Connection* conn);
-  void add_consumer(Connection& conn, std::uint32_t window);
-  // The connection's deliveries fail (with no delay: another consumer may take them).
-  std::vector<Failure> remove_consumer(const Connection* conn, std::uint64_t now_ms);
+  Consumer* find_consumer(const DeliverySink* sink);
+  // Adds a consumer, or sets the window of one already there (0 pauses it).
+  void add_consumer(DeliverySink& sink, std::uint32_t window);
+  // The sink's deliveries fail (with no delay: another consumer may take them).
+  std::vector<Failure> remove_consumer(const DeliverySink* sink, std::uint64_t now_ms);
   bool has_consumers() const { return !consumers_.empty(); }
   std::size_t consumers() const { return consumers_.size(); }
 
-  // Applies one verb from `conn` to a message it holds. now_ms times failures and leases.
+  // Applies one verb from `sink` to a message it holds. now_ms times failures and leases.
   // kInvalidArgument for a partition the topic does not have.
-  Status settle(const Connection& conn, PartitionId p, Offset o, wire::SettleVerb verb, std::uint64_t delay_ms,
+  Status settle(const DeliverySink& sink, PartitionId p, Offset o, wire::SettleVerb verb, std::uint64_t delay_ms,
                 std::string_view reason, std::uint64_t now_ms, SettleBatch& batch);
 
   // Leases that ran out fail; returns what to persist.
@@ -140,7 +146,8 @@ class ConsumerGroup {
   // Pushes deliveries to consumers with room, up to their windows. Returns the offsets
   // below which fresh deliveries were made per partition, to mark durable (only raised
   // marks are returned).
-  std::vector<std::pair<PartitionId, Offset>> dispatch(const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+  // Frames are built in fbb and handed to the sinks.
+  std::vector<std::pair<PartitionId, Offset>> dispatch(const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
                                                        std::uint64_t now_ms);
 
   // For stats and metrics.
@@ -157,10 +164,10 @@ class ConsumerGroup {
  private:
   Consumer* next_consumer_with_room();
   Consumer* ordered_owner(PartitionId p);
-  std::size_t fill(Consumer& c, PartitionId p, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb,
+  std::size_t fill(Consumer& c, PartitionId p, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
                    std::uint64_t now_ms);
   bool deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms, bool has_record,
-               FailureHistory history, const storage::Store& store, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
+               FailureHistory history, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
                const storage::LogEntry* entry);
   Failure fail(PartitionId p, Offset o, std::string_view reason, std::optional<std::uint64_t> delay_ms,
                bool terminate, std::uint64_t now_ms);

@@ -27,6 +27,46 @@ std::optional<std::uint64_t> number(const std::string* s) {
 
 std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
 
+std::vector<std::string> merge_reasons(std::vector<std::string> older, const std::vector<std::string>& newer) {
+  older.insert(older.end(), newer.begin(), newer.end());
+  if (older.size() > kMaxFailureHistory)
+    older.erase(older.begin(), older.end() - static_cast<std::ptrdiff_t>(kMaxFailureHistory));
+  return older;
+}
+
+std::vector<std::pair<std::string, std::string>> dead_letter_headers(const FailureOrigin& origin, PartitionId partition,
+                                                                     Offset offset, const storage::OwnedPending& record,
+                                                                     std::uint64_t origin_timestamp_ms,
+                                                                     std::uint64_t now_ms) {
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"txmq-origin-topic", origin.topic},
+      {"txmq-origin-partition", std::to_string(partition.value())},
+      {"txmq-origin-offset", std::to_string(offset.value())},
+      {"txmq-origin-message-id",
+       origin.topic + "/" + std::to_string(partition.value()) + "/" + std::to_string(offset.value())},
+      {"txmq-origin-timestamp-ms", std::to_string(origin_timestamp_ms)},
+      {"txmq-group", origin.group},
+      {"txmq-delivery-count", std::to_string(record.delivery_count)},
+      {"txmq-first-delivery-ms", std::to_string(record.first_delivery_ms)},
+      {"txmq-last-delivery-ms", std::to_string(record.last_delivery_ms)},
+      {"txmq-dead-lettered-ms", std::to_string(now_ms)},
+  };
+  for (const auto& r : record.reasons) out.emplace_back("txmq-reason", r);
+  return out;
+}
+
+std::optional<LetterOrigin> letter_origin(const storage::OwnedMessage& letter) {
+  const std::string* group = header(letter, "txmq-group");
+  const std::string* topic = header(letter, "txmq-origin-topic");
+  auto partition = number(header(letter, "txmq-origin-partition"));
+  auto offset = number(header(letter, "txmq-origin-offset"));
+  if (!group || !topic || !partition || !offset) return std::nullopt;
+  LetterOrigin out{*group, *topic, PartitionId(static_cast<std::uint32_t>(*partition)), Offset(*offset), {}};
+  for (const auto& [n, v] : letter.headers)
+    if (n == "txmq-reason") out.reasons.push_back(v);
+  return out;
+}
+
 Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const Failure& failure,
                      std::uint64_t now_ms, std::optional<storage::TopicMeta>& dlq, std::optional<Offset>& dlq_offset) {
   storage::OwnedPending record = failure.record;
@@ -36,11 +76,7 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
     if (!old) return old.error();
     if (*old) {
       if ((*old)->first_delivery_ms) record.first_delivery_ms = (*old)->first_delivery_ms;
-      std::vector<std::string> reasons = std::move((*old)->reasons);
-      reasons.insert(reasons.end(), record.reasons.begin(), record.reasons.end());
-      if (reasons.size() > kMaxFailureHistory)
-        reasons.erase(reasons.begin(), reasons.end() - static_cast<std::ptrdiff_t>(kMaxFailureHistory));
-      record.reasons = std::move(reasons);
+      record.reasons = merge_reasons(std::move((*old)->reasons), record.reasons);
     }
   }
   if (!failure.dead_letter)
@@ -63,20 +99,7 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   }
   dlq = **found;
 
-  std::vector<std::pair<std::string, std::string>> extra = {
-      {"txmq-origin-topic", origin.topic},
-      {"txmq-origin-partition", std::to_string(failure.partition.value())},
-      {"txmq-origin-offset", std::to_string(o.value())},
-      {"txmq-origin-message-id",
-       origin.topic + "/" + std::to_string(failure.partition.value()) + "/" + std::to_string(o.value())},
-      {"txmq-origin-timestamp-ms", std::to_string(message->timestamp_ms)},
-      {"txmq-group", origin.group},
-      {"txmq-delivery-count", std::to_string(record.delivery_count)},
-      {"txmq-first-delivery-ms", std::to_string(record.first_delivery_ms)},
-      {"txmq-last-delivery-ms", std::to_string(record.last_delivery_ms)},
-      {"txmq-dead-lettered-ms", std::to_string(now_ms)},
-  };
-  for (const auto& r : record.reasons) extra.emplace_back("txmq-reason", r);
+  const auto extra = dead_letter_headers(origin, failure.partition, o, record, message->timestamp_ms, now_ms);
   std::vector<storage::HeaderView> headers;
   for (const auto& [n, v] : message->headers)
     if (n.rfind("txmq-", 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
@@ -93,23 +116,20 @@ Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, s
                              TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms) {
   auto letter = txn.read_message(dlq_topic, PartitionId(0), dlq_offset);
   if (!letter) return letter.error();
-  const std::string* letter_group = header(*letter, "txmq-group");
-  const std::string* topic_name = header(*letter, "txmq-origin-topic");
-  auto partition = number(header(*letter, "txmq-origin-partition"));
-  auto offset = number(header(*letter, "txmq-origin-offset"));
-  if (!letter_group || *letter_group != group || !topic_name || !partition || !offset)
+  auto from = letter_origin(*letter);
+  if (!from || from->group != group)
     return Error(ErrorCode::kInvalidArgument, "not a dead letter of group '" + group + "'");
-  auto topic = txn.find_topic(*topic_name);
+  auto topic = txn.find_topic(from->topic);
   if (!topic) return topic.error();
-  if (!*topic) return Error(ErrorCode::kUnknownTopic, "origin topic '" + *topic_name + "' no longer exists");
-  Redriven out{(*topic)->id, PartitionId(static_cast<std::uint32_t>(*partition)), Offset(*offset)};
+  if (!*topic) return Error(ErrorCode::kUnknownTopic, "origin topic '" + from->topic + "' no longer exists");
+  Redriven out{(*topic)->id, from->partition, from->offset};
   if (auto origin = txn.read_message(out.topic, out.partition, out.offset); !origin)
-    return Error(ErrorCode::kInvalidArgument, "origin message " + *topic_name + "/" + std::to_string(*partition) + "/" +
-                                                  std::to_string(*offset) + " is gone (retention)");
+    return Error(ErrorCode::kInvalidArgument, "origin message " + from->topic + "/" +
+                                                  std::to_string(from->partition.value()) + "/" +
+                                                  std::to_string(from->offset.value()) + " is gone (retention)");
   storage::OwnedPending record;
   record.due_ms = now_ms;
-  for (const auto& [n, v] : letter->headers)
-    if (n == "txmq-reason") record.reasons.push_back(v);
+  record.reasons = std::move(from->reasons);
   record.reasons.push_back("redriven");
   if (auto st = txn.put_pending(group_id, out.topic, out.partition, out.offset, record); !st) return st.error();
   if (auto st = txn.delete_message(dlq_topic, PartitionId(0), dlq_offset); !st) return st.error();

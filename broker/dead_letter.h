@@ -28,6 +28,29 @@ struct FailureOrigin {
   TopicId topic_id;
 };
 
+// The reasons a PendingRecord keeps after a failure: the older ones, then the newer, the
+// last kMaxFailureHistory of them (the same bound as the in-memory FailureHistory).
+std::vector<std::string> merge_reasons(std::vector<std::string> older, const std::vector<std::string>& newer);
+
+// The txmq-* headers a dead letter gets (listed at the top of this file), in that order:
+// its origin, its delivery history as `record` holds it, and one txmq-reason per reason.
+// origin_timestamp_ms is the origin message's.
+std::vector<std::pair<std::string, std::string>> dead_letter_headers(const FailureOrigin& origin, PartitionId partition,
+                                                                     Offset offset, const storage::OwnedPending& record,
+                                                                     std::uint64_t origin_timestamp_ms,
+                                                                     std::uint64_t now_ms);
+
+// Where a dead letter came from, read back from its headers for a redrive.
+struct LetterOrigin {
+  std::string group;
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  std::vector<std::string> reasons;  // its txmq-reason headers, oldest first
+};
+// nullopt when a header is missing or a number does not parse: not a dead letter.
+std::optional<LetterOrigin> letter_origin(const storage::OwnedMessage& letter);
+
 // Persists one failure. A dead letter's origin must also be acknowledged in the same
 // transaction (the caller adds it to its acks). For a dead letter, `dlq` returns the dead-letter topic's metadata
 // and `dlq_offset` where the message went (nullopt when the origin message was already
