@@ -217,9 +217,6 @@ class Store {
 
   // The due time of the earliest delayed message; nullopt when there is none.
   Result<std::optional<std::uint64_t>> next_delayed_ms() const;
-  // The PendingRecord of a message, if it has one.
-  Result<std::optional<OwnedPending>> read_pending(GroupId group, TopicId topic, PartitionId partition,
-                                                   Offset offset) const;
   // Transactions (store_txn.cpp).
   // Prepared transactions whose next check is due at or before now_ms, earliest first, and
   // the due spans found empty; at most max of each. Starts after `after` (a previous page's

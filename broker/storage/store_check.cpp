@@ -20,8 +20,6 @@ namespace {
 
 using Bytes = std::span<const std::uint8_t>;
 
-Bytes bytes_of(const MDB_val& v) { return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}; }
-
 // Through aligned(): LMDB places a value at any even address.
 template <typename Table>
 bool verifies(Bytes b) {

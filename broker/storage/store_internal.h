@@ -1,5 +1,5 @@
 #pragma once
-// Helpers for the LMDB code of store.cpp and store_txn.cpp; not part of the Store
+// Helpers for the LMDB code of the store's files (store*.cpp); not part of the Store
 // interface. Writer-side and reader-side code alike.
 
 #include <lmdb.h>
@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,7 +18,6 @@
 
 namespace txmq::broker::storage::internal {
 
-
 inline MDB_val val(const void* data, std::size_t size) {
   return MDB_val{size, const_cast<void*>(data)};
 }
@@ -26,6 +26,17 @@ inline MDB_val val(const std::array<std::uint8_t, N>& a) {
   return val(a.data(), N);
 }
 inline MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
+
+inline std::span<const std::uint8_t> bytes_of(const MDB_val& v) {
+  return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+}
+
+// The key of txn_open, txn_parked, txn_ended and producers: one big-endian u64.
+inline std::array<std::uint8_t, 8> id_key(std::uint64_t id) {
+  std::array<std::uint8_t, 8> k;
+  put_be64(k.data(), id);
+  return k;
+}
 
 inline Error lmdb_error(int rc, std::string_view what) {
   std::string msg = std::string(what) + ": " + mdb_strerror(rc);
@@ -138,6 +149,5 @@ inline std::optional<OwnedPending> parse_pending(const MDB_val& v) {
   if (!verifier.VerifyBuffer<PendingRecord>(nullptr)) return std::nullopt;
   return to_owned(flatbuffers::GetRoot<PendingRecord>(data));
 }
-
 
 }  // namespace txmq::broker::storage::internal
