@@ -1,4 +1,6 @@
 #include "broker/storage/store.h"
+
+#include "broker/storage/layout.h"
 #include "broker/storage/store_internal.h"
 
 #include <fcntl.h>
@@ -13,9 +15,6 @@
 namespace txmq::broker::storage {
 using namespace internal;
 namespace {
-
-// Bumped whenever a key or value layout changes; a broker refuses data it cannot read.
-constexpr std::uint32_t kLayoutVersion = 2;  // 2: transactions kept by state; checks by span
 
 // fsync on a directory makes the entries created in it durable: a file whose entry is
 // lost vanishes on power loss with everything in it, whatever was synced into it.
@@ -127,7 +126,7 @@ Status Store::open_databases(const std::string& dir) {
     mdb_txn_abort(txn);
     return lmdb_error(rc, "open the main database");
   }
-  MDB_val k = val(std::string_view("format")), v;
+  MDB_val k = val(kLayoutMarkerKey), v;
   int rc = mdb_get(txn, meta_, &k, &v);
   if (rc == MDB_NOTFOUND && fresh) {
     std::array<std::uint8_t, 4> version;

@@ -257,21 +257,22 @@ class Store {
   std::uint64_t used_pages(MDB_txn* txn) const;
 
   MDB_env* env_;
-  MDB_dbi meta_ = 0;        // "format" -> u32 layout version; "next_topic_id", "next_group_id"
-  MDB_dbi topics_ = 0;      // name -> TopicRecord
-  MDB_dbi partitions_ = 0;  // PartitionKey -> u64 next offset
-  MDB_dbi log_ = 0;         // LogKey -> StoredMessage
-  MDB_dbi groups_ = 0;      // name -> u32 group id
-  MDB_dbi cursors_ = 0;     // CursorKey -> u64 ack floor
-  MDB_dbi acked_ = 0;       // AckedKey -> empty
-  MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
-  MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
-  MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
-  MDB_dbi txn_open_ = 0;    // u64 id -> HalfRecord (txn_records.h): prepared ones
-  MDB_dbi txn_parked_ = 0;  // u64 id -> HalfRecord: parked ones
-  MDB_dbi txn_ended_ = 0;   // u64 id -> EndedRecord (txn_records.h): committed, rolled back
-  MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 first id) -> u64 last id: CheckSpans
-  MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
+  // The key spaces; layout.h has each one's key and value bytes.
+  MDB_dbi meta_ = 0;        // layout marker and counters (store.cpp, store_meta.cpp)
+  MDB_dbi topics_ = 0;      // topics by name (store_meta.cpp)
+  MDB_dbi partitions_ = 0;  // each partition's next offset and bytes stored (store_log.cpp)
+  MDB_dbi log_ = 0;         // messages by (topic, partition, offset) (store_log.cpp)
+  MDB_dbi groups_ = 0;      // group ids by name (store_meta.cpp)
+  MDB_dbi cursors_ = 0;     // ack floor and delivered-up-to per group and partition (store_cursors.cpp)
+  MDB_dbi acked_ = 0;       // acks above the ack floor (store_cursors.cpp)
+  MDB_dbi pending_ = 0;     // messages that failed at least once in a group (store_cursors.cpp)
+  MDB_dbi delayed_ = 0;     // delayed messages by due time (store_delayed.cpp)
+  MDB_dbi policies_ = 0;    // retry policies of groups and topics (store_meta.cpp)
+  MDB_dbi txn_open_ = 0;    // prepared transactions (store_txn.cpp)
+  MDB_dbi txn_parked_ = 0;  // parked transactions (store_txn.cpp)
+  MDB_dbi txn_ended_ = 0;   // committed and rolled back transactions (store_txn.cpp)
+  MDB_dbi txn_checks_ = 0;  // check-backs due, by span (store_txn.cpp)
+  MDB_dbi producers_ = 0;   // idempotent producers' windows (store_producers.cpp)
   MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
   std::uint64_t max_bytes_ = 0;
   std::uint64_t page_size_ = 4096;

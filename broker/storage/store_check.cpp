@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "broker/storage/keys.h"
+#include "broker/storage/layout.h"
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
 #include "storage_generated.h"
@@ -136,7 +137,7 @@ class Checker {
   void check_layout_marker() {
     auto it = dbis_.find("meta");
     if (it == dbis_.end() || txn_failed_) return;
-    MDB_val k = val(std::string_view("format")), v;
+    MDB_val k = val(kLayoutMarkerKey), v;
     int rc = mdb_get(txn_, it->second, &k, &v);
     if (rc == MDB_NOTFOUND) problem("the layout marker (meta \"format\") is missing");
     else if (rc) problem(std::string("layout marker: ") + mdb_strerror(rc));

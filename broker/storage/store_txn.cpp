@@ -1,12 +1,7 @@
-// Transactions: half messages, their check-back schedule and their outcomes.
-//
-//   txn_open:    id -> HalfRecord            prepared: the half message and its check schedule
-//   txn_parked:  id -> HalfRecord            parked: checks ran out; the half message waits
-//                                            for an operator
-//   txn_ended:   id -> EndedRecord           committed or rolled back: the outcome only
-//                                            (both records: txn_records.h)
-//   txn_checks:  (next check, first id) -> last id
-//                                            CheckSpans: prepared transactions, by when to check
+// Transactions: half messages, their check-back schedule and their outcomes, in four key
+// spaces (layout.h): txn_open holds the prepared ones with their half messages, txn_parked
+// those whose checks ran out (they wait for an operator), txn_ended the outcome of the
+// committed and rolled back ones, and txn_checks the check-backs due, by span.
 //
 // A transaction lives in exactly one of the first three, so where it is says its state and
 // no index by state is needed. The check schedule is kept by span, not by transaction: a
