@@ -21,13 +21,10 @@ namespace {
 
 using Bytes = std::span<const std::uint8_t>;
 
-// Through aligned(): LMDB places a value at any even address.
 template <typename Table>
 bool verifies(Bytes b) {
   std::vector<std::uint64_t> scratch;
-  const MDB_val v{b.size(), const_cast<std::uint8_t*>(b.data())};
-  flatbuffers::Verifier verifier(aligned(v, scratch), b.size());
-  return verifier.VerifyBuffer<Table>(nullptr);
+  return verified<Table>(val(b.data(), b.size()), scratch, "").ok();
 }
 
 // What every entry of one key space must look like; 0 / nullptr: not checked.
@@ -157,9 +154,10 @@ class Checker {
     });
     std::uint64_t missing = 0;
     walk_dbi(dbis_["topics"], "topics", [&](const MDB_val&, const MDB_val& v) {
-      if (!verifies<TopicRecord>(bytes_of(v))) return;
       std::vector<std::uint64_t> scratch;
-      auto* t = flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch));
+      auto record = verified<TopicRecord>(v, scratch, "topics");
+      if (!record) return;
+      const TopicRecord* t = *record;
       for (std::uint32_t p = 0; p < t->partitions(); ++p)
         if (!next.count(PartitionKey(TopicId(t->id()), PartitionId(p)).bytes)) ++missing;
     });

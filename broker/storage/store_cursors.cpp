@@ -9,6 +9,24 @@
 
 namespace txmq::broker::storage {
 using namespace internal;
+namespace {
+
+// A pending value, verified and copied out.
+Result<OwnedPending> read_pending_record(const MDB_val& v) {
+  std::vector<std::uint64_t> scratch;
+  auto r = verified<PendingRecord>(v, scratch, "pending");
+  if (!r) return r.error();
+  OwnedPending p;
+  p.delivery_count = (*r)->delivery_count();
+  p.first_delivery_ms = (*r)->first_delivery_ms();
+  p.last_delivery_ms = (*r)->last_delivery_ms();
+  p.due_ms = (*r)->due_ms();
+  if ((*r)->reasons())
+    for (const auto* reason : *(*r)->reasons()) p.reasons.push_back(reason->str());
+  return p;
+}
+
+}  // namespace
 
 Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId partition) const {
   ReadTxn txn(env_);
@@ -36,8 +54,8 @@ Result<CursorState> Store::load_cursor(GroupId group, TopicId topic, PartitionId
   for (int rc = mdb_cursor_get(pend.get(), &k, &v, MDB_SET_RANGE);
        rc == 0 && has_prefix(k, ck.bytes.data(), ck.bytes.size());
        rc = mdb_cursor_get(pend.get(), &k, &v, MDB_NEXT)) {
-    auto rec = parse_pending(v);
-    if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
+    auto rec = read_pending_record(v);
+    if (!rec) return rec.error();
     state.pending[PendingKey::offset(static_cast<const std::uint8_t*>(k.mv_data))] =
         PendingState{DeliveryCount(rec->delivery_count), rec->due_ms, std::move(rec->reasons)};
   }
@@ -185,9 +203,9 @@ Result<std::optional<OwnedPending>> WriteTxn::get_pending(GroupId group, TopicId
   int rc = mdb_get(txn_, store_.pending_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<OwnedPending>{};
   if (rc) return lmdb_error(rc, "read pending");
-  auto rec = parse_pending(v);
-  if (!rec) return Error(ErrorCode::kStorageError, "corrupt pending record");
-  return rec;
+  auto rec = read_pending_record(v);
+  if (!rec) return rec.error();
+  return std::optional<OwnedPending>(std::move(*rec));
 }
 
 Status WriteTxn::put_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset,

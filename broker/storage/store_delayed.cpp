@@ -1,7 +1,10 @@
 // Delayed messages: kept by due time until they are appended to their partitions. See
 // layout.h.
 
+#include <cstring>
+
 #include "broker/storage/store.h"
+#include "broker/storage/message_codec.h"
 #include "broker/storage/store_internal.h"
 
 namespace txmq::broker::storage {
@@ -26,12 +29,7 @@ Status WriteTxn::put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId pa
   auto seq = next_counter("next_delayed_seq");
   if (!seq) return seq.error();
   fbb_.Clear();
-  std::vector<flatbuffers::Offset<StoredHeader>> hs;
-  for (const auto& [name, value] : headers)
-    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
-                                    fbb_.CreateVector(value.data(), value.size())));
-  auto msg = CreateStoredMessage(fbb_, timestamp_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
-                                 hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
+  auto msg = build_message(fbb_, timestamp_ms, key, headers, body);
   fbb_.Finish(CreateDelayedRecord(fbb_, topic.value(), partition.value(), msg));
   DelayedKey dk(due_ms, *seq);
   MDB_val k = val(dk.bytes), v = val(fbb_.GetBufferPointer(), fbb_.GetSize());
@@ -50,32 +48,22 @@ Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> WriteTxn
     if (rc == MDB_NOTFOUND) break;
     if (rc) return lmdb_error(rc, "read delayed");
     if (DelayedKey::due(static_cast<const std::uint8_t*>(k.mv_data)) > now_ms) break;
-    std::vector<std::uint64_t> scratch;
-    const std::uint8_t* data = aligned(v, scratch);
-    std::vector<std::uint8_t> copy(data, data + v.mv_size);  // the delete below frees the page
+    // Copied (8-byte aligned, as FlatBuffers wants) before the delete frees its page.
+    std::vector<std::uint64_t> copy((v.mv_size + 7) / 8), unused;
+    if (v.mv_size) std::memcpy(copy.data(), v.mv_data, v.mv_size);
     if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "delete delayed");
-    flatbuffers::Verifier verifier(copy.data(), copy.size());
-    if (!verifier.VerifyBuffer<DelayedRecord>(nullptr)) continue;  // unreadable: dropped
-    const auto* rec = flatbuffers::GetRoot<DelayedRecord>(copy.data());
-    const auto* m = rec->message();
-    if (!m) continue;
-    std::vector<HeaderView> headers;
-    if (m->headers())
-      for (const auto* h : *m->headers())
-        headers.emplace_back(h->name() ? h->name()->string_view() : std::string_view{},
-                             h->value() ? std::span<const std::uint8_t>(h->value()->data(), h->value()->size())
-                                        : std::span<const std::uint8_t>{});
-    auto span_of = [](const flatbuffers::Vector<std::uint8_t>* b) {
-      return b ? std::span<const std::uint8_t>(b->data(), b->size()) : std::span<const std::uint8_t>{};
-    };
+    auto rec = verified<DelayedRecord>(val(copy.data(), v.mv_size), unused, "delayed");
+    if (!rec || !(*rec)->message()) continue;  // unreadable: dropped
+    const MessageParts m = parts_of(*(*rec)->message());
+    const TopicId topic((*rec)->topic_id());
+    const PartitionId partition((*rec)->partition());
     // Moved from the delayed table, already counted: not new data.
-    auto offset = append(TopicId(rec->topic_id()), PartitionId(rec->partition()), now_ms, span_of(m->key()), headers,
-                         span_of(m->body()), Growth::kVerdict);
+    auto offset = append(topic, partition, now_ms, m.key, m.headers, m.body, Growth::kVerdict);
     if (!offset) {
       if (offset.error().code == ErrorCode::kUnknownPartition) continue;  // its topic was deleted
       return offset.error();
     }
-    out.push_back({TopicId(rec->topic_id()), {PartitionId(rec->partition()), *offset}});
+    out.push_back({topic, {partition, *offset}});
   }
   return out;
 }

@@ -112,6 +112,23 @@ inline const std::uint8_t* aligned(const MDB_val& v, std::vector<std::uint64_t>&
   return reinterpret_cast<const std::uint8_t*>(scratch.data());
 }
 
+// What a record that does not decode is answered with: the store is damaged there.
+inline Error corrupt(std::string_view space) {
+  return Error(ErrorCode::kStorageError, "a record in key space '" + std::string(space) +
+                                             "' does not decode: the store is damaged (see `txmq-broker --check-store`)");
+}
+
+// Every FlatBuffers record is read through this: verified first, on an aligned copy in
+// scratch when LMDB placed it misaligned. corrupt(space) when the bytes are not a Table.
+// The table points into the map or into scratch: valid while both are.
+template <typename Table>
+Result<const Table*> verified(const MDB_val& v, std::vector<std::uint64_t>& scratch, std::string_view space) {
+  const std::uint8_t* data = aligned(v, scratch);
+  flatbuffers::Verifier verifier(data, v.mv_size);
+  if (!verifier.VerifyBuffer<Table>(nullptr)) return corrupt(space);
+  return flatbuffers::GetRoot<Table>(data);
+}
+
 inline std::uint64_t read_u64(const MDB_val& v) {
   std::uint64_t x = 0;
   if (v.mv_size >= 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
@@ -128,26 +145,6 @@ inline std::array<std::uint8_t, 16> two_u64(std::uint64_t a, std::uint64_t b) {
   put_be64(out.data(), a);
   put_be64(out.data() + 8, b);
   return out;
-}
-
-inline OwnedPending to_owned(const PendingRecord* r) {
-  OwnedPending p;
-  p.delivery_count = r->delivery_count();
-  p.first_delivery_ms = r->first_delivery_ms();
-  p.last_delivery_ms = r->last_delivery_ms();
-  p.due_ms = r->due_ms();
-  if (r->reasons())
-    for (const auto* reason : *r->reasons()) p.reasons.push_back(reason->str());
-  return p;
-}
-
-// Reads a PendingRecord value; nullopt when the bytes do not verify.
-inline std::optional<OwnedPending> parse_pending(const MDB_val& v) {
-  std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<PendingRecord>(nullptr)) return std::nullopt;
-  return to_owned(flatbuffers::GetRoot<PendingRecord>(data));
 }
 
 }  // namespace txmq::broker::storage::internal

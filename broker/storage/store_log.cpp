@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "broker/storage/store.h"
+#include "broker/storage/message_codec.h"
 #include "broker/storage/store_internal.h"
 
 namespace txmq::broker::storage {
@@ -47,14 +48,10 @@ Result<std::size_t> Store::read_log(TopicId topic, PartitionId partition, Offset
   for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
        rc == 0 && n < max && has_prefix(k, pk.bytes.data(), pk.bytes.size());
        rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    if (!verifier.VerifyBuffer<StoredMessage>(nullptr))
-      return Error(ErrorCode::kStorageError, "corrupt message record");
+    auto message = verified<StoredMessage>(v, scratch, "log");
+    if (!message) return message.error();
     ++n;
-    if (!visit(LogEntry{LogKey::offset(static_cast<const std::uint8_t*>(k.mv_data)),
-                        flatbuffers::GetRoot<StoredMessage>(data)}))
-      break;
+    if (!visit(LogEntry{LogKey::offset(static_cast<const std::uint8_t*>(k.mv_data)), *message})) break;
   }
   return n;
 }
@@ -85,15 +82,7 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
   const std::uint64_t stored_bytes = read_second_u64(v);
 
   fbb_.Clear();
-  std::vector<flatbuffers::Offset<StoredHeader>> hs;
-  hs.reserve(headers.size());
-  for (const auto& [name, value] : headers)
-    hs.push_back(CreateStoredHeader(fbb_, fbb_.CreateString(name.data(), name.size()),
-                                    fbb_.CreateVector(value.data(), value.size())));
-  auto rec = CreateStoredMessage(
-      fbb_, timestamp_ms, key.empty() ? 0 : fbb_.CreateVector(key.data(), key.size()),
-      hs.empty() ? 0 : fbb_.CreateVector(hs), fbb_.CreateVector(body.data(), body.size()));
-  fbb_.Finish(rec);
+  fbb_.Finish(build_message(fbb_, timestamp_ms, key, headers, body));
 
   LogKey lk(topic, partition, offset);
   MDB_val lkv = val(lk.bytes);
@@ -113,20 +102,9 @@ Result<OwnedMessage> WriteTxn::read_message(TopicId topic, PartitionId partition
   if (rc == MDB_NOTFOUND) return Error(ErrorCode::kInvalidArgument, "message not stored");
   if (rc) return lmdb_error(rc, "read message");
   std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<StoredMessage>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt message record");
-  const auto* m = flatbuffers::GetRoot<StoredMessage>(data);
-  auto bytes = [](const flatbuffers::Vector<std::uint8_t>* b) {
-    return b ? std::string(reinterpret_cast<const char*>(b->data()), b->size()) : std::string();
-  };
-  OwnedMessage out;
-  out.timestamp_ms = m->timestamp_ms();
-  out.key = bytes(m->key());
-  out.body = bytes(m->body());
-  if (m->headers())
-    for (const auto* h : *m->headers()) out.headers.emplace_back(h->name() ? h->name()->str() : "", bytes(h->value()));
-  return out;
+  auto message = verified<StoredMessage>(v, scratch, "log");
+  if (!message) return message.error();
+  return owned_message(**message);
 }
 
 Status WriteTxn::delete_message(TopicId topic, PartitionId partition, Offset offset) {
@@ -172,10 +150,9 @@ Result<std::size_t> WriteTxn::trim(TopicId topic, PartitionId partition, std::ui
   for (rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
        rc == 0 && deleted < max && has_prefix(k, pk.bytes.data(), pk.bytes.size());
        rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT)) {
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    const bool readable = verifier.VerifyBuffer<StoredMessage>(nullptr);
-    const bool too_old = readable && flatbuffers::GetRoot<StoredMessage>(data)->timestamp_ms() < min_timestamp_ms;
+    // A message that does not decode has no age: only the byte limit removes it.
+    auto message = verified<StoredMessage>(v, scratch, "log");
+    const bool too_old = message && (*message)->timestamp_ms() < min_timestamp_ms;
     if (!too_old && bytes <= max_bytes) break;
     bytes -= std::min<std::uint64_t>(bytes, v.mv_size);
     if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "trim");

@@ -19,11 +19,9 @@ Result<std::vector<TopicMeta>> Store::load_topics() const {
   MDB_val k, v;
   for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    if (!verifier.VerifyBuffer<TopicRecord>(nullptr))
-      return Error(ErrorCode::kStorageError, "corrupt topic record");
-    auto* rec = flatbuffers::GetRoot<TopicRecord>(data);
+    auto record = verified<TopicRecord>(v, scratch, "topics");
+    if (!record) return record.error();
+    const TopicRecord* rec = *record;
     topics.push_back(TopicMeta{TopicId(rec->id()), rec->name() ? rec->name()->str() : "", rec->partitions(),
                                rec->created_at_ms(), rec->retention_ms(), rec->retention_bytes()});
   }
@@ -39,7 +37,7 @@ Result<std::vector<std::pair<std::string, GroupId>>> Store::load_groups() const 
   MDB_val k, v;
   for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-    if (v.mv_size != 4) return Error(ErrorCode::kStorageError, "corrupt group record");
+    if (v.mv_size != 4) return corrupt("groups");
     groups.emplace_back(std::string(static_cast<const char*>(k.mv_data), k.mv_size),
                         GroupId(get_be32(static_cast<const std::uint8_t*>(v.mv_data))));
   }
@@ -68,7 +66,9 @@ Result<std::optional<TopicMeta>> WriteTxn::find_topic(std::string_view name) {
   if (rc == MDB_NOTFOUND) return std::optional<TopicMeta>{};
   if (rc) return lmdb_error(rc, "read topic");
   std::vector<std::uint64_t> scratch;
-  const auto* rec = flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch));
+  auto record = verified<TopicRecord>(v, scratch, "topics");
+  if (!record) return record.error();
+  const TopicRecord* rec = *record;
   return std::optional<TopicMeta>(TopicMeta{TopicId(rec->id()), std::string(name), rec->partitions(),
                                             rec->created_at_ms(), rec->retention_ms(), rec->retention_bytes()});
 }
@@ -105,7 +105,9 @@ Status WriteTxn::delete_topic(std::string_view name) {
   if (rc == MDB_NOTFOUND) return Error(ErrorCode::kUnknownTopic, "unknown topic '" + std::string(name) + "'");
   if (rc) return lmdb_error(rc, "read topic");
   std::vector<std::uint64_t> scratch;
-  TopicId id(flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch))->id());
+  auto record = verified<TopicRecord>(v, scratch, "topics");
+  if (!record) return record.error();
+  const TopicId id((*record)->id());
   if ((rc = mdb_del(txn_, store_.topics_, &k, nullptr))) return lmdb_error(rc, "delete topic");
   std::array<std::uint8_t, 4> prefix;
   put_be32(prefix.data(), id.value());
@@ -134,8 +136,9 @@ Status WriteTxn::delete_topic(std::string_view name) {
 Result<GroupId> WriteTxn::intern_group(std::string_view name) {
   MDB_val k = val(name), v;
   int rc = mdb_get(txn_, store_.groups_, &k, &v);
-  if (rc == 0 && v.mv_size == 4) return GroupId(get_be32(static_cast<const std::uint8_t*>(v.mv_data)));
-  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read group");
+  if (rc == 0 && v.mv_size != 4) return corrupt("groups");
+  if (rc == 0) return GroupId(get_be32(static_cast<const std::uint8_t*>(v.mv_data)));
+  if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read group");
   auto id = next_counter("next_group_id");
   if (!id) return id.error();
   std::array<std::uint8_t, 4> idv;
@@ -155,8 +158,9 @@ Result<std::uint32_t> WriteTxn::next_counter(std::string_view name, std::uint32_
   MDB_val k = val(name), v;
   std::uint32_t id = 1;
   int rc = mdb_get(txn_, store_.meta_, &k, &v);
-  if (rc == 0 && v.mv_size == 4) id = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
-  else if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read counter");
+  if (rc == 0 && v.mv_size != 4) return corrupt("meta");
+  if (rc == 0) id = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
+  else if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read counter");
   std::array<std::uint8_t, 4> next;
   put_be32(next.data(), id + n);
   MDB_val nv = val(next);

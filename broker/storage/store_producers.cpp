@@ -61,10 +61,9 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
   if (rc == MDB_NOTFOUND) return Out{};
   if (rc) return lmdb_error(rc, "read producer");
   std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<ProducerRecord>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt producer record");
-  const auto* r = flatbuffers::GetRoot<ProducerRecord>(data);
+  auto record = verified<ProducerRecord>(v, scratch, "producers");
+  if (!record) return record.error();
+  const ProducerRecord* r = *record;
   if (!r->sequences() || !r->offsets()) return Out{};
   std::uint64_t newest = 0;
   for (auto s : *r->sequences()) newest = std::max(newest, s);
@@ -93,9 +92,8 @@ Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t seq
   int rc = mdb_get(txn_, store_.producers_, &k, &v);
   if (rc == 0) {
     std::vector<std::uint64_t> scratch;
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    if (verifier.VerifyBuffer<ProducerRecord>(nullptr)) w = window_of(*flatbuffers::GetRoot<ProducerRecord>(data));
+    // One that does not decode can dedupe nothing: the window starts again.
+    if (auto r = verified<ProducerRecord>(v, scratch, "producers")) w = window_of(**r);
   } else if (rc != MDB_NOTFOUND) {
     return lmdb_error(rc, "read producer");
   }
@@ -121,10 +119,8 @@ Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint
   int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
   std::vector<std::uint64_t> scratch;
   for (; rc == 0 && scanned < max_scan; ++scanned) {
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    const ProducerRecord* r =
-        verifier.VerifyBuffer<ProducerRecord>(nullptr) ? flatbuffers::GetRoot<ProducerRecord>(data) : nullptr;
+    auto record = verified<ProducerRecord>(v, scratch, "producers");
+    const ProducerRecord* r = record ? *record : nullptr;
     if (r && r->last_ms() == 0) {
       // Written before records had a time: its producer may be resending right now (after
       // the upgrade's restart), so its clock starts now rather than at the epoch.

@@ -170,7 +170,7 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   if (rc == MDB_NOTFOUND) return std::optional<OwnedTxn>{};
   if (rc) return lmdb_error(rc, "read transaction");
   auto t = parse_any(id, where, txn_ended_, v);
-  if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!t) return corrupt(where == txn_open_ ? "txn_open" : where == txn_parked_ ? "txn_parked" : "txn_ended");
   return t;
 }
 
@@ -343,7 +343,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
     // Only a transaction still open can end, and only once: a late or contradicting end is
     // answered with the real state and changes nothing.
     auto e = EndedRecord::decode(bytes_of(v));
-    if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+    if (!e) return corrupt("txn_ended");
     out.found = true;
     out.topic = TopicId(e->topic);
     out.partition = PartitionId(e->partition);
@@ -354,7 +354,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   // write of this transaction.
   scratch_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
   auto half = HalfRecord::decode(scratch_);
-  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!half) return corrupt(where == store_.txn_open_ ? "txn_open" : "txn_parked");
   out.found = true;
   out.topic = TopicId(half->topic);
   out.partition = PartitionId(half->partition);
@@ -424,7 +424,7 @@ Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
   if (where == store_.txn_open_) return std::optional<std::uint8_t>(kPrepared);
   if (where == store_.txn_parked_) return std::optional<std::uint8_t>(kParked);
   auto e = EndedRecord::decode(bytes_of(v));
-  if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!e) return corrupt("txn_ended");
   return std::optional<std::uint8_t>(e->state);
 }
 
@@ -437,7 +437,7 @@ Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t n
   // Only fixed fields change: a copy is patched in place.
   record_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
   auto half = HalfRecord::decode(record_);
-  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!half) return corrupt("txn_open");
   if (auto st = unschedule_check(id, half->next_check_ms); !st) return st;
   put_be32(record_.data() + HalfRecord::kChecksAt, checks);
   MDB_dbi into = store_.txn_open_;
