@@ -1,6 +1,4 @@
 #include "broker/storage/store.h"
-
-#include "broker/storage/layout.h"
 #include "broker/storage/store_internal.h"
 
 #include <fcntl.h>
@@ -126,34 +124,11 @@ Status Store::open_databases(const std::string& dir) {
     mdb_txn_abort(txn);
     return lmdb_error(rc, "open the main database");
   }
-  MDB_val k = val(kLayoutMarkerKey), v;
-  int rc = mdb_get(txn, meta_, &k, &v);
-  if (rc == MDB_NOTFOUND && fresh) {
-    std::array<std::uint8_t, 4> version;
-    put_be32(version.data(), kLayoutVersion);
-    MDB_val nv = val(version);
-    rc = mdb_put(txn, meta_, &k, &nv, 0);
-  } else if (rc == MDB_NOTFOUND) {
+  if (auto st = check_layout_marker(txn, fresh, damaged); !st) {
     mdb_txn_abort(txn);
-    return damaged("its layout marker is missing");
-  } else if (rc == 0) {
-    if (v.mv_size != 4) {
-      mdb_txn_abort(txn);
-      return damaged("its layout marker has " + std::to_string(v.mv_size) + " bytes, not 4");
-    }
-    std::uint32_t found = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
-    if (found != kLayoutVersion) {
-      mdb_txn_abort(txn);
-      return Error(ErrorCode::kStorageError,
-                   "data directory has layout version " + std::to_string(found) +
-                       ", this broker reads version " + std::to_string(kLayoutVersion));
-    }
+    return st;
   }
-  if (rc) {
-    mdb_txn_abort(txn);
-    return lmdb_error(rc, "read layout version");
-  }
-  if ((rc = mdb_txn_commit(txn))) return lmdb_error(rc, "commit");
+  if (int rc = mdb_txn_commit(txn)) return lmdb_error(rc, "commit");
   // In relaxed mode that commit's meta page is not synced yet; a power loss now would
   // leave a store with data but no catalog, which the next start refuses as damaged.
   if (fresh) {

@@ -97,6 +97,56 @@ Status WriteTxn::mark_delivered(GroupId group, TopicId topic, PartitionId partit
   return {};
 }
 
+// Retention may have deleted messages at and above the floor: nobody can ack those, so
+// the floor moves to the oldest stored message (dropping acks recorded in between).
+Result<Offset> WriteTxn::floor_past_trimmed(GroupId group, TopicId topic, PartitionId partition, Offset floor) {
+  Cursor log(txn_, store_.log_);
+  PartitionKey pk(topic, partition);
+  LogKey at(topic, partition, floor);
+  MDB_val lk = val(at.bytes), lv;
+  Offset first = floor;
+  int r = mdb_cursor_get(log.get(), &lk, &lv, MDB_SET_RANGE);
+  if (r == 0 && has_prefix(lk, pk.bytes.data(), pk.bytes.size())) {
+    first = LogKey::offset(static_cast<const std::uint8_t*>(lk.mv_data));
+  } else if (r == 0 || r == MDB_NOTFOUND) {
+    MDB_val pkv = val(pk.bytes), pv;  // nothing stored from the floor on: the log's end
+    if (mdb_get(txn_, store_.partitions_, &pkv, &pv) == 0) first = std::max(floor, Offset(read_u64(pv)));
+  } else {
+    return lmdb_error(r, "read log");
+  }
+  for (; floor < first; floor = next(floor)) {
+    if (floor.value() + 4096 < first.value()) {
+      // Far behind: drop the recorded acks in the range without visiting every offset.
+      Cursor acks(txn_, store_.acked_);
+      AckedKey from(group, topic, partition, floor);
+      MDB_val ak = val(from.bytes), av;
+      for (r = mdb_cursor_get(acks.get(), &ak, &av, MDB_SET_RANGE);
+           r == 0 && has_prefix(ak, from.bytes.data(), CursorKey::kSize) &&
+           AckedKey::offset(static_cast<const std::uint8_t*>(ak.mv_data)) < first;
+           r = mdb_cursor_get(acks.get(), &ak, &av, MDB_GET_CURRENT))
+        if ((r = mdb_cursor_del(acks.get(), 0))) return lmdb_error(r, "drop acks");
+      return first;
+    }
+    AckedKey ak(group, topic, partition, floor);
+    MDB_val akv = val(ak.bytes);
+    r = mdb_del(txn_, store_.acked_, &akv, nullptr);
+    if (r && r != MDB_NOTFOUND) return lmdb_error(r, "drop acks");
+  }
+  return floor;
+}
+
+// Are there acks at or above the floor from earlier calls? Usually not (consumers ack
+// roughly in order), and then in-order acks only move the floor: no key is read or written.
+Result<bool> WriteTxn::acks_recorded_from(GroupId group, TopicId topic, PartitionId partition, Offset floor) {
+  Cursor cur(txn_, store_.acked_);
+  AckedKey start(group, topic, partition, floor);
+  MDB_val sk = val(start.bytes), sv;
+  int r = mdb_cursor_get(cur.get(), &sk, &sv, MDB_SET_RANGE);
+  if (r == 0) return has_prefix(sk, start.bytes.data(), CursorKey::kSize);
+  if (r != MDB_NOTFOUND) return lmdb_error(r, "read acks");
+  return false;
+}
+
 Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition,
                              std::span<const Offset> offsets) {
   CursorKey ck(group, topic, partition);
@@ -112,43 +162,9 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
   }
   const Offset old_floor = floor;
 
-  // Retention may have deleted messages at and above the floor: nobody can ack those, so
-  // the floor moves to the oldest stored message (dropping acks recorded in between).
-  {
-    Cursor log(txn_, store_.log_);
-    PartitionKey pk(topic, partition);
-    LogKey at(topic, partition, floor);
-    MDB_val lk = val(at.bytes), lv;
-    Offset first = floor;
-    int r = mdb_cursor_get(log.get(), &lk, &lv, MDB_SET_RANGE);
-    if (r == 0 && has_prefix(lk, pk.bytes.data(), pk.bytes.size())) {
-      first = LogKey::offset(static_cast<const std::uint8_t*>(lk.mv_data));
-    } else if (r == 0 || r == MDB_NOTFOUND) {
-      MDB_val pkv = val(pk.bytes), pv;  // nothing stored from the floor on: the log's end
-      if (mdb_get(txn_, store_.partitions_, &pkv, &pv) == 0) first = std::max(floor, Offset(read_u64(pv)));
-    } else {
-      return lmdb_error(r, "read log");
-    }
-    for (; floor < first; floor = next(floor)) {
-      if (floor.value() + 4096 < first.value()) {
-        // Far behind: drop the recorded acks in the range without visiting every offset.
-        Cursor acks(txn_, store_.acked_);
-        AckedKey from(group, topic, partition, floor);
-        MDB_val ak = val(from.bytes), av;
-        for (r = mdb_cursor_get(acks.get(), &ak, &av, MDB_SET_RANGE);
-             r == 0 && has_prefix(ak, from.bytes.data(), CursorKey::kSize) &&
-             AckedKey::offset(static_cast<const std::uint8_t*>(ak.mv_data)) < first;
-             r = mdb_cursor_get(acks.get(), &ak, &av, MDB_GET_CURRENT))
-          if ((r = mdb_cursor_del(acks.get(), 0))) return lmdb_error(r, "drop acks");
-        floor = first;
-        break;
-      }
-      AckedKey ak(group, topic, partition, floor);
-      MDB_val akv = val(ak.bytes);
-      r = mdb_del(txn_, store_.acked_, &akv, nullptr);
-      if (r && r != MDB_NOTFOUND) return lmdb_error(r, "drop acks");
-    }
-  }
+  auto past_trimmed = floor_past_trimmed(group, topic, partition, floor);
+  if (!past_trimmed) return past_trimmed.error();
+  floor = *past_trimmed;
 
   // Close a gap: absorb acked keys that sit at the floor.
   auto absorb = [&]() -> int {
@@ -161,17 +177,9 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
       floor = next(floor);
     }
   };
-  // Are there acks above the floor from earlier calls? Usually not (consumers ack roughly
-  // in order), and then in-order acks only move the floor: no key is read or written.
-  bool earlier_keys = false;
-  {
-    Cursor cur(txn_, store_.acked_);
-    AckedKey start(group, topic, partition, floor);
-    MDB_val sk = val(start.bytes), sv;
-    int r = mdb_cursor_get(cur.get(), &sk, &sv, MDB_SET_RANGE);
-    if (r == 0) earlier_keys = has_prefix(sk, start.bytes.data(), CursorKey::kSize);
-    else if (r != MDB_NOTFOUND) return lmdb_error(r, "read acks");
-  }
+  auto earlier = acks_recorded_from(group, topic, partition, floor);
+  if (!earlier) return earlier.error();
+  const bool earlier_keys = *earlier;
   std::vector<Offset> sorted(offsets.begin(), offsets.end());
   std::sort(sorted.begin(), sorted.end());
   // In order, an offset this call records above the floor is never reached by the floor

@@ -1,13 +1,36 @@
-// Metadata: topics by name, consumer groups' ids by name, retry policies, and the
-// counters of the meta key space. See layout.h.
+// Metadata: the layout marker and the counters of the meta key space, topics by name,
+// consumer groups' ids by name, and retry policies. See layout.h.
 
 #include <array>
+#include <functional>
 
+#include "broker/storage/layout.h"
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
 
 namespace txmq::broker::storage {
 using namespace internal;
+
+Status Store::check_layout_marker(MDB_txn* txn, bool fresh,
+                                  const std::function<Error(const std::string&)>& damaged) {
+  MDB_val k = val(kLayoutMarkerKey), v;
+  int rc = mdb_get(txn, meta_, &k, &v);
+  if (rc == MDB_NOTFOUND && fresh) {
+    std::array<std::uint8_t, 4> version;
+    put_be32(version.data(), kLayoutVersion);
+    MDB_val nv = val(version);
+    if ((rc = mdb_put(txn, meta_, &k, &nv, 0))) return lmdb_error(rc, "write layout version");
+    return {};
+  }
+  if (rc == MDB_NOTFOUND) return damaged("its layout marker is missing");
+  if (rc) return lmdb_error(rc, "read layout version");
+  if (v.mv_size != 4) return damaged("its layout marker has " + std::to_string(v.mv_size) + " bytes, not 4");
+  const std::uint32_t found = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
+  if (found != kLayoutVersion)
+    return Error(ErrorCode::kStorageError, "data directory has layout version " + std::to_string(found) +
+                                               ", this broker reads version " + std::to_string(kLayoutVersion));
+  return {};
+}
 
 Result<std::vector<TopicMeta>> Store::load_topics() const {
   ReadTxn txn(env_);

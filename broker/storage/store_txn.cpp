@@ -325,6 +325,57 @@ Status WriteTxn::drop_check_span(const CheckSpan& span) {
   return {};
 }
 
+// Appends a committed half message to its partition, or keeps it aside until its
+// deliver-at time, from the record's bytes: no message is copied out of them first. Sets
+// out.appended or out.delayed_until; neither when the topic was deleted.
+Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms,
+                                TxnEndResult& out) {
+  static constexpr std::string_view kOperator = "operator";
+  if (resolution == kOperator)
+    half.headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
+                                                      reinterpret_cast<const std::uint8_t*>(kOperator.data()),
+                                                      kOperator.size()));
+  if (half.deliver_at_ms > now_ms) {
+    // A commit moves the half message, already counted: a verdict, not new data.
+    if (auto st = put_delayed(half.deliver_at_ms, out.topic, out.partition, now_ms, half.key, half.headers, half.body,
+                              Growth::kVerdict);
+        !st)
+      return st;
+    out.delayed_until = half.deliver_at_ms;
+    return {};
+  }
+  auto appended = append(out.topic, out.partition, now_ms, half.key, half.headers, half.body, Growth::kVerdict);
+  if (appended) out.appended = *appended;
+  else if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
+  return {};
+}
+
+// An ended transaction keeps its outcome, not its body.
+Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+                           std::string_view resolution, std::uint64_t now_ms) {
+  EndedRecord ended;
+  ended.state = state;
+  ended.topic = half.topic;
+  ended.partition = half.partition;
+  ended.checks = half.checks;
+  ended.offset = offset.value();
+  ended.created_ms = half.created_ms;
+  ended.ended_ms = now_ms;
+  ended.deliver_at_ms = half.deliver_at_ms;
+  ended.resolution = resolution;
+  ended.producer_group = half.producer_group;
+  ended.encode(record_);
+  MDB_val rec = val(record_.data(), record_.size());
+  // Ends come in about the order of prepares, so this is mostly the last id too.
+  int rc;
+  MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
+  if (!ended_at) return lmdb_error(rc, "cursor");
+  rc = mdb_cursor_put(ended_at, &key, &rec, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &key, &rec, 0);
+  if (rc) return lmdb_error(rc, "end transaction");
+  return {};
+}
+
 Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::string_view resolution,
                                        std::uint64_t now_ms) {
   TxnEndResult out;
@@ -362,54 +413,12 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
 
   rc = where == store_.txn_open_ ? mdb_cursor_del(open, 0) : mdb_del(txn_, where, &k, nullptr);
   if (rc) return lmdb_error(rc, "end transaction");
-  Offset offset;
-  if (commit) {
-    // Appended from the record's bytes; no message is copied out of them first.
-    static constexpr std::string_view kOperator = "operator";
-    if (resolution == kOperator)
-      half->headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
-                                                         reinterpret_cast<const std::uint8_t*>(kOperator.data()),
-                                                         kOperator.size()));
-    if (half->deliver_at_ms > now_ms) {
-      // A commit moves the half message, already counted: a verdict, not new data.
-      if (auto st = put_delayed(half->deliver_at_ms, out.topic, out.partition, now_ms, half->key, half->headers,
-                                half->body, Growth::kVerdict);
-          !st)
-        return st.error();
-      out.delayed_until = half->deliver_at_ms;
-    } else {
-      auto appended = append(out.topic, out.partition, now_ms, half->key, half->headers, half->body, Growth::kVerdict);
-      if (!appended) {
-        if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
-        // Its topic was deleted: the commit has nowhere to go; it ends rolled back.
-        commit = false;
-      } else {
-        out.appended = *appended;
-        offset = *appended;
-      }
-    }
-  }
-  out.state = commit ? kCommitted : kRolledBack;
-  // An ended transaction keeps its outcome, not its body.
-  EndedRecord ended;
-  ended.state = out.state;
-  ended.topic = half->topic;
-  ended.partition = half->partition;
-  ended.checks = half->checks;
-  ended.offset = offset.value();
-  ended.created_ms = half->created_ms;
-  ended.ended_ms = now_ms;
-  ended.deliver_at_ms = half->deliver_at_ms;
-  ended.resolution = resolution;
-  ended.producer_group = half->producer_group;
-  ended.encode(record_);
-  MDB_val rec = val(record_.data(), record_.size());
-  // Ends come in about the order of prepares, so this is mostly the last id too.
-  MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
-  if (!ended_at) return lmdb_error(rc, "cursor");
-  rc = mdb_cursor_put(ended_at, &k, &rec, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &k, &rec, 0);
-  if (rc) return lmdb_error(rc, "end transaction");
+  if (commit)
+    if (auto st = deliver_commit(*half, resolution, now_ms, out); !st) return st.error();
+  // A commit whose topic was deleted has nowhere to go: it ends rolled back.
+  out.state = out.appended || out.delayed_until ? kCommitted : kRolledBack;
+  if (auto st = put_ended(k, *half, out.state, out.appended.value_or(Offset()), resolution, now_ms); !st)
+    return st.error();
   out.changed = true;
   return out;
 }
