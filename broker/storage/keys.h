@@ -1,6 +1,7 @@
 #pragma once
-// LMDB keys. Every integer in a key is big-endian so that LMDB's byte order is the
-// logical order: a cursor walks a partition's log from the oldest offset to the newest.
+// The encoders of LMDB keys (layout.h has the table of every key space). Every integer in
+// a key is big-endian so that LMDB's byte order is the logical order: a cursor walks a
+// partition's log from the oldest offset to the newest.
 
 #include <array>
 #include <cstdint>
@@ -34,7 +35,7 @@ inline std::uint64_t get_be64(const std::uint8_t* p) {
 
 using GroupId = StrongId<struct GroupIdTag, std::uint32_t>;  // interned consumer group name
 
-// log: (topic, partition, offset) -> StoredMessage
+// log: u32 topic, u32 partition, u64 offset
 struct LogKey {
   static constexpr std::size_t kSize = 16;
   std::array<std::uint8_t, kSize> bytes;
@@ -49,7 +50,7 @@ struct LogKey {
   static Offset offset(const std::uint8_t* k) { return Offset(get_be64(k + 8)); }
 };
 
-// partitions: (topic, partition) -> PartitionRecord; also the prefix of a partition's log
+// partitions: u32 topic, u32 partition; also the prefix of the partition's keys in log
 struct PartitionKey {
   static constexpr std::size_t kSize = 8;
   std::array<std::uint8_t, kSize> bytes;
@@ -60,8 +61,8 @@ struct PartitionKey {
   }
 };
 
-// cursors: (group, topic, partition) -> CursorRecord
-// acked:   (group, topic, partition, offset) -> empty; acks above the ack floor
+// cursors: u32 group, u32 topic, u32 partition; also the prefix of the partition's keys in
+// acked and pending
 struct CursorKey {
   static constexpr std::size_t kSize = 12;
   std::array<std::uint8_t, kSize> bytes;
@@ -73,6 +74,7 @@ struct CursorKey {
   }
 };
 
+// acked: u32 group, u32 topic, u32 partition, u64 offset
 struct AckedKey {
   static constexpr std::size_t kSize = 20;
   std::array<std::uint8_t, kSize> bytes;
@@ -86,10 +88,10 @@ struct AckedKey {
   static Offset offset(const std::uint8_t* k) { return Offset(get_be64(k + 12)); }
 };
 
-// pending: (group, topic, partition, offset) -> PendingRecord; the same layout as AckedKey
+// pending: the same key as acked
 using PendingKey = AckedKey;
 
-// delayed: (due time, sequence) -> DelayedRecord
+// delayed: u64 due ms, u64 sequence
 struct DelayedKey {
   static constexpr std::size_t kSize = 16;
   std::array<std::uint8_t, kSize> bytes;

@@ -173,80 +173,109 @@ enum class Growth {
 };
 
 class WriteTxn;
+struct HalfRecord;  // txn_records.h
 
 class Store {
  public:
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
+  // Closes the environment. Every WriteTxn must be gone (committed or dropped) first.
   ~Store();
+
+  // How each function's errors are listed below. "LMDB's" stands for LMDB's own failures,
+  // mapped once (store_internal.h, lmdb_error): kStorageFull when the map or the disk is
+  // full, kInvalidArgument for a key LMDB refuses (empty or over 511 bytes), kStorageError
+  // for anything else (I/O, a damaged page, a full reader table). "A damaged record" is
+  // kStorageError naming the key space of a record that does not decode (layout.h).
 
   // Opens the environment in options.dir, creating a new store only where none was ever
   // committed, and makes the directory entries of the new files durable (fsync of the
-  // directory, and of the parent of each directory it created). kStorageError when the
-  // directory cannot be created or synced, the files cannot be opened or mapped, the data
-  // was written by an incompatible version, or the store is damaged: a key space or the
-  // layout marker of a store that has committed is missing (never replaced by an empty one).
+  // directory, and of the parent of each directory it created). The caller owns the Store.
+  // Thread: the broker's main thread, before the loop and the writer start.
+  // Errors: kStorageError when the directory cannot be created or synced, the files cannot
+  // be opened or mapped, the data was written with another layout version, or the store
+  // is damaged: a key space or the layout marker of a store that has committed is missing
+  // (never replaced by an empty one); LMDB's.
   static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
-  // True when open() created a new, empty store rather than opening one.
+  // True when open() created a new, empty store rather than opening one. Thread: any.
   bool created() const { return created_; }
 
-  // -- reads; loop thread ---------------------------------------------------------------
+  // -- reads: loop thread; each in a short read transaction of its own ------------------
 
+  // Every topic, in name order. Errors: a damaged record; LMDB's.
   Result<std::vector<TopicMeta>> load_topics() const;
+  // Every interned group name with its id, in name order. Errors: a damaged record (an id
+  // that is not 4 bytes); LMDB's.
   Result<std::vector<std::pair<std::string, GroupId>>> load_groups() const;
+  // The partition's oldest stored and next offsets; {0, 0} for a partition that does not
+  // exist. Errors: LMDB's.
   Result<PartitionBounds> partition_bounds(TopicId topic, PartitionId partition) const;
+  // The group's cursor in the partition with its acks above the floor and its pending
+  // messages; a cursor never written reads as all zero and empty. Errors: a damaged record
+  // (pending); LMDB's.
   Result<CursorState> load_cursor(GroupId group, TopicId topic, PartitionId partition) const;
 
   // Calls visit for each stored message of the partition with offset >= from, in offset
   // order, until it returns false or `max` messages were visited. Returns how many were
-  // visited.
+  // visited. The entry's message lives only during its visit call.
+  // Errors: a damaged record (reading stops at it; the messages before were visited); LMDB's.
   Result<std::size_t> read_log(TopicId topic, PartitionId partition, Offset from, std::size_t max,
                                const std::function<bool(const LogEntry&)>& visit) const;
 
-  // Reads one message; kInvalidArgument when it is not stored (never was, or deleted).
+  // Reads one message, as read_log does. Errors: kInvalidArgument when it is not stored
+  // (never was, or deleted); a damaged record; LMDB's.
   Result<std::size_t> read_one(TopicId topic, PartitionId partition, Offset offset,
                                const std::function<void(const LogEntry&)>& visit) const;
 
-  // Live bytes in the latest commit (a short read transaction of its own), and the limits.
+  // Live bytes in the latest commit, and the limits. Never fails: without a read
+  // transaction (the reader table is full) used_bytes is the data file's end.
   StorageUsage usage() const;
 
   // The room LMDB's map has beyond max_bytes: max(1 MiB, max_bytes / 32), at least what
   // deleting everything needs to record the pages it frees (8 bytes a page, 1/512 of it)
-  // with room to spare.
+  // with room to spare. Thread: any.
   static std::uint64_t reserve_bytes(std::uint64_t max_bytes);
 
   // The due time of the earliest delayed message; nullopt when there is none.
+  // Errors: LMDB's.
   Result<std::optional<std::uint64_t>> next_delayed_ms() const;
-  // The PendingRecord of a message, if it has one.
-  Result<std::optional<OwnedPending>> read_pending(GroupId group, TopicId topic, PartitionId partition,
-                                                   Offset offset) const;
-  // Transactions (store_txn.cpp).
   // Prepared transactions whose next check is due at or before now_ms, earliest first, and
   // the due spans found empty; at most max of each. Starts after `after` (a previous page's
-  // resume) when given.
+  // resume) when given. Errors: LMDB's.
   Result<DueChecks> due_checks(std::uint64_t now_ms, std::size_t max,
                                std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) const;
   // The earliest next check of a span, if any (its transactions may all have ended since).
+  // Errors: LMDB's.
   Result<std::optional<std::uint64_t>> next_check_ms() const;
+  // A transaction in any state, with its message while it has not ended; nullopt when
+  // there is no such one (never was, or pruned). Errors: a damaged record; LMDB's.
   Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
-  // Up to max transactions, newest first, optionally only those in one state.
+  // Up to max transactions, newest first, optionally only those in one state (a
+  // wire::TxnState), without their messages. Records that do not decode are left out.
+  // Errors: LMDB's.
   Result<std::vector<OwnedTxn>> list_txns(std::optional<std::uint8_t> state, std::size_t max) const;
+  // Prepared and parked counts and the oldest prepared one's age. Never fails: zeros when
+  // the read does.
   TxnCounts txn_counts() const;
-  // Idempotent producers remembered (see WriteTxn::prune_producers).
+  // Idempotent producers remembered (see WriteTxn::prune_producers). Never fails: 0 when
+  // the read does.
   std::uint64_t producer_count() const;
 
-  // The topics a group has a cursor on.
+  // The topics a group has a cursor on, in id order. Errors: LMDB's.
   Result<std::vector<TopicId>> group_topics(GroupId group) const;
-  // Every stored policy: key ("g:" + group or "t:" + topic) and PolicyRecord bytes.
+  // Every stored policy: key ("g:" + group or "t:" + topic) and PolicyRecord bytes, which
+  // the caller verifies (broker/group_policy.cpp). Errors: LMDB's.
   Result<std::vector<std::pair<std::string, std::vector<std::uint8_t>>>> load_policies() const;
 
-  // -- writes; writer thread ------------------------------------------------------------
+  // -- writes: writer thread ------------------------------------------------------------
 
   // Begins a transaction: the top-level batch transaction when parent is null, else a
-  // nested one inside it (so one failing operation leaves the rest of a batch intact).
+  // nested one inside it (so one failing operation leaves the rest of a batch intact). The
+  // caller owns it; a nested one must be committed or dropped before its parent is.
+  // Errors: LMDB's (a second top-level transaction waits for the first: LMDB allows one).
   Result<std::unique_ptr<WriteTxn>> begin_write(WriteTxn* parent);
 
-  // Flushes commits made under SyncMode::kRelaxed to disk.
+  // Flushes commits made under SyncMode::kRelaxed to disk. Errors: LMDB's.
   Status sync();
 
  private:
@@ -255,26 +284,30 @@ class Store {
   // Opens every key space; creates them only in a store that never committed (see .cpp).
   // dir: for error messages.
   Status open_databases(const std::string& dir);
+  // Writes the layout marker into a new (fresh) store, checks it in any other; damaged
+  // builds the error for a store that has committed without one (store_meta.cpp).
+  Status check_layout_marker(MDB_txn* txn, bool fresh, const std::function<Error(const std::string&)>& damaged);
   // Live pages (see StorageUsage) as `txn` sees them, its own changes included. Costs one
   // mdb_stat per database: no page is read.
   std::uint64_t used_pages(MDB_txn* txn) const;
 
   MDB_env* env_;
-  MDB_dbi meta_ = 0;        // "format" -> u32 layout version; "next_topic_id", "next_group_id"
-  MDB_dbi topics_ = 0;      // name -> TopicRecord
-  MDB_dbi partitions_ = 0;  // PartitionKey -> u64 next offset
-  MDB_dbi log_ = 0;         // LogKey -> StoredMessage
-  MDB_dbi groups_ = 0;      // name -> u32 group id
-  MDB_dbi cursors_ = 0;     // CursorKey -> u64 ack floor
-  MDB_dbi acked_ = 0;       // AckedKey -> empty
-  MDB_dbi pending_ = 0;     // PendingKey -> PendingRecord
-  MDB_dbi delayed_ = 0;     // DelayedKey -> DelayedRecord
-  MDB_dbi policies_ = 0;    // "g:group" / "t:topic" -> PolicyRecord
-  MDB_dbi txn_open_ = 0;    // u64 id -> HalfRecord (txn_records.h): prepared ones
-  MDB_dbi txn_parked_ = 0;  // u64 id -> HalfRecord: parked ones
-  MDB_dbi txn_ended_ = 0;   // u64 id -> EndedRecord (txn_records.h): committed, rolled back
-  MDB_dbi txn_checks_ = 0;  // (u64 next check, u64 first id) -> u64 last id: CheckSpans
-  MDB_dbi producers_ = 0;   // u64 producer id -> ProducerRecord
+  // The key spaces; layout.h has each one's key and value bytes.
+  MDB_dbi meta_ = 0;        // layout marker and counters (store.cpp, store_meta.cpp)
+  MDB_dbi topics_ = 0;      // topics by name (store_meta.cpp)
+  MDB_dbi partitions_ = 0;  // each partition's next offset and bytes stored (store_log.cpp)
+  MDB_dbi log_ = 0;         // messages by (topic, partition, offset) (store_log.cpp)
+  MDB_dbi groups_ = 0;      // group ids by name (store_meta.cpp)
+  MDB_dbi cursors_ = 0;     // ack floor and delivered-up-to per group and partition (store_cursors.cpp)
+  MDB_dbi acked_ = 0;       // acks above the ack floor (store_cursors.cpp)
+  MDB_dbi pending_ = 0;     // messages that failed at least once in a group (store_cursors.cpp)
+  MDB_dbi delayed_ = 0;     // delayed messages by due time (store_delayed.cpp)
+  MDB_dbi policies_ = 0;    // retry policies of groups and topics (store_meta.cpp)
+  MDB_dbi txn_open_ = 0;    // prepared transactions (store_txn.cpp)
+  MDB_dbi txn_parked_ = 0;  // parked transactions (store_txn.cpp)
+  MDB_dbi txn_ended_ = 0;   // committed and rolled back transactions (store_txn.cpp)
+  MDB_dbi txn_checks_ = 0;  // check-backs due, by span (store_txn.cpp)
+  MDB_dbi producers_ = 0;   // idempotent producers' windows (store_producers.cpp)
   MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
   std::uint64_t max_bytes_ = 0;
   std::uint64_t page_size_ = 4096;
@@ -283,119 +316,161 @@ class Store {
 
 using HeaderView = std::pair<std::string_view, std::span<const std::uint8_t>>;
 
-// One LMDB write transaction (top-level or nested). Writer thread only. Dropping it
-// without commit() aborts it.
+// One LMDB write transaction (top-level or nested), from Store::begin_write or nested().
+// Thread: the writer's only, every function. Dropping it without commit() aborts it. The
+// views a function takes need live only for the call. Errors are listed as in Store.
 class WriteTxn {
  public:
   WriteTxn(const WriteTxn&) = delete;
   WriteTxn& operator=(const WriteTxn&) = delete;
   ~WriteTxn();
 
-  // kStorageFull when the map or the disk is full, kStorageError on I/O errors. A nested
-  // transaction passes on to its parent that it stored new data.
+  // Commits; the transaction is finished either way, and only the destructor may follow.
+  // A nested transaction passes on to its parent that it stored new data.
+  // Errors: kStorageFull when the map or the disk is full; LMDB's.
   Status commit();
 
   // storage.max_size, applied by the writer around each op (see Store's comment). begin_op
   // notes the live pages before the op; check_room, after it, answers kStorageFull when the
   // op grew the store past its limit: max_bytes if it stored new data (Growth::kNewData),
   // else max_bytes plus half the reserve. An op that did not grow the store is never
-  // refused. Each costs one mdb_stat per database.
+  // refused. Each costs one mdb_stat per database. Errors (check_room): kStorageFull.
   void begin_op();
   Status check_room();
 
+  // -- the message log (store_log.cpp) --------------------------------------------------
+
   // Appends one message at the partition's next offset and returns that offset.
-  // kUnknownPartition when the topic or partition does not exist; kStorageFull.
+  // Errors: kUnknownPartition when the topic or partition does not exist; LMDB's.
   Result<Offset> append(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
                         std::span<const std::uint8_t> key,
                         std::span<const HeaderView> headers,
                         std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
-
-  // kTopicExists when the name is taken.
-  Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
-                                 std::uint64_t retention_ms = 0, std::uint64_t retention_bytes = 0,
-                                 Growth growth = Growth::kNewData);
-  // Removes the topic, its log and every group's cursor on it. kUnknownTopic.
-  Status delete_topic(std::string_view name);
-  // Returns the group's id, interning the name on first use.
-  Result<GroupId> intern_group(std::string_view name);
-  // Rewrites one small record and nothing else: a commit for its new transaction id alone
-  // (LMDB reuses freed pages two commits after the one that freed them).
-  Status touch();
-  // Records acks and returns the partition's new ack floor.
-  Result<Offset> ack(GroupId group, TopicId topic, PartitionId partition,
-                     std::span<const Offset> offsets);
-  // A nested transaction inside this one, for an op that wants each of its items to
-  // succeed or fail alone.
-  Result<std::unique_ptr<WriteTxn>> nested() { return store_.begin_write(this); }
-  // The topic of that name, if it exists.
-  Result<std::optional<TopicMeta>> find_topic(std::string_view name);
-  // Raises the group's delivered-up-to mark (never lowers it).
-  Status mark_delivered(GroupId group, TopicId topic, PartitionId partition, Offset upto);
-
-  // A copy of a stored message. kInvalidArgument when it is not stored.
+  // A copy of a stored message. Errors: kInvalidArgument when it is not stored; a damaged
+  // record; LMDB's.
   Result<OwnedMessage> read_message(TopicId topic, PartitionId partition, Offset offset);
+  // Deletes one stored message (a redrive's, from a dead-letter topic) and takes its
+  // bytes off the partition's count. Errors: kInvalidArgument when it is not stored; LMDB's.
   Status delete_message(TopicId topic, PartitionId partition, Offset offset);
-
-  Result<std::optional<OwnedPending>> get_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
-  Status put_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset,
-                     const OwnedPending& record);
-  // Removes the record, if any.
-  Status clear_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
-
-  // Stores a delayed message until due_ms.
-  Status put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
-                     std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
-                     std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
-  // Appends up to max delayed messages due at or before now_ms to their partitions (those
-  // whose topic was deleted are dropped) and returns where they went.
-  Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> release_delayed(std::uint64_t now_ms,
-                                                                                          std::size_t max);
-
   // Deletes up to max of the partition's oldest messages that are older than
-  // min_timestamp_ms, or while the partition holds more than max_bytes of records.
-  // Returns how many were deleted.
+  // min_timestamp_ms, or while the partition holds more than max_bytes of records (a
+  // message that does not decode goes only for the bytes). Returns how many were deleted;
+  // 0 for a partition that does not exist. Errors: LMDB's.
   Result<std::size_t> trim(TopicId topic, PartitionId partition, std::uint64_t min_timestamp_ms,
                            std::uint64_t max_bytes, std::size_t max);
 
-  Status put_policy(std::string_view key, std::span<const std::uint8_t> record);
+  // -- metadata (store_meta.cpp) --------------------------------------------------------
 
-  // Transactions (store_txn.cpp).
+  // Creates a topic with a fresh id and its empty partitions. Errors: kTopicExists when the
+  // name is taken; a damaged record (the id counter); LMDB's (kInvalidArgument: a name LMDB
+  // refuses as a key).
+  Result<TopicMeta> create_topic(std::string_view name, std::uint32_t partitions, std::uint64_t now_ms,
+                                 std::uint64_t retention_ms = 0, std::uint64_t retention_bytes = 0,
+                                 Growth growth = Growth::kNewData);
+  // Removes the topic, its log and every group's cursor, acks and pending messages on it.
+  // Its delayed messages are dropped when they come due. Errors: kUnknownTopic; a damaged
+  // record; LMDB's.
+  Status delete_topic(std::string_view name);
+  // The topic of that name, if it exists. Errors: a damaged record; LMDB's.
+  Result<std::optional<TopicMeta>> find_topic(std::string_view name);
+  // Returns the group's id, interning the name on first use. Errors: a damaged record (an
+  // id or the id counter); LMDB's (kInvalidArgument: a name LMDB refuses as a key).
+  Result<GroupId> intern_group(std::string_view name);
+  // Stores a group's or a topic's policy (key "g:" + group or "t:" + topic) as given.
+  // Errors: LMDB's.
+  Status put_policy(std::string_view key, std::span<const std::uint8_t> record);
+  // Rewrites one small record and nothing else: a commit for its new transaction id alone
+  // (LMDB reuses freed pages two commits after the one that freed them). Errors: a
+  // damaged record (the counter); LMDB's.
+  Status touch();
+  // A nested transaction inside this one, for an op that wants each of its items to
+  // succeed or fail alone. Errors: as Store::begin_write.
+  Result<std::unique_ptr<WriteTxn>> nested() { return store_.begin_write(this); }
+
+  // -- group cursors and pending messages (store_cursors.cpp) ---------------------------
+
+  // Records acks and returns the partition's new ack floor. Offsets below the floor, and
+  // below the oldest stored message (retention took them), count as acknowledged.
+  // Errors: LMDB's.
+  Result<Offset> ack(GroupId group, TopicId topic, PartitionId partition,
+                     std::span<const Offset> offsets);
+  // Raises the group's delivered-up-to mark (never lowers it). Errors: LMDB's.
+  Status mark_delivered(GroupId group, TopicId topic, PartitionId partition, Offset upto);
+  // The pending record of a message, if it has one. Errors: a damaged record; LMDB's.
+  Result<std::optional<OwnedPending>> get_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
+  // Stores (replaces) the pending record of a message. Errors: LMDB's.
+  Status put_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset,
+                     const OwnedPending& record);
+  // Removes the record, if any. Errors: LMDB's.
+  Status clear_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset);
+
+  // -- delayed messages (store_delayed.cpp) ---------------------------------------------
+
+  // Stores a delayed message until due_ms. Its partition is not checked until it is due.
+  // Errors: a damaged record (the sequence counter); LMDB's.
+  Status put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                     std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                     std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
+  // Appends up to max delayed messages due at or before now_ms to their partitions and
+  // returns where they went. Those whose topic was deleted, and records that do not
+  // decode, are dropped. Errors: LMDB's.
+  Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> release_delayed(std::uint64_t now_ms,
+                                                                                          std::size_t max);
+
+  // -- transactions (store_txn.cpp) -----------------------------------------------------
+
   // n fresh transaction ids, in increasing order: unique and growing, and unlikely to be
-  // confused with a small number an operator typed by hand.
+  // confused with a small number an operator typed by hand. Errors: a damaged record (the
+  // id counter); LMDB's.
   Result<std::vector<std::uint64_t>> new_txn_ids(std::size_t n, std::uint64_t now_ms);
-  // Stores a half message under a fresh id from new_txn_ids. Its first check is scheduled
-  // with schedule_check, once for all the ids of a batch.
+  // Stores a half message under a fresh id from new_txn_ids and returns the id. Its first
+  // check is scheduled with schedule_check, once for all the ids of a batch.
+  // Errors: kStorageError when the id is not fresh (larger than every stored one); LMDB's.
   Result<std::uint64_t> prepare(std::uint64_t id, TopicId topic, PartitionId partition, std::string_view producer_group,
                                 std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                 std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                 std::uint64_t deliver_at_ms, std::uint64_t first_check_ms);
   // The prepared transactions with ids in [first_id, last_id] are checked at due_ms.
+  // Errors: LMDB's.
   Status schedule_check(std::uint64_t first_id, std::uint64_t last_id, std::uint64_t due_ms);
-  // Drops a span that has no prepared transaction left (one found so by due_checks).
+  // Drops a span that has no prepared transaction left (one found so by due_checks); a
+  // span that has one, or is gone, is left as it is. Errors: LMDB's.
   Status drop_check_span(const CheckSpan& span);
   // Commits (appends the message, or keeps it aside until its deliver-at time) or rolls
-  // back a prepared or parked transaction; anything else changes nothing. `resolution`
-  // is who decided: "producer", "check" or "operator" (then also in a header).
+  // back a prepared or parked transaction; anything else changes nothing and is answered
+  // with its state (found = false for an unknown id). A commit whose topic was deleted
+  // ends rolled back. `resolution` is who decided: "producer", "check" or "operator" (then
+  // also in a header). Errors: a damaged record; LMDB's.
   Result<TxnEndResult> end_txn(std::uint64_t id, bool commit, std::string_view resolution, std::uint64_t now_ms);
   // The state of a transaction (wire::TxnState), nullopt when there is no such one.
+  // Errors: a damaged record (an ended one); LMDB's.
   Result<std::optional<std::uint8_t>> txn_state(std::uint64_t id);
-  // A check was sent: counts it and sets the next one, or parks the transaction.
+  // A check was sent: counts it and sets the next one, or parks the transaction. Nothing
+  // for one no longer prepared. Errors: a damaged record; LMDB's.
   Status checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park);
-  // Deletes up to max ended transactions that ended before before_ms.
+  // Deletes up to max ended transactions that ended before before_ms, reading at most 8
+  // times max records. Returns how many it deleted. Errors: LMDB's.
   Result<std::size_t> prune_ended(std::uint64_t before_ms, std::size_t max);
-  // The idempotent producer: offsets recorded for (producer, sequence), if in the window.
-  // kInvalidArgument for a sequence at or below the newest recorded one that has left the
-  // window: it may have been stored already, and appending it again could duplicate it.
+
+  // -- idempotent producers (store_producers.cpp) ---------------------------------------
+
+  // The offsets recorded for (producer, sequence), if that batch is in the window.
+  // Errors: kInvalidArgument for a sequence at or below the newest recorded one that has
+  // left the window: it may have been stored already, and appending it again could
+  // duplicate it; a damaged record; LMDB's.
   Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(std::uint64_t producer,
                                                                                       std::uint64_t sequence);
+  // Remembers where a batch went, keeping the producer's last `window` batches. A record
+  // that does not decode is replaced by one holding this batch alone. Errors: LMDB's.
   Status record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
                                const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
                                std::uint64_t now_ms);
-  // Forgets the producers whose newest batch is older than before_ms. Producer ids are
-  // random, so the table has no time order: each call looks at up to max_scan producers
-  // from *resume (a producer id, 0 for the first) and leaves *resume where the next call
-  // goes on (0 once it passed the last). Returns how many it forgot.
-  // A record from before records had a time is kept and given now_ms.
+  // Forgets the producers whose newest batch is older than before_ms, and records that do
+  // not decode. Producer ids are random, so the table has no time order: each call looks
+  // at up to max_scan producers from *resume (a producer id, 0 for the first) and leaves
+  // *resume where the next call goes on (0 once it passed the last). Returns how many it
+  // forgot. A record from before records had a time is kept and given now_ms.
+  // Errors: LMDB's.
   Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
                                       std::size_t max_scan);
 
@@ -408,6 +483,13 @@ class WriteTxn {
   // Takes n consecutive values of a counter and returns the first.
   Result<std::uint32_t> next_counter(std::string_view name, std::uint32_t n = 1);
   Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
+  // ack's steps (store_cursors.cpp).
+  Result<Offset> floor_past_trimmed(GroupId group, TopicId topic, PartitionId partition, Offset floor);
+  Result<bool> acks_recorded_from(GroupId group, TopicId topic, PartitionId partition, Offset floor);
+  // end_txn's steps (store_txn.cpp).
+  Status deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms, TxnEndResult& out);
+  Status put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+                   std::string_view resolution, std::uint64_t now_ms);
   // Whether a prepared transaction has an id in [first_id, last_id].
   Result<bool> any_prepared(std::uint64_t first_id, std::uint64_t last_id);
   // Takes id out of its span (due at due_ms), keeping the parts on either side that still

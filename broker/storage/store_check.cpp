@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "broker/storage/keys.h"
+#include "broker/storage/layout.h"
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
 #include "storage_generated.h"
@@ -20,15 +21,10 @@ namespace {
 
 using Bytes = std::span<const std::uint8_t>;
 
-Bytes bytes_of(const MDB_val& v) { return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}; }
-
-// Through aligned(): LMDB places a value at any even address.
 template <typename Table>
 bool verifies(Bytes b) {
   std::vector<std::uint64_t> scratch;
-  const MDB_val v{b.size(), const_cast<std::uint8_t*>(b.data())};
-  flatbuffers::Verifier verifier(aligned(v, scratch), b.size());
-  return verifier.VerifyBuffer<Table>(nullptr);
+  return verified<Table>(val(b.data(), b.size()), scratch, "").ok();
 }
 
 // What every entry of one key space must look like; 0 / nullptr: not checked.
@@ -138,7 +134,7 @@ class Checker {
   void check_layout_marker() {
     auto it = dbis_.find("meta");
     if (it == dbis_.end() || txn_failed_) return;
-    MDB_val k = val(std::string_view("format")), v;
+    MDB_val k = val(kLayoutMarkerKey), v;
     int rc = mdb_get(txn_, it->second, &k, &v);
     if (rc == MDB_NOTFOUND) problem("the layout marker (meta \"format\") is missing");
     else if (rc) problem(std::string("layout marker: ") + mdb_strerror(rc));
@@ -158,9 +154,10 @@ class Checker {
     });
     std::uint64_t missing = 0;
     walk_dbi(dbis_["topics"], "topics", [&](const MDB_val&, const MDB_val& v) {
-      if (!verifies<TopicRecord>(bytes_of(v))) return;
       std::vector<std::uint64_t> scratch;
-      auto* t = flatbuffers::GetRoot<TopicRecord>(aligned(v, scratch));
+      auto record = verified<TopicRecord>(v, scratch, "topics");
+      if (!record) return;
+      const TopicRecord* t = *record;
       for (std::uint32_t p = 0; p < t->partitions(); ++p)
         if (!next.count(PartitionKey(TopicId(t->id()), PartitionId(p)).bytes)) ++missing;
     });

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers for the LMDB code of store.cpp and store_txn.cpp; not part of the Store
+// Helpers for the LMDB code of the store's files (store*.cpp); not part of the Store
 // interface. Writer-side and reader-side code alike.
 
 #include <lmdb.h>
@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,7 +18,6 @@
 
 namespace txmq::broker::storage::internal {
 
-
 inline MDB_val val(const void* data, std::size_t size) {
   return MDB_val{size, const_cast<void*>(data)};
 }
@@ -26,6 +26,17 @@ inline MDB_val val(const std::array<std::uint8_t, N>& a) {
   return val(a.data(), N);
 }
 inline MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
+
+inline std::span<const std::uint8_t> bytes_of(const MDB_val& v) {
+  return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
+}
+
+// The key of txn_open, txn_parked, txn_ended and producers: one big-endian u64.
+inline std::array<std::uint8_t, 8> id_key(std::uint64_t id) {
+  std::array<std::uint8_t, 8> k;
+  put_be64(k.data(), id);
+  return k;
+}
 
 inline Error lmdb_error(int rc, std::string_view what) {
   std::string msg = std::string(what) + ": " + mdb_strerror(rc);
@@ -101,6 +112,23 @@ inline const std::uint8_t* aligned(const MDB_val& v, std::vector<std::uint64_t>&
   return reinterpret_cast<const std::uint8_t*>(scratch.data());
 }
 
+// What a record that does not decode is answered with: the store is damaged there.
+inline Error corrupt(std::string_view space) {
+  return Error(ErrorCode::kStorageError, "a record in key space '" + std::string(space) +
+                                             "' does not decode: the store is damaged (see `txmq-broker --check-store`)");
+}
+
+// Every FlatBuffers record is read through this: verified first, on an aligned copy in
+// scratch when LMDB placed it misaligned. corrupt(space) when the bytes are not a Table.
+// The table points into the map or into scratch: valid while both are.
+template <typename Table>
+Result<const Table*> verified(const MDB_val& v, std::vector<std::uint64_t>& scratch, std::string_view space) {
+  const std::uint8_t* data = aligned(v, scratch);
+  flatbuffers::Verifier verifier(data, v.mv_size);
+  if (!verifier.VerifyBuffer<Table>(nullptr)) return corrupt(space);
+  return flatbuffers::GetRoot<Table>(data);
+}
+
 inline std::uint64_t read_u64(const MDB_val& v) {
   std::uint64_t x = 0;
   if (v.mv_size >= 8) x = get_be64(static_cast<const std::uint8_t*>(v.mv_data));
@@ -118,26 +146,5 @@ inline std::array<std::uint8_t, 16> two_u64(std::uint64_t a, std::uint64_t b) {
   put_be64(out.data() + 8, b);
   return out;
 }
-
-inline OwnedPending to_owned(const PendingRecord* r) {
-  OwnedPending p;
-  p.delivery_count = r->delivery_count();
-  p.first_delivery_ms = r->first_delivery_ms();
-  p.last_delivery_ms = r->last_delivery_ms();
-  p.due_ms = r->due_ms();
-  if (r->reasons())
-    for (const auto* reason : *r->reasons()) p.reasons.push_back(reason->str());
-  return p;
-}
-
-// Reads a PendingRecord value; nullopt when the bytes do not verify.
-inline std::optional<OwnedPending> parse_pending(const MDB_val& v) {
-  std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<PendingRecord>(nullptr)) return std::nullopt;
-  return to_owned(flatbuffers::GetRoot<PendingRecord>(data));
-}
-
 
 }  // namespace txmq::broker::storage::internal

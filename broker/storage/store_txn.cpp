@@ -1,13 +1,7 @@
-// Transactions and the idempotent producer's window in LMDB.
-//
-//   txn_open:    id -> HalfRecord            prepared: the half message and its check schedule
-//   txn_parked:  id -> HalfRecord            parked: checks ran out; the half message waits
-//                                            for an operator
-//   txn_ended:   id -> EndedRecord           committed or rolled back: the outcome only
-//                                            (both records: txn_records.h)
-//   txn_checks:  (next check, first id) -> last id
-//                                            CheckSpans: prepared transactions, by when to check
-//   producers:   producer id -> ProducerRecord
+// Transactions: half messages, their check-back schedule and their outcomes, in four key
+// spaces (layout.h): txn_open holds the prepared ones with their half messages, txn_parked
+// those whose checks ran out (they wait for an operator), txn_ended the outcome of the
+// committed and rolled back ones, and txn_checks the check-backs due, by span.
 //
 // A transaction lives in exactly one of the first three, so where it is says its state and
 // no index by state is needed. The check schedule is kept by span, not by transaction: a
@@ -31,12 +25,6 @@ namespace txmq::broker::storage {
 using namespace internal;
 namespace {
 
-std::array<std::uint8_t, 8> id_key(std::uint64_t id) {
-  std::array<std::uint8_t, 8> k;
-  put_be64(k.data(), id);
-  return k;
-}
-
 std::array<std::uint8_t, 16> pair_key(std::uint64_t a, std::uint64_t b) { return two_u64(a, b); }
 
 constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
@@ -56,10 +44,6 @@ int put_likely_last(MDB_txn* txn, MDB_dbi dbi, MDB_val& key, MDB_val& value) {
   int rc = mdb_put(txn, dbi, &key, &value, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbi, &key, &value, 0);
   return rc;
-}
-
-std::span<const std::uint8_t> bytes_of(const MDB_val& v) {
-  return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size};
 }
 
 // A record of any of the three key spaces, copied out; nullopt when it does not decode.
@@ -186,7 +170,7 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   if (rc == MDB_NOTFOUND) return std::optional<OwnedTxn>{};
   if (rc) return lmdb_error(rc, "read transaction");
   auto t = parse_any(id, where, txn_ended_, v);
-  if (!t) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!t) return corrupt(where == txn_open_ ? "txn_open" : where == txn_parked_ ? "txn_parked" : "txn_ended");
   return t;
 }
 
@@ -341,6 +325,57 @@ Status WriteTxn::drop_check_span(const CheckSpan& span) {
   return {};
 }
 
+// Appends a committed half message to its partition, or keeps it aside until its
+// deliver-at time, from the record's bytes: no message is copied out of them first. Sets
+// out.appended or out.delayed_until; neither when the topic was deleted.
+Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms,
+                                TxnEndResult& out) {
+  static constexpr std::string_view kOperator = "operator";
+  if (resolution == kOperator)
+    half.headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
+                                                      reinterpret_cast<const std::uint8_t*>(kOperator.data()),
+                                                      kOperator.size()));
+  if (half.deliver_at_ms > now_ms) {
+    // A commit moves the half message, already counted: a verdict, not new data.
+    if (auto st = put_delayed(half.deliver_at_ms, out.topic, out.partition, now_ms, half.key, half.headers, half.body,
+                              Growth::kVerdict);
+        !st)
+      return st;
+    out.delayed_until = half.deliver_at_ms;
+    return {};
+  }
+  auto appended = append(out.topic, out.partition, now_ms, half.key, half.headers, half.body, Growth::kVerdict);
+  if (appended) out.appended = *appended;
+  else if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
+  return {};
+}
+
+// An ended transaction keeps its outcome, not its body.
+Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+                           std::string_view resolution, std::uint64_t now_ms) {
+  EndedRecord ended;
+  ended.state = state;
+  ended.topic = half.topic;
+  ended.partition = half.partition;
+  ended.checks = half.checks;
+  ended.offset = offset.value();
+  ended.created_ms = half.created_ms;
+  ended.ended_ms = now_ms;
+  ended.deliver_at_ms = half.deliver_at_ms;
+  ended.resolution = resolution;
+  ended.producer_group = half.producer_group;
+  ended.encode(record_);
+  MDB_val rec = val(record_.data(), record_.size());
+  // Ends come in about the order of prepares, so this is mostly the last id too.
+  int rc;
+  MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
+  if (!ended_at) return lmdb_error(rc, "cursor");
+  rc = mdb_cursor_put(ended_at, &key, &rec, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &key, &rec, 0);
+  if (rc) return lmdb_error(rc, "end transaction");
+  return {};
+}
+
 Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::string_view resolution,
                                        std::uint64_t now_ms) {
   TxnEndResult out;
@@ -359,7 +394,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
     // Only a transaction still open can end, and only once: a late or contradicting end is
     // answered with the real state and changes nothing.
     auto e = EndedRecord::decode(bytes_of(v));
-    if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+    if (!e) return corrupt("txn_ended");
     out.found = true;
     out.topic = TopicId(e->topic);
     out.partition = PartitionId(e->partition);
@@ -370,7 +405,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   // write of this transaction.
   scratch_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
   auto half = HalfRecord::decode(scratch_);
-  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!half) return corrupt(where == store_.txn_open_ ? "txn_open" : "txn_parked");
   out.found = true;
   out.topic = TopicId(half->topic);
   out.partition = PartitionId(half->partition);
@@ -378,54 +413,12 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
 
   rc = where == store_.txn_open_ ? mdb_cursor_del(open, 0) : mdb_del(txn_, where, &k, nullptr);
   if (rc) return lmdb_error(rc, "end transaction");
-  Offset offset;
-  if (commit) {
-    // Appended from the record's bytes; no message is copied out of them first.
-    static constexpr std::string_view kOperator = "operator";
-    if (resolution == kOperator)
-      half->headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
-                                                         reinterpret_cast<const std::uint8_t*>(kOperator.data()),
-                                                         kOperator.size()));
-    if (half->deliver_at_ms > now_ms) {
-      // A commit moves the half message, already counted: a verdict, not new data.
-      if (auto st = put_delayed(half->deliver_at_ms, out.topic, out.partition, now_ms, half->key, half->headers,
-                                half->body, Growth::kVerdict);
-          !st)
-        return st.error();
-      out.delayed_until = half->deliver_at_ms;
-    } else {
-      auto appended = append(out.topic, out.partition, now_ms, half->key, half->headers, half->body, Growth::kVerdict);
-      if (!appended) {
-        if (appended.error().code != ErrorCode::kUnknownPartition) return appended.error();
-        // Its topic was deleted: the commit has nowhere to go; it ends rolled back.
-        commit = false;
-      } else {
-        out.appended = *appended;
-        offset = *appended;
-      }
-    }
-  }
-  out.state = commit ? kCommitted : kRolledBack;
-  // An ended transaction keeps its outcome, not its body.
-  EndedRecord ended;
-  ended.state = out.state;
-  ended.topic = half->topic;
-  ended.partition = half->partition;
-  ended.checks = half->checks;
-  ended.offset = offset.value();
-  ended.created_ms = half->created_ms;
-  ended.ended_ms = now_ms;
-  ended.deliver_at_ms = half->deliver_at_ms;
-  ended.resolution = resolution;
-  ended.producer_group = half->producer_group;
-  ended.encode(record_);
-  MDB_val rec = val(record_.data(), record_.size());
-  // Ends come in about the order of prepares, so this is mostly the last id too.
-  MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
-  if (!ended_at) return lmdb_error(rc, "cursor");
-  rc = mdb_cursor_put(ended_at, &k, &rec, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &k, &rec, 0);
-  if (rc) return lmdb_error(rc, "end transaction");
+  if (commit)
+    if (auto st = deliver_commit(*half, resolution, now_ms, out); !st) return st.error();
+  // A commit whose topic was deleted has nowhere to go: it ends rolled back.
+  out.state = out.appended || out.delayed_until ? kCommitted : kRolledBack;
+  if (auto st = put_ended(k, *half, out.state, out.appended.value_or(Offset()), resolution, now_ms); !st)
+    return st.error();
   out.changed = true;
   return out;
 }
@@ -440,7 +433,7 @@ Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
   if (where == store_.txn_open_) return std::optional<std::uint8_t>(kPrepared);
   if (where == store_.txn_parked_) return std::optional<std::uint8_t>(kParked);
   auto e = EndedRecord::decode(bytes_of(v));
-  if (!e) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!e) return corrupt("txn_ended");
   return std::optional<std::uint8_t>(e->state);
 }
 
@@ -453,7 +446,7 @@ Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t n
   // Only fixed fields change: a copy is patched in place.
   record_.assign(static_cast<const std::uint8_t*>(v.mv_data), static_cast<const std::uint8_t*>(v.mv_data) + v.mv_size);
   auto half = HalfRecord::decode(record_);
-  if (!half) return Error(ErrorCode::kStorageError, "corrupt transaction record");
+  if (!half) return corrupt("txn_open");
   if (auto st = unschedule_check(id, half->next_check_ms); !st) return st;
   put_be32(record_.data() + HalfRecord::kChecksAt, checks);
   MDB_dbi into = store_.txn_open_;
@@ -491,156 +484,6 @@ Result<std::size_t> WriteTxn::prune_ended(std::uint64_t before_ms, std::size_t m
   }
   if (rc && rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "prune");
   return n;
-}
-
-Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::producer_batch(std::uint64_t producer,
-                                                                                              std::uint64_t sequence) {
-  auto k8 = id_key(producer);
-  MDB_val k = val(k8), v;
-  int rc = mdb_get(txn_, store_.producers_, &k, &v);
-  using Out = std::optional<std::vector<std::pair<PartitionId, Offset>>>;
-  if (rc == MDB_NOTFOUND) return Out{};
-  if (rc) return lmdb_error(rc, "read producer");
-  std::vector<std::uint64_t> scratch;
-  const std::uint8_t* data = aligned(v, scratch);
-  flatbuffers::Verifier verifier(data, v.mv_size);
-  if (!verifier.VerifyBuffer<ProducerRecord>(nullptr)) return Error(ErrorCode::kStorageError, "corrupt producer record");
-  const auto* r = flatbuffers::GetRoot<ProducerRecord>(data);
-  if (!r->sequences() || !r->offsets()) return Out{};
-  std::uint64_t newest = 0;
-  for (auto s : *r->sequences()) newest = std::max(newest, s);
-  for (flatbuffers::uoffset_t i = 0; i < r->sequences()->size() && i < r->offsets()->size(); ++i) {
-    if (r->sequences()->Get(i) != sequence) continue;
-    const auto* b = r->offsets()->Get(i);
-    std::vector<std::pair<PartitionId, Offset>> out;
-    if (b->partitions() && b->offsets())
-      for (flatbuffers::uoffset_t j = 0; j < b->partitions()->size() && j < b->offsets()->size(); ++j)
-        out.emplace_back(PartitionId(b->partitions()->Get(j)), Offset(b->offsets()->Get(j)));
-    return Out(std::move(out));
-  }
-  if (sequence <= newest)
-    return Error(ErrorCode::kInvalidArgument,
-                 "batch " + std::to_string(sequence) + " of this producer is older than the broker remembers (window " +
-                     std::to_string(r->sequences()->size()) + "): it may be stored already, so it is not appended again");
-  return Out{};
-}
-
-namespace {
-
-// An idempotent producer's remembered batches, oldest first.
-struct ProducerWindow {
-  std::vector<std::uint64_t> sequences;
-  std::vector<std::vector<std::pair<PartitionId, Offset>>> batches;
-};
-
-ProducerWindow window_of(const ProducerRecord& r) {
-  ProducerWindow w;
-  if (!r.sequences() || !r.offsets()) return w;
-  for (flatbuffers::uoffset_t i = 0; i < r.sequences()->size() && i < r.offsets()->size(); ++i) {
-    w.sequences.push_back(r.sequences()->Get(i));
-    std::vector<std::pair<PartitionId, Offset>> b;
-    const auto* pb = r.offsets()->Get(i);
-    if (pb->partitions() && pb->offsets())
-      for (flatbuffers::uoffset_t j = 0; j < pb->partitions()->size() && j < pb->offsets()->size(); ++j)
-        b.emplace_back(PartitionId(pb->partitions()->Get(j)), Offset(pb->offsets()->Get(j)));
-    w.batches.push_back(std::move(b));
-  }
-  return w;
-}
-
-void build_record(flatbuffers::FlatBufferBuilder& fbb, const ProducerWindow& w, std::uint64_t last_ms) {
-  fbb.Clear();
-  std::vector<flatbuffers::Offset<ProducerBatch>> pbs;
-  for (const auto& b : w.batches) {
-    std::vector<std::uint32_t> ps;
-    std::vector<std::uint64_t> os;
-    for (auto [p, o] : b) {
-      ps.push_back(p.value());
-      os.push_back(o.value());
-    }
-    pbs.push_back(CreateProducerBatch(fbb, fbb.CreateVector(ps), fbb.CreateVector(os)));
-  }
-  fbb.Finish(CreateProducerRecord(fbb, fbb.CreateVector(w.sequences), fbb.CreateVector(pbs), last_ms));
-}
-
-}  // namespace
-
-Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
-                                       const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
-                                       std::uint64_t now_ms) {
-  auto k8 = id_key(producer);
-  MDB_val k = val(k8), v;
-  ProducerWindow w;
-  int rc = mdb_get(txn_, store_.producers_, &k, &v);
-  if (rc == 0) {
-    std::vector<std::uint64_t> scratch;
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    if (verifier.VerifyBuffer<ProducerRecord>(nullptr)) w = window_of(*flatbuffers::GetRoot<ProducerRecord>(data));
-  } else if (rc != MDB_NOTFOUND) {
-    return lmdb_error(rc, "read producer");
-  }
-  w.sequences.push_back(sequence);
-  w.batches.push_back(offsets);
-  while (w.sequences.size() > window) {
-    w.sequences.erase(w.sequences.begin());
-    w.batches.erase(w.batches.begin());
-  }
-  build_record(fbb_, w, now_ms);
-  MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = mdb_put(txn_, store_.producers_, &k, &rec, 0))) return lmdb_error(rc, "write producer");
-  return {};
-}
-
-Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
-                                               std::size_t max_scan) {
-  Cursor cur(txn_, store_.producers_);
-  if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
-  auto k8 = id_key(*resume);
-  MDB_val k = val(k8), v;
-  std::size_t n = 0, scanned = 0;
-  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
-  std::vector<std::uint64_t> scratch;
-  for (; rc == 0 && scanned < max_scan; ++scanned) {
-    const std::uint8_t* data = aligned(v, scratch);
-    flatbuffers::Verifier verifier(data, v.mv_size);
-    const ProducerRecord* r =
-        verifier.VerifyBuffer<ProducerRecord>(nullptr) ? flatbuffers::GetRoot<ProducerRecord>(data) : nullptr;
-    if (r && r->last_ms() == 0) {
-      // Written before records had a time: its producer may be resending right now (after
-      // the upgrade's restart), so its clock starts now rather than at the epoch.
-      build_record(fbb_, window_of(*r), now_ms);
-      MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-      if ((rc = mdb_cursor_put(cur.get(), &k, &rec, MDB_CURRENT))) return lmdb_error(rc, "stamp producer");
-      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
-      continue;
-    }
-    if (r && r->last_ms() >= before_ms) {
-      rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
-      continue;
-    }
-    // Silent too long; or a record that does not verify, which could not dedupe anything.
-    if (!r) spdlog::warn("dropping a producer record that does not verify");
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune producers");
-    ++n;
-    // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
-    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
-  }
-  if (rc == 0) {
-    *resume = get_be64(static_cast<const std::uint8_t*>(k.mv_data));
-  } else if (rc == MDB_NOTFOUND || rc == EINVAL) {
-    *resume = 0;
-  } else {
-    return lmdb_error(rc, "prune producers");
-  }
-  return n;
-}
-
-std::uint64_t Store::producer_count() const {
-  ReadTxn txn(env_);
-  MDB_stat st;
-  if (txn.rc() || mdb_stat(txn.get(), producers_, &st) != 0) return 0;
-  return st.ms_entries;
 }
 
 }  // namespace txmq::broker::storage

@@ -1,5 +1,5 @@
 #pragma once
-// The records of transactions in LMDB (see store_txn.cpp for the key spaces).
+// The records of transactions in LMDB (layout.h has the key spaces that hold them).
 //
 // Both are a fixed layout of big-endian integers, like the keys, followed by the variable
 // parts, rather than FlatBuffers: every transaction writes a HalfRecord at prepare and an

@@ -780,3 +780,71 @@ TEST_CASE("a relaxed store syncs on request") {
   CHECK(store.sync().ok());
   CHECK(read_all(store, t.id, 0).size() == 1);
 }
+
+namespace {
+
+// Replaces one value of a closed store with raw LMDB, the way damage on disk would.
+void put_raw(const std::string& dir, const char* space, std::string_view key, std::span<const std::uint8_t> value) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_set_maxdbs(env, 16) == 0);
+  REQUIRE(mdb_env_set_mapsize(env, kTestMapBytes) == 0);
+  REQUIRE(mdb_env_open(env, dir.c_str(), 0, 0640) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, space, 0, &dbi) == 0);
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v{value.size(), const_cast<std::uint8_t*>(value.data())};
+  REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+
+// Not a FlatBuffers table: its root offset points far past its end.
+constexpr std::uint8_t kGarbage[] = {0xFF, 0xFF, 0xFF, 0x7F, 1, 2, 3, 4, 5, 6, 7, 8};
+
+void check_names_space(const Error& e, const char* space) {
+  CHECK(e.code == ErrorCode::kStorageError);
+  CHECK_MESSAGE(e.message.find(std::string("key space '") + space + "'") != std::string::npos, e.message);
+}
+
+}  // namespace
+
+TEST_CASE("a topic record that does not decode is an error naming its key space in every read of it") {
+  TempDir dir("txmq-store");
+  create_topic(*open_store(dir.path()), "orders", 1);
+  put_raw(dir.path(), "topics", "orders", kGarbage);
+  auto store = open_store(dir.path());
+  auto topics = store->load_topics();
+  REQUIRE_FALSE(topics.ok());
+  check_names_space(topics.error(), "topics");
+  auto txn = begin(*store);
+  auto found = txn->find_topic("orders");
+  REQUIRE_FALSE(found.ok());
+  check_names_space(found.error(), "topics");
+  auto deleted = txn->delete_topic("orders");
+  REQUIRE_FALSE(deleted.ok());
+  check_names_space(deleted.error(), "topics");
+}
+
+TEST_CASE("a message that does not decode is an error naming its key space in every read of it") {
+  TempDir dir("txmq-store");
+  TopicId topic;
+  {
+    auto store = open_store(dir.path());
+    topic = create_topic(*store, "orders", 1).id;
+    append_one(*store, topic, 0, "x");
+  }
+  const LogKey key(topic, PartitionId(0), Offset(0));
+  put_raw(dir.path(), "log", std::string_view(reinterpret_cast<const char*>(key.bytes.data()), key.bytes.size()),
+          kGarbage);
+  auto store = open_store(dir.path());
+  auto n = store->read_log(topic, PartitionId(0), Offset(0), 10, [](const LogEntry&) { return true; });
+  REQUIRE_FALSE(n.ok());
+  check_names_space(n.error(), "log");
+  auto txn = begin(*store);
+  auto message = txn->read_message(topic, PartitionId(0), Offset(0));
+  REQUIRE_FALSE(message.ok());
+  check_names_space(message.error(), "log");
+}

@@ -1,0 +1,58 @@
+#pragma once
+// The layout of a store: its key spaces (LMDB named databases), the bytes of each key and
+// each value, and the version that names this layout. The one place it is written down;
+// keys.h encodes the keys, schema/storage.fbs declares the FlatBuffers tables and
+// txn_records.h the two fixed records of transactions. store_layout_test writes a store
+// from this table alone, byte by byte, and opens it with Store.
+//
+// Every integer in a key or a fixed value is big-endian, so that LMDB's byte order is the
+// integers' order. "u32", "u64": unsigned, big-endian. A FlatBuffers value is verified
+// before it is read (see store_internal.h's verified()).
+//
+//   key space   key                                  value
+//   ----------  -----------------------------------  -----------------------------------------
+//   meta        "format"                             u32 layout version (kLayoutVersion)
+//               "next_topic_id", "next_group_id",    u32 the next value to hand out (1 when the
+//               "next_delayed_seq", "next_txn_id"    key is absent)
+//               "commit_ticks"                       u32, rewritten by WriteTxn::touch() only
+//   topics      topic name (bytes, no terminator)    TopicRecord
+//   partitions  u32 topic, u32 partition (8 bytes)   u64 next offset, u64 bytes of the
+//                                                    partition's stored messages (16 bytes)
+//   log         u32 topic, u32 partition,            StoredMessage
+//               u64 offset (16 bytes)
+//   groups      group name (bytes)                   u32 group id
+//   cursors     u32 group, u32 topic,                u64 ack floor, u64 delivered-up-to
+//               u32 partition (12 bytes)             (16 bytes)
+//   acked       u32 group, u32 topic, u32 partition, empty: an ack at or above the floor
+//               u64 offset (20 bytes)
+//   pending     as acked (20 bytes)                  PendingRecord
+//   delayed     u64 due ms, u64 sequence (16 bytes)  DelayedRecord (the sequence comes from
+//                                                    meta "next_delayed_seq")
+//   policies    "g:" + group name, "t:" + topic      PolicyRecord (built and verified by
+//               name                                 broker/group_policy.cpp)
+//   txn_open    u64 transaction id (8 bytes)         HalfRecord (txn_records.h): prepared
+//   txn_parked  u64 transaction id                   HalfRecord: parked
+//   txn_ended   u64 transaction id                   EndedRecord (txn_records.h): committed
+//                                                    or rolled back
+//   txn_checks  u64 next check ms, u64 first id      u64 last id: a CheckSpan (store.h)
+//               (16 bytes)
+//   producers   u64 producer id (8 bytes)            ProducerRecord
+//
+// Readers of the 16-byte values (partitions, cursors) take a missing second u64 as 0.
+// A transaction id is the meta counter "next_txn_id" shifted left 20 bits, or'ed with the
+// low 20 bits of the prepare time in ms, so ids grow with time.
+
+#include <cstdint>
+#include <string_view>
+
+namespace txmq::broker::storage {
+
+// Bumped whenever a key or value layout above changes; a broker refuses a store of
+// another version. 2: transactions kept by state (txn_open, txn_parked, txn_ended); checks
+// by span (txn_checks).
+inline constexpr std::uint32_t kLayoutVersion = 2;
+
+// The meta key of the layout version.
+inline constexpr std::string_view kLayoutMarkerKey = "format";
+
+}  // namespace txmq::broker::storage
