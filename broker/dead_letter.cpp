@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "common/well_known.h"
+
 namespace txmq::broker {
 namespace {
 
@@ -25,7 +27,7 @@ std::optional<std::uint64_t> number(const std::string* s) {
 
 }  // namespace
 
-std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
+std::string dead_letter_topic(std::string_view group) { return txmq::dead_letter_topic(group); }
 
 Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const Failure& failure,
                      std::uint64_t now_ms, std::optional<storage::TopicMeta>& dlq, std::optional<Offset>& dlq_offset) {
@@ -64,22 +66,22 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   dlq = **found;
 
   std::vector<std::pair<std::string, std::string>> extra = {
-      {"txmq-origin-topic", origin.topic},
-      {"txmq-origin-partition", std::to_string(failure.partition.value())},
-      {"txmq-origin-offset", std::to_string(o.value())},
-      {"txmq-origin-message-id",
+      {kOriginTopicHeader, origin.topic},
+      {kOriginPartitionHeader, std::to_string(failure.partition.value())},
+      {kOriginOffsetHeader, std::to_string(o.value())},
+      {kOriginMessageIdHeader,
        origin.topic + "/" + std::to_string(failure.partition.value()) + "/" + std::to_string(o.value())},
-      {"txmq-origin-timestamp-ms", std::to_string(message->timestamp_ms)},
-      {"txmq-group", origin.group},
-      {"txmq-delivery-count", std::to_string(record.delivery_count)},
-      {"txmq-first-delivery-ms", std::to_string(record.first_delivery_ms)},
-      {"txmq-last-delivery-ms", std::to_string(record.last_delivery_ms)},
-      {"txmq-dead-lettered-ms", std::to_string(now_ms)},
+      {kOriginTimestampHeader, std::to_string(message->timestamp_ms)},
+      {kGroupHeader, origin.group},
+      {kDeliveryCountHeader, std::to_string(record.delivery_count)},
+      {kFirstDeliveryHeader, std::to_string(record.first_delivery_ms)},
+      {kLastDeliveryHeader, std::to_string(record.last_delivery_ms)},
+      {kDeadLetteredHeader, std::to_string(now_ms)},
   };
-  for (const auto& r : record.reasons) extra.emplace_back("txmq-reason", r);
+  for (const auto& r : record.reasons) extra.emplace_back(kReasonHeader, r);
   std::vector<storage::HeaderView> headers;
   for (const auto& [n, v] : message->headers)
-    if (n.rfind("txmq-", 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
+    if (n.rfind(kReservedHeaderPrefix, 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
   for (const auto& [n, v] : extra) headers.emplace_back(n, bytes(v));
   // Part of a verdict, which a full store still records (storage::Store explains the reserve).
   auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body),
@@ -93,10 +95,10 @@ Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, s
                              TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms) {
   auto letter = txn.read_message(dlq_topic, PartitionId(0), dlq_offset);
   if (!letter) return letter.error();
-  const std::string* letter_group = header(*letter, "txmq-group");
-  const std::string* topic_name = header(*letter, "txmq-origin-topic");
-  auto partition = number(header(*letter, "txmq-origin-partition"));
-  auto offset = number(header(*letter, "txmq-origin-offset"));
+  const std::string* letter_group = header(*letter, kGroupHeader);
+  const std::string* topic_name = header(*letter, kOriginTopicHeader);
+  auto partition = number(header(*letter, kOriginPartitionHeader));
+  auto offset = number(header(*letter, kOriginOffsetHeader));
   if (!letter_group || *letter_group != group || !topic_name || !partition || !offset)
     return Error(ErrorCode::kInvalidArgument, "not a dead letter of group '" + group + "'");
   auto topic = txn.find_topic(*topic_name);
@@ -109,7 +111,7 @@ Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, s
   storage::OwnedPending record;
   record.due_ms = now_ms;
   for (const auto& [n, v] : letter->headers)
-    if (n == "txmq-reason") record.reasons.push_back(v);
+    if (n == kReasonHeader) record.reasons.push_back(v);
   record.reasons.push_back("redriven");
   if (auto st = txn.put_pending(group_id, out.topic, out.partition, out.offset, record); !st) return st.error();
   if (auto st = txn.delete_message(dlq_topic, PartitionId(0), dlq_offset); !st) return st.error();

@@ -25,6 +25,7 @@
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
+#include "common/well_known.h"
 #include "txmq_generated.h"
 
 namespace txmq::broker::storage {
@@ -383,7 +384,7 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
     // Appended from the record's bytes; no message is copied out of them first.
     static constexpr std::string_view kOperator = "operator";
     if (resolution == kOperator)
-      half->headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
+      half->headers.emplace_back(kResolvedByHeader, std::span<const std::uint8_t>(
                                                          reinterpret_cast<const std::uint8_t*>(kOperator.data()),
                                                          kOperator.size()));
     if (half->deliver_at_ms > now_ms) {
