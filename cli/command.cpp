@@ -39,6 +39,12 @@ void add_global_options(CLI::App& app, GlobalOptions& global) {
       ->check(CLI::PositiveNumber);
 }
 
+CLI::App* add_group_of_commands(CLI::App& app, const std::string& name, const std::string& description) {
+  CLI::App* group = app.add_subcommand(name, description);
+  group->require_subcommand(1);
+  return group;
+}
+
 int fail(const txmq::Error& e) {
   std::cerr << "txmq: " << e.describe() << "\n";
   return 1;

@@ -53,6 +53,10 @@ class CommandGroup {
   CLI::App* command_;  // owned by the app
 };
 
+// Adds the top-level subcommand of a group whose own subcommands are its commands (topic
+// create, topic list, ...): one of them is required.
+CLI::App* add_group_of_commands(CLI::App& app, const std::string& name, const std::string& description);
+
 // In the order `txmq --help` lists them.
 std::unique_ptr<CommandGroup> add_topic_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_produce_command(CLI::App& app);

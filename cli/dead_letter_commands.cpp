@@ -91,8 +91,7 @@ std::optional<std::vector<std::uint64_t>> choose(const std::vector<Delivery>& le
 class DeadLetterCommands final : public CommandGroup {
  public:
   explicit DeadLetterCommands(CLI::App& app)
-      : CommandGroup(app.add_subcommand("dlq", "inspect and redrive a group's dead letters")) {
-    command_->require_subcommand(1);
+      : CommandGroup(add_group_of_commands(app, "dlq", "inspect and redrive a group's dead letters")) {
     list_ = command_->add_subcommand("list", "the group's dead letters: offset, origin, deliveries, last reason");
     list_->add_option("-g,--group", o_.group, "group")->required();
     list_->add_option("-n,--max", o_.max, "list at most this many");

@@ -84,8 +84,8 @@ bool apply_retry_flags(const GroupOptions& o, txmq::client::RetrySchedule& retry
 class GroupCommands final : public CommandGroup {
  public:
   explicit GroupCommands(CLI::App& app)
-      : CommandGroup(app.add_subcommand("group", "consumer groups: lag, in flight, retries, dead letters, policy")) {
-    command_->require_subcommand(1);
+      : CommandGroup(add_group_of_commands(app, "group",
+                                           "consumer groups: lag, in flight, retries, dead letters, policy")) {
     command_->add_subcommand("list", "every group, per topic it consumes");
     describe_ = command_->add_subcommand("describe", "one group, with its retry policy");
     describe_->add_option("group", o_.group, "group")->required();

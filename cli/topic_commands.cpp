@@ -30,8 +30,7 @@ void print_topic(const txmq::client::TopicInfo& t, bool detail) {
 class TopicCommands final : public CommandGroup {
  public:
   explicit TopicCommands(CLI::App& app)
-      : CommandGroup(app.add_subcommand("topic", "create, list, describe and delete topics")) {
-    command_->require_subcommand(1);
+      : CommandGroup(add_group_of_commands(app, "topic", "create, list, describe and delete topics")) {
     create_ = command_->add_subcommand("create", "create a topic");
     create_->add_option("name", o_.name, "topic name")->required();
     create_->add_option("-p,--partitions", o_.partitions, "partition count")->check(CLI::Range(1, 1024));

@@ -47,8 +47,7 @@ void print_transaction(const txmq::client::TransactionInfo& t) {
 class TransactionCommands final : public CommandGroup {
  public:
   explicit TransactionCommands(CLI::App& app)
-      : CommandGroup(app.add_subcommand("txn", "transactions: list, inspect, and resolve parked ones")) {
-    command_->require_subcommand(1);
+      : CommandGroup(add_group_of_commands(app, "txn", "transactions: list, inspect, and resolve parked ones")) {
     list_ = command_->add_subcommand("list", "transactions, newest first");
     list_->add_option("--state", o_.state, "prepared, committed, rolled-back or parked")
         ->check(CLI::IsMember({"prepared", "committed", "rolled-back", "parked"}));
