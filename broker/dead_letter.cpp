@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "common/well_known.h"
+
 namespace txmq::broker {
 namespace {
 
@@ -25,7 +27,7 @@ std::optional<std::uint64_t> number(const std::string* s) {
 
 }  // namespace
 
-std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
+std::string dead_letter_topic(std::string_view group) { return txmq::dead_letter_topic(group); }
 
 std::vector<std::string> merge_reasons(std::vector<std::string> older, const std::vector<std::string>& newer) {
   older.insert(older.end(), newer.begin(), newer.end());
@@ -39,31 +41,31 @@ std::vector<std::pair<std::string, std::string>> dead_letter_headers(const Failu
                                                                      std::uint64_t origin_timestamp_ms,
                                                                      std::uint64_t now_ms) {
   std::vector<std::pair<std::string, std::string>> out = {
-      {"txmq-origin-topic", origin.topic},
-      {"txmq-origin-partition", std::to_string(partition.value())},
-      {"txmq-origin-offset", std::to_string(offset.value())},
-      {"txmq-origin-message-id",
+      {kOriginTopicHeader, origin.topic},
+      {kOriginPartitionHeader, std::to_string(partition.value())},
+      {kOriginOffsetHeader, std::to_string(offset.value())},
+      {kOriginMessageIdHeader,
        origin.topic + "/" + std::to_string(partition.value()) + "/" + std::to_string(offset.value())},
-      {"txmq-origin-timestamp-ms", std::to_string(origin_timestamp_ms)},
-      {"txmq-group", origin.group},
-      {"txmq-delivery-count", std::to_string(record.delivery_count)},
-      {"txmq-first-delivery-ms", std::to_string(record.first_delivery_ms)},
-      {"txmq-last-delivery-ms", std::to_string(record.last_delivery_ms)},
-      {"txmq-dead-lettered-ms", std::to_string(now_ms)},
+      {kOriginTimestampHeader, std::to_string(origin_timestamp_ms)},
+      {kGroupHeader, origin.group},
+      {kDeliveryCountHeader, std::to_string(record.delivery_count)},
+      {kFirstDeliveryHeader, std::to_string(record.first_delivery_ms)},
+      {kLastDeliveryHeader, std::to_string(record.last_delivery_ms)},
+      {kDeadLetteredHeader, std::to_string(now_ms)},
   };
-  for (const auto& r : record.reasons) out.emplace_back("txmq-reason", r);
+  for (const auto& r : record.reasons) out.emplace_back(kReasonHeader, r);
   return out;
 }
 
 std::optional<LetterOrigin> letter_origin(const storage::OwnedMessage& letter) {
-  const std::string* group = header(letter, "txmq-group");
-  const std::string* topic = header(letter, "txmq-origin-topic");
-  auto partition = number(header(letter, "txmq-origin-partition"));
-  auto offset = number(header(letter, "txmq-origin-offset"));
+  const std::string* group = header(letter, kGroupHeader);
+  const std::string* topic = header(letter, kOriginTopicHeader);
+  auto partition = number(header(letter, kOriginPartitionHeader));
+  auto offset = number(header(letter, kOriginOffsetHeader));
   if (!group || !topic || !partition || !offset) return std::nullopt;
   LetterOrigin out{*group, *topic, PartitionId(static_cast<std::uint32_t>(*partition)), Offset(*offset), {}};
   for (const auto& [n, v] : letter.headers)
-    if (n == "txmq-reason") out.reasons.push_back(v);
+    if (n == kReasonHeader) out.reasons.push_back(v);
   return out;
 }
 
@@ -102,7 +104,7 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   const auto extra = dead_letter_headers(origin, failure.partition, o, record, message->timestamp_ms, now_ms);
   std::vector<storage::HeaderView> headers;
   for (const auto& [n, v] : message->headers)
-    if (n.rfind("txmq-", 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
+    if (n.rfind(kReservedHeaderPrefix, 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
   for (const auto& [n, v] : extra) headers.emplace_back(n, bytes(v));
   // Part of a verdict, which a full store still records (storage::Store explains the reserve).
   auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body),

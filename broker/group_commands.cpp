@@ -10,6 +10,7 @@
 #include "broker/dead_letter.h"
 #include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
+#include "common/well_known.h"
 
 namespace txmq::broker {
 namespace {
@@ -67,7 +68,7 @@ void count_dead_letters(uv_work_t* req) {
                                     ++c.all;
                                     if (const auto* hs = e.message->headers())
                                       for (const auto* h : *hs)
-                                        if (h->name() && h->name()->string_view() == "txmq-origin-topic" &&
+                                        if (h->name() && h->name()->string_view() == kOriginTopicHeader &&
                                             h->value())
                                           ++c.by_origin[std::string(
                                               reinterpret_cast<const char*>(h->value()->data()), h->value()->size())];

@@ -4,6 +4,7 @@
 #include <toml.hpp>
 
 #include "common/address.h"
+#include "common/well_known.h"
 
 namespace txmq::notifier {
 namespace {
@@ -167,7 +168,7 @@ Status validate(NotifierConfig& c) {
     if (s.breaker_cooldown.count() < 1) return bad(at + ": breaker_cooldown_ms must be positive");
     if (!s.secret.empty() && !s.secret.starts_with("whsec_"))
       return bad(at + ": secret must look like whsec_<base64>");
-    if (s.gave_up_topic.empty()) s.gave_up_topic = s.group + ".gave-up";
+    if (s.gave_up_topic.empty()) s.gave_up_topic = txmq::gave_up_topic(s.group);
   }
   return {};
 }

@@ -41,7 +41,7 @@ struct SubscriptionConfig {
   std::string secret;                     // "whsec_<base64>": sign requests; "": unsigned
   std::string success_body;               // "": any 2xx succeeds; else 2xx and this body
   std::string content_type = "application/octet-stream";  // unless the message says
-  std::string gave_up_topic;              // give-up records; default "<group>.gave-up"
+  std::string gave_up_topic;              // give-up records; default "<group>.gave-up", txmq::gave_up_topic
   std::size_t max_response_bytes = 64 * 1024;  // response body read up to this
   std::uint32_t breaker_failures = 5;     // consecutive failures that open the breaker
   Millis breaker_cooldown{30'000};        // open this long, then one probe

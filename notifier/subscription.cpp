@@ -11,6 +11,7 @@
 #include "notifier/signature.h"
 #include "notifier/url.h"
 #include "common/frame.h"
+#include "common/well_known.h"
 
 namespace txmq::notifier {
 namespace {
@@ -269,8 +270,8 @@ void Subscription::send(Endpoint& e, Job job) {
       "Content-Type: " + (type && header_safe(*type) ? *type : config_.content_type),
       "webhook-id: " + id,
       "webhook-timestamp: " + std::to_string(ts),
-      "txmq-topic: " + d.topic,
-      "txmq-attempt: " + std::to_string(job.attempt),
+      std::string(kNotifierTopicHeader) + ": " + d.topic,
+      std::string(kNotifierAttemptHeader) + ": " + std::to_string(job.attempt),
   };
   if (!signing_key_.empty()) req.headers.push_back("webhook-signature: " + sign(signing_key_, id, ts, d.body));
   ++e.in_flight;

@@ -19,6 +19,7 @@
 #include "broker/storage/store.h"
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
+#include "common/well_known.h"
 #include "txmq_generated.h"
 
 namespace txmq::broker::storage {
@@ -332,7 +333,7 @@ Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, s
                                 TxnEndResult& out) {
   static constexpr std::string_view kOperator = "operator";
   if (resolution == kOperator)
-    half.headers.emplace_back("txmq-resolved-by", std::span<const std::uint8_t>(
+    half.headers.emplace_back(kResolvedByHeader, std::span<const std::uint8_t>(
                                                       reinterpret_cast<const std::uint8_t*>(kOperator.data()),
                                                       kOperator.size()));
   if (half.deliver_at_ms > now_ms) {

@@ -19,46 +19,18 @@
 #include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
 
-namespace doctest {
-template <>
-struct StringMaker<txmq::client::TxnState> {
-  static String convert(txmq::client::TxnState s) {
-    switch (s) {
-      case txmq::client::TxnState::kPrepared: return "kPrepared";
-      case txmq::client::TxnState::kCommitted: return "kCommitted";
-      case txmq::client::TxnState::kRolledBack: return "kRolledBack";
-      case txmq::client::TxnState::kParked: return "kParked";
-    }
-    return "?";
-  }
-};
-}  // namespace doctest
-
 namespace {
 
 using txmq::ErrorCode;
 using txmq::Result;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::LocalTransactionState;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::TransactionalProducer;
-using txmq::client::TransactionCheck;
-using txmq::client::TransactionResult;
-using txmq::client::TxnState;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::client_options;
 using txmq::test::create_topic;
 using txmq::test::describe;
 using txmq::test::kWait;
 using txmq::test::start;
-
-Message text(std::string body) {
-  Message m;
-  m.body = std::move(body);
-  return m;
-}
+using txmq::test::text;
 
 TransactionalProducer::Options txn_options(const std::string& address) {
   TransactionalProducer::Options o;

@@ -25,16 +25,7 @@ namespace {
 
 using txmq::ErrorCode;
 using txmq::Status;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::LocalTransactionState;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
-using txmq::client::TransactionalProducer;
-using txmq::client::TransactionCheck;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::client_options;
 using txmq::test::create_topic;
@@ -42,6 +33,7 @@ using txmq::test::describe;
 using txmq::test::kWait;
 using txmq::test::producer_options;
 using txmq::test::start;
+using txmq::test::text;
 
 // One value handed from a client thread to the test thread; the first one set wins.
 template <typename T>
@@ -68,12 +60,6 @@ class Outcome {
 
 ErrorCode code_of(const Status& st) { return st.ok() ? ErrorCode::kOk : st.error().code; }
 
-Message text(std::string body) {
-  Message m;
-  m.body = std::move(body);
-  return m;
-}
-
 Consumer::Options consumer_options(const std::string& address, const std::string& topic, const std::string& group) {
   Consumer::Options co;
   static_cast<ClientOptions&>(co) = client_options(address);
@@ -90,9 +76,7 @@ TransactionalProducer::Options txn_options(const std::string& address) {
 }
 
 void produce_one(const std::string& address, const std::string& topic) {
-  Producer producer(producer_options(address));
-  auto r = producer.send(topic, text("m"), kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
+  txmq::test::produce_one(address, topic, text("m"));
 }
 
 // Runs call(consumer, delivery) in the handler of the first delivery and returns its status.

@@ -29,18 +29,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using txmq::ErrorCode;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::GroupConfig;
-using txmq::client::GroupInfo;
-using txmq::client::GroupMode;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::RetrySchedule;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
 using txmq::test::GroupConsumer;
@@ -56,6 +45,7 @@ using txmq::test::kHold;
 using txmq::test::kQuiet;
 using txmq::test::kWait;
 using txmq::test::ms_between;
+using txmq::test::on_data_dir;
 using txmq::test::schedule;
 using txmq::test::start;
 using txmq::test::wait_until;
@@ -269,9 +259,7 @@ TEST_CASE("a nack without a delay follows the retry schedule, one delay per retr
 
 TEST_CASE("delivery counts, due times and the failure history survive kill -9") {
   TempDir data("txmq-groups-crash");
-  txmq::test::BrokerOptions options;
-  options.data_dir = data.path();
-  BrokerProcess broker(options);
+  BrokerProcess broker(on_data_dir(data.path()));
   start(broker);
   create_topic(broker.address(), "durable");
   GroupConfig config;
@@ -322,9 +310,7 @@ TEST_CASE("delivery counts, due times and the failure history survive kill -9") 
 // passes with window 20, above the ten skipped entries).
 TEST_CASE("after a restart a small-window consumer gets new messages while an older one waits for its retry") {
   TempDir data("txmq-groups-scan");
-  txmq::test::BrokerOptions options;
-  options.data_dir = data.path();
-  BrokerProcess broker(options);
+  BrokerProcess broker(on_data_dir(data.path()));
   start(broker);
   create_topic(broker.address(), "scan");
   GroupConfig config;
@@ -568,9 +554,7 @@ TEST_CASE("a topic's default policy applies to its groups without one, and a gro
 
 TEST_CASE("a group's policy survives kill -9") {
   TempDir data("txmq-groups-policy");
-  txmq::test::BrokerOptions options;
-  options.data_dir = data.path();
-  BrokerProcess broker(options);
+  BrokerProcess broker(on_data_dir(data.path()));
   start(broker);
   create_topic(broker.address(), "kept");
   GroupConfig config;

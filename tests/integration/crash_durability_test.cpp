@@ -30,14 +30,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::describe;
 
@@ -56,13 +49,10 @@ std::uint64_t seed_from_env() {
   return std::random_device{}();
 }
 
+// The shared test options with a shorter request timeout.
 ClientOptions client_options(const std::string& address) {
-  ClientOptions o;
-  o.broker = address;
-  o.client_name = "crash-durability-test";
+  ClientOptions o = txmq::test::client_options(address);
   o.request_timeout = 5s;
-  o.reconnect_initial = 20ms;
-  o.reconnect_max = 200ms;
   return o;
 }
 

@@ -27,19 +27,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using txmq::ErrorCode;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::dead_letter_topic;
-using txmq::client::Delivery;
-using txmq::client::GroupConfig;
-using txmq::client::GroupInfo;
-using txmq::client::Header;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::RetrySchedule;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
 using txmq::test::GroupConsumer;
@@ -54,24 +42,16 @@ using txmq::test::kHold;
 using txmq::test::kQuiet;
 using txmq::test::kWait;
 using txmq::test::ms_between;
+using txmq::test::produce_one;
+using txmq::test::on_data_dir;
 using txmq::test::schedule;
 using txmq::test::start;
+using txmq::test::text;
 using txmq::test::wait_until;
 using txmq::test::wall_ms;
 
-SendReceipt produce_one(const std::string& address, const std::string& topic, Message m) {
-  Producer::Options po;
-  static_cast<ClientOptions&>(po) = client_options(address);
-  Producer producer(po);
-  auto r = producer.send(topic, std::move(m), kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-  return *r;
-}
-
 SendReceipt produce_one(const std::string& address, const std::string& topic, std::string body) {
-  Message m;
-  m.body = std::move(body);
-  return produce_one(address, topic, std::move(m));
+  return produce_one(address, topic, text(std::move(body)));
 }
 
 // Every message of a group's dead-letter topic; empty while the topic does not exist.
@@ -395,9 +375,7 @@ TEST_CASE("after a redrive the group's lag counts the redriven message until it 
 
 TEST_CASE("a redriven dead letter is delivered after kill -9") {
   TempDir data("txmq-dlq-crash");
-  txmq::test::BrokerOptions options;
-  options.data_dir = data.path();
-  BrokerProcess broker(options);
+  BrokerProcess broker(on_data_dir(data.path()));
   start(broker);
   create_topic(broker.address(), "payments");
   {

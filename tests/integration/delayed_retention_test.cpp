@@ -19,32 +19,29 @@
 #include "broker/storage/store.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/client_fixtures.h"
+#include "tests/support/group_consumer.h"
 #include "txmq/client.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::kDelayedOffset;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::PartitionInfo;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
-using txmq::client::TopicOptions;
+using namespace txmq::client;  // the public API under test
+using txmq::test::Arrival;
 using txmq::test::BrokerProcess;
+using txmq::test::GroupConsumer;
 using txmq::test::TempDir;
 using txmq::test::client_options;
 using txmq::test::create_topic;
 using txmq::test::describe;
+using txmq::test::kAckAll;
 using txmq::test::kEarly;
 using txmq::test::kQuiet;
 using txmq::test::kWait;
 using txmq::test::ms_between;
+using txmq::test::numbered;
+using txmq::test::on_data_dir;
+using txmq::test::produce_all;
 using txmq::test::producer_options;
 using txmq::test::start;
 using txmq::test::wait_until;
@@ -57,97 +54,6 @@ PartitionInfo partition0(Admin& admin, const std::string& topic) {
   REQUIRE(!r->partitions.empty());
   return r->partitions[0];
 }
-
-// Sends each body (pipelined) and waits for every confirm.
-void produce_all(const std::string& address, const std::string& topic, const std::vector<std::string>& bodies) {
-  Producer producer(producer_options(address));
-  std::mutex mu;
-  std::vector<std::string> errors;
-  for (const auto& body : bodies) {
-    Message m;
-    m.body = body;
-    producer.send_async(topic, std::move(m), [&](const txmq::Result<SendReceipt>& r) {
-      std::lock_guard lock(mu);
-      if (!r.ok()) errors.push_back(r.error().describe());
-    });
-  }
-  auto st = producer.flush(kWait);
-  REQUIRE_MESSAGE(st.ok(), describe(st));
-  std::lock_guard lock(mu);
-  REQUIRE_MESSAGE(errors.empty(), (errors.empty() ? "" : errors.front()));
-}
-
-std::vector<std::string> numbered(const std::string& prefix, int n) {
-  std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
-  return out;
-}
-
-struct Arrival {
-  Delivery delivery;
-  Clock::time_point at;
-  std::uint64_t wall_ms;
-};
-
-// A Consumer that acknowledges every delivery and records it with its arrival time.
-// Deliveries that reach the handler before the constructor returned are acknowledged as
-// soon as the Consumer exists.
-class AckingConsumer {
- public:
-  AckingConsumer(const std::string& address, std::string topic, std::string group) {
-    Consumer::Options co;
-    static_cast<ClientOptions&>(co) = client_options(address);
-    co.topic = std::move(topic);
-    co.group = std::move(group);
-    consumer_ = std::make_unique<Consumer>(co, [this](const Delivery& d) { on_delivery(d); });
-    std::lock_guard lock(mu_);
-    attached_ = true;
-    for (const auto& a : arrivals_) consumer_->ack(a.delivery);
-  }
-  AckingConsumer(const AckingConsumer&) = delete;
-  AckingConsumer& operator=(const AckingConsumer&) = delete;
-  ~AckingConsumer() {
-    {
-      std::lock_guard lock(mu_);
-      attached_ = false;
-    }
-    consumer_.reset();
-  }
-
-  void require_subscribed() {
-    auto st = consumer_->wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
-  bool wait_for(std::size_t n, Millis timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return arrivals_.size() >= n; });
-  }
-
-  std::vector<Arrival> arrivals() {
-    std::lock_guard lock(mu_);
-    return arrivals_;
-  }
-
-  void require_flushed() {
-    auto st = consumer_->flush_acks(kWait);
-    REQUIRE_MESSAGE(st.ok(), describe(st));
-  }
-
- private:
-  void on_delivery(const Delivery& d) {
-    std::lock_guard lock(mu_);
-    arrivals_.push_back(Arrival{d, Clock::now(), wall_ms()});
-    if (attached_) consumer_->ack(d);
-    cv_.notify_all();
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Arrival> arrivals_;  // guarded by mu_
-  bool attached_ = false;          // guarded by mu_
-  std::unique_ptr<Consumer> consumer_;
-};
 
 // Broker options with a retention check every 100 ms and `more` TOML in [retention].
 txmq::test::BrokerOptions with_retention(const std::string& more = "") {
@@ -164,7 +70,7 @@ TEST_CASE("a delayed message is invisible until it is due, then delivered once")
   BrokerProcess broker;
   start(broker);
   create_topic(broker.address(), "reminders");
-  AckingConsumer c(broker.address(), "reminders", "g");
+  GroupConsumer c(broker.address(), "reminders", "g", kAckAll);
   c.require_subscribed();
 
   Producer producer(producer_options(broker.address()));
@@ -199,7 +105,7 @@ TEST_CASE("a message with deliver_at_ms is not delivered before that time") {
   BrokerProcess broker;
   start(broker);
   create_topic(broker.address(), "scheduled");
-  AckingConsumer c(broker.address(), "scheduled", "g");
+  GroupConsumer c(broker.address(), "scheduled", "g", kAckAll);
   c.require_subscribed();
   Producer producer(producer_options(broker.address()));
   Message m;
@@ -216,9 +122,7 @@ TEST_CASE("a message with deliver_at_ms is not delivered before that time") {
 
 TEST_CASE("a delayed message survives kill -9 and is delivered once, after its due time") {
   TempDir data("txmq-delayed-crash");
-  txmq::test::BrokerOptions options;
-  options.data_dir = data.path();
-  BrokerProcess broker(options);
+  BrokerProcess broker(on_data_dir(data.path()));
   start(broker);
   create_topic(broker.address(), "reminders");
   const auto sent_at = Clock::now();
@@ -236,7 +140,7 @@ TEST_CASE("a delayed message survives kill -9 and is delivered once, after its d
   INFO("restarted " << ms_between(sent_at, Clock::now()).count() << " ms after the send");
   CHECK(ms_between(sent_at, Clock::now()) < 2000ms);  // else the timing check below proves less
 
-  AckingConsumer c(broker.address(), "reminders", "g");
+  GroupConsumer c(broker.address(), "reminders", "g", kAckAll);
   c.require_subscribed();
   REQUIRE(c.wait_for(1, kWait));
   CHECK_FALSE(c.wait_for(2, kQuiet));
@@ -257,7 +161,7 @@ TEST_CASE("a delayed message counts once in the broker's produced total") {
   BrokerProcess broker;
   start(broker);
   create_topic(broker.address(), "counted");
-  AckingConsumer c(broker.address(), "counted", "g");
+  GroupConsumer c(broker.address(), "counted", "g", kAckAll);
   c.require_subscribed();
   Producer producer(producer_options(broker.address()));
   Message m;
@@ -286,7 +190,7 @@ TEST_CASE("retention by age deletes old messages and a group that starts late se
   CHECK(p.next_offset == 10);
 
   produce_all(broker.address(), "ephemeral", numbered("new-", 5));
-  AckingConsumer late(broker.address(), "ephemeral", "late");
+  GroupConsumer late(broker.address(), "ephemeral", "late", kAckAll);
   late.require_subscribed();
   REQUIRE(late.wait_for(5, kWait));
   CHECK_FALSE(late.wait_for(6, kQuiet));
@@ -318,7 +222,7 @@ TEST_CASE("a group's durable ack floor moves past messages retention removed") {
   }
   produce_all(broker.address(), "ephemeral", numbered("new-", 5));
   {
-    AckingConsumer late(broker.address(), "ephemeral", "late");
+    GroupConsumer late(broker.address(), "ephemeral", "late", kAckAll);
     late.require_subscribed();
     REQUIRE(late.wait_for(5, kWait));
     late.require_flushed();

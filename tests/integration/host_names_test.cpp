@@ -20,11 +20,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using txmq::ErrorCode;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::ClosedPort;
 using txmq::test::client_options;

@@ -20,6 +20,7 @@
 
 #include "tests/support/broker_process.h"
 #include "tests/support/client_fixtures.h"
+#include "tests/support/group_consumer.h"
 #include "txmq/client.h"
 
 namespace {
@@ -27,146 +28,23 @@ namespace {
 using namespace std::chrono_literals;
 using txmq::ErrorCode;
 using txmq::Status;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::Header;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
+using txmq::test::GroupConsumer;
 using txmq::test::TempDir;
 using txmq::test::client_options;
 using txmq::test::create_topic;
 using txmq::test::describe;
+using txmq::test::kAckAll;
+using txmq::test::kHold;
 using txmq::test::kQuiet;
 using txmq::test::kWait;
+using txmq::test::numbered;
+using txmq::test::on_data_dir;
+using txmq::test::produce_all;
 using txmq::test::producer_options;
 using txmq::test::start;
-
-// Options for a broker on a data directory that outlives it, listening on `listen`.
-txmq::test::BrokerOptions on_data_dir(const std::string& dir, const std::string& listen = "127.0.0.1:0") {
-  txmq::test::BrokerOptions o;
-  o.data_dir = dir;
-  o.listen = listen;
-  return o;
-}
-
-Message text(std::string body, std::string key = {}) {
-  Message m;
-  m.body = std::move(body);
-  m.key = std::move(key);
-  return m;
-}
-
-// Sends each body (pipelined) and waits for every confirm; returns the receipts in send
-// order.
-std::vector<SendReceipt> produce_all(const std::string& address, const std::string& topic,
-                                     const std::vector<std::string>& bodies) {
-  // Declared before the producer, whose destructor may still run callbacks.
-  std::mutex mu;
-  std::vector<txmq::Result<SendReceipt>> results(bodies.size(), txmq::Error(ErrorCode::kInternal, "no callback"));
-  Producer producer(producer_options(address));
-  for (std::size_t i = 0; i < bodies.size(); ++i)
-    producer.send_async(topic, text(bodies[i]), [&mu, &results, i](const txmq::Result<SendReceipt>& r) {
-      std::lock_guard lock(mu);
-      results[i] = r;
-    });
-  auto st = producer.flush(kWait);
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  std::lock_guard lock(mu);
-  std::vector<SendReceipt> receipts;
-  for (const auto& r : results) {
-    REQUIRE_MESSAGE(r.ok(), describe(r));
-    receipts.push_back(*r);
-  }
-  return receipts;
-}
-
-std::vector<std::string> numbered(const std::string& prefix, int n) {
-  std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
-  return out;
-}
-
-// A Consumer whose deliveries are recorded for the test thread to inspect, and acked as
-// they arrive when auto_ack is set. Deliveries can reach the handler before the
-// constructor returned; those are acked as soon as the Consumer exists.
-class TestConsumer {
- public:
-  struct Options {
-    std::string topic;
-    std::string group;
-    bool auto_ack = true;
-    std::uint32_t window = 1000;
-  };
-
-  TestConsumer(const std::string& address, Options options) : options_(std::move(options)) {
-    Consumer::Options co;
-    static_cast<ClientOptions&>(co) = client_options(address);
-    co.topic = options_.topic;
-    co.group = options_.group;
-    co.window = options_.window;
-    consumer_ = std::make_unique<Consumer>(co, [this](const Delivery& d) { on_delivery(d); });
-    std::lock_guard lock(mu_);
-    attached_ = true;
-    if (options_.auto_ack)
-      for (const auto& d : received_) consumer_->ack(d);
-  }
-  TestConsumer(const TestConsumer&) = delete;
-  TestConsumer& operator=(const TestConsumer&) = delete;
-  ~TestConsumer() { close(); }
-
-  Consumer& consumer() { return *consumer_; }
-
-  void require_subscribed() {
-    auto st = consumer_->wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  }
-
-  // True once at least n deliveries arrived; false if they did not within timeout.
-  bool wait_for(std::size_t n, Millis timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return received_.size() >= n; });
-  }
-
-  std::size_t count() {
-    std::lock_guard lock(mu_);
-    return received_.size();
-  }
-
-  std::vector<Delivery> deliveries() {
-    std::lock_guard lock(mu_);
-    return received_;
-  }
-
-  // Destroys the client consumer (closing its connection): what it did not ack goes back
-  // to the group.
-  void close() {
-    {
-      std::lock_guard lock(mu_);
-      attached_ = false;
-    }
-    consumer_.reset();
-  }
-
- private:
-  void on_delivery(const Delivery& d) {
-    std::lock_guard lock(mu_);
-    received_.push_back(d);
-    if (attached_ && options_.auto_ack) consumer_->ack(d);
-    cv_.notify_all();
-  }
-
-  Options options_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Delivery> received_;  // guarded by mu_
-  bool attached_ = false;           // guarded by mu_: consumer_ may be used by the handler
-  std::unique_ptr<Consumer> consumer_;
-};
+using txmq::test::text;
 
 std::multiset<std::string> bodies_of(const std::vector<Delivery>& ds) {
   std::multiset<std::string> out;
@@ -280,7 +158,7 @@ TEST_CASE("a deleted topic created again starts empty") {
 
   auto receipts = produce_all(broker.address(), "reborn", {"new-0"});
   CHECK(receipts[0].offset == 0);
-  TestConsumer c(broker.address(), {"reborn", "g"});
+  GroupConsumer c(broker.address(), "reborn", "g", kAckAll);
   c.require_subscribed();
   REQUIRE(c.wait_for(1, kWait));
   CHECK_FALSE(c.wait_for(2, kQuiet));
@@ -469,7 +347,7 @@ TEST_CASE("a consumer receives every message once with body, key and headers int
       REQUIRE_MESSAGE(r.ok(), describe(r));
     }
   }
-  TestConsumer c(broker.address(), {"rich", "readers"});
+  GroupConsumer c(broker.address(), "rich", "readers", kAckAll);
   c.require_subscribed();
   REQUIRE(c.wait_for(kMessages, kWait));
   CHECK_FALSE(c.wait_for(kMessages + 1, kQuiet));  // once each: no duplicates trickle in
@@ -502,7 +380,7 @@ TEST_CASE("a consumer receives one partition's messages in offset order") {
   create_topic(broker.address(), "ordered", 1);
   auto sent = numbered("o", 200);
   produce_all(broker.address(), "ordered", sent);
-  TestConsumer c(broker.address(), {"ordered", "g"});
+  GroupConsumer c(broker.address(), "ordered", "g", kAckAll);
   c.require_subscribed();
   REQUIRE(c.wait_for(sent.size(), kWait));
   auto got = c.deliveries();
@@ -519,13 +397,13 @@ TEST_CASE("a consumer started after the group acked everything receives nothing 
   auto sent = numbered("a", 20);
   produce_all(broker.address(), "acked", sent);
   {
-    TestConsumer first(broker.address(), {"acked", "g"});
+    GroupConsumer first(broker.address(), "acked", "g", kAckAll);
     first.require_subscribed();
     REQUIRE(first.wait_for(sent.size(), kWait));
     auto st = first.consumer().flush_acks(kWait);
     REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
   }
-  TestConsumer second(broker.address(), {"acked", "g"});
+  GroupConsumer second(broker.address(), "acked", "g", kAckAll);
   second.require_subscribed();
   CHECK_FALSE(second.wait_for(1, kQuiet));
   // It is live, not stuck: a new message reaches it.
@@ -543,7 +421,7 @@ TEST_CASE("deliveries a consumer did not ack are redelivered to the next consume
 
   std::set<std::pair<std::uint32_t, std::uint64_t>> first_refs;
   {
-    TestConsumer first(broker.address(), {"redeliver", "g", /*auto_ack=*/false});
+    GroupConsumer first(broker.address(), "redeliver", "g", kHold);
     first.require_subscribed();
     REQUIRE(first.wait_for(sent.size(), kWait));
     for (const auto& d : first.deliveries()) {
@@ -552,7 +430,7 @@ TEST_CASE("deliveries a consumer did not ack are redelivered to the next consume
     }
   }  // destroyed without acking
 
-  TestConsumer second(broker.address(), {"redeliver", "g"});
+  GroupConsumer second(broker.address(), "redeliver", "g", kAckAll);
   second.require_subscribed();
   REQUIRE(second.wait_for(sent.size(), kWait));
   CHECK_FALSE(second.wait_for(sent.size() + 1, kQuiet));
@@ -575,7 +453,7 @@ TEST_CASE("a consumer that comes back resumes after the last acked message") {
   auto sent = numbered("s", kMessages);
   produce_all(broker.address(), "resume", sent);
   {
-    TestConsumer first(broker.address(), {"resume", "g", /*auto_ack=*/false});
+    GroupConsumer first(broker.address(), "resume", "g", kHold);
     first.require_subscribed();
     REQUIRE(first.wait_for(kMessages, kWait));
     for (const auto& d : first.deliveries())
@@ -583,7 +461,7 @@ TEST_CASE("a consumer that comes back resumes after the last acked message") {
     auto st = first.consumer().flush_acks(kWait);
     REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
   }
-  TestConsumer second(broker.address(), {"resume", "g"});
+  GroupConsumer second(broker.address(), "resume", "g", kAckAll);
   second.require_subscribed();
   REQUIRE(second.wait_for(kMessages / 2, kWait));
   CHECK_FALSE(second.wait_for(kMessages / 2 + 1, kQuiet));
@@ -600,7 +478,7 @@ TEST_CASE("acked positions survive a broker crash: a new consumer gets only the 
   auto sent = numbered("s", kMessages);
   produce_all(broker.address(), "durable-acks", sent);
   {
-    TestConsumer first(broker.address(), {"durable-acks", "g", /*auto_ack=*/false});
+    GroupConsumer first(broker.address(), "durable-acks", "g", kHold);
     first.require_subscribed();
     REQUIRE(first.wait_for(kMessages, kWait));
     // Out of order on purpose: the floor moves only once the gap below it closes.
@@ -613,7 +491,7 @@ TEST_CASE("acked positions survive a broker crash: a new consumer gets only the 
     broker.kill9();
   }
   start(broker);
-  TestConsumer second(broker.address(), {"durable-acks", "g"});
+  GroupConsumer second(broker.address(), "durable-acks", "g", kAckAll);
   second.require_subscribed();
   REQUIRE(second.wait_for(kMessages / 2, kWait));
   CHECK_FALSE(second.wait_for(kMessages / 2 + 1, kQuiet));
@@ -627,8 +505,8 @@ TEST_CASE("two consumer groups each receive every message") {
   create_topic(broker.address(), "fanout", 3);
   auto sent = numbered("f", 30);
   produce_all(broker.address(), "fanout", sent);
-  TestConsumer billing(broker.address(), {"fanout", "billing"});
-  TestConsumer shipping(broker.address(), {"fanout", "shipping"});
+  GroupConsumer billing(broker.address(), "fanout", "billing", kAckAll);
+  GroupConsumer shipping(broker.address(), "fanout", "shipping", kAckAll);
   billing.require_subscribed();
   shipping.require_subscribed();
   REQUIRE(billing.wait_for(sent.size(), kWait));
@@ -644,8 +522,8 @@ TEST_CASE("two consumers of one group share the messages without overlap") {
   start(broker);
   create_topic(broker.address(), "shared", 2);
   auto sent = numbered("x", 40);
-  TestConsumer a(broker.address(), {"shared", "g", true, /*window=*/5});
-  TestConsumer b(broker.address(), {"shared", "g", true, /*window=*/5});
+  GroupConsumer a(broker.address(), "shared", "g", 5, kAckAll);
+  GroupConsumer b(broker.address(), "shared", "g", 5, kAckAll);
   a.require_subscribed();
   b.require_subscribed();
   produce_all(broker.address(), "shared", sent);
@@ -660,7 +538,7 @@ TEST_CASE("two consumers of one group share the messages without overlap") {
 TEST_CASE("subscribing to an unknown topic fails with kUnknownTopic") {
   BrokerProcess broker;
   start(broker);
-  TestConsumer c(broker.address(), {"missing", "g"});
+  GroupConsumer c(broker.address(), "missing", "g", kAckAll);
   auto st = c.consumer().wait_subscribed(kWait);
   REQUIRE_FALSE(st.ok());
   CHECK(st.error().code == ErrorCode::kUnknownTopic);
@@ -673,7 +551,7 @@ TEST_CASE("a consumer that never acks holds exactly its window of deliveries") {
   start(broker);
   create_topic(broker.address(), "windowed", 2);
   produce_all(broker.address(), "windowed", numbered("w", 30));
-  TestConsumer c(broker.address(), {"windowed", "g", /*auto_ack=*/false, /*window=*/10});
+  GroupConsumer c(broker.address(), "windowed", "g", 10, kHold);
   c.require_subscribed();
   REQUIRE(c.wait_for(10, kWait));
   CHECK_FALSE(c.wait_for(11, kQuiet));
@@ -685,7 +563,7 @@ TEST_CASE("each ack frees one slot of the window") {
   start(broker);
   create_topic(broker.address(), "windowed", 1);
   produce_all(broker.address(), "windowed", numbered("w", 30));
-  TestConsumer c(broker.address(), {"windowed", "g", /*auto_ack=*/false, /*window=*/10});
+  GroupConsumer c(broker.address(), "windowed", "g", 10, kHold);
   c.require_subscribed();
   REQUIRE(c.wait_for(10, kWait));
   auto first = c.deliveries();
@@ -715,7 +593,7 @@ TEST_CASE("messages confirmed before a SIGKILL are readable by a new client afte
   std::uint64_t stored = 0;
   for (const auto& p : d->partitions) stored += p.next_offset - p.first_offset;
   CHECK(stored == sent.size());
-  TestConsumer c(broker.address(), {"survivor", "g"});
+  GroupConsumer c(broker.address(), "survivor", "g", kAckAll);
   c.require_subscribed();
   REQUIRE(c.wait_for(sent.size(), kWait));
   CHECK(bodies_of(c.deliveries()) == as_multiset(sent));
@@ -789,7 +667,7 @@ TEST_CASE("a consumer resubscribes by itself when the broker restarts on the sam
   start(first);
   const std::string address = first.address();
   create_topic(address, "again", 1);
-  TestConsumer c(address, {"again", "g"});
+  GroupConsumer c(address, "again", "g", kAckAll);
   c.require_subscribed();
   produce_all(address, "again", {"before"});
   REQUIRE(c.wait_for(1, kWait));

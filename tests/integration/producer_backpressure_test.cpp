@@ -27,11 +27,7 @@ namespace {
 
 using txmq::ErrorCode;
 using txmq::Result;
-using txmq::client::Admin;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::client_options;
 using txmq::test::create_topic;
@@ -40,12 +36,7 @@ using txmq::test::kQuiet;
 using txmq::test::kWait;
 using txmq::test::producer_options;
 using txmq::test::start;
-
-Message text(std::string body) {
-  Message m;
-  m.body = std::move(body);
-  return m;
-}
+using txmq::test::text;
 
 // The results of send_async callbacks, by the order the test sent them.
 class Results {

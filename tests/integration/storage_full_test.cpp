@@ -33,12 +33,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using txmq::ErrorCode;
-using txmq::client::Admin;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::Message;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
 using txmq::test::describe;
 using txmq::test::kWait;

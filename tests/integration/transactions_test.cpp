@@ -45,68 +45,34 @@
 
 #include "common/version.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
+#include "tests/support/group_consumer.h"
 #include "txmq/client.h"
 #include "txmq_generated.h"
-
-namespace doctest {
-template <>
-struct StringMaker<txmq::ErrorCode> {
-  static String convert(txmq::ErrorCode code) { return String(std::string(txmq::code_name(code)).c_str()); }
-};
-template <>
-struct StringMaker<txmq::client::TxnState> {
-  static String convert(txmq::client::TxnState s) {
-    switch (s) {
-      case txmq::client::TxnState::kPrepared: return "kPrepared";
-      case txmq::client::TxnState::kCommitted: return "kCommitted";
-      case txmq::client::TxnState::kRolledBack: return "kRolledBack";
-      case txmq::client::TxnState::kParked: return "kParked";
-    }
-    return "?";
-  }
-};
-}  // namespace doctest
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using txmq::ErrorCode;
-using txmq::client::Admin;
-using txmq::client::ClientOptions;
-using txmq::client::Consumer;
-using txmq::client::Delivery;
-using txmq::client::Header;
-using txmq::client::LocalTransactionState;
-using txmq::client::Message;
-using txmq::client::Millis;
-using txmq::client::Producer;
-using txmq::client::SendReceipt;
-using txmq::client::TransactionalProducer;
-using txmq::client::TransactionCheck;
-using txmq::client::TransactionInfo;
-using txmq::client::TxnState;
+using namespace txmq::client;  // the public API under test
 using txmq::test::BrokerProcess;
+using txmq::test::GroupConsumer;
 using txmq::test::RawConnection;
 using txmq::test::TempDir;
+using txmq::test::client_options;
+using txmq::test::create_topic;
+using txmq::test::describe;
+using txmq::test::kAckAll;
+using txmq::test::kQuiet;
+using txmq::test::kWait;
+using txmq::test::start;
+using txmq::test::text;
 using txmq::test::wait_until;
+using txmq::test::wall_ms;
 
-// How long a test waits for something that must happen. Generous: Debug+ASan on 2 cores.
-constexpr Millis kWait = 10s;
-// How long a test watches for something that must not happen.
-constexpr Millis kQuiet = 300ms;
 // A check delay no test reaches: the transaction stays prepared until the test ends it.
 constexpr Millis kNoCheck = 60s;
-
-std::uint64_t wall_ms() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-template <typename T>
-std::string describe(const txmq::Result<T>& r) {
-  return r.ok() ? "ok" : r.error().describe();
-}
 
 // -- broker ------------------------------------------------------------------------------
 
@@ -135,21 +101,6 @@ txmq::test::BrokerOptions broker_options(const TxnTimings& timings = {}) {
   return o;
 }
 
-void start(BrokerProcess& broker) {
-  auto st = broker.start();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-}
-
-ClientOptions client_options(const std::string& address) {
-  ClientOptions o;
-  o.broker = address;
-  o.client_name = "transactions-test";
-  o.request_timeout = kWait;
-  o.reconnect_initial = 20ms;
-  o.reconnect_max = 200ms;
-  return o;
-}
-
 TransactionalProducer::Options txn_options(const std::string& address, const std::string& group, Millis check_after) {
   TransactionalProducer::Options o;
   static_cast<ClientOptions&>(o) = client_options(address);
@@ -158,27 +109,10 @@ TransactionalProducer::Options txn_options(const std::string& address, const std
   return o;
 }
 
-void create_topic(const std::string& address, const std::string& name) {
-  Admin admin(client_options(address));
-  auto r = admin.create_topic(name, 1, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-}
-
-Message text(std::string body, std::string key = {}) {
-  Message m;
-  m.body = std::move(body);
-  m.key = std::move(key);
-  return m;
-}
-
 // A plain message sent after the one under test: once a consumer has it, the consumer was
 // live and caught up, so a half message it did not get was really not delivered.
 void send_sentinel(const std::string& address, const std::string& topic) {
-  Producer::Options o;
-  static_cast<ClientOptions&>(o) = client_options(address);
-  Producer producer(o);
-  auto r = producer.send(topic, text("sentinel"), kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
+  txmq::test::produce_one(address, topic, text("sentinel"));
 }
 
 // -- transactions ------------------------------------------------------------------------
@@ -255,60 +189,12 @@ std::optional<std::string> header(const Delivery& d, const std::string& name) {
   return std::nullopt;
 }
 
-// A Consumer whose deliveries are recorded for the test thread and acked as they arrive.
-class TestConsumer {
- public:
-  TestConsumer(const std::string& address, const std::string& topic, const std::string& group = "readers") {
-    Consumer::Options co;
-    static_cast<ClientOptions&>(co) = client_options(address);
-    co.topic = topic;
-    co.group = group;
-    consumer_ = std::make_unique<Consumer>(co, [this](const Delivery& d) { on_delivery(d); });
-    std::lock_guard lock(mu_);
-    attached_ = true;
-    for (const auto& d : received_) consumer_->ack(d);
-    auto st = consumer_->wait_subscribed(kWait);
-    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+// A consumer of `group` that acknowledges every delivery, subscribed once constructed.
+struct TestConsumer : GroupConsumer {
+  TestConsumer(const std::string& address, const std::string& topic, const std::string& group = "readers")
+      : GroupConsumer(address, topic, group, kAckAll) {
+    require_subscribed();
   }
-  TestConsumer(const TestConsumer&) = delete;
-  TestConsumer& operator=(const TestConsumer&) = delete;
-  ~TestConsumer() {
-    {
-      std::lock_guard lock(mu_);
-      attached_ = false;
-    }
-    consumer_.reset();
-  }
-
-  // True once at least n deliveries arrived; false if they did not within timeout.
-  bool wait_for(std::size_t n, Millis timeout) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return received_.size() >= n; });
-  }
-  std::vector<Delivery> deliveries() {
-    std::lock_guard lock(mu_);
-    return received_;
-  }
-  std::vector<std::string> bodies() {
-    std::lock_guard lock(mu_);
-    std::vector<std::string> out;
-    for (const auto& d : received_) out.push_back(d.body);
-    return out;
-  }
-
- private:
-  void on_delivery(const Delivery& d) {
-    std::lock_guard lock(mu_);
-    received_.push_back(d);
-    if (attached_) consumer_->ack(d);
-    cv_.notify_all();
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Delivery> received_;  // guarded by mu_
-  bool attached_ = false;           // guarded by mu_: consumer_ may be used by the handler
-  std::unique_ptr<Consumer> consumer_;
 };
 
 // Every message stored in partition 0 of a single-partition topic, oldest first.

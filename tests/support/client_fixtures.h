@@ -1,6 +1,6 @@
 // What the integration tests that drive the real broker through the C++ client share: how
 // long they wait, and the set-up steps every one of them takes (client options, a started
-// broker, a topic, a group's configuration).
+// broker, a topic, messages sent, a group's configuration).
 //
 // Everything here REQUIREs on failure, so call it from the test's own thread.
 #pragma once
@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,6 +22,18 @@ namespace doctest {
 template <>
 struct StringMaker<txmq::ErrorCode> {
   static String convert(txmq::ErrorCode code) { return String(std::string(txmq::code_name(code)).c_str()); }
+};
+template <>
+struct StringMaker<txmq::client::TxnState> {
+  static String convert(txmq::client::TxnState s) {
+    switch (s) {
+      case txmq::client::TxnState::kPrepared: return "kPrepared";
+      case txmq::client::TxnState::kCommitted: return "kCommitted";
+      case txmq::client::TxnState::kRolledBack: return "kRolledBack";
+      case txmq::client::TxnState::kParked: return "kParked";
+    }
+    return "?";
+  }
 };
 }  // namespace doctest
 
@@ -67,6 +80,15 @@ inline client::Producer::Options producer_options(const std::string& address) {
   return o;
 }
 
+// Options for a broker on a data directory that outlives it (a TempDir of the test), so
+// that a restart or a second broker finds the same store; listening on `listen`.
+inline BrokerOptions on_data_dir(const std::string& dir, const std::string& listen = "127.0.0.1:0") {
+  BrokerOptions o;
+  o.data_dir = dir;
+  o.listen = listen;
+  return o;
+}
+
 inline void start(BrokerProcess& broker) {
   auto st = broker.start();
   REQUIRE_MESSAGE(st.ok(), describe(st));
@@ -82,6 +104,53 @@ inline void create_topic(const std::string& address, const std::string& name, st
   client::Admin admin(client_options(address));
   auto r = admin.create_topic(name, partitions, kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
+}
+
+// A message with this body (and key), for the broker to place.
+inline client::Message text(std::string body, std::string key = {}) {
+  client::Message m;
+  m.body = std::move(body);
+  m.key = std::move(key);
+  return m;
+}
+
+// prefix0, prefix1, ..., prefix<n-1>.
+inline std::vector<std::string> numbered(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
+  return out;
+}
+
+// Sends one message and waits for its confirm; REQUIREs that it was confirmed.
+inline client::SendReceipt produce_one(const std::string& address, const std::string& topic, client::Message m) {
+  client::Producer producer(producer_options(address));
+  auto r = producer.send(topic, std::move(m), kWait);
+  REQUIRE_MESSAGE(r.ok(), describe(r));
+  return *r;
+}
+
+// Sends each body with one producer, pipelined, and waits for every confirm; returns the
+// receipts in send order. REQUIREs that every send was confirmed.
+inline std::vector<client::SendReceipt> produce_all(const std::string& address, const std::string& topic,
+                                                    const std::vector<std::string>& bodies) {
+  // Declared before the producer, whose destructor may still run callbacks.
+  std::mutex mu;
+  std::vector<Result<client::SendReceipt>> results(bodies.size(), Error(ErrorCode::kInternal, "no callback"));
+  client::Producer producer(producer_options(address));
+  for (std::size_t i = 0; i < bodies.size(); ++i)
+    producer.send_async(topic, text(bodies[i]), [&mu, &results, i](const Result<client::SendReceipt>& r) {
+      std::lock_guard lock(mu);
+      results[i] = r;
+    });
+  auto st = producer.flush(kWait);
+  REQUIRE_MESSAGE(st.ok(), describe(st));
+  std::lock_guard lock(mu);
+  std::vector<client::SendReceipt> receipts;
+  for (const auto& r : results) {
+    REQUIRE_MESSAGE(r.ok(), describe(r));
+    receipts.push_back(*r);
+  }
+  return receipts;
 }
 
 inline client::RetrySchedule schedule(std::vector<client::Millis> delays, std::uint32_t max_deliveries = 16) {

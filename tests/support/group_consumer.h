@@ -1,5 +1,6 @@
 // A consumer for integration tests that records every delivery with its arrival time and
-// hands it to a verdict callback. Shared by the consumer-group and dead-letter tests.
+// hands it to a verdict callback (kAckAll: acknowledge each). Shared by the consumer-group,
+// dead-letter, delayed-delivery, produce/consume and transaction tests.
 //
 // Threads: the verdict runs on the client's I/O thread and must not block; the accessors
 // are for the test's thread. Deliveries that reach the handler before the constructor
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
 
 namespace txmq::test {
@@ -30,18 +32,14 @@ struct Arrival {
 class GroupConsumer {
  public:
   using Verdict = std::function<void(client::Consumer&, const client::Delivery&)>;
-  // How long require_subscribed and require_flushed wait: generous, for Debug+ASan on 2 cores.
-  static constexpr client::Millis kWait{10'000};
+  // The client library's default window.
+  static inline const std::uint32_t kDefaultWindow = client::Consumer::Options().window;
 
   GroupConsumer(const std::string& address, std::string topic, std::string group, std::uint32_t window,
                 Verdict verdict)
       : verdict_(std::move(verdict)) {
     client::Consumer::Options co;
-    co.broker = address;
-    co.client_name = "integration-test";
-    co.request_timeout = kWait;
-    co.reconnect_initial = client::Millis(20);
-    co.reconnect_max = client::Millis(200);
+    static_cast<client::ClientOptions&>(co) = client_options(address);
     co.topic = std::move(topic);
     co.group = std::move(group);
     co.window = window;
@@ -51,6 +49,9 @@ class GroupConsumer {
     if (verdict_)
       for (const auto& a : arrivals_) verdict_(*consumer_, a.delivery);
   }
+  // With the client's default window.
+  GroupConsumer(const std::string& address, std::string topic, std::string group, Verdict verdict)
+      : GroupConsumer(address, std::move(topic), std::move(group), kDefaultWindow, std::move(verdict)) {}
   GroupConsumer(const GroupConsumer&) = delete;
   GroupConsumer& operator=(const GroupConsumer&) = delete;
   ~GroupConsumer() { close(); }
@@ -83,6 +84,20 @@ class GroupConsumer {
     return arrivals_.at(i);
   }
 
+  std::vector<client::Delivery> deliveries() {
+    std::lock_guard lock(mu_);
+    std::vector<client::Delivery> out;
+    for (const auto& a : arrivals_) out.push_back(a.delivery);
+    return out;
+  }
+
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> out;
+    for (const auto& a : arrivals_) out.push_back(a.delivery.body);
+    return out;
+  }
+
   void require_flushed() {
     auto st = consumer_->flush_acks(kWait);
     REQUIRE_MESSAGE(st.ok(), describe(st));
@@ -99,11 +114,9 @@ class GroupConsumer {
 
  private:
   void on_delivery(const client::Delivery& d) {
-    using namespace std::chrono;
-    const auto wall = static_cast<std::uint64_t>(
-        duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+    const std::uint64_t wall = wall_ms();
     std::lock_guard lock(mu_);
-    arrivals_.push_back(Arrival{d, steady_clock::now(), wall});
+    arrivals_.push_back(Arrival{d, std::chrono::steady_clock::now(), wall});
     if (attached_ && verdict_) verdict_(*consumer_, d);
     cv_.notify_all();
   }

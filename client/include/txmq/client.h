@@ -36,6 +36,7 @@
 
 #include "common/errors.h"
 #include "common/result.h"
+#include "common/well_known.h"
 
 namespace txmq::client {
 
@@ -176,8 +177,9 @@ struct RedriveResult {
   std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone
 };
 
-// The dead-letter topic of a consumer group.
-inline std::string dead_letter_topic(std::string_view group) { return std::string(group) + ".dlq"; }
+// The dead-letter topic of a consumer group ("<group>.dlq"); the headers each dead letter
+// carries are named in common/well_known.h (txmq::kReasonHeader, ...).
+using txmq::dead_letter_topic;
 
 struct BrokerStats {
   std::string broker_version;

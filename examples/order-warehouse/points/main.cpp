@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     }
     try {
       if (!db.credit(id, *order, CreditSource::kWebhook))
-        log_line("duplicate " + id + " (attempt " + req.get_header_value("txmq-attempt") + "): already credited");
+        log_line("duplicate " + id + " (attempt " + req.get_header_value(txmq::kNotifierAttemptHeader) + "): already credited");
       res.status = 204;
     } catch (const SqliteError& e) {
       log_line(std::string("credit failed: ") + e.what());
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   say("listening on " + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port));
 
   auto co = client_options<Consumer::Options>(broker, "points-reconcile");
-  co.topic = flags.get("gave-up-topic", "notifier-points.gave-up");
+  co.topic = flags.get("gave-up-topic", txmq::gave_up_topic("notifier-points"));
   co.group = "points-reconcile";
   Consumer gave_up(co, [&](Consumer& self, const Delivery& d) { reconcile_gave_up(db, self, d); });
   int rc = 0;

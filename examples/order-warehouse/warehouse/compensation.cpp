@@ -17,9 +17,9 @@ std::string last_header(const txmq::client::Delivery& d, const std::string& name
 
 void Compensation::on_dead_letter(txmq::client::Consumer& consumer, const txmq::client::Delivery& letter) {
   const std::string order_id = letter.key;
-  const std::string reason = last_header(letter, "txmq-reason");
-  log_line("ALARM order " + order_id + " dead-lettered by group " + last_header(letter, "txmq-group") + " after " +
-           last_header(letter, "txmq-delivery-count") + " deliveries (" + last_header(letter, "txmq-origin-message-id") +
+  const std::string reason = last_header(letter, txmq::kReasonHeader);
+  log_line("ALARM order " + order_id + " dead-lettered by group " + last_header(letter, txmq::kGroupHeader) + " after " +
+           last_header(letter, txmq::kDeliveryCountHeader) + " deliveries (" + last_header(letter, txmq::kOriginMessageIdHeader) +
            "): " + (reason.empty() ? "no reason given" : reason));
 
   GiveUpOutcome outcome;
