@@ -21,7 +21,7 @@ void Broker::on_scheduler_due(Scheduler::Target target) {
   if (shutting_down_) return;
   if (target == kDelayedTarget) return release_delayed();
   if (target == kRetentionTarget) return run_retention();
-  if (target == kTxnCheckTarget) return run_checks();
+  if (target == kTxnCheckTarget) return txns_->check_round();
   if (auto it = groups_by_serial_.find(target); it != groups_by_serial_.end()) on_group_due(*it->second);
 }
 
@@ -31,21 +31,12 @@ void Broker::schedule_delayed() {
     spdlog::error("reading delayed messages: {}", next.error().describe());
     return;
   }
-  if (*next && **next < delayed_wakeup_) {
-    delayed_wakeup_ = **next;
-    scheduler_->at(**next, kDelayedTarget);
-  }
+  if (*next) scheduler_->at(**next, kDelayedTarget);
 }
 
-void Broker::delayed_scheduled(std::uint64_t due_ms) {
-  if (due_ms < delayed_wakeup_) {
-    delayed_wakeup_ = due_ms;
-    scheduler_->at(due_ms, kDelayedTarget);
-  }
-}
+void Broker::delayed_stored(std::uint64_t due_ms) { scheduler_->at(due_ms, kDelayedTarget); }
 
 void Broker::release_delayed() {
-  delayed_wakeup_ = UINT64_MAX;
   auto released = std::make_shared<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>>();
   writer_->submit(std::make_unique<storage::FnOp>(
       [released](storage::WriteTxn& txn) -> Status {
@@ -68,7 +59,7 @@ void Broker::release_delayed() {
         }
         for (Topic* t : touched) dispatch_topic(*t);
         if (st && released->size() == kDelayedPerRound)
-          delayed_scheduled(wall_ms());  // more are due now
+          delayed_stored(wall_ms());  // more are due now
         else
           schedule_delayed();
       }));
@@ -91,27 +82,12 @@ void Broker::run_retention() {
   }
   auto more = std::make_shared<bool>(false);
   auto deleted = std::make_shared<std::size_t>(0);
-  const std::uint64_t ended_before = now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(config_.txn_ended_retention.count()));
-  const std::uint64_t producers_before =
-      now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(config_.producer_expiry.count()));
-  auto producers_resume = std::make_shared<std::uint64_t>(producer_prune_resume_);
-  auto producers_forgotten = std::make_shared<std::size_t>(0);
+  auto prune = std::make_shared<TxnPrune>(txns_->prune_round(now));
   writer_->submit(std::make_unique<storage::FnOp>(
-      [trims, more, deleted, ended_before, producers_before, producers_resume, producers_forgotten,
-       resume_from = producer_prune_resume_, now](storage::WriteTxn& txn) -> Status {
-        *more = false;
+      [trims, more, deleted, prune](storage::WriteTxn& txn) -> Status {
         *deleted = 0;
-        // Ended transactions are kept a while so that late and repeated ends get the real
-        // answer; then they go.
-        auto pruned = txn.prune_ended(ended_before, kTrimPerRound);
-        if (!pruned) return pruned.error();
-        if (*pruned == kTrimPerRound) *more = true;
-        // Idempotent producers silent for producers.expiry_ms are forgotten, a slice of the
-        // table per round (ids are random, so there is no oldest end to start from).
-        *producers_resume = resume_from;
-        auto forgotten = txn.prune_producers(producers_before, now, producers_resume.get(), kTrimPerRound);
-        if (!forgotten) return forgotten.error();
-        *producers_forgotten = *forgotten;
+        if (auto st = prune->apply(txn, kTrimPerRound); !st) return st;
+        *more = prune->more;
         for (const Trim& t : trims) {
           for (std::uint32_t p = 0; p < t.partitions; ++p) {
             auto n = txn.trim(t.topic, PartitionId(p), t.min_timestamp_ms, t.max_bytes, kTrimPerRound);
@@ -122,14 +98,9 @@ void Broker::run_retention() {
         }
         return {};
       },
-      [this, more, deleted, producers_resume, producers_forgotten](const Status& st) {
+      [this, more, deleted, prune](const Status& st) {
         if (!st) spdlog::error("retention: {}", st.error().describe());
-        if (st) {
-          producer_prune_resume_ = *producers_resume;
-          if (*producers_forgotten > 0)
-            spdlog::debug("forgot {} idempotent producer(s) silent for longer than producers.expiry_ms",
-                          *producers_forgotten);
-        }
+        if (st) txns_->pruned(*prune);
         if (*deleted > 0) {
           spdlog::debug("retention deleted {} message(s)", *deleted);
           for (const auto& [name, t] : topics_.all())

@@ -52,6 +52,7 @@ Broker::~Broker() {
 }
 
 int Broker::run() {
+  responder_.bind_loop_thread();  // this thread runs the loop
   started_ = std::chrono::steady_clock::now();
   if (auto st = start(); !st) {
     spdlog::error("{}", st.error().message);
@@ -78,6 +79,7 @@ Status Broker::start() {
     probe_ = std::make_unique<BrokerProbe>(registry_);
     writer_probe_ = std::make_unique<storage::WriterProbe>(registry_);
     for (const auto& [name, t] : topics_.all()) t->series = probe_->topic(name);
+    responder_.set_probe(probe_.get());
   }
   auto groups = store_->load_groups();
   if (!groups) return groups.error();
@@ -94,8 +96,10 @@ Status Broker::start() {
   writer_->set_probe(writer_probe_.get());
   writer_->start();
   scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
+  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget, topics_,
+                                                   responder_, *this, probe_.get());
   schedule_delayed();
-  if (auto next = store_->next_check_ms(); next && *next) schedule_checks(**next);
+  txns_->start();
   scheduler_->at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), kRetentionTarget);
 
   uv_signal_init(&loop_, &sigint_);
@@ -246,11 +250,6 @@ void Broker::housekeeping() {
   }
 }
 
-Connection* Broker::find_connection(std::uint64_t id) {
-  auto it = connections_.find(id);
-  return it == connections_.end() || !it->second->open() ? nullptr : it->second.get();
-}
-
 void Broker::on_closed(Connection& conn) {
   if (!shutting_down_) {
     consumer_gone(conn);
@@ -261,7 +260,7 @@ void Broker::on_closed(Connection& conn) {
     for (auto& [key, group] : groups_)
       if (group->find_consumer(&conn)) (void)group->remove_consumer(&conn, wall_ms());
   }
-  unregister_producer(conn);
+  if (txns_) txns_->producer_left(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());
   maybe_finish_shutdown();
@@ -278,15 +277,6 @@ void Broker::on_writable(Connection& conn) {
   if (shutting_down_) return;
   for (auto& [key, group] : groups_)
     if (group->find_consumer(&conn)) dispatch_group(*group);
-}
-
-bool Broker::valid_name(std::string_view name) {
-  // "." and ".." would read as paths wherever a name becomes one (a tool's output file, a
-  // future file per topic); 249 keeps every storage key well under LMDB's 511 bytes.
-  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
 }
 
 void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
@@ -322,16 +312,15 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     case wire::Body::DescribeTopic: return handle_describe_topic(conn, rid, *frame->body_as_DescribeTopic());
     case wire::Body::ListTopics: return handle_list_topics(conn, rid);
     case wire::Body::Subscribe: return handle_subscribe(conn, rid, *frame->body_as_Subscribe());
-    case wire::Body::Ack: return handle_ack(conn, rid, *frame->body_as_Ack());
     case wire::Body::GetStats: return handle_stats(conn, rid);
     case wire::Body::Settle: return handle_settle(conn, rid, *frame->body_as_Settle());
     case wire::Body::ConfigureGroup: return handle_configure_group(conn, rid, *frame->body_as_ConfigureGroup());
     case wire::Body::DescribeGroups: return handle_describe_groups(conn, rid, *frame->body_as_DescribeGroups());
     case wire::Body::Fetch: return handle_fetch(conn, rid, *frame->body_as_Fetch());
     case wire::Body::Redrive: return handle_redrive(conn, rid, *frame->body_as_Redrive());
-    case wire::Body::Prepare: return handle_prepare(conn, rid, bytes, *frame->body_as_Prepare());
-    case wire::Body::EndTransactions: return handle_end_transactions(conn, rid, *frame->body_as_EndTransactions());
-    case wire::Body::ListTransactions: return handle_list_transactions(conn, rid, *frame->body_as_ListTransactions());
+    case wire::Body::Prepare: return txns_->prepare(conn, rid, bytes, *frame->body_as_Prepare());
+    case wire::Body::EndTransactions: return txns_->end(conn, rid, *frame->body_as_EndTransactions());
+    case wire::Body::ListTransactions: return txns_->list(conn, rid, *frame->body_as_ListTransactions());
     case wire::Body::Hello:
       return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
     default:
@@ -358,34 +347,12 @@ void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello
   conn.hello_completed();
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
   conn.producer_group = std::move(producer_group);
-  if (!conn.producer_group.empty()) register_producer(conn);
+  if (!conn.producer_group.empty()) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
-  fbb_.Clear();
-  auto body = wire::CreateHelloOk(fbb_, kProtocolVersion, fbb_.CreateString(kVersion.data(), kVersion.size()),
+  fbb().Clear();
+  auto body = wire::CreateHelloOk(fbb(), kProtocolVersion, fbb().CreateString(kVersion.data(), kVersion.size()),
                                   config_.max_frame_bytes, config_.max_message_bytes);
   send_frame(conn, rid, wire::Body::HelloOk, body.Union());
-}
-
-void Broker::send_frame(Connection& conn, std::uint64_t rid, wire::Body type,
-                        flatbuffers::Offset<void> body) {
-  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid, type, body));
-  conn.send(common::frame_bytes(fbb_));
-}
-
-void Broker::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
-  if (probe_) probe_->request_error(error.code);
-  fbb_.Clear();
-  auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
-  send_frame(conn, rid, wire::Body::Error, body.Union());
-  if (fatal) {
-    spdlog::info("connection {} from {}: {}; closing", conn.id(), conn.peer(), error.describe());
-    conn.close_after_flush();
-  }
-}
-
-void Broker::reply_ok(Connection& conn, std::uint64_t rid) {
-  fbb_.Clear();
-  send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
 }
 
 void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
@@ -401,8 +368,8 @@ void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
   }
   auto usage = store_->usage();
   auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
-  fbb_.Clear();
-  auto body = wire::CreateStats(fbb_, fbb_.CreateString(kVersion.data(), kVersion.size()),
+  fbb().Clear();
+  auto body = wire::CreateStats(fbb(), fbb().CreateString(kVersion.data(), kVersion.size()),
                                 static_cast<std::uint64_t>(uptime.count()),
                                 static_cast<std::uint32_t>(connections_.size()),
                                 static_cast<std::uint32_t>(topics_.size()), produced, bytes,

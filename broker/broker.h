@@ -16,19 +16,21 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <random>
 #include <unordered_map>
-#include <unordered_set>
 
+#include "broker/append_sink.h"
 #include "broker/broker_probe.h"
 #include "broker/config.h"
 #include "broker/connection.h"
 #include "broker/consumer_group.h"
 #include "broker/group_policy.h"
+#include "broker/names.h"
+#include "broker/responder.h"
 #include "broker/scheduler.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
 #include "broker/topic_table.h"
+#include "broker/transaction_coordinator.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/process_collector.h"
 #include "metrics/registry.h"
@@ -46,7 +48,7 @@ struct GroupRow {
   std::uint64_t dead_letters = 0;
 };
 
-class Broker final : public ConnectionEvents {
+class Broker final : public ConnectionEvents, public AppendSink {
  public:
   explicit Broker(BrokerConfig config);
   Broker(const Broker&) = delete;
@@ -60,19 +62,12 @@ class Broker final : public ConnectionEvents {
  private:
   friend class ProduceOp;
   friend class SettleOp;
-  friend class PrepareOp;
-  friend class EndOp;
 
   // Scheduler targets that are not consumer groups (groups count from kFirstGroupSerial).
   static constexpr Scheduler::Target kDelayedTarget = 1;
   static constexpr Scheduler::Target kRetentionTarget = 2;
   static constexpr Scheduler::Target kTxnCheckTarget = 3;
   static constexpr Scheduler::Target kFirstGroupSerial = 100;
-
-  // Topic and group names: 1-249 of letters, digits, '.', '_' and '-', neither "." nor "..".
-  static bool valid_name(std::string_view name);
-  static constexpr const char* kNameRule =
-      "1-249 characters of letters, digits, '.', '_' and '-', and not '.' or '..'";
 
   Status start();
   Status listen();
@@ -101,40 +96,33 @@ class Broker final : public ConnectionEvents {
   void handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req);
   void handle_list_topics(Connection& conn, std::uint64_t rid);
   void handle_subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req);
-  void handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& req);
   void handle_settle(Connection& conn, std::uint64_t rid, const wire::Settle& req);
   void handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req);
   void handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
   void handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
   void handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
-  void handle_prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
-                      const wire::Prepare& req);
-  void handle_end_transactions(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);
-  void handle_list_transactions(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req);
-
-  // Transactions (transactions.cpp).
-  void register_producer(Connection& conn);
-  void unregister_producer(Connection& conn);
-  void schedule_checks(std::uint64_t due_ms);
-  void run_checks();
-  std::uint64_t check_backoff_ms(std::uint32_t checks);
-  // A message a commit appended: the loop's view of the partition moves, consumers hear.
-  void appended(TopicId topic, PartitionId partition, Offset offset);
   void handle_stats(Connection& conn, std::uint64_t rid);
 
-  // Answers. `fatal` closes the connection once the error is written.
-  void reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal = false);
-  void reply_ok(Connection& conn, std::uint64_t rid);
-  void send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body);
+  // AppendSink
+  void appended(TopicId topic, std::span<const Appended> messages, std::size_t bytes) override;
+  void delayed_stored(std::uint64_t due_ms) override;
+
+  // Answers (see Responder).
+  void reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal = false) {
+    responder_.reply_error(conn, rid, error, fatal);
+  }
+  void reply_ok(Connection& conn, std::uint64_t rid) { responder_.reply_ok(conn, rid); }
+  void send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body) {
+    responder_.send_frame(conn, rid, type, body);
+  }
+  flatbuffers::FlatBufferBuilder& fbb() { return responder_.fbb(); }
   flatbuffers::Offset<wire::TopicInfo> build_topic_info(const Topic& topic);
 
   void create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                     std::uint64_t retention_bytes, std::function<void(const Status&)> done);
-  void hold_produce_bytes(Connection& conn, std::size_t n);
-  void release_produce_bytes(Connection& conn, std::size_t n);
-  Connection* find_connection(std::uint64_t id);
+  Connection* find_connection(std::uint64_t id) { return responder_.find(id); }
   ConsumerGroup* find_group(std::string_view group, std::string_view topic);
-  // The group an Ack or Settle names; answers kNotSubscribed and returns null when unknown.
+  // The group a Settle names; answers kNotSubscribed and returns null when unknown.
   ConsumerGroup* settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
                                 const flatbuffers::String* group);
   // The group's state on the topic, loaded from storage on first use; null on a storage error.
@@ -153,14 +141,13 @@ class Broker final : public ConnectionEvents {
   void on_group_due(ConsumerGroup& group);
   void consumer_gone(Connection& conn);
   void persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
-               std::uint64_t conn_id, std::uint64_t rid, bool reply, bool legacy_ack = false);
+               std::uint64_t conn_id, std::uint64_t rid, bool reply);
   void dead_letters_appended(const storage::TopicMeta& dlq, const std::vector<Offset>& offsets);
   void drop_topic_groups(TopicId topic);
 
   // Background work (background.cpp).
   void on_scheduler_due(Scheduler::Target target);
   void schedule_delayed();
-  void delayed_scheduled(std::uint64_t due_ms);
   void release_delayed();
   void run_retention();
 
@@ -180,6 +167,9 @@ class Broker final : public ConnectionEvents {
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
   uv_timer_t housekeeping_timer_{};
+  // Declared before the components, which answer through the responder.
+  Responder::ConnectionTable connections_;
+  Responder responder_{connections_, config_.connection_inflight_bytes};
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::StorageWriter> writer_;
   TopicTable topics_;
@@ -190,26 +180,10 @@ class Broker final : public ConnectionEvents {
   Scheduler::Target next_group_serial_ = kFirstGroupSerial;
   std::map<std::string, PolicyOverride, std::less<>> policies_;  // "g:group" / "t:topic"
   std::unique_ptr<Scheduler> scheduler_;
-  // Transactions: live connections per producer group, who prepared what, what was checked.
-  std::map<std::string, std::vector<std::uint64_t>, std::less<>> producer_groups_;
-  std::unordered_map<std::uint64_t, std::uint64_t> txn_origin_;  // transaction -> connection
-  std::unordered_set<std::uint64_t> txn_checked_;                 // checked, not yet answered
-  std::uint64_t producer_prune_resume_ = 0;  // idempotent producer id the next prune starts at
-  struct CheckBudget {
-    double tokens = 0;
-    std::uint64_t last_ms = 0;
-  };
-  std::map<std::string, CheckBudget, std::less<>> check_budgets_;  // per producer group
-  std::uint64_t checks_wakeup_ = UINT64_MAX;
-  bool checks_in_flight_ = false;
-  std::size_t check_round_robin_ = 0;
-  std::mt19937_64 rng_{std::random_device{}()};
-  std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
-  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unique_ptr<TransactionCoordinator> txns_;
   std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second
   int max_fds_ = 0;  // the open-files limit (RLIMIT_NOFILE); 0 when unlimited
   std::uint64_t next_connection_id_ = 1;
-  flatbuffers::FlatBufferBuilder fbb_{4096};  // reused for every answer built on the loop
   bool shutting_down_ = false;
   bool writer_stopped_ = false;
   std::chrono::steady_clock::time_point started_;

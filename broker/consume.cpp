@@ -25,7 +25,7 @@ GroupPolicy Broker::effective_policy(std::string_view group, std::string_view to
 void Broker::dispatch_group(ConsumerGroup& group) {
   if (shutting_down_) return;  // nothing more goes out; what is held is delivered after restart
   if (group.has_consumers()) {
-    auto marks = group.dispatch(*store_, fbb_, wall_ms());
+    auto marks = group.dispatch(*store_, fbb(), wall_ms());
     if (!marks.empty()) persist(group, SettleBatch{}, std::move(marks), 0, 0, false);
   }
   schedule_group(group);
@@ -37,15 +37,12 @@ void Broker::dispatch_topic(const Topic& topic) {
 }
 
 void Broker::schedule_group(ConsumerGroup& group) {
-  const std::uint64_t t = group.next_wakeup(wall_ms());
-  if (t < group.scheduled_wakeup) {
-    group.scheduled_wakeup = t;
-    scheduler_->at(t, group.serial());
-  }
+  // The scheduler keeps only the earliest wake-up asked of it, so asking after every
+  // dispatch costs one lookup.
+  if (const std::uint64_t t = group.next_wakeup(wall_ms()); t != UINT64_MAX) scheduler_->at(t, group.serial());
 }
 
 void Broker::on_group_due(ConsumerGroup& group) {
-  group.scheduled_wakeup = UINT64_MAX;
   auto failures = group.expire_leases(wall_ms());
   if (!failures.empty()) {
     SettleBatch batch;
@@ -61,10 +58,9 @@ void Broker::on_group_due(ConsumerGroup& group) {
 class SettleOp final : public storage::WriteOp {
  public:
   SettleOp(Broker& broker, FailureOrigin origin, SettleBatch batch,
-           std::vector<std::pair<PartitionId, Offset>> marks, std::uint64_t conn_id, std::uint64_t rid, bool reply,
-           bool legacy_ack)
+           std::vector<std::pair<PartitionId, Offset>> marks, std::uint64_t conn_id, std::uint64_t rid, bool reply)
       : broker_(broker), origin_(std::move(origin)), batch_(std::move(batch)), marks_(std::move(marks)),
-        conn_id_(conn_id), rid_(rid), reply_(reply), legacy_ack_(legacy_ack) {}
+        conn_id_(conn_id), rid_(rid), reply_(reply) {}
 
   Status apply(storage::WriteTxn& txn) override {
     const std::uint64_t now = wall_ms();
@@ -105,8 +101,7 @@ class SettleOp final : public storage::WriteOp {
     Connection* conn = broker_.find_connection(conn_id_);
     if (!conn) return;
     if (!status) return broker_.reply_error(*conn, rid_, status.error());
-    if (legacy_ack_) return broker_.reply_ok(*conn, rid_);
-    auto& fbb = broker_.fbb_;
+    auto& fbb = broker_.fbb();
     fbb.Clear();
     broker_.send_frame(*conn, rid_, wire::Body::SettleOk, wire::CreateSettleOk(fbb, batch_.ignored).Union());
   }
@@ -119,19 +114,18 @@ class SettleOp final : public storage::WriteOp {
   std::uint64_t conn_id_;
   std::uint64_t rid_;
   bool reply_;
-  bool legacy_ack_;
   std::vector<std::pair<PartitionId, Offset>> floors_;
   std::optional<storage::TopicMeta> dlq_;
   std::vector<Offset> dlq_offsets_;
 };
 
 void Broker::persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
-                     std::uint64_t conn_id, std::uint64_t rid, bool reply, bool legacy_ack) {
+                     std::uint64_t conn_id, std::uint64_t rid, bool reply) {
   if (group.series.nacked)
     for (const Failure& f : batch.failures) (f.dead_letter ? group.series.dead_lettered : group.series.nacked)->inc();
   FailureOrigin origin{group.name(), group.id(), group.topic().meta.name, group.topic().meta.id};
   writer_->submit(std::make_unique<SettleOp>(*this, std::move(origin), std::move(batch), std::move(marks), conn_id,
-                                             rid, reply, legacy_ack));
+                                             rid, reply));
 }
 
 void Broker::dead_letters_appended(const storage::TopicMeta& dlq, const std::vector<Offset>& offsets) {
@@ -225,21 +219,6 @@ ConsumerGroup* Broker::settling_group(Connection& conn, std::uint64_t rid, const
     reply_error(conn, rid, Error(ErrorCode::kNotSubscribed,
                                  "no consumer of group '" + group_name + "' on topic '" + topic_name + "'"));
   return g;
-}
-
-void Broker::handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& req) {
-  ConsumerGroup* group = settling_group(conn, rid, req.topic(), req.group());
-  if (!group) return;
-  SettleBatch batch;
-  const std::uint64_t now = wall_ms();
-  if (req.messages())
-    for (const auto* r : *req.messages())
-      if (auto st = group->settle(conn, PartitionId(r->partition()), Offset(r->offset()), wire::SettleVerb::Ack, 0, {},
-                                  now, batch);
-          !st)
-        return reply_error(conn, rid, st.error());
-  persist(*group, std::move(batch), {}, conn.id(), rid, true, /*legacy_ack=*/true);
-  dispatch_group(*group);  // freed window: more can go while the acks are written
 }
 
 void Broker::handle_settle(Connection& conn, std::uint64_t rid, const wire::Settle& req) {

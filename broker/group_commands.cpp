@@ -94,7 +94,7 @@ void Broker::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vec
     Broker& b = *w->broker;
     Connection* conn = b.find_connection(w->conn_id);
     if (!conn) return;
-    auto& fbb = b.fbb_;
+    auto& fbb = b.fbb();
     fbb.Clear();
     std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
     for (const GroupRow& r : w->rows) {
@@ -172,7 +172,7 @@ void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch
   // so that it fits any client's frame limit; the first message always goes (a message is
   // at most limits.max_message_bytes, well below a frame).
   const std::size_t budget = config_.max_frame_bytes / 2;
-  fbb_.Clear();
+  fbb().Clear();
   std::vector<flatbuffers::Offset<wire::Delivery>> out;
   std::size_t bytes = 0;
   auto r = store_->read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
@@ -185,18 +185,18 @@ void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch
                               if (m->headers())
                                 for (const auto* h : *m->headers())
                                   hs.push_back(wire::CreateHeader(
-                                      fbb_, h->name() ? fbb_.CreateString(h->name()) : 0,
-                                      h->value() ? fbb_.CreateVector(h->value()->data(), h->value()->size()) : 0));
+                                      fbb(), h->name() ? fbb().CreateString(h->name()) : 0,
+                                      h->value() ? fbb().CreateVector(h->value()->data(), h->value()->size()) : 0));
                               out.push_back(wire::CreateDelivery(
-                                  fbb_, fbb_.CreateString(name), 0, req.partition(), e.offset.value(),
+                                  fbb(), fbb().CreateString(name), 0, req.partition(), e.offset.value(),
                                   m->timestamp_ms(),
-                                  m->key() ? fbb_.CreateVector(m->key()->data(), m->key()->size()) : 0,
-                                  hs.empty() ? 0 : fbb_.CreateVector(hs),
-                                  m->body() ? fbb_.CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
+                                  m->key() ? fbb().CreateVector(m->key()->data(), m->key()->size()) : 0,
+                                  hs.empty() ? 0 : fbb().CreateVector(hs),
+                                  m->body() ? fbb().CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
                               return bytes < budget;
                             });
   if (!r) return reply_error(conn, rid, r.error());
-  send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb_, fbb_.CreateVector(out)).Union());
+  send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb(), fbb().CreateVector(out)).Union());
 }
 
 void Broker::handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
@@ -251,9 +251,9 @@ void Broker::handle_redrive(Connection& conn, std::uint64_t rid, const wire::Red
         if (st)
           for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
         for (Offset o : result->failed) failed.push_back(o.value());
-        fbb_.Clear();
+        fbb().Clear();
         send_frame(*c, rid, wire::Body::RedriveOk,
-                   wire::CreateRedriveOk(fbb_, fbb_.CreateVector(ok), fbb_.CreateVector(failed)).Union());
+                   wire::CreateRedriveOk(fbb(), fbb().CreateVector(ok), fbb().CreateVector(failed)).Union());
       }));
 }
 

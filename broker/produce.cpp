@@ -12,12 +12,6 @@
 namespace txmq::broker {
 namespace {
 
-std::uint64_t now_ms() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 // What ProduceOk says for a delayed message: its offset is assigned when it comes due.
 constexpr Offset kDelayedOffset(UINT64_MAX);
 
@@ -37,7 +31,7 @@ class ProduceOp final : public storage::WriteOp {
 
   Status apply(storage::WriteTxn& txn) override {
     const auto* req = wire::GetSizePrefixedFrame(frame_.data())->body_as_Produce();
-    const std::uint64_t ts = now_ms();
+    const std::uint64_t ts = wall_ms();
     earliest_due_ = UINT64_MAX;
     offsets_.clear();
     duplicate_ = false;
@@ -92,7 +86,7 @@ class ProduceOp final : public storage::WriteOp {
 
   void complete(const Status& status) override {
     Connection* conn = broker_.find_connection(conn_id_);
-    if (conn) broker_.release_produce_bytes(*conn, frame_.size());
+    if (conn) broker_.responder_.release_produce_bytes(*conn, frame_.size());
     Topic* topic = broker_.topics_.find(topic_);
     if (status && topic && !duplicate_) {
       for (std::size_t i = 0; i < offsets_.size(); ++i) {
@@ -111,13 +105,13 @@ class ProduceOp final : public storage::WriteOp {
       }
       broker_.dispatch_topic(*topic);
     }
-    if (status && earliest_due_ != UINT64_MAX) broker_.delayed_scheduled(earliest_due_);
+    if (status && earliest_due_ != UINT64_MAX) broker_.delayed_stored(earliest_due_);
     if (!conn) return;  // the producer went away; the messages are stored all the same
     if (!status) {
       broker_.reply_error(*conn, rid_, status.error());
       return;
     }
-    auto& fbb = broker_.fbb_;
+    auto& fbb = broker_.fbb();
     fbb.Clear();
     wire::MessageRef* refs = nullptr;
     auto vec = fbb.CreateUninitializedVectorOfStructs<wire::MessageRef>(offsets_.size(), &refs);
@@ -181,27 +175,29 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
     }
   }
   if (partitions.empty()) {
-    fbb_.Clear();
-    return send_frame(conn, rid, wire::Body::ProduceOk, wire::CreateProduceOk(fbb_).Union());
+    fbb().Clear();
+    return send_frame(conn, rid, wire::Body::ProduceOk, wire::CreateProduceOk(fbb()).Union());
   }
-  hold_produce_bytes(conn, frame.size());
+  responder_.hold_produce_bytes(conn, frame.size());
   writer_->submit(std::make_unique<ProduceOp>(*this, conn.id(), rid, topic->meta.id,
                                               std::vector<std::uint8_t>(frame.begin(), frame.end()),
                                               std::move(partitions), payload_bytes));
 }
 
-void Broker::hold_produce_bytes(Connection& conn, std::size_t n) {
-  bool was_below = conn.produce_bytes_in_flight < config_.connection_inflight_bytes;
-  conn.produce_bytes_in_flight += n;
-  // A producer that pipelines faster than the disk syncs is slowed here, at its socket,
-  // instead of queueing unbounded work for the writer.
-  if (was_below && conn.produce_bytes_in_flight >= config_.connection_inflight_bytes) conn.pause_reading();
-}
-
-void Broker::release_produce_bytes(Connection& conn, std::size_t n) {
-  bool was_above = conn.produce_bytes_in_flight >= config_.connection_inflight_bytes;
-  conn.produce_bytes_in_flight -= n;
-  if (was_above && conn.produce_bytes_in_flight < config_.connection_inflight_bytes) conn.resume_reading();
+void Broker::appended(TopicId topic_id, std::span<const Appended> messages, std::size_t bytes) {
+  Topic* topic = topics_.find(topic_id);
+  if (!topic) return;
+  for (const Appended& m : messages) {
+    auto& part = topic->partitions[m.partition.value()];
+    if (m.offset >= part.next) part.next = next(m.offset);
+  }
+  topic->messages_produced += messages.size();
+  topic->bytes_produced += bytes;
+  if (topic->series.produced) {
+    topic->series.produced->inc(messages.size());
+    topic->series.bytes->inc(bytes);
+  }
+  dispatch_topic(*topic);
 }
 
 }  // namespace txmq::broker

@@ -15,9 +15,7 @@ void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint6
   if (!valid_name(name))
     return done(Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
   auto meta = std::make_shared<storage::TopicMeta>();
-  auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            std::chrono::system_clock::now().time_since_epoch())
-                                            .count());
+  const std::uint64_t now = wall_ms();
   writer_->submit(std::make_unique<storage::FnOp>(
       [meta, name, partitions, now, retention_ms, retention_bytes](storage::WriteTxn& txn) -> Status {
         auto created = txn.create_topic(name, partitions, now, retention_ms, retention_bytes);
@@ -49,7 +47,7 @@ void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire
     Connection* c = find_connection(id);
     if (!c) return;
     if (!st) return reply_error(*c, rid, st.error());
-    fbb_.Clear();
+    fbb().Clear();
     send_frame(*c, rid, wire::Body::TopicInfo, build_topic_info(*topics_.find(name)).Union());
   });
 }
@@ -83,9 +81,9 @@ void Broker::drop_topic_groups(TopicId topic) {
 flatbuffers::Offset<wire::TopicInfo> Broker::build_topic_info(const Topic& topic) {
   std::vector<flatbuffers::Offset<wire::PartitionInfo>> parts;
   for (std::uint32_t p = 0; p < topic.partitions.size(); ++p)
-    parts.push_back(wire::CreatePartitionInfo(fbb_, p, topic.partitions[p].first.value(),
+    parts.push_back(wire::CreatePartitionInfo(fbb(), p, topic.partitions[p].first.value(),
                                               topic.partitions[p].next.value()));
-  return wire::CreateTopicInfo(fbb_, fbb_.CreateString(topic.meta.name), fbb_.CreateVector(parts),
+  return wire::CreateTopicInfo(fbb(), fbb().CreateString(topic.meta.name), fbb().CreateVector(parts),
                                topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
@@ -97,15 +95,15 @@ void Broker::handle_describe_topic(Connection& conn, std::uint64_t rid, const wi
   for (std::uint32_t p = 0; p < topic->partitions.size(); ++p)
     if (auto b = store_->partition_bounds(topic->meta.id, PartitionId(p)); b)
       topic->partitions[p].first = b->first;
-  fbb_.Clear();
+  fbb().Clear();
   send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
 }
 
 void Broker::handle_list_topics(Connection& conn, std::uint64_t rid) {
-  fbb_.Clear();
+  fbb().Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
   for (const auto& [name, t] : topics_.all()) infos.push_back(build_topic_info(*t));
-  send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb_, fbb_.CreateVector(infos)).Union());
+  send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb(), fbb().CreateVector(infos)).Union());
 }
 
 }  // namespace txmq::broker
