@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 
+#include "broker/storage/store.h"
 #include "common/ids.h"
 
 namespace txmq::broker {
@@ -26,6 +27,9 @@ class AppendSink {
   virtual void appended(TopicId topic, std::span<const Appended> messages, std::size_t bytes) = 0;
   // Delayed messages were stored (committed); the earliest comes due at due_ms. Loop thread.
   virtual void delayed_stored(std::uint64_t due_ms) = 0;
+  // A write created this topic as a side effect (a group's dead-letter topic, on its first
+  // letter): known from now on. Nothing when it is known already. Loop thread.
+  virtual void topic_created(const storage::TopicMeta& meta) = 0;
 };
 
 }  // namespace txmq::broker
