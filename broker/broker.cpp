@@ -75,11 +75,9 @@ Status Broker::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
   if (store_->created()) spdlog::info("created a new, empty store in {}", config_.data_dir);
-  if (auto st = topics_.load(*store_); !st) return st;
   if (!config_.metrics_listen.empty()) {
     probe_ = std::make_unique<BrokerProbe>(registry_);
     writer_probe_ = std::make_unique<storage::WriterProbe>(registry_);
-    for (const auto& [name, t] : topics_.all()) t->series = probe_->topic(name);
     responder_.set_probe(probe_.get());
   }
   storage::WriterOptions wo;
@@ -89,14 +87,18 @@ Status Broker::start() {
   writer_->set_probe(writer_probe_.get());
   writer_->start();
   scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
+  // The topic log first: the other components read its table and append through it.
+  topics_ = std::make_unique<TopicLog>(config_, *store_, *writer_, *scheduler_, kRetentionTarget, responder_,
+                                       probe_.get());
+  if (auto st = topics_->load(); !st) return st;
   groups_ = std::make_unique<ConsumerGroups>(&loop_, *store_, *writer_, *scheduler_,
-                                             ConsumerGroups::Targets{kDelayedTarget, kFirstGroupTarget}, topics_,
-                                             responder_, *this, probe_.get());
+                                             ConsumerGroups::Targets{kDelayedTarget, kFirstGroupTarget},
+                                             topics_->table(), responder_, *topics_, probe_.get());
   if (auto st = groups_->start(); !st) return st;
-  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget, topics_,
-                                                   responder_, *this, probe_.get());
+  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget,
+                                                   topics_->table(), responder_, *topics_, probe_.get());
   txns_->start();
-  scheduler_->at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), kRetentionTarget);
+  topics_->start(*groups_, *txns_);
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -111,7 +113,7 @@ Status Broker::start() {
   if (probe_)
     if (auto st = start_metrics(); !st) return st;
   if (auto st = listen(); !st) return st;
-  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_.size(), config_.data_dir);
+  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_->table().size(), config_.data_dir);
   return {};
 }
 
@@ -250,7 +252,7 @@ void Broker::housekeeping() {
 void Broker::on_scheduler_due(Scheduler::Target target) {
   loop_thread_.check();
   if (shutting_down_) return;
-  if (target == kRetentionTarget) return run_retention();
+  if (target == kRetentionTarget) return topics_->retention_due();
   if (target == kTxnCheckTarget) return txns_->check_round();
   groups_->wake(target);
 }
@@ -304,17 +306,17 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     return;
   }
   switch (type) {
-    case wire::Body::Produce: return handle_produce(conn, rid, bytes, *frame->body_as_Produce());
-    case wire::Body::CreateTopic: return handle_create_topic(conn, rid, *frame->body_as_CreateTopic());
-    case wire::Body::DeleteTopic: return handle_delete_topic(conn, rid, *frame->body_as_DeleteTopic());
-    case wire::Body::DescribeTopic: return handle_describe_topic(conn, rid, *frame->body_as_DescribeTopic());
-    case wire::Body::ListTopics: return handle_list_topics(conn, rid);
+    case wire::Body::Produce: return topics_->produce(conn, rid, bytes, *frame->body_as_Produce());
+    case wire::Body::CreateTopic: return topics_->create(conn, rid, *frame->body_as_CreateTopic());
+    case wire::Body::DeleteTopic: return topics_->remove(conn, rid, *frame->body_as_DeleteTopic());
+    case wire::Body::DescribeTopic: return topics_->describe(conn, rid, *frame->body_as_DescribeTopic());
+    case wire::Body::ListTopics: return topics_->list(conn, rid);
     case wire::Body::Subscribe: return groups_->subscribe(conn, rid, *frame->body_as_Subscribe());
     case wire::Body::GetStats: return handle_stats(conn, rid);
     case wire::Body::Settle: return groups_->settle(conn, rid, *frame->body_as_Settle());
     case wire::Body::ConfigureGroup: return groups_->configure(conn, rid, *frame->body_as_ConfigureGroup());
     case wire::Body::DescribeGroups: return groups_->describe(conn, rid, *frame->body_as_DescribeGroups());
-    case wire::Body::Fetch: return handle_fetch(conn, rid, *frame->body_as_Fetch());
+    case wire::Body::Fetch: return topics_->fetch(conn, rid, *frame->body_as_Fetch());
     case wire::Body::Redrive: return groups_->redrive(conn, rid, *frame->body_as_Redrive());
     case wire::Body::Prepare: return txns_->prepare(conn, rid, bytes, *frame->body_as_Prepare());
     case wire::Body::EndTransactions: return txns_->end(conn, rid, *frame->body_as_EndTransactions());
@@ -356,11 +358,7 @@ void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello
 }
 
 void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
-  std::uint64_t produced = 0, bytes = 0;
-  for (const auto& [name, t] : topics_.all()) {
-    produced += t->messages_produced;
-    bytes += t->bytes_produced;
-  }
+  const TopicLog::Totals produced = topics_->totals();
   const ConsumerGroups::Totals groups = groups_->totals();
   auto usage = store_->usage();
   auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
@@ -369,7 +367,7 @@ void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
   auto body = wire::CreateStats(fbb, fbb.CreateString(kVersion.data(), kVersion.size()),
                                 static_cast<std::uint64_t>(uptime.count()),
                                 static_cast<std::uint32_t>(connections_.size()),
-                                static_cast<std::uint32_t>(topics_.size()), produced, bytes,
+                                static_cast<std::uint32_t>(topics_->table().size()), produced.messages, produced.bytes,
                                 groups.delivered, groups.acked, usage.used_bytes, usage.max_bytes,
                                 writer_->commits());
   responder_.send_frame(conn, rid, wire::Body::Stats, body.Union());
@@ -383,7 +381,7 @@ Status Broker::start_metrics() {
   metrics::register_process_metrics(registry_);
   registry_.callback_gauge("txmq_connections", "Open client connections.",
                            [this] { return static_cast<double>(connections_.size()); });
-  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_.size()); });
+  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_->table().size()); });
   registry_.callback_gauge("txmq_connection_input_bytes",
                            "Bytes reserved for frames being received, all connections together.",
                            [this] { return static_cast<double>(budget_->input_bytes()); });

@@ -2,12 +2,12 @@
 // The broker process and its request layer: one libuv loop that owns every connection, and
 // one storage writer thread that owns LMDB writes.
 //
-// The Broker accepts connections, serves the hello, routes each request to the component
-// that owns its state, and owns the topics (produce, retention, topic commands). Consumer
-// groups (ConsumerGroups) and transactions (TransactionCoordinator) are components of their
-// own, reached through their interfaces; they reach connections through the Responder and
-// report what they append through the AppendSink, which the Broker implements: every
-// message that enters a partition passes appended().
+// The Broker is the request layer: it accepts connections, serves the hello and Stats, and
+// routes each request to the component that owns its state: the topic log (TopicLog:
+// topics, produce, retention, topic commands), the consumer groups (ConsumerGroups) and the
+// transaction coordinator (TransactionCoordinator). The components reach connections
+// through the Responder, and report what they append through the topic log's AppendSink:
+// every message that enters a partition passes TopicLog::appended().
 //
 // Lifecycle: run() opens storage, loads topics, makes the components, listens, prints
 // "listening on HOST:PORT", and serves until SIGINT or SIGTERM. Shutdown stops accepting
@@ -20,12 +20,10 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 
-#include "broker/append_sink.h"
 #include "broker/broker_probe.h"
 #include "broker/config.h"
 #include "broker/connection.h"
@@ -36,7 +34,7 @@
 #include "broker/scheduler.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
-#include "broker/topic_table.h"
+#include "broker/topic_log.h"
 #include "broker/transaction_coordinator.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/process_collector.h"
@@ -44,7 +42,7 @@
 
 namespace txmq::broker {
 
-class Broker final : public ConnectionEvents, public AppendSink {
+class Broker final : public ConnectionEvents {
  public:
   explicit Broker(BrokerConfig config);
   Broker(const Broker&) = delete;
@@ -56,8 +54,6 @@ class Broker final : public ConnectionEvents, public AppendSink {
   int run();
 
  private:
-  class ProduceOp;
-
   // Scheduler targets: the components' own, then one per consumer group state.
   static constexpr Scheduler::Target kDelayedTarget = 1;
   static constexpr Scheduler::Target kRetentionTarget = 2;
@@ -82,30 +78,9 @@ class Broker final : public ConnectionEvents, public AppendSink {
   void on_stream_error(Connection& conn, const Error& error) override;
   void on_accept(uv_stream_t* server, int status);
 
-  // Requests the Broker serves itself; each answers exactly once (now or from a write
-  // completion).
+  // Requests the Broker serves itself; each answers exactly once.
   void handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req);
   void handle_stats(Connection& conn, std::uint64_t rid);
-  // The topic log (produce.cpp, topic_commands.cpp).
-  void handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
-                      const wire::Produce& req);
-  void handle_create_topic(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req);
-  void handle_delete_topic(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req);
-  void handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req);
-  void handle_list_topics(Connection& conn, std::uint64_t rid);
-  void handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
-
-  // AppendSink (produce.cpp): the one path of every append.
-  void appended(TopicId topic, std::span<const Appended> messages, std::size_t bytes) override;
-  void delayed_stored(std::uint64_t due_ms) override;
-  void topic_created(const storage::TopicMeta& meta) override;
-
-  flatbuffers::Offset<wire::TopicInfo> build_topic_info(const Topic& topic);
-  void create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
-                    std::uint64_t retention_bytes, std::function<void(const Status&)> done);
-  // Retention (retention.cpp): deletes old messages in bounded rounds.
-  void run_retention();
-  void retention_done(const Status& status, bool more, std::size_t deleted);
 
   BrokerConfig config_;
   LoopThread loop_thread_;  // bound in run()
@@ -129,8 +104,8 @@ class Broker final : public ConnectionEvents, public AppendSink {
   Responder responder_{connections_, config_.connection_inflight_bytes};
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::StorageWriter> writer_;
-  TopicTable topics_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<TopicLog> topics_;
   std::unique_ptr<ConsumerGroups> groups_;
   std::unique_ptr<TransactionCoordinator> txns_;
   std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second

@@ -40,6 +40,7 @@
 #include "broker/scheduler.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
+#include "broker/topic_log.h"
 #include "broker/topic_table.h"
 
 namespace txmq::broker {
@@ -57,7 +58,7 @@ struct GroupRow {
   std::uint64_t dead_letters = 0;
 };
 
-class ConsumerGroups {
+class ConsumerGroups final : public TopicListener {
  public:
   // The scheduler targets it uses: delayed_target for the delayed-message release, and
   // first_group_target upwards, one per group state.
@@ -95,18 +96,17 @@ class ConsumerGroups {
   // errors; letters that cannot move are listed as failed.
   void redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
 
-  // Events from the rest of the broker. Loop thread.
-  // Messages were appended to topic: its groups deliver them.
-  void topic_appended(const Topic& topic);
-  // The topic is gone: its groups' states go (storage dropped their records).
-  void topic_deleted(TopicId topic);
+  // TopicListener. Loop thread.
+  void topic_appended(const Topic& topic) override;
+  void topic_deleted(TopicId topic) override;
+  void delayed_stored(std::uint64_t due_ms) override;
+
+  // Events from the request layer. Loop thread.
   // The connection's output drained: its groups may push again.
   void connection_writable(const Connection& conn);
   // The connection closed: what it held fails and goes to others (persisted), unless the
   // broker is shutting down (then nothing is persisted and it is delivered after restart).
   void connection_closed(const Connection& conn, bool shutting_down);
-  // Delayed messages were stored; the earliest comes due at due_ms.
-  void delayed_stored(std::uint64_t due_ms);
   // A scheduler wake-up of one of its targets: false when the target is not its own.
   bool wake(Scheduler::Target target);
 

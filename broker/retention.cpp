@@ -3,8 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "broker/broker.h"
+#include "broker/topic_log.h"
 #include "broker/storage/fn_op.h"
+#include "broker/transaction_coordinator.h"
 
 namespace txmq::broker {
 namespace {
@@ -18,7 +19,7 @@ constexpr std::uint64_t kRetentionBusyMs = 100;
 
 }  // namespace
 
-void Broker::run_retention() {
+void TopicLog::retention_due() {
   loop_thread_.check();
   struct Trim {
     TopicId topic;
@@ -40,7 +41,7 @@ void Broker::run_retention() {
     std::size_t deleted = 0;
   };
   auto outcome = std::make_shared<Outcome>(Outcome{txns_->prune_round(now)});
-  writer_->submit(std::make_unique<storage::FnOp>(
+  writer_.submit(std::make_unique<storage::FnOp>(
       [trims = std::move(trims), outcome](storage::WriteTxn& txn) -> Status {
         outcome->deleted = 0;
         if (auto st = outcome->prune.apply(txn, kTrimPerRound); !st) return st;
@@ -61,19 +62,19 @@ void Broker::run_retention() {
       }));
 }
 
-void Broker::retention_done(const Status& status, bool more, std::size_t deleted) {
+void TopicLog::retention_done(const Status& status, bool more, std::size_t deleted) {
   loop_thread_.check();
   if (!status) spdlog::error("retention: {}", status.error().describe());
   if (deleted > 0) {
     spdlog::debug("retention deleted {} message(s)", deleted);
     for (const auto& [name, t] : topics_.all())
       for (std::uint32_t p = 0; p < t->partitions.size(); ++p)
-        if (auto b = store_->partition_bounds(t->meta.id, PartitionId(p)); b) t->partitions[p].first = b->first;
+        if (auto b = store_.partition_bounds(t->meta.id, PartitionId(p)); b) t->partitions[p].first = b->first;
     if (probe_) probe_->retention_deleted(deleted);
   }
   const std::uint64_t interval =
       (status && more) ? kRetentionBusyMs : static_cast<std::uint64_t>(config_.retention_check_interval.count());
-  scheduler_->at(wall_ms() + interval, kRetentionTarget);
+  scheduler_.at(wall_ms() + interval, retention_target_);
 }
 
 }  // namespace txmq::broker

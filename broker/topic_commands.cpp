@@ -2,13 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
-#include "broker/broker.h"
+#include "broker/topic_log.h"
+#include "broker/names.h"
 #include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
 
 namespace txmq::broker {
 
-void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
+void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                           std::uint64_t retention_bytes, std::function<void(const Status&)> done) {
   loop_thread_.check();
   // Every way a topic comes to exist passes here, auto-creation included.
@@ -16,7 +17,7 @@ void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint6
     return done(Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
   auto meta = std::make_shared<storage::TopicMeta>();
   const std::uint64_t now = wall_ms();
-  writer_->submit(std::make_unique<storage::FnOp>(
+  writer_.submit(std::make_unique<storage::FnOp>(
       [meta, name, partitions, now, retention_ms, retention_bytes](storage::WriteTxn& txn) -> Status {
         auto created = txn.create_topic(name, partitions, now, retention_ms, retention_bytes);
         if (!created) return created.error();
@@ -29,7 +30,7 @@ void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint6
       }));
 }
 
-void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
+void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   if (!valid_name(name))
     return responder_.reply_error(conn, rid,
@@ -49,12 +50,12 @@ void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire
                });
 }
 
-void Broker::handle_delete_topic(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
+void TopicLog::remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
-  writer_->submit(std::make_unique<storage::FnOp>(
+  writer_.submit(std::make_unique<storage::FnOp>(
       [name](storage::WriteTxn& txn) { return txn.delete_topic(name); },
       [this, id = conn.id(), rid, name](const Status& st) {
         if (st) {
@@ -71,7 +72,7 @@ void Broker::handle_delete_topic(Connection& conn, std::uint64_t rid, const wire
       }));
 }
 
-flatbuffers::Offset<wire::TopicInfo> Broker::build_topic_info(const Topic& topic) {
+flatbuffers::Offset<wire::TopicInfo> TopicLog::build_topic_info(const Topic& topic) {
   auto& fbb = responder_.fbb();
   std::vector<flatbuffers::Offset<wire::PartitionInfo>> parts;
   for (std::uint32_t p = 0; p < topic.partitions.size(); ++p)
@@ -81,19 +82,19 @@ flatbuffers::Offset<wire::TopicInfo> Broker::build_topic_info(const Topic& topic
                                topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
-void Broker::handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
+void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
   // first offsets move with retention; read them fresh from storage.
   for (std::uint32_t p = 0; p < topic->partitions.size(); ++p)
-    if (auto b = store_->partition_bounds(topic->meta.id, PartitionId(p)); b) topic->partitions[p].first = b->first;
+    if (auto b = store_.partition_bounds(topic->meta.id, PartitionId(p)); b) topic->partitions[p].first = b->first;
   responder_.fbb().Clear();
   responder_.send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
 }
 
-void Broker::handle_list_topics(Connection& conn, std::uint64_t rid) {
+void TopicLog::list(Connection& conn, std::uint64_t rid) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
@@ -101,7 +102,7 @@ void Broker::handle_list_topics(Connection& conn, std::uint64_t rid) {
   responder_.send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb, fbb.CreateVector(infos)).Union());
 }
 
-void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
+void TopicLog::fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
   std::string name = req.topic() ? req.topic()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
@@ -118,7 +119,7 @@ void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch
   fbb.Clear();
   std::vector<flatbuffers::Offset<wire::Delivery>> out;
   std::size_t bytes = 0;
-  auto r = store_->read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
+  auto r = store_.read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
                             [&](const storage::LogEntry& e) {
                               const auto* m = e.message;
                               const std::size_t size = message_size(*m) + kDeliveryOverheadBytes + name.size();

@@ -1,12 +1,13 @@
-// Produce: validate a batch on the loop, append it in the writer's next transaction, and
-// confirm it only after that transaction committed. Also the one path every append takes
-// once committed (appended), whatever made it.
+// The topic log: produce (validate a batch on the loop, append it in the writer's next
+// transaction, confirm it only after that transaction committed), and the one path every
+// append takes once committed (appended), whatever made it.
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
-#include "broker/broker.h"
+#include "broker/topic_log.h"
+#include "broker/names.h"
 #include "broker/wire_views.h"
 
 namespace txmq::broker {
@@ -17,15 +18,45 @@ constexpr Offset kDelayedOffset(UINT64_MAX);
 
 }  // namespace
 
+TopicLog::TopicLog(const BrokerConfig& config, storage::Store& store, storage::StorageWriter& writer,
+                   Scheduler& scheduler, Scheduler::Target retention_target, Responder& responder, BrokerProbe* probe)
+    : config_(config), store_(store), writer_(writer), scheduler_(scheduler), retention_target_(retention_target),
+      responder_(responder), probe_(probe) {}
+
+Status TopicLog::load() {
+  loop_thread_.check();
+  if (auto st = topics_.load(store_); !st) return st;
+  if (probe_)
+    for (const auto& [name, t] : topics_.all()) t->series = probe_->topic(name);
+  return {};
+}
+
+void TopicLog::start(TopicListener& groups, TransactionCoordinator& txns) {
+  loop_thread_.check();
+  groups_ = &groups;
+  txns_ = &txns;
+  scheduler_.at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), retention_target_);
+}
+
+TopicLog::Totals TopicLog::totals() const {
+  loop_thread_.check();
+  Totals totals;
+  for (const auto& [name, t] : topics_.all()) {
+    totals.messages += t->messages_produced;
+    totals.bytes += t->bytes_produced;
+  }
+  return totals;
+}
+
 // Appends one produce request's batch. Holds a copy of the verified frame so the writer
 // thread can read the messages without touching the connection's buffers.
-class Broker::ProduceOp final : public storage::WriteOp {
+class TopicLog::ProduceOp final : public storage::WriteOp {
  public:
-  ProduceOp(Broker& broker, std::uint64_t conn_id, std::uint64_t rid, TopicId topic, std::vector<std::uint8_t> frame,
+  ProduceOp(TopicLog& log, std::uint64_t conn_id, std::uint64_t rid, TopicId topic, std::vector<std::uint8_t> frame,
             std::vector<Appended> where, std::size_t payload_bytes)
-      : broker_(broker), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
+      : log_(log), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
         where_(std::move(where)), payload_bytes_(payload_bytes),
-        idempotence_window_(broker.config_.idempotence_window) {}
+        idempotence_window_(log.config_.idempotence_window) {}
 
   std::size_t bytes() const override { return frame_.size(); }
 
@@ -80,7 +111,7 @@ class Broker::ProduceOp final : public storage::WriteOp {
   }
 
   void complete(const Status& status) override {
-    Responder& responder = broker_.responder_;
+    Responder& responder = log_.responder_;
     Connection* conn = responder.find(conn_id_);
     if (conn) responder.release_produce_bytes(*conn, frame_.size());
     if (status && !duplicate_) announce();
@@ -99,15 +130,15 @@ class Broker::ProduceOp final : public storage::WriteOp {
   // What was appended goes the one way of every append; delayed messages go theirs, and
   // are counted as appended when they come due.
   void announce() {
-    if (earliest_due_ == UINT64_MAX) return broker_.appended(topic_, where_, payload_bytes_);
+    if (earliest_due_ == UINT64_MAX) return log_.appended(topic_, where_, payload_bytes_);
     std::vector<Appended> now;
     std::copy_if(where_.begin(), where_.end(), std::back_inserter(now),
                  [](const Appended& w) { return w.offset != kDelayedOffset; });
-    broker_.appended(topic_, now, payload_bytes_);
-    broker_.delayed_stored(earliest_due_);
+    log_.appended(topic_, now, payload_bytes_);
+    log_.delayed_stored(earliest_due_);
   }
 
-  Broker& broker_;
+  TopicLog& log_;
   std::uint64_t conn_id_;
   std::uint64_t rid_;
   TopicId topic_;
@@ -119,7 +150,7 @@ class Broker::ProduceOp final : public storage::WriteOp {
   bool duplicate_ = false;                   // a resent batch, answered from the window
 };
 
-void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+void TopicLog::produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
                             const wire::Produce& req) {
   loop_thread_.check();
   if (!req.topic() || req.topic()->size() == 0)
@@ -143,7 +174,7 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
                    if (!st && st.error().code != ErrorCode::kTopicExists)
                      return responder_.reply_error(*c, rid, st.error());
                    const auto* f = wire::GetSizePrefixedFrame(copy.data());
-                   handle_produce(*c, rid, copy, *f->body_as_Produce());
+                   produce(*c, rid, copy, *f->body_as_Produce());
                  });
     return;
   }
@@ -170,12 +201,12 @@ void Broker::handle_produce(Connection& conn, std::uint64_t rid, std::span<const
     return responder_.send_frame(conn, rid, wire::Body::ProduceOk, wire::CreateProduceOk(fbb).Union());
   }
   responder_.hold_produce_bytes(conn, frame.size());
-  writer_->submit(std::make_unique<ProduceOp>(*this, conn.id(), rid, topic->meta.id,
+  writer_.submit(std::make_unique<ProduceOp>(*this, conn.id(), rid, topic->meta.id,
                                               std::vector<std::uint8_t>(frame.begin(), frame.end()), std::move(where),
                                               payload_bytes));
 }
 
-void Broker::appended(TopicId topic_id, std::span<const Appended> messages, std::size_t bytes) {
+void TopicLog::appended(TopicId topic_id, std::span<const Appended> messages, std::size_t bytes) {
   loop_thread_.check();
   Topic* topic = topics_.find(topic_id);
   if (!topic) return;
@@ -192,12 +223,12 @@ void Broker::appended(TopicId topic_id, std::span<const Appended> messages, std:
   groups_->topic_appended(*topic);
 }
 
-void Broker::delayed_stored(std::uint64_t due_ms) {
+void TopicLog::delayed_stored(std::uint64_t due_ms) {
   loop_thread_.check();
   groups_->delayed_stored(due_ms);
 }
 
-void Broker::topic_created(const storage::TopicMeta& meta) {
+void TopicLog::topic_created(const storage::TopicMeta& meta) {
   loop_thread_.check();
   if (topics_.find(meta.name)) return;
   Topic& t = topics_.add(meta);
