@@ -52,6 +52,8 @@ Broker::~Broker() {
 }
 
 int Broker::run() {
+  loop_thread_.bind();  // this thread runs the loop
+  responder_.bind_loop_thread();
   started_ = std::chrono::steady_clock::now();
   if (auto st = start(); !st) {
     spdlog::error("{}", st.error().message);
@@ -73,20 +75,11 @@ Status Broker::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
   if (store_->created()) spdlog::info("created a new, empty store in {}", config_.data_dir);
-  if (auto st = topics_.load(*store_); !st) return st;
   if (!config_.metrics_listen.empty()) {
     probe_ = std::make_unique<BrokerProbe>(registry_);
     writer_probe_ = std::make_unique<storage::WriterProbe>(registry_);
-    for (const auto& [name, t] : topics_.all()) t->series = probe_->topic(name);
+    responder_.set_probe(probe_.get());
   }
-  auto groups = store_->load_groups();
-  if (!groups) return groups.error();
-  for (auto& [name, id] : *groups) group_ids_[name] = id;
-  auto policies = store_->load_policies();
-  if (!policies) return policies.error();
-  for (auto& [key, bytes] : *policies)
-    if (auto p = PolicyOverride::from_record(bytes)) policies_[key] = *p;
-
   storage::WriterOptions wo;
   wo.sync = config_.sync;
   wo.relaxed_sync_interval = config_.relaxed_sync_interval;
@@ -94,9 +87,18 @@ Status Broker::start() {
   writer_->set_probe(writer_probe_.get());
   writer_->start();
   scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
-  schedule_delayed();
-  if (auto next = store_->next_check_ms(); next && *next) schedule_checks(**next);
-  scheduler_->at(wall_ms() + static_cast<std::uint64_t>(config_.retention_check_interval.count()), kRetentionTarget);
+  // The topic log first: the other components read its table and append through it.
+  topics_ = std::make_unique<TopicLog>(config_, *store_, *writer_, *scheduler_, kRetentionTarget, responder_,
+                                       probe_.get());
+  if (auto st = topics_->load(); !st) return st;
+  groups_ = std::make_unique<ConsumerGroups>(&loop_, *store_, *writer_, *scheduler_,
+                                             ConsumerGroups::Targets{kDelayedTarget, kFirstGroupTarget},
+                                             topics_->table(), responder_, *topics_, probe_.get());
+  if (auto st = groups_->start(); !st) return st;
+  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget,
+                                                   topics_->table(), responder_, *topics_, probe_.get());
+  txns_->start();
+  topics_->start(*groups_, *txns_);
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -111,7 +113,7 @@ Status Broker::start() {
   if (probe_)
     if (auto st = start_metrics(); !st) return st;
   if (auto st = listen(); !st) return st;
-  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_.size(), config_.data_dir);
+  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_->table().size(), config_.data_dir);
   return {};
 }
 
@@ -185,6 +187,7 @@ void Broker::begin_shutdown(const char* why) {
   // served (nor acknowledged: a client sends them again after the restart).
   if (listener_.loop) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   for (auto& [id, conn] : connections_) conn->pause_reading();
+  if (groups_) groups_->stop_dispatching();  // what consumers hold is delivered after restart
   auto finish = [this] {
     writer_stopped_ = true;
     limits_.linger = std::chrono::milliseconds(0);
@@ -214,8 +217,8 @@ void Broker::maybe_finish_shutdown() {
 void Broker::close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
                                std::chrono::milliseconds limit) {
   if (probe_) probe_->connection_closed(reason);
-  reply_error(conn, 0,
-              Error(ErrorCode::kTimeout, std::string(what) + " (" + std::to_string(limit.count()) + " ms)"), true);
+  responder_.reply_error(
+      conn, 0, Error(ErrorCode::kTimeout, std::string(what) + " (" + std::to_string(limit.count()) + " ms)"), true);
 }
 
 void Broker::housekeeping() {
@@ -246,22 +249,18 @@ void Broker::housekeeping() {
   }
 }
 
-Connection* Broker::find_connection(std::uint64_t id) {
-  auto it = connections_.find(id);
-  return it == connections_.end() || !it->second->open() ? nullptr : it->second.get();
+void Broker::on_scheduler_due(Scheduler::Target target) {
+  loop_thread_.check();
+  if (shutting_down_) return;
+  if (target == kRetentionTarget) return topics_->retention_due();
+  if (target == kTxnCheckTarget) return txns_->check_round();
+  groups_->wake(target);
 }
 
 void Broker::on_closed(Connection& conn) {
-  if (!shutting_down_) {
-    consumer_gone(conn);
-  } else {
-    // At shutdown what consumers hold stays unacknowledged and is delivered after restart,
-    // so nothing is persisted; but no group may keep pointing at the freed connection
-    // (a produce the writer completes while draining still dispatches).
-    for (auto& [key, group] : groups_)
-      if (group->find_consumer(&conn)) (void)group->remove_consumer(&conn, wall_ms());
-  }
-  unregister_producer(conn);
+  loop_thread_.check();
+  if (groups_) groups_->connection_closed(conn, shutting_down_);
+  if (txns_) txns_->producer_left(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());
   maybe_finish_shutdown();
@@ -276,139 +275,102 @@ void Broker::on_stream_error(Connection& conn, const Error& error) {
 
 void Broker::on_writable(Connection& conn) {
   if (shutting_down_) return;
-  for (auto& [key, group] : groups_)
-    if (group->find_consumer(&conn)) dispatch_group(*group);
-}
-
-bool Broker::valid_name(std::string_view name) {
-  // "." and ".." would read as paths wherever a name becomes one (a tool's output file, a
-  // future file per topic); 249 keeps every storage key well under LMDB's 511 bytes.
-  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
+  groups_->connection_writable(conn);
 }
 
 void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
+  loop_thread_.check();
   const wire::Frame* frame = common::verify_frame(bytes);
   if (!frame) {
     if (probe_) probe_->connection_closed("malformed_frame");
-    reply_error(conn, 0, Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
+    responder_.reply_error(conn, 0, Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
     return;
   }
   const std::uint64_t rid = frame->request_id();
   const wire::Body type = frame->body_type();
   // The verifier accepts a union member that is absent; every handler needs its body.
   if (frame->body() == nullptr) {
-    reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
+    responder_.reply_error(conn, rid, Error(ErrorCode::kMalformedFrame, "frame has no body"), true);
     return;
   }
   if (!conn.hello_done()) {
     if (type != wire::Body::Hello) {
-      reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
+      responder_.reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
       return;
     }
     handle_hello(conn, rid, *frame->body_as_Hello());
     return;
   }
   if (shutting_down_) {
-    reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
+    responder_.reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
     return;
   }
   switch (type) {
-    case wire::Body::Produce: return handle_produce(conn, rid, bytes, *frame->body_as_Produce());
-    case wire::Body::CreateTopic: return handle_create_topic(conn, rid, *frame->body_as_CreateTopic());
-    case wire::Body::DeleteTopic: return handle_delete_topic(conn, rid, *frame->body_as_DeleteTopic());
-    case wire::Body::DescribeTopic: return handle_describe_topic(conn, rid, *frame->body_as_DescribeTopic());
-    case wire::Body::ListTopics: return handle_list_topics(conn, rid);
-    case wire::Body::Subscribe: return handle_subscribe(conn, rid, *frame->body_as_Subscribe());
-    case wire::Body::Ack: return handle_ack(conn, rid, *frame->body_as_Ack());
+    case wire::Body::Produce: return topics_->produce(conn, rid, bytes, *frame->body_as_Produce());
+    case wire::Body::CreateTopic: return topics_->create(conn, rid, *frame->body_as_CreateTopic());
+    case wire::Body::DeleteTopic: return topics_->remove(conn, rid, *frame->body_as_DeleteTopic());
+    case wire::Body::DescribeTopic: return topics_->describe(conn, rid, *frame->body_as_DescribeTopic());
+    case wire::Body::ListTopics: return topics_->list(conn, rid);
+    case wire::Body::Subscribe: return groups_->subscribe(conn, rid, *frame->body_as_Subscribe());
     case wire::Body::GetStats: return handle_stats(conn, rid);
-    case wire::Body::Settle: return handle_settle(conn, rid, *frame->body_as_Settle());
-    case wire::Body::ConfigureGroup: return handle_configure_group(conn, rid, *frame->body_as_ConfigureGroup());
-    case wire::Body::DescribeGroups: return handle_describe_groups(conn, rid, *frame->body_as_DescribeGroups());
-    case wire::Body::Fetch: return handle_fetch(conn, rid, *frame->body_as_Fetch());
-    case wire::Body::Redrive: return handle_redrive(conn, rid, *frame->body_as_Redrive());
-    case wire::Body::Prepare: return handle_prepare(conn, rid, bytes, *frame->body_as_Prepare());
-    case wire::Body::EndTransactions: return handle_end_transactions(conn, rid, *frame->body_as_EndTransactions());
-    case wire::Body::ListTransactions: return handle_list_transactions(conn, rid, *frame->body_as_ListTransactions());
+    case wire::Body::Settle: return groups_->settle(conn, rid, *frame->body_as_Settle());
+    case wire::Body::ConfigureGroup: return groups_->configure(conn, rid, *frame->body_as_ConfigureGroup());
+    case wire::Body::DescribeGroups: return groups_->describe(conn, rid, *frame->body_as_DescribeGroups());
+    case wire::Body::Fetch: return topics_->fetch(conn, rid, *frame->body_as_Fetch());
+    case wire::Body::Redrive: return groups_->redrive(conn, rid, *frame->body_as_Redrive());
+    case wire::Body::Prepare: return txns_->prepare(conn, rid, bytes, *frame->body_as_Prepare());
+    case wire::Body::EndTransactions: return txns_->end(conn, rid, *frame->body_as_EndTransactions());
+    case wire::Body::ListTransactions: return txns_->list(conn, rid, *frame->body_as_ListTransactions());
     case wire::Body::Hello:
-      return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
+      return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "hello sent twice"));
     default:
-      return reply_error(conn, rid, Error(ErrorCode::kUnknownRequest,
-                                          "request type " + std::to_string(static_cast<int>(type)) +
-                                              " is not a request this broker serves"));
+      return responder_.reply_error(conn, rid,
+                                    Error(ErrorCode::kUnknownRequest, "request type " +
+                                                                          std::to_string(static_cast<int>(type)) +
+                                                                          " is not a request this broker serves"));
   }
 }
 
 void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req) {
   if (req.protocol_version() != kProtocolVersion) {
-    reply_error(conn, rid,
-                Error(ErrorCode::kUnsupportedVersion,
-                      "client speaks protocol " + std::to_string(req.protocol_version()) +
-                          ", this broker speaks " + std::to_string(kProtocolVersion)),
-                true);
+    responder_.reply_error(conn, rid,
+                           Error(ErrorCode::kUnsupportedVersion,
+                                 "client speaks protocol " + std::to_string(req.protocol_version()) +
+                                     ", this broker speaks " + std::to_string(kProtocolVersion)),
+                           true);
     return;
   }
   std::string producer_group = req.producer_group() ? req.producer_group()->str() : "";
   if (!producer_group.empty() && !valid_name(producer_group)) {
-    reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid producer group name"), true);
+    responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid producer group name"), true);
     return;
   }
   conn.hello_completed();
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
   conn.producer_group = std::move(producer_group);
-  if (!conn.producer_group.empty()) register_producer(conn);
+  if (!conn.producer_group.empty()) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
-  fbb_.Clear();
-  auto body = wire::CreateHelloOk(fbb_, kProtocolVersion, fbb_.CreateString(kVersion.data(), kVersion.size()),
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  auto body = wire::CreateHelloOk(fbb, kProtocolVersion, fbb.CreateString(kVersion.data(), kVersion.size()),
                                   config_.max_frame_bytes, config_.max_message_bytes);
-  send_frame(conn, rid, wire::Body::HelloOk, body.Union());
-}
-
-void Broker::send_frame(Connection& conn, std::uint64_t rid, wire::Body type,
-                        flatbuffers::Offset<void> body) {
-  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid, type, body));
-  conn.send(common::frame_bytes(fbb_));
-}
-
-void Broker::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
-  if (probe_) probe_->request_error(error.code);
-  fbb_.Clear();
-  auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
-  send_frame(conn, rid, wire::Body::Error, body.Union());
-  if (fatal) {
-    spdlog::info("connection {} from {}: {}; closing", conn.id(), conn.peer(), error.describe());
-    conn.close_after_flush();
-  }
-}
-
-void Broker::reply_ok(Connection& conn, std::uint64_t rid) {
-  fbb_.Clear();
-  send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
+  responder_.send_frame(conn, rid, wire::Body::HelloOk, body.Union());
 }
 
 void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
-  std::uint64_t produced = 0, bytes = 0;
-  for (const auto& [name, t] : topics_.all()) {
-    produced += t->messages_produced;
-    bytes += t->bytes_produced;
-  }
-  std::uint64_t delivered = 0, acked = 0;
-  for (const auto& [key, g] : groups_) {
-    delivered += g->delivered;
-    acked += g->acked_total;
-  }
+  const TopicLog::Totals produced = topics_->totals();
+  const ConsumerGroups::Totals groups = groups_->totals();
   auto usage = store_->usage();
   auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
-  fbb_.Clear();
-  auto body = wire::CreateStats(fbb_, fbb_.CreateString(kVersion.data(), kVersion.size()),
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  auto body = wire::CreateStats(fbb, fbb.CreateString(kVersion.data(), kVersion.size()),
                                 static_cast<std::uint64_t>(uptime.count()),
                                 static_cast<std::uint32_t>(connections_.size()),
-                                static_cast<std::uint32_t>(topics_.size()), produced, bytes,
-                                delivered, acked, usage.used_bytes, usage.max_bytes,
+                                static_cast<std::uint32_t>(topics_->table().size()), produced.messages, produced.bytes,
+                                groups.delivered, groups.acked, usage.used_bytes, usage.max_bytes,
                                 writer_->commits());
-  send_frame(conn, rid, wire::Body::Stats, body.Union());
+  responder_.send_frame(conn, rid, wire::Body::Stats, body.Union());
 }
 
 }  // namespace txmq::broker
@@ -419,7 +381,7 @@ Status Broker::start_metrics() {
   metrics::register_process_metrics(registry_);
   registry_.callback_gauge("txmq_connections", "Open client connections.",
                            [this] { return static_cast<double>(connections_.size()); });
-  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_.size()); });
+  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_->table().size()); });
   registry_.callback_gauge("txmq_connection_input_bytes",
                            "Bytes reserved for frames being received, all connections together.",
                            [this] { return static_cast<double>(budget_->input_bytes()); });
@@ -456,7 +418,8 @@ Status Broker::start_metrics() {
                              const auto now = wall_ms();
                              return oldest && now > oldest ? static_cast<double>(now - oldest) / 1000.0 : 0.0;
                            });
-  registry_.on_render([this] { refresh_metrics(); });
+  // Scrapes render on the loop thread, so the groups may read their loop-owned state.
+  registry_.on_render([this] { groups_->refresh_metrics(); });
 
   auto resolved = common::listen_address(&loop_, "broker.metrics_listen", config_.metrics_listen);
   if (!resolved) return resolved.error();
@@ -468,17 +431,6 @@ Status Broker::start_metrics() {
                  "cannot serve metrics on " + config_.metrics_listen + ": " + uv_strerror(bound.error));
   std::printf("metrics on %s\n", common::HostPort{bound.host, bound.port}.to_string().c_str());
   return {};
-}
-
-// Runs on the loop thread at every scrape (the endpoint renders on the loop), so it may
-// read loop-owned state.
-void Broker::refresh_metrics() {
-  for (const auto& [key, g] : groups_) {
-    if (!g->series.lag) continue;
-    g->series.lag->set(static_cast<double>(g->lag()));
-    g->series.in_flight->set(static_cast<double>(g->in_flight()));
-    g->series.consumers->set(static_cast<double>(g->consumers()));
-  }
 }
 
 }  // namespace txmq::broker

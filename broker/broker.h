@@ -1,50 +1,46 @@
 #pragma once
-// The broker process: one libuv loop that owns every connection and all in-memory state,
-// and one storage writer thread that owns LMDB writes.
+// The broker process and its request layer: one libuv loop that owns every connection, and
+// one storage writer thread that owns LMDB writes.
 //
-// Lifecycle: run() opens storage, loads topics, listens, prints "listening on HOST:PORT",
-// and serves until SIGINT or SIGTERM. Shutdown stops accepting and reading, lets the
-// writer finish and complete every operation already queued (so every produce that was
-// received is answered), flushes and closes every connection, and returns 0.
-// Concurrency: every method runs on the loop thread, except what StorageWriter runs.
+// The Broker is the request layer: it accepts connections, serves the hello and Stats, and
+// routes each request to the component that owns its state: the topic log (TopicLog:
+// topics, produce, retention, topic commands), the consumer groups (ConsumerGroups) and the
+// transaction coordinator (TransactionCoordinator). The components reach connections
+// through the Responder, and report what they append through the topic log's AppendSink:
+// every message that enters a partition passes TopicLog::appended().
+//
+// Lifecycle: run() opens storage, loads topics, makes the components, listens, prints
+// "listening on HOST:PORT", and serves until SIGINT or SIGTERM. Shutdown stops accepting
+// and reading, lets the writer finish and complete every operation already queued (so every
+// produce that was received is answered), flushes and closes every connection, and returns 0.
+// Concurrency: the constructor may run on any thread; run() and everything it calls on the
+// thread that called run() (the loop thread), except what StorageWriter runs.
 
 #include <uv.h>
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
-#include <map>
 #include <memory>
+#include <span>
 #include <string>
-#include <random>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "broker/broker_probe.h"
 #include "broker/config.h"
 #include "broker/connection.h"
-#include "broker/consumer_group.h"
-#include "broker/group_policy.h"
+#include "broker/consumer_groups.h"
+#include "broker/loop_thread.h"
+#include "broker/names.h"
+#include "broker/responder.h"
 #include "broker/scheduler.h"
 #include "broker/storage/store.h"
 #include "broker/storage/writer.h"
-#include "broker/topic_table.h"
+#include "broker/topic_log.h"
+#include "broker/transaction_coordinator.h"
 #include "metrics/http_endpoint.h"
 #include "metrics/process_collector.h"
 #include "metrics/registry.h"
 
 namespace txmq::broker {
-
-// One group on one topic as a GroupList answer shows it. Everything but the dead letters
-// is read on the loop; those are counted from the dead-letter topic off it.
-struct GroupRow {
-  std::string group, topic;  // topic empty: the group's policy, not its state on a topic
-  GroupPolicy policy;
-  std::uint32_t consumers = 0;
-  std::uint64_t lag = 0, in_flight = 0, waiting_retry = 0, redelivered = 0;
-  std::optional<TopicId> dead_letter_topic;
-  std::uint64_t dead_letters = 0;
-};
 
 class Broker final : public ConnectionEvents {
  public:
@@ -54,36 +50,26 @@ class Broker final : public ConnectionEvents {
   ~Broker() override;
 
   // Runs until shutdown. Returns the process exit code: 0 after a clean shutdown, 1 when
-  // start-up failed (the reason is logged).
+  // start-up failed (the reason is logged). The calling thread becomes the loop thread.
   int run();
 
  private:
-  friend class ProduceOp;
-  friend class SettleOp;
-  friend class PrepareOp;
-  friend class EndOp;
-
-  // Scheduler targets that are not consumer groups (groups count from kFirstGroupSerial).
+  // Scheduler targets: the components' own, then one per consumer group state.
   static constexpr Scheduler::Target kDelayedTarget = 1;
   static constexpr Scheduler::Target kRetentionTarget = 2;
   static constexpr Scheduler::Target kTxnCheckTarget = 3;
-  static constexpr Scheduler::Target kFirstGroupSerial = 100;
-
-  // Topic and group names: 1-249 of letters, digits, '.', '_' and '-', neither "." nor "..".
-  static bool valid_name(std::string_view name);
-  static constexpr const char* kNameRule =
-      "1-249 characters of letters, digits, '.', '_' and '-', and not '.' or '..'";
+  static constexpr Scheduler::Target kFirstGroupTarget = 100;
 
   Status start();
   Status listen();
   Status start_metrics();
-  void refresh_metrics();
   void begin_shutdown(const char* why);
   void maybe_finish_shutdown();
   void housekeeping();
   // Answers Timeout (what, with the limit) and closes; counted under reason.
   void close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
                          std::chrono::milliseconds limit);
+  void on_scheduler_due(Scheduler::Target target);
 
   // ConnectionEvents
   void on_frame(Connection& conn, std::span<const std::uint8_t> frame) override;
@@ -92,79 +78,12 @@ class Broker final : public ConnectionEvents {
   void on_stream_error(Connection& conn, const Error& error) override;
   void on_accept(uv_stream_t* server, int status);
 
-  // Requests; each answers exactly once (now or from a write completion).
+  // Requests the Broker serves itself; each answers exactly once.
   void handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req);
-  void handle_produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
-                      const wire::Produce& req);
-  void handle_create_topic(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req);
-  void handle_delete_topic(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req);
-  void handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req);
-  void handle_list_topics(Connection& conn, std::uint64_t rid);
-  void handle_subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req);
-  void handle_ack(Connection& conn, std::uint64_t rid, const wire::Ack& req);
-  void handle_settle(Connection& conn, std::uint64_t rid, const wire::Settle& req);
-  void handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req);
-  void handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
-  void handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
-  void handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
-  void handle_prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
-                      const wire::Prepare& req);
-  void handle_end_transactions(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);
-  void handle_list_transactions(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req);
-
-  // Transactions (transactions.cpp).
-  void register_producer(Connection& conn);
-  void unregister_producer(Connection& conn);
-  void schedule_checks(std::uint64_t due_ms);
-  void run_checks();
-  std::uint64_t check_backoff_ms(std::uint32_t checks);
-  // A message a commit appended: the loop's view of the partition moves, consumers hear.
-  void appended(TopicId topic, PartitionId partition, Offset offset);
   void handle_stats(Connection& conn, std::uint64_t rid);
 
-  // Answers. `fatal` closes the connection once the error is written.
-  void reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal = false);
-  void reply_ok(Connection& conn, std::uint64_t rid);
-  void send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body);
-  flatbuffers::Offset<wire::TopicInfo> build_topic_info(const Topic& topic);
-
-  void create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
-                    std::uint64_t retention_bytes, std::function<void(const Status&)> done);
-  void hold_produce_bytes(Connection& conn, std::size_t n);
-  void release_produce_bytes(Connection& conn, std::size_t n);
-  Connection* find_connection(std::uint64_t id);
-  ConsumerGroup* find_group(std::string_view group, std::string_view topic);
-  // The group an Ack or Settle names; answers kNotSubscribed and returns null when unknown.
-  ConsumerGroup* settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
-                                const flatbuffers::String* group);
-  // The group's state on the topic, loaded from storage on first use; null on a storage error.
-  ConsumerGroup* load_group(const std::string& group, storage::GroupId gid, Topic& topic);
-  GroupPolicy effective_policy(std::string_view group, std::string_view topic) const;
-  GroupRow group_row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
-                     ConsumerGroup* g);
-  // Answers rid with the rows as a GroupList once their dead letters are counted. Counting
-  // reads every letter (redrives delete from the middle, so offsets overcount) and a
-  // dead-letter topic can hold millions, so it runs on libuv's thread pool, each
-  // dead-letter topic read once, and the loop goes on serving meanwhile.
-  void reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows);
-  void dispatch_topic(const Topic& topic);
-  void dispatch_group(ConsumerGroup& group);
-  void schedule_group(ConsumerGroup& group);
-  void on_group_due(ConsumerGroup& group);
-  void consumer_gone(Connection& conn);
-  void persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
-               std::uint64_t conn_id, std::uint64_t rid, bool reply, bool legacy_ack = false);
-  void dead_letters_appended(const storage::TopicMeta& dlq, const std::vector<Offset>& offsets);
-  void drop_topic_groups(TopicId topic);
-
-  // Background work (background.cpp).
-  void on_scheduler_due(Scheduler::Target target);
-  void schedule_delayed();
-  void delayed_scheduled(std::uint64_t due_ms);
-  void release_delayed();
-  void run_retention();
-
   BrokerConfig config_;
+  LoopThread loop_thread_;  // bound in run()
   // Declared first so that it outlives everything that holds one of its series.
   metrics::Registry registry_;
   std::unique_ptr<BrokerProbe> probe_;  // null when metrics are off
@@ -180,36 +99,18 @@ class Broker final : public ConnectionEvents {
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
   uv_timer_t housekeeping_timer_{};
+  // Declared before the components, which answer through the responder.
+  Responder::ConnectionTable connections_;
+  Responder responder_{connections_, config_.connection_inflight_bytes};
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::StorageWriter> writer_;
-  TopicTable topics_;
-  std::map<std::string, storage::GroupId, std::less<>> group_ids_;  // interned names
-  // (group, topic) -> state
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<ConsumerGroup>, std::less<>> groups_;
-  std::unordered_map<Scheduler::Target, ConsumerGroup*> groups_by_serial_;
-  Scheduler::Target next_group_serial_ = kFirstGroupSerial;
-  std::map<std::string, PolicyOverride, std::less<>> policies_;  // "g:group" / "t:topic"
   std::unique_ptr<Scheduler> scheduler_;
-  // Transactions: live connections per producer group, who prepared what, what was checked.
-  std::map<std::string, std::vector<std::uint64_t>, std::less<>> producer_groups_;
-  std::unordered_map<std::uint64_t, std::uint64_t> txn_origin_;  // transaction -> connection
-  std::unordered_set<std::uint64_t> txn_checked_;                 // checked, not yet answered
-  std::uint64_t producer_prune_resume_ = 0;  // idempotent producer id the next prune starts at
-  struct CheckBudget {
-    double tokens = 0;
-    std::uint64_t last_ms = 0;
-  };
-  std::map<std::string, CheckBudget, std::less<>> check_budgets_;  // per producer group
-  std::uint64_t checks_wakeup_ = UINT64_MAX;
-  bool checks_in_flight_ = false;
-  std::size_t check_round_robin_ = 0;
-  std::mt19937_64 rng_{std::random_device{}()};
-  std::uint64_t delayed_wakeup_ = UINT64_MAX;  // when the scheduler will release delayed messages
-  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unique_ptr<TopicLog> topics_;
+  std::unique_ptr<ConsumerGroups> groups_;
+  std::unique_ptr<TransactionCoordinator> txns_;
   std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second
   int max_fds_ = 0;  // the open-files limit (RLIMIT_NOFILE); 0 when unlimited
   std::uint64_t next_connection_id_ = 1;
-  flatbuffers::FlatBufferBuilder fbb_{4096};  // reused for every answer built on the loop
   bool shutting_down_ = false;
   bool writer_stopped_ = false;
   std::chrono::steady_clock::time_point started_;

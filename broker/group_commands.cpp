@@ -1,13 +1,13 @@
-// Consumer group administration: policies, descriptions, dead-letter inspection and
-// redrive.
+// Consumer group administration: policies, descriptions and dead-letter redrive.
 
 #include <spdlog/spdlog.h>
 
 #include <map>
 #include <memory>
 
-#include "broker/broker.h"
+#include "broker/consumer_groups.h"
 #include "broker/dead_letter.h"
+#include "broker/names.h"
 #include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
 #include "common/well_known.h"
@@ -20,34 +20,11 @@ flatbuffers::Offset<wire::RetryPolicy> build_retry(flatbuffers::FlatBufferBuilde
                                  r.exponential_factor, r.exponential_max_ms, r.jitter);
 }
 
-}  // namespace
-
-GroupRow Broker::group_row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
-                           ConsumerGroup* g) {
-  GroupRow row;
-  row.group = group;
-  row.topic = topic;
-  row.policy = policy;
-  if (g) {
-    row.consumers = static_cast<std::uint32_t>(g->consumers());
-    row.lag = g->lag();
-    row.in_flight = g->in_flight();
-    row.waiting_retry = g->waiting_retry();
-    row.redelivered = g->redelivered;
-  }
-  if (const Topic* dlq = topics_.find(dead_letter_topic(group))) row.dead_letter_topic = dlq->meta.id;
-  return row;
-}
-
-namespace {
-
 struct GroupListWork {
   uv_work_t req;
-  Broker* broker;
   const storage::Store* store;
-  std::uint64_t conn_id;
-  std::uint64_t rid;
   std::vector<GroupRow> rows;
+  std::function<void(const std::vector<GroupRow>&)> done;  // loop thread
 };
 
 // Thread pool: reads each dead-letter topic once, counting its letters by origin topic.
@@ -86,138 +63,133 @@ void count_dead_letters(uv_work_t* req) {
 
 }  // namespace
 
-void Broker::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows) {
-  auto* w = new GroupListWork{{}, this, store_.get(), conn_id, rid, std::move(rows)};
+GroupRow ConsumerGroups::row(const std::string& group, const std::string& topic, const GroupPolicy& policy,
+                             ConsumerGroup* g) {
+  GroupRow row;
+  row.group = group;
+  row.topic = topic;
+  row.policy = policy;
+  if (g) {
+    row.consumers = static_cast<std::uint32_t>(g->consumers());
+    row.lag = g->lag();
+    row.in_flight = g->in_flight();
+    row.waiting_retry = g->waiting_retry();
+    row.redelivered = g->redelivered;
+  }
+  if (const Topic* dlq = topics_.find(dead_letter_topic(group))) row.dead_letter_topic = dlq->meta.id;
+  return row;
+}
+
+void ConsumerGroups::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows) {
+  auto* w = new GroupListWork{{}, &store_, std::move(rows), [this, conn_id, rid](const std::vector<GroupRow>& rows) {
+                                send_group_list(conn_id, rid, rows);
+                              }};
   w->req.data = w;
-  // The loop runs until the work is back, and the store outlives the loop.
-  uv_queue_work(&loop_, &w->req, count_dead_letters, [](uv_work_t* req, int) {
+  // The loop runs until the work is back, and the store and this outlive the loop.
+  uv_queue_work(loop_, &w->req, count_dead_letters, [](uv_work_t* req, int) {
     std::unique_ptr<GroupListWork> w(static_cast<GroupListWork*>(req->data));
-    Broker& b = *w->broker;
-    Connection* conn = b.find_connection(w->conn_id);
-    if (!conn) return;
-    auto& fbb = b.fbb_;
-    fbb.Clear();
-    std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
-    for (const GroupRow& r : w->rows) {
-      auto policy = build_retry(fbb, r.policy.retry);
-      infos.push_back(wire::CreateGroupInfo(fbb, fbb.CreateString(r.group), fbb.CreateString(r.topic), r.policy.mode,
-                                            r.consumers, r.lag, r.in_flight, r.waiting_retry, r.redelivered,
-                                            r.dead_letters, static_cast<std::uint64_t>(r.policy.ack_wait.count()),
-                                            policy));
-    }
-    b.send_frame(*conn, w->rid, wire::Body::GroupList, wire::CreateGroupList(fbb, fbb.CreateVector(infos)).Union());
+    w->done(w->rows);
   });
 }
 
-void Broker::handle_configure_group(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
+void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, const std::vector<GroupRow>& rows) {
+  loop_thread_.check();
+  Connection* conn = responder_.find(conn_id);
+  if (!conn) return;
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::GroupInfo>> infos;
+  for (const GroupRow& r : rows) {
+    auto policy = build_retry(fbb, r.policy.retry);
+    infos.push_back(wire::CreateGroupInfo(fbb, fbb.CreateString(r.group), fbb.CreateString(r.topic), r.policy.mode,
+                                          r.consumers, r.lag, r.in_flight, r.waiting_retry, r.redelivered,
+                                          r.dead_letters, static_cast<std::uint64_t>(r.policy.ack_wait.count()),
+                                          policy));
+  }
+  responder_.send_frame(*conn, rid, wire::Body::GroupList,
+                        wire::CreateGroupList(fbb, fbb.CreateVector(infos)).Union());
+}
+
+void ConsumerGroups::configure(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
+  loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   std::string topic = req.topic() ? req.topic()->str() : "";
   if (group.empty() && topic.empty())
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "name a group, or a topic for its default"));
+    return responder_.reply_error(conn, rid,
+                                  Error(ErrorCode::kInvalidArgument, "name a group, or a topic for its default"));
   if (!group.empty() && !valid_name(group))
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid group name"));
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid group name"));
   if (group.empty() && !topics_.find(topic))
-    return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic + "'"));
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic + "'"));
   PolicyOverride change = PolicyOverride::from_wire(req);
   if (change.retry)
     if (auto why = validate(*change.retry); !why.empty())
-      return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, why));
+      return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, why));
   const std::string key = group.empty() ? "t:" + topic : "g:" + group;
   PolicyOverride merged = policies_.contains(key) ? policies_[key] : PolicyOverride{};
   merged.merge(change);
   auto record = merged.to_record();
-  writer_->submit(std::make_unique<storage::FnOp>(
+  writer_.submit(std::make_unique<storage::FnOp>(
       [key, record](storage::WriteTxn& txn) { return txn.put_policy(key, record); },
       [this, key, merged, group, topic, id = conn.id(), rid](const Status& st) {
-        if (st) {
-          policies_[key] = merged;
-          for (auto& [k, g] : groups_)
-            if ((group.empty() && k.second == topic) || k.first == group)
-              g->set_policy(effective_policy(k.first, k.second));
-          spdlog::info("policy {} updated", key);
-        }
-        Connection* c = find_connection(id);
+        if (st) policy_stored(key, merged, group, topic);
+        Connection* c = responder_.find(id);
         if (!c) return;
-        if (!st) return reply_error(*c, rid, st.error());
-        reply_group_list(id, rid, {group_row(group, topic, effective_policy(group, topic), find_group(group, topic))});
+        if (!st) return responder_.reply_error(*c, rid, st.error());
+        reply_group_list(id, rid, {row(group, topic, effective_policy(group, topic), find(group, topic))});
       }));
 }
 
-void Broker::handle_describe_groups(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req) {
+void ConsumerGroups::policy_stored(const std::string& key, const PolicyOverride& merged, const std::string& group,
+                                   const std::string& topic) {
+  policies_[key] = merged;
+  for (auto& [k, g] : groups_)
+    if ((group.empty() && k.second == topic) || k.first == group) g->set_policy(effective_policy(k.first, k.second));
+  spdlog::info("policy {} updated", key);
+}
+
+void ConsumerGroups::describe(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req) {
+  loop_thread_.check();
   std::string only = req.group() ? req.group()->str() : "";
   if (!only.empty() && !group_ids_.contains(only))
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + only + "'"));
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + only + "'"));
   // Groups that have not been consumed since start-up are loaded (without consumers) so
   // their lag is real.
   for (const auto& [name, gid] : group_ids_) {
     if (!only.empty() && name != only) continue;
-    auto topic_ids = store_->group_topics(gid);
-    if (!topic_ids) return reply_error(conn, rid, topic_ids.error());
+    auto topic_ids = store_.group_topics(gid);
+    if (!topic_ids) return responder_.reply_error(conn, rid, topic_ids.error());
     for (TopicId tid : *topic_ids)
-      if (Topic* t = topics_.find(tid)) load_group(name, gid, *t);
+      if (Topic* t = topics_.find(tid)) load(name, gid, *t);
   }
   std::vector<GroupRow> rows;
   for (auto& [key, g] : groups_)
-    if (only.empty() || key.first == only) rows.push_back(group_row(key.first, key.second, g->policy(), g.get()));
+    if (only.empty() || key.first == only) rows.push_back(row(key.first, key.second, g->policy(), g.get()));
   reply_group_list(conn.id(), rid, std::move(rows));
 }
 
-void Broker::handle_fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
-  std::string name = req.topic() ? req.topic()->str() : "";
-  Topic* topic = topics_.find(name);
-  if (!topic) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
-  if (req.partition() >= topic->meta.partitions)
-    return reply_error(conn, rid, Error(ErrorCode::kUnknownPartition, "no partition " + std::to_string(req.partition())));
-  const std::size_t max = std::min<std::uint32_t>(req.max_messages() ? req.max_messages() : 100, 1000);
-  // The answer stays within half a frame, counting everything a delivery is encoded with,
-  // so that it fits any client's frame limit; the first message always goes (a message is
-  // at most limits.max_message_bytes, well below a frame).
-  const std::size_t budget = config_.max_frame_bytes / 2;
-  fbb_.Clear();
-  std::vector<flatbuffers::Offset<wire::Delivery>> out;
-  std::size_t bytes = 0;
-  auto r = store_->read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
-                            [&](const storage::LogEntry& e) {
-                              const auto* m = e.message;
-                              const std::size_t size = message_size(*m) + kDeliveryOverheadBytes + name.size();
-                              if (!out.empty() && bytes + size > budget) return false;
-                              bytes += size;
-                              std::vector<flatbuffers::Offset<wire::Header>> hs;
-                              if (m->headers())
-                                for (const auto* h : *m->headers())
-                                  hs.push_back(wire::CreateHeader(
-                                      fbb_, h->name() ? fbb_.CreateString(h->name()) : 0,
-                                      h->value() ? fbb_.CreateVector(h->value()->data(), h->value()->size()) : 0));
-                              out.push_back(wire::CreateDelivery(
-                                  fbb_, fbb_.CreateString(name), 0, req.partition(), e.offset.value(),
-                                  m->timestamp_ms(),
-                                  m->key() ? fbb_.CreateVector(m->key()->data(), m->key()->size()) : 0,
-                                  hs.empty() ? 0 : fbb_.CreateVector(hs),
-                                  m->body() ? fbb_.CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
-                              return bytes < budget;
-                            });
-  if (!r) return reply_error(conn, rid, r.error());
-  send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb_, fbb_.CreateVector(out)).Union());
-}
+struct ConsumerGroups::RedriveResult {
+  std::vector<std::pair<Offset, Redriven>> redriven;  // dead-letter offset, where it went
+  std::vector<Offset> failed;                         // dead-letter offsets that could not move
+};
 
-void Broker::handle_redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
+void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
+  loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   auto gid = group_ids_.find(group);
   if (gid == group_ids_.end())
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + group + "'"));
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + group + "'"));
   Topic* dlq = topics_.find(dead_letter_topic(group));
-  if (!dlq) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "group '" + group + "' has no dead letters"));
+  if (!dlq)
+    return responder_.reply_error(conn, rid,
+                                  Error(ErrorCode::kUnknownTopic, "group '" + group + "' has no dead letters"));
   std::vector<Offset> offsets;
   if (req.offsets())
     for (auto o : *req.offsets()) offsets.emplace_back(o);
-  struct Result_ {
-    std::vector<std::pair<Offset, Redriven>> redriven;
-    std::vector<Offset> failed;
-  };
-  auto result = std::make_shared<Result_>();
+  auto result = std::make_shared<RedriveResult>();
   const storage::GroupId group_id = gid->second;
   const TopicId dlq_id = dlq->meta.id;
-  writer_->submit(std::make_unique<storage::FnOp>(
+  writer_.submit(std::make_unique<storage::FnOp>(
       [result, offsets, group, group_id, dlq_id](storage::WriteTxn& txn) -> Status {
         result->redriven.clear();
         result->failed.clear();
@@ -236,26 +208,30 @@ void Broker::handle_redrive(Connection& conn, std::uint64_t rid, const wire::Red
         return {};
       },
       [this, result, group, group_id, id = conn.id(), rid](const Status& st) {
-        if (st) {
-          for (const auto& [dlq_offset, r] : result->redriven)
-            if (Topic* t = topics_.find(r.topic))
-              if (ConsumerGroup* g = load_group(group, group_id, *t)) g->reopen(r.partition, r.offset, wall_ms());
-          for (auto& [key, g] : groups_)
-            if (key.first == group) dispatch_group(*g);
-          if (!result->redriven.empty())
-            spdlog::info("group '{}': {} dead letter(s) redriven", group, result->redriven.size());
-        }
-        Connection* c = find_connection(id);
+        if (st) redriven(group, group_id, *result);
+        Connection* c = responder_.find(id);
         if (!c) return;
-        if (!st) return reply_error(*c, rid, st.error());
+        if (!st) return responder_.reply_error(*c, rid, st.error());
         std::vector<std::uint64_t> ok, failed;
-        if (st)
-          for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
+        for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
         for (Offset o : result->failed) failed.push_back(o.value());
-        fbb_.Clear();
-        send_frame(*c, rid, wire::Body::RedriveOk,
-                   wire::CreateRedriveOk(fbb_, fbb_.CreateVector(ok), fbb_.CreateVector(failed)).Union());
+        auto& fbb = responder_.fbb();
+        fbb.Clear();
+        responder_.send_frame(*c, rid, wire::Body::RedriveOk,
+                              wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed)).Union());
       }));
+}
+
+// A redriven letter makes no new offset: it re-enters its origin partition for this one
+// group, which hears of it here and delivers it again.
+void ConsumerGroups::redriven(const std::string& group, storage::GroupId group_id, const RedriveResult& result) {
+  loop_thread_.check();
+  for (const auto& [dlq_offset, r] : result.redriven)
+    if (Topic* t = topics_.find(r.topic))
+      if (ConsumerGroup* g = load(group, group_id, *t)) g->reopen(r.partition, r.offset, wall_ms());
+  for (auto& [key, g] : groups_)
+    if (key.first == group) dispatch(*g);
+  if (!result.redriven.empty()) spdlog::info("group '{}': {} dead letter(s) redriven", group, result.redriven.size());
 }
 
 }  // namespace txmq::broker

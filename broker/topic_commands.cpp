@@ -1,24 +1,23 @@
-// Topic administration: create, delete, describe, list.
+// Topic administration and reading: create, delete, describe, list, fetch.
 
 #include <spdlog/spdlog.h>
 
-#include <chrono>
-
-#include "broker/broker.h"
+#include "broker/topic_log.h"
+#include "broker/names.h"
 #include "broker/storage/fn_op.h"
+#include "broker/wire_views.h"
 
 namespace txmq::broker {
 
-void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
+void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                           std::uint64_t retention_bytes, std::function<void(const Status&)> done) {
+  loop_thread_.check();
   // Every way a topic comes to exist passes here, auto-creation included.
   if (!valid_name(name))
     return done(Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
   auto meta = std::make_shared<storage::TopicMeta>();
-  auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            std::chrono::system_clock::now().time_since_epoch())
-                                            .count());
-  writer_->submit(std::make_unique<storage::FnOp>(
+  const std::uint64_t now = wall_ms();
+  writer_.submit(std::make_unique<storage::FnOp>(
       [meta, name, partitions, now, retention_ms, retention_bytes](storage::WriteTxn& txn) -> Status {
         auto created = txn.create_topic(name, partitions, now, retention_ms, retention_bytes);
         if (!created) return created.error();
@@ -26,86 +25,122 @@ void Broker::create_topic(std::string name, std::uint32_t partitions, std::uint6
         return {};
       },
       [this, meta, done = std::move(done)](const Status& st) {
-        if (st) {
-          Topic& t = topics_.add(*meta);
-          for (auto& p : t.partitions) p = PartitionState{Offset(0), Offset(0)};
-          if (probe_) t.series = probe_->topic(t.meta.name);
-          spdlog::info("topic '{}' created with {} partition(s)", meta->name, meta->partitions);
-        }
+        if (st) topic_created(*meta);
         done(st);
       }));
 }
 
-void Broker::handle_create_topic(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
+void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   if (!valid_name(name))
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
-                                        std::string("topic names are ") + kNameRule));
+    return responder_.reply_error(conn, rid,
+                                  Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
   if (req.partitions() == 0 || req.partitions() > 1024)
-    return reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "partitions must be between 1 and 1024"));
+    return responder_.reply_error(conn, rid,
+                                  Error(ErrorCode::kInvalidArgument, "partitions must be between 1 and 1024"));
   if (topics_.find(name))
-    return reply_error(conn, rid, Error(ErrorCode::kTopicExists, "topic '" + name + "' already exists"));
-  create_topic(name, req.partitions(), req.retention_ms(), req.retention_bytes(), [this, id = conn.id(), rid, name](const Status& st) {
-    Connection* c = find_connection(id);
-    if (!c) return;
-    if (!st) return reply_error(*c, rid, st.error());
-    fbb_.Clear();
-    send_frame(*c, rid, wire::Body::TopicInfo, build_topic_info(*topics_.find(name)).Union());
-  });
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kTopicExists, "topic '" + name + "' already exists"));
+  create_topic(name, req.partitions(), req.retention_ms(), req.retention_bytes(),
+               [this, id = conn.id(), rid, name](const Status& st) {
+                 Connection* c = responder_.find(id);
+                 if (!c) return;
+                 if (!st) return responder_.reply_error(*c, rid, st.error());
+                 responder_.fbb().Clear();
+                 responder_.send_frame(*c, rid, wire::Body::TopicInfo, build_topic_info(*topics_.find(name)).Union());
+               });
 }
 
-void Broker::handle_delete_topic(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
+void TopicLog::remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
-  if (!topic) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
-  writer_->submit(std::make_unique<storage::FnOp>(
+  if (!topic)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
+  writer_.submit(std::make_unique<storage::FnOp>(
       [name](storage::WriteTxn& txn) { return txn.delete_topic(name); },
       [this, id = conn.id(), rid, name](const Status& st) {
         if (st) {
           if (Topic* t = topics_.find(name)) {
-            drop_topic_groups(t->meta.id);
+            groups_->topic_deleted(t->meta.id);
             topics_.remove(name);
           }
           spdlog::info("topic '{}' deleted", name);
         }
-        Connection* c = find_connection(id);
+        Connection* c = responder_.find(id);
         if (!c) return;
-        if (!st) return reply_error(*c, rid, st.error());
-        reply_ok(*c, rid);
+        if (!st) return responder_.reply_error(*c, rid, st.error());
+        responder_.reply_ok(*c, rid);
       }));
 }
 
-void Broker::drop_topic_groups(TopicId topic) {
-  std::erase_if(groups_by_serial_, [&](const auto& kv) { return kv.second->topic().meta.id == topic; });
-  std::erase_if(groups_, [&](const auto& kv) { return kv.second->topic().meta.id == topic; });
-}
-
-flatbuffers::Offset<wire::TopicInfo> Broker::build_topic_info(const Topic& topic) {
+flatbuffers::Offset<wire::TopicInfo> TopicLog::build_topic_info(const Topic& topic) {
+  auto& fbb = responder_.fbb();
   std::vector<flatbuffers::Offset<wire::PartitionInfo>> parts;
   for (std::uint32_t p = 0; p < topic.partitions.size(); ++p)
-    parts.push_back(wire::CreatePartitionInfo(fbb_, p, topic.partitions[p].first.value(),
-                                              topic.partitions[p].next.value()));
-  return wire::CreateTopicInfo(fbb_, fbb_.CreateString(topic.meta.name), fbb_.CreateVector(parts),
+    parts.push_back(
+        wire::CreatePartitionInfo(fbb, p, topic.partitions[p].first.value(), topic.partitions[p].next.value()));
+  return wire::CreateTopicInfo(fbb, fbb.CreateString(topic.meta.name), fbb.CreateVector(parts),
                                topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
-void Broker::handle_describe_topic(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
+void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
-  if (!topic) return reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
+  if (!topic)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
   // first offsets move with retention; read them fresh from storage.
   for (std::uint32_t p = 0; p < topic->partitions.size(); ++p)
-    if (auto b = store_->partition_bounds(topic->meta.id, PartitionId(p)); b)
-      topic->partitions[p].first = b->first;
-  fbb_.Clear();
-  send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
+    if (auto b = store_.partition_bounds(topic->meta.id, PartitionId(p)); b) topic->partitions[p].first = b->first;
+  responder_.fbb().Clear();
+  responder_.send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
 }
 
-void Broker::handle_list_topics(Connection& conn, std::uint64_t rid) {
-  fbb_.Clear();
+void TopicLog::list(Connection& conn, std::uint64_t rid) {
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
   for (const auto& [name, t] : topics_.all()) infos.push_back(build_topic_info(*t));
-  send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb_, fbb_.CreateVector(infos)).Union());
+  responder_.send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb, fbb.CreateVector(infos)).Union());
+}
+
+void TopicLog::fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
+  std::string name = req.topic() ? req.topic()->str() : "";
+  Topic* topic = topics_.find(name);
+  if (!topic)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
+  if (req.partition() >= topic->meta.partitions)
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kUnknownPartition, "no partition " + std::to_string(req.partition())));
+  const std::size_t max = std::min<std::uint32_t>(req.max_messages() ? req.max_messages() : 100, 1000);
+  // The answer stays within half a frame, counting everything a delivery is encoded with,
+  // so that it fits any client's frame limit; the first message always goes (a message is
+  // at most limits.max_message_bytes, well below a frame).
+  const std::size_t budget = config_.max_frame_bytes / 2;
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::Delivery>> out;
+  std::size_t bytes = 0;
+  auto r = store_.read_log(topic->meta.id, PartitionId(req.partition()), Offset(req.offset()), max,
+                            [&](const storage::LogEntry& e) {
+                              const auto* m = e.message;
+                              const std::size_t size = message_size(*m) + kDeliveryOverheadBytes + name.size();
+                              if (!out.empty() && bytes + size > budget) return false;
+                              bytes += size;
+                              std::vector<flatbuffers::Offset<wire::Header>> hs;
+                              if (m->headers())
+                                for (const auto* h : *m->headers())
+                                  hs.push_back(wire::CreateHeader(
+                                      fbb, h->name() ? fbb.CreateString(h->name()) : 0,
+                                      h->value() ? fbb.CreateVector(h->value()->data(), h->value()->size()) : 0));
+                              out.push_back(wire::CreateDelivery(
+                                  fbb, fbb.CreateString(name), 0, req.partition(), e.offset.value(),
+                                  m->timestamp_ms(),
+                                  m->key() ? fbb.CreateVector(m->key()->data(), m->key()->size()) : 0,
+                                  hs.empty() ? 0 : fbb.CreateVector(hs),
+                                  m->body() ? fbb.CreateVector(m->body()->data(), m->body()->size()) : 0, 0));
+                              return bytes < budget;
+                            });
+  if (!r) return responder_.reply_error(conn, rid, r.error());
+  responder_.send_frame(conn, rid, wire::Body::FetchOk, wire::CreateFetchOk(fbb, fbb.CreateVector(out)).Union());
 }
 
 }  // namespace txmq::broker

@@ -1,0 +1,47 @@
+#include "broker/responder.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/frame.h"
+
+namespace txmq::broker {
+
+void Responder::send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body) {
+  loop_thread_.check();
+  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid, type, body));
+  conn.send(common::frame_bytes(fbb_));
+}
+
+void Responder::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
+  if (probe_) probe_->request_error(error.code);
+  fbb_.Clear();
+  auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
+  send_frame(conn, rid, wire::Body::Error, body.Union());
+  if (fatal) {
+    spdlog::info("connection {} from {}: {}; closing", conn.id(), conn.peer(), error.describe());
+    conn.close_after_flush();
+  }
+}
+
+void Responder::reply_ok(Connection& conn, std::uint64_t rid) {
+  fbb_.Clear();
+  send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
+}
+
+void Responder::hold_produce_bytes(Connection& conn, std::size_t n) {
+  loop_thread_.check();
+  const bool was_below = conn.produce_bytes_in_flight < inflight_limit_;
+  conn.produce_bytes_in_flight += n;
+  // A producer that pipelines faster than the disk syncs is slowed here, at its socket,
+  // instead of queueing unbounded work for the writer.
+  if (was_below && conn.produce_bytes_in_flight >= inflight_limit_) conn.pause_reading();
+}
+
+void Responder::release_produce_bytes(Connection& conn, std::size_t n) {
+  loop_thread_.check();
+  const bool was_above = conn.produce_bytes_in_flight >= inflight_limit_;
+  conn.produce_bytes_in_flight -= n;
+  if (was_above && conn.produce_bytes_in_flight < inflight_limit_) conn.resume_reading();
+}
+
+}  // namespace txmq::broker

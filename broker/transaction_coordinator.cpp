@@ -1,0 +1,503 @@
+// Transactions (half messages): prepare, end (commit, rollback, unknown), check-back to the
+// producer group on a backoff schedule, rate-limited per group, and parking when checks run
+// out. Every state change is one LMDB transaction (see storage/store_txn.cpp).
+
+#include "broker/transaction_coordinator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "broker/names.h"
+#include "broker/storage/fn_op.h"
+#include "broker/wire_views.h"
+
+namespace txmq::broker {
+namespace {
+
+// Checks sent (or parkings) per round, and due transactions read per round at most; the
+// rest wait for the next round.
+constexpr std::size_t kChecksPerRound = 1000;
+constexpr std::size_t kScanPerRound = 20000;
+// When due transactions belong only to groups with no producer connected, look again this
+// often (a producer connecting also triggers a round at once).
+constexpr std::uint64_t kIdleCheckPollMs = 1000;
+
+flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> bytes_vector(flatbuffers::FlatBufferBuilder& fbb,
+                                                                      std::string_view bytes) {
+  return fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+}
+
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Header>>> header_vector(
+    flatbuffers::FlatBufferBuilder& fbb, const storage::OwnedMessage& m) {
+  std::vector<flatbuffers::Offset<wire::Header>> hs;
+  for (const auto& [n, v] : m.headers) hs.push_back(wire::CreateHeader(fbb, fbb.CreateString(n), bytes_vector(fbb, v)));
+  return hs.empty() ? 0 : fbb.CreateVector(hs);
+}
+
+}  // namespace
+
+Status TxnPrune::apply(storage::WriteTxn& txn, std::size_t limit) {
+  more = false;
+  forgotten = 0;
+  // Ended transactions are kept a while so that late and repeated ends get the real
+  // answer; then they go.
+  auto pruned = txn.prune_ended(ended_before_ms, limit);
+  if (!pruned) return pruned.error();
+  if (*pruned == limit) more = true;
+  // Idempotent producers silent for producers.expiry_ms are forgotten, a slice of the
+  // table per round (ids are random, so there is no oldest end to start from).
+  resume = resume_from;
+  auto forgot = txn.prune_producers(producers_before_ms, now_ms, &resume, limit);
+  if (!forgot) return forgot.error();
+  forgotten = *forgot;
+  return {};
+}
+
+TransactionCoordinator::TransactionCoordinator(const BrokerConfig& config, storage::Store& store,
+                                               storage::StorageWriter& writer, Scheduler& scheduler,
+                                               Scheduler::Target target, TopicTable& topics, Responder& responder,
+                                               AppendSink& appends, BrokerProbe* probe)
+    : config_(config), store_(store), writer_(writer), scheduler_(scheduler), target_(target), topics_(topics),
+      responder_(responder), appends_(appends), probe_(probe) {}
+
+void TransactionCoordinator::start() {
+  loop_thread_.check();
+  auto next = store_.next_check_ms();
+  if (!next) spdlog::error("reading transaction checks: {}", next.error().describe());
+  if (next && *next) scheduler_.at(**next, target_);
+}
+
+std::uint64_t TransactionCoordinator::check_backoff_ms(std::uint32_t checks) {
+  // Doubling from the initial interval up to the maximum, varied by +-20% so that a backlog
+  // of transactions prepared together does not come due together.
+  double base = static_cast<double>(config_.txn_check_initial.count()) *
+                std::pow(2.0, static_cast<double>(std::min<std::uint32_t>(checks, 40)));
+  base = std::min(base, static_cast<double>(config_.txn_check_max.count()));
+  return static_cast<std::uint64_t>(base * std::uniform_real_distribution<double>(0.8, 1.2)(rng_));
+}
+
+void TransactionCoordinator::producer_joined(const Connection& conn) {
+  loop_thread_.check();
+  auto& members = producer_groups_[conn.producer_group];
+  members.push_back(conn.id());
+  // Transactions of this group may have been waiting for a producer to ask.
+  if (members.size() == 1) scheduler_.at(wall_ms(), target_);
+}
+
+void TransactionCoordinator::producer_left(const Connection& conn) {
+  loop_thread_.check();
+  if (conn.producer_group.empty()) return;
+  auto it = producer_groups_.find(conn.producer_group);
+  if (it == producer_groups_.end()) return;
+  std::erase(it->second, conn.id());
+  if (it->second.empty()) producer_groups_.erase(it);
+}
+
+// Stores a batch of half messages, one transaction each. Holds a copy of the verified frame
+// so the writer thread can read the messages without touching the connection's buffers.
+class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
+ public:
+  PrepareOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
+            std::string group, std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions,
+            std::uint64_t check_after_ms)
+      : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), topic_(topic), group_(std::move(group)),
+        frame_(std::move(frame)), partitions_(std::move(partitions)), check_after_ms_(check_after_ms) {}
+
+  std::size_t bytes() const override { return frame_.size(); }
+
+  Status apply(storage::WriteTxn& txn) override {
+    const auto* req = wire::GetSizePrefixedFrame(frame_.data())->body_as_Prepare();
+    const std::uint64_t now = wall_ms();
+    first_check_ = now + check_after_ms_;
+    ids_.clear();
+    std::vector<storage::HeaderView> headers;
+    auto ids = txn.new_txn_ids(req->messages()->size(), now);
+    if (!ids) return ids.error();
+    std::size_t i = 0;
+    for (const auto* m : *req->messages()) {
+      header_views(*m, headers);
+      const std::uint64_t deliver_at = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? now + m->delay_ms() : 0);
+      const std::uint64_t fresh = (*ids)[i];
+      auto id = txn.prepare(fresh, topic_, partitions_[i++], group_, now, bytes_of(m->key()), headers, bytes_of(m->body()),
+                            deliver_at, first_check_);
+      if (!id) return id.error();
+      ids_.push_back(*id);
+    }
+    // One check-back span for the batch: its ids are consecutive among fresh ones.
+    if (!ids_.empty()) return txn.schedule_check(ids_.front(), ids_.back(), first_check_);
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    coordinator_.prepared(conn_id_, rid_, ids_, first_check_, frame_.size(), status);
+  }
+
+ private:
+  TransactionCoordinator& coordinator_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+  TopicId topic_;
+  std::string group_;                    // the producer group its checks go to
+  std::vector<std::uint8_t> frame_;      // the verified Prepare frame
+  std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
+  std::uint64_t check_after_ms_;
+  std::uint64_t first_check_ = 0;        // set by apply
+  std::vector<std::uint64_t> ids_;       // assigned by apply, one per message
+};
+
+void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+                                     const wire::Prepare& req) {
+  loop_thread_.check();
+  std::string group = req.producer_group() ? req.producer_group()->str() : conn.producer_group;
+  if (!valid_name(group))
+    return responder_.reply_error(conn, rid,
+                                  Error(ErrorCode::kInvalidArgument, "a transaction needs a valid producer group"));
+  std::string topic_name = req.topic() ? req.topic()->str() : "";
+  Topic* topic = topics_.find(topic_name);
+  if (!topic)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic_name + "'"));
+  if (!req.messages() || req.messages()->size() == 0)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "prepare without messages"));
+  std::vector<PartitionId> partitions;
+  for (const auto* m : *req.messages()) {
+    const std::size_t size = message_size(*m);
+    if (size > config_.max_message_bytes)
+      return responder_.reply_error(
+          conn, rid,
+          Error(ErrorCode::kMessageTooLarge,
+                "message of " + std::to_string(size) + " bytes exceeds limits.max_message_bytes"));
+    auto p = TopicTable::pick_partition(*topic, m->partition(), bytes_of(m->key()));
+    if (!p) return responder_.reply_error(conn, rid, p.error());
+    partitions.push_back(*p);
+  }
+  const std::uint64_t check_after =
+      req.check_after_ms() ? req.check_after_ms() : static_cast<std::uint64_t>(config_.txn_timeout.count());
+  responder_.hold_produce_bytes(conn, frame.size());
+  writer_.submit(std::make_unique<PrepareOp>(*this, conn.id(), rid, topic->meta.id, std::move(group),
+                                             std::vector<std::uint8_t>(frame.begin(), frame.end()),
+                                             std::move(partitions), check_after));
+}
+
+void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const std::uint64_t> ids,
+                                      std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status) {
+  loop_thread_.check();
+  Connection* conn = responder_.find(conn_id);
+  if (conn) responder_.release_produce_bytes(*conn, frame_bytes);
+  if (status) {
+    for (auto id : ids) txn_origin_[id] = conn_id;
+    if (probe_) probe_->txn_prepared(ids.size());
+    scheduler_.at(first_check_ms, target_);
+  }
+  if (!conn) return;
+  if (!status) return responder_.reply_error(*conn, rid, status.error());
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  responder_.send_frame(*conn, rid, wire::Body::PrepareOk,
+                        wire::CreatePrepareOk(fbb, fbb.CreateVector(ids.data(), ids.size())).Union());
+}
+
+// Ends a batch of transactions; each end is idempotent.
+class TransactionCoordinator::EndOp final : public storage::WriteOp {
+ public:
+  EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, std::vector<wire::TxnEnd> items,
+        bool by_operator)
+      : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)), by_operator_(by_operator) {}
+
+  Status apply(storage::WriteTxn& txn) override {
+    results_.clear();
+    const std::uint64_t now = wall_ms();
+    for (const auto& item : items_) {
+      storage::TxnEndResult r;
+      if (item.action() == wire::TxnAction::Unknown) {
+        auto state = txn.txn_state(item.transaction_id());
+        if (!state) return state.error();
+        r.found = state->has_value();
+        r.state = state->value_or(0);
+      } else {
+        auto ended = txn.end_txn(item.transaction_id(), item.action() == wire::TxnAction::Commit,
+                                 by_operator_ ? "operator" : "producer", now);
+        if (!ended) return ended.error();
+        r = *ended;
+      }
+      results_.push_back(r);
+    }
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    coordinator_.ended(items_, results_, status);
+    Connection* conn = coordinator_.responder_.find(conn_id_);
+    if (!conn) return;
+    if (!status) return coordinator_.responder_.reply_error(*conn, rid_, status.error());
+    auto& fbb = coordinator_.responder_.fbb();
+    fbb.Clear();
+    std::vector<wire::TxnResult> out;
+    for (std::size_t i = 0; i < items_.size(); ++i)
+      out.emplace_back(items_[i].transaction_id(), static_cast<wire::TxnState>(results_[i].state), results_[i].changed,
+                       results_[i].found);
+    coordinator_.responder_.send_frame(*conn, rid_, wire::Body::EndTransactionsOk,
+                                       wire::CreateEndTransactionsOk(fbb, fbb.CreateVectorOfStructs(out)).Union());
+  }
+
+ private:
+  TransactionCoordinator& coordinator_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+  std::vector<wire::TxnEnd> items_;
+  bool by_operator_;                              // an operator's end, not the producer's
+  std::vector<storage::TxnEndResult> results_;    // by apply, one per item
+};
+
+void TransactionCoordinator::end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req) {
+  loop_thread_.check();
+  std::vector<wire::TxnEnd> items;
+  if (req.items())
+    for (const auto* item : *req.items()) items.push_back(*item);
+  writer_.submit(std::make_unique<EndOp>(*this, conn.id(), rid, std::move(items), req.operator_()));
+}
+
+void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
+                                   std::span<const storage::TxnEndResult> results, const Status& status) {
+  loop_thread_.check();
+  if (!status) return;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto& r = results[i];
+    const std::uint64_t id = items[i].transaction_id();
+    if (txn_checked_.erase(id) && probe_) probe_->txn_check_answered();
+    if (!r.changed) continue;
+    txn_origin_.erase(id);
+    if (probe_) probe_->txn_ended(static_cast<wire::TxnState>(r.state));
+    if (r.appended) {
+      const Appended where{r.partition, *r.appended};
+      appends_.appended(r.topic, {&where, 1}, 0);
+    }
+    if (r.delayed_until) appends_.delayed_stored(*r.delayed_until);
+  }
+}
+
+// One check-back round: what was read, and what it decided to write.
+struct TransactionCoordinator::CheckRound {
+  struct Checked {
+    std::uint64_t id;
+    std::uint32_t checks;          // after this round
+    std::uint64_t next_check_ms;   // 0 when parked
+    bool park;                     // checks ran out: parked for an operator
+  };
+  std::uint64_t now_ms = 0;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> due;  // (id, due time), due order
+  std::vector<storage::CheckSpan> empty;  // spans whose transactions all ended: dropped
+  std::vector<Checked> checked;
+  // A due check could not be sent: no producer, the group's budget spent, or not read.
+  bool starved = false;
+  std::uint64_t budget_wait_ms = UINT64_MAX;  // until a spent budget has a token again
+  std::size_t acted = 0;                     // checks sent and parkings
+};
+
+void TransactionCoordinator::check_round() {
+  loop_thread_.check();
+  if (checks_in_flight_) return;  // the round in flight reschedules when it completes
+  auto round = std::make_shared<CheckRound>();
+  round->now_ms = wall_ms();
+  if (!scan_due(*round)) return scheduler_.at(round->now_ms + kIdleCheckPollMs, target_);
+  for (auto [id, due_ms] : round->due) {
+    if (round->acted == kChecksPerRound) break;
+    check_one(*round, id);
+  }
+  persist_round(std::move(round));
+}
+
+// Step 1, scan: due transactions in due order, at most kScanPerRound. Those that cannot be
+// checked now (no producer of their group, or its rate budget spent) are stepped over later,
+// so that they never hold back another group's. False on a storage error (logged).
+bool TransactionCoordinator::scan_due(CheckRound& round) {
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  for (std::size_t scanned = 0;;) {
+    if (scanned >= kScanPerRound) {
+      round.starved = true;  // the round stopped reading before the last due transaction
+      return true;
+    }
+    auto page = store_.due_checks(round.now_ms, kChecksPerRound, after);
+    if (!page) {
+      spdlog::error("reading due transaction checks: {}", page.error().describe());
+      return false;
+    }
+    scanned += page->due.size() + page->empty.size();
+    round.due.insert(round.due.end(), page->due.begin(), page->due.end());
+    round.empty.insert(round.empty.end(), page->empty.begin(), page->empty.end());
+    if (!page->resume) return true;
+    after = page->resume;
+  }
+}
+
+void TransactionCoordinator::check_one(CheckRound& round, std::uint64_t id) {
+  auto t = store_.read_txn(id);
+  if (!t || !*t || (*t)->state != static_cast<std::uint8_t>(wire::TxnState::Prepared)) return;
+  const storage::OwnedTxn& txn = **t;
+  if (txn.checks >= config_.txn_max_checks) {
+    round.checked.push_back({id, txn.checks, 0, true});
+    ++round.acted;
+    return;
+  }
+  auto members = producer_groups_.find(txn.producer_group);
+  if (members == producer_groups_.end()) {
+    round.starved = true;  // nobody to ask: no check is sent and none is counted
+    return;
+  }
+  if (!take_check_token(txn.producer_group, round)) return;
+  Connection* target = choose_target(id, txn.producer_group, members->second);
+  if (!target) {
+    round.starved = true;
+    return;
+  }
+  send_check(*target, id, txn);
+  round.checked.push_back({id, txn.checks + 1, round.now_ms + check_backoff_ms(txn.checks), false});
+  ++round.acted;
+}
+
+// Step 2, rate budget: a token bucket per producer group, at most checks_per_second, bursts
+// of as many. False (and the round starved) when the group's bucket is empty.
+bool TransactionCoordinator::take_check_token(const std::string& producer_group, CheckRound& round) {
+  auto& bucket = check_budgets_[producer_group];
+  const double rate = config_.txn_checks_per_second;
+  // A bucket holds at least one token, so a rate below one per second still lets checks
+  // through, one every 1/rate seconds.
+  bucket.tokens = std::min(std::max(rate, 1.0),
+                           bucket.tokens + static_cast<double>(round.now_ms - bucket.last_ms) * rate / 1000.0);
+  bucket.last_ms = round.now_ms;
+  if (bucket.tokens < 1.0) {
+    round.starved = true;
+    round.budget_wait_ms = std::min(round.budget_wait_ms, static_cast<std::uint64_t>(std::ceil(1000.0 / rate)));
+    return false;
+  }
+  bucket.tokens -= 1.0;
+  return true;
+}
+
+// Step 3, target: the connection that prepared it, if it is still here in the same group;
+// else the group's connections in turn. Null when none is open.
+Connection* TransactionCoordinator::choose_target(std::uint64_t id, const std::string& producer_group,
+                                                  const std::vector<std::uint64_t>& members) {
+  if (auto o = txn_origin_.find(id); o != txn_origin_.end()) {
+    Connection* c = responder_.find(o->second);
+    if (c && c->producer_group == producer_group) return c;
+  }
+  return responder_.find(members[check_round_robin_++ % members.size()]);
+}
+
+// Step 4, send: a CheckTransaction push with the half message.
+void TransactionCoordinator::send_check(Connection& target, std::uint64_t id, const storage::OwnedTxn& txn) {
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  const auto& m = *txn.message;
+  const auto headers = header_vector(fbb, m);
+  const Topic* topic = topics_.find(txn.topic);
+  auto body = wire::CreateCheckTransaction(fbb, id, fbb.CreateString(topic ? topic->meta.name : ""),
+                                           fbb.CreateString(txn.producer_group), bytes_vector(fbb, m.key), headers,
+                                           bytes_vector(fbb, m.body), txn.checks + 1);
+  responder_.send_frame(target, 0, wire::Body::CheckTransaction, body.Union());
+  txn_checked_.insert(id);
+  if (probe_) probe_->txn_check_sent();
+}
+
+// Step 5, persist: the counts and next times of the checks sent, the parkings, and the
+// spans left empty, in one write; the next round is scheduled when it completes (or now,
+// when there is nothing to write).
+void TransactionCoordinator::persist_round(std::shared_ptr<CheckRound> round) {
+  const std::uint64_t retry_in = round->starved ? std::min(round->budget_wait_ms, kIdleCheckPollMs) : UINT64_MAX;
+  if (round->checked.empty() && round->empty.empty()) {
+    if (round->starved) return scheduler_.at(round->now_ms + retry_in, target_);
+    auto next = store_.next_check_ms();
+    if (next && *next) scheduler_.at(**next, target_);
+    return;
+  }
+  checks_in_flight_ = true;
+  auto apply = [round](storage::WriteTxn& txn) -> Status {
+    for (const auto& span : round->empty)
+      if (auto st = txn.drop_check_span(span); !st) return st;
+    for (const auto& c : round->checked)
+      if (auto st = txn.checked(c.id, c.checks, c.next_check_ms, c.park); !st) return st;
+    return {};
+  };
+  writer_.submit(std::make_unique<storage::FnOp>(
+      std::move(apply), [this, round](const Status& st) { round_persisted(*round, st); }));
+}
+
+void TransactionCoordinator::round_persisted(const CheckRound& round, const Status& status) {
+  loop_thread_.check();
+  checks_in_flight_ = false;
+  if (!status) spdlog::error("recording transaction checks: {}", status.error().describe());
+  for (const auto& c : round.checked) {
+    if (!c.park) continue;
+    txn_origin_.erase(c.id);
+    if (probe_) probe_->txn_ended(wire::TxnState::Parked);
+    spdlog::warn("transaction {} parked after {} checks: resolve with `txmq txn commit|rollback {}`", c.id, c.checks,
+                 c.id);
+  }
+  const std::uint64_t now = wall_ms();
+  if (round.acted == kChecksPerRound) return scheduler_.at(now, target_);  // more are due now
+  if (round.starved) scheduler_.at(now + std::min(round.budget_wait_ms, kIdleCheckPollMs), target_);
+  if (auto next = store_.next_check_ms(); next && *next) scheduler_.at(std::max(**next, now), target_);
+}
+
+void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req) {
+  loop_thread_.check();
+  std::vector<storage::OwnedTxn> txns;
+  if (req.transaction_id()) {
+    auto t = store_.read_txn(req.transaction_id());
+    if (!t) return responder_.reply_error(conn, rid, t.error());
+    if (!*t)
+      return responder_.reply_error(
+          conn, rid, Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(req.transaction_id())));
+    txns.push_back(std::move(**t));
+  } else {
+    auto state = req.all_states() ? std::nullopt : std::optional<std::uint8_t>(static_cast<std::uint8_t>(req.state()));
+    auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
+    if (!list) return responder_.reply_error(conn, rid, list.error());
+    txns = std::move(*list);
+  }
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::TransactionInfo>> out;
+  for (const auto& t : txns) {
+    const Topic* topic = topics_.find(t.topic);
+    flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> key = 0, body = 0;
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Header>>> headers = 0;
+    if (t.message) {
+      key = bytes_vector(fbb, t.message->key);
+      body = bytes_vector(fbb, t.message->body);
+      std::vector<flatbuffers::Offset<wire::Header>> hs;
+      for (const auto& [n, v] : t.message->headers)
+        hs.push_back(wire::CreateHeader(fbb, fbb.CreateString(n), bytes_vector(fbb, v)));
+      headers = fbb.CreateVector(hs);
+    }
+    out.push_back(wire::CreateTransactionInfo(
+        fbb, t.id, static_cast<wire::TxnState>(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
+        fbb.CreateString(t.producer_group), t.created_ms, t.checks, t.next_check_ms, t.ended_ms,
+        fbb.CreateString(t.resolution), t.partition.value(), t.offset.value(), key, headers, body));
+  }
+  responder_.send_frame(conn, rid, wire::Body::TransactionList,
+                        wire::CreateTransactionList(fbb, fbb.CreateVector(out)).Union());
+}
+
+TxnPrune TransactionCoordinator::prune_round(std::uint64_t now_ms) const {
+  loop_thread_.check();
+  TxnPrune prune;
+  prune.now_ms = now_ms;
+  prune.ended_before_ms =
+      now_ms - std::min<std::uint64_t>(now_ms, static_cast<std::uint64_t>(config_.txn_ended_retention.count()));
+  prune.producers_before_ms =
+      now_ms - std::min<std::uint64_t>(now_ms, static_cast<std::uint64_t>(config_.producer_expiry.count()));
+  prune.resume_from = producer_prune_resume_;
+  return prune;
+}
+
+void TransactionCoordinator::pruned(const TxnPrune& done) {
+  loop_thread_.check();
+  producer_prune_resume_ = done.resume;
+  if (done.forgotten > 0)
+    spdlog::debug("forgot {} idempotent producer(s) silent for longer than producers.expiry_ms", done.forgotten);
+}
+
+}  // namespace txmq::broker
