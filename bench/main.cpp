@@ -206,13 +206,15 @@ struct TxnResult {
 // transactions and which keeps up to `in_flight` open at once; latency is from the call to
 // done with the commit confirmed.
 TxnResult run_transactions_api(const std::string& broker, const std::string& topic, std::size_t count,
-                               std::size_t size, std::size_t in_flight, double max_seconds) {
+                               std::size_t size, std::size_t in_flight, std::size_t executor_threads,
+                               double max_seconds) {
   TxnResult out;
   txmq::client::TransactionalProducer::Options to;
   to.broker = broker;
   to.client_name = "txmq-bench";
   to.producer_group = "bench-transactions";
   to.max_in_flight_transactions = in_flight;
+  to.executor_threads = executor_threads;
   txmq::client::TransactionalProducer producer(
       to, [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
   std::mutex mu;
@@ -406,6 +408,7 @@ int main(int argc, char** argv) {
   // compared at the same concurrency: each transaction waits for two group commits (prepare,
   // then end), so with fewer open the rate is bounded by commit latency, not by the broker.
   std::size_t transactions = 0, txn_in_flight = 20'000;
+  std::size_t txn_executor_threads = txmq::client::TransactionalProducer::Options{}.executor_threads;
   std::vector<std::string> broker_args;
   app.add_option("--broker", broker, "broker host:port, a.b.c.d:port or [v6]:port (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
@@ -430,6 +433,8 @@ int main(int argc, char** argv) {
   app.add_option("--transactions", transactions,
                  "after producing, prepare and commit this many transactions (one message each)");
   app.add_option("--txn-in-flight", txn_in_flight, "transactions open at once (default 20000, like --in-flight)");
+  app.add_option("--txn-executor-threads", txn_executor_threads,
+                 "with --txn-pipeline api: the producer's executor_threads (its default unless given)");
   std::string txn_pipeline = "api";
   int txn_compare_rounds = 0;
   app.add_option("--txn-pipeline", txn_pipeline,
@@ -525,7 +530,8 @@ int main(int argc, char** argv) {
     auto run = [&](const std::string& pipeline) {
       auto t = pipeline == "manual"
                    ? run_transactions_manual(broker, cfg.topic, transactions, cfg.size, txn_in_flight, cfg.max_seconds)
-                   : run_transactions_api(broker, cfg.topic, transactions, cfg.size, txn_in_flight, cfg.max_seconds);
+                   : run_transactions_api(broker, cfg.topic, transactions, cfg.size, txn_in_flight,
+                                          txn_executor_threads, cfg.max_seconds);
       if (!t.error.empty()) {
         std::fprintf(stderr, "txmq-bench: transactions (%s): %s\n", pipeline.c_str(), t.error.c_str());
         std::exit(1);
