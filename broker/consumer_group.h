@@ -96,7 +96,7 @@ struct Failure {
   bool had_record;                // an older PendingRecord exists (its reasons are kept)
 };
 
-// The verdicts of one Settle (or Ack) request on this group.
+// The verdicts of one Settle request on this group.
 struct SettleBatch {
   std::map<PartitionId, std::vector<Offset>> acks;                   // to record
   std::vector<std::pair<PartitionId, Offset>> clear;                  // PendingRecords to remove

@@ -68,7 +68,7 @@ void messages(Digest& d, const flatbuffers::Vector<flatbuffers::Offset<wire::Mes
 }
 
 // Structs are read in place: both a member access and a whole copy, as handlers do both
-// (transactions.cpp copies TxnEnd items into a std::vector).
+// (transaction_coordinator.cpp copies TxnEnd items into a std::vector).
 void refs(Digest& d, const flatbuffers::Vector<const wire::MessageRef*>* v) {
   if (!v) return;
   for (const auto* r : *v) {

@@ -646,7 +646,7 @@ TEST_CASE("a group with no producer connected does not hold back the checks of a
   BrokerProcess broker(broker_options(timings));
   start(broker);
   create_topic(broker.address(), "orders");
-  constexpr int kOrphans = 1000;  // broker/transactions.cpp kChecksPerRound
+  constexpr int kOrphans = 1000;  // broker/transaction_coordinator.cpp kChecksPerRound
   {
     RecordingChecker gone(LocalTransactionState::kUnknown);
     // Due 500 ms after prepare, when this producer is long gone.
