@@ -22,6 +22,7 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "txmq/client.h"
 
@@ -34,11 +35,36 @@ using txmq::client::TransactionalProducer;
 constexpr txmq::client::Millis kTimeout = 10s;
 
 std::mutex stdout_mu;  // the checker prints from the I/O thread, main from its own
+// Answer mode: a check already due can reach the checker before main has said "ready"
+// (the broker asks as soon as the connection joins the group); its line waits here, so
+// that "ready" is always the first line, as the usage says.
+bool said_ready = false;             // guarded by stdout_mu
+std::vector<std::string> held_lines;  // guarded by stdout_mu
+
+void print(const std::string& line) {
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);
+}
 
 void say(const std::string& line) {
   std::lock_guard lock(stdout_mu);
-  std::fputs((line + "\n").c_str(), stdout);
-  std::fflush(stdout);
+  print(line);
+}
+
+void say_answer(const std::string& line) {
+  std::lock_guard lock(stdout_mu);
+  if (said_ready)
+    print(line);
+  else
+    held_lines.push_back(line);
+}
+
+void say_ready() {
+  std::lock_guard lock(stdout_mu);
+  print("ready");
+  said_ready = true;
+  for (const auto& line : held_lines) print(line);
+  held_lines.clear();
 }
 
 TransactionalProducer::Options options(const std::string& broker, const std::string& group) {
@@ -112,7 +138,7 @@ int main(int argc, char** argv) {
   if (mode == "answer") {
     TransactionalProducer producer(options(broker, group), [&state_file](const txmq::client::TransactionCheck& c) {
       const LocalTransactionState answer = read_state(state_file);
-      say("answered " + std::to_string(c.transaction_id) + " " + name_of(answer));
+      say_answer("answered " + std::to_string(c.transaction_id) + " " + name_of(answer));
       return answer;
     });
     // A round trip proves the hello (which registers this connection in the group) was
@@ -122,7 +148,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "connect: %s\n", probe.error().describe().c_str());
       return 1;
     }
-    say("ready");
+    say_ready();
     wait_for_stop_signal(stop);
     return 0;
   }
