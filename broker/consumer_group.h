@@ -159,7 +159,6 @@ class ConsumerGroup {
   std::uint64_t acked_total = 0;
   std::uint64_t dead_lettered = 0;
   GroupSeries series;  // metrics; null when metrics are off
-  std::uint64_t scheduled_wakeup = UINT64_MAX;  // the earliest wake-up asked of the scheduler
 
  private:
   Consumer* next_consumer_with_room();
