@@ -12,6 +12,7 @@
 #include "broker/names.h"
 #include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
+#include "common/well_known.h"
 
 namespace txmq::broker {
 namespace {
@@ -217,7 +218,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
         r.state = state->value_or(0);
       } else {
         auto ended = txn.end_txn(item.transaction_id(), item.action() == wire::TxnAction::Commit,
-                                 by_operator_ ? "operator" : "producer", now);
+                                 by_operator_ ? kResolvedByOperator : "producer", now);
         if (!ended) return ended.error();
         r = *ended;
       }

@@ -42,6 +42,8 @@ inline constexpr char kReasonHeader[] = "txmq-reason";
 // Present, with the value "operator", on a message whose transaction a person committed
 // (`txmq txn commit`) rather than its producer or a check-back.
 inline constexpr char kResolvedByHeader[] = "txmq-resolved-by";
+// The header's value, and the resolution `txmq txn list` shows, for an operator's end.
+inline constexpr char kResolvedByOperator[] = "operator";
 
 // --- HTTP headers txmq-notifier sends with each callback ------------------------------
 

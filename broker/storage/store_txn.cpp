@@ -331,7 +331,7 @@ Status WriteTxn::drop_check_span(const CheckSpan& span) {
 // out.appended or out.delayed_until; neither when the topic was deleted.
 Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms,
                                 TxnEndResult& out) {
-  static constexpr std::string_view kOperator = "operator";
+  static constexpr std::string_view kOperator = kResolvedByOperator;
   if (resolution == kOperator)
     half.headers.emplace_back(kResolvedByHeader, std::span<const std::uint8_t>(
                                                       reinterpret_cast<const std::uint8_t*>(kOperator.data()),
