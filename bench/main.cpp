@@ -201,6 +201,64 @@ struct TxnResult {
   std::string error;
 };
 
+// What both transaction pipelines count: each one's latency by index, how many are done,
+// and the first failure. done() from any thread (the producer's I/O thread).
+class TxnTally {
+ public:
+  explicit TxnTally(std::size_t count) : latencies_ms_(count), start_(Clock::now()) {}
+
+  Clock::time_point start() const { return start_; }
+
+  // Transaction i, begun at t0, is over: committed (ok) or not, and why.
+  void done(std::size_t i, Clock::time_point t0, bool ok, const std::string& why) {
+    latencies_ms_[i] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    std::lock_guard lock(mu_);
+    ++done_;
+    if (!ok && failed_++ == 0) first_error_ = why;
+    cv_.notify_all();
+  }
+
+  // Waits until fewer than `limit` of the `started` are still open.
+  void wait_open_below(std::size_t started, std::size_t limit) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return started - done_ < limit; });
+  }
+
+  // Waits (up to 120 s) for all `started` to be done; the run's figures.
+  TxnResult result(std::size_t started) {
+    TxnResult out;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(120), [&] { return done_ == started; });
+      if (done_ != started) out.error = "transactions did not finish";
+      if (failed_) out.error = std::to_string(failed_) + " failed: " + first_error_;
+      out.committed = started - failed_;
+    }
+    out.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    out.rate = static_cast<double>(out.committed) / out.seconds;
+    latencies_ms_.resize(started);
+    out.p50_ms = percentile(latencies_ms_, 0.5);
+    out.p99_ms = percentile(latencies_ms_, 0.99);
+    return out;
+  }
+
+ private:
+  std::vector<double> latencies_ms_;  // written by index, each once, before done_ counts it
+  const Clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t done_ = 0, failed_ = 0;  // guarded by mu_
+  std::string first_error_;            // guarded by mu_
+};
+
+txmq::client::TransactionalProducer::Options bench_txn_options(const std::string& broker) {
+  txmq::client::TransactionalProducer::Options to;
+  to.broker = broker;
+  to.client_name = "txmq-bench";
+  to.producer_group = "bench-transactions";
+  return to;
+}
+
 // Prepares and commits `count` transactions of one message each through
 // TransactionalProducer::send_in_transaction_async, whose workers run the (empty) local
 // transactions and which keeps up to `in_flight` open at once; latency is from the call to
@@ -208,51 +266,26 @@ struct TxnResult {
 TxnResult run_transactions_api(const std::string& broker, const std::string& topic, std::size_t count,
                                std::size_t size, std::size_t in_flight, std::size_t executor_threads,
                                double max_seconds) {
-  TxnResult out;
-  txmq::client::TransactionalProducer::Options to;
-  to.broker = broker;
-  to.client_name = "txmq-bench";
-  to.producer_group = "bench-transactions";
+  auto to = bench_txn_options(broker);
   to.max_in_flight_transactions = in_flight;
   to.executor_threads = executor_threads;
   txmq::client::TransactionalProducer producer(
       to, [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
-  std::mutex mu;
-  std::condition_variable cv;
-  std::size_t done = 0, failed = 0;
-  std::string first_error;
-  std::vector<double> latencies_ms(count);
+  TxnTally tally(count);
   std::string body(size, 't');
-  const auto start = Clock::now();
-  const auto stop_at = start + std::chrono::duration<double>(max_seconds);
+  const auto stop_at = tally.start() + std::chrono::duration<double>(max_seconds);
   std::size_t started = 0;
   for (; started < count && Clock::now() < stop_at; ++started) {
     const auto t0 = Clock::now();
     producer.send_in_transaction_async(
         topic, txmq::client::Message{{}, {}, body, -1},
         [](std::uint64_t) { return txmq::client::LocalTransactionState::kCommit; },
-        [&, i = started, t0](const txmq::Result<txmq::client::TransactionResult>& r) {
-          latencies_ms[i] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          std::lock_guard lock(mu);
-          ++done;
-          if (!(r && r->state == txmq::client::TxnState::kCommitted) && failed++ == 0)
-            first_error = r ? "not committed: " + r->why_prepared : r.error().describe();
-          cv.notify_all();
+        [&tally, i = started, t0](const txmq::Result<txmq::client::TransactionResult>& r) {
+          const bool ok = r && r->state == txmq::client::TxnState::kCommitted;
+          tally.done(i, t0, ok, ok ? "" : r ? "not committed: " + r->why_prepared : r.error().describe());
         });
   }
-  {
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, std::chrono::seconds(120), [&] { return done == started; });
-    if (done != started) out.error = "transactions did not finish";
-    if (failed) out.error = std::to_string(failed) + " failed: " + first_error;
-  }
-  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  out.committed = started - failed;
-  out.rate = static_cast<double>(out.committed) / out.seconds;
-  latencies_ms.resize(started);
-  out.p50_ms = percentile(latencies_ms, 0.5);
-  out.p99_ms = percentile(latencies_ms, 0.99);
-  return out;
+  return tally.result(started);
 }
 
 // The pipeline the bench used before send_in_transaction_async, kept (--txn-pipeline
@@ -260,61 +293,27 @@ TxnResult run_transactions_api(const std::string& broker, const std::string& top
 // thread, `in_flight` open at once.
 TxnResult run_transactions_manual(const std::string& broker, const std::string& topic, std::size_t count,
                                   std::size_t size, std::size_t in_flight, double max_seconds) {
-  TxnResult out;
-  txmq::client::TransactionalProducer::Options to;
-  to.broker = broker;
-  to.client_name = "txmq-bench";
-  to.producer_group = "bench-transactions";
   txmq::client::TransactionalProducer producer(
-      to, [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
-  std::mutex mu;
-  std::condition_variable cv;
-  std::size_t open = 0, done = 0, failed = 0;
-  std::string first_error;
-  std::vector<double> latencies_ms(count);
+      bench_txn_options(broker),
+      [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
+  TxnTally tally(count);
   std::string body(size, 't');
-  const auto start = Clock::now();
-  const auto stop_at = start + std::chrono::duration<double>(max_seconds);
+  const auto stop_at = tally.start() + std::chrono::duration<double>(max_seconds);
   std::size_t started = 0;
-  auto finish = [&](bool ok, const std::string& why) {
-    std::lock_guard lock(mu);
-    --open;
-    ++done;
-    if (!ok && failed++ == 0) first_error = why;
-    cv.notify_all();
-  };
   for (; started < count && Clock::now() < stop_at; ++started) {
-    {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return open < in_flight; });
-      ++open;
-    }
+    tally.wait_open_below(started, in_flight);
     const auto t0 = Clock::now();
     producer.prepare_async(topic, txmq::client::Message{{}, {}, body, -1},
                            [&, i = started, t0](const txmq::Result<std::uint64_t>& id) {
-                             if (!id) return finish(false, id.error().describe());
+                             if (!id) return tally.done(i, t0, false, id.error().describe());
                              producer.end_async(*id, txmq::client::LocalTransactionState::kCommit,
-                                                [&, i, t0](const txmq::Result<txmq::client::TransactionResult>& r) {
-                                                  latencies_ms[i] =
-                                                      std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-                                                  finish(r && r->state == txmq::client::TxnState::kCommitted,
-                                                         r ? "not committed" : r.error().describe());
+                                                [&tally, i, t0](const txmq::Result<txmq::client::TransactionResult>& r) {
+                                                  const bool ok = r && r->state == txmq::client::TxnState::kCommitted;
+                                                  tally.done(i, t0, ok, r ? "not committed" : r.error().describe());
                                                 });
                            });
   }
-  {
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, std::chrono::seconds(120), [&] { return done == started; });
-    if (done != started) out.error = "transactions did not finish";
-    if (failed) out.error = std::to_string(failed) + " failed: " + first_error;
-  }
-  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  out.committed = started - failed;
-  out.rate = static_cast<double>(out.committed) / out.seconds;
-  latencies_ms.resize(started);
-  out.p50_ms = percentile(latencies_ms, 0.5);
-  out.p99_ms = percentile(latencies_ms, 0.99);
-  return out;
+  return tally.result(started);
 }
 
 // A process's anonymous resident memory (heap and stacks: not LMDB's file-backed map)
