@@ -183,6 +183,12 @@ TEST_CASE("a body that is not a request gets UnknownRequest and the connection s
     auto body = wire::CreateOk(fbb);
     send(conn, finish(std::move(fbb), 2, static_cast<wire::Body>(200), body.Union()));
   }
+  SUBCASE("the retired Ack, naming a group and a message (Settle replaced it)") {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::MessageRef> refs{wire::MessageRef(0, 0)};
+    auto body = wire::CreateAck(fbb, fbb.CreateString("orders"), fbb.CreateString("g"), fbb.CreateVectorOfStructs(refs));
+    send(conn, finish(std::move(fbb), 2, wire::Body::Ack, body.Union()));
+  }
   expect_error(conn, ErrorCode::kUnknownRequest, 2);
   send(conn, list_topics(3));
   expect_frame(conn, wire::Body::TopicList, 3);
