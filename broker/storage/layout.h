@@ -42,6 +42,8 @@
 // A transaction id is the meta counter "next_txn_id" shifted left 20 bits, or'ed with the
 // low 20 bits of the prepare time in ms, so ids grow with time.
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -51,6 +53,22 @@ namespace txmq::broker::storage {
 // another version. 2: transactions kept by state (txn_open, txn_parked, txn_ended); checks
 // by span (txn_checks).
 inline constexpr std::uint32_t kLayoutVersion = 2;
+
+// The key spaces of the table above, in its order: the one list of their names. Store opens
+// them (store.cpp) and `--check-store` walks them (store_check.cpp) from tables that are
+// checked against this one when they compile, so a new key space is added here first.
+inline constexpr std::array<std::string_view, 15> kKeySpaces = {
+    "meta",    "topics",   "partitions", "log",       "groups",     "cursors",    "acked",    "pending",
+    "delayed", "policies", "txn_open",   "txn_parked", "txn_ended", "txn_checks", "producers"};
+
+// True when `table`'s entries are named as kKeySpaces, one for one and in order.
+template <typename Table>
+constexpr bool names_every_key_space(const Table& table) {
+  if (std::size(table) != kKeySpaces.size()) return false;
+  for (std::size_t i = 0; i < kKeySpaces.size(); ++i)
+    if (std::string_view(table[i].name) != kKeySpaces[i]) return false;
+  return true;
+}
 
 // The meta key of the layout version.
 inline constexpr std::string_view kLayoutMarkerKey = "format";

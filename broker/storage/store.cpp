@@ -1,4 +1,5 @@
 #include "broker/storage/store.h"
+#include "broker/storage/layout.h"
 #include "broker/storage/store_internal.h"
 
 #include <fcntl.h>
@@ -25,12 +26,6 @@ Status sync_directory(const std::string& dir) {
   if (rc) return Error(ErrorCode::kStorageError, "cannot sync directory " + dir + ": " + std::strerror(saved));
   return {};
 }
-
-// The key spaces; a store written by this broker has every one of them.
-struct NamedDb {
-  const char* name;
-  MDB_dbi Store::*dbi;
-};
 
 }  // namespace
 
@@ -87,13 +82,18 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   return store;
 }
 
-Status Store::open_databases(const std::string& dir) {
-  static constexpr NamedDb kDatabases[] = {
+std::span<const Store::NamedDb> Store::key_spaces() {
+  static constexpr NamedDb kTable[] = {
       {"meta", &Store::meta_},         {"topics", &Store::topics_},         {"partitions", &Store::partitions_},
       {"log", &Store::log_},           {"groups", &Store::groups_},         {"cursors", &Store::cursors_},
       {"acked", &Store::acked_},       {"pending", &Store::pending_},       {"delayed", &Store::delayed_},
       {"policies", &Store::policies_}, {"txn_open", &Store::txn_open_},     {"txn_parked", &Store::txn_parked_},
       {"txn_ended", &Store::txn_ended_}, {"txn_checks", &Store::txn_checks_}, {"producers", &Store::producers_}};
+  static_assert(names_every_key_space(kTable), "the table must follow layout.h's kKeySpaces");
+  return kTable;
+}
+
+Status Store::open_databases(const std::string& dir) {
   // LMDB numbers its transactions from 1; an environment whose last one is 0 has never
   // committed, so nothing was ever confirmed from it: a new store (or one whose creation a
   // crash interrupted). Any other store must already hold every key space and the layout
@@ -112,7 +112,7 @@ Status Store::open_databases(const std::string& dir) {
   };
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn)) return lmdb_error(rc, "begin");
-  for (const auto& d : kDatabases) {
+  for (const auto& d : key_spaces()) {
     int rc = mdb_dbi_open(txn, d.name, fresh ? MDB_CREATE : 0, &(this->*d.dbi));
     if (rc) {
       mdb_txn_abort(txn);
@@ -142,14 +142,14 @@ std::uint64_t Store::reserve_bytes(std::uint64_t max_bytes) { return std::max<st
 std::uint64_t Store::used_pages(MDB_txn* txn) const {
   // Database 0 is LMDB's free list: its own pages are in use, the pages it lists are not.
   constexpr MDB_dbi kFreeList = 0;
-  const MDB_dbi all[] = {kFreeList, main_,     meta_,    topics_,     partitions_, log_,
-                         groups_,   cursors_,  acked_,   pending_,    delayed_,    policies_,
-                         txn_open_, txn_parked_, txn_ended_, txn_checks_, producers_};
   std::uint64_t pages = 2;  // the two meta pages
-  for (MDB_dbi dbi : all) {
+  auto add = [&](MDB_dbi dbi) {
     MDB_stat st;
     if (mdb_stat(txn, dbi, &st) == 0) pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
-  }
+  };
+  add(kFreeList);
+  add(main_);
+  for (const auto& d : key_spaces()) add(this->*d.dbi);
   return pages;
 }
 

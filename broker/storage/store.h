@@ -282,6 +282,13 @@ class Store {
   friend class WriteTxn;
   explicit Store(MDB_env* env) : env_(env) {}
   // Opens every key space; creates them only in a store that never committed (see .cpp).
+  // A key space and the member that holds its handle.
+  struct NamedDb {
+    const char* name;
+    MDB_dbi Store::*dbi;
+  };
+  // Every key space, in layout.h's order (checked when it compiles).
+  static std::span<const NamedDb> key_spaces();
   // dir: for error messages.
   Status open_databases(const std::string& dir);
   // Writes the layout marker into a new (fresh) store, checks it in any other; damaged

@@ -55,6 +55,7 @@ constexpr Shape kShapes[] = {
     {"txn_checks", 16, u64_ok},
     {"producers", 8, verifies<ProducerRecord>},
 };
+static_assert(names_every_key_space(kShapes), "kShapes must follow layout.h's kKeySpaces");
 
 struct EnvCloser {
   void operator()(MDB_env* e) const { mdb_env_close(e); }
