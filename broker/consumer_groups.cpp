@@ -12,7 +12,6 @@
 #include "broker/dead_letter.h"
 #include "broker/log_reader.h"
 #include "broker/names.h"
-#include "broker/storage/fn_op.h"
 
 namespace txmq::broker {
 namespace {
@@ -143,6 +142,8 @@ class ConsumerGroups::SettleOp final : public storage::WriteOp {
       : groups_(groups), origin_(std::move(origin)), batch_(std::move(batch)), marks_(std::move(marks)),
         conn_id_(conn_id), rid_(rid), reply_(reply) {}
 
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kSettle; }
+
   Status apply(storage::WriteTxn& txn) override {
     const std::uint64_t now = wall_ms();
     floors_.clear();
@@ -227,6 +228,42 @@ void ConsumerGroups::settled(const FailureOrigin& origin, std::span<const std::p
   }
 }
 
+// Gives a group's name its id, the first time the group is joined; then joins it.
+class ConsumerGroups::InternGroupOp final : public storage::WriteOp {
+ public:
+  InternGroupOp(ConsumerGroups& groups, std::string group, std::string topic, std::uint32_t window,
+                std::uint64_t conn_id, std::uint64_t rid)
+      : groups_(groups), group_(std::move(group)), topic_(std::move(topic)), window_(window), conn_id_(conn_id),
+        rid_(rid) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kInternGroup; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    auto id = txn.intern_group(group_);
+    if (!id) return id.error();
+    group_id_ = *id;
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    if (!status) {
+      if (Connection* c = groups_.responder_.find(conn_id_)) groups_.responder_.reply_error(*c, rid_, status.error());
+      return;
+    }
+    groups_.group_ids_[group_] = group_id_;
+    groups_.join(conn_id_, rid_, topic_, group_, window_, group_id_);
+  }
+
+ private:
+  ConsumerGroups& groups_;
+  std::string group_;
+  std::string topic_;         // the subscription that asked, joined once the id is there
+  std::uint32_t window_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+  storage::GroupId group_id_{};  // by apply
+};
+
 void ConsumerGroups::subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req) {
   loop_thread_.check();
   std::string topic_name = req.topic() ? req.topic()->str() : "";
@@ -247,22 +284,8 @@ void ConsumerGroups::subscribe(Connection& conn, std::uint64_t rid, const wire::
   if (auto it = group_ids_.find(group_name); it != group_ids_.end())
     return join(conn.id(), rid, topic_name, group_name, req.window(), it->second);
   // Joins once the group's name has an id; interning it is a write the first time only.
-  auto gid = std::make_shared<storage::GroupId>();
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [gid, group_name](storage::WriteTxn& txn) -> Status {
-        auto id = txn.intern_group(group_name);
-        if (!id) return id.error();
-        *gid = *id;
-        return {};
-      },
-      [this, gid, group_name, topic_name, window = req.window(), id = conn.id(), rid](const Status& st) {
-        if (!st) {
-          if (Connection* c = responder_.find(id)) responder_.reply_error(*c, rid, st.error());
-          return;
-        }
-        group_ids_[group_name] = *gid;
-        join(id, rid, topic_name, group_name, window, *gid);
-      }));
+  writer_.submit(std::make_unique<InternGroupOp>(*this, std::move(group_name), std::move(topic_name), req.window(),
+                                                 conn.id(), rid));
 }
 
 void ConsumerGroups::join(std::uint64_t conn_id, std::uint64_t rid, const std::string& topic_name,
@@ -322,35 +345,47 @@ void ConsumerGroups::schedule_delayed() {
   if (*next) scheduler_.at(**next, targets_.delayed);
 }
 
-void ConsumerGroups::release_delayed() {
-  using Released = std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>;
-  auto released = std::make_shared<Released>();
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [released](storage::WriteTxn& txn) -> Status {
-        auto r = txn.release_delayed(wall_ms(), kDelayedPerRound);
-        if (!r) return r.error();
-        *released = std::move(*r);
-        return {};
-      },
-      [this, released](const Status& st) {
-        if (!st) spdlog::error("releasing delayed messages: {}", st.error().describe());
-        // One append per topic, so that each topic's groups hear once.
-        std::stable_sort(released->begin(), released->end(),
-                         [](const auto& a, const auto& b) { return a.first < b.first; });
-        std::vector<Appended> run;
-        for (std::size_t i = 0; i < released->size();) {
-          const TopicId topic = (*released)[i].first;
-          run.clear();
-          for (; i < released->size() && (*released)[i].first == topic; ++i)
-            run.push_back(Appended{(*released)[i].second.first, (*released)[i].second.second});
-          appends_.appended(topic, run, 0);
-        }
-        if (st && released->size() == kDelayedPerRound)
-          delayed_stored(wall_ms());  // more are due now
-        else
-          schedule_delayed();
-      }));
-}
+// Moves the delayed messages that are due into their partitions' logs, at most
+// kDelayedPerRound, and announces them as appended.
+class ConsumerGroups::ReleaseDelayedOp final : public storage::WriteOp {
+ public:
+  explicit ReleaseDelayedOp(ConsumerGroups& groups) : groups_(groups) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kReleaseDelayed; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    auto r = txn.release_delayed(wall_ms(), kDelayedPerRound);
+    if (!r) return r.error();
+    released_ = std::move(*r);
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    if (!status) spdlog::error("releasing delayed messages: {}", status.error().describe());
+    // One append per topic, so that each topic's groups hear once.
+    std::stable_sort(released_.begin(), released_.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<Appended> run;
+    for (std::size_t i = 0; i < released_.size();) {
+      const TopicId topic = released_[i].first;
+      run.clear();
+      for (; i < released_.size() && released_[i].first == topic; ++i)
+        run.push_back(Appended{released_[i].second.first, released_[i].second.second});
+      groups_.appends_.appended(topic, run, 0);
+    }
+    if (status && released_.size() == kDelayedPerRound)
+      groups_.delayed_stored(wall_ms());  // more are due now
+    else
+      groups_.schedule_delayed();
+  }
+
+ private:
+  ConsumerGroups& groups_;
+  // By apply: each message released, with the offset it got.
+  std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>> released_;
+};
+
+void ConsumerGroups::release_delayed() { writer_.submit(std::make_unique<ReleaseDelayedOp>(*this)); }
 
 ConsumerGroups::Totals ConsumerGroups::totals() const {
   loop_thread_.check();

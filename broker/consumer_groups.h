@@ -120,7 +120,12 @@ class ConsumerGroups final : public TopicListener {
   void refresh_metrics();
 
  private:
+  // Its write operations (storage::WriteOpKind).
+  class InternGroupOp;
+  class ConfigureGroupOp;
   class SettleOp;
+  class ReleaseDelayedOp;
+  class RedriveOp;
 
   ConsumerGroup* find(std::string_view group, std::string_view topic);
   // The group's state on the topic, loaded from storage on first use; null on a storage

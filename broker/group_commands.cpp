@@ -8,7 +8,6 @@
 #include "broker/consumer_groups.h"
 #include "broker/dead_letter.h"
 #include "broker/names.h"
-#include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
 #include "common/well_known.h"
 
@@ -110,6 +109,40 @@ void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, c
                         wire::CreateGroupList(fbb, fbb.CreateVector(infos)).Union());
 }
 
+// Stores the policy override of a group ("g:group") or a topic's default ("t:topic"), merged
+// with what was there, and answers with the group's row.
+class ConsumerGroups::ConfigureGroupOp final : public storage::WriteOp {
+ public:
+  ConfigureGroupOp(ConsumerGroups& groups, std::string key, PolicyOverride merged, std::string group,
+                   std::string topic, std::uint64_t conn_id, std::uint64_t rid)
+      : groups_(groups), key_(std::move(key)), merged_(std::move(merged)), record_(merged_.to_record()),
+        group_(std::move(group)), topic_(std::move(topic)), conn_id_(conn_id), rid_(rid) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kConfigureGroup; }
+
+  Status apply(storage::WriteTxn& txn) override { return txn.put_policy(key_, record_); }
+
+  void complete(const Status& status) override {
+    if (status) groups_.policy_stored(key_, merged_, group_, topic_);
+    Connection* c = groups_.responder_.find(conn_id_);
+    if (!c) return;
+    if (!status) return groups_.responder_.reply_error(*c, rid_, status.error());
+    groups_.reply_group_list(conn_id_, rid_,
+                             {groups_.row(group_, topic_, groups_.effective_policy(group_, topic_),
+                                          groups_.find(group_, topic_))});
+  }
+
+ private:
+  ConsumerGroups& groups_;
+  std::string key_;                   // "g:group" or "t:topic"
+  PolicyOverride merged_;             // the stored override with the change merged in
+  std::vector<std::uint8_t> record_;  // merged_ as stored
+  std::string group_;                 // empty for a topic's default
+  std::string topic_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+};
+
 void ConsumerGroups::configure(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
@@ -128,16 +161,8 @@ void ConsumerGroups::configure(Connection& conn, std::uint64_t rid, const wire::
   const std::string key = group.empty() ? "t:" + topic : "g:" + group;
   PolicyOverride merged = policies_.contains(key) ? policies_[key] : PolicyOverride{};
   merged.merge(change);
-  auto record = merged.to_record();
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [key, record](storage::WriteTxn& txn) { return txn.put_policy(key, record); },
-      [this, key, merged, group, topic, id = conn.id(), rid](const Status& st) {
-        if (st) policy_stored(key, merged, group, topic);
-        Connection* c = responder_.find(id);
-        if (!c) return;
-        if (!st) return responder_.reply_error(*c, rid, st.error());
-        reply_group_list(id, rid, {row(group, topic, effective_policy(group, topic), find(group, topic))});
-      }));
+  writer_.submit(std::make_unique<ConfigureGroupOp>(*this, key, std::move(merged), std::move(group), std::move(topic),
+                                                    conn.id(), rid));
 }
 
 void ConsumerGroups::policy_stored(const std::string& key, const PolicyOverride& merged, const std::string& group,
@@ -173,6 +198,60 @@ struct ConsumerGroups::RedriveResult {
   std::vector<Offset> failed;                         // dead-letter offsets that could not move
 };
 
+// Moves a group's dead letters back to their origin partitions, each alone (one that cannot
+// move does not hold back the others), and answers which moved.
+class ConsumerGroups::RedriveOp final : public storage::WriteOp {
+ public:
+  RedriveOp(ConsumerGroups& groups, std::string group, storage::GroupId group_id, TopicId dlq,
+            std::vector<Offset> offsets, std::uint64_t conn_id, std::uint64_t rid)
+      : groups_(groups), group_(std::move(group)), group_id_(group_id), dlq_(dlq), offsets_(std::move(offsets)),
+        conn_id_(conn_id), rid_(rid) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kRedrive; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    result_.redriven.clear();
+    result_.failed.clear();
+    const std::uint64_t now = wall_ms();
+    for (Offset o : offsets_) {
+      auto child = txn.nested();
+      if (!child) return child.error();
+      auto moved = redrive_one(**child, group_, group_id_, dlq_, o, now);
+      if (moved && (*child)->commit()) {
+        result_.redriven.emplace_back(o, *moved);
+      } else {
+        result_.failed.push_back(o);
+      }
+    }
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    if (status) groups_.redriven(group_, group_id_, result_);
+    Responder& responder = groups_.responder_;
+    Connection* c = responder.find(conn_id_);
+    if (!c) return;
+    if (!status) return responder.reply_error(*c, rid_, status.error());
+    std::vector<std::uint64_t> ok, failed;
+    for (const auto& [o, r] : result_.redriven) ok.push_back(o.value());
+    for (Offset o : result_.failed) failed.push_back(o.value());
+    auto& fbb = responder.fbb();
+    fbb.Clear();
+    responder.send_frame(*c, rid_, wire::Body::RedriveOk,
+                         wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed)).Union());
+  }
+
+ private:
+  ConsumerGroups& groups_;
+  std::string group_;
+  storage::GroupId group_id_;
+  TopicId dlq_;                  // the group's dead-letter topic
+  std::vector<Offset> offsets_;  // its letters to move
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+  RedriveResult result_;         // by apply
+};
+
 void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
@@ -186,40 +265,8 @@ void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Re
   std::vector<Offset> offsets;
   if (req.offsets())
     for (auto o : *req.offsets()) offsets.emplace_back(o);
-  auto result = std::make_shared<RedriveResult>();
-  const storage::GroupId group_id = gid->second;
-  const TopicId dlq_id = dlq->meta.id;
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [result, offsets, group, group_id, dlq_id](storage::WriteTxn& txn) -> Status {
-        result->redriven.clear();
-        result->failed.clear();
-        const std::uint64_t now = wall_ms();
-        for (Offset o : offsets) {
-          // Each letter moves alone: one that cannot does not hold back the others.
-          auto child = txn.nested();
-          if (!child) return child.error();
-          auto moved = redrive_one(**child, group, group_id, dlq_id, o, now);
-          if (moved && (*child)->commit()) {
-            result->redriven.emplace_back(o, *moved);
-          } else {
-            result->failed.push_back(o);
-          }
-        }
-        return {};
-      },
-      [this, result, group, group_id, id = conn.id(), rid](const Status& st) {
-        if (st) redriven(group, group_id, *result);
-        Connection* c = responder_.find(id);
-        if (!c) return;
-        if (!st) return responder_.reply_error(*c, rid, st.error());
-        std::vector<std::uint64_t> ok, failed;
-        for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
-        for (Offset o : result->failed) failed.push_back(o.value());
-        auto& fbb = responder_.fbb();
-        fbb.Clear();
-        responder_.send_frame(*c, rid, wire::Body::RedriveOk,
-                              wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed)).Union());
-      }));
+  writer_.submit(std::make_unique<RedriveOp>(*this, std::move(group), gid->second, dlq->meta.id, std::move(offsets),
+                                             conn.id(), rid));
 }
 
 // A redriven letter makes no new offset: it re-enters its origin partition for this one

@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include "broker/topic_log.h"
-#include "broker/storage/fn_op.h"
 #include "broker/transaction_coordinator.h"
 
 namespace txmq::broker {
@@ -19,47 +18,62 @@ constexpr std::uint64_t kRetentionBusyMs = 100;
 
 }  // namespace
 
-void TopicLog::retention_due() {
-  loop_thread_.check();
+// One retention round: old messages trimmed per partition, and the transactions' share
+// (TxnPrune), at most kTrimPerRound of each, in one write.
+class TopicLog::RetentionOp final : public storage::WriteOp {
+ public:
+  // What one partition keeps.
   struct Trim {
     TopicId topic;
     std::uint32_t partitions;
-    std::uint64_t min_timestamp_ms;
-    std::uint64_t max_bytes;
+    std::uint64_t min_timestamp_ms;  // older messages go (0: none for age)
+    std::uint64_t max_bytes;         // the partition's bytes beyond this go, oldest first
   };
-  std::vector<Trim> trims;
+
+  RetentionOp(TopicLog& log, std::vector<Trim> trims, TxnPrune prune)
+      : log_(log), trims_(std::move(trims)), prune_(prune) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kRetention; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    deleted_ = 0;
+    if (auto st = prune_.apply(txn, kTrimPerRound); !st) return st;
+    more_ = prune_.more;
+    for (const Trim& t : trims_) {
+      for (std::uint32_t p = 0; p < t.partitions; ++p) {
+        auto n = txn.trim(t.topic, PartitionId(p), t.min_timestamp_ms, t.max_bytes, kTrimPerRound);
+        if (!n) return n.error();
+        deleted_ += *n;
+        if (*n == kTrimPerRound) more_ = true;
+      }
+    }
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    if (status) log_.txns_->pruned(prune_);
+    log_.retention_done(status, more_, deleted_);
+  }
+
+ private:
+  TopicLog& log_;
+  std::vector<Trim> trims_;  // one per topic
+  TxnPrune prune_;           // decided on the loop; apply fills in what it did
+  bool more_ = false;        // by apply: work was left for the next round
+  std::size_t deleted_ = 0;  // by apply: messages deleted
+};
+
+void TopicLog::retention_due() {
+  loop_thread_.check();
+  std::vector<RetentionOp::Trim> trims;
   const std::uint64_t now = wall_ms();
   for (const auto& [name, t] : topics_.all()) {
     const std::uint64_t age = t->meta.retention_ms ? t->meta.retention_ms : config_.retention_ms;
     const std::uint64_t bytes = t->meta.retention_bytes ? t->meta.retention_bytes : config_.retention_bytes;
-    trims.push_back(Trim{t->meta.id, t->meta.partitions, age ? (now > age ? now - age : 0) : 0,
-                         bytes ? bytes : UINT64_MAX});
+    trims.push_back(RetentionOp::Trim{t->meta.id, t->meta.partitions, age ? (now > age ? now - age : 0) : 0,
+                                      bytes ? bytes : UINT64_MAX});
   }
-  struct Outcome {
-    TxnPrune prune;
-    bool more = false;
-    std::size_t deleted = 0;
-  };
-  auto outcome = std::make_shared<Outcome>(Outcome{txns_->prune_round(now)});
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [trims = std::move(trims), outcome](storage::WriteTxn& txn) -> Status {
-        outcome->deleted = 0;
-        if (auto st = outcome->prune.apply(txn, kTrimPerRound); !st) return st;
-        outcome->more = outcome->prune.more;
-        for (const Trim& t : trims) {
-          for (std::uint32_t p = 0; p < t.partitions; ++p) {
-            auto n = txn.trim(t.topic, PartitionId(p), t.min_timestamp_ms, t.max_bytes, kTrimPerRound);
-            if (!n) return n.error();
-            outcome->deleted += *n;
-            if (*n == kTrimPerRound) outcome->more = true;
-          }
-        }
-        return {};
-      },
-      [this, outcome](const Status& st) {
-        if (st) txns_->pruned(outcome->prune);
-        retention_done(st, outcome->more, outcome->deleted);
-      }));
+  writer_.submit(std::make_unique<RetentionOp>(*this, std::move(trims), txns_->prune_round(now)));
 }
 
 void TopicLog::retention_done(const Status& status, bool more, std::size_t deleted) {

@@ -4,10 +4,42 @@
 
 #include "broker/topic_log.h"
 #include "broker/names.h"
-#include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
 
 namespace txmq::broker {
+
+// Creates one topic; done hears the outcome once the topic table has it.
+class TopicLog::CreateTopicOp final : public storage::WriteOp {
+ public:
+  CreateTopicOp(TopicLog& log, std::string name, std::uint32_t partitions, std::uint64_t created_ms,
+                std::uint64_t retention_ms, std::uint64_t retention_bytes, std::function<void(const Status&)> done)
+      : log_(log), name_(std::move(name)), partitions_(partitions), created_ms_(created_ms),
+        retention_ms_(retention_ms), retention_bytes_(retention_bytes), done_(std::move(done)) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kCreateTopic; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    auto created = txn.create_topic(name_, partitions_, created_ms_, retention_ms_, retention_bytes_);
+    if (!created) return created.error();
+    meta_ = std::move(*created);
+    return {};
+  }
+
+  void complete(const Status& status) override {
+    if (status) log_.topic_created(meta_);
+    done_(status);
+  }
+
+ private:
+  TopicLog& log_;
+  std::string name_;
+  std::uint32_t partitions_;
+  std::uint64_t created_ms_;                 // the loop's clock when it was asked for
+  std::uint64_t retention_ms_;               // 0: the broker's default
+  std::uint64_t retention_bytes_;            // 0: the broker's default
+  std::function<void(const Status&)> done_;  // loop thread, once the table has the topic
+  storage::TopicMeta meta_;                  // by apply: as stored, with its id
+};
 
 void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                           std::uint64_t retention_bytes, std::function<void(const Status&)> done) {
@@ -15,19 +47,8 @@ void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uin
   // Every way a topic comes to exist passes here, auto-creation included.
   if (!valid_name(name))
     return done(Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
-  auto meta = std::make_shared<storage::TopicMeta>();
-  const std::uint64_t now = wall_ms();
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [meta, name, partitions, now, retention_ms, retention_bytes](storage::WriteTxn& txn) -> Status {
-        auto created = txn.create_topic(name, partitions, now, retention_ms, retention_bytes);
-        if (!created) return created.error();
-        *meta = std::move(*created);
-        return {};
-      },
-      [this, meta, done = std::move(done)](const Status& st) {
-        if (st) topic_created(*meta);
-        done(st);
-      }));
+  writer_.submit(std::make_unique<CreateTopicOp>(*this, std::move(name), partitions, wall_ms(), retention_ms,
+                                                 retention_bytes, std::move(done)));
 }
 
 void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
@@ -50,26 +71,44 @@ void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTop
                });
 }
 
+// Deletes a topic, its messages and its groups' records; answers the DeleteTopic.
+class TopicLog::DeleteTopicOp final : public storage::WriteOp {
+ public:
+  DeleteTopicOp(TopicLog& log, std::string name, std::uint64_t conn_id, std::uint64_t rid)
+      : log_(log), name_(std::move(name)), conn_id_(conn_id), rid_(rid) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kDeleteTopic; }
+
+  Status apply(storage::WriteTxn& txn) override { return txn.delete_topic(name_); }
+
+  void complete(const Status& status) override {
+    if (status) {
+      if (Topic* t = log_.topics_.find(name_)) {
+        log_.groups_->topic_deleted(t->meta.id);
+        log_.topics_.remove(name_);
+      }
+      spdlog::info("topic '{}' deleted", name_);
+    }
+    Responder& responder = log_.responder_;
+    Connection* c = responder.find(conn_id_);
+    if (!c) return;
+    if (!status) return responder.reply_error(*c, rid_, status.error());
+    responder.reply_ok(*c, rid_);
+  }
+
+ private:
+  TopicLog& log_;
+  std::string name_;
+  std::uint64_t conn_id_;
+  std::uint64_t rid_;
+};
+
 void TopicLog::remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + name + "'"));
-  writer_.submit(std::make_unique<storage::FnOp>(
-      [name](storage::WriteTxn& txn) { return txn.delete_topic(name); },
-      [this, id = conn.id(), rid, name](const Status& st) {
-        if (st) {
-          if (Topic* t = topics_.find(name)) {
-            groups_->topic_deleted(t->meta.id);
-            topics_.remove(name);
-          }
-          spdlog::info("topic '{}' deleted", name);
-        }
-        Connection* c = responder_.find(id);
-        if (!c) return;
-        if (!st) return responder_.reply_error(*c, rid, st.error());
-        responder_.reply_ok(*c, rid);
-      }));
+  writer_.submit(std::make_unique<DeleteTopicOp>(*this, std::move(name), conn.id(), rid));
 }
 
 flatbuffers::Offset<wire::TopicInfo> TopicLog::build_topic_info(const Topic& topic) {

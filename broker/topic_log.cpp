@@ -58,6 +58,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
         where_(std::move(where)), payload_bytes_(payload_bytes),
         idempotence_window_(log.config_.idempotence_window) {}
 
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kProduce; }
   std::size_t bytes() const override { return frame_.size(); }
 
   Status apply(storage::WriteTxn& txn) override {

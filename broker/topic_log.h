@@ -96,7 +96,11 @@ class TopicLog final : public AppendSink {
   Totals totals() const;
 
  private:
+  // Its write operations (storage::WriteOpKind).
+  class CreateTopicOp;
+  class DeleteTopicOp;
   class ProduceOp;
+  class RetentionOp;
 
   void create_topic(std::string name, std::uint32_t partitions, std::uint64_t retention_ms,
                     std::uint64_t retention_bytes, std::function<void(const Status&)> done);

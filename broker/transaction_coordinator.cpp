@@ -10,7 +10,6 @@
 #include <cmath>
 
 #include "broker/names.h"
-#include "broker/storage/fn_op.h"
 #include "broker/wire_views.h"
 #include "common/well_known.h"
 
@@ -106,6 +105,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), topic_(topic), group_(std::move(group)),
         frame_(std::move(frame)), partitions_(std::move(partitions)), check_after_ms_(check_after_ms) {}
 
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kPrepare; }
   std::size_t bytes() const override { return frame_.size(); }
 
   Status apply(storage::WriteTxn& txn) override {
@@ -206,6 +206,8 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
         bool by_operator)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)), by_operator_(by_operator) {}
 
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kEnd; }
+
   Status apply(storage::WriteTxn& txn) override {
     results_.clear();
     const std::uint64_t now = wall_ms();
@@ -299,12 +301,12 @@ struct TransactionCoordinator::CheckRound {
 void TransactionCoordinator::check_round() {
   loop_thread_.check();
   if (checks_in_flight_) return;  // the round in flight reschedules when it completes
-  auto round = std::make_shared<CheckRound>();
-  round->now_ms = wall_ms();
-  if (!scan_due(*round)) return scheduler_.at(round->now_ms + kIdleCheckPollMs, target_);
-  for (auto [id, due_ms] : round->due) {
-    if (round->acted == kChecksPerRound) break;
-    check_one(*round, id);
+  CheckRound round;
+  round.now_ms = wall_ms();
+  if (!scan_due(round)) return scheduler_.at(round.now_ms + kIdleCheckPollMs, target_);
+  for (auto [id, due_ms] : round.due) {
+    if (round.acted == kChecksPerRound) break;
+    check_one(round, id);
   }
   persist_round(std::move(round));
 }
@@ -402,27 +404,43 @@ void TransactionCoordinator::send_check(Connection& target, std::uint64_t id, co
   if (probe_) probe_->txn_check_sent();
 }
 
+// Records a check-back round: the counts and next times of the checks sent, the parkings,
+// and the spans left empty; the coordinator schedules the next round once it completed.
+class TransactionCoordinator::CheckRoundOp final : public storage::WriteOp {
+ public:
+  CheckRoundOp(TransactionCoordinator& coordinator, CheckRound round)
+      : coordinator_(coordinator), round_(std::move(round)) {}
+
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kCheckRound; }
+
+  Status apply(storage::WriteTxn& txn) override {
+    for (const auto& span : round_.empty)
+      if (auto st = txn.drop_check_span(span); !st) return st;
+    for (const auto& c : round_.checked)
+      if (auto st = txn.checked(c.id, c.checks, c.next_check_ms, c.park); !st) return st;
+    return {};
+  }
+
+  void complete(const Status& status) override { coordinator_.round_persisted(round_, status); }
+
+ private:
+  TransactionCoordinator& coordinator_;
+  CheckRound round_;  // what it writes: round_.empty and round_.checked
+};
+
 // Step 5, persist: the counts and next times of the checks sent, the parkings, and the
 // spans left empty, in one write; the next round is scheduled when it completes (or now,
 // when there is nothing to write).
-void TransactionCoordinator::persist_round(std::shared_ptr<CheckRound> round) {
-  const std::uint64_t retry_in = round->starved ? std::min(round->budget_wait_ms, kIdleCheckPollMs) : UINT64_MAX;
-  if (round->checked.empty() && round->empty.empty()) {
-    if (round->starved) return scheduler_.at(round->now_ms + retry_in, target_);
+void TransactionCoordinator::persist_round(CheckRound round) {
+  const std::uint64_t retry_in = round.starved ? std::min(round.budget_wait_ms, kIdleCheckPollMs) : UINT64_MAX;
+  if (round.checked.empty() && round.empty.empty()) {
+    if (round.starved) return scheduler_.at(round.now_ms + retry_in, target_);
     auto next = store_.next_check_ms();
     if (next && *next) scheduler_.at(**next, target_);
     return;
   }
   checks_in_flight_ = true;
-  auto apply = [round](storage::WriteTxn& txn) -> Status {
-    for (const auto& span : round->empty)
-      if (auto st = txn.drop_check_span(span); !st) return st;
-    for (const auto& c : round->checked)
-      if (auto st = txn.checked(c.id, c.checks, c.next_check_ms, c.park); !st) return st;
-    return {};
-  };
-  writer_.submit(std::make_unique<storage::FnOp>(
-      std::move(apply), [this, round](const Status& st) { round_persisted(*round, st); }));
+  writer_.submit(std::make_unique<CheckRoundOp>(*this, std::move(round)));
 }
 
 void TransactionCoordinator::round_persisted(const CheckRound& round, const Status& status) {

@@ -94,8 +94,10 @@ class TransactionCoordinator {
   void pruned(const TxnPrune& done);
 
  private:
+  // Its write operations (storage::WriteOpKind).
   class PrepareOp;
   class EndOp;
+  class CheckRoundOp;
   struct CheckRound;
   struct CheckBudget {
     double tokens = 0;         // checks that may go now
@@ -115,7 +117,7 @@ class TransactionCoordinator {
   Connection* choose_target(std::uint64_t id, const std::string& producer_group,
                             const std::vector<std::uint64_t>& members);
   void send_check(Connection& target, std::uint64_t id, const storage::OwnedTxn& txn);
-  void persist_round(std::shared_ptr<CheckRound> round);
+  void persist_round(CheckRound round);
   void round_persisted(const CheckRound& round, const Status& status);
   std::uint64_t check_backoff_ms(std::uint32_t checks);
 

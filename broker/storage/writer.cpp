@@ -3,6 +3,19 @@
 #include <spdlog/spdlog.h>
 
 namespace txmq::broker::storage {
+namespace {
+
+// The writer's own op: a commit of one tiny record (the commit_ticks counter), made when
+// ops refused for room need some commit to move LMDB's page reuse on (commit_batch). It
+// changes no state anyone reads.
+class TickOp final : public WriteOp {
+ public:
+  WriteOpKind kind() const override { return WriteOpKind::kTick; }
+  Status apply(WriteTxn& txn) override { return txn.touch(); }
+  void complete(const Status&) override {}
+};
+
+}  // namespace
 
 StorageWriter::StorageWriter(uv_loop_t* loop, Store& store, WriterOptions options)
     : loop_(loop), store_(store), options_(options) {
@@ -124,6 +137,10 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
   if (probe_) {
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     probe_->on_commit(results.size(), bytes, took.count(), committed);
+    // An op's status is ok only once its changes committed (apply_batch overwrites the
+    // oks of a transaction whose commit failed).
+    for (const Done& r : results)
+      if (r.status) probe_->on_committed(r.op->kind());
   }
   std::lock_guard lock(mu_);
   for (auto& r : results) done_.push_back(std::move(r));
@@ -182,9 +199,13 @@ bool StorageWriter::apply_batch(std::vector<std::unique_ptr<WriteOp>>& batch, st
 bool StorageWriter::commit_tick() {
   auto txn = store_.begin_write(nullptr);
   if (!txn) return false;
-  Status st = (*txn)->touch();
+  // Not apply_batch: the tick must not be held to storage.max_size (check_room), since the
+  // store is full when it is needed.
+  TickOp tick;
+  Status st = tick.apply(**txn);
   if (st) st = (*txn)->commit();
   if (!st) spdlog::debug("storage full; a tick commit did not go through either: {}", st.error().describe());
+  if (st && probe_) probe_->on_committed(tick.kind());
   return st.ok();
 }
 

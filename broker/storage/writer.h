@@ -9,6 +9,8 @@
 // grow with load by themselves (group commit), and durable throughput becomes a multiple
 // of the disk's flush rate.
 //
+// Every op says what it is (WriteOp::kind, the list in write_op.h); the writer counts the
+// ops that committed per kind in its probe.
 // Lifecycle: start() once, then submit() any number of times, then stop(); the writer
 // finishes every op submitted before stop() and completes it before on_stopped runs.
 // Concurrency: submit() and stop() on the loop thread only; complete() runs on the loop.
@@ -26,23 +28,10 @@
 #include <vector>
 
 #include "broker/storage/store.h"
+#include "broker/storage/write_op.h"
 #include "broker/storage/writer_probe.h"
 
 namespace txmq::broker::storage {
-
-class WriteOp {
- public:
-  virtual ~WriteOp() = default;
-  // Writer thread, inside the batch's transaction. An error drops the batch's transaction
-  // and the batch is applied again, each op in a nested transaction of its own, so the
-  // error aborts this op's changes only: apply must start from scratch each time (reset
-  // what it computes) and must not touch loop-owned state.
-  virtual Status apply(WriteTxn& txn) = 0;
-  // Loop thread, once the batch holding the op committed (ok) or failed (the error).
-  virtual void complete(const Status& status) = 0;
-  // Payload size, to cap how much one transaction carries.
-  virtual std::size_t bytes() const { return 0; }
-};
 
 struct WriterOptions {
   SyncMode sync = SyncMode::kDurable;

@@ -78,6 +78,21 @@ class PrometheusMetricsTest(unittest.TestCase):
                                text=True, timeout=30)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
+    def test_write_ops_are_counted_by_kind(self):
+        """A create-topic and a produce show up in txmq_storage_write_ops_total under their own
+        op labels; the writer counts an op before its confirm is sent, so no wait is needed."""
+        self.produce("orders", 3)
+        status, text = http_get(f"http://{self.broker.metrics}/metrics")
+        self.assertEqual(status, 200)
+        ops = {}
+        for line in text.splitlines():
+            if line.startswith("txmq_storage_write_ops_total{"):
+                series, value = line.rsplit(" ", 1)
+                ops[series[len('txmq_storage_write_ops_total{op="'):-2]] = float(value)
+        self.assertEqual(ops.get("create_topic"), 1, text)
+        self.assertGreaterEqual(ops.get("produce", 0), 1, text)
+        self.assertEqual(ops.get("redrive"), 0, text)
+
     def test_unknown_path_is_404(self):
         with self.assertRaises(urllib.error.HTTPError) as e:
             http_get(f"http://{self.broker.metrics}/nope")

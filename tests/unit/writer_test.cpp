@@ -12,11 +12,11 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "broker/storage/fn_op.h"
 #include "tests/support/broker_process.h"
 
 using namespace txmq;
@@ -24,6 +24,23 @@ using namespace txmq::broker::storage;
 using txmq::test::TempDir;
 
 namespace {
+
+// An op made of two functions: the writer's behaviour does not depend on what an op
+// writes. It counts as the kind it is given (a produce unless told).
+class TestOp final : public WriteOp {
+ public:
+  TestOp(std::function<Status(WriteTxn&)> apply, std::function<void(const Status&)> complete,
+         WriteOpKind kind = WriteOpKind::kProduce)
+      : apply_(std::move(apply)), complete_(std::move(complete)), kind_(kind) {}
+  WriteOpKind kind() const override { return kind_; }
+  Status apply(WriteTxn& txn) override { return apply_(txn); }
+  void complete(const Status& status) override { complete_(status); }
+
+ private:
+  std::function<Status(WriteTxn&)> apply_;
+  std::function<void(const Status&)> complete_;
+  WriteOpKind kind_;
+};
 
 std::span<const std::uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
@@ -39,12 +56,14 @@ struct WriterFixture {
   std::thread::id loop_thread = std::this_thread::get_id();
   bool stopped = false;
 
-  explicit WriterFixture(WriterOptions options = {}, std::uint64_t map_bytes = 256ull << 20) {
+  explicit WriterFixture(WriterOptions options = {}, std::uint64_t map_bytes = 256ull << 20,
+                         WriterProbe* probe = nullptr) {
     REQUIRE(uv_loop_init(&loop) == 0);
     auto opened = Store::open(StoreOptions{dir.path(), map_bytes, options.sync});
     REQUIRE(opened.ok());
     store = std::move(*opened);
     writer = std::make_unique<StorageWriter>(&loop, *store, options);
+    writer->set_probe(probe);
     writer->start();
   }
 
@@ -93,7 +112,7 @@ std::vector<std::size_t> batch_sizes(const std::vector<const Outcome*>& outcomes
 
 std::unique_ptr<WriteOp> append_op(StorageWriter& writer, TopicId topic, std::string body, Outcome& out,
                                    std::thread::id loop_thread) {
-  return std::make_unique<FnOp>(
+  return std::make_unique<TestOp>(
       [&writer, &out, topic, body](WriteTxn& txn) -> Status {
         out.batch = writer.commits();
         auto o = txn.append(topic, PartitionId(0), 0, {}, {}, as_bytes(body));
@@ -115,7 +134,7 @@ class Gate {
   Outcome outcome;
 
   std::unique_ptr<WriteOp> op(StorageWriter& writer) {
-    return std::make_unique<FnOp>(
+    return std::make_unique<TestOp>(
         [this, &writer](WriteTxn&) -> Status {
           outcome.batch = writer.commits();
           entered_.set_value();
@@ -195,7 +214,7 @@ TEST_CASE("an op whose apply fails does not affect the others in its batch") {
   gate.close(*f.writer);
   Outcome before, failing, after;
   f.writer->submit(append_op(*f.writer, topic, "before", before, f.loop_thread));
-  f.writer->submit(std::make_unique<FnOp>(
+  f.writer->submit(std::make_unique<TestOp>(
       [&f, &failing, topic](WriteTxn& txn) -> Status {
         failing.batch = f.writer->commits();
         // Writes, then fails: its writes must be rolled back alone.
@@ -220,6 +239,60 @@ TEST_CASE("an op whose apply fails does not affect the others in its batch") {
   CHECK(log_bodies(*f.store, topic) == std::vector<std::string>{"before", "after"});
   // The gate alone, then the three in one transaction.
   CHECK(batch_sizes({&gate.outcome, &before, &failing, &after}) == std::vector<std::size_t>{1, 3});
+}
+
+TEST_CASE("committed ops are counted by kind in txmq_storage_write_ops_total; a failed op is not") {
+  metrics::Registry registry;
+  WriterProbe probe(registry);
+  WriterFixture f({}, 256ull << 20, &probe);
+  TopicId topic = f.create_topic_now("orders", 1);
+  Outcome first, second;
+  f.writer->submit(append_op(*f.writer, topic, "first", first, f.loop_thread));
+  f.writer->submit(append_op(*f.writer, topic, "second", second, f.loop_thread));
+  Status created, refused;
+  f.writer->submit(std::make_unique<TestOp>(
+      [](WriteTxn& txn) -> Status {
+        auto meta = txn.create_topic("payments", 1, 0);
+        return meta ? Status{} : Status(meta.error());
+      },
+      [&created](const Status& st) { created = st; }, WriteOpKind::kCreateTopic));
+  f.writer->submit(std::make_unique<TestOp>(
+      [](WriteTxn&) -> Status { return Error(ErrorCode::kInvalidArgument, "refused on purpose"); },
+      [&refused](const Status& st) { refused = st; }, WriteOpKind::kRedrive));
+  f.stop_and_close();
+  REQUIRE(first.status.ok());
+  REQUIRE(second.status.ok());
+  REQUIRE(created.ok());
+  REQUIRE_FALSE(refused.ok());
+
+  const std::string page = registry.render();
+  auto sample = [&page](std::string_view op) {
+    const std::string series = "txmq_storage_write_ops_total{op=\"" + std::string(op) + "\"} ";
+    const auto at = page.find(series);
+    if (at == std::string::npos) return std::string("absent");
+    const auto value = at + series.size();
+    return page.substr(value, page.find('\n', value) - value);
+  };
+  CHECK(sample("produce") == "2");
+  CHECK(sample("create_topic") == "1");
+  CHECK(sample("redrive") == "0");  // its apply failed: nothing committed
+  // Every kind has its series before its first op.
+  for (WriteOpKind kind : kAllWriteOpKinds) {
+    CAPTURE(name(kind));
+    CHECK(sample(name(kind)) != "absent");
+  }
+}
+
+TEST_CASE("every write op kind has a name of its own") {
+  std::set<std::string_view> names;
+  for (WriteOpKind kind : kAllWriteOpKinds) {
+    CAPTURE(static_cast<int>(kind));
+    CHECK_FALSE(name(kind).empty());
+    CHECK(names.insert(name(kind)).second);
+  }
+  CHECK(names.size() == kWriteOpKinds);
+  CHECK(name(WriteOpKind::kProduce) == "produce");
+  CHECK(name(WriteOpKind::kCreateTopic) == "create_topic");
 }
 
 TEST_CASE("stop completes every submitted op before on_stopped, then the loop closes") {
@@ -251,7 +324,7 @@ TEST_CASE("ops submitted from a completion land in a later batch") {
   TopicId topic = f.create_topic_now("orders", 1);
   Outcome first, second;
   bool chained = false;
-  f.writer->submit(std::make_unique<FnOp>(
+  f.writer->submit(std::make_unique<TestOp>(
       [topic](WriteTxn& txn) -> Status {
         auto o = txn.append(topic, PartitionId(0), 0, {}, {}, as_bytes("first"));
         return o ? Status{} : Status(o.error());
@@ -294,6 +367,7 @@ TEST_CASE("a batch is capped at max_batch_bytes") {
     StorageWriter& writer;
     Outcome& out;
     SizedOp(StorageWriter& w, Outcome& o) : writer(w), out(o) {}
+    WriteOpKind kind() const override { return WriteOpKind::kProduce; }
     Status apply(WriteTxn&) override {
       out.batch = writer.commits();
       return {};
@@ -326,7 +400,7 @@ TEST_CASE("after StorageFull only the refused ops are tried again: one that comm
   gate.close(*f.writer);
   Outcome small, huge;
   int small_applies = 0, huge_applies = 0;
-  f.writer->submit(std::make_unique<FnOp>(
+  f.writer->submit(std::make_unique<TestOp>(
       [&small_applies, topic](WriteTxn& txn) -> Status {
         ++small_applies;
         auto o = txn.append(topic, PartitionId(0), 0, {}, {}, as_bytes("small"));
@@ -338,7 +412,7 @@ TEST_CASE("after StorageFull only the refused ops are tried again: one that comm
         small.status = st;
       }));
   // More than the 1 MiB store holds: refused on every try.
-  f.writer->submit(std::make_unique<FnOp>(
+  f.writer->submit(std::make_unique<TestOp>(
       [&huge_applies, topic](WriteTxn& txn) -> Status {
         ++huge_applies;
         const std::string body(1000, 'b');
@@ -375,7 +449,7 @@ TEST_CASE("a store the writer filled to storage.max_size deletes a topic and tak
   auto run = [&f](std::function<Status(WriteTxn&)> apply) {
     bool done = false;
     Status result;
-    f.writer->submit(std::make_unique<FnOp>(std::move(apply), [&](const Status& st) {
+    f.writer->submit(std::make_unique<TestOp>(std::move(apply), [&](const Status& st) {
       result = st;
       done = true;
     }));
