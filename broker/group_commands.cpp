@@ -171,6 +171,7 @@ void ConsumerGroups::describe(Connection& conn, std::uint64_t rid, const wire::D
 struct ConsumerGroups::RedriveResult {
   std::vector<std::pair<Offset, Redriven>> redriven;  // dead-letter offset, where it went
   std::vector<Offset> failed;                         // dead-letter offsets that could not move
+  std::vector<Offset> unmarked;                       // of failed: without the broker's mark
 };
 
 void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
@@ -189,20 +190,23 @@ void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Re
   auto result = std::make_shared<RedriveResult>();
   const storage::GroupId group_id = gid->second;
   const TopicId dlq_id = dlq->meta.id;
+  const bool trust_unmarked = req.trust_unmarked();
   writer_.submit(std::make_unique<storage::FnOp>(
-      [result, offsets, group, group_id, dlq_id](storage::WriteTxn& txn) -> Status {
+      [result, offsets, group, group_id, dlq_id, trust_unmarked](storage::WriteTxn& txn) -> Status {
         result->redriven.clear();
         result->failed.clear();
+        result->unmarked.clear();
         const std::uint64_t now = wall_ms();
         for (Offset o : offsets) {
           // Each letter moves alone: one that cannot does not hold back the others.
           auto child = txn.nested();
           if (!child) return child.error();
-          auto moved = redrive_one(**child, group, group_id, dlq_id, o, now);
+          auto moved = redrive_one(**child, group, group_id, dlq_id, o, now, trust_unmarked);
           if (moved && (*child)->commit()) {
             result->redriven.emplace_back(o, *moved);
           } else {
             result->failed.push_back(o);
+            if (!moved && moved.error().code == ErrorCode::kForbidden) result->unmarked.push_back(o);
           }
         }
         return {};
@@ -212,13 +216,16 @@ void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Re
         Connection* c = responder_.find(id);
         if (!c) return;
         if (!st) return responder_.reply_error(*c, rid, st.error());
-        std::vector<std::uint64_t> ok, failed;
+        std::vector<std::uint64_t> ok, failed, unmarked;
         for (const auto& [o, r] : result->redriven) ok.push_back(o.value());
         for (Offset o : result->failed) failed.push_back(o.value());
+        for (Offset o : result->unmarked) unmarked.push_back(o.value());
         auto& fbb = responder_.fbb();
         fbb.Clear();
         responder_.send_frame(*c, rid, wire::Body::RedriveOk,
-                              wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed)).Union());
+                              wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed),
+                                                    fbb.CreateVector(unmarked))
+                                  .Union());
       }));
 }
 
@@ -232,6 +239,12 @@ void ConsumerGroups::redriven(const std::string& group, storage::GroupId group_i
   for (auto& [key, g] : groups_)
     if (key.first == group) dispatch(*g);
   if (!result.redriven.empty()) spdlog::info("group '{}': {} dead letter(s) redriven", group, result.redriven.size());
+  // A letter the broker did not mark is forged, or older than the mark: the operator
+  // decides (trust_unmarked), and this line says why it stayed.
+  if (!result.unmarked.empty())
+    spdlog::warn("group '{}': {} dead letter(s) not redriven: they lack the broker's mark (forged, or stored by "
+                 "a broker from before the mark); redrive them with trust_unmarked only if you trust them",
+                 group, result.unmarked.size());
 }
 
 }  // namespace txmq::broker

@@ -174,7 +174,15 @@ struct GroupInfo {
 
 struct RedriveResult {
   std::vector<std::uint64_t> redriven;  // dead-letter offsets moved back
-  std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone
+  std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone, or unmarked
+  std::vector<std::uint64_t> unmarked;  // of failed: without the broker's mark (see redrive)
+};
+
+// What redrive does with a letter that lacks the mark the broker stores with each dead
+// letter it writes: one stored by a broker from before the mark (or not by the broker).
+enum class RedriveUnmarked {
+  kRefuse,  // leave it (listed in RedriveResult::unmarked)
+  kTrust,   // move it too: the operator vouches for its txmq-* headers
 };
 
 // The dead-letter topic of a consumer group ("<group>.dlq"); the headers each dead letter
@@ -476,8 +484,11 @@ class Admin {
   Result<std::vector<Delivery>> fetch(std::string_view topic, std::uint32_t partition, std::uint64_t offset,
                                       std::uint32_t max, Millis timeout);
   // Moves dead letters (offsets in the group's dead-letter topic) back to their origin for
-  // this group only, each atomically, with a fresh delivery count.
-  Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout);
+  // this group only, each atomically, with a fresh delivery count. Only letters the broker
+  // marked as its own unless `unmarked` says kTrust. kInvalidArgument (unknown group),
+  // kUnknownTopic (no dead letters), kTimeout, ...
+  Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout,
+                                RedriveUnmarked unmarked = RedriveUnmarked::kRefuse);
 
   // Transactions, newest first; only those in `state` when given.
   Result<std::vector<TransactionInfo>> list_transactions(std::optional<TxnState> state, std::uint32_t max,
