@@ -290,7 +290,8 @@ class Producer {
 
   // Sends one message and waits until it is durable. Errors: kUnknownTopic,
   // kMessageTooLarge, kStorageFull, kTimeout, kConnectionLost, kClosed, kInvalidArgument
-  // (called from the I/O thread), or any code the broker returned.
+  // (called from the I/O thread), kForbidden (to a dead-letter topic, or with a txmq-*
+  // header: only the broker writes those), or any code the broker returned.
   Result<SendReceipt> send(std::string_view topic, Message message, Millis timeout);
   Result<SendReceipt> send(std::string_view topic, Message message) {
     return send(topic, std::move(message), options_request_timeout_);
@@ -356,7 +357,7 @@ class TransactionalProducer {
 
   // Prepare, execute, end. When the executor says kUnknown, or throws, or the end cannot be
   // sent, the transaction stays prepared and the broker will check back; the result then
-  // says kPrepared. Errors: those of prepare (kUnknownTopic, kTimeout, ...);
+  // says kPrepared. Errors: those of prepare (kUnknownTopic, kForbidden as send's, kTimeout, ...);
   // kInvalidArgument at once, running nothing, when called from the I/O thread (the
   // checker or an async callback).
   Result<TransactionResult> send_in_transaction(std::string_view topic, Message message, const Executor& executor,
@@ -462,7 +463,8 @@ class Admin {
   Admin(const Admin&) = delete;
   Admin& operator=(const Admin&) = delete;
 
-  // kTopicExists, kInvalidArgument (name or partition count), kTimeout, ...
+  // kTopicExists, kInvalidArgument (name or partition count), kForbidden (a dead-letter
+  // topic's name: the broker creates those), kTimeout, ...
   Result<TopicInfo> create_topic(std::string_view name, std::uint32_t partitions, Millis timeout);
   Result<TopicInfo> create_topic(std::string_view name, const TopicOptions& options, Millis timeout);
   // kUnknownTopic, kTimeout, ...
