@@ -93,7 +93,8 @@ class ConsumerGroups final : public TopicListener {
   // DescribeGroups: kInvalidArgument (unknown group), kStorageError.
   void describe(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
   // Redrive: kInvalidArgument (unknown group), kUnknownTopic (no dead letters), storage
-  // errors; letters that cannot move are listed as failed.
+  // errors; letters that cannot move are listed as failed, and those without the broker's
+  // mark (unless req.trust_unmarked) also as unmarked.
   void redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
 
   // TopicListener. Loop thread.

@@ -106,18 +106,23 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
   for (const auto& [n, v] : message->headers)
     if (n.rfind(kReservedHeaderPrefix, 0) != 0) headers.emplace_back(n, bytes(v));  // a redriven letter's old history goes
   for (const auto& [n, v] : extra) headers.emplace_back(n, bytes(v));
-  // Part of a verdict, which a full store still records (storage::Store explains the reserve).
-  auto offset = txn.append(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body),
-                           storage::Growth::kVerdict);
+  // Part of a verdict, which a full store still records (storage::Store explains the
+  // reserve), and marked as the broker's own letter, which redrive requires.
+  auto offset =
+      txn.append_dead_letter(dlq->id, PartitionId(0), now_ms, bytes(message->key), headers, bytes(message->body));
   if (!offset) return offset.error();
   dlq_offset = *offset;
   return {};
 }
 
 Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, storage::GroupId group_id,
-                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms) {
+                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms, bool trust_unmarked) {
   auto letter = txn.read_message(dlq_topic, PartitionId(0), dlq_offset);
   if (!letter) return letter.error();
+  if (!letter->dead_letter && !trust_unmarked)
+    return Error(ErrorCode::kForbidden, "dead letter " + std::to_string(dlq_offset.value()) +
+                                            " lacks the broker's mark (stored by a broker from before the mark, or "
+                                            "not by the broker): redrive it only if you trust it (trust_unmarked)");
   auto from = letter_origin(*letter);
   if (!from || from->group != group)
     return Error(ErrorCode::kInvalidArgument, "not a dead letter of group '" + group + "'");

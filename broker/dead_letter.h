@@ -9,6 +9,13 @@
 //   txmq-origin-message-id ("topic/partition/offset"), txmq-origin-timestamp-ms,
 //   txmq-group, txmq-delivery-count, txmq-first-delivery-ms, txmq-last-delivery-ms,
 //   txmq-dead-lettered-ms, and one txmq-reason per nack or terminate reason, oldest first.
+//
+// Redrive trusts those headers (they say which acknowledged message to deliver again), so
+// the broker alone writes them: clients may neither produce to a dead-letter topic nor set
+// a txmq-* header (broker/names.h), and each dead letter is stored with a mark no client
+// message carries (StoredMessage.dead_letter). Redrive moves a letter without the mark (one
+// stored by a broker from before the mark, or by a bug) only when the operator vouches for
+// it (trust_unmarked).
 
 #include <optional>
 #include <string>
@@ -60,14 +67,15 @@ Status write_failure(storage::WriteTxn& txn, const FailureOrigin& origin, const 
 
 // Moves one dead letter of `group` (offset in the group's dead-letter topic) back to its
 // origin for this group only: a PendingRecord with no deliveries, due now; the dead letter
-// is deleted. kInvalidArgument when it is not a dead letter of the group or its origin
-// message is gone.
+// is deleted. kForbidden when the letter lacks the broker's mark and trust_unmarked is
+// false; kInvalidArgument when it is not a dead letter of the group or its origin message
+// is gone; kUnknownTopic when its origin topic is gone.
 struct Redriven {
   TopicId topic;
   PartitionId partition;
   Offset offset;
 };
 Result<Redriven> redrive_one(storage::WriteTxn& txn, const std::string& group, storage::GroupId group_id,
-                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms);
+                             TopicId dlq_topic, Offset dlq_offset, std::uint64_t now_ms, bool trust_unmarked = false);
 
 }  // namespace txmq::broker

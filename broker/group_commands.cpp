@@ -196,6 +196,7 @@ void ConsumerGroups::describe(Connection& conn, std::uint64_t rid, const wire::D
 struct ConsumerGroups::RedriveResult {
   std::vector<std::pair<Offset, Redriven>> redriven;  // dead-letter offset, where it went
   std::vector<Offset> failed;                         // dead-letter offsets that could not move
+  std::vector<Offset> unmarked;                       // of failed: without the broker's mark
 };
 
 // Moves a group's dead letters back to their origin partitions, each alone (one that cannot
@@ -203,24 +204,26 @@ struct ConsumerGroups::RedriveResult {
 class ConsumerGroups::RedriveOp final : public storage::WriteOp {
  public:
   RedriveOp(ConsumerGroups& groups, std::string group, storage::GroupId group_id, TopicId dlq,
-            std::vector<Offset> offsets, std::uint64_t conn_id, std::uint64_t rid)
+            std::vector<Offset> offsets, bool trust_unmarked, std::uint64_t conn_id, std::uint64_t rid)
       : groups_(groups), group_(std::move(group)), group_id_(group_id), dlq_(dlq), offsets_(std::move(offsets)),
-        conn_id_(conn_id), rid_(rid) {}
+        trust_unmarked_(trust_unmarked), conn_id_(conn_id), rid_(rid) {}
 
   storage::WriteOpKind kind() const override { return storage::WriteOpKind::kRedrive; }
 
   Status apply(storage::WriteTxn& txn) override {
     result_.redriven.clear();
     result_.failed.clear();
+    result_.unmarked.clear();
     const std::uint64_t now = wall_ms();
     for (Offset o : offsets_) {
       auto child = txn.nested();
       if (!child) return child.error();
-      auto moved = redrive_one(**child, group_, group_id_, dlq_, o, now);
+      auto moved = redrive_one(**child, group_, group_id_, dlq_, o, now, trust_unmarked_);
       if (moved && (*child)->commit()) {
         result_.redriven.emplace_back(o, *moved);
       } else {
         result_.failed.push_back(o);
+        if (!moved && moved.error().code == ErrorCode::kForbidden) result_.unmarked.push_back(o);
       }
     }
     return {};
@@ -232,13 +235,16 @@ class ConsumerGroups::RedriveOp final : public storage::WriteOp {
     Connection* c = responder.find(conn_id_);
     if (!c) return;
     if (!status) return responder.reply_error(*c, rid_, status.error());
-    std::vector<std::uint64_t> ok, failed;
+    std::vector<std::uint64_t> ok, failed, unmarked;
     for (const auto& [o, r] : result_.redriven) ok.push_back(o.value());
     for (Offset o : result_.failed) failed.push_back(o.value());
+    for (Offset o : result_.unmarked) unmarked.push_back(o.value());
     auto& fbb = responder.fbb();
     fbb.Clear();
-    responder.send_frame(*c, rid_, wire::Body::RedriveOk,
-                         wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed)).Union());
+    responder.send_frame(
+        *c, rid_, wire::Body::RedriveOk,
+        wire::CreateRedriveOk(fbb, fbb.CreateVector(ok), fbb.CreateVector(failed), fbb.CreateVector(unmarked))
+            .Union());
   }
 
  private:
@@ -247,6 +253,7 @@ class ConsumerGroups::RedriveOp final : public storage::WriteOp {
   storage::GroupId group_id_;
   TopicId dlq_;                  // the group's dead-letter topic
   std::vector<Offset> offsets_;  // its letters to move
+  bool trust_unmarked_;          // also move letters without the broker's mark
   std::uint64_t conn_id_;
   std::uint64_t rid_;
   RedriveResult result_;         // by apply
@@ -266,7 +273,7 @@ void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Re
   if (req.offsets())
     for (auto o : *req.offsets()) offsets.emplace_back(o);
   writer_.submit(std::make_unique<RedriveOp>(*this, std::move(group), gid->second, dlq->meta.id, std::move(offsets),
-                                             conn.id(), rid));
+                                             req.trust_unmarked(), conn.id(), rid));
 }
 
 // A redriven letter makes no new offset: it re-enters its origin partition for this one
@@ -279,6 +286,12 @@ void ConsumerGroups::redriven(const std::string& group, storage::GroupId group_i
   for (auto& [key, g] : groups_)
     if (key.first == group) dispatch(*g);
   if (!result.redriven.empty()) spdlog::info("group '{}': {} dead letter(s) redriven", group, result.redriven.size());
+  // A letter the broker did not mark is forged, or older than the mark: the operator
+  // decides (trust_unmarked), and this line says why it stayed.
+  if (!result.unmarked.empty())
+    spdlog::warn("group '{}': {} dead letter(s) not redriven: they lack the broker's mark (forged, or stored by "
+                 "a broker from before the mark); redrive them with trust_unmarked only if you trust them",
+                 group, result.unmarked.size());
 }
 
 }  // namespace txmq::broker

@@ -56,6 +56,7 @@ void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTop
   if (!valid_name(name))
     return responder_.reply_error(conn, rid,
                                   Error(ErrorCode::kInvalidArgument, std::string("topic names are ") + kNameRule));
+  if (auto st = check_client_create(name); !st) return responder_.reply_error(conn, rid, st.error());
   if (req.partitions() == 0 || req.partitions() > 1024)
     return responder_.reply_error(conn, rid,
                                   Error(ErrorCode::kInvalidArgument, "partitions must be between 1 and 1024"));

@@ -156,6 +156,8 @@ void TopicLog::produce(Connection& conn, std::uint64_t rid, std::span<const std:
   loop_thread_.check();
   if (!req.topic() || req.topic()->size() == 0)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "produce without a topic"));
+  if (auto st = check_client_write(req.topic()->string_view(), req.messages()); !st)
+    return responder_.reply_error(conn, rid, st.error());
   Topic* topic = topics_.find(req.topic()->string_view());
   if (!topic) {
     if (!valid_name(req.topic()->string_view()))

@@ -66,11 +66,12 @@ class TopicLog final : public AppendSink {
   TopicTable& table() { return topics_; }
 
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
-  // Produce: kInvalidArgument (no topic, bad name), kUnknownTopic (absent and not
-  // auto-created, or deleted in flight), kMessageTooLarge, kUnknownPartition, kStorageFull,
-  // kStorageError.
+  // Produce: kInvalidArgument (no topic, bad name), kForbidden (a dead-letter topic, a
+  // txmq-* header: check_client_write), kUnknownTopic (absent and not auto-created, or
+  // deleted in flight), kMessageTooLarge, kUnknownPartition, kStorageFull, kStorageError.
   void produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame, const wire::Produce& req);
-  // CreateTopic: kInvalidArgument (name, partitions), kTopicExists, storage errors.
+  // CreateTopic: kInvalidArgument (name, partitions), kForbidden (a dead-letter topic),
+  // kTopicExists, storage errors.
   void create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req);
   // DeleteTopic: kUnknownTopic, storage errors.
   void remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req);

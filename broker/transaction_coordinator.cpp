@@ -156,6 +156,7 @@ void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::s
     return responder_.reply_error(conn, rid,
                                   Error(ErrorCode::kInvalidArgument, "a transaction needs a valid producer group"));
   std::string topic_name = req.topic() ? req.topic()->str() : "";
+  if (auto st = check_client_write(topic_name, req.messages()); !st) return responder_.reply_error(conn, rid, st.error());
   Topic* topic = topics_.find(topic_name);
   if (!topic)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kUnknownTopic, "unknown topic '" + topic_name + "'"));

@@ -76,8 +76,8 @@ class TransactionCoordinator {
   void producer_left(const Connection& conn);
 
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
-  // Prepare: kInvalidArgument (no valid producer group, no messages), kUnknownTopic,
-  // kMessageTooLarge, kUnknownPartition, storage errors (kStorageFull, kStorageError).
+  // Prepare: kInvalidArgument (no valid producer group, no messages), kForbidden (as
+  // Produce: check_client_write), kUnknownTopic, kMessageTooLarge, kUnknownPartition, storage errors (kStorageFull, kStorageError).
   void prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
   // EndTransactions: storage errors only; each end is idempotent and says what it found.
   void end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);

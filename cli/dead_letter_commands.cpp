@@ -21,6 +21,7 @@ struct DeadLetterOptions {
   std::vector<std::string> filters;  // redrive --filter HEADER=VALUE, all must match
   double rate = 0;                   // redrive --rate: messages per second; 0: no limit
   bool dry_run = false;              // redrive --dry-run
+  bool trust_unmarked = false;       // redrive --trust-unmarked
 };
 
 const std::string* find_header(const Delivery& d, std::string_view name) {
@@ -106,6 +107,9 @@ class DeadLetterCommands final : public CommandGroup {
     redrive->add_option("--rate", o_.rate, "at most this many messages per second (0: no limit)");
     redrive->add_flag("--dry-run", o_.dry_run, "print what would be redriven and change nothing");
     redrive->add_option("-n,--max", o_.max, "redrive at most this many");
+    redrive->add_flag("--trust-unmarked", o_.trust_unmarked,
+                      "also letters without the broker's mark (stored by a broker from before it marked its dead "
+                      "letters): only when you trust their txmq-* headers");
   }
 
   int run(const GlobalOptions& global) override {
@@ -157,12 +161,20 @@ class DeadLetterCommands final : public CommandGroup {
         auto due = started + std::chrono::duration<double>(static_cast<double>(i) / rate);
         std::this_thread::sleep_until(due);
       }
-      auto r = admin.redrive(o_.group, part, timeout);
+      auto r = admin.redrive(o_.group, part, timeout,
+                             o_.trust_unmarked ? txmq::client::RedriveUnmarked::kTrust
+                                               : txmq::client::RedriveUnmarked::kRefuse);
       if (!r) return fail(r.error());
       done += r->redriven.size();
       failed += r->failed.size();
-      for (auto o : r->failed)
-        std::fprintf(stderr, "txmq: dead letter %llu not redriven\n", static_cast<unsigned long long>(o));
+      for (auto o : r->failed) {
+        const bool unmarked = std::find(r->unmarked.begin(), r->unmarked.end(), o) != r->unmarked.end();
+        std::fprintf(stderr, "txmq: dead letter %llu not redriven%s\n", static_cast<unsigned long long>(o),
+                     unmarked ? ": it lacks the broker's mark (forged, or stored by a broker from before the "
+                                "mark); inspect it with `txmq dlq show`, and pass --trust-unmarked only if you "
+                                "trust it"
+                              : "");
+      }
       i += part.size();
       std::fprintf(stderr, "txmq: redriven %zu of %zu\n", done, chosen.size());
     }

@@ -17,6 +17,7 @@ namespace txmq {
   X(kUnknownRequest,      5,    false,     "unknown request type")                        \
   X(kInvalidArgument,     6,    false,     "invalid argument")                            \
   X(kMessageTooLarge,     7,    false,     "message larger than the broker accepts")      \
+  X(kForbidden,           8,    false,     "not allowed: only the broker may do that")    \
   X(kUnknownTopic,        10,   false,     "unknown topic")                               \
   X(kTopicExists,         11,   false,     "topic already exists")                        \
   X(kUnknownPartition,    12,   false,     "unknown partition")                           \

@@ -12,8 +12,21 @@
 namespace txmq {
 
 // Every header whose name starts with this is txmq's own. The broker drops them from a
-// message it dead-letters again (a redriven letter's old history) before adding new ones.
+// message it dead-letters again (a redriven letter's old history) before adding new ones,
+// and refuses a produce that carries one: the broker trusts them, so only it sets them.
 inline constexpr char kReservedHeaderPrefix[] = "txmq-";
+
+// Whether a header name is txmq's own: starts with kReservedHeaderPrefix, in any case (a
+// header that travels on through HTTP, as the notifier's do, loses its case).
+inline bool is_reserved_header(std::string_view name) {
+  constexpr std::string_view prefix = kReservedHeaderPrefix;
+  if (name.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    const char c = name[i] >= 'A' && name[i] <= 'Z' ? static_cast<char>(name[i] - 'A' + 'a') : name[i];
+    if (c != prefix[i]) return false;
+  }
+  return true;
+}
 
 // --- Headers the broker adds to a dead letter (one copy of the message, moved to the
 // group's dead-letter topic after its last allowed delivery or a terminate) ---------------
@@ -55,11 +68,17 @@ inline constexpr char kNotifierAttemptHeader[] = "txmq-attempt";
 
 // --- Topic names ----------------------------------------------------------------------
 
-// A consumer group's dead-letter topic: an ordinary one-partition topic the broker creates
-// on the group's first dead letter.
+// A consumer group's dead-letter topic: a one-partition topic the broker creates on the
+// group's first dead letter. Clients may read and delete it, never write it: the broker
+// refuses a produce to it and its creation by hand.
 inline constexpr char kDeadLetterTopicSuffix[] = ".dlq";
 inline std::string dead_letter_topic(std::string_view group) {
   return std::string(group) + kDeadLetterTopicSuffix;
+}
+// Whether a topic name is some group's dead-letter topic ("<group>.dlq", group not empty).
+inline bool is_dead_letter_topic(std::string_view topic) {
+  constexpr std::string_view suffix = kDeadLetterTopicSuffix;
+  return topic.size() > suffix.size() && topic.ends_with(suffix);
 }
 
 // Where a txmq-notifier subscription records the messages it gave up on, unless its

@@ -267,12 +267,14 @@ void body(Digest& d, const wire::Frame& f) {
       const auto* b = f.body_as_Redrive();
       str(d, b->group());
       ulongs(d, b->offsets());
+      d.add(static_cast<std::uint64_t>(b->trust_unmarked()));
       return;
     }
     case Body::RedriveOk: {
       const auto* b = f.body_as_RedriveOk();
       ulongs(d, b->redriven());
       ulongs(d, b->failed());
+      ulongs(d, b->unmarked());
       return;
     }
     case Body::Prepare: {

@@ -15,19 +15,21 @@ namespace txmq::broker::storage::internal {
 
 // Builds a message in fbb and returns it unfinished: the log finishes it as the root of
 // its value, the delayed key space inside a DelayedRecord. An empty key is left out; the
-// body is always written.
+// body is always written; dead_letter only by WriteTxn::append_dead_letter.
 inline flatbuffers::Offset<StoredMessage> build_message(flatbuffers::FlatBufferBuilder& fbb,
                                                         std::uint64_t timestamp_ms,
                                                         std::span<const std::uint8_t> key,
                                                         std::span<const HeaderView> headers,
-                                                        std::span<const std::uint8_t> body) {
+                                                        std::span<const std::uint8_t> body,
+                                                        bool dead_letter = false) {
   std::vector<flatbuffers::Offset<StoredHeader>> hs;
   hs.reserve(headers.size());
   for (const auto& [name, value] : headers)
     hs.push_back(CreateStoredHeader(fbb, fbb.CreateString(name.data(), name.size()),
                                     fbb.CreateVector(value.data(), value.size())));
   return CreateStoredMessage(fbb, timestamp_ms, key.empty() ? 0 : fbb.CreateVector(key.data(), key.size()),
-                             hs.empty() ? 0 : fbb.CreateVector(hs), fbb.CreateVector(body.data(), body.size()));
+                             hs.empty() ? 0 : fbb.CreateVector(hs), fbb.CreateVector(body.data(), body.size()),
+                             dead_letter);
 }
 
 inline std::span<const std::uint8_t> span_of(const flatbuffers::Vector<std::uint8_t>* v) {
@@ -61,6 +63,7 @@ inline OwnedMessage owned_message(const StoredMessage& m) {
   out.body = text(span_of(m.body()));
   if (m.headers())
     for (const auto* h : *m.headers()) out.headers.emplace_back(h->name() ? h->name()->str() : "", text(span_of(h->value())));
+  out.dead_letter = m.dead_letter();
   return out;
 }
 

@@ -95,6 +95,7 @@ struct OwnedMessage {
   std::string key;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  bool dead_letter = false;  // written by append_dead_letter (StoredMessage.dead_letter)
 };
 
 // One message read from a log; the views point into LMDB's map and are valid only during
@@ -353,6 +354,12 @@ class WriteTxn {
                         std::span<const std::uint8_t> key,
                         std::span<const HeaderView> headers,
                         std::span<const std::uint8_t> body, Growth growth = Growth::kNewData);
+  // As append, for a dead letter the broker moves to a dead-letter topic: the record is
+  // marked (StoredMessage.dead_letter), as no client's message can be, and counts as part
+  // of a verdict (Growth::kVerdict). Errors: as append.
+  Result<Offset> append_dead_letter(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                                    std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                                    std::span<const std::uint8_t> body);
   // A copy of a stored message. Errors: kInvalidArgument when it is not stored; a damaged
   // record; LMDB's.
   Result<OwnedMessage> read_message(TopicId topic, PartitionId partition, Offset offset);
@@ -490,6 +497,10 @@ class WriteTxn {
   // Takes n consecutive values of a counter and returns the first.
   Result<std::uint32_t> next_counter(std::string_view name, std::uint32_t n = 1);
   Status add_partition_bytes(TopicId topic, PartitionId partition, std::int64_t delta);
+  // append's and append_dead_letter's one body.
+  Result<Offset> append_record(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                               std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                               std::span<const std::uint8_t> body, Growth growth, bool dead_letter);
   // ack's steps (store_cursors.cpp).
   Result<Offset> floor_past_trimmed(GroupId group, TopicId topic, PartitionId partition, Offset floor);
   Result<bool> acks_recorded_from(GroupId group, TopicId topic, PartitionId partition, Offset floor);

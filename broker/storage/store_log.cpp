@@ -72,6 +72,18 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
                                 std::span<const std::uint8_t> key,
                                 std::span<const HeaderView> headers,
                                 std::span<const std::uint8_t> body, Growth growth) {
+  return append_record(topic, partition, timestamp_ms, key, headers, body, growth, false);
+}
+
+Result<Offset> WriteTxn::append_dead_letter(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                                            std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                                            std::span<const std::uint8_t> body) {
+  return append_record(topic, partition, timestamp_ms, key, headers, body, Growth::kVerdict, true);
+}
+
+Result<Offset> WriteTxn::append_record(TopicId topic, PartitionId partition, std::uint64_t timestamp_ms,
+                                       std::span<const std::uint8_t> key, std::span<const HeaderView> headers,
+                                       std::span<const std::uint8_t> body, Growth growth, bool dead_letter) {
   grows(growth);
   PartitionKey pk(topic, partition);
   MDB_val k = val(pk.bytes), v;
@@ -82,7 +94,7 @@ Result<Offset> WriteTxn::append(TopicId topic, PartitionId partition, std::uint6
   const std::uint64_t stored_bytes = read_second_u64(v);
 
   fbb_.Clear();
-  fbb_.Finish(build_message(fbb_, timestamp_ms, key, headers, body));
+  fbb_.Finish(build_message(fbb_, timestamp_ms, key, headers, body, dead_letter));
 
   LogKey lk(topic, partition, offset);
   MDB_val lkv = val(lk.bytes);

@@ -259,12 +259,14 @@ Result<std::vector<Delivery>> Admin::fetch(std::string_view topic, std::uint32_t
 }
 
 Result<RedriveResult> Admin::redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets,
-                                     Millis timeout) {
+                                     Millis timeout, RedriveUnmarked unmarked) {
   return impl_->call<RedriveResult>(
       timeout,
-      [group = std::string(group), dlq_offsets](flatbuffers::FlatBufferBuilder& fbb) {
-        return detail::Body{wire::Body::Redrive,
-                            wire::CreateRedrive(fbb, fbb.CreateString(group), fbb.CreateVector(dlq_offsets)).Union()};
+      [group = std::string(group), dlq_offsets, trust = unmarked == RedriveUnmarked::kTrust](
+          flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{
+            wire::Body::Redrive,
+            wire::CreateRedrive(fbb, fbb.CreateString(group), fbb.CreateVector(dlq_offsets), trust).Union()};
       },
       [](const wire::Frame& f) -> Result<RedriveResult> {
         const auto* ok = f.body_as_RedriveOk();
@@ -272,6 +274,7 @@ Result<RedriveResult> Admin::redrive(std::string_view group, const std::vector<s
         RedriveResult out;
         if (ok->redriven()) out.redriven.assign(ok->redriven()->begin(), ok->redriven()->end());
         if (ok->failed()) out.failed.assign(ok->failed()->begin(), ok->failed()->end());
+        if (ok->unmarked()) out.unmarked.assign(ok->unmarked()->begin(), ok->unmarked()->end());
         return out;
       });
 }

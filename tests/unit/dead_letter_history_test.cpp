@@ -279,3 +279,48 @@ TEST_CASE("redrive refuses another group's letter and one whose origin is gone")
   REQUIRE_FALSE(gone.ok());
   CHECK(gone.error().code == ErrorCode::kInvalidArgument);
 }
+
+TEST_CASE("a dead letter the broker writes carries its mark; an appended message does not") {
+  StoreFixture s;
+  const Offset o = s.append(PartitionId(0), "", {}, "body");
+  auto origin = s.read(s.origin.topic_id, o);
+  REQUIRE(origin.ok());
+  CHECK_FALSE(origin->dead_letter);
+  auto at = s.write(failure(PartitionId(0), o, true, false, record(1, 1, 2, {})), 3);
+  REQUIRE(at.has_value());
+  auto letter = s.read(s.dlq_id, *at);
+  REQUIRE(letter.ok());
+  CHECK(letter->dead_letter);
+}
+
+TEST_CASE("redrive refuses a letter without the mark, and moves it when the operator trusts it") {
+  StoreFixture s;
+  const Offset o = s.append(PartitionId(1), "", {}, "acknowledged long ago");
+  // A genuine letter first, so that the dead-letter topic exists; then one with the same
+  // history appended as a client's message (or an older broker's letter) would be.
+  auto genuine = s.write(failure(PartitionId(1), o, true, false, record(1, 1, 2, {"r"})), 3);
+  REQUIRE(genuine.has_value());
+  Offset unmarked;
+  {
+    auto txn = s.begin();
+    auto letter = txn->read_message(s.dlq_id, PartitionId(0), *genuine);
+    REQUIRE(letter.ok());
+    std::vector<storage::HeaderView> views;
+    for (const auto& [n, v] : letter->headers) views.emplace_back(n, as_bytes(v));
+    auto appended = txn->append(s.dlq_id, PartitionId(0), 4, {}, views, as_bytes(letter->body));
+    REQUIRE(appended.ok());
+    unmarked = *appended;
+    StoreFixture::commit(*txn);
+  }
+
+  auto txn = s.begin();
+  auto refused = redrive_one(*txn, "workers", s.origin.group_id, s.dlq_id, unmarked, 5);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == ErrorCode::kForbidden);
+  CHECK(refused.error().message.find("lacks the broker's mark") != std::string::npos);
+  CHECK(txn->read_message(s.dlq_id, PartitionId(0), unmarked).ok());  // still there
+
+  auto trusted = redrive_one(*txn, "workers", s.origin.group_id, s.dlq_id, unmarked, 5, true);
+  REQUIRE(trusted.ok());
+  CHECK(trusted->offset == o);
+}

@@ -174,7 +174,15 @@ struct GroupInfo {
 
 struct RedriveResult {
   std::vector<std::uint64_t> redriven;  // dead-letter offsets moved back
-  std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone
+  std::vector<std::uint64_t> failed;    // not this group's, or their origin is gone, or unmarked
+  std::vector<std::uint64_t> unmarked;  // of failed: without the broker's mark (see redrive)
+};
+
+// What redrive does with a letter that lacks the mark the broker stores with each dead
+// letter it writes: one stored by a broker from before the mark (or not by the broker).
+enum class RedriveUnmarked {
+  kRefuse,  // leave it (listed in RedriveResult::unmarked)
+  kTrust,   // move it too: the operator vouches for its txmq-* headers
 };
 
 // The dead-letter topic of a consumer group ("<group>.dlq"); the headers each dead letter
@@ -282,7 +290,8 @@ class Producer {
 
   // Sends one message and waits until it is durable. Errors: kUnknownTopic,
   // kMessageTooLarge, kStorageFull, kTimeout, kConnectionLost, kClosed, kInvalidArgument
-  // (called from the I/O thread), or any code the broker returned.
+  // (called from the I/O thread), kForbidden (to a dead-letter topic, or with a txmq-*
+  // header: only the broker writes those), or any code the broker returned.
   Result<SendReceipt> send(std::string_view topic, Message message, Millis timeout);
   Result<SendReceipt> send(std::string_view topic, Message message) {
     return send(topic, std::move(message), options_request_timeout_);
@@ -348,7 +357,7 @@ class TransactionalProducer {
 
   // Prepare, execute, end. When the executor says kUnknown, or throws, or the end cannot be
   // sent, the transaction stays prepared and the broker will check back; the result then
-  // says kPrepared. Errors: those of prepare (kUnknownTopic, kTimeout, ...);
+  // says kPrepared. Errors: those of prepare (kUnknownTopic, kForbidden as send's, kTimeout, ...);
   // kInvalidArgument at once, running nothing, when called from the I/O thread (the
   // checker or an async callback).
   Result<TransactionResult> send_in_transaction(std::string_view topic, Message message, const Executor& executor,
@@ -454,7 +463,8 @@ class Admin {
   Admin(const Admin&) = delete;
   Admin& operator=(const Admin&) = delete;
 
-  // kTopicExists, kInvalidArgument (name or partition count), kTimeout, ...
+  // kTopicExists, kInvalidArgument (name or partition count), kForbidden (a dead-letter
+  // topic's name: the broker creates those), kTimeout, ...
   Result<TopicInfo> create_topic(std::string_view name, std::uint32_t partitions, Millis timeout);
   Result<TopicInfo> create_topic(std::string_view name, const TopicOptions& options, Millis timeout);
   // kUnknownTopic, kTimeout, ...
@@ -476,8 +486,11 @@ class Admin {
   Result<std::vector<Delivery>> fetch(std::string_view topic, std::uint32_t partition, std::uint64_t offset,
                                       std::uint32_t max, Millis timeout);
   // Moves dead letters (offsets in the group's dead-letter topic) back to their origin for
-  // this group only, each atomically, with a fresh delivery count.
-  Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout);
+  // this group only, each atomically, with a fresh delivery count. Only letters the broker
+  // marked as its own unless `unmarked` says kTrust. kInvalidArgument (unknown group),
+  // kUnknownTopic (no dead letters), kTimeout, ...
+  Result<RedriveResult> redrive(std::string_view group, const std::vector<std::uint64_t>& dlq_offsets, Millis timeout,
+                                RedriveUnmarked unmarked = RedriveUnmarked::kRefuse);
 
   // Transactions, newest first; only those in `state` when given.
   Result<std::vector<TransactionInfo>> list_transactions(std::optional<TxnState> state, std::uint32_t max,

@@ -75,9 +75,9 @@ class System:
     def create_topics(self):
         self.cli("topic", "create", "orders", "--partitions", "2")
         self.cli("topic", "create", "order-cancellations")
-        # Dead letters and give-up records land on ordinary topics the broker or the notifier
-        # would create on first use; created here so that their consumers can subscribe first.
-        self.cli("topic", "create", "warehouse.dlq")
+        # Give-up records land on an ordinary topic the notifier would create on first use;
+        # created here so that its consumer can subscribe first. warehouse.dlq is the
+        # broker's to create (on the first dead letter): its consumer waits for it.
         self.cli("topic", "create", GAVE_UP_TOPIC)
         self.cli("group", "configure", "warehouse", *WAREHOUSE_GROUP)
 

@@ -100,7 +100,11 @@ int main(int argc, char** argv) {
   Consumer dead_letters(dlo, [&](Consumer& self, const Delivery& d) { compensation.on_dead_letter(self, d); });
 
   for (Consumer* c : {&orders, &dead_letters}) {
-    if (auto st = c->wait_subscribed(std::chrono::seconds(30)); !st) {
+    auto st = c->wait_subscribed(std::chrono::seconds(30));
+    // The broker creates warehouse.dlq on the group's first dead letter (no client may):
+    // until then its consumer keeps asking, and receives from the first letter on.
+    if (!st && c == &dead_letters && st.error().code == txmq::ErrorCode::kUnknownTopic) continue;
+    if (!st) {
       log_line("cannot subscribe: " + st.error().describe());
       return 1;
     }
