@@ -37,6 +37,29 @@ flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Header>>> head
   return hs.empty() ? 0 : fbb.CreateVector(hs);
 }
 
+// Storage keeps its own transaction states; the wire has its own enum. Converted here, at
+// the edge, by name.
+wire::TxnState to_wire(storage::TxnState s) {
+  switch (s) {
+    case storage::TxnState::kPrepared: return wire::TxnState::Prepared;
+    case storage::TxnState::kCommitted: return wire::TxnState::Committed;
+    case storage::TxnState::kRolledBack: return wire::TxnState::RolledBack;
+    case storage::TxnState::kParked: return wire::TxnState::Parked;
+  }
+  return wire::TxnState::Prepared;  // not reached: storage never holds another state
+}
+
+// nullopt for a value the wire enum does not name (a client may send any byte).
+std::optional<storage::TxnState> from_wire(wire::TxnState s) {
+  switch (s) {
+    case wire::TxnState::Prepared: return storage::TxnState::kPrepared;
+    case wire::TxnState::Committed: return storage::TxnState::kCommitted;
+    case wire::TxnState::RolledBack: return storage::TxnState::kRolledBack;
+    case wire::TxnState::Parked: return storage::TxnState::kParked;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Status TxnPrune::apply(storage::WriteTxn& txn, std::size_t limit) {
@@ -215,7 +238,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
         auto state = txn.txn_state(item.transaction_id());
         if (!state) return state.error();
         r.found = state->has_value();
-        r.state = state->value_or(0);
+        r.state = state->value_or(storage::TxnState::kPrepared);  // with found = false
       } else {
         auto ended = txn.end_txn(item.transaction_id(), item.action() == wire::TxnAction::Commit,
                                  by_operator_ ? kResolvedByOperator : "producer", now);
@@ -236,7 +259,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
     fbb.Clear();
     std::vector<wire::TxnResult> out;
     for (std::size_t i = 0; i < items_.size(); ++i)
-      out.emplace_back(items_[i].transaction_id(), static_cast<wire::TxnState>(results_[i].state), results_[i].changed,
+      out.emplace_back(items_[i].transaction_id(), to_wire(results_[i].state), results_[i].changed,
                        results_[i].found);
     coordinator_.responder_.send_frame(*conn, rid_, wire::Body::EndTransactionsOk,
                                        wire::CreateEndTransactionsOk(fbb, fbb.CreateVectorOfStructs(out)).Union());
@@ -269,7 +292,7 @@ void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
     if (txn_checked_.erase(id) && probe_) probe_->txn_check_answered();
     if (!r.changed) continue;
     txn_origin_.erase(id);
-    if (probe_) probe_->txn_ended(static_cast<wire::TxnState>(r.state));
+    if (probe_) probe_->txn_ended(to_wire(r.state));
     if (r.appended) {
       const Appended where{r.partition, *r.appended};
       appends_.appended(r.topic, {&where, 1}, 0);
@@ -334,7 +357,7 @@ bool TransactionCoordinator::scan_due(CheckRound& round) {
 
 void TransactionCoordinator::check_one(CheckRound& round, std::uint64_t id) {
   auto t = store_.read_txn(id);
-  if (!t || !*t || (*t)->state != static_cast<std::uint8_t>(wire::TxnState::Prepared)) return;
+  if (!t || !*t || (*t)->state != storage::TxnState::kPrepared) return;
   const storage::OwnedTxn& txn = **t;
   if (txn.checks >= config_.txn_max_checks) {
     round.checked.push_back({id, txn.checks, 0, true});
@@ -453,10 +476,13 @@ void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wir
           conn, rid, Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(req.transaction_id())));
     txns.push_back(std::move(**t));
   } else {
-    auto state = req.all_states() ? std::nullopt : std::optional<std::uint8_t>(static_cast<std::uint8_t>(req.state()));
-    auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
-    if (!list) return responder_.reply_error(conn, rid, list.error());
-    txns = std::move(*list);
+    const auto state = req.all_states() ? std::nullopt : from_wire(req.state());
+    // A state the wire does not name matches no transaction.
+    if (req.all_states() || state) {
+      auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
+      if (!list) return responder_.reply_error(conn, rid, list.error());
+      txns = std::move(*list);
+    }
   }
   auto& fbb = responder_.fbb();
   fbb.Clear();
@@ -474,7 +500,7 @@ void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wir
       headers = fbb.CreateVector(hs);
     }
     out.push_back(wire::CreateTransactionInfo(
-        fbb, t.id, static_cast<wire::TxnState>(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
+        fbb, t.id, to_wire(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
         fbb.CreateString(t.producer_group), t.created_ms, t.checks, t.next_check_ms, t.ended_ms,
         fbb.CreateString(t.resolution), t.partition.value(), t.offset.value(), key, headers, body));
   }

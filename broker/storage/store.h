@@ -60,6 +60,17 @@ struct TopicMeta {
   std::uint64_t retention_bytes = 0;  // 0: the broker's default
 };
 
+// A transaction's state as storage keeps it: the first byte of its HalfRecord or
+// EndedRecord (txn_records.h), and which key space holds it. The values are the bytes on
+// disk: never renumber them. They happen to equal wire::TxnState's; the coordinator still
+// converts between the two by name, at the edge.
+enum class TxnState : std::uint8_t {
+  kPrepared = 0,    // in txn_open: a half message, checked back when due
+  kCommitted = 1,   // in txn_ended: appended (or kept until its deliver-at time)
+  kRolledBack = 2,  // in txn_ended: discarded
+  kParked = 3,      // in txn_parked: checks ran out, waits for an operator
+};
+
 struct PartitionBounds {
   Offset first;  // oldest offset still stored (== next when the partition is empty)
   Offset next;   // the offset the next appended message gets
@@ -107,7 +118,7 @@ struct LogEntry {
 // A transaction copied out of the map.
 struct OwnedTxn {
   std::uint64_t id = 0;
-  std::uint8_t state = 0;  // wire::TxnState
+  TxnState state = TxnState::kPrepared;
   TopicId topic;
   PartitionId partition;
   std::string producer_group;
@@ -123,7 +134,7 @@ struct OwnedTxn {
 
 struct TxnEndResult {
   bool found = false;
-  std::uint8_t state = 0;  // after the request
+  TxnState state = TxnState::kPrepared;  // after the request; kPrepared when not found
   bool changed = false;
   TopicId topic;
   PartitionId partition;
@@ -250,10 +261,10 @@ class Store {
   // A transaction in any state, with its message while it has not ended; nullopt when
   // there is no such one (never was, or pruned). Errors: a damaged record; LMDB's.
   Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
-  // Up to max transactions, newest first, optionally only those in one state (a
-  // wire::TxnState), without their messages. Records that do not decode are left out.
+  // Up to max transactions, newest first, optionally only those in one state, without
+  // their messages. Records that do not decode are left out.
   // Errors: LMDB's.
-  Result<std::vector<OwnedTxn>> list_txns(std::optional<std::uint8_t> state, std::size_t max) const;
+  Result<std::vector<OwnedTxn>> list_txns(std::optional<TxnState> state, std::size_t max) const;
   // Prepared and parked counts and the oldest prepared one's age. Never fails: zeros when
   // the read does.
   TxnCounts txn_counts() const;
@@ -442,9 +453,9 @@ class WriteTxn {
   // ends rolled back. `resolution` is who decided: "producer", "check" or "operator" (then
   // also in a header). Errors: a damaged record; LMDB's.
   Result<TxnEndResult> end_txn(std::uint64_t id, bool commit, std::string_view resolution, std::uint64_t now_ms);
-  // The state of a transaction (wire::TxnState), nullopt when there is no such one.
+  // The state of a transaction, nullopt when there is no such one.
   // Errors: a damaged record (an ended one); LMDB's.
-  Result<std::optional<std::uint8_t>> txn_state(std::uint64_t id);
+  Result<std::optional<TxnState>> txn_state(std::uint64_t id);
   // A check was sent: counts it and sets the next one, or parks the transaction. Nothing
   // for one no longer prepared. Errors: a damaged record; LMDB's.
   Status checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park);
@@ -488,7 +499,7 @@ class WriteTxn {
   Result<bool> acks_recorded_from(GroupId group, TopicId topic, PartitionId partition, Offset floor);
   // end_txn's steps (store_txn.cpp).
   Status deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms, TxnEndResult& out);
-  Status put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+  Status put_ended(MDB_val& key, const HalfRecord& half, TxnState state, Offset offset,
                    std::string_view resolution, std::uint64_t now_ms);
   // Whether a prepared transaction has an id in [first_id, last_id].
   Result<bool> any_prepared(std::uint64_t first_id, std::uint64_t last_id);

@@ -20,7 +20,6 @@
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
 #include "common/well_known.h"
-#include "txmq_generated.h"
 
 namespace txmq::broker::storage {
 using namespace internal;
@@ -28,10 +27,10 @@ namespace {
 
 std::array<std::uint8_t, 16> pair_key(std::uint64_t a, std::uint64_t b) { return two_u64(a, b); }
 
-constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
-constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
-constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
-constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
+constexpr auto kPrepared = TxnState::kPrepared;
+constexpr auto kParked = TxnState::kParked;
+constexpr auto kCommitted = TxnState::kCommitted;
+constexpr auto kRolledBack = TxnState::kRolledBack;
 
 // Pruning may step over ended records it cannot delete yet (created before the cut-off
 // but ended after it: transactions that were open for a long time); a round reads at most
@@ -175,7 +174,7 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   return t;
 }
 
-Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<std::uint8_t> state, std::size_t max) const {
+Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<TxnState> state, std::size_t max) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   std::vector<MDB_dbi> spaces;
@@ -352,7 +351,7 @@ Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, s
 }
 
 // An ended transaction keeps its outcome, not its body.
-Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, TxnState state, Offset offset,
                            std::string_view resolution, std::uint64_t now_ms) {
   EndedRecord ended;
   ended.state = state;
@@ -424,18 +423,18 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   return out;
 }
 
-Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
+Result<std::optional<TxnState>> WriteTxn::txn_state(std::uint64_t id) {
   auto k8 = id_key(id);
   MDB_val k = val(k8), v;
   MDB_dbi where = 0;
   int rc = find_txn(txn_, {store_.txn_open_, store_.txn_parked_, store_.txn_ended_}, k, v, where);
-  if (rc == MDB_NOTFOUND) return std::optional<std::uint8_t>{};
+  if (rc == MDB_NOTFOUND) return std::optional<TxnState>{};
   if (rc) return lmdb_error(rc, "read transaction");
-  if (where == store_.txn_open_) return std::optional<std::uint8_t>(kPrepared);
-  if (where == store_.txn_parked_) return std::optional<std::uint8_t>(kParked);
+  if (where == store_.txn_open_) return std::optional<TxnState>(kPrepared);
+  if (where == store_.txn_parked_) return std::optional<TxnState>(kParked);
   auto e = EndedRecord::decode(bytes_of(v));
   if (!e) return corrupt("txn_ended");
-  return std::optional<std::uint8_t>(e->state);
+  return std::optional<TxnState>(e->state);
 }
 
 Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park) {
@@ -452,7 +451,7 @@ Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t n
   put_be32(record_.data() + HalfRecord::kChecksAt, checks);
   MDB_dbi into = store_.txn_open_;
   if (park) {
-    record_[HalfRecord::kStateAt] = kParked;
+    record_[HalfRecord::kStateAt] = static_cast<std::uint8_t>(kParked);
     put_be64(record_.data() + HalfRecord::kNextCheckAt, 0);
     if ((rc = mdb_del(txn_, store_.txn_open_, &k, nullptr))) return lmdb_error(rc, "park");
     into = store_.txn_parked_;

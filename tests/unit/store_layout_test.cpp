@@ -208,7 +208,7 @@ TEST_CASE("a store written from the layout table reads back its transactions and
   auto open = store->read_txn(kOpenId);
   REQUIRE(open.ok());
   REQUIRE(open->has_value());
-  CHECK((*open)->state == 0);
+  CHECK(static_cast<int>((*open)->state) == 0);
   CHECK((*open)->producer_group == "pg");
   CHECK((*open)->next_check_ms == 2000);
   REQUIRE((*open)->message.has_value());
@@ -218,12 +218,12 @@ TEST_CASE("a store written from the layout table reads back its transactions and
   auto parked = store->read_txn(kParkedId);
   REQUIRE(parked.ok());
   REQUIRE(parked->has_value());
-  CHECK((*parked)->state == 3);
+  CHECK(static_cast<int>((*parked)->state) == 3);
   CHECK((*parked)->checks == 5);
   auto ended = store->read_txn(kEndedId);
   REQUIRE(ended.ok());
   REQUIRE(ended->has_value());
-  CHECK((*ended)->state == 1);
+  CHECK(static_cast<int>((*ended)->state) == 1);
   CHECK((*ended)->resolution == "producer");
   CHECK((*ended)->producer_group == "pg");
   CHECK((*ended)->offset == Offset(5));
@@ -234,6 +234,38 @@ TEST_CASE("a store written from the layout table reads back its transactions and
   CHECK(store->txn_counts().prepared == 1);
   CHECK(store->txn_counts().parked == 1);
   CHECK(store->producer_count() == 1);
+}
+
+TEST_CASE("a transaction record whose state byte no layout writes is a damaged record of its key space") {
+  TempDir tmp("txmq-store-layout");
+  write_fixture(tmp.path());
+  {
+    // A parked state in txn_ended, and a state no version ever wrote in txn_open.
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 16);
+    REQUIRE(mdb_env_open(env, tmp.path().c_str(), 0, 0640) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    put(txn, "txn_open", u64(kOpenId), half_record(9, 0, 2000));
+    Bytes ended = ended_record();
+    ended[0] = 3;
+    put(txn, "txn_ended", u64(kEndedId), ended);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto store = Store::open(StoreOptions{tmp.path(), 64ull << 20, SyncMode::kDurable});
+  REQUIRE(store.ok());
+  auto open = (*store)->read_txn(kOpenId);
+  REQUIRE_FALSE(open.ok());
+  CHECK(open.error().code == ErrorCode::kStorageError);
+  CHECK(open.error().message.find("'txn_open'") != std::string::npos);
+  auto ended = (*store)->read_txn(kEndedId);
+  REQUIRE_FALSE(ended.ok());
+  CHECK(ended.error().message.find("'txn_ended'") != std::string::npos);
+  auto parked = (*store)->read_txn(kParkedId);  // its neighbours' damage is theirs alone
+  REQUIRE(parked.ok());
+  CHECK(parked->has_value());
 }
 
 TEST_CASE("writes to a store written from the layout table go on from its counters") {

@@ -20,10 +20,10 @@ namespace {
 constexpr std::uint64_t kTestMapBytes = 256ull << 20;
 constexpr std::uint64_t kNow = 1'000'000;
 constexpr std::uint64_t kDue = kNow + 6000;
-constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
-constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
-constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
-constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
+constexpr auto kPrepared = TxnState::kPrepared;
+constexpr auto kCommitted = TxnState::kCommitted;
+constexpr auto kRolledBack = TxnState::kRolledBack;
+constexpr auto kParked = TxnState::kParked;
 
 std::span<const std::uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
