@@ -73,7 +73,7 @@ GroupRow ConsumerGroups::row(const std::string& group, const std::string& topic,
     row.consumers = static_cast<std::uint32_t>(g->consumers());
     row.lag = g->lag();
     row.in_flight = g->in_flight();
-    row.waiting_retry = g->waiting_retry();
+    row.waiting_retry = g->pending();
     row.redelivered = g->redelivered;
   }
   if (const Topic* dlq = topics_.find(dead_letter_topic(group))) row.dead_letter_topic = dlq->meta.id;

@@ -78,9 +78,9 @@ struct PartitionBounds {
 
 // A message that failed at least once in a group.
 struct PendingState {
-  DeliveryCount deliveries;          // deliveries so far
+  DeliveryCount delivery_count;      // deliveries so far
   std::uint64_t due_ms = 0;          // when it may be delivered again
-  std::vector<std::string> history;  // nack and terminate reasons so far, oldest first
+  std::vector<std::string> reasons;  // nack and terminate reasons so far, oldest first
 };
 
 // A group's durable position in one partition.

@@ -191,9 +191,9 @@ TEST_CASE("a store written from the layout table reads back its log and cursors"
   CHECK(cursor->delivered_upto == Offset(6));
   CHECK(cursor->acked_above == std::set<Offset>{Offset(4)});
   REQUIRE(cursor->pending.count(Offset(3)) == 1);
-  CHECK(cursor->pending[Offset(3)].deliveries == DeliveryCount(2));
+  CHECK(cursor->pending[Offset(3)].delivery_count == DeliveryCount(2));
   CHECK(cursor->pending[Offset(3)].due_ms == 3000);
-  CHECK(cursor->pending[Offset(3)].history == std::vector<std::string>{"slow"});
+  CHECK(cursor->pending[Offset(3)].reasons == std::vector<std::string>{"slow"});
   auto topics = store->group_topics(GroupId(kGroup));
   REQUIRE(topics.ok());
   CHECK(*topics == std::vector<TopicId>{TopicId(kTopic)});
