@@ -69,7 +69,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
     if (producer) {
       // A batch this producer sent before (resent after a reconnect) is answered from the
       // window, with the offsets it got the first time, and not appended again.
-      auto seen = txn.producer_batch(producer, req->sequence());
+      auto seen = txn.producer_batch(ProducerId(producer), Sequence(req->sequence()));
       if (!seen) return seen.error();
       if (*seen) {
         duplicate_ = true;
@@ -105,7 +105,9 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
       std::vector<std::pair<PartitionId, Offset>> batch;
       batch.reserve(where_.size());
       for (const Appended& w : where_) batch.emplace_back(w.partition, w.offset);
-      if (auto st = txn.record_producer_batch(producer, req->sequence(), batch, idempotence_window_, ts); !st) return st;
+      if (auto st = txn.record_producer_batch(ProducerId(producer), Sequence(req->sequence()), batch, idempotence_window_, ts);
+          !st)
+        return st;
     }
     return {};
   }

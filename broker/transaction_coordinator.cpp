@@ -143,7 +143,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
     for (const auto* m : *req->messages()) {
       header_views(*m, headers);
       const std::uint64_t deliver_at = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? now + m->delay_ms() : 0);
-      const std::uint64_t fresh = (*ids)[i];
+      const TxnId fresh = (*ids)[i];
       auto id = txn.prepare(fresh, topic_, partitions_[i++], group_, now, bytes_of(m->key()), headers, bytes_of(m->body()),
                             deliver_at, first_check_);
       if (!id) return id.error();
@@ -168,7 +168,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
   std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
   std::uint64_t check_after_ms_;
   std::uint64_t first_check_ = 0;        // set by apply
-  std::vector<std::uint64_t> ids_;       // assigned by apply, one per message
+  std::vector<TxnId> ids_;               // assigned by apply, one per message
 };
 
 void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
@@ -204,7 +204,7 @@ void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::s
                                              std::move(partitions), check_after));
 }
 
-void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const std::uint64_t> ids,
+void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const TxnId> ids,
                                       std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status) {
   loop_thread_.check();
   Connection* conn = responder_.find(conn_id);
@@ -218,8 +218,10 @@ void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, 
   if (!status) return responder_.reply_error(*conn, rid, status.error());
   auto& fbb = responder_.fbb();
   fbb.Clear();
-  responder_.send_frame(*conn, rid, wire::Body::PrepareOk,
-                        wire::CreatePrepareOk(fbb, fbb.CreateVector(ids.data(), ids.size())).Union());
+  std::vector<std::uint64_t> wire_ids;
+  wire_ids.reserve(ids.size());
+  for (TxnId id : ids) wire_ids.push_back(id.value());
+  responder_.send_frame(*conn, rid, wire::Body::PrepareOk, wire::CreatePrepareOk(fbb, fbb.CreateVector(wire_ids)).Union());
 }
 
 // Ends a batch of transactions; each end is idempotent.
@@ -235,12 +237,12 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
     for (const auto& item : items_) {
       storage::TxnEndResult r;
       if (item.action() == wire::TxnAction::Unknown) {
-        auto state = txn.txn_state(item.transaction_id());
+        auto state = txn.txn_state(TxnId(item.transaction_id()));
         if (!state) return state.error();
         r.found = state->has_value();
         r.state = state->value_or(storage::TxnState::kPrepared);  // with found = false
       } else {
-        auto ended = txn.end_txn(item.transaction_id(), item.action() == wire::TxnAction::Commit,
+        auto ended = txn.end_txn(TxnId(item.transaction_id()), item.action() == wire::TxnAction::Commit,
                                  by_operator_ ? kResolvedByOperator : "producer", now);
         if (!ended) return ended.error();
         r = *ended;
@@ -288,7 +290,7 @@ void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
   if (!status) return;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto& r = results[i];
-    const std::uint64_t id = items[i].transaction_id();
+    const TxnId id(items[i].transaction_id());
     if (txn_checked_.erase(id) && probe_) probe_->txn_check_answered();
     if (!r.changed) continue;
     txn_origin_.erase(id);
@@ -304,13 +306,13 @@ void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
 // One check-back round: what was read, and what it decided to write.
 struct TransactionCoordinator::CheckRound {
   struct Checked {
-    std::uint64_t id;
+    TxnId id;
     std::uint32_t checks;          // after this round
     std::uint64_t next_check_ms;   // 0 when parked
     bool park;                     // checks ran out: parked for an operator
   };
   std::uint64_t now_ms = 0;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> due;  // (id, due time), due order
+  std::vector<std::pair<TxnId, std::uint64_t>> due;  // (id, due time), due order
   std::vector<storage::CheckSpan> empty;  // spans whose transactions all ended: dropped
   std::vector<Checked> checked;
   // A due check could not be sent: no producer, the group's budget spent, or not read.
@@ -336,7 +338,7 @@ void TransactionCoordinator::check_round() {
 // checked now (no producer of their group, or its rate budget spent) are stepped over later,
 // so that they never hold back another group's. False on a storage error (logged).
 bool TransactionCoordinator::scan_due(CheckRound& round) {
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  std::optional<std::pair<TxnId, std::uint64_t>> after;
   for (std::size_t scanned = 0;;) {
     if (scanned >= kScanPerRound) {
       round.starved = true;  // the round stopped reading before the last due transaction
@@ -355,7 +357,7 @@ bool TransactionCoordinator::scan_due(CheckRound& round) {
   }
 }
 
-void TransactionCoordinator::check_one(CheckRound& round, std::uint64_t id) {
+void TransactionCoordinator::check_one(CheckRound& round, TxnId id) {
   auto t = store_.read_txn(id);
   if (!t || !*t || (*t)->state != storage::TxnState::kPrepared) return;
   const storage::OwnedTxn& txn = **t;
@@ -401,7 +403,7 @@ bool TransactionCoordinator::take_check_token(const std::string& producer_group,
 
 // Step 3, target: the connection that prepared it, if it is still here in the same group;
 // else the group's connections in turn. Null when none is open.
-Connection* TransactionCoordinator::choose_target(std::uint64_t id, const std::string& producer_group,
+Connection* TransactionCoordinator::choose_target(TxnId id, const std::string& producer_group,
                                                   const std::vector<std::uint64_t>& members) {
   if (auto o = txn_origin_.find(id); o != txn_origin_.end()) {
     Connection* c = responder_.find(o->second);
@@ -411,13 +413,13 @@ Connection* TransactionCoordinator::choose_target(std::uint64_t id, const std::s
 }
 
 // Step 4, send: a CheckTransaction push with the half message.
-void TransactionCoordinator::send_check(Connection& target, std::uint64_t id, const storage::OwnedTxn& txn) {
+void TransactionCoordinator::send_check(Connection& target, TxnId id, const storage::OwnedTxn& txn) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   const auto& m = *txn.message;
   const auto headers = header_vector(fbb, m);
   const Topic* topic = topics_.find(txn.topic);
-  auto body = wire::CreateCheckTransaction(fbb, id, fbb.CreateString(topic ? topic->meta.name : ""),
+  auto body = wire::CreateCheckTransaction(fbb, id.value(), fbb.CreateString(topic ? topic->meta.name : ""),
                                            fbb.CreateString(txn.producer_group), bytes_vector(fbb, m.key), headers,
                                            bytes_vector(fbb, m.body), txn.checks + 1);
   responder_.send_frame(target, 0, wire::Body::CheckTransaction, body.Union());
@@ -456,8 +458,8 @@ void TransactionCoordinator::round_persisted(const CheckRound& round, const Stat
     if (!c.park) continue;
     txn_origin_.erase(c.id);
     if (probe_) probe_->txn_ended(wire::TxnState::Parked);
-    spdlog::warn("transaction {} parked after {} checks: resolve with `txmq txn commit|rollback {}`", c.id, c.checks,
-                 c.id);
+    spdlog::warn("transaction {} parked after {} checks: resolve with `txmq txn commit|rollback {}`", c.id.value(),
+                 c.checks, c.id.value());
   }
   const std::uint64_t now = wall_ms();
   if (round.acted == kChecksPerRound) return scheduler_.at(now, target_);  // more are due now
@@ -469,7 +471,7 @@ void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wir
   loop_thread_.check();
   std::vector<storage::OwnedTxn> txns;
   if (req.transaction_id()) {
-    auto t = store_.read_txn(req.transaction_id());
+    auto t = store_.read_txn(TxnId(req.transaction_id()));
     if (!t) return responder_.reply_error(conn, rid, t.error());
     if (!*t)
       return responder_.reply_error(
@@ -500,7 +502,7 @@ void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wir
       headers = fbb.CreateVector(hs);
     }
     out.push_back(wire::CreateTransactionInfo(
-        fbb, t.id, to_wire(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
+        fbb, t.id.value(), to_wire(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
         fbb.CreateString(t.producer_group), t.created_ms, t.checks, t.next_check_ms, t.ended_ms,
         fbb.CreateString(t.resolution), t.partition.value(), t.offset.value(), key, headers, body));
   }

@@ -138,7 +138,7 @@ struct HalfRecord {
     return r;
   }
 
-  OwnedTxn owned(std::uint64_t id) const {
+  OwnedTxn owned(TxnId id) const {
     OwnedTxn t;
     t.id = id;
     t.state = state;
@@ -217,7 +217,7 @@ struct EndedRecord {
     return e;
   }
 
-  OwnedTxn owned(std::uint64_t id) const {
+  OwnedTxn owned(TxnId id) const {
     OwnedTxn t;
     t.id = id;
     t.state = state;

@@ -205,7 +205,7 @@ TEST_CASE("a store written from the layout table reads back its log and cursors"
 TEST_CASE("a store written from the layout table reads back its transactions and producers") {
   TempDir tmp("txmq-store-layout");
   auto store = open_fixture(tmp);
-  auto open = store->read_txn(kOpenId);
+  auto open = store->read_txn(TxnId(kOpenId));
   REQUIRE(open.ok());
   REQUIRE(open->has_value());
   CHECK(static_cast<int>((*open)->state) == 0);
@@ -215,12 +215,12 @@ TEST_CASE("a store written from the layout table reads back its transactions and
   CHECK((*open)->message->key == "k");
   CHECK((*open)->message->headers == std::vector<std::pair<std::string, std::string>>{{"h", "v"}});
   CHECK((*open)->message->body == "body");
-  auto parked = store->read_txn(kParkedId);
+  auto parked = store->read_txn(TxnId(kParkedId));
   REQUIRE(parked.ok());
   REQUIRE(parked->has_value());
   CHECK(static_cast<int>((*parked)->state) == 3);
   CHECK((*parked)->checks == 5);
-  auto ended = store->read_txn(kEndedId);
+  auto ended = store->read_txn(TxnId(kEndedId));
   REQUIRE(ended.ok());
   REQUIRE(ended->has_value());
   CHECK(static_cast<int>((*ended)->state) == 1);
@@ -230,7 +230,7 @@ TEST_CASE("a store written from the layout table reads back its transactions and
   CHECK((*ended)->ended_ms == 950);
   auto due = store->due_checks(2000, 10);
   REQUIRE(due.ok());
-  CHECK(due->due == std::vector<std::pair<std::uint64_t, std::uint64_t>>{{kOpenId, 2000}});
+  CHECK(due->due == std::vector<std::pair<TxnId, std::uint64_t>>{{TxnId(kOpenId), 2000}});
   CHECK(store->txn_counts().prepared == 1);
   CHECK(store->txn_counts().parked == 1);
   CHECK(store->producer_count() == 1);
@@ -256,14 +256,14 @@ TEST_CASE("a transaction record whose state byte no layout writes is a damaged r
   }
   auto store = Store::open(StoreOptions{tmp.path(), 64ull << 20, SyncMode::kDurable});
   REQUIRE(store.ok());
-  auto open = (*store)->read_txn(kOpenId);
+  auto open = (*store)->read_txn(TxnId(kOpenId));
   REQUIRE_FALSE(open.ok());
   CHECK(open.error().code == ErrorCode::kStorageError);
   CHECK(open.error().message.find("'txn_open'") != std::string::npos);
-  auto ended = (*store)->read_txn(kEndedId);
+  auto ended = (*store)->read_txn(TxnId(kEndedId));
   REQUIRE_FALSE(ended.ok());
   CHECK(ended.error().message.find("'txn_ended'") != std::string::npos);
-  auto parked = (*store)->read_txn(kParkedId);  // its neighbours' damage is theirs alone
+  auto parked = (*store)->read_txn(TxnId(kParkedId));  // its neighbours' damage is theirs alone
   REQUIRE(parked.ok());
   CHECK(parked->has_value());
 }
@@ -273,7 +273,7 @@ TEST_CASE("writes to a store written from the layout table go on from its counte
   auto store = open_fixture(tmp);
   auto txn = store->begin_write(nullptr);
   REQUIRE(txn.ok());
-  auto batch = (*txn)->producer_batch(kProducer, 9);
+  auto batch = (*txn)->producer_batch(ProducerId(kProducer), Sequence(9));
   REQUIRE(batch.ok());
   CHECK(*batch == std::optional(std::vector<std::pair<PartitionId, Offset>>{{PartitionId(0), Offset(5)}}));
   auto topic = (*txn)->create_topic("payments", 1, 600);
@@ -284,7 +284,7 @@ TEST_CASE("writes to a store written from the layout table go on from its counte
   CHECK(*group == GroupId(4));
   auto ids = (*txn)->new_txn_ids(1, 0);
   REQUIRE(ids.ok());
-  CHECK(*ids == std::vector<std::uint64_t>{7ull << 20});
+  CHECK(*ids == std::vector<TxnId>{TxnId(7ull << 20)});
   auto offset = (*txn)->append(TopicId(kTopic), PartitionId(0), 1100, {}, {}, {});
   REQUIRE(offset.ok());
   CHECK(*offset == Offset(6));
