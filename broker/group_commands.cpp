@@ -80,7 +80,7 @@ GroupRow ConsumerGroups::row(const std::string& group, const std::string& topic,
   return row;
 }
 
-void ConsumerGroups::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows) {
+void ConsumerGroups::reply_group_list(std::uint64_t conn_id, RequestId rid, std::vector<GroupRow> rows) {
   auto* w = new GroupListWork{{}, &store_, std::move(rows), [this, conn_id, rid](const std::vector<GroupRow>& rows) {
                                 send_group_list(conn_id, rid, rows);
                               }};
@@ -92,7 +92,7 @@ void ConsumerGroups::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, 
   });
 }
 
-void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, const std::vector<GroupRow>& rows) {
+void ConsumerGroups::send_group_list(std::uint64_t conn_id, RequestId rid, const std::vector<GroupRow>& rows) {
   loop_thread_.check();
   Connection* conn = responder_.find(conn_id);
   if (!conn) return;
@@ -110,7 +110,7 @@ void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, c
                         wire::CreateGroupList(fbb, fbb.CreateVector(infos)).Union());
 }
 
-void ConsumerGroups::configure(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
+void ConsumerGroups::configure(Connection& conn, RequestId rid, const wire::ConfigureGroup& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   std::string topic = req.topic() ? req.topic()->str() : "";
@@ -148,7 +148,7 @@ void ConsumerGroups::policy_stored(const std::string& key, const PolicyOverride&
   spdlog::info("policy {} updated", key);
 }
 
-void ConsumerGroups::describe(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req) {
+void ConsumerGroups::describe(Connection& conn, RequestId rid, const wire::DescribeGroups& req) {
   loop_thread_.check();
   std::string only = req.group() ? req.group()->str() : "";
   if (!only.empty() && !group_ids_.contains(only))
@@ -173,7 +173,7 @@ struct ConsumerGroups::RedriveResult {
   std::vector<Offset> failed;                         // dead-letter offsets that could not move
 };
 
-void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
+void ConsumerGroups::redrive(Connection& conn, RequestId rid, const wire::Redrive& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   auto gid = group_ids_.find(group);

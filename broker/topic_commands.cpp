@@ -30,7 +30,7 @@ void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uin
       }));
 }
 
-void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
+void TopicLog::create(Connection& conn, RequestId rid, const wire::CreateTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   if (!valid_name(name))
     return responder_.reply_error(conn, rid,
@@ -50,7 +50,7 @@ void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTop
                });
 }
 
-void TopicLog::remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
+void TopicLog::remove(Connection& conn, RequestId rid, const wire::DeleteTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
@@ -82,7 +82,7 @@ flatbuffers::Offset<wire::TopicInfo> TopicLog::build_topic_info(const Topic& top
                                topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
-void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
+void TopicLog::describe(Connection& conn, RequestId rid, const wire::DescribeTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
@@ -94,7 +94,7 @@ void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::Describ
   responder_.send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
 }
 
-void TopicLog::list(Connection& conn, std::uint64_t rid) {
+void TopicLog::list(Connection& conn, RequestId rid) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
@@ -102,7 +102,7 @@ void TopicLog::list(Connection& conn, std::uint64_t rid) {
   responder_.send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb, fbb.CreateVector(infos)).Union());
 }
 
-void TopicLog::fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
+void TopicLog::fetch(Connection& conn, RequestId rid, const wire::Fetch& req) {
   std::string name = req.topic() ? req.topic()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)

@@ -52,7 +52,7 @@ TopicLog::Totals TopicLog::totals() const {
 // thread can read the messages without touching the connection's buffers.
 class TopicLog::ProduceOp final : public storage::WriteOp {
  public:
-  ProduceOp(TopicLog& log, std::uint64_t conn_id, std::uint64_t rid, TopicId topic, std::vector<std::uint8_t> frame,
+  ProduceOp(TopicLog& log, std::uint64_t conn_id, RequestId rid, TopicId topic, std::vector<std::uint8_t> frame,
             std::vector<Appended> where, std::size_t payload_bytes)
       : log_(log), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
         where_(std::move(where)), payload_bytes_(payload_bytes),
@@ -142,7 +142,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
 
   TopicLog& log_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   TopicId topic_;
   std::vector<std::uint8_t> frame_;
   std::vector<Appended> where_;  // per message: partition chosen on the loop, offset by the writer
@@ -152,7 +152,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
   bool duplicate_ = false;                   // a resent batch, answered from the window
 };
 
-void TopicLog::produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+void TopicLog::produce(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame,
                             const wire::Produce& req) {
   loop_thread_.check();
   if (!req.topic() || req.topic()->size() == 0)

@@ -123,7 +123,7 @@ void TransactionCoordinator::producer_left(const Connection& conn) {
 // so the writer thread can read the messages without touching the connection's buffers.
 class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
  public:
-  PrepareOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
+  PrepareOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, TopicId topic,
             std::string group, std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions,
             std::uint64_t check_after_ms)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), topic_(topic), group_(std::move(group)),
@@ -161,7 +161,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
  private:
   TransactionCoordinator& coordinator_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   TopicId topic_;
   std::string group_;                    // the producer group its checks go to
   std::vector<std::uint8_t> frame_;      // the verified Prepare frame
@@ -171,7 +171,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
   std::vector<TxnId> ids_;               // assigned by apply, one per message
 };
 
-void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+void TransactionCoordinator::prepare(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame,
                                      const wire::Prepare& req) {
   loop_thread_.check();
   std::string group = req.producer_group() ? req.producer_group()->str() : conn.producer_group;
@@ -204,7 +204,7 @@ void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::s
                                              std::move(partitions), check_after));
 }
 
-void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const TxnId> ids,
+void TransactionCoordinator::prepared(std::uint64_t conn_id, RequestId rid, std::span<const TxnId> ids,
                                       std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status) {
   loop_thread_.check();
   Connection* conn = responder_.find(conn_id);
@@ -227,7 +227,7 @@ void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, 
 // Ends a batch of transactions; each end is idempotent.
 class TransactionCoordinator::EndOp final : public storage::WriteOp {
  public:
-  EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, std::vector<wire::TxnEnd> items,
+  EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, std::vector<wire::TxnEnd> items,
         bool by_operator)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)), by_operator_(by_operator) {}
 
@@ -270,13 +270,13 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
  private:
   TransactionCoordinator& coordinator_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   std::vector<wire::TxnEnd> items_;
   bool by_operator_;                              // an operator's end, not the producer's
   std::vector<storage::TxnEndResult> results_;    // by apply, one per item
 };
 
-void TransactionCoordinator::end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req) {
+void TransactionCoordinator::end(Connection& conn, RequestId rid, const wire::EndTransactions& req) {
   loop_thread_.check();
   std::vector<wire::TxnEnd> items;
   if (req.items())
@@ -422,7 +422,7 @@ void TransactionCoordinator::send_check(Connection& target, TxnId id, const stor
   auto body = wire::CreateCheckTransaction(fbb, id.value(), fbb.CreateString(topic ? topic->meta.name : ""),
                                            fbb.CreateString(txn.producer_group), bytes_vector(fbb, m.key), headers,
                                            bytes_vector(fbb, m.body), txn.checks + 1);
-  responder_.send_frame(target, 0, wire::Body::CheckTransaction, body.Union());
+  responder_.send_frame(target, RequestId(), wire::Body::CheckTransaction, body.Union());
   txn_checked_.insert(id);
   if (probe_) probe_->txn_check_sent();
 }
@@ -467,7 +467,7 @@ void TransactionCoordinator::round_persisted(const CheckRound& round, const Stat
   if (auto next = store_.next_check_ms(); next && *next) scheduler_.at(std::max(**next, now), target_);
 }
 
-void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req) {
+void TransactionCoordinator::list(Connection& conn, RequestId rid, const wire::ListTransactions& req) {
   loop_thread_.check();
   std::vector<storage::OwnedTxn> txns;
   if (req.transaction_id()) {

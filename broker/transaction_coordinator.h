@@ -78,11 +78,11 @@ class TransactionCoordinator {
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
   // Prepare: kInvalidArgument (no valid producer group, no messages), kUnknownTopic,
   // kMessageTooLarge, kUnknownPartition, storage errors (kStorageFull, kStorageError).
-  void prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
+  void prepare(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
   // EndTransactions: storage errors only; each end is idempotent and says what it found.
-  void end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);
+  void end(Connection& conn, RequestId rid, const wire::EndTransactions& req);
   // ListTransactions: kInvalidArgument (no such transaction), kStorageError.
-  void list(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req);
+  void list(Connection& conn, RequestId rid, const wire::ListTransactions& req);
 
   // The scheduler's wake-up: one check-back round, unless one is in flight (it schedules
   // the next when it completes). Loop thread; storage errors are logged and retried.
@@ -103,7 +103,7 @@ class TransactionCoordinator {
   };
 
   // Write completions.
-  void prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const TxnId> ids,
+  void prepared(std::uint64_t conn_id, RequestId rid, std::span<const TxnId> ids,
                 std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status);
   void ended(std::span<const wire::TxnEnd> items, std::span<const storage::TxnEndResult> results,
              const Status& status);
