@@ -218,7 +218,7 @@ void Broker::close_for_timeout(Connection& conn, std::string_view reason, std::s
                                std::chrono::milliseconds limit) {
   if (probe_) probe_->connection_closed(reason);
   responder_.reply_error(
-      conn, 0, Error(ErrorCode::kTimeout, std::string(what) + " (" + std::to_string(limit.count()) + " ms)"), true);
+      conn, RequestId(), Error(ErrorCode::kTimeout, std::string(what) + " (" + std::to_string(limit.count()) + " ms)"), true);
 }
 
 void Broker::housekeeping() {
@@ -283,10 +283,10 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
   const wire::Frame* frame = common::verify_frame(bytes);
   if (!frame) {
     if (probe_) probe_->connection_closed("malformed_frame");
-    responder_.reply_error(conn, 0, Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
+    responder_.reply_error(conn, RequestId(), Error(ErrorCode::kMalformedFrame, "frame failed verification"), true);
     return;
   }
-  const std::uint64_t rid = frame->request_id();
+  const RequestId rid(frame->request_id());
   const wire::Body type = frame->body_type();
   // The verifier accepts a union member that is absent; every handler needs its body.
   if (frame->body() == nullptr) {
@@ -331,7 +331,7 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
   }
 }
 
-void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req) {
+void Broker::handle_hello(Connection& conn, RequestId rid, const wire::Hello& req) {
   if (req.protocol_version() != kProtocolVersion) {
     responder_.reply_error(conn, rid,
                            Error(ErrorCode::kUnsupportedVersion,
@@ -357,7 +357,7 @@ void Broker::handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello
   responder_.send_frame(conn, rid, wire::Body::HelloOk, body.Union());
 }
 
-void Broker::handle_stats(Connection& conn, std::uint64_t rid) {
+void Broker::handle_stats(Connection& conn, RequestId rid) {
   const TopicLog::Totals produced = topics_->totals();
   const ConsumerGroups::Totals groups = groups_->totals();
   auto usage = store_->usage();

@@ -79,8 +79,8 @@ class Broker final : public ConnectionEvents {
   void on_accept(uv_stream_t* server, int status);
 
   // Requests the Broker serves itself; each answers exactly once.
-  void handle_hello(Connection& conn, std::uint64_t rid, const wire::Hello& req);
-  void handle_stats(Connection& conn, std::uint64_t rid);
+  void handle_hello(Connection& conn, RequestId rid, const wire::Hello& req);
+  void handle_stats(Connection& conn, RequestId rid);
 
   BrokerConfig config_;
   LoopThread loop_thread_;  // bound in run()

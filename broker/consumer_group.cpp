@@ -26,7 +26,7 @@ Status ConsumerGroup::load(const LogReader& log) {
     for (const auto& [offset, pending] : state->pending) {
       // A pending record wins over an ack key: it is a dead letter redriven after its ack.
       c.acked.erase(offset);
-      c.waiting[offset] = Waiting{pending.deliveries, pending.due_ms, 0, nullptr, pending.history};
+      c.pending[offset] = Pending{pending.delivery_count, pending.due_ms, 0, nullptr, pending.reasons};
       c.retry_due.emplace(pending.due_ms, offset);
     }
   }
@@ -75,15 +75,15 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
   auto it = cursor.in_flight.find(o);
   InFlight f = std::move(it->second);
   release(p, it);
-  Failure out{p, o, terminate || f.deliveries.value() >= policy_.retry.max_deliveries, {}, f.has_record};
-  out.record.delivery_count = f.deliveries.value();
+  Failure out{p, o, terminate || f.delivery_count.value() >= policy_.retry.max_deliveries, {}, f.has_record};
+  out.record.delivery_count = f.delivery_count.value();
   out.record.first_delivery_ms = f.first_delivery_ms;
   out.record.last_delivery_ms = now_ms;
   reason = reason.substr(0, kMaxReasonBytes);
   if (!reason.empty()) {
     out.record.reasons.emplace_back(reason);
-    f.history.emplace_back(reason);
-    if (f.history.size() > kMaxFailureHistory) f.history.erase(f.history.begin());
+    f.reasons.emplace_back(reason);
+    if (f.reasons.size() > kMaxReasons) f.reasons.erase(f.reasons.begin());
   }
   if (out.dead_letter) {
     // Never delivered to this group again; the dead-letter write also records the ack.
@@ -91,9 +91,9 @@ Failure ConsumerGroup::fail(PartitionId p, Offset o, std::string_view reason, st
     ++dead_lettered;
     return out;
   }
-  const std::uint64_t delay = delay_ms ? *delay_ms : policy_.retry.delay_ms(f.deliveries.value(), rng_);
+  const std::uint64_t delay = delay_ms ? *delay_ms : policy_.retry.delay_ms(f.delivery_count.value(), rng_);
   out.record.due_ms = now_ms + delay;
-  cursor.waiting[o] = Waiting{f.deliveries, out.record.due_ms, f.first_delivery_ms, f.holder, std::move(f.history)};
+  cursor.pending[o] = Pending{f.delivery_count, out.record.due_ms, f.first_delivery_ms, f.holder, std::move(f.reasons)};
   cursor.retry_due.emplace(out.record.due_ms, o);
   return out;
 }
@@ -113,10 +113,10 @@ Status ConsumerGroup::settle(const DeliverySink& sink, PartitionId p, Offset o, 
     if (it != cursor.in_flight.end()) {
       has_record = it->second.has_record;
       release(p, it);
-    } else if (auto w = cursor.waiting.find(o); w != cursor.waiting.end()) {
+    } else if (auto w = cursor.pending.find(o); w != cursor.pending.end()) {
       has_record = true;
       cursor.retry_due.erase({w->second.due_ms, o});
-      cursor.waiting.erase(w);
+      cursor.pending.erase(w);
     } else if (o < cursor.ack_floor || cursor.acked.contains(o) ||
                o >= topic_->partitions[p.value()].next) {
       ++batch.ignored;
@@ -187,9 +187,9 @@ void ConsumerGroup::set_ack_floor(PartitionId p, Offset floor) {
 void ConsumerGroup::reopen(PartitionId p, Offset o, std::uint64_t now_ms) {
   if (p.value() >= cursors_.size()) return;
   auto& cursor = cursors_[p.value()];
-  if (cursor.in_flight.contains(o) || cursor.waiting.contains(o)) return;
+  if (cursor.in_flight.contains(o) || cursor.pending.contains(o)) return;
   cursor.acked.erase(o);
-  cursor.waiting[o] = Waiting{DeliveryCount(0), now_ms, 0, nullptr, {}};
+  cursor.pending[o] = Pending{DeliveryCount(0), now_ms, 0, nullptr, {}};
   cursor.retry_due.emplace(now_ms, o);
 }
 
@@ -253,25 +253,25 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const LogReader& log
     // The head is the lowest offset not yet resolved; it holds the partition until it is
     // acknowledged or dead-lettered.
     std::optional<Offset> fresh;
-    if (cursor.waiting.empty() || cursor.waiting.begin()->first > cursor.ack_floor) {
+    if (cursor.pending.empty() || cursor.pending.begin()->first > cursor.ack_floor) {
       Offset from = cursor.ack_floor;
       auto r = log.read_log(topic_->meta.id, p, from, 64, [&](const storage::LogEntry& e) {
         if (e.offset >= end) return false;
-        if (cursor.acked.contains(e.offset) || cursor.waiting.contains(e.offset)) return true;
+        if (cursor.acked.contains(e.offset) || cursor.pending.contains(e.offset)) return true;
         fresh = e.offset;
         return false;
       });
       (void)r;
     }
-    if (!cursor.waiting.empty() && (!fresh || cursor.waiting.begin()->first < *fresh)) {
-      auto w = cursor.waiting.begin();
+    if (!cursor.pending.empty() && (!fresh || cursor.pending.begin()->first < *fresh)) {
+      auto w = cursor.pending.begin();
       if (w->second.due_ms > now_ms) return 0;  // the head waits for its retry time
-      Waiting wait = std::move(w->second);
+      Pending retry = std::move(w->second);
       Offset o = w->first;
-      cursor.retry_due.erase({wait.due_ms, o});
-      cursor.waiting.erase(w);
-      return deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
-                     std::move(wait.history), log, fbb, now_ms, nullptr) ? 1 : 0;
+      cursor.retry_due.erase({retry.due_ms, o});
+      cursor.pending.erase(w);
+      return deliver(c, p, o, DeliveryCount(retry.delivery_count.value() + 1), retry.first_delivery_ms, true,
+                     std::move(retry.reasons), log, fbb, now_ms, nullptr) ? 1 : 0;
     }
     if (!fresh) return 0;
     DeliveryCount n(*fresh < cursor.delivered_upto ? 2 : 1);
@@ -284,19 +284,19 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const LogReader& log
   for (auto it = cursor.retry_due.begin();
        sent < room && c.sink->writable() && it != cursor.retry_due.end() && it->first <= now_ms;) {
     const Offset o = it->second;
-    auto w = cursor.waiting.find(o);
+    auto w = cursor.pending.find(o);
     if (w->second.last_holder == c.sink && consumers_.size() > 1) {
       ++it;
       continue;
     }
-    Waiting wait = std::move(w->second);
+    Pending retry = std::move(w->second);
     it = cursor.retry_due.erase(it);
-    cursor.waiting.erase(w);
-    if (deliver(c, p, o, DeliveryCount(wait.deliveries.value() + 1), wait.first_delivery_ms, true,
-                std::move(wait.history), log, fbb, now_ms, nullptr))
+    cursor.pending.erase(w);
+    if (deliver(c, p, o, DeliveryCount(retry.delivery_count.value() + 1), retry.first_delivery_ms, true,
+                std::move(retry.reasons), log, fbb, now_ms, nullptr))
       ++sent;
   }
-  // Fresh messages, in chunks: entries already settled (acked, waiting) are skipped without
+  // Fresh messages, in chunks: entries already settled (acked, pending) are skipped without
   // using the room, so the scan goes on until the room is filled or the log ends.
   while (sent < room && cursor.next < end && c.sink->writable()) {
     Offset last = cursor.next;
@@ -307,7 +307,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const LogReader& log
       last = e.offset;
       any = true;
       if (!cursor.acked.contains(e.offset) && !cursor.in_flight.contains(e.offset) &&
-          !cursor.waiting.contains(e.offset)) {
+          !cursor.pending.contains(e.offset)) {
         // Below the delivered-up-to mark a message was delivered before a restart, and
         // that delivery's lease was lost with the broker: this is its second.
         DeliveryCount n(e.offset < cursor.delivered_upto ? 2 : 1);
@@ -322,7 +322,7 @@ std::size_t ConsumerGroup::fill(Consumer& c, PartitionId p, const LogReader& log
 }
 
 bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms,
-                            bool has_record, FailureHistory history, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
+                            bool has_record, FailureReasons reasons, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
                             std::uint64_t now_ms, const storage::LogEntry* entry) {
   auto send = [&](const storage::LogEntry& e) {
     const storage::StoredMessage* m = e.message;
@@ -339,7 +339,7 @@ bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount 
         m->key() ? fbb.CreateVector(m->key()->data(), m->key()->size()) : 0,
         headers.empty() ? 0 : fbb.CreateVector(headers),
         m->body() ? fbb.CreateVector(m->body()->data(), m->body()->size()) : 0, n.value(),
-        history.empty() ? 0 : fbb.CreateVectorOfStrings(history));
+        reasons.empty() ? 0 : fbb.CreateVectorOfStrings(reasons));  // the wire's history
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Delivery, body.Union()));
     c.sink->send(common::frame_bytes(fbb));
   };
@@ -351,7 +351,7 @@ bool ConsumerGroup::deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount 
   }
   auto& cursor = cursors_[p.value()];
   const std::uint64_t deadline = now_ms + static_cast<std::uint64_t>(policy_.ack_wait.count());
-  cursor.in_flight[o] = InFlight{c.sink, n, first_ms ? first_ms : now_ms, deadline, has_record, std::move(history)};
+  cursor.in_flight[o] = InFlight{c.sink, n, first_ms ? first_ms : now_ms, deadline, has_record, std::move(reasons)};
   cursor.leases.emplace(deadline, o);
   if (o >= cursor.delivered_upto) cursor.delivered_upto = next(o);
   ++c.in_flight;
@@ -370,9 +370,9 @@ std::size_t ConsumerGroup::in_flight() const {
   return n;
 }
 
-std::size_t ConsumerGroup::waiting_retry() const {
+std::size_t ConsumerGroup::pending() const {
   std::size_t n = 0;
-  for (const auto& c : cursors_) n += c.waiting.size();
+  for (const auto& c : cursors_) n += c.pending.size();
   return n;
 }
 
@@ -384,7 +384,7 @@ std::uint64_t ConsumerGroup::lag() const {
     // Retention may have removed messages the group never acknowledged: they are not lag.
     const std::uint64_t floor = std::max(c.ack_floor, topic_->partitions[p].first).value();
     // Redriven dead letters sit below the floor (their first pass acknowledged them).
-    n += static_cast<std::uint64_t>(std::distance(c.waiting.begin(), c.waiting.lower_bound(Offset(floor))));
+    n += static_cast<std::uint64_t>(std::distance(c.pending.begin(), c.pending.lower_bound(Offset(floor))));
     if (end <= floor) continue;
     const auto acked = static_cast<std::uint64_t>(std::distance(c.acked.lower_bound(Offset(floor)), c.acked.end()));
     n += end - floor - std::min(acked, end - floor);

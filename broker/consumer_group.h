@@ -47,31 +47,33 @@ struct Consumer {
   std::uint32_t in_flight = 0;  // deliveries it holds now
 };
 
-// A message's failure history, as delivered to consumers with each retry and kept in its
-// PendingRecord: the reasons given with nacks and terminates, oldest first, the last
-// kMaxFailureHistory of them. A consumer such as txmq-notifier records each attempt here,
-// so the broker, not the consumer, remembers what happened across consumer crashes.
-inline constexpr std::size_t kMaxFailureHistory = 64;
-// Each reason is kept to its first kMaxReasonBytes: the history travels in every retry's
-// delivery and every dead letter's headers, so it must stay far below a message's limit.
+// A message's failure reasons, as kept in its PendingRecord and delivered to consumers
+// with each retry (the wire's and the client's Delivery call them its history): the
+// reasons given with nacks and terminates, oldest first, the last kMaxReasons of them. A
+// consumer such as txmq-notifier records each attempt here, so the broker, not the
+// consumer, remembers what happened across consumer crashes.
+inline constexpr std::size_t kMaxReasons = 64;
+// Each reason is kept to its first kMaxReasonBytes: the reasons travel in every retry's
+// delivery and every dead letter's headers, so they must stay far below a message's limit.
 inline constexpr std::size_t kMaxReasonBytes = 1024;
-using FailureHistory = std::vector<std::string>;
+using FailureReasons = std::vector<std::string>;
 
 struct InFlight {
   DeliverySink* holder;                // the consumer's sink
-  DeliveryCount deliveries;            // including this one
+  DeliveryCount delivery_count;        // including this one
   std::uint64_t first_delivery_ms;     // of the message's first delivery
   std::uint64_t lease_deadline_ms;     // a failed delivery once passed
   bool has_record;                     // a PendingRecord exists (it failed before)
-  FailureHistory history;              // reasons of the earlier failures
+  FailureReasons reasons;              // of the earlier failures
 };
 
-struct Waiting {
-  DeliveryCount deliveries;         // deliveries so far
+// A message that failed and waits for its next delivery (it has a PendingRecord).
+struct Pending {
+  DeliveryCount delivery_count;     // deliveries so far
   std::uint64_t due_ms;             // not delivered again before this
   std::uint64_t first_delivery_ms;  // 0 when never delivered (a redriven dead letter)
   const DeliverySink* last_holder = nullptr;  // whose lease ran out: others get it first
-  FailureHistory history;           // reasons of the failures so far
+  FailureReasons reasons;           // of the failures so far
 };
 
 // One group's position in one partition.
@@ -81,9 +83,9 @@ struct PartitionCursor {
   Offset delivered_upto;                 // below it every offset was delivered at least once
   std::set<Offset> acked;                // acknowledged offsets above the floor
   std::map<Offset, InFlight> in_flight;  // delivered, awaiting a verdict
-  std::map<Offset, Waiting> waiting;     // failed; delivered again once due
+  std::map<Offset, Pending> pending;     // failed; delivered again once due
   std::set<std::pair<std::uint64_t, Offset>> leases;     // (deadline, offset) of in_flight
-  std::set<std::pair<std::uint64_t, Offset>> retry_due;  // (due, offset) of waiting
+  std::set<std::pair<std::uint64_t, Offset>> retry_due;  // (due, offset) of pending
 };
 
 // A delivery that failed, as the broker must persist it: a new PendingRecord, or a move to
@@ -152,7 +154,7 @@ class ConsumerGroup {
 
   // For stats and metrics.
   std::size_t in_flight() const;
-  std::size_t waiting_retry() const;
+  std::size_t pending() const;  // failed, waiting for their retry time (the wire's waiting_retry)
   std::uint64_t lag() const;
   std::uint64_t delivered = 0;
   std::uint64_t redelivered = 0;
@@ -166,7 +168,7 @@ class ConsumerGroup {
   std::size_t fill(Consumer& c, PartitionId p, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb,
                    std::uint64_t now_ms);
   bool deliver(Consumer& c, PartitionId p, Offset o, DeliveryCount n, std::uint64_t first_ms, bool has_record,
-               FailureHistory history, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
+               FailureReasons reasons, const LogReader& log, flatbuffers::FlatBufferBuilder& fbb, std::uint64_t now_ms,
                const storage::LogEntry* entry);
   Failure fail(PartitionId p, Offset o, std::string_view reason, std::optional<std::uint64_t> delay_ms,
                bool terminate, std::uint64_t now_ms);

@@ -72,7 +72,7 @@ void ConsumerGroups::dispatch(ConsumerGroup& group) {
   if (!dispatching_) return;  // nothing more goes out; what is held is delivered after restart
   if (group.has_consumers()) {
     auto marks = group.dispatch(StoreLogReader(store_), responder_.fbb(), wall_ms());
-    if (!marks.empty()) persist(group, SettleBatch{}, std::move(marks), 0, 0, false);
+    if (!marks.empty()) persist(group, SettleBatch{}, std::move(marks), 0, RequestId(), false);
   }
   schedule(group);
 }
@@ -138,7 +138,7 @@ void ConsumerGroups::connection_closed(const Connection& conn, bool shutting_dow
 class ConsumerGroups::SettleOp final : public storage::WriteOp {
  public:
   SettleOp(ConsumerGroups& groups, FailureOrigin origin, SettleBatch batch,
-           std::vector<std::pair<PartitionId, Offset>> marks, std::uint64_t conn_id, std::uint64_t rid, bool reply)
+           std::vector<std::pair<PartitionId, Offset>> marks, std::uint64_t conn_id, RequestId rid, bool reply)
       : groups_(groups), origin_(std::move(origin)), batch_(std::move(batch)), marks_(std::move(marks)),
         conn_id_(conn_id), rid_(rid), reply_(reply) {}
 
@@ -186,7 +186,7 @@ class ConsumerGroups::SettleOp final : public storage::WriteOp {
   SettleBatch batch_;
   std::vector<std::pair<PartitionId, Offset>> marks_;   // delivered-up-to, to persist
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   bool reply_;                                          // a Settle to answer
   std::vector<std::pair<PartitionId, Offset>> floors_;  // by apply: ack floors after the acks
   std::optional<storage::TopicMeta> dlq_;               // by apply: the dead-letter topic written
@@ -194,7 +194,7 @@ class ConsumerGroups::SettleOp final : public storage::WriteOp {
 };
 
 void ConsumerGroups::persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
-                             std::uint64_t conn_id, std::uint64_t rid, bool reply) {
+                             std::uint64_t conn_id, RequestId rid, bool reply) {
   if (group.series.nacked)
     for (const Failure& f : batch.failures) (f.dead_letter ? group.series.dead_lettered : group.series.nacked)->inc();
   FailureOrigin origin{group.name(), group.id(), group.topic().meta.name, group.topic().meta.id};
@@ -206,7 +206,7 @@ void ConsumerGroups::persist_failures(ConsumerGroup& group, std::vector<Failure>
   if (failures.empty()) return;
   SettleBatch batch;
   batch.failures = std::move(failures);
-  persist(group, std::move(batch), {}, 0, 0, false);
+  persist(group, std::move(batch), {}, 0, RequestId(), false);
 }
 
 void ConsumerGroups::settled(const FailureOrigin& origin, std::span<const std::pair<PartitionId, Offset>> floors,
@@ -232,7 +232,7 @@ void ConsumerGroups::settled(const FailureOrigin& origin, std::span<const std::p
 class ConsumerGroups::InternGroupOp final : public storage::WriteOp {
  public:
   InternGroupOp(ConsumerGroups& groups, std::string group, std::string topic, std::uint32_t window,
-                std::uint64_t conn_id, std::uint64_t rid)
+                std::uint64_t conn_id, RequestId rid)
       : groups_(groups), group_(std::move(group)), topic_(std::move(topic)), window_(window), conn_id_(conn_id),
         rid_(rid) {}
 
@@ -260,11 +260,11 @@ class ConsumerGroups::InternGroupOp final : public storage::WriteOp {
   std::string topic_;         // the subscription that asked, joined once the id is there
   std::uint32_t window_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   storage::GroupId group_id_{};  // by apply
 };
 
-void ConsumerGroups::subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req) {
+void ConsumerGroups::subscribe(Connection& conn, RequestId rid, const wire::Subscribe& req) {
   loop_thread_.check();
   std::string topic_name = req.topic() ? req.topic()->str() : "";
   std::string group_name = req.group() ? req.group()->str() : "";
@@ -288,7 +288,7 @@ void ConsumerGroups::subscribe(Connection& conn, std::uint64_t rid, const wire::
                                                  conn.id(), rid));
 }
 
-void ConsumerGroups::join(std::uint64_t conn_id, std::uint64_t rid, const std::string& topic_name,
+void ConsumerGroups::join(std::uint64_t conn_id, RequestId rid, const std::string& topic_name,
                           const std::string& group_name, std::uint32_t window, storage::GroupId gid) {
   Connection* c = responder_.find(conn_id);
   Topic* topic = topics_.find(topic_name);
@@ -303,7 +303,7 @@ void ConsumerGroups::join(std::uint64_t conn_id, std::uint64_t rid, const std::s
   dispatch(*group);
 }
 
-ConsumerGroup* ConsumerGroups::settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
+ConsumerGroup* ConsumerGroups::settling_group(Connection& conn, RequestId rid, const flatbuffers::String* topic,
                                               const flatbuffers::String* group) {
   const std::string topic_name = topic ? topic->str() : "";
   const std::string group_name = group ? group->str() : "";
@@ -314,7 +314,7 @@ ConsumerGroup* ConsumerGroups::settling_group(Connection& conn, std::uint64_t ri
   return g;
 }
 
-void ConsumerGroups::settle(Connection& conn, std::uint64_t rid, const wire::Settle& req) {
+void ConsumerGroups::settle(Connection& conn, RequestId rid, const wire::Settle& req) {
   loop_thread_.check();
   ConsumerGroup* group = settling_group(conn, rid, req.topic(), req.group());
   if (!group) return;

@@ -83,19 +83,19 @@ class ConsumerGroups final : public TopicListener {
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
   // Subscribe: kInvalidArgument (group name, window 0 without a subscription),
   // kUnknownTopic, kStorageError, kStorageFull.
-  void subscribe(Connection& conn, std::uint64_t rid, const wire::Subscribe& req);
+  void subscribe(Connection& conn, RequestId rid, const wire::Subscribe& req);
   // Settle: kNotSubscribed (no such group on the topic), kInvalidArgument (no such
   // partition), storage errors once written.
-  void settle(Connection& conn, std::uint64_t rid, const wire::Settle& req);
+  void settle(Connection& conn, RequestId rid, const wire::Settle& req);
   // ConfigureGroup: kInvalidArgument (no name, bad name, bad schedule), kUnknownTopic,
   // storage errors.
-  void configure(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req);
+  void configure(Connection& conn, RequestId rid, const wire::ConfigureGroup& req);
   // DescribeGroups: kInvalidArgument (unknown group), kStorageError.
-  void describe(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req);
+  void describe(Connection& conn, RequestId rid, const wire::DescribeGroups& req);
   // Redrive: kInvalidArgument (unknown group), kUnknownTopic (no dead letters), storage
   // errors; letters that cannot move are listed as failed, and those without the broker's
   // mark (unless req.trust_unmarked) also as unmarked.
-  void redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req);
+  void redrive(Connection& conn, RequestId rid, const wire::Redrive& req);
 
   // TopicListener. Loop thread.
   void topic_appended(const Topic& topic) override;
@@ -132,11 +132,11 @@ class ConsumerGroups final : public TopicListener {
   // The group's state on the topic, loaded from storage on first use; null on a storage
   // error (logged). The one place a ConsumerGroup is made.
   ConsumerGroup* load(const std::string& group, storage::GroupId gid, Topic& topic);
-  void join(std::uint64_t conn_id, std::uint64_t rid, const std::string& topic, const std::string& group,
+  void join(std::uint64_t conn_id, RequestId rid, const std::string& topic, const std::string& group,
             std::uint32_t window, storage::GroupId gid);
   GroupPolicy effective_policy(std::string_view group, std::string_view topic) const;
   // The group a Settle names; answers kNotSubscribed and returns null when unknown.
-  ConsumerGroup* settling_group(Connection& conn, std::uint64_t rid, const flatbuffers::String* topic,
+  ConsumerGroup* settling_group(Connection& conn, RequestId rid, const flatbuffers::String* topic,
                                 const flatbuffers::String* group);
 
   void dispatch(ConsumerGroup& group);
@@ -144,7 +144,7 @@ class ConsumerGroups final : public TopicListener {
   void group_due(ConsumerGroup& group);
   // Writes a batch of verdicts (and delivered-up-to marks); answers rid when reply.
   void persist(ConsumerGroup& group, SettleBatch batch, std::vector<std::pair<PartitionId, Offset>> marks,
-               std::uint64_t conn_id, std::uint64_t rid, bool reply);
+               std::uint64_t conn_id, RequestId rid, bool reply);
   void persist_failures(ConsumerGroup& group, std::vector<Failure> failures);
   void settled(const FailureOrigin& origin, std::span<const std::pair<PartitionId, Offset>> floors,
                const std::optional<storage::TopicMeta>& dlq, std::span<const Appended> dead_letters,
@@ -159,8 +159,8 @@ class ConsumerGroups final : public TopicListener {
   // reads every letter (redrives delete from the middle, so offsets overcount) and a
   // dead-letter topic can hold millions, so it runs on libuv's thread pool, each
   // dead-letter topic read once, and the loop goes on serving meanwhile.
-  void reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows);
-  void send_group_list(std::uint64_t conn_id, std::uint64_t rid, const std::vector<GroupRow>& rows);
+  void reply_group_list(std::uint64_t conn_id, RequestId rid, std::vector<GroupRow> rows);
+  void send_group_list(std::uint64_t conn_id, RequestId rid, const std::vector<GroupRow>& rows);
   struct RedriveResult;
   void redriven(const std::string& group, storage::GroupId group_id, const RedriveResult& result);
 

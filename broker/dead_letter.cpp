@@ -31,8 +31,8 @@ std::string dead_letter_topic(std::string_view group) { return txmq::dead_letter
 
 std::vector<std::string> merge_reasons(std::vector<std::string> older, const std::vector<std::string>& newer) {
   older.insert(older.end(), newer.begin(), newer.end());
-  if (older.size() > kMaxFailureHistory)
-    older.erase(older.begin(), older.end() - static_cast<std::ptrdiff_t>(kMaxFailureHistory));
+  if (older.size() > kMaxReasons)
+    older.erase(older.begin(), older.end() - static_cast<std::ptrdiff_t>(kMaxReasons));
   return older;
 }
 

@@ -36,7 +36,7 @@ struct FailureOrigin {
 };
 
 // The reasons a PendingRecord keeps after a failure: the older ones, then the newer, the
-// last kMaxFailureHistory of them (the same bound as the in-memory FailureHistory).
+// last kMaxReasons of them (the same bound as the in-memory FailureReasons).
 std::vector<std::string> merge_reasons(std::vector<std::string> older, const std::vector<std::string>& newer);
 
 // The txmq-* headers a dead letter gets (listed at the top of this file), in that order:

@@ -72,14 +72,14 @@ GroupRow ConsumerGroups::row(const std::string& group, const std::string& topic,
     row.consumers = static_cast<std::uint32_t>(g->consumers());
     row.lag = g->lag();
     row.in_flight = g->in_flight();
-    row.waiting_retry = g->waiting_retry();
+    row.waiting_retry = g->pending();
     row.redelivered = g->redelivered;
   }
   if (const Topic* dlq = topics_.find(dead_letter_topic(group))) row.dead_letter_topic = dlq->meta.id;
   return row;
 }
 
-void ConsumerGroups::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, std::vector<GroupRow> rows) {
+void ConsumerGroups::reply_group_list(std::uint64_t conn_id, RequestId rid, std::vector<GroupRow> rows) {
   auto* w = new GroupListWork{{}, &store_, std::move(rows), [this, conn_id, rid](const std::vector<GroupRow>& rows) {
                                 send_group_list(conn_id, rid, rows);
                               }};
@@ -91,7 +91,7 @@ void ConsumerGroups::reply_group_list(std::uint64_t conn_id, std::uint64_t rid, 
   });
 }
 
-void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, const std::vector<GroupRow>& rows) {
+void ConsumerGroups::send_group_list(std::uint64_t conn_id, RequestId rid, const std::vector<GroupRow>& rows) {
   loop_thread_.check();
   Connection* conn = responder_.find(conn_id);
   if (!conn) return;
@@ -114,7 +114,7 @@ void ConsumerGroups::send_group_list(std::uint64_t conn_id, std::uint64_t rid, c
 class ConsumerGroups::ConfigureGroupOp final : public storage::WriteOp {
  public:
   ConfigureGroupOp(ConsumerGroups& groups, std::string key, PolicyOverride merged, std::string group,
-                   std::string topic, std::uint64_t conn_id, std::uint64_t rid)
+                   std::string topic, std::uint64_t conn_id, RequestId rid)
       : groups_(groups), key_(std::move(key)), merged_(std::move(merged)), record_(merged_.to_record()),
         group_(std::move(group)), topic_(std::move(topic)), conn_id_(conn_id), rid_(rid) {}
 
@@ -140,10 +140,10 @@ class ConsumerGroups::ConfigureGroupOp final : public storage::WriteOp {
   std::string group_;                 // empty for a topic's default
   std::string topic_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
 };
 
-void ConsumerGroups::configure(Connection& conn, std::uint64_t rid, const wire::ConfigureGroup& req) {
+void ConsumerGroups::configure(Connection& conn, RequestId rid, const wire::ConfigureGroup& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   std::string topic = req.topic() ? req.topic()->str() : "";
@@ -173,7 +173,7 @@ void ConsumerGroups::policy_stored(const std::string& key, const PolicyOverride&
   spdlog::info("policy {} updated", key);
 }
 
-void ConsumerGroups::describe(Connection& conn, std::uint64_t rid, const wire::DescribeGroups& req) {
+void ConsumerGroups::describe(Connection& conn, RequestId rid, const wire::DescribeGroups& req) {
   loop_thread_.check();
   std::string only = req.group() ? req.group()->str() : "";
   if (!only.empty() && !group_ids_.contains(only))
@@ -204,7 +204,7 @@ struct ConsumerGroups::RedriveResult {
 class ConsumerGroups::RedriveOp final : public storage::WriteOp {
  public:
   RedriveOp(ConsumerGroups& groups, std::string group, storage::GroupId group_id, TopicId dlq,
-            std::vector<Offset> offsets, bool trust_unmarked, std::uint64_t conn_id, std::uint64_t rid)
+            std::vector<Offset> offsets, bool trust_unmarked, std::uint64_t conn_id, RequestId rid)
       : groups_(groups), group_(std::move(group)), group_id_(group_id), dlq_(dlq), offsets_(std::move(offsets)),
         trust_unmarked_(trust_unmarked), conn_id_(conn_id), rid_(rid) {}
 
@@ -255,11 +255,11 @@ class ConsumerGroups::RedriveOp final : public storage::WriteOp {
   std::vector<Offset> offsets_;  // its letters to move
   bool trust_unmarked_;          // also move letters without the broker's mark
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   RedriveResult result_;         // by apply
 };
 
-void ConsumerGroups::redrive(Connection& conn, std::uint64_t rid, const wire::Redrive& req) {
+void ConsumerGroups::redrive(Connection& conn, RequestId rid, const wire::Redrive& req) {
   loop_thread_.check();
   std::string group = req.group() ? req.group()->str() : "";
   auto gid = group_ids_.find(group);

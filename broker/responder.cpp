@@ -6,13 +6,13 @@
 
 namespace txmq::broker {
 
-void Responder::send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body) {
+void Responder::send_frame(Connection& conn, RequestId rid, wire::Body type, flatbuffers::Offset<void> body) {
   loop_thread_.check();
-  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid, type, body));
+  fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid.value(), type, body));
   conn.send(common::frame_bytes(fbb_));
 }
 
-void Responder::reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal) {
+void Responder::reply_error(Connection& conn, RequestId rid, const Error& error, bool fatal) {
   if (probe_) probe_->request_error(error.code);
   fbb_.Clear();
   auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
@@ -23,7 +23,7 @@ void Responder::reply_error(Connection& conn, std::uint64_t rid, const Error& er
   }
 }
 
-void Responder::reply_ok(Connection& conn, std::uint64_t rid) {
+void Responder::reply_ok(Connection& conn, RequestId rid) {
   fbb_.Clear();
   send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
 }

@@ -17,6 +17,7 @@
 #include "broker/connection.h"
 #include "broker/loop_thread.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "txmq_generated.h"
 
 namespace txmq::broker {
@@ -49,14 +50,14 @@ class Responder {
   // The builder for the next answer: Clear() it, build the body in it, send_frame(). Loop
   // thread.
   flatbuffers::FlatBufferBuilder& fbb() { return fbb_; }
-  // Finishes the frame around body (built in fbb()) and queues it on conn. rid 0 is a
-  // push. Loop thread; no errors (a connection that cannot take it closes by itself).
-  void send_frame(Connection& conn, std::uint64_t rid, wire::Body type, flatbuffers::Offset<void> body);
+  // Finishes the frame around body (built in fbb()) and queues it on conn. RequestId()
+  // (0) is a push. Loop thread; no errors (a connection that cannot take it closes by itself).
+  void send_frame(Connection& conn, RequestId rid, wire::Body type, flatbuffers::Offset<void> body);
   // Answers rid with error (and counts it); `fatal` closes the connection once the error is
   // written. Clears fbb(). Loop thread.
-  void reply_error(Connection& conn, std::uint64_t rid, const Error& error, bool fatal = false);
+  void reply_error(Connection& conn, RequestId rid, const Error& error, bool fatal = false);
   // Answers rid with Ok. Clears fbb(). Loop thread.
-  void reply_ok(Connection& conn, std::uint64_t rid);
+  void reply_ok(Connection& conn, RequestId rid);
 
   // A produce or prepare of n bytes went to storage / came back: past the in-flight limit
   // the connection stops reading until enough came back. Loop thread.

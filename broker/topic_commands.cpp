@@ -51,7 +51,7 @@ void TopicLog::create_topic(std::string name, std::uint32_t partitions, std::uin
                                                  retention_bytes, std::move(done)));
 }
 
-void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req) {
+void TopicLog::create(Connection& conn, RequestId rid, const wire::CreateTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   if (!valid_name(name))
     return responder_.reply_error(conn, rid,
@@ -75,7 +75,7 @@ void TopicLog::create(Connection& conn, std::uint64_t rid, const wire::CreateTop
 // Deletes a topic, its messages and its groups' records; answers the DeleteTopic.
 class TopicLog::DeleteTopicOp final : public storage::WriteOp {
  public:
-  DeleteTopicOp(TopicLog& log, std::string name, std::uint64_t conn_id, std::uint64_t rid)
+  DeleteTopicOp(TopicLog& log, std::string name, std::uint64_t conn_id, RequestId rid)
       : log_(log), name_(std::move(name)), conn_id_(conn_id), rid_(rid) {}
 
   storage::WriteOpKind kind() const override { return storage::WriteOpKind::kDeleteTopic; }
@@ -101,10 +101,10 @@ class TopicLog::DeleteTopicOp final : public storage::WriteOp {
   TopicLog& log_;
   std::string name_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
 };
 
-void TopicLog::remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req) {
+void TopicLog::remove(Connection& conn, RequestId rid, const wire::DeleteTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
@@ -122,7 +122,7 @@ flatbuffers::Offset<wire::TopicInfo> TopicLog::build_topic_info(const Topic& top
                                topic.meta.created_at_ms, topic.meta.retention_ms, topic.meta.retention_bytes);
 }
 
-void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req) {
+void TopicLog::describe(Connection& conn, RequestId rid, const wire::DescribeTopic& req) {
   std::string name = req.name() ? req.name()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)
@@ -134,7 +134,7 @@ void TopicLog::describe(Connection& conn, std::uint64_t rid, const wire::Describ
   responder_.send_frame(conn, rid, wire::Body::TopicInfo, build_topic_info(*topic).Union());
 }
 
-void TopicLog::list(Connection& conn, std::uint64_t rid) {
+void TopicLog::list(Connection& conn, RequestId rid) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
@@ -142,7 +142,7 @@ void TopicLog::list(Connection& conn, std::uint64_t rid) {
   responder_.send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb, fbb.CreateVector(infos)).Union());
 }
 
-void TopicLog::fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req) {
+void TopicLog::fetch(Connection& conn, RequestId rid, const wire::Fetch& req) {
   std::string name = req.topic() ? req.topic()->str() : "";
   Topic* topic = topics_.find(name);
   if (!topic)

@@ -52,7 +52,7 @@ TopicLog::Totals TopicLog::totals() const {
 // thread can read the messages without touching the connection's buffers.
 class TopicLog::ProduceOp final : public storage::WriteOp {
  public:
-  ProduceOp(TopicLog& log, std::uint64_t conn_id, std::uint64_t rid, TopicId topic, std::vector<std::uint8_t> frame,
+  ProduceOp(TopicLog& log, std::uint64_t conn_id, RequestId rid, TopicId topic, std::vector<std::uint8_t> frame,
             std::vector<Appended> where, std::size_t payload_bytes)
       : log_(log), conn_id_(conn_id), rid_(rid), topic_(topic), frame_(std::move(frame)),
         where_(std::move(where)), payload_bytes_(payload_bytes),
@@ -70,7 +70,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
     if (producer) {
       // A batch this producer sent before (resent after a reconnect) is answered from the
       // window, with the offsets it got the first time, and not appended again.
-      auto seen = txn.producer_batch(producer, req->sequence());
+      auto seen = txn.producer_batch(ProducerId(producer), Sequence(req->sequence()));
       if (!seen) return seen.error();
       if (*seen) {
         duplicate_ = true;
@@ -106,7 +106,9 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
       std::vector<std::pair<PartitionId, Offset>> batch;
       batch.reserve(where_.size());
       for (const Appended& w : where_) batch.emplace_back(w.partition, w.offset);
-      if (auto st = txn.record_producer_batch(producer, req->sequence(), batch, idempotence_window_, ts); !st) return st;
+      if (auto st = txn.record_producer_batch(ProducerId(producer), Sequence(req->sequence()), batch, idempotence_window_, ts);
+          !st)
+        return st;
     }
     return {};
   }
@@ -141,7 +143,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
 
   TopicLog& log_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   TopicId topic_;
   std::vector<std::uint8_t> frame_;
   std::vector<Appended> where_;  // per message: partition chosen on the loop, offset by the writer
@@ -151,7 +153,7 @@ class TopicLog::ProduceOp final : public storage::WriteOp {
   bool duplicate_ = false;                   // a resent batch, answered from the window
 };
 
-void TopicLog::produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+void TopicLog::produce(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame,
                             const wire::Produce& req) {
   loop_thread_.check();
   if (!req.topic() || req.topic()->size() == 0)

@@ -69,17 +69,17 @@ class TopicLog final : public AppendSink {
   // Produce: kInvalidArgument (no topic, bad name), kForbidden (a dead-letter topic, a
   // txmq-* header: check_client_write), kUnknownTopic (absent and not auto-created, or
   // deleted in flight), kMessageTooLarge, kUnknownPartition, kStorageFull, kStorageError.
-  void produce(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame, const wire::Produce& req);
+  void produce(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame, const wire::Produce& req);
   // CreateTopic: kInvalidArgument (name, partitions), kForbidden (a dead-letter topic),
   // kTopicExists, storage errors.
-  void create(Connection& conn, std::uint64_t rid, const wire::CreateTopic& req);
+  void create(Connection& conn, RequestId rid, const wire::CreateTopic& req);
   // DeleteTopic: kUnknownTopic, storage errors.
-  void remove(Connection& conn, std::uint64_t rid, const wire::DeleteTopic& req);
+  void remove(Connection& conn, RequestId rid, const wire::DeleteTopic& req);
   // DescribeTopic: kUnknownTopic.
-  void describe(Connection& conn, std::uint64_t rid, const wire::DescribeTopic& req);
-  void list(Connection& conn, std::uint64_t rid);
+  void describe(Connection& conn, RequestId rid, const wire::DescribeTopic& req);
+  void list(Connection& conn, RequestId rid);
   // Fetch: kUnknownTopic, kUnknownPartition, kStorageError.
-  void fetch(Connection& conn, std::uint64_t rid, const wire::Fetch& req);
+  void fetch(Connection& conn, RequestId rid, const wire::Fetch& req);
 
   // The scheduler's wake-up: one retention round. Loop thread; storage errors are logged.
   void retention_due();

@@ -36,6 +36,29 @@ flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::Header>>> head
   return hs.empty() ? 0 : fbb.CreateVector(hs);
 }
 
+// Storage keeps its own transaction states; the wire has its own enum. Converted here, at
+// the edge, by name.
+wire::TxnState to_wire(storage::TxnState s) {
+  switch (s) {
+    case storage::TxnState::kPrepared: return wire::TxnState::Prepared;
+    case storage::TxnState::kCommitted: return wire::TxnState::Committed;
+    case storage::TxnState::kRolledBack: return wire::TxnState::RolledBack;
+    case storage::TxnState::kParked: return wire::TxnState::Parked;
+  }
+  return wire::TxnState::Prepared;  // not reached: storage never holds another state
+}
+
+// nullopt for a value the wire enum does not name (a client may send any byte).
+std::optional<storage::TxnState> from_wire(wire::TxnState s) {
+  switch (s) {
+    case wire::TxnState::Prepared: return storage::TxnState::kPrepared;
+    case wire::TxnState::Committed: return storage::TxnState::kCommitted;
+    case wire::TxnState::RolledBack: return storage::TxnState::kRolledBack;
+    case wire::TxnState::Parked: return storage::TxnState::kParked;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Status TxnPrune::apply(storage::WriteTxn& txn, std::size_t limit) {
@@ -99,7 +122,7 @@ void TransactionCoordinator::producer_left(const Connection& conn) {
 // so the writer thread can read the messages without touching the connection's buffers.
 class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
  public:
-  PrepareOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, TopicId topic,
+  PrepareOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, TopicId topic,
             std::string group, std::vector<std::uint8_t> frame, std::vector<PartitionId> partitions,
             std::uint64_t check_after_ms)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), topic_(topic), group_(std::move(group)),
@@ -120,7 +143,7 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
     for (const auto* m : *req->messages()) {
       header_views(*m, headers);
       const std::uint64_t deliver_at = m->deliver_at_ms() ? m->deliver_at_ms() : (m->delay_ms() ? now + m->delay_ms() : 0);
-      const std::uint64_t fresh = (*ids)[i];
+      const TxnId fresh = (*ids)[i];
       auto id = txn.prepare(fresh, topic_, partitions_[i++], group_, now, bytes_of(m->key()), headers, bytes_of(m->body()),
                             deliver_at, first_check_);
       if (!id) return id.error();
@@ -138,17 +161,17 @@ class TransactionCoordinator::PrepareOp final : public storage::WriteOp {
  private:
   TransactionCoordinator& coordinator_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   TopicId topic_;
   std::string group_;                    // the producer group its checks go to
   std::vector<std::uint8_t> frame_;      // the verified Prepare frame
   std::vector<PartitionId> partitions_;  // chosen on the loop, one per message
   std::uint64_t check_after_ms_;
   std::uint64_t first_check_ = 0;        // set by apply
-  std::vector<std::uint64_t> ids_;       // assigned by apply, one per message
+  std::vector<TxnId> ids_;               // assigned by apply, one per message
 };
 
-void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame,
+void TransactionCoordinator::prepare(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame,
                                      const wire::Prepare& req) {
   loop_thread_.check();
   std::string group = req.producer_group() ? req.producer_group()->str() : conn.producer_group;
@@ -182,7 +205,7 @@ void TransactionCoordinator::prepare(Connection& conn, std::uint64_t rid, std::s
                                              std::move(partitions), check_after));
 }
 
-void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const std::uint64_t> ids,
+void TransactionCoordinator::prepared(std::uint64_t conn_id, RequestId rid, std::span<const TxnId> ids,
                                       std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status) {
   loop_thread_.check();
   Connection* conn = responder_.find(conn_id);
@@ -196,14 +219,16 @@ void TransactionCoordinator::prepared(std::uint64_t conn_id, std::uint64_t rid, 
   if (!status) return responder_.reply_error(*conn, rid, status.error());
   auto& fbb = responder_.fbb();
   fbb.Clear();
-  responder_.send_frame(*conn, rid, wire::Body::PrepareOk,
-                        wire::CreatePrepareOk(fbb, fbb.CreateVector(ids.data(), ids.size())).Union());
+  std::vector<std::uint64_t> wire_ids;
+  wire_ids.reserve(ids.size());
+  for (TxnId id : ids) wire_ids.push_back(id.value());
+  responder_.send_frame(*conn, rid, wire::Body::PrepareOk, wire::CreatePrepareOk(fbb, fbb.CreateVector(wire_ids)).Union());
 }
 
 // Ends a batch of transactions; each end is idempotent.
 class TransactionCoordinator::EndOp final : public storage::WriteOp {
  public:
-  EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, std::uint64_t rid, std::vector<wire::TxnEnd> items,
+  EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, std::vector<wire::TxnEnd> items,
         bool by_operator)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)), by_operator_(by_operator) {}
 
@@ -215,12 +240,12 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
     for (const auto& item : items_) {
       storage::TxnEndResult r;
       if (item.action() == wire::TxnAction::Unknown) {
-        auto state = txn.txn_state(item.transaction_id());
+        auto state = txn.txn_state(TxnId(item.transaction_id()));
         if (!state) return state.error();
         r.found = state->has_value();
-        r.state = state->value_or(0);
+        r.state = state->value_or(storage::TxnState::kPrepared);  // with found = false
       } else {
-        auto ended = txn.end_txn(item.transaction_id(), item.action() == wire::TxnAction::Commit,
+        auto ended = txn.end_txn(TxnId(item.transaction_id()), item.action() == wire::TxnAction::Commit,
                                  by_operator_ ? kResolvedByOperator : "producer", now);
         if (!ended) return ended.error();
         r = *ended;
@@ -239,7 +264,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
     fbb.Clear();
     std::vector<wire::TxnResult> out;
     for (std::size_t i = 0; i < items_.size(); ++i)
-      out.emplace_back(items_[i].transaction_id(), static_cast<wire::TxnState>(results_[i].state), results_[i].changed,
+      out.emplace_back(items_[i].transaction_id(), to_wire(results_[i].state), results_[i].changed,
                        results_[i].found);
     coordinator_.responder_.send_frame(*conn, rid_, wire::Body::EndTransactionsOk,
                                        wire::CreateEndTransactionsOk(fbb, fbb.CreateVectorOfStructs(out)).Union());
@@ -248,13 +273,13 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
  private:
   TransactionCoordinator& coordinator_;
   std::uint64_t conn_id_;
-  std::uint64_t rid_;
+  RequestId rid_;
   std::vector<wire::TxnEnd> items_;
   bool by_operator_;                              // an operator's end, not the producer's
   std::vector<storage::TxnEndResult> results_;    // by apply, one per item
 };
 
-void TransactionCoordinator::end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req) {
+void TransactionCoordinator::end(Connection& conn, RequestId rid, const wire::EndTransactions& req) {
   loop_thread_.check();
   std::vector<wire::TxnEnd> items;
   if (req.items())
@@ -268,11 +293,11 @@ void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
   if (!status) return;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto& r = results[i];
-    const std::uint64_t id = items[i].transaction_id();
+    const TxnId id(items[i].transaction_id());
     if (txn_checked_.erase(id) && probe_) probe_->txn_check_answered();
     if (!r.changed) continue;
     txn_origin_.erase(id);
-    if (probe_) probe_->txn_ended(static_cast<wire::TxnState>(r.state));
+    if (probe_) probe_->txn_ended(to_wire(r.state));
     if (r.appended) {
       const Appended where{r.partition, *r.appended};
       appends_.appended(r.topic, {&where, 1}, 0);
@@ -284,13 +309,13 @@ void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
 // One check-back round: what was read, and what it decided to write.
 struct TransactionCoordinator::CheckRound {
   struct Checked {
-    std::uint64_t id;
+    TxnId id;
     std::uint32_t checks;          // after this round
     std::uint64_t next_check_ms;   // 0 when parked
     bool park;                     // checks ran out: parked for an operator
   };
   std::uint64_t now_ms = 0;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> due;  // (id, due time), due order
+  std::vector<std::pair<TxnId, std::uint64_t>> due;  // (id, due time), due order
   std::vector<storage::CheckSpan> empty;  // spans whose transactions all ended: dropped
   std::vector<Checked> checked;
   // A due check could not be sent: no producer, the group's budget spent, or not read.
@@ -316,7 +341,7 @@ void TransactionCoordinator::check_round() {
 // checked now (no producer of their group, or its rate budget spent) are stepped over later,
 // so that they never hold back another group's. False on a storage error (logged).
 bool TransactionCoordinator::scan_due(CheckRound& round) {
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  std::optional<std::pair<TxnId, std::uint64_t>> after;
   for (std::size_t scanned = 0;;) {
     if (scanned >= kScanPerRound) {
       round.starved = true;  // the round stopped reading before the last due transaction
@@ -335,9 +360,9 @@ bool TransactionCoordinator::scan_due(CheckRound& round) {
   }
 }
 
-void TransactionCoordinator::check_one(CheckRound& round, std::uint64_t id) {
+void TransactionCoordinator::check_one(CheckRound& round, TxnId id) {
   auto t = store_.read_txn(id);
-  if (!t || !*t || (*t)->state != static_cast<std::uint8_t>(wire::TxnState::Prepared)) return;
+  if (!t || !*t || (*t)->state != storage::TxnState::kPrepared) return;
   const storage::OwnedTxn& txn = **t;
   if (txn.checks >= config_.txn_max_checks) {
     round.checked.push_back({id, txn.checks, 0, true});
@@ -381,7 +406,7 @@ bool TransactionCoordinator::take_check_token(const std::string& producer_group,
 
 // Step 3, target: the connection that prepared it, if it is still here in the same group;
 // else the group's connections in turn. Null when none is open.
-Connection* TransactionCoordinator::choose_target(std::uint64_t id, const std::string& producer_group,
+Connection* TransactionCoordinator::choose_target(TxnId id, const std::string& producer_group,
                                                   const std::vector<std::uint64_t>& members) {
   if (auto o = txn_origin_.find(id); o != txn_origin_.end()) {
     Connection* c = responder_.find(o->second);
@@ -391,16 +416,16 @@ Connection* TransactionCoordinator::choose_target(std::uint64_t id, const std::s
 }
 
 // Step 4, send: a CheckTransaction push with the half message.
-void TransactionCoordinator::send_check(Connection& target, std::uint64_t id, const storage::OwnedTxn& txn) {
+void TransactionCoordinator::send_check(Connection& target, TxnId id, const storage::OwnedTxn& txn) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   const auto& m = *txn.message;
   const auto headers = header_vector(fbb, m);
   const Topic* topic = topics_.find(txn.topic);
-  auto body = wire::CreateCheckTransaction(fbb, id, fbb.CreateString(topic ? topic->meta.name : ""),
+  auto body = wire::CreateCheckTransaction(fbb, id.value(), fbb.CreateString(topic ? topic->meta.name : ""),
                                            fbb.CreateString(txn.producer_group), bytes_vector(fbb, m.key), headers,
                                            bytes_vector(fbb, m.body), txn.checks + 1);
-  responder_.send_frame(target, 0, wire::Body::CheckTransaction, body.Union());
+  responder_.send_frame(target, RequestId(), wire::Body::CheckTransaction, body.Union());
   txn_checked_.insert(id);
   if (probe_) probe_->txn_check_sent();
 }
@@ -452,8 +477,8 @@ void TransactionCoordinator::round_persisted(const CheckRound& round, const Stat
     if (!c.park) continue;
     txn_origin_.erase(c.id);
     if (probe_) probe_->txn_ended(wire::TxnState::Parked);
-    spdlog::warn("transaction {} parked after {} checks: resolve with `txmq txn commit|rollback {}`", c.id, c.checks,
-                 c.id);
+    spdlog::warn("transaction {} parked after {} checks: resolve with `txmq txn commit|rollback {}`", c.id.value(),
+                 c.checks, c.id.value());
   }
   const std::uint64_t now = wall_ms();
   if (round.acted == kChecksPerRound) return scheduler_.at(now, target_);  // more are due now
@@ -461,21 +486,24 @@ void TransactionCoordinator::round_persisted(const CheckRound& round, const Stat
   if (auto next = store_.next_check_ms(); next && *next) scheduler_.at(std::max(**next, now), target_);
 }
 
-void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req) {
+void TransactionCoordinator::list(Connection& conn, RequestId rid, const wire::ListTransactions& req) {
   loop_thread_.check();
   std::vector<storage::OwnedTxn> txns;
   if (req.transaction_id()) {
-    auto t = store_.read_txn(req.transaction_id());
+    auto t = store_.read_txn(TxnId(req.transaction_id()));
     if (!t) return responder_.reply_error(conn, rid, t.error());
     if (!*t)
       return responder_.reply_error(
           conn, rid, Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(req.transaction_id())));
     txns.push_back(std::move(**t));
   } else {
-    auto state = req.all_states() ? std::nullopt : std::optional<std::uint8_t>(static_cast<std::uint8_t>(req.state()));
-    auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
-    if (!list) return responder_.reply_error(conn, rid, list.error());
-    txns = std::move(*list);
+    const auto state = req.all_states() ? std::nullopt : from_wire(req.state());
+    // A state the wire does not name matches no transaction.
+    if (req.all_states() || state) {
+      auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
+      if (!list) return responder_.reply_error(conn, rid, list.error());
+      txns = std::move(*list);
+    }
   }
   auto& fbb = responder_.fbb();
   fbb.Clear();
@@ -493,7 +521,7 @@ void TransactionCoordinator::list(Connection& conn, std::uint64_t rid, const wir
       headers = fbb.CreateVector(hs);
     }
     out.push_back(wire::CreateTransactionInfo(
-        fbb, t.id, static_cast<wire::TxnState>(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
+        fbb, t.id.value(), to_wire(t.state), fbb.CreateString(topic ? topic->meta.name : "?"),
         fbb.CreateString(t.producer_group), t.created_ms, t.checks, t.next_check_ms, t.ended_ms,
         fbb.CreateString(t.resolution), t.partition.value(), t.offset.value(), key, headers, body));
   }

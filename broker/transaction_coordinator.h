@@ -48,8 +48,8 @@ struct TxnPrune {
   std::uint64_t now_ms = 0;
   std::uint64_t ended_before_ms = 0;      // ended transactions older than this go
   std::uint64_t producers_before_ms = 0;  // idempotent producers silent since before this go
-  std::uint64_t resume_from = 0;  // producer id this prune starts at
-  std::uint64_t resume = 0;       // after apply: where the next one starts
+  ProducerId resume_from;  // idempotent producer this prune starts at
+  ProducerId resume;       // after apply: where the next one starts
   std::size_t forgotten = 0;  // after apply: producers forgotten
   bool more = false;          // after apply: more was left for the next round
 
@@ -78,11 +78,11 @@ class TransactionCoordinator {
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
   // Prepare: kInvalidArgument (no valid producer group, no messages), kForbidden (as
   // Produce: check_client_write), kUnknownTopic, kMessageTooLarge, kUnknownPartition, storage errors (kStorageFull, kStorageError).
-  void prepare(Connection& conn, std::uint64_t rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
+  void prepare(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
   // EndTransactions: storage errors only; each end is idempotent and says what it found.
-  void end(Connection& conn, std::uint64_t rid, const wire::EndTransactions& req);
+  void end(Connection& conn, RequestId rid, const wire::EndTransactions& req);
   // ListTransactions: kInvalidArgument (no such transaction), kStorageError.
-  void list(Connection& conn, std::uint64_t rid, const wire::ListTransactions& req);
+  void list(Connection& conn, RequestId rid, const wire::ListTransactions& req);
 
   // The scheduler's wake-up: one check-back round, unless one is in flight (it schedules
   // the next when it completes). Loop thread; storage errors are logged and retried.
@@ -105,18 +105,18 @@ class TransactionCoordinator {
   };
 
   // Write completions.
-  void prepared(std::uint64_t conn_id, std::uint64_t rid, std::span<const std::uint64_t> ids,
+  void prepared(std::uint64_t conn_id, RequestId rid, std::span<const TxnId> ids,
                 std::uint64_t first_check_ms, std::size_t frame_bytes, const Status& status);
   void ended(std::span<const wire::TxnEnd> items, std::span<const storage::TxnEndResult> results,
              const Status& status);
 
   // The steps of a check-back round.
   bool scan_due(CheckRound& round);
-  void check_one(CheckRound& round, std::uint64_t id);
+  void check_one(CheckRound& round, TxnId id);
   bool take_check_token(const std::string& producer_group, CheckRound& round);
-  Connection* choose_target(std::uint64_t id, const std::string& producer_group,
+  Connection* choose_target(TxnId id, const std::string& producer_group,
                             const std::vector<std::uint64_t>& members);
-  void send_check(Connection& target, std::uint64_t id, const storage::OwnedTxn& txn);
+  void send_check(Connection& target, TxnId id, const storage::OwnedTxn& txn);
   void persist_round(CheckRound round);
   void round_persisted(const CheckRound& round, const Status& status);
   std::uint64_t check_backoff_ms(std::uint32_t checks);
@@ -133,13 +133,13 @@ class TransactionCoordinator {
   BrokerProbe* probe_;
 
   std::map<std::string, std::vector<std::uint64_t>, std::less<>> producer_groups_;  // group -> connection ids
-  std::unordered_map<std::uint64_t, std::uint64_t> txn_origin_;  // transaction -> connection that prepared it
-  std::unordered_set<std::uint64_t> txn_checked_;                 // checked, not yet answered
+  std::unordered_map<TxnId, std::uint64_t> txn_origin_;  // transaction -> connection that prepared it
+  std::unordered_set<TxnId> txn_checked_;                 // checked, not yet answered
   std::map<std::string, CheckBudget, std::less<>> check_budgets_;  // per producer group
   bool checks_in_flight_ = false;          // a round's write is in flight
   std::size_t check_round_robin_ = 0;      // over a group's connections, when the origin is gone
   std::mt19937_64 rng_{std::random_device{}()};  // backoff jitter
-  std::uint64_t producer_prune_resume_ = 0;  // idempotent producer id the next prune starts at
+  ProducerId producer_prune_resume_;  // idempotent producer the next prune starts at
 };
 
 }  // namespace txmq::broker

@@ -26,6 +26,11 @@ using PartitionId = StrongId<struct PartitionIdTag, std::uint32_t>;
 using Offset = StrongId<struct OffsetTag, std::uint64_t>;          // position in a partition's log
 using DeliveryCount = StrongId<struct DeliveryCountTag, std::uint32_t>;
 using RequestId = StrongId<struct RequestIdTag, std::uint64_t>;    // per connection, chosen by the client
+// A transaction (half message): the store's counter shifted left 20 bits, or'ed with the
+// low 20 bits of the prepare time in ms, so ids grow with time (storage/layout.h).
+using TxnId = StrongId<struct TxnIdTag, std::uint64_t>;
+using ProducerId = StrongId<struct ProducerIdTag, std::uint64_t>;  // an idempotent producer, chosen at random by it
+using Sequence = StrongId<struct SequenceTag, std::uint64_t>;      // an idempotent producer's batch, growing
 
 // The next offset after `o`.
 constexpr Offset next(Offset o) { return Offset(o.value() + 1); }

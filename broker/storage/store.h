@@ -60,6 +60,17 @@ struct TopicMeta {
   std::uint64_t retention_bytes = 0;  // 0: the broker's default
 };
 
+// A transaction's state as storage keeps it: the first byte of its HalfRecord or
+// EndedRecord (txn_records.h), and which key space holds it. The values are the bytes on
+// disk: never renumber them. They happen to equal wire::TxnState's; the coordinator still
+// converts between the two by name, at the edge.
+enum class TxnState : std::uint8_t {
+  kPrepared = 0,    // in txn_open: a half message, checked back when due
+  kCommitted = 1,   // in txn_ended: appended (or kept until its deliver-at time)
+  kRolledBack = 2,  // in txn_ended: discarded
+  kParked = 3,      // in txn_parked: checks ran out, waits for an operator
+};
+
 struct PartitionBounds {
   Offset first;  // oldest offset still stored (== next when the partition is empty)
   Offset next;   // the offset the next appended message gets
@@ -67,9 +78,9 @@ struct PartitionBounds {
 
 // A message that failed at least once in a group.
 struct PendingState {
-  DeliveryCount deliveries;          // deliveries so far
+  DeliveryCount delivery_count;      // deliveries so far
   std::uint64_t due_ms = 0;          // when it may be delivered again
-  std::vector<std::string> history;  // nack and terminate reasons so far, oldest first
+  std::vector<std::string> reasons;  // nack and terminate reasons so far, oldest first
 };
 
 // A group's durable position in one partition.
@@ -107,8 +118,8 @@ struct LogEntry {
 
 // A transaction copied out of the map.
 struct OwnedTxn {
-  std::uint64_t id = 0;
-  std::uint8_t state = 0;  // wire::TxnState
+  TxnId id;
+  TxnState state = TxnState::kPrepared;
   TopicId topic;
   PartitionId partition;
   std::string producer_group;
@@ -124,7 +135,7 @@ struct OwnedTxn {
 
 struct TxnEndResult {
   bool found = false;
-  std::uint8_t state = 0;  // after the request
+  TxnState state = TxnState::kPrepared;  // after the request; kPrepared when not found
   bool changed = false;
   TopicId topic;
   PartitionId partition;
@@ -137,17 +148,17 @@ struct TxnEndResult {
 // a transaction leaves its span alone (an end costs no write here); a span with no prepared
 // transaction left is dropped by the check-back round that comes across it.
 struct CheckSpan {
-  std::uint64_t due_ms = 0;    // when to check them; also the key's first half
-  std::uint64_t first_id = 0;  // the key's second half
-  std::uint64_t last_id = 0;
+  std::uint64_t due_ms = 0;  // when to check them; also the key's first half
+  TxnId first_id;            // the key's second half
+  TxnId last_id;
 };
 
 // One page of due check-backs.
 struct DueChecks {
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> due;  // (id, due time) of prepared ones, earliest first
+  std::vector<std::pair<TxnId, std::uint64_t>> due;  // (id, due time) of prepared ones, earliest first
   std::vector<CheckSpan> empty;  // due spans with no prepared transaction left
   // Where the next page starts, when this one stopped at its size; nullopt: nothing more is due.
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> resume;
+  std::optional<std::pair<TxnId, std::uint64_t>> resume;
 };
 
 struct TxnCounts {
@@ -244,17 +255,17 @@ class Store {
   // the due spans found empty; at most max of each. Starts after `after` (a previous page's
   // resume) when given. Errors: LMDB's.
   Result<DueChecks> due_checks(std::uint64_t now_ms, std::size_t max,
-                               std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) const;
+                               std::optional<std::pair<TxnId, std::uint64_t>> after = std::nullopt) const;
   // The earliest next check of a span, if any (its transactions may all have ended since).
   // Errors: LMDB's.
   Result<std::optional<std::uint64_t>> next_check_ms() const;
   // A transaction in any state, with its message while it has not ended; nullopt when
   // there is no such one (never was, or pruned). Errors: a damaged record; LMDB's.
-  Result<std::optional<OwnedTxn>> read_txn(std::uint64_t id) const;
-  // Up to max transactions, newest first, optionally only those in one state (a
-  // wire::TxnState), without their messages. Records that do not decode are left out.
+  Result<std::optional<OwnedTxn>> read_txn(TxnId id) const;
+  // Up to max transactions, newest first, optionally only those in one state, without
+  // their messages. Records that do not decode are left out.
   // Errors: LMDB's.
-  Result<std::vector<OwnedTxn>> list_txns(std::optional<std::uint8_t> state, std::size_t max) const;
+  Result<std::vector<OwnedTxn>> list_txns(std::optional<TxnState> state, std::size_t max) const;
   // Prepared and parked counts and the oldest prepared one's age. Never fails: zeros when
   // the read does.
   TxnCounts txn_counts() const;
@@ -436,17 +447,17 @@ class WriteTxn {
   // n fresh transaction ids, in increasing order: unique and growing, and unlikely to be
   // confused with a small number an operator typed by hand. Errors: a damaged record (the
   // id counter); LMDB's.
-  Result<std::vector<std::uint64_t>> new_txn_ids(std::size_t n, std::uint64_t now_ms);
+  Result<std::vector<TxnId>> new_txn_ids(std::size_t n, std::uint64_t now_ms);
   // Stores a half message under a fresh id from new_txn_ids and returns the id. Its first
   // check is scheduled with schedule_check, once for all the ids of a batch.
   // Errors: kStorageError when the id is not fresh (larger than every stored one); LMDB's.
-  Result<std::uint64_t> prepare(std::uint64_t id, TopicId topic, PartitionId partition, std::string_view producer_group,
+  Result<TxnId> prepare(TxnId id, TopicId topic, PartitionId partition, std::string_view producer_group,
                                 std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                 std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                 std::uint64_t deliver_at_ms, std::uint64_t first_check_ms);
   // The prepared transactions with ids in [first_id, last_id] are checked at due_ms.
   // Errors: LMDB's.
-  Status schedule_check(std::uint64_t first_id, std::uint64_t last_id, std::uint64_t due_ms);
+  Status schedule_check(TxnId first_id, TxnId last_id, std::uint64_t due_ms);
   // Drops a span that has no prepared transaction left (one found so by due_checks); a
   // span that has one, or is gone, is left as it is. Errors: LMDB's.
   Status drop_check_span(const CheckSpan& span);
@@ -455,13 +466,13 @@ class WriteTxn {
   // with its state (found = false for an unknown id). A commit whose topic was deleted
   // ends rolled back. `resolution` is who decided: "producer", "check" or "operator" (then
   // also in a header). Errors: a damaged record; LMDB's.
-  Result<TxnEndResult> end_txn(std::uint64_t id, bool commit, std::string_view resolution, std::uint64_t now_ms);
-  // The state of a transaction (wire::TxnState), nullopt when there is no such one.
+  Result<TxnEndResult> end_txn(TxnId id, bool commit, std::string_view resolution, std::uint64_t now_ms);
+  // The state of a transaction, nullopt when there is no such one.
   // Errors: a damaged record (an ended one); LMDB's.
-  Result<std::optional<std::uint8_t>> txn_state(std::uint64_t id);
+  Result<std::optional<TxnState>> txn_state(TxnId id);
   // A check was sent: counts it and sets the next one, or parks the transaction. Nothing
   // for one no longer prepared. Errors: a damaged record; LMDB's.
-  Status checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park);
+  Status checked(TxnId id, std::uint32_t checks, std::uint64_t next_check_ms, bool park);
   // Deletes up to max ended transactions that ended before before_ms, reading at most 8
   // times max records. Returns how many it deleted. Errors: LMDB's.
   Result<std::size_t> prune_ended(std::uint64_t before_ms, std::size_t max);
@@ -472,20 +483,20 @@ class WriteTxn {
   // Errors: kInvalidArgument for a sequence at or below the newest recorded one that has
   // left the window: it may have been stored already, and appending it again could
   // duplicate it; a damaged record; LMDB's.
-  Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(std::uint64_t producer,
-                                                                                      std::uint64_t sequence);
+  Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> producer_batch(ProducerId producer,
+                                                                                      Sequence sequence);
   // Remembers where a batch went, keeping the producer's last `window` batches. A record
   // that does not decode is replaced by one holding this batch alone. Errors: LMDB's.
-  Status record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
+  Status record_producer_batch(ProducerId producer, Sequence sequence,
                                const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
                                std::uint64_t now_ms);
   // Forgets the producers whose newest batch is older than before_ms, and records that do
   // not decode. Producer ids are random, so the table has no time order: each call looks
-  // at up to max_scan producers from *resume (a producer id, 0 for the first) and leaves
-  // *resume where the next call goes on (0 once it passed the last). Returns how many it
+  // at up to max_scan producers from *resume (ProducerId(0) for the first) and leaves
+  // *resume where the next call goes on (ProducerId(0) once it passed the last). Returns how many it
   // forgot. A record from before records had a time is kept and given now_ms.
   // Errors: LMDB's.
-  Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
+  Result<std::size_t> prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, ProducerId* resume,
                                       std::size_t max_scan);
 
  private:
@@ -506,13 +517,13 @@ class WriteTxn {
   Result<bool> acks_recorded_from(GroupId group, TopicId topic, PartitionId partition, Offset floor);
   // end_txn's steps (store_txn.cpp).
   Status deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms, TxnEndResult& out);
-  Status put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+  Status put_ended(MDB_val& key, const HalfRecord& half, TxnState state, Offset offset,
                    std::string_view resolution, std::uint64_t now_ms);
   // Whether a prepared transaction has an id in [first_id, last_id].
-  Result<bool> any_prepared(std::uint64_t first_id, std::uint64_t last_id);
+  Result<bool> any_prepared(TxnId first_id, TxnId last_id);
   // Takes id out of its span (due at due_ms), keeping the parts on either side that still
   // hold prepared transactions.
-  Status unschedule_check(std::uint64_t id, std::uint64_t due_ms);
+  Status unschedule_check(TxnId id, std::uint64_t due_ms);
 
   // A cursor on dbi kept open for the rest of this LMDB transaction (dbi is txn_open_ or
   // txn_ended_); null with *rc set when it cannot be opened.

@@ -15,7 +15,7 @@ namespace {
 
 // An idempotent producer's remembered batches, oldest first.
 struct ProducerWindow {
-  std::vector<std::uint64_t> sequences;
+  std::vector<Sequence> sequences;
   std::vector<std::vector<std::pair<PartitionId, Offset>>> batches;
 };
 
@@ -23,7 +23,7 @@ ProducerWindow window_of(const ProducerRecord& r) {
   ProducerWindow w;
   if (!r.sequences() || !r.offsets()) return w;
   for (flatbuffers::uoffset_t i = 0; i < r.sequences()->size() && i < r.offsets()->size(); ++i) {
-    w.sequences.push_back(r.sequences()->Get(i));
+    w.sequences.push_back(Sequence(r.sequences()->Get(i)));
     std::vector<std::pair<PartitionId, Offset>> b;
     const auto* pb = r.offsets()->Get(i);
     if (pb->partitions() && pb->offsets())
@@ -46,15 +46,17 @@ void build_record(flatbuffers::FlatBufferBuilder& fbb, const ProducerWindow& w, 
     }
     pbs.push_back(CreateProducerBatch(fbb, fbb.CreateVector(ps), fbb.CreateVector(os)));
   }
-  fbb.Finish(CreateProducerRecord(fbb, fbb.CreateVector(w.sequences), fbb.CreateVector(pbs), last_ms));
+  std::vector<std::uint64_t> sequences;
+  for (Sequence s : w.sequences) sequences.push_back(s.value());
+  fbb.Finish(CreateProducerRecord(fbb, fbb.CreateVector(sequences), fbb.CreateVector(pbs), last_ms));
 }
 
 
 }  // namespace
 
-Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::producer_batch(std::uint64_t producer,
-                                                                                              std::uint64_t sequence) {
-  auto k8 = id_key(producer);
+Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::producer_batch(ProducerId producer,
+                                                                                              Sequence sequence) {
+  auto k8 = id_key(producer.value());
   MDB_val k = val(k8), v;
   int rc = mdb_get(txn_, store_.producers_, &k, &v);
   using Out = std::optional<std::vector<std::pair<PartitionId, Offset>>>;
@@ -65,10 +67,10 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
   if (!record) return record.error();
   const ProducerRecord* r = *record;
   if (!r->sequences() || !r->offsets()) return Out{};
-  std::uint64_t newest = 0;
-  for (auto s : *r->sequences()) newest = std::max(newest, s);
+  Sequence newest;
+  for (auto s : *r->sequences()) newest = std::max(newest, Sequence(s));
   for (flatbuffers::uoffset_t i = 0; i < r->sequences()->size() && i < r->offsets()->size(); ++i) {
-    if (r->sequences()->Get(i) != sequence) continue;
+    if (Sequence(r->sequences()->Get(i)) != sequence) continue;
     const auto* b = r->offsets()->Get(i);
     std::vector<std::pair<PartitionId, Offset>> out;
     if (b->partitions() && b->offsets())
@@ -78,15 +80,15 @@ Result<std::optional<std::vector<std::pair<PartitionId, Offset>>>> WriteTxn::pro
   }
   if (sequence <= newest)
     return Error(ErrorCode::kInvalidArgument,
-                 "batch " + std::to_string(sequence) + " of this producer is older than the broker remembers (window " +
+                 "batch " + std::to_string(sequence.value()) + " of this producer is older than the broker remembers (window " +
                      std::to_string(r->sequences()->size()) + "): it may be stored already, so it is not appended again");
   return Out{};
 }
 
-Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t sequence,
+Status WriteTxn::record_producer_batch(ProducerId producer, Sequence sequence,
                                        const std::vector<std::pair<PartitionId, Offset>>& offsets, std::size_t window,
                                        std::uint64_t now_ms) {
-  auto k8 = id_key(producer);
+  auto k8 = id_key(producer.value());
   MDB_val k = val(k8), v;
   ProducerWindow w;
   int rc = mdb_get(txn_, store_.producers_, &k, &v);
@@ -109,11 +111,11 @@ Status WriteTxn::record_producer_batch(std::uint64_t producer, std::uint64_t seq
   return {};
 }
 
-Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, std::uint64_t* resume,
+Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint64_t now_ms, ProducerId* resume,
                                                std::size_t max_scan) {
   Cursor cur(txn_, store_.producers_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
-  auto k8 = id_key(*resume);
+  auto k8 = id_key(resume->value());
   MDB_val k = val(k8), v;
   std::size_t n = 0, scanned = 0;
   int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
@@ -142,9 +144,9 @@ Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint
     rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
   }
   if (rc == 0) {
-    *resume = get_be64(static_cast<const std::uint8_t*>(k.mv_data));
+    *resume = ProducerId(get_be64(static_cast<const std::uint8_t*>(k.mv_data)));
   } else if (rc == MDB_NOTFOUND || rc == EINVAL) {
-    *resume = 0;
+    *resume = ProducerId();
   } else {
     return lmdb_error(rc, "prune producers");
   }

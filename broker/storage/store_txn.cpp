@@ -20,18 +20,19 @@
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
 #include "common/well_known.h"
-#include "txmq_generated.h"
 
 namespace txmq::broker::storage {
 using namespace internal;
 namespace {
 
-std::array<std::uint8_t, 16> pair_key(std::uint64_t a, std::uint64_t b) { return two_u64(a, b); }
+std::array<std::uint8_t, 16> pair_key(std::uint64_t due_ms, TxnId id) { return two_u64(due_ms, id.value()); }
+std::array<std::uint8_t, 8> txn_key(TxnId id) { return id_key(id.value()); }
+TxnId txn_id_of(const MDB_val& k) { return TxnId(get_be64(static_cast<const std::uint8_t*>(k.mv_data))); }
 
-constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
-constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
-constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
-constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
+constexpr auto kPrepared = TxnState::kPrepared;
+constexpr auto kParked = TxnState::kParked;
+constexpr auto kCommitted = TxnState::kCommitted;
+constexpr auto kRolledBack = TxnState::kRolledBack;
 
 // Pruning may step over ended records it cannot delete yet (created before the cut-off
 // but ended after it: transactions that were open for a long time); a round reads at most
@@ -48,7 +49,7 @@ int put_likely_last(MDB_txn* txn, MDB_dbi dbi, MDB_val& key, MDB_val& value) {
 }
 
 // A record of any of the three key spaces, copied out; nullopt when it does not decode.
-std::optional<OwnedTxn> parse_any(std::uint64_t id, MDB_dbi where, MDB_dbi ended, const MDB_val& v) {
+std::optional<OwnedTxn> parse_any(TxnId id, MDB_dbi where, MDB_dbi ended, const MDB_val& v) {
   if (where == ended) {
     auto e = EndedRecord::decode(bytes_of(v));
     return e ? std::optional(e->owned(id)) : std::nullopt;
@@ -72,12 +73,12 @@ int find_txn(MDB_txn* txn, std::initializer_list<MDB_dbi> spaces, MDB_val& key, 
 
 CheckSpan span_of(const MDB_val& k, const MDB_val& v) {
   const auto* kb = static_cast<const std::uint8_t*>(k.mv_data);
-  return CheckSpan{get_be64(kb), get_be64(kb + 8),
-                   v.mv_size == 8 ? get_be64(static_cast<const std::uint8_t*>(v.mv_data)) : 0};
+  return CheckSpan{get_be64(kb), TxnId(get_be64(kb + 8)),
+                   TxnId(v.mv_size == 8 ? get_be64(static_cast<const std::uint8_t*>(v.mv_data)) : 0)};
 }
 
 // Positions cur on the span that holds id at due_ms; MDB_NOTFOUND when none does.
-int find_span(MDB_cursor* cur, std::uint64_t due_ms, std::uint64_t id, CheckSpan& span) {
+int find_span(MDB_cursor* cur, std::uint64_t due_ms, TxnId id, CheckSpan& span) {
   auto want = pair_key(due_ms, id);
   MDB_val k = val(want), v;
   int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -96,7 +97,7 @@ int find_span(MDB_cursor* cur, std::uint64_t due_ms, std::uint64_t id, CheckSpan
 }  // namespace
 
 Result<DueChecks> Store::due_checks(std::uint64_t now_ms, std::size_t max,
-                                    std::optional<std::pair<std::uint64_t, std::uint64_t>> after) const {
+                                    std::optional<std::pair<TxnId, std::uint64_t>> after) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   Cursor cur(txn.get(), txn_checks_), open(txn.get(), txn_open_);
@@ -104,12 +105,12 @@ Result<DueChecks> Store::due_checks(std::uint64_t now_ms, std::size_t max,
   DueChecks out;
   MDB_val k, v;
   int rc;
-  std::uint64_t from_id = 0;  // in the first span, the ids before this were read already
+  TxnId from_id;  // in the first span, the ids before this were read already
   if (after) {
     CheckSpan span;
     rc = find_span(cur.get(), after->second, after->first, span);
     if (rc == 0) {
-      from_id = after->first + 1;
+      from_id = TxnId(after->first.value() + 1);
       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
     } else if (rc == MDB_NOTFOUND) {
       auto start = pair_key(after->second, after->first);
@@ -119,21 +120,21 @@ Result<DueChecks> Store::due_checks(std::uint64_t now_ms, std::size_t max,
   } else {
     rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
   }
-  for (; rc == 0; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT), from_id = 0) {
+  for (; rc == 0; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT), from_id = TxnId()) {
     const CheckSpan span = span_of(k, v);
     if (span.due_ms > now_ms) break;
     if (out.empty.size() == max) {
       // The next page starts with this span: "after the id just before it".
-      if (span.first_id > 0) out.resume = std::pair(span.first_id - 1, span.due_ms);
+      if (span.first_id > TxnId()) out.resume = std::pair(TxnId(span.first_id.value() - 1), span.due_ms);
       break;
     }
     // The span's prepared transactions are the ids of txn_open in its range.
     bool any = false;
-    auto start = id_key(std::max(span.first_id, from_id));
+    auto start = txn_key(std::max(span.first_id, from_id));
     MDB_val ok = val(start), ov;
     int orc = mdb_cursor_get(open.get(), &ok, &ov, MDB_SET_RANGE);
     for (; orc == 0; orc = mdb_cursor_get(open.get(), &ok, &ov, MDB_NEXT)) {
-      const std::uint64_t id = get_be64(static_cast<const std::uint8_t*>(ok.mv_data));
+      const TxnId id = txn_id_of(ok);
       if (id > span.last_id) break;
       any = true;
       out.due.emplace_back(id, span.due_ms);
@@ -143,7 +144,7 @@ Result<DueChecks> Store::due_checks(std::uint64_t now_ms, std::size_t max,
       }
     }
     if (orc && orc != MDB_NOTFOUND) return lmdb_error(orc, "read transactions");
-    if (!any && from_id == 0) out.empty.push_back(span);
+    if (!any && from_id == TxnId()) out.empty.push_back(span);
   }
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read checks");
   return out;
@@ -161,10 +162,10 @@ Result<std::optional<std::uint64_t>> Store::next_check_ms() const {
   return std::optional<std::uint64_t>(get_be64(static_cast<const std::uint8_t*>(k.mv_data)));
 }
 
-Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
+Result<std::optional<OwnedTxn>> Store::read_txn(TxnId id) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
-  auto key = id_key(id);
+  auto key = txn_key(id);
   MDB_val k = val(key), v;
   MDB_dbi where = 0;
   int rc = find_txn(txn.get(), {txn_open_, txn_parked_, txn_ended_}, k, v, where);
@@ -175,7 +176,7 @@ Result<std::optional<OwnedTxn>> Store::read_txn(std::uint64_t id) const {
   return t;
 }
 
-Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<std::uint8_t> state, std::size_t max) const {
+Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<TxnState> state, std::size_t max) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   std::vector<MDB_dbi> spaces;
@@ -191,7 +192,7 @@ Result<std::vector<OwnedTxn>> Store::list_txns(std::optional<std::uint8_t> state
     std::size_t taken = 0;
     for (int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_LAST); rc == 0 && taken < max;
          rc = mdb_cursor_get(cur.get(), &k, &v, MDB_PREV)) {
-      auto t = parse_any(get_be64(static_cast<const std::uint8_t*>(k.mv_data)), dbi, txn_ended_, v);
+      auto t = parse_any(txn_id_of(k), dbi, txn_ended_, v);
       if (!t || (state && t->state != *state)) continue;
       t->message.reset();  // listings carry no bodies
       out.push_back(std::move(*t));
@@ -231,16 +232,16 @@ void WriteTxn::close_kept_cursors() {
   }
 }
 
-Result<std::vector<std::uint64_t>> WriteTxn::new_txn_ids(std::size_t n, std::uint64_t now_ms) {
+Result<std::vector<TxnId>> WriteTxn::new_txn_ids(std::size_t n, std::uint64_t now_ms) {
   auto first = next_counter("next_txn_id", static_cast<std::uint32_t>(n));
   if (!first) return first.error();
-  std::vector<std::uint64_t> ids;
+  std::vector<TxnId> ids;
   for (std::size_t i = 0; i < n; ++i)
-    ids.push_back((static_cast<std::uint64_t>(*first + i) << 20) | (now_ms & 0xFFFFF));
+    ids.push_back(TxnId((static_cast<std::uint64_t>(*first + i) << 20) | (now_ms & 0xFFFFF)));
   return ids;
 }
 
-Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, PartitionId partition, std::string_view producer_group,
+Result<TxnId> WriteTxn::prepare(TxnId id, TopicId topic, PartitionId partition, std::string_view producer_group,
                                         std::uint64_t now_ms, std::span<const std::uint8_t> key,
                                         std::span<const HeaderView> headers, std::span<const std::uint8_t> body,
                                         std::uint64_t deliver_at_ms, std::uint64_t first_check_ms) {
@@ -257,38 +258,38 @@ Result<std::uint64_t> WriteTxn::prepare(std::uint64_t id, TopicId topic, Partiti
   half.headers.assign(headers.begin(), headers.end());
   half.body = body;
   half.encode(record_);
-  auto k8 = id_key(id);
+  auto k8 = txn_key(id);
   MDB_val k = val(k8), rec = val(record_.data(), record_.size());
   int rc;
   MDB_cursor* open = kept_cursor(store_.txn_open_, &rc);
   if (!open) return lmdb_error(rc, "cursor");
   // Fresh ids are larger than any stored one, so the record goes at the end without a search.
   rc = mdb_cursor_put(open, &k, &rec, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id) + " is not fresh");
+  if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id.value()) + " is not fresh");
   if (rc) return lmdb_error(rc, "write transaction");
   return id;
 }
 
-Status WriteTxn::schedule_check(std::uint64_t first_id, std::uint64_t last_id, std::uint64_t due_ms) {
+Status WriteTxn::schedule_check(TxnId first_id, TxnId last_id, std::uint64_t due_ms) {
   auto key = pair_key(due_ms, first_id);
-  auto last = id_key(last_id);
+  auto last = txn_key(last_id);
   MDB_val k = val(key), v = val(last);
   if (int rc = put_likely_last(txn_, store_.txn_checks_, k, v)) return lmdb_error(rc, "schedule check");
   return {};
 }
 
-Result<bool> WriteTxn::any_prepared(std::uint64_t first_id, std::uint64_t last_id) {
+Result<bool> WriteTxn::any_prepared(TxnId first_id, TxnId last_id) {
   Cursor open(txn_, store_.txn_open_);
   if (open.rc()) return lmdb_error(open.rc(), "cursor");
-  auto k8 = id_key(first_id);
+  auto k8 = txn_key(first_id);
   MDB_val k = val(k8), v;
   int rc = mdb_cursor_get(open.get(), &k, &v, MDB_SET_RANGE);
   if (rc == MDB_NOTFOUND) return false;
   if (rc) return lmdb_error(rc, "read transactions");
-  return get_be64(static_cast<const std::uint8_t*>(k.mv_data)) <= last_id;
+  return txn_id_of(k) <= last_id;
 }
 
-Status WriteTxn::unschedule_check(std::uint64_t id, std::uint64_t due_ms) {
+Status WriteTxn::unschedule_check(TxnId id, std::uint64_t due_ms) {
   Cursor cur(txn_, store_.txn_checks_);
   if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
   CheckSpan span;
@@ -297,17 +298,18 @@ Status WriteTxn::unschedule_check(std::uint64_t id, std::uint64_t due_ms) {
   if (rc) return lmdb_error(rc, "read checks");
   if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "reschedule check");
   // The parts on either side keep their time, if they still hold anyone.
+  const TxnId before(id.value() - 1), after(id.value() + 1);
   if (span.first_id < id) {
-    auto any = any_prepared(span.first_id, id - 1);
+    auto any = any_prepared(span.first_id, before);
     if (!any) return any.error();
     if (*any)
-      if (auto st = schedule_check(span.first_id, id - 1, due_ms); !st) return st;
+      if (auto st = schedule_check(span.first_id, before, due_ms); !st) return st;
   }
   if (id < span.last_id) {
-    auto any = any_prepared(id + 1, span.last_id);
+    auto any = any_prepared(after, span.last_id);
     if (!any) return any.error();
     if (*any)
-      if (auto st = schedule_check(id + 1, span.last_id, due_ms); !st) return st;
+      if (auto st = schedule_check(after, span.last_id, due_ms); !st) return st;
   }
   return {};
 }
@@ -352,7 +354,7 @@ Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, s
 }
 
 // An ended transaction keeps its outcome, not its body.
-Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t state, Offset offset,
+Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, TxnState state, Offset offset,
                            std::string_view resolution, std::uint64_t now_ms) {
   EndedRecord ended;
   ended.state = state;
@@ -377,10 +379,10 @@ Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, std::uint8_t st
   return {};
 }
 
-Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::string_view resolution,
+Result<TxnEndResult> WriteTxn::end_txn(TxnId id, bool commit, std::string_view resolution,
                                        std::uint64_t now_ms) {
   TxnEndResult out;
-  auto k8 = id_key(id);
+  auto k8 = txn_key(id);
   MDB_val k = val(k8), v;
   MDB_dbi where = store_.txn_open_;
   // The common case, a prepared one, is found with a cursor that then deletes it in place.
@@ -424,22 +426,22 @@ Result<TxnEndResult> WriteTxn::end_txn(std::uint64_t id, bool commit, std::strin
   return out;
 }
 
-Result<std::optional<std::uint8_t>> WriteTxn::txn_state(std::uint64_t id) {
-  auto k8 = id_key(id);
+Result<std::optional<TxnState>> WriteTxn::txn_state(TxnId id) {
+  auto k8 = txn_key(id);
   MDB_val k = val(k8), v;
   MDB_dbi where = 0;
   int rc = find_txn(txn_, {store_.txn_open_, store_.txn_parked_, store_.txn_ended_}, k, v, where);
-  if (rc == MDB_NOTFOUND) return std::optional<std::uint8_t>{};
+  if (rc == MDB_NOTFOUND) return std::optional<TxnState>{};
   if (rc) return lmdb_error(rc, "read transaction");
-  if (where == store_.txn_open_) return std::optional<std::uint8_t>(kPrepared);
-  if (where == store_.txn_parked_) return std::optional<std::uint8_t>(kParked);
+  if (where == store_.txn_open_) return std::optional<TxnState>(kPrepared);
+  if (where == store_.txn_parked_) return std::optional<TxnState>(kParked);
   auto e = EndedRecord::decode(bytes_of(v));
   if (!e) return corrupt("txn_ended");
-  return std::optional<std::uint8_t>(e->state);
+  return std::optional<TxnState>(e->state);
 }
 
-Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t next_check_ms, bool park) {
-  auto k8 = id_key(id);
+Status WriteTxn::checked(TxnId id, std::uint32_t checks, std::uint64_t next_check_ms, bool park) {
+  auto k8 = txn_key(id);
   MDB_val k = val(k8), v;
   int rc = mdb_get(txn_, store_.txn_open_, &k, &v);
   if (rc == MDB_NOTFOUND) return {};  // ended meanwhile
@@ -452,7 +454,7 @@ Status WriteTxn::checked(std::uint64_t id, std::uint32_t checks, std::uint64_t n
   put_be32(record_.data() + HalfRecord::kChecksAt, checks);
   MDB_dbi into = store_.txn_open_;
   if (park) {
-    record_[HalfRecord::kStateAt] = kParked;
+    record_[HalfRecord::kStateAt] = static_cast<std::uint8_t>(kParked);
     put_be64(record_.data() + HalfRecord::kNextCheckAt, 0);
     if ((rc = mdb_del(txn_, store_.txn_open_, &k, nullptr))) return lmdb_error(rc, "park");
     into = store_.txn_parked_;

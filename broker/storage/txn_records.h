@@ -20,6 +20,20 @@
 
 namespace txmq::broker::storage {
 
+// The state a record's first byte names, if it is one a record of its kind may hold (a
+// HalfRecord: prepared or parked; an EndedRecord: committed or rolled back); nullopt for
+// any other byte, which only a damaged record holds.
+inline std::optional<TxnState> half_state(std::uint8_t b) {
+  const auto s = static_cast<TxnState>(b);
+  if (s == TxnState::kPrepared || s == TxnState::kParked) return s;
+  return std::nullopt;
+}
+inline std::optional<TxnState> ended_state(std::uint8_t b) {
+  const auto s = static_cast<TxnState>(b);
+  if (s == TxnState::kCommitted || s == TxnState::kRolledBack) return s;
+  return std::nullopt;
+}
+
 // A prepared or parked transaction (txn_open, txn_parked) with its half message.
 //
 //   0 state  2 group length (u16)  4 topic  8 partition  12 checks  16 created ms
@@ -29,7 +43,7 @@ struct HalfRecord {
   static constexpr std::size_t kFixed = 52;
   static constexpr std::size_t kStateAt = 0, kChecksAt = 12, kNextCheckAt = 24;  // patched in place
 
-  std::uint8_t state = 0;           // wire TxnState: prepared or parked
+  TxnState state = TxnState::kPrepared;  // prepared or parked
   std::uint32_t topic = 0;
   std::uint32_t partition = 0;
   std::uint32_t checks = 0;         // checks sent so far
@@ -47,7 +61,7 @@ struct HalfRecord {
     for (const auto& [name, value] : headers) size += 8 + name.size() + value.size();
     out.resize(size);
     std::uint8_t* p = out.data();
-    p[0] = state;
+    p[0] = static_cast<std::uint8_t>(state);
     p[1] = 0;
     p[2] = static_cast<std::uint8_t>(producer_group.size() >> 8);
     p[3] = static_cast<std::uint8_t>(producer_group.size());
@@ -77,13 +91,16 @@ struct HalfRecord {
     copy(body.data(), body.size());
   }
 
-  // The views point into bytes; nullopt when the lengths do not add up to its size. The
-  // group name is limited to 65535 bytes, which valid names are far below.
+  // The views point into bytes; nullopt when the lengths do not add up to its size or the
+  // state is not prepared or parked. The group name is limited to 65535 bytes, which valid
+  // names are far below.
   static std::optional<HalfRecord> decode(std::span<const std::uint8_t> bytes) {
     if (bytes.size() < kFixed) return std::nullopt;
     const std::uint8_t* p = bytes.data();
     HalfRecord r;
-    r.state = p[0];
+    const auto state = half_state(p[0]);
+    if (!state) return std::nullopt;
+    r.state = *state;
     const std::size_t group = static_cast<std::size_t>(p[2]) << 8 | p[3];
     r.topic = get_be32(p + 4);
     r.partition = get_be32(p + 8);
@@ -121,7 +138,7 @@ struct HalfRecord {
     return r;
   }
 
-  OwnedTxn owned(std::uint64_t id) const {
+  OwnedTxn owned(TxnId id) const {
     OwnedTxn t;
     t.id = id;
     t.state = state;
@@ -149,7 +166,7 @@ struct HalfRecord {
 struct EndedRecord {
   static constexpr std::size_t kFixed = 48;
 
-  std::uint8_t state = 0;  // wire TxnState: committed or rolled back
+  TxnState state = TxnState::kCommitted;  // committed or rolled back
   std::uint32_t topic = 0;
   std::uint32_t partition = 0;
   std::uint32_t checks = 0;         // checks sent while it was open
@@ -165,7 +182,7 @@ struct EndedRecord {
     const std::size_t r = std::min<std::size_t>(resolution.size(), 255);
     out.assign(kFixed + r + producer_group.size(), 0);
     std::uint8_t* p = out.data();
-    p[0] = state;
+    p[0] = static_cast<std::uint8_t>(state);
     p[1] = static_cast<std::uint8_t>(r);
     put_be32(p + 4, topic);
     put_be32(p + 8, partition);
@@ -178,12 +195,15 @@ struct EndedRecord {
     if (!producer_group.empty()) std::memcpy(p + kFixed + r, producer_group.data(), producer_group.size());
   }
 
-  // The views point into bytes; nullopt when it is too short to be one.
+  // The views point into bytes; nullopt when it is too short to be one or the state is
+  // not committed or rolled back.
   static std::optional<EndedRecord> decode(std::span<const std::uint8_t> bytes) {
     const std::uint8_t* p = bytes.data();
     if (bytes.size() < kFixed || bytes.size() < kFixed + p[1]) return std::nullopt;
+    const auto state = ended_state(p[0]);
+    if (!state) return std::nullopt;
     EndedRecord e;
-    e.state = p[0];
+    e.state = *state;
     e.topic = get_be32(p + 4);
     e.partition = get_be32(p + 8);
     e.checks = get_be32(p + 12);
@@ -197,7 +217,7 @@ struct EndedRecord {
     return e;
   }
 
-  OwnedTxn owned(std::uint64_t id) const {
+  OwnedTxn owned(TxnId id) const {
     OwnedTxn t;
     t.id = id;
     t.state = state;

@@ -219,7 +219,7 @@ TEST_CASE("consumers with room share the messages in turn") {
 }
 
 TEST_CASE("settled entries are skipped without using the window") {
-  // Acked above the floor and waiting offsets come from the durable cursor.
+  // Acked above the floor and pending offsets come from the durable cursor.
   storage::CursorState cursor;
   cursor.acked_above = {Offset(0), Offset(1), Offset(3)};
   Fixture f(1, test_policy(), 6, {{0, cursor}});
@@ -248,7 +248,7 @@ TEST_CASE("a lease that runs out fails the delivery and the message comes again"
   CHECK(failures[0].record.due_ms == 1100);  // the first retry delay
   CHECK(failures[0].record.reasons == std::vector<std::string>{"lease expired"});
   CHECK(f.group->in_flight() == 0);
-  CHECK(f.group->waiting_retry() == 1);
+  CHECK(f.group->pending() == 1);
 
   f.dispatch(1099);  // not before its retry time
   CHECK(sink.take().empty());
@@ -295,7 +295,7 @@ TEST_CASE("an ack after the lease ran out still counts") {
   SettleBatch batch = f.settle(sink, 0, kAck, 1050);
   CHECK(batch.acks[PartitionId(0)] == std::vector<Offset>{Offset(0)});
   CHECK(batch.clear.size() == 1);  // its pending record goes
-  CHECK(f.group->waiting_retry() == 0);
+  CHECK(f.group->pending() == 0);
   f.dispatch(5000);
   CHECK(sink.take() == Offsets{1});
 }
@@ -387,13 +387,13 @@ TEST_CASE("a retry carries the reasons of the earlier failures, oldest first") {
   CHECK(sink.got[2].count == 3);
 }
 
-TEST_CASE("the history keeps the last kMaxFailureHistory reasons, each cut to kMaxReasonBytes") {
+TEST_CASE("the history keeps the last kMaxReasons reasons, each cut to kMaxReasonBytes") {
   GroupPolicy policy = test_policy();
   policy.retry.max_deliveries = 1000;
   Fixture f(1, policy, 1);
   FakeSink sink;
   f.group->add_consumer(sink, 1);
-  const std::size_t failures = kMaxFailureHistory + 3;
+  const std::size_t failures = kMaxReasons + 3;
   for (std::size_t i = 0; i < failures; ++i) {
     f.dispatch(i);
     sink.got.clear();
@@ -405,7 +405,7 @@ TEST_CASE("the history keeps the last kMaxFailureHistory reasons, each cut to kM
   f.dispatch(failures);
   REQUIRE(sink.got.size() == 1);
   const auto& history = sink.got[0].history;
-  REQUIRE(history.size() == kMaxFailureHistory);
+  REQUIRE(history.size() == kMaxReasons);
   CHECK(history.front() == "r3");
   CHECK(history.back() == std::string(kMaxReasonBytes, 'x'));
 }
@@ -420,7 +420,7 @@ TEST_CASE("a message removed by retention while it waited is not retried") {
   f.log.remove(0, 0);
   f.dispatch(10);  // the retry finds nothing; the window goes to the next message
   CHECK(sink.take() == Offsets{1});
-  CHECK(f.group->waiting_retry() == 0);
+  CHECK(f.group->pending() == 0);
 }
 
 // --- Dead-lettering decisions ---------------------------------------------------------
@@ -441,7 +441,7 @@ TEST_CASE("the failure of the last allowed delivery is a dead letter") {
   }
   CHECK(dead == std::vector<bool>{false, false, true});
   CHECK(f.group->dead_lettered == 1);
-  CHECK(f.group->waiting_retry() == 0);
+  CHECK(f.group->pending() == 0);
   f.dispatch(now + 100000);  // never delivered to this group again
   CHECK(sink.take().empty());
   CHECK(f.group->lag() == 0);  // the dead-letter write acknowledges it

@@ -129,12 +129,12 @@ TEST_CASE("merged reasons are the older ones, then the newer") {
   CHECK(merge_reasons({"a"}, {}) == std::vector<std::string>{"a"});
 }
 
-TEST_CASE("merged reasons keep only the last kMaxFailureHistory") {
-  auto merged = merge_reasons(numbered(0, kMaxFailureHistory), numbered(kMaxFailureHistory, kMaxFailureHistory + 2));
-  REQUIRE(merged.size() == kMaxFailureHistory);
+TEST_CASE("merged reasons keep only the last kMaxReasons") {
+  auto merged = merge_reasons(numbered(0, kMaxReasons), numbered(kMaxReasons, kMaxReasons + 2));
+  REQUIRE(merged.size() == kMaxReasons);
   CHECK(merged.front() == "r2");
-  CHECK(merged.back() == "r" + std::to_string(kMaxFailureHistory + 1));
-  CHECK(merge_reasons(numbered(0, kMaxFailureHistory - 1), {"x"}).size() == kMaxFailureHistory);
+  CHECK(merged.back() == "r" + std::to_string(kMaxReasons + 1));
+  CHECK(merge_reasons(numbered(0, kMaxReasons - 1), {"x"}).size() == kMaxReasons);
 }
 
 // --- Headers --------------------------------------------------------------------------

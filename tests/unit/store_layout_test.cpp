@@ -191,9 +191,9 @@ TEST_CASE("a store written from the layout table reads back its log and cursors"
   CHECK(cursor->delivered_upto == Offset(6));
   CHECK(cursor->acked_above == std::set<Offset>{Offset(4)});
   REQUIRE(cursor->pending.count(Offset(3)) == 1);
-  CHECK(cursor->pending[Offset(3)].deliveries == DeliveryCount(2));
+  CHECK(cursor->pending[Offset(3)].delivery_count == DeliveryCount(2));
   CHECK(cursor->pending[Offset(3)].due_ms == 3000);
-  CHECK(cursor->pending[Offset(3)].history == std::vector<std::string>{"slow"});
+  CHECK(cursor->pending[Offset(3)].reasons == std::vector<std::string>{"slow"});
   auto topics = store->group_topics(GroupId(kGroup));
   REQUIRE(topics.ok());
   CHECK(*topics == std::vector<TopicId>{TopicId(kTopic)});
@@ -205,35 +205,67 @@ TEST_CASE("a store written from the layout table reads back its log and cursors"
 TEST_CASE("a store written from the layout table reads back its transactions and producers") {
   TempDir tmp("txmq-store-layout");
   auto store = open_fixture(tmp);
-  auto open = store->read_txn(kOpenId);
+  auto open = store->read_txn(TxnId(kOpenId));
   REQUIRE(open.ok());
   REQUIRE(open->has_value());
-  CHECK((*open)->state == 0);
+  CHECK(static_cast<int>((*open)->state) == 0);
   CHECK((*open)->producer_group == "pg");
   CHECK((*open)->next_check_ms == 2000);
   REQUIRE((*open)->message.has_value());
   CHECK((*open)->message->key == "k");
   CHECK((*open)->message->headers == std::vector<std::pair<std::string, std::string>>{{"h", "v"}});
   CHECK((*open)->message->body == "body");
-  auto parked = store->read_txn(kParkedId);
+  auto parked = store->read_txn(TxnId(kParkedId));
   REQUIRE(parked.ok());
   REQUIRE(parked->has_value());
-  CHECK((*parked)->state == 3);
+  CHECK(static_cast<int>((*parked)->state) == 3);
   CHECK((*parked)->checks == 5);
-  auto ended = store->read_txn(kEndedId);
+  auto ended = store->read_txn(TxnId(kEndedId));
   REQUIRE(ended.ok());
   REQUIRE(ended->has_value());
-  CHECK((*ended)->state == 1);
+  CHECK(static_cast<int>((*ended)->state) == 1);
   CHECK((*ended)->resolution == "producer");
   CHECK((*ended)->producer_group == "pg");
   CHECK((*ended)->offset == Offset(5));
   CHECK((*ended)->ended_ms == 950);
   auto due = store->due_checks(2000, 10);
   REQUIRE(due.ok());
-  CHECK(due->due == std::vector<std::pair<std::uint64_t, std::uint64_t>>{{kOpenId, 2000}});
+  CHECK(due->due == std::vector<std::pair<TxnId, std::uint64_t>>{{TxnId(kOpenId), 2000}});
   CHECK(store->txn_counts().prepared == 1);
   CHECK(store->txn_counts().parked == 1);
   CHECK(store->producer_count() == 1);
+}
+
+TEST_CASE("a transaction record whose state byte no layout writes is a damaged record of its key space") {
+  TempDir tmp("txmq-store-layout");
+  write_fixture(tmp.path());
+  {
+    // A parked state in txn_ended, and a state no version ever wrote in txn_open.
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 16);
+    REQUIRE(mdb_env_open(env, tmp.path().c_str(), 0, 0640) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    put(txn, "txn_open", u64(kOpenId), half_record(9, 0, 2000));
+    Bytes ended = ended_record();
+    ended[0] = 3;
+    put(txn, "txn_ended", u64(kEndedId), ended);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto store = Store::open(StoreOptions{tmp.path(), 64ull << 20, SyncMode::kDurable});
+  REQUIRE(store.ok());
+  auto open = (*store)->read_txn(TxnId(kOpenId));
+  REQUIRE_FALSE(open.ok());
+  CHECK(open.error().code == ErrorCode::kStorageError);
+  CHECK(open.error().message.find("'txn_open'") != std::string::npos);
+  auto ended = (*store)->read_txn(TxnId(kEndedId));
+  REQUIRE_FALSE(ended.ok());
+  CHECK(ended.error().message.find("'txn_ended'") != std::string::npos);
+  auto parked = (*store)->read_txn(TxnId(kParkedId));  // its neighbours' damage is theirs alone
+  REQUIRE(parked.ok());
+  CHECK(parked->has_value());
 }
 
 TEST_CASE("writes to a store written from the layout table go on from its counters") {
@@ -241,7 +273,7 @@ TEST_CASE("writes to a store written from the layout table go on from its counte
   auto store = open_fixture(tmp);
   auto txn = store->begin_write(nullptr);
   REQUIRE(txn.ok());
-  auto batch = (*txn)->producer_batch(kProducer, 9);
+  auto batch = (*txn)->producer_batch(ProducerId(kProducer), Sequence(9));
   REQUIRE(batch.ok());
   CHECK(*batch == std::optional(std::vector<std::pair<PartitionId, Offset>>{{PartitionId(0), Offset(5)}}));
   auto topic = (*txn)->create_topic("payments", 1, 600);
@@ -252,7 +284,7 @@ TEST_CASE("writes to a store written from the layout table go on from its counte
   CHECK(*group == GroupId(4));
   auto ids = (*txn)->new_txn_ids(1, 0);
   REQUIRE(ids.ok());
-  CHECK(*ids == std::vector<std::uint64_t>{7ull << 20});
+  CHECK(*ids == std::vector<TxnId>{TxnId(7ull << 20)});
   auto offset = (*txn)->append(TopicId(kTopic), PartitionId(0), 1100, {}, {}, {});
   REQUIRE(offset.ok());
   CHECK(*offset == Offset(6));

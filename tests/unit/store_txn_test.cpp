@@ -20,10 +20,10 @@ namespace {
 constexpr std::uint64_t kTestMapBytes = 256ull << 20;
 constexpr std::uint64_t kNow = 1'000'000;
 constexpr std::uint64_t kDue = kNow + 6000;
-constexpr auto kPrepared = static_cast<std::uint8_t>(wire::TxnState::Prepared);
-constexpr auto kCommitted = static_cast<std::uint8_t>(wire::TxnState::Committed);
-constexpr auto kRolledBack = static_cast<std::uint8_t>(wire::TxnState::RolledBack);
-constexpr auto kParked = static_cast<std::uint8_t>(wire::TxnState::Parked);
+constexpr auto kPrepared = TxnState::kPrepared;
+constexpr auto kCommitted = TxnState::kCommitted;
+constexpr auto kRolledBack = TxnState::kRolledBack;
+constexpr auto kParked = TxnState::kParked;
 
 std::span<const std::uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
@@ -56,14 +56,14 @@ struct Fixture {
   }
 
   // Prepares n transactions as one batch, as PrepareOp does, with their first check at kDue.
-  std::vector<std::uint64_t> prepare(std::size_t n, std::uint64_t now = kNow) {
-    std::vector<std::uint64_t> out;
+  std::vector<TxnId> prepare(std::size_t n, std::uint64_t now = kNow) {
+    std::vector<TxnId> out;
     write([&](WriteTxn& txn) {
       auto ids = txn.new_txn_ids(n, now);
       REQUIRE(ids.ok());
       for (auto id : *ids) {
         auto r = txn.prepare(id, topic, PartitionId(0), "orders-service", now, as_bytes("k"), {},
-                             as_bytes("body " + std::to_string(id)), 0, kDue);
+                             as_bytes("body " + std::to_string(id.value())), 0, kDue);
         REQUIRE(r.ok());
         out.push_back(id);
       }
@@ -72,7 +72,7 @@ struct Fixture {
     return out;
   }
 
-  TxnEndResult end(std::uint64_t id, bool commit, std::uint64_t now = kNow + 10) {
+  TxnEndResult end(TxnId id, bool commit, std::uint64_t now = kNow + 10) {
     TxnEndResult out;
     write([&](WriteTxn& txn) {
       auto r = txn.end_txn(id, commit, "producer", now);
@@ -83,14 +83,14 @@ struct Fixture {
   }
 
   DueChecks due(std::uint64_t now, std::size_t max = 1000,
-                std::optional<std::pair<std::uint64_t, std::uint64_t>> after = std::nullopt) {
+                std::optional<std::pair<TxnId, std::uint64_t>> after = std::nullopt) {
     auto d = store->due_checks(now, max, after);
     REQUIRE(d.ok());
     return *d;
   }
 
-  std::vector<std::uint64_t> due_ids(std::uint64_t now) {
-    std::vector<std::uint64_t> out;
+  std::vector<TxnId> due_ids(std::uint64_t now) {
+    std::vector<TxnId> out;
     for (auto [id, when] : due(now).due) out.push_back(id);
     return out;
   }
@@ -126,7 +126,7 @@ TEST_CASE("ended transactions leave their span; the span with none prepared is r
   CHECK(f.due_ids(kDue - 1).empty());  // not due yet
   CHECK(f.due_ids(kDue) == ids);
   f.end(ids[1], true);
-  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
+  CHECK(f.due_ids(kDue) == std::vector<TxnId>{ids[0], ids[2]});
   f.end(ids[0], false);
   f.end(ids[2], true);
   auto d = f.due(kDue);
@@ -145,22 +145,22 @@ TEST_CASE("a check takes its transaction out of the span: the others stay due, i
   auto ids = f.prepare(3);
   const std::uint64_t later = kDue + 5000;
   f.write([&](WriteTxn& txn) { REQUIRE(txn.checked(ids[1], 1, later, false).ok()); });
-  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
-  CHECK(f.due_ids(later) == std::vector<std::uint64_t>{ids[0], ids[2], ids[1]});  // earliest due first
+  CHECK(f.due_ids(kDue) == std::vector<TxnId>{ids[0], ids[2]});
+  CHECK(f.due_ids(later) == std::vector<TxnId>{ids[0], ids[2], ids[1]});  // earliest due first
   auto t = f.store->read_txn(ids[1]);
   REQUIRE(t.ok());
   CHECK((*t)->checks == 1);
   CHECK((*t)->next_check_ms == later);
   // A drop of a span that still holds a prepared transaction is refused.
   f.write([&](WriteTxn& txn) { REQUIRE(txn.drop_check_span(CheckSpan{kDue, ids[0], ids[2]}).ok()); });
-  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[0], ids[2]});
+  CHECK(f.due_ids(kDue) == std::vector<TxnId>{ids[0], ids[2]});
 }
 
 TEST_CASE("parking takes the transaction out of its span and keeps its half message") {
   Fixture f;
   auto ids = f.prepare(2);
   f.write([&](WriteTxn& txn) { REQUIRE(txn.checked(ids[0], 15, 0, true).ok()); });
-  CHECK(f.due_ids(kDue) == std::vector<std::uint64_t>{ids[1]});
+  CHECK(f.due_ids(kDue) == std::vector<TxnId>{ids[1]});
   auto counts = f.store->txn_counts();
   CHECK(counts.prepared == 1);
   CHECK(counts.parked == 1);
@@ -172,7 +172,7 @@ TEST_CASE("parking takes the transaction out of its span and keeps its half mess
   REQUIRE(t.ok());
   CHECK((*t)->state == kParked);
   REQUIRE((*t)->message.has_value());
-  CHECK((*t)->message->body == "body " + std::to_string(ids[0]));
+  CHECK((*t)->message->body == "body " + std::to_string(ids[0].value()));
   // An operator's end of a parked transaction commits it.
   auto ended = f.end(ids[0], true);
   CHECK(ended.changed);
@@ -183,15 +183,15 @@ TEST_CASE("due checks come in pages that resume where the last one stopped") {
   Fixture f;
   auto a = f.prepare(3);
   auto b = f.prepare(2);
-  std::vector<std::uint64_t> seen;
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> after;
+  std::vector<TxnId> seen;
+  std::optional<std::pair<TxnId, std::uint64_t>> after;
   for (int pages = 0; pages < 10; ++pages) {
     auto d = f.due(kDue, 2, after);
     for (auto [id, when] : d.due) seen.push_back(id);
     if (!d.resume) break;
     after = d.resume;
   }
-  std::vector<std::uint64_t> all = a;
+  std::vector<TxnId> all = a;
   all.insert(all.end(), b.begin(), b.end());
   CHECK(seen == all);
 }
@@ -244,18 +244,18 @@ TEST_CASE("many ends in one write transaction, in any order and among other writ
   // several pages, so the cursor moves across pages, and deletes merge and rebalance them.
   Fixture f;
   auto ids = f.prepare(600);
-  std::vector<std::uint64_t> order = ids;
+  std::vector<TxnId> order = ids;
   for (std::size_t i = 0; i < order.size(); ++i) std::swap(order[i], order[(i * 7919) % order.size()]);
-  const std::uint64_t parked = order[300];
-  std::vector<std::uint64_t> later;
+  const TxnId parked = order[300];
+  std::vector<TxnId> later;
   f.write([&](WriteTxn& txn) {
     for (std::size_t i = 0; i < order.size(); ++i) {
-      const std::uint64_t id = order[i];
+      const TxnId id = order[i];
       if (id == parked) {
         REQUIRE(txn.checked(id, 15, 0, true).ok());
         continue;
       }
-      auto r = txn.end_txn(id, id % 3 != 0, "producer", kNow + 10);
+      auto r = txn.end_txn(id, id.value() % 3 != 0, "producer", kNow + 10);
       REQUIRE(r.ok());
       CHECK(r->changed);
       if (i == 100) {  // fresh ones go at the end while the cursor is elsewhere
@@ -269,10 +269,10 @@ TEST_CASE("many ends in one write transaction, in any order and among other writ
         }
       }
       if (i == 200) {  // a repeated end in the same transaction changes nothing
-        auto again = txn.end_txn(order[0], order[0] % 3 == 0, "producer", kNow + 10);
+        auto again = txn.end_txn(order[0], order[0].value() % 3 == 0, "producer", kNow + 10);
         REQUIRE(again.ok());
         CHECK_FALSE(again->changed);
-        CHECK(again->state == (order[0] % 3 != 0 ? kCommitted : kRolledBack));
+        CHECK(again->state == (order[0].value() % 3 != 0 ? kCommitted : kRolledBack));
       }
     }
   });
@@ -282,7 +282,7 @@ TEST_CASE("many ends in one write transaction, in any order and among other writ
     auto t = f.store->read_txn(id);
     REQUIRE(t.ok());
     REQUIRE(t->has_value());
-    CHECK((*t)->state == (id == parked ? kParked : id % 3 != 0 ? kCommitted : kRolledBack));
+    CHECK((*t)->state == (id == parked ? kParked : id.value() % 3 != 0 ? kCommitted : kRolledBack));
   }
   for (auto id : later) {
     auto t = f.store->read_txn(id);
@@ -297,13 +297,13 @@ TEST_CASE("idempotent producers silent past the cut-off are forgotten, a slice o
   const std::vector<std::pair<PartitionId, Offset>> batch{{PartitionId(0), Offset(7)}};
   // Ten producers that last wrote at kNow, one that wrote later.
   f.write([&](WriteTxn& txn) {
-    for (std::uint64_t p = 1; p <= 10; ++p) REQUIRE(txn.record_producer_batch(p * 1000, 1, batch, 64, kNow).ok());
-    REQUIRE(txn.record_producer_batch(99, 1, batch, 64, kNow + 5000).ok());
+    for (std::uint64_t p = 1; p <= 10; ++p) REQUIRE(txn.record_producer_batch(ProducerId(p * 1000), Sequence(1), batch, 64, kNow).ok());
+    REQUIRE(txn.record_producer_batch(ProducerId(99), Sequence(1), batch, 64, kNow + 5000).ok());
   });
   CHECK(f.store->producer_count() == 11);
 
   // Four at a time; the position carries from call to call and comes back to 0 at the end.
-  std::uint64_t resume = 0;
+  ProducerId resume;
   std::size_t forgotten = 0, calls = 0;
   do {
     f.write([&](WriteTxn& txn) {
@@ -312,17 +312,17 @@ TEST_CASE("idempotent producers silent past the cut-off are forgotten, a slice o
       CHECK(*n <= 4);
       forgotten += *n;
     });
-  } while (resume != 0 && ++calls < 10);
-  CHECK(resume == 0);
+  } while (resume != ProducerId() && ++calls < 10);
+  CHECK(resume == ProducerId());
   CHECK(forgotten == 10);
   CHECK(f.store->producer_count() == 1);
 
   f.write([&](WriteTxn& txn) {
     // The silent one's resend is new to the broker now; the recent one is still recognised.
-    auto old = txn.producer_batch(3000, 1);
+    auto old = txn.producer_batch(ProducerId(3000), Sequence(1));
     REQUIRE(old.ok());
     CHECK_FALSE(old->has_value());
-    auto recent = txn.producer_batch(99, 1);
+    auto recent = txn.producer_batch(ProducerId(99), Sequence(1));
     REQUIRE(recent.ok());
     REQUIRE(recent->has_value());
     CHECK((**recent)[0].second == Offset(7));
@@ -333,8 +333,8 @@ TEST_CASE("a producer record from before records had a time is given one at the 
   Fixture f;
   const std::vector<std::pair<PartitionId, Offset>> batch{{PartitionId(0), Offset(3)}};
   // A time of 0 is what a record written before the field existed reads as.
-  f.write([&](WriteTxn& txn) { REQUIRE(txn.record_producer_batch(77, 1, batch, 64, 0).ok()); });
-  std::uint64_t resume = 0;
+  f.write([&](WriteTxn& txn) { REQUIRE(txn.record_producer_batch(ProducerId(77), Sequence(1), batch, 64, 0).ok()); });
+  ProducerId resume;
   f.write([&](WriteTxn& txn) {
     auto n = txn.prune_producers(kNow, kNow, &resume, 100);
     REQUIRE(n.ok());
@@ -342,7 +342,7 @@ TEST_CASE("a producer record from before records had a time is given one at the 
   });
   CHECK(f.store->producer_count() == 1);
   f.write([&](WriteTxn& txn) {
-    auto seen = txn.producer_batch(77, 1);
+    auto seen = txn.producer_batch(ProducerId(77), Sequence(1));
     REQUIRE(seen.ok());
     CHECK(seen->has_value());
     // Stamped kNow: forgotten once the cut-off passes that.
