@@ -284,6 +284,10 @@ void Broker::on_stream_error(Connection& conn, const Error& error) {
   }
 }
 
+void Broker::on_tls_refused(Connection& conn, std::string_view reason) {
+  if (probe_) probe_->connection_closed(reason);
+}
+
 void Broker::on_writable(Connection& conn) {
   if (shutting_down_) return;
   groups_->connection_writable(conn);

@@ -76,6 +76,7 @@ class Broker final : public ConnectionEvents {
   void on_writable(Connection& conn) override;
   void on_closed(Connection& conn) override;
   void on_stream_error(Connection& conn, const Error& error) override;
+  void on_tls_refused(Connection& conn, std::string_view reason) override;
   void on_accept(uv_stream_t* server, int status);
 
   // Requests the Broker serves itself; each answers exactly once.

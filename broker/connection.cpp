@@ -82,13 +82,15 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
 void Connection::handle_read(ssize_t nread) {
   if (nread == 0) return;  // EAGAIN
   if (nread < 0) {
-    if (state_ == State::kOpen && nread != UV_EOF)
+    if (state_ == State::kOpen && nread != UV_EOF) {
       spdlog::debug("connection {} from {}: {}", id_, peer_, uv_strerror(static_cast<int>(nread)));
-    else if (state_ == State::kOpen && tls_ && !first_read_ && !tls_->handshake_done())
+    } else if (state_ == State::kOpen && tls_ && !first_read_ && !tls_->handshake_done()) {
       spdlog::info("connection {} from {}: TLS handshake failed: the peer closed the connection", id_, peer_);
-    else if (state_ == State::kOpen && decoder_.buffered() > 0)
+      events_.on_tls_refused(*this, "tls_handshake_failed");
+    } else if (state_ == State::kOpen && decoder_.buffered() > 0) {
       spdlog::info("connection {} from {} closed mid-frame ({} bytes of a frame dropped)", id_,
                    peer_, decoder_.buffered());
+    }
     close();
     return;
   }
@@ -113,6 +115,7 @@ bool Connection::check_first_bytes(std::size_t nread) {
     spdlog::info("connection {} from {}: sent a TLS ClientHello, but this port is plain (tls.enabled is "
                  "false); closing",
                  id_, peer_);
+    events_.on_tls_refused(*this, "tls_on_plain_port");
     close_after_flush();
     return false;
   }
@@ -120,8 +123,9 @@ bool Connection::check_first_bytes(std::size_t nread) {
     // A plain client: tell it in its own protocol, which it can read and report.
     spdlog::info("connection {} from {}: not TLS (a plain txmq client on the TLS port?)", id_, peer_);
     tls_.reset();
-    fail_stream(Error(ErrorCode::kInvalidArgument,
-                      "this broker port takes TLS connections only: connect with TLS (txmq --tls)"));
+    events_.on_tls_refused(*this, "not_tls");
+    send_error_and_close(
+        Error(ErrorCode::kInvalidArgument, "this broker port takes TLS connections only: connect with TLS (txmq --tls)"));
     return false;
   }
   return true;
@@ -153,6 +157,7 @@ bool Connection::receive_tls(std::size_t nread) {
 
 void Connection::fail_tls(const Error& error) {
   spdlog::info("connection {} from {}: {}", id_, peer_, error.message);
+  events_.on_tls_refused(*this, "tls_handshake_failed");
   // Nothing more can be encrypted; the alert OpenSSL queued still goes, so that the client
   // learns why.
   pending_.clear();
@@ -199,13 +204,17 @@ void Connection::serve() {
 }
 
 void Connection::fail_stream(const Error& err) {
+  spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
+  events_.on_stream_error(*this, err);
+  send_error_and_close(err);
+}
+
+void Connection::send_error_and_close(const Error& err) {
   // The stream cannot be resynchronised; the Server answers with an error frame via
   // on_frame's contract, so build the error here instead.
   flatbuffers::FlatBufferBuilder fbb(256);
   auto body = wire::CreateError(fbb, static_cast<std::uint16_t>(err.code), fbb.CreateString(err.message));
   fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Error, body.Union()));
-  spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
-  events_.on_stream_error(*this, err);
   send(common::frame_bytes(fbb));
   close_after_flush();
 }

@@ -30,6 +30,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/connection_budget.h"
@@ -52,6 +53,9 @@ class ConnectionEvents {
   // The byte stream broke (a frame over the limit, a zero length); the connection answers
   // with the error and closes by itself. For the Server's metrics.
   virtual void on_stream_error(Connection& conn, const Error& error) = 0;
+  // The connection closes over TLS: reason is tls_handshake_failed, not_tls (plain bytes
+  // on the TLS port) or tls_on_plain_port (a ClientHello on a plain one). For the metrics.
+  virtual void on_tls_refused(Connection& conn, std::string_view reason) = 0;
   // The handle is closed; conn is freed right after this returns.
   virtual void on_closed(Connection& conn) = 0;
 };
@@ -161,6 +165,8 @@ class Connection final : public DeliverySink {
   bool may_serve() const;
   void reserve_input();
   void fail_stream(const Error& error);
+  // Answers with an Error frame (request id 0) and closes once it is written.
+  void send_error_and_close(const Error& error);
   void start_write();
   void sync_output();
   void update_reading();

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 SOURCE = os.environ["TXMQ_SOURCE_DIR"]
 sys.path.insert(0, os.path.join(SOURCE, "tests", "support"))
@@ -50,6 +51,17 @@ def tls_config(d, client_auth="none"):
             f'ca_file = "{d}/ca.pem"\nclient_auth = "{client_auth}"\n')
 
 
+def closed_for(broker, reason):
+    """txmq_connections_closed_total{reason=...} of a broker started with metrics=True."""
+    with urllib.request.urlopen(f"http://{broker.metrics}/metrics", timeout=DEADLINE) as r:
+        page = r.read().decode()
+    prefix = f'txmq_connections_closed_total{{reason="{reason}"}} '
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0
+
+
 def txmq(broker, *args, env=None, stdin=None):
     """Runs the tool against broker with only the given TXMQ_* variables set."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TXMQ_")}
@@ -64,7 +76,7 @@ class TlsTest(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory(prefix="txmq-tls-cli-")
         cls.d = cls.tmp.name
         make_certs(cls.d)
-        cls.broker = Broker(cls.d, name="tls", config=tls_config(cls.d))
+        cls.broker = Broker(cls.d, name="tls", metrics=True, config=tls_config(cls.d))
         cls.host, port = cls.broker.address.rsplit(":", 1)
         cls.port = int(port)
 
@@ -121,23 +133,26 @@ class TlsTest(unittest.TestCase):
         r = txmq(self.broker, "topic", "list")
         self.assertEqual(r.returncode, 1)
         self.assertIn("takes TLS connections only", r.stderr)
+        self.assertGreaterEqual(closed_for(self.broker, "not_tls"), 1)
 
     def test_the_tool_with_tls_on_a_plain_port_is_told_so(self):
-        plain = Broker(self.d, name="plain")
+        plain = Broker(self.d, name="plain", metrics=True)
         try:
             r = txmq(plain, "--tls", "--tls-ca", self.ca(), "topic", "list")
             self.assertEqual(r.returncode, 1)
             self.assertIn("the broker did not answer with TLS", r.stderr)
             wait_until(lambda: "sent a TLS ClientHello" in plain.log_text(), 10, "the broker's log line")
+            wait_until(lambda: closed_for(plain, "tls_on_plain_port") == 1, 10, "the closure counted")
         finally:
             plain.stop()
 
     def test_the_tool_presents_a_client_certificate(self):
-        mutual = Broker(self.d, name="mutual", config=tls_config(self.d, "required"))
+        mutual = Broker(self.d, name="mutual", metrics=True, config=tls_config(self.d, "required"))
         try:
             r = txmq(mutual, "--tls-ca", self.ca(), "topic", "list")
             self.assertEqual(r.returncode, 1)
             self.assertIn("certificate required", r.stderr)
+            wait_until(lambda: closed_for(mutual, "tls_handshake_failed") == 1, 10, "the refusal counted")
             cert = ["--tls-cert", os.path.join(self.d, "client.pem"), "--tls-key", os.path.join(self.d, "client.key")]
             r = txmq(mutual, "--tls-ca", self.ca(), *cert, "topic", "list")
             self.assertEqual(r.returncode, 0, r.stderr)
