@@ -68,6 +68,12 @@ int Broker::run() {
 }
 
 Status Broker::start() {
+  // First: a broker that cannot serve TLS as configured must not start at all.
+  if (config_.tls_enabled) {
+    auto tls = common::TlsContext::server(config_.tls_files, config_.tls_client_auth);
+    if (!tls) return Error(tls.error().code, "tls." + tls.error().message);
+    tls_ = std::move(*tls);
+  }
   if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     max_fds_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, INT32_MAX));
   storage::StoreOptions so{config_.data_dir, config_.storage_max_bytes, config_.sync};
@@ -138,6 +144,11 @@ Status Broker::listen() {
                  "unless a firewall guards the port",
                  bound == config_.listen ? bound : config_.listen + " (" + bound + ")");
   }
+  if (tls_) {
+    static constexpr const char* kAuth[] = {"not asked for", "optional", "required"};
+    spdlog::info("TLS on the protocol port (certificate {}; client certificates {})", config_.tls_files.cert_file,
+                 kAuth[static_cast<int>(config_.tls_client_auth)]);
+  }
   // Scripts and tests wait for exactly this line to learn the real port.
   std::printf("listening on %s\n", sockname(&listener_).c_str());
   std::fflush(stdout);
@@ -162,7 +173,7 @@ void Broker::on_accept(uv_stream_t* server, int status) {
     return;
   }
   if (probe_) probe_->connection_accepted();
-  auto conn = std::make_unique<Connection>(next_connection_id_++, *this, limits_, *budget_);
+  auto conn = std::make_unique<Connection>(next_connection_id_++, *this, limits_, *budget_, tls_.get());
   Connection* c = conn.get();
   connections_[c->id()] = std::move(conn);
   if (!c->accept(server)) return;
@@ -271,6 +282,10 @@ void Broker::on_stream_error(Connection& conn, const Error& error) {
     probe_->request_error(error.code);
     probe_->connection_closed(error.code == ErrorCode::kFrameTooLarge ? "frame_too_large" : "malformed_frame");
   }
+}
+
+void Broker::on_tls_refused(Connection& conn, std::string_view reason) {
+  if (probe_) probe_->connection_closed(reason);
 }
 
 void Broker::on_writable(Connection& conn) {

@@ -76,6 +76,7 @@ class Broker final : public ConnectionEvents {
   void on_writable(Connection& conn) override;
   void on_closed(Connection& conn) override;
   void on_stream_error(Connection& conn, const Error& error) override;
+  void on_tls_refused(Connection& conn, std::string_view reason) override;
   void on_accept(uv_stream_t* server, int status);
 
   // Requests the Broker serves itself; each answers exactly once.
@@ -94,6 +95,9 @@ class Broker final : public ConnectionEvents {
   uv_loop_t loop_;
   // Memory of all connections together; declared before connections_, which use it.
   std::unique_ptr<ConnectionBudget> budget_;
+  // Certificate, key and client CA of the protocol port; null when tls.enabled is false.
+  // Declared before connections_, which use it.
+  std::shared_ptr<common::TlsContext> tls_;
   // Zero-initialised so that shutdown can tell which handles were ever opened (loop set).
   uv_tcp_t listener_{};
   uv_signal_t sigint_{};

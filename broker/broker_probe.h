@@ -40,7 +40,8 @@ class BrokerProbe {
   void request_error(ErrorCode code);
   void connection_accepted() { connections_accepted_.inc(); }
   // A connection the broker closed for a limit: hello_timeout, frame_timeout,
-  // frame_too_large, malformed_frame.
+  // frame_too_large, malformed_frame; or over TLS: tls_handshake_failed, not_tls,
+  // tls_on_plain_port.
   void connection_closed(std::string_view reason) { connections_closed_.with({reason}).inc(); }
   void accept_failed() { accept_failures_.inc(); }
   void retention_deleted(std::size_t n) { retention_deleted_.inc(n); }

@@ -122,6 +122,20 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     if (root.contains("producers")) read(toml::find(root, "producers"), "idempotence_window", c.idempotence_window);
     read_with(root, "producers", "expiry_ms", c.producer_expiry, parse_ms);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
+    if (root.contains("tls")) {
+      const auto& t = toml::find(root, "tls");
+      read(t, "enabled", c.tls_enabled);
+      read(t, "cert_file", c.tls_files.cert_file);
+      read(t, "key_file", c.tls_files.key_file);
+      read(t, "ca_file", c.tls_files.ca_file);
+      if (t.contains("client_auth")) {
+        const std::string auth = toml::find<std::string>(t, "client_auth");
+        if (auth == "none") c.tls_client_auth = common::TlsClientAuth::kNone;
+        else if (auth == "optional") c.tls_client_auth = common::TlsClientAuth::kOptional;
+        else if (auth == "required") c.tls_client_auth = common::TlsClientAuth::kRequired;
+        else throw std::runtime_error("tls.client_auth must be \"none\", \"optional\" or \"required\", not \"" + auth + "\"");
+      }
+    }
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
   }
@@ -159,6 +173,13 @@ Status validate(const BrokerConfig& c) {
   if (c.idempotence_window == 0 || c.idempotence_window > 1024)
     return bad("producers.idempotence_window must be between 1 and 1024");
   if (c.producer_expiry < std::chrono::seconds(1)) return bad("producers.expiry_ms must be at least 1000");
+  if (c.tls_enabled) {
+    // Whether the files can be read and match is checked when the broker loads them.
+    if (c.tls_files.cert_file.empty() || c.tls_files.key_file.empty())
+      return bad("tls.enabled needs tls.cert_file and tls.key_file");
+    if (c.tls_client_auth != common::TlsClientAuth::kNone && c.tls_files.ca_file.empty())
+      return bad("tls.client_auth = \"optional\" or \"required\" needs tls.ca_file (the CA of client certificates)");
+  }
   return {};
 }
 

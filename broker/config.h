@@ -8,6 +8,7 @@
 
 #include "broker/storage/store.h"
 #include "common/result.h"
+#include "common/tls_session.h"
 
 namespace txmq::broker {
 
@@ -47,6 +48,11 @@ struct BrokerConfig {
   std::chrono::milliseconds producer_expiry{86400000};     // producers.expiry_ms
 
   std::string log_level = "info";                 // log.level
+
+  // TLS on the protocol port (the metrics endpoint stays plain).
+  bool tls_enabled = false;                       // tls.enabled
+  common::TlsFiles tls_files;                     // tls.cert_file, tls.key_file, tls.ca_file
+  common::TlsClientAuth tls_client_auth = common::TlsClientAuth::kNone;  // tls.client_auth
 };
 
 // Reads a TOML file over the defaults. kInvalidArgument names the file, key and problem.

@@ -26,8 +26,13 @@ std::string peer_name(uv_tcp_t* tcp) {
 }  // namespace
 
 Connection::Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits,
-                       ConnectionBudget& budget)
-    : id_(id), events_(events), limits_(limits), budget_(budget), decoder_(limits.hello_max_frame_bytes) {
+                       ConnectionBudget& budget, const common::TlsContext* tls)
+    : id_(id),
+      events_(events),
+      limits_(limits),
+      budget_(budget),
+      tls_context_(tls),
+      decoder_(limits.hello_max_frame_bytes) {
   tcp_.data = this;
   write_req_.data = this;
   shutdown_req_.data = this;
@@ -47,6 +52,15 @@ bool Connection::accept(uv_stream_t* server) {
   }
   uv_tcp_nodelay(&tcp_, 1);
   peer_ = peer_name(&tcp_);
+  if (tls_context_) {
+    auto session = common::TlsSession::accept(*tls_context_);
+    if (!session) {
+      spdlog::error("connection {} from {}: {}", id_, peer_, session.error().message);
+      close();
+      return false;
+    }
+    tls_ = std::move(*session);
+  }
   update_reading();
   return true;
 }
@@ -68,20 +82,87 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
 void Connection::handle_read(ssize_t nread) {
   if (nread == 0) return;  // EAGAIN
   if (nread < 0) {
-    if (state_ == State::kOpen && nread != UV_EOF)
+    if (state_ == State::kOpen && nread != UV_EOF) {
       spdlog::debug("connection {} from {}: {}", id_, peer_, uv_strerror(static_cast<int>(nread)));
-    else if (state_ == State::kOpen && decoder_.buffered() > 0)
+    } else if (state_ == State::kOpen && tls_ && !first_read_ && !tls_->handshake_done()) {
+      spdlog::info("connection {} from {}: TLS handshake failed: the peer closed the connection", id_, peer_);
+      events_.on_tls_refused(*this, "tls_handshake_failed");
+    } else if (state_ == State::kOpen && decoder_.buffered() > 0) {
       spdlog::info("connection {} from {} closed mid-frame ({} bytes of a frame dropped)", id_,
                    peer_, decoder_.buffered());
+    }
     close();
     return;
   }
   if (state_ != State::kOpen) return;  // draining: discard until the peer hangs up
+  if (first_read_) {
+    first_read_ = false;
+    if (!check_first_bytes(static_cast<std::size_t>(nread))) return;
+  }
   const bool had_partial = decoder_.partial_frame_bytes() > 0;
-  decoder_.append(read_buf_, static_cast<std::size_t>(nread));
+  if (!tls_) decoder_.append(read_buf_, static_cast<std::size_t>(nread));
+  else if (!receive_tls(static_cast<std::size_t>(nread))) return;
   if (!had_partial) frame_started_ = std::chrono::steady_clock::now();
   backlog_ = true;
   serve();
+}
+
+bool Connection::check_first_bytes(std::size_t nread) {
+  const std::span<const std::uint8_t> first(reinterpret_cast<const std::uint8_t*>(read_buf_), nread);
+  if (!tls_ && common::looks_like_tls_record(first)) {
+    // Read as a frame, a ClientHello would be a length of some 66 KB and wait for bytes
+    // that never come; the client, waiting for the server's hello, would hang as well.
+    spdlog::info("connection {} from {}: sent a TLS ClientHello, but this port is plain (tls.enabled is "
+                 "false); closing",
+                 id_, peer_);
+    events_.on_tls_refused(*this, "tls_on_plain_port");
+    close_after_flush();
+    return false;
+  }
+  if (tls_ && first[0] != 22) {
+    // A plain client: tell it in its own protocol, which it can read and report.
+    spdlog::info("connection {} from {}: not TLS (a plain txmq client on the TLS port?)", id_, peer_);
+    tls_.reset();
+    events_.on_tls_refused(*this, "not_tls");
+    send_error_and_close(
+        Error(ErrorCode::kInvalidArgument, "this broker port takes TLS connections only: connect with TLS (txmq --tls)"));
+    return false;
+  }
+  return true;
+}
+
+bool Connection::receive_tls(std::size_t nread) {
+  tls_->feed(reinterpret_cast<const std::uint8_t*>(read_buf_), nread);
+  // All of it is decrypted now: the session keeps no plaintext, so what the decoder holds
+  // is all this connection holds, and the budget sees it. One read yields at most its own
+  // size in plaintext plus the rest of a record begun in the read before.
+  std::uint8_t plain[16 * 1024];  // one TLS record's plaintext at most
+  for (;;) {
+    auto n = tls_->read(plain, sizeof(plain));
+    if (!n) {
+      fail_tls(n.error());
+      return false;
+    }
+    if (*n == 0) break;
+    decoder_.append(reinterpret_cast<const char*>(plain), *n);
+  }
+  if (tls_->peer_closed()) {  // close_notify: as good as the end of the stream
+    close();
+    return false;
+  }
+  // Handshake messages (and, after it, session tickets) go out now.
+  if (!write_in_flight_ && tls_->has_output()) start_write();
+  return state_ == State::kOpen;
+}
+
+void Connection::fail_tls(const Error& error) {
+  spdlog::info("connection {} from {}: {}", id_, peer_, error.message);
+  events_.on_tls_refused(*this, "tls_handshake_failed");
+  // Nothing more can be encrypted; the alert OpenSSL queued still goes, so that the client
+  // learns why.
+  pending_.clear();
+  if (!write_in_flight_) start_write();
+  close_after_flush();
 }
 
 bool Connection::may_serve() const {
@@ -123,13 +204,17 @@ void Connection::serve() {
 }
 
 void Connection::fail_stream(const Error& err) {
+  spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
+  events_.on_stream_error(*this, err);
+  send_error_and_close(err);
+}
+
+void Connection::send_error_and_close(const Error& err) {
   // The stream cannot be resynchronised; the Server answers with an error frame via
   // on_frame's contract, so build the error here instead.
   flatbuffers::FlatBufferBuilder fbb(256);
   auto body = wire::CreateError(fbb, static_cast<std::uint16_t>(err.code), fbb.CreateString(err.message));
   fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Error, body.Union()));
-  spdlog::info("connection {} from {}: {}", id_, peer_, err.describe());
-  events_.on_stream_error(*this, err);
   send(common::frame_bytes(fbb));
   close_after_flush();
 }
@@ -197,9 +282,20 @@ void Connection::sync_output() {
 }
 
 void Connection::start_write() {
-  if (pending_.empty()) return;
-  writing_.swap(pending_);
-  pending_.clear();
+  if (!output_waiting()) return;
+  if (tls_) {
+    // Encrypted here rather than in send(): the frames queued while a write was in flight
+    // go out in as few records as fit.
+    if (!pending_.empty()) {
+      if (auto st = tls_->write(pending_); !st) spdlog::debug("connection {}: {}", id_, st.error().message);
+      pending_.clear();
+    }
+    tls_->take_output(writing_);
+    if (writing_.empty()) return;  // held until the handshake is done
+  } else {
+    writing_.swap(pending_);
+    pending_.clear();
+  }
   if (pending_.capacity() > kKeepOutputCapacity) std::vector<std::uint8_t>().swap(pending_);
   uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(writing_.data()),
                              static_cast<unsigned>(writing_.size()));
@@ -227,9 +323,10 @@ void Connection::on_write(uv_write_t* req, int status) {
     self->close();
     return;
   }
-  if (!self->pending_.empty()) {
-    self->start_write();
-  } else if (self->flush_then_close_ && self->state_ == State::kOpen) {
+  if (self->output_waiting()) self->start_write();
+  // Done flushing when nothing more went out (TLS: frames held for an unfinished handshake
+  // never will).
+  if (!self->write_in_flight_ && self->flush_then_close_ && self->state_ == State::kOpen) {
     self->begin_draining();
     return;
   }
@@ -275,7 +372,7 @@ void Connection::update_reading() {
 void Connection::close_after_flush() {
   if (state_ != State::kOpen) return;
   flush_then_close_ = true;
-  if (!write_in_flight_ && pending_.empty()) begin_draining();
+  if (!write_in_flight_ && !output_waiting()) begin_draining();
 }
 
 void Connection::begin_draining() {
@@ -284,6 +381,10 @@ void Connection::begin_draining() {
   // reading and discarding until the peer hangs up, and give up after the linger time.
   state_ = State::kDraining;
   linger_deadline_ = std::chrono::steady_clock::now() + limits_.linger;
+  if (tls_) {
+    tls_->close_notify();  // written before the shutdown, which waits for it
+    start_write();
+  }
   uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t*, int) {});
   update_reading();
 }

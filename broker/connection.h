@@ -15,19 +15,28 @@
 // a client that does not read its answers, or pipelines faster than they are written,
 // cannot make the broker buffer without bound. At most kFramesPerTurn frames are served
 // per loop iteration, so that one pipelining client does not starve the others.
+// TLS: with a TlsContext the socket carries TLS (common/tls_session.h): what is read is
+// decrypted before the frame decoder sees it, and output is encrypted when its write
+// starts. Every limit above counts plaintext (the budget reserves decoded frames, not
+// records). A peer whose first bytes are not TLS is answered with a plain Error frame and
+// closed; without a TlsContext, a peer that opens with a TLS ClientHello is closed at once.
+// Either mismatch and a failed handshake are logged with the peer and the reason.
 
 #include <uv.h>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/connection_budget.h"
 #include "broker/delivery_sink.h"
 #include "common/frame.h"
+#include "common/tls_session.h"
 
 namespace txmq::broker {
 
@@ -44,6 +53,9 @@ class ConnectionEvents {
   // The byte stream broke (a frame over the limit, a zero length); the connection answers
   // with the error and closes by itself. For the Server's metrics.
   virtual void on_stream_error(Connection& conn, const Error& error) = 0;
+  // The connection closes over TLS: reason is tls_handshake_failed, not_tls (plain bytes
+  // on the TLS port) or tls_on_plain_port (a ClientHello on a plain one). For the metrics.
+  virtual void on_tls_refused(Connection& conn, std::string_view reason) = 0;
   // The handle is closed; conn is freed right after this returns.
   virtual void on_closed(Connection& conn) = 0;
 };
@@ -72,8 +84,9 @@ class Connection final : public DeliverySink {
   // the ConnectionBudget: small requests always go on, however much large ones hold.
   static constexpr std::size_t kUnreservedFrameBytes = 64 * 1024;
 
+  // tls: null for a plain connection; otherwise it must outlive the connection.
   Connection(std::uint64_t id, ConnectionEvents& events, const ConnectionLimits& limits,
-             ConnectionBudget& budget);
+             ConnectionBudget& budget, const common::TlsContext* tls = nullptr);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -101,7 +114,9 @@ class Connection final : public DeliverySink {
   bool writable() const override {
     return output_bytes() < limits_.output_high_water && (output_bytes() == 0 || !budget_.output_full());
   }
-  std::size_t output_bytes() const { return pending_.size() + writing_.size(); }
+  std::size_t output_bytes() const {
+    return pending_.size() + writing_.size() + (tls_ ? tls_->held_bytes() : 0);
+  }
 
   // A reason to stop reading held by the caller (for example too many produce bytes in
   // flight to storage); reading resumes once no reason is held.
@@ -136,10 +151,22 @@ class Connection final : public DeliverySink {
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   void handle_read(ssize_t nread);
+  // The first bytes of the connection tell a TLS peer from a plain one; false when they do
+  // not match this port (the connection is then closing).
+  bool check_first_bytes(std::size_t nread);
+  // Decrypts what was read into the decoder; false when the session ended (the connection
+  // is then closing).
+  bool receive_tls(std::size_t nread);
+  void fail_tls(const Error& error);
+  // Output queued and not yet handed to libuv: frames, or TLS records (a handshake message,
+  // an alert, close_notify) the session wants sent.
+  bool output_waiting() const { return !pending_.empty() || (tls_ && tls_->has_output()); }
   void serve();
   bool may_serve() const;
   void reserve_input();
   void fail_stream(const Error& error);
+  // Answers with an Error frame (request id 0) and closes once it is written.
+  void send_error_and_close(const Error& error);
   void start_write();
   void sync_output();
   void update_reading();
@@ -168,11 +195,14 @@ class Connection final : public DeliverySink {
   int pause_reasons_ = 0;
   bool flush_then_close_ = false;
   std::string peer_;
+  const common::TlsContext* tls_context_;     // null: plain
+  std::unique_ptr<common::TlsSession> tls_;   // made on accept when tls_context_ is set
+  bool first_read_ = true;                    // nothing was read from the peer yet
   std::chrono::steady_clock::time_point linger_deadline_;
   common::FrameDecoder decoder_;
   static constexpr std::size_t kKeepOutputCapacity = 64u << 10;  // kept across writes
-  std::vector<std::uint8_t> pending_;  // frames not yet handed to libuv
-  std::vector<std::uint8_t> writing_;  // the buffer of the uv_write in flight
+  std::vector<std::uint8_t> pending_;  // frames not yet handed to libuv (plaintext)
+  std::vector<std::uint8_t> writing_;  // the buffer of the uv_write in flight (as sent)
   char read_buf_[64 * 1024];
 };
 

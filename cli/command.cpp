@@ -13,17 +13,23 @@ namespace {
 // once connected still gets --request-timeout-ms per request).
 constexpr Millis kFirstConnectTimeout{1000};
 
-std::string broker_address(const std::string& flag) {
+// The flag when given, else the environment variable when set, else fallback.
+std::string flag_or_env(const std::string& flag, const char* env, std::string fallback = "") {
   if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("TXMQ_BROKER"); env && *env) return env;
-  return std::string(txmq::kDefaultBrokerAddress);
+  if (const char* value = std::getenv(env); value && *value) return value;
+  return fallback;
 }
 
 }  // namespace
 
 txmq::client::ClientOptions GlobalOptions::client_options() const {
   txmq::client::ClientOptions o;
-  o.broker = broker_address(broker);
+  o.broker = flag_or_env(broker, "TXMQ_BROKER", std::string(txmq::kDefaultBrokerAddress));
+  o.tls.ca_file = flag_or_env(tls_ca, "TXMQ_TLS_CA");
+  o.tls.cert_file = flag_or_env(tls_cert, "TXMQ_TLS_CERT");
+  o.tls.key_file = flag_or_env(tls_key, "TXMQ_TLS_KEY");
+  // A CA or a certificate means TLS: nobody gives one to talk in plain text.
+  o.tls.enabled = tls || flag_or_env("", "TXMQ_TLS") == "1" || !o.tls.ca_file.empty() || !o.tls.cert_file.empty();
   o.client_name = "txmq-cli";
   o.request_timeout = timeout();
   // A person or script waiting on the tool wants "connection refused" or "name not
@@ -37,6 +43,13 @@ void add_global_options(CLI::App& app, GlobalOptions& global) {
                  "broker host:port, a.b.c.d:port or [v6]:port (default: $TXMQ_BROKER, else 127.0.0.1:7411)");
   app.add_option("--request-timeout-ms", global.request_timeout_ms, "how long to wait for each answer")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--tls", global.tls, "connect with TLS (default: $TXMQ_TLS=1, or implied by --tls-ca or --tls-cert)");
+  app.add_option("--tls-ca", global.tls_ca,
+                 "PEM file of the CA that signed the broker's certificate (default: $TXMQ_TLS_CA, else the "
+                 "system's CAs)");
+  app.add_option("--tls-cert", global.tls_cert,
+                 "PEM client certificate, for a broker that asks for one (default: $TXMQ_TLS_CERT)");
+  app.add_option("--tls-key", global.tls_key, "PEM private key of --tls-cert (default: $TXMQ_TLS_KEY)");
 }
 
 CLI::App* add_group_of_commands(CLI::App& app, const std::string& name, const std::string& description) {

@@ -22,13 +22,18 @@ using txmq::client::Millis;
 struct GlobalOptions {
   std::string broker;               // --broker; "": $TXMQ_BROKER, else the default address
   long request_timeout_ms = 10000;  // --request-timeout-ms: the wait for each answer
+  // TLS: each flag, when not given, from its environment variable.
+  bool tls = false;                 // --tls; else $TXMQ_TLS=1 (implied by any file below)
+  std::string tls_ca;               // --tls-ca; else $TXMQ_TLS_CA
+  std::string tls_cert;             // --tls-cert; else $TXMQ_TLS_CERT
+  std::string tls_key;              // --tls-key; else $TXMQ_TLS_KEY
 
   Millis timeout() const { return Millis(request_timeout_ms); }
   // Options for a Producer, Consumer or Admin of the tool.
   txmq::client::ClientOptions client_options() const;
 };
 
-// Adds --broker and --request-timeout-ms to the tool.
+// Adds --broker, --request-timeout-ms and the TLS flags to the tool.
 void add_global_options(CLI::App& app, GlobalOptions& global);
 
 // Prints "txmq: Code: message" to stderr and returns exit code 1.

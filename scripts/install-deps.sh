@@ -3,6 +3,7 @@
 # apt-get skips what is already installed. Must run as root.
 # --fuzz adds what scripts/fuzz.sh needs: clang and, in libclang-rt-14-dev, the libFuzzer,
 # ASan and UBSan runtimes of Debian's clang 14.
+# openssl (the command): tls_cli_test makes its certificates with it.
 # dpkg-dev and file: CPack's Debian generator (scripts/build-debs.sh) runs dpkg-shlibdeps
 # on the files `file` says are ELF.
 set -euo pipefail
@@ -12,7 +13,7 @@ packages=(
   libuv1-dev liblmdb-dev lmdb-utils
   libflatbuffers-dev flatbuffers-compiler
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
-  libcurl4-openssl-dev libssl-dev libsqlite3-dev libcpp-httplib-dev
+  libcurl4-openssl-dev libssl-dev openssl libsqlite3-dev libcpp-httplib-dev
   prometheus python3 wrk
   dpkg-dev file
 )

@@ -133,6 +133,18 @@ void Connection::connect() {
     schedule_reconnect();
     return;
   }
+  host_ = hp->host;
+  if (options_.tls.enabled && !tls_context_) {
+    auto tls = common::TlsContext::client({options_.tls.cert_file, options_.tls.key_file, options_.tls.ca_file});
+    if (!tls) {
+      // Like a bad address: the files do not get better by retrying soon, but may be fixed.
+      last_error_ = Error(ErrorCode::kInvalidArgument, "TLS: " + tls.error().message);
+      fail_all(last_error_, true);
+      schedule_reconnect();
+      return;
+    }
+    tls_context_ = std::move(*tls);
+  }
   // Resolved again on every round: a name may move to other addresses while we retry.
   state_ = State::kResolving;
   round_errors_.clear();
@@ -199,6 +211,29 @@ void Connection::on_connected(int status) {
     return;
   }
   uv_tcp_nodelay(tcp_, 1);
+  heard_ = false;
+  start_reading();
+  if (!tls_context_) {
+    send_hello();
+    return;
+  }
+  auto session = common::TlsSession::connect(*tls_context_, host_);
+  if (!session) {
+    attempt_failed(session.error().message);
+    return;
+  }
+  tls_ = std::move(*session);
+  state_ = State::kHandshake;
+  // The first read() writes the ClientHello; the broker's answer moves the handshake on.
+  std::uint8_t none[1];
+  if (auto started = tls_->read(none, 0); !started) {
+    disconnected(Error(ErrorCode::kNotConnected, started.error().message));
+    return;
+  }
+  flush_writes();
+}
+
+void Connection::start_reading() {
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(tcp_),
       [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
@@ -208,23 +243,79 @@ void Connection::on_connected(int status) {
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
         auto* self = static_cast<Connection*>(s->data);
         if (nread == 0) return;
-        if (nread < 0) {
-          self->disconnected(Error(ErrorCode::kConnectionLost,
-                                   std::string("connection lost: ") + uv_strerror(static_cast<int>(nread))));
-          return;
-        }
-        self->decoder_.append(self->read_buf_, static_cast<std::size_t>(nread));
-        while (self->tcp_) {
-          auto frame = self->decoder_.next();
-          if (!frame) {
-            self->disconnected(Error(ErrorCode::kConnectionLost, "broker sent " + frame.error().message));
-            return;
-          }
-          if (frame->empty()) break;
-          self->handle_frame(*frame);
-        }
+        if (nread < 0) self->read_failed(nread);
+        else self->received(self->read_buf_, static_cast<std::size_t>(nread));
       });
-  send_hello();
+}
+
+void Connection::read_failed(ssize_t status) {
+  const std::string why = uv_strerror(static_cast<int>(status));
+  if (state_ == State::kHandshake) {
+    // A broker without TLS on this port closes as soon as it sees the ClientHello.
+    disconnected(Error(ErrorCode::kNotConnected,
+                       heard_ ? "TLS handshake failed: the broker closed the connection (" + why + ")"
+                              : "the broker did not answer with TLS (it closed the connection: " + why +
+                                    "); is tls.enabled set on its port?"));
+    return;
+  }
+  disconnected(Error(ErrorCode::kConnectionLost, "connection lost: " + why));
+}
+
+void Connection::received(const char* data, std::size_t len) {
+  const bool first = !heard_;
+  heard_ = true;
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(data), len);
+  if (tls_) {
+    if (first && !common::looks_like_tls_record(bytes)) {
+      disconnected(Error(ErrorCode::kNotConnected, "the broker did not answer with TLS; is tls.enabled set on its port?"));
+      return;
+    }
+    received_tls(data, len);
+    return;
+  }
+  if (first && state_ == State::kHello && common::looks_like_tls_record(bytes)) {
+    disconnected(Error(ErrorCode::kNotConnected,
+                       "the broker answered with TLS: connect with TLS (ClientOptions::tls, txmq --tls)"));
+    return;
+  }
+  decode(data, len);
+}
+
+void Connection::received_tls(const char* data, std::size_t len) {
+  tls_->feed(reinterpret_cast<const std::uint8_t*>(data), len);
+  std::uint8_t plain[16 * 1024];  // one TLS record's plaintext at most
+  for (;;) {
+    auto n = tls_->read(plain, sizeof(plain));
+    if (!n) {
+      // Before the hello was answered this is a refused connection (the broker did not
+      // accept our certificate, or we not its), not a lost one.
+      const bool refused = state_ == State::kHandshake || state_ == State::kHello;
+      disconnected(Error(refused ? ErrorCode::kNotConnected : ErrorCode::kConnectionLost, n.error().message));
+      return;
+    }
+    if (*n == 0) break;
+    decode(reinterpret_cast<const char*>(plain), *n);
+    if (!tls_) return;  // a frame ended the connection
+  }
+  if (tls_->peer_closed()) {
+    disconnected(Error(ErrorCode::kConnectionLost, "connection lost: the broker closed the TLS session"));
+    return;
+  }
+  if (state_ == State::kHandshake && tls_->handshake_done()) send_hello();
+  if (!write_in_flight_) flush_writes();
+}
+
+void Connection::decode(const char* data, std::size_t len) {
+  decoder_.append(data, len);
+  while (tcp_) {
+    auto frame = decoder_.next();
+    if (!frame) {
+      disconnected(Error(ErrorCode::kConnectionLost, "broker sent " + frame.error().message));
+      return;
+    }
+    if (frame->empty()) break;
+    handle_frame(*frame);
+  }
 }
 
 void Connection::send_hello() {
@@ -249,7 +340,10 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     return;
   }
   const std::uint64_t rid = frame->request_id();
-  if (state_ == State::kHello && rid == hello_rid_) {
+  // An Error without a request id before the hello is answered is about the connection
+  // itself (a plain hello on a TLS port): the broker refused us all the same.
+  const bool refusal = rid == 0 && frame->body_type() == wire::Body::Error;
+  if (state_ == State::kHello && (rid == hello_rid_ || refusal)) {
     if (auto st = as_status(*frame); !st) {
       // The broker refused us (e.g. protocol version): nothing queued can succeed.
       fail_all(st.error(), true);
@@ -338,9 +432,26 @@ void Connection::write(std::span<const std::uint8_t> frame) {
 }
 
 void Connection::flush_writes() {
-  if (out_.empty() || !tcp_) return;
+  if (!tcp_) return;
   auto* w = new WriteReq;
-  w->buf.swap(out_);
+  if (tls_) {
+    // Encrypted when the write starts, so that frames queued meanwhile share records.
+    if (!out_.empty()) {
+      if (auto st = tls_->write(out_); !st) {
+        delete w;
+        disconnected(Error(ErrorCode::kConnectionLost, st.error().message));
+        return;
+      }
+      out_.clear();
+    }
+    tls_->take_output(w->buf);
+  } else {
+    w->buf.swap(out_);
+  }
+  if (w->buf.empty()) {
+    delete w;
+    return;
+  }
   w->req.data = this;
   uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(w->buf.data()), static_cast<unsigned>(w->buf.size()));
   write_in_flight_ = true;
@@ -365,10 +476,19 @@ void Connection::flush_writes() {
 
 void Connection::disconnected(const Error& why) {
   if (state_ == State::kStopped) return;
+  if (tcp_ && tls_ && tls_->has_output()) {
+    // The alert saying why we refused the broker (its certificate): best effort, so that
+    // its log names the reason too. A socket just connected has room for it.
+    std::vector<std::uint8_t> alert;
+    tls_->take_output(alert);
+    uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(alert.data()), static_cast<unsigned>(alert.size()));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &buf, 1);
+  }
   if (tcp_) {
     uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     tcp_ = nullptr;
   }
+  tls_.reset();
   write_in_flight_ = false;
   out_.clear();
   decoder_ = common::FrameDecoder(64u << 20);
@@ -399,12 +519,15 @@ void Connection::check_deadlines() {
   // A broker that accepts but never answers the hello is as good as none.
   if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
     attempt_failed("connect timed out");
+  } else if (state_ == State::kHandshake && now - connect_started_ > kConnectTimeout) {
+    disconnected(Error(ErrorCode::kNotConnected, "no TLS handshake with " + options_.broker + " in time"));
   } else if (state_ == State::kHello && now - connect_started_ > kConnectTimeout) {
     disconnected(Error(ErrorCode::kNotConnected, "no hello answer from " + options_.broker + " in time"));
   }
   if (failing_fast() && now - started_ >= options_.first_connect_timeout && !pending_.empty()) {
     const std::string doing = state_ == State::kResolving    ? "still resolving the name"
                               : state_ == State::kConnecting ? "still connecting"
+                              : state_ == State::kHandshake  ? "still in the TLS handshake"
                                                              : "last error: " + last_error_.message;
     fail_all(Error(ErrorCode::kNotConnected, "not connected to " + options_.broker + " within " +
                                                  std::to_string(options_.first_connect_timeout.count()) + " ms (" +

@@ -9,6 +9,8 @@
 // requests in flight when the connection drops fail with kConnectionLost. With
 // ClientOptions::first_connect_timeout, requests made before the first hello is answered
 // fail with kNotConnected as soon as an attempt fails, or once that long has passed.
+// With ClientOptions::tls each connection runs a TLS handshake (common/tls_session.h, on
+// this loop) before the hello; a failed handshake is a failed attempt.
 // Concurrency: post() and stop() from any thread; everything else on the I/O thread
 // (asserted in debug builds).
 
@@ -25,6 +27,7 @@
 
 #include "common/frame.h"
 #include "common/resolve.h"
+#include "common/tls_session.h"
 #include "txmq/client.h"
 
 namespace txmq::client::detail {
@@ -77,7 +80,7 @@ class Connection {
   void set_timer(Millis delay, std::function<void()> fn);
 
  private:
-  enum class State { kIdle, kResolving, kConnecting, kHello, kReady, kStopped };
+  enum class State { kIdle, kResolving, kConnecting, kHandshake, kHello, kReady, kStopped };
   struct Pending {
     Clock::time_point deadline;
     ResponseFn cb;
@@ -92,6 +95,12 @@ class Connection {
   // Connects to addresses_[next_address_], or gives up the round when none is left.
   void connect_next();
   void on_connected(int status);
+  void start_reading();
+  void read_failed(ssize_t status);
+  // Bytes from the socket: decrypted first with TLS, then cut into frames.
+  void received(const char* data, std::size_t len);
+  void received_tls(const char* data, std::size_t len);
+  void decode(const char* data, std::size_t len);
   void attempt_failed(const std::string& why);
   // True while requests must not outlive a failed first attempt (first_connect_timeout).
   bool failing_fast() const;
@@ -120,6 +129,10 @@ class Connection {
   uv_timer_t user_timer_{};
   std::function<void()> user_timer_fn_;
   uv_tcp_t* tcp_ = nullptr;  // heap: a closing handle outlives the next connection attempt
+  std::string host_;         // of options_.broker: the broker's certificate must name it
+  std::shared_ptr<common::TlsContext> tls_context_;  // loaded on the first round with tls.enabled
+  std::unique_ptr<common::TlsSession> tls_;          // this connection's, with TLS
+  bool heard_ = false;       // anything was read on this connection
   common::Resolution* resolving_ = nullptr;  // the lookup in flight, if any
   common::Addresses addresses_;              // this round's, from the lookup
   std::size_t next_address_ = 0;             // the next of addresses_ to try
@@ -136,7 +149,7 @@ class Connection {
   std::uint64_t hello_rid_ = 0;
   std::map<std::uint64_t, Pending> pending_;  // by request id; unsent ones keep their frame
   common::FrameDecoder decoder_{64u << 20};
-  std::vector<std::uint8_t> out_;      // frames waiting for the write in flight
+  std::vector<std::uint8_t> out_;      // frames waiting for the write in flight (plaintext)
   std::vector<std::uint8_t> writing_;  // the buffer of the write in flight
   bool write_in_flight_ = false;
   char read_buf_[64 * 1024];

@@ -14,3 +14,9 @@ endforeach()
 add_dependencies(cli_test txmq)
 set_tests_properties(cli_test PROPERTIES ENVIRONMENT
   "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+
+# TLS on the protocol port: the client library and raw TLS peers against the real broker.
+txmq_add_test(tls_test SOURCES tls_test.cpp LIBS txmq_client txmq_test_support LABEL integration TIMEOUT 180)
+add_dependencies(tls_test txmq-broker)
+# The same port seen by Python's ssl module (an independent client) and by the txmq tool.
+txmq_add_python_test(tls_cli_test integration/tls_cli_test.py)

@@ -47,12 +47,19 @@ def read_line_starting(proc, prefix, timeout, what):
 
 class Broker:
     """txmq-broker on 127.0.0.1, port 0, in tmp; with metrics=True it also serves /metrics
-    on a free port (self.metrics is then its HOST:PORT)."""
+    on a free port (self.metrics is then its HOST:PORT); with config (TOML text) it reads
+    that as its config file."""
 
-    def __init__(self, tmp, name="broker", metrics=False):
+    def __init__(self, tmp, name="broker", metrics=False, config=None):
         self.data = os.path.join(tmp, name + "-data")
         self.log_path = os.path.join(tmp, name + ".log")
         self.with_metrics = metrics
+        self.config_args = []
+        if config is not None:
+            path = os.path.join(tmp, name + ".toml")
+            with open(path, "w") as f:
+                f.write(config)
+            self.config_args = ["--config", path]
         self.proc = None
         self.address = None
         self.metrics = None
@@ -62,12 +69,16 @@ class Broker:
         self.log = open(self.log_path, "a")
         metrics = ["--metrics-listen", "127.0.0.1:0"] if self.with_metrics else ["--no-metrics"]
         self.proc = subprocess.Popen(
-            [BROKER, "--data", self.data, "--listen", listen, *metrics],
+            [BROKER, "--data", self.data, "--listen", listen, *metrics, *self.config_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         if self.with_metrics:
             # The broker prints "metrics on" before "listening on".
             self.metrics = read_line_starting(self.proc, "metrics on ", 15, "broker")
         self.address = read_line_starting(self.proc, "listening on ", 15, "broker")
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
 
     def stop(self):
         self.proc.terminate()

@@ -416,3 +416,42 @@ TEST_CASE("validate rejects a producer expiry under a second, naming producers.e
   c.producer_expiry = std::chrono::seconds(1);
   CHECK(validate(c).ok());
 }
+
+TEST_CASE("the tls table is read") {
+  TempDir dir("txmq-config");
+  auto c = load_text(dir,
+                     "[tls]\nenabled = true\ncert_file = \"/etc/txmq/broker.pem\"\nkey_file = \"/etc/txmq/broker.key\"\n"
+                     "ca_file = \"/etc/txmq/clients-ca.pem\"\nclient_auth = \"required\"\n");
+  REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().message));
+  CHECK(c->tls_enabled);
+  CHECK(c->tls_files.cert_file == "/etc/txmq/broker.pem");
+  CHECK(c->tls_files.key_file == "/etc/txmq/broker.key");
+  CHECK(c->tls_files.ca_file == "/etc/txmq/clients-ca.pem");
+  CHECK(c->tls_client_auth == common::TlsClientAuth::kRequired);
+  CHECK(validate(*c).ok());
+  CHECK(load_text(dir, "[tls]\nclient_auth = \"optional\"\n")->tls_client_auth == common::TlsClientAuth::kOptional);
+}
+
+TEST_CASE("an unknown tls.client_auth is an error naming the key and the value") {
+  TempDir dir("txmq-config");
+  auto c = load_text(dir, "[tls]\nclient_auth = \"sometimes\"\n");
+  REQUIRE_FALSE(c.ok());
+  CHECK(contains(c.error().message, "tls.client_auth"));
+  CHECK(contains(c.error().message, "sometimes"));
+}
+
+TEST_CASE("validate wants the certificate and key with tls.enabled, and the CA with client_auth") {
+  BrokerConfig c;
+  c.tls_enabled = true;
+  auto st = validate(c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(contains(st.error().message, "tls.cert_file and tls.key_file"));
+  c.tls_files = {"broker.pem", "broker.key", ""};
+  CHECK(validate(c).ok());
+  c.tls_client_auth = common::TlsClientAuth::kOptional;
+  st = validate(c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(contains(st.error().message, "tls.ca_file"));
+  c.tls_files.ca_file = "ca.pem";
+  CHECK(validate(c).ok());
+}

@@ -42,6 +42,19 @@ namespace txmq::client {
 
 using Millis = std::chrono::milliseconds;
 
+// TLS to the broker, whose protocol port must have tls.enabled (see the README's "TLS").
+struct TlsOptions {
+  bool enabled = false;
+  // PEM file of the CA(s) to verify the broker's certificate with; "" uses the system's
+  // trusted CAs. The certificate must also name the host of ClientOptions::broker: a name
+  // among its DNS names, an address among its IP addresses.
+  std::string ca_file;
+  // A client certificate and its private key (PEM), for a broker that asks for one
+  // (tls.client_auth); both or neither.
+  std::string cert_file;
+  std::string key_file;
+};
+
 struct ClientOptions {
   // The broker: "host:port" (a name, resolved with getaddrinfo on the connection's I/O
   // thread before each connection round), "a.b.c.d:port" or "[v6]:port". Each address a
@@ -64,6 +77,14 @@ struct ClientOptions {
   Millis first_connect_timeout{0};
   // Set by TransactionalProducer: the broker sends this group's transaction checks here.
   std::string producer_group;
+  // With tls.enabled every connection is TLS 1.2 or newer. Files that cannot be loaded
+  // fail every request with kInvalidArgument naming the file. A failed handshake is an
+  // attempt that failed (kNotConnected, "TLS handshake failed: " and OpenSSL's reason:
+  // "certificate verify failed (...)", "tlsv13 alert certificate required"), retried like
+  // a refused connection; so is a broker that does not speak TLS on that port ("the broker
+  // did not answer with TLS"). A client without TLS on a TLS port gets kInvalidArgument
+  // from the broker.
+  TlsOptions tls;
 };
 
 struct Header {
