@@ -246,34 +246,40 @@ TEST_CASE("--broker [::1]:PORT reaches a broker listening on [::1]") {
   CHECK(listed.out.find("v6") != std::string::npos);
 }
 
+// "At once" below means well before the request timeout, which these runs set to 60 s: a
+// tool that waited for it would take a minute, one that gives up at once takes about one
+// second (its first-connect limit) plus its start-up, which a loaded machine running
+// sanitized builds can stretch to several. The bound sits between the two, so it does not
+// measure speed, only which of the two happened.
+constexpr auto kGaveUpAtOnce = 20s;
+
 TEST_CASE("a broker name that does not resolve exits 1 at once, naming it") {
   const auto t0 = Clock::now();
-  Run r = run_cli({"--broker", "no-such-host.invalid:7411", "topic", "list"}, {}, {}, 10s);
+  Run r = run_cli({"--broker", "no-such-host.invalid:7411", "--request-timeout-ms", "60000", "topic", "list"}, {},
+                  {}, 90s);
   const auto took = Clock::now() - t0;
   CHECK(r.exit_code == 1);
   CHECK_MESSAGE(r.err.find("cannot resolve 'no-such-host.invalid'") != std::string::npos, "stderr: " << r.err);
-  CHECK(took < 2s);
+  CHECK(took < kGaveUpAtOnce);
 }
 
-TEST_CASE("a closed port exits 1 within 2 s with the reason, for every kind of command") {
+TEST_CASE("a closed port exits 1 at once with the reason, for every kind of command") {
   txmq::test::ClosedPort closed;
   const std::string b = "127.0.0.1:" + std::to_string(closed.port());
   const std::vector<std::pair<std::vector<std::string>, std::string>> commands = {
-      {{"--broker", b, "topic", "list"}, ""},
-      {{"--broker", b, "produce", "t"}, "a\n"},
-      {{"--broker", b, "consume", "t", "--group", "g"}, ""},
-      {{"--broker", b, "stats"}, ""},
+      {{"--broker", b, "--request-timeout-ms", "60000", "topic", "list"}, ""},
+      {{"--broker", b, "--request-timeout-ms", "60000", "produce", "t"}, "a\n"},
+      {{"--broker", b, "--request-timeout-ms", "60000", "consume", "t", "--group", "g"}, ""},
+      {{"--broker", b, "--request-timeout-ms", "60000", "stats"}, ""},
   };
   for (const auto& [args, input] : commands) {
-    CAPTURE(args[2]);
-    // The run's own deadline is generous so that a slow tool shows its stderr; the check
-    // is on the measured time, against the default request timeout of 10 s.
+    CAPTURE(args[4]);
     const auto t0 = Clock::now();
-    Run r = run_cli(args, input, {}, 10s);
+    Run r = run_cli(args, input, {}, 90s);
     const auto took = std::chrono::duration_cast<Millis>(Clock::now() - t0);
     CHECK_MESSAGE(r.exit_code == 1, "exit " << r.exit_code << " stderr: " << r.err);
     CHECK_MESSAGE(r.err.find("connection refused") != std::string::npos, "stderr: " << r.err);
-    CHECK_MESSAGE(took < 2s, "took " << took.count() << " ms");
+    CHECK_MESSAGE(took < kGaveUpAtOnce, "took " << took.count() << " ms");
   }
 }
 
