@@ -36,7 +36,7 @@ Status ConsumerGroups::start() {
   auto policies = store_.load_policies();
   if (!policies) return policies.error();
   for (auto& [key, bytes] : *policies)
-    if (auto p = PolicyOverride::from_record(bytes)) policies_[key] = *p;
+    if (auto p = PolicyOverride::from_record(bytes)) policies_.set(key, std::move(*p));
   schedule_delayed();
   return {};
 }
@@ -47,10 +47,7 @@ ConsumerGroup* ConsumerGroups::find(std::string_view group, std::string_view top
 }
 
 GroupPolicy ConsumerGroups::effective_policy(std::string_view group, std::string_view topic) const {
-  GroupPolicy policy;
-  if (auto it = policies_.find("t:" + std::string(topic)); it != policies_.end()) it->second.apply_to(policy);
-  if (auto it = policies_.find("g:" + std::string(group)); it != policies_.end()) it->second.apply_to(policy);
-  return policy;
+  return policies_.effective(group, topic);
 }
 
 ConsumerGroup* ConsumerGroups::load(const std::string& group_name, storage::GroupId gid, Topic& topic) {

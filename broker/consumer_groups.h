@@ -181,7 +181,7 @@ class ConsumerGroups final : public TopicListener {
   std::map<std::pair<std::string, std::string>, std::unique_ptr<ConsumerGroup>, std::less<>> groups_;
   std::unordered_map<Scheduler::Target, ConsumerGroup*> by_target_;
   Scheduler::Target next_target_;                               // for the next group state
-  std::map<std::string, PolicyOverride, std::less<>> policies_;  // "g:group" / "t:topic"
+  PolicyTable policies_;
 };
 
 }  // namespace txmq::broker

@@ -158,16 +158,16 @@ void ConsumerGroups::configure(Connection& conn, RequestId rid, const wire::Conf
   if (change.retry)
     if (auto why = validate(*change.retry); !why.empty())
       return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, why));
-  const std::string key = group.empty() ? "t:" + topic : "g:" + group;
-  PolicyOverride merged = policies_.contains(key) ? policies_[key] : PolicyOverride{};
+  std::string key = PolicyTable::key(group, topic);
+  PolicyOverride merged = policies_.at(key);
   merged.merge(change);
-  writer_.submit(std::make_unique<ConfigureGroupOp>(*this, key, std::move(merged), std::move(group), std::move(topic),
+  writer_.submit(std::make_unique<ConfigureGroupOp>(*this, std::move(key), std::move(merged), std::move(group), std::move(topic),
                                                     conn.id(), rid));
 }
 
 void ConsumerGroups::policy_stored(const std::string& key, const PolicyOverride& merged, const std::string& group,
                                    const std::string& topic) {
-  policies_[key] = merged;
+  policies_.set(key, merged);
   for (auto& [k, g] : groups_)
     if ((group.empty() && k.second == topic) || k.first == group) g->set_policy(effective_policy(k.first, k.second));
   spdlog::info("policy {} updated", key);

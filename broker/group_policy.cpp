@@ -38,6 +38,18 @@ void PolicyOverride::apply_to(GroupPolicy& policy) const {
   if (retry) policy.retry = *retry;
 }
 
+GroupPolicy PolicyTable::effective(std::string_view group, std::string_view topic) const {
+  GroupPolicy policy;
+  if (auto it = by_key_.find(topic_key(topic)); it != by_key_.end()) it->second.apply_to(policy);
+  if (auto it = by_key_.find(group_key(group)); it != by_key_.end()) it->second.apply_to(policy);
+  return policy;
+}
+
+PolicyOverride PolicyTable::at(std::string_view key) const {
+  auto it = by_key_.find(key);
+  return it == by_key_.end() ? PolicyOverride{} : it->second;
+}
+
 void PolicyOverride::merge(const PolicyOverride& newer) {
   if (newer.mode) mode = newer.mode;
   if (newer.ack_wait) ack_wait = newer.ack_wait;

@@ -3,11 +3,14 @@
 // A group's own policy wins; else its topic's default; else the broker's defaults below.
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "txmq_generated.h"
@@ -49,6 +52,28 @@ struct PolicyOverride {
   std::vector<std::uint8_t> to_record() const;
   static std::optional<PolicyOverride> from_record(std::span<const std::uint8_t> bytes);
   static PolicyOverride from_wire(const wire::ConfigureGroup& req);
+};
+
+// Every stored override, keyed as the policies key space keys them (storage/layout.h): a
+// topic's default for the groups that consume it, and a group's own, on every topic. A
+// group's policy on a topic is the defaults, then the topic's override, then the group's.
+// Loop thread (ConsumerGroups owns it).
+class PolicyTable {
+ public:
+  static std::string topic_key(std::string_view topic) { return "t:" + std::string(topic); }
+  static std::string group_key(std::string_view group) { return "g:" + std::string(group); }
+  // The key an override applies to: the group's, or with no group the topic's default.
+  static std::string key(std::string_view group, std::string_view topic) {
+    return group.empty() ? topic_key(topic) : group_key(group);
+  }
+
+  GroupPolicy effective(std::string_view group, std::string_view topic) const;
+  // The stored override under key, or an empty one.
+  PolicyOverride at(std::string_view key) const;
+  void set(std::string key, PolicyOverride policy) { by_key_[std::move(key)] = std::move(policy); }
+
+ private:
+  std::map<std::string, PolicyOverride, std::less<>> by_key_;
 };
 
 // Checks a schedule: kInvalidArgument text, or empty when valid.

@@ -132,7 +132,6 @@ TEST_CASE("an empty override leaves the defaults") {
 }
 
 TEST_CASE("a group's override wins over its topic's, field by field") {
-  // The broker applies the topic's default, then the group's own (Broker::effective_policy).
   PolicyOverride topic_default;
   topic_default.mode = wire::GroupMode::Ordered;
   topic_default.ack_wait = std::chrono::milliseconds(5000);
@@ -141,13 +140,34 @@ TEST_CASE("a group's override wins over its topic's, field by field") {
   RetrySchedule retry;
   retry.max_deliveries = 4;
   group_own.retry = retry;
+  PolicyTable table;
+  // Set in the other order than they apply: the layering is by kind, not by arrival.
+  table.set(PolicyTable::key("billing", "orders"), group_own);
+  table.set(PolicyTable::key("", "orders"), topic_default);
 
-  GroupPolicy policy;
-  topic_default.apply_to(policy);
-  group_own.apply_to(policy);
+  GroupPolicy policy = table.effective("billing", "orders");
   CHECK(policy.mode == wire::GroupMode::Ordered);  // only the topic set it
   CHECK(policy.ack_wait == std::chrono::milliseconds(2000));
   CHECK(policy.retry.max_deliveries == 4);
+
+  // Another group on the topic gets the topic's default only; the group elsewhere, its own.
+  GroupPolicy other = table.effective("audit", "orders");
+  CHECK(other.mode == wire::GroupMode::Ordered);
+  CHECK(other.ack_wait == std::chrono::milliseconds(5000));
+  CHECK(other.retry.max_deliveries == 16);
+  GroupPolicy elsewhere = table.effective("billing", "refunds");
+  CHECK(elsewhere.mode == wire::GroupMode::Shared);
+  CHECK(elsewhere.ack_wait == std::chrono::milliseconds(2000));
+}
+
+TEST_CASE("a group and a topic of the same name keep separate overrides") {
+  PolicyTable table;
+  PolicyOverride as_topic;
+  as_topic.ack_wait = std::chrono::milliseconds(1000);
+  table.set(PolicyTable::key("", "orders"), as_topic);
+  CHECK(PolicyTable::key("orders", "x") != PolicyTable::key("", "orders"));
+  CHECK_FALSE(table.at(PolicyTable::key("orders", "x")).ack_wait.has_value());
+  CHECK(table.effective("orders", "x").ack_wait == std::chrono::milliseconds(30000));
 }
 
 TEST_CASE("merging keeps older fields the newer change does not set") {
