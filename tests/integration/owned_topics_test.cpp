@@ -8,19 +8,17 @@
 
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "broker/storage/store.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/client_fixtures.h"
 #include "tests/support/group_consumer.h"
 #include "txmq/client.h"
@@ -118,20 +116,14 @@ struct ToolRun {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the txmq tool ($TXMQ_CLI_BIN) against the broker, with `input` on its standard input.
-// Arguments must need no shell quoting.
+// Runs the txmq tool against the broker, with `input` on its standard input. `args` are
+// split at spaces (none of them holds one).
 ToolRun run_tool(const std::string& address, const std::string& args, const std::string& input = {}) {
-  const char* bin = std::getenv("TXMQ_CLI_BIN");
-  REQUIRE_MESSAGE((bin != nullptr && *bin != '\0'), "TXMQ_CLI_BIN is not set (ctest sets it)");
-  const std::string command = "printf '" + input + "' | TXMQ_BROKER=" + address + " '" + bin + "' " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  ToolRun run;
-  std::array<char, 512> buf;
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) run.output.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  std::vector<std::string> argv = {"--broker", address};
+  std::istringstream words(args);
+  for (std::string w; words >> w;) argv.push_back(w);
+  const txmq::test::CliRun run = txmq::test::run_cli(argv, input);
+  return ToolRun{run.exit_code, run.out + run.err};
 }
 
 }  // namespace
@@ -190,7 +182,7 @@ TEST_CASE("the txmq tool's forged dead letter is refused with the reason") {
 
   std::string headers;
   for (const auto& h : forged_history("billing", "billing", acked)) headers += " -H " + h.name + "=" + h.value;
-  const ToolRun forged = run_tool(broker.address(), "produce billing.dlq" + headers, "invoice 42 paid\\n");
+  const ToolRun forged = run_tool(broker.address(), "produce billing.dlq" + headers, "invoice 42 paid\n");
   CHECK(forged.exit_code == 1);
   CHECK_MESSAGE(contains(forged.output, "'billing.dlq' is a dead-letter topic; only the broker writes it"),
                 forged.output);
@@ -274,7 +266,7 @@ TEST_CASE("a txmq-* header is refused, naming it, and the connection and other c
   CHECK(shipping.arrival(0).delivery.body == "order 2");
   CHECK(shipping.arrival(1).delivery.body == "order 3");
 
-  const ToolRun tool = run_tool(broker.address(), "produce orders -H txmq-group=shipping", "order 4\\n");
+  const ToolRun tool = run_tool(broker.address(), "produce orders -H txmq-group=shipping", "order 4\n");
   CHECK(tool.exit_code == 1);
   CHECK_MESSAGE(contains(tool.output, "header 'txmq-group' is reserved"), tool.output);
 }

@@ -7,14 +7,7 @@
 
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -24,10 +17,9 @@
 #include <vector>
 
 #include "tests/support/broker_process.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/client_fixtures.h"
 #include "txmq/client.h"
-
-extern char** environ;
 
 namespace {
 
@@ -150,40 +142,6 @@ TopicContents consume_topic(const std::string& address, const std::string& topic
   return got;
 }
 
-// Runs `txmq --broker ADDRESS args...`; returns its exit code (-1 when it ran past the
-// deadline and was killed) and its output (stdout and stderr together) in *output.
-int run_txmq(const std::string& address, std::vector<std::string> args, std::string* output) {
-  const char* bin = std::getenv("TXMQ_CLI_BIN");
-  REQUIRE_MESSAGE((bin != nullptr && *bin != '\0'), "TXMQ_CLI_BIN is not set (ctest sets it)");
-  TempDir dir("txmq-cli");
-  const std::string out_path = dir.file("out");
-  args.insert(args.begin(), {bin, "--broker", address});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, bin, &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE_MESSAGE(rc == 0, "posix_spawn " << bin << ": " << rc);
-  int status = 0;
-  int code = -1;
-  if (txmq::test::wait_until([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 30s)) {
-    code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  } else {
-    ::kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
-  std::ostringstream text;
-  text << std::ifstream(out_path).rdbuf();
-  *output = text.str();
-  return code;
-}
-
 std::uint64_t used_bytes(const std::string& address) {
   Admin admin(txmq::test::client_options(address));
   auto s = admin.stats(kWait);
@@ -218,9 +176,9 @@ TEST_CASE("txmq topic delete on a filled 8 MiB store succeeds and the next produ
   Contents confirmed = fill(broker.address(), {"filler-a", "filler-b", "keep"});
   const std::uint64_t used_full = used_bytes(broker.address());
 
-  std::string output;
-  int code = run_txmq(broker.address(), {"topic", "delete", "filler-a"}, &output);
-  REQUIRE_MESSAGE(code == 0, "txmq topic delete filler-a: exit " << code << "\n" << output);
+  const txmq::test::CliRun deleted = txmq::test::run_cli({"--broker", broker.address(), "topic", "delete", "filler-a"});
+  REQUIRE_MESSAGE(deleted.exit_code == 0,
+                  "txmq topic delete filler-a: exit " << deleted.exit_code << "\n" << deleted.out << deleted.err);
 
   // At once, with no restart and no larger limit.
   TopicContents keep = confirmed["keep"];
