@@ -1,5 +1,7 @@
 #include "notifier/config.h"
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <toml.hpp>
 
@@ -96,7 +98,24 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
   return s;
 }
 
+// "" when the file can be opened for reading, else why not, naming it. The client would
+// refuse it too, but only on its first request and with every request after it failing.
+std::string unreadable(const std::string& key, const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return key + ": no file '" + path + "'";
+  if (!std::ifstream(path).is_open()) return key + ": cannot read '" + path + "'";
+  return {};
+}
+
 }  // namespace
+
+client::ClientOptions NotifierConfig::client_options(std::string client_name) const {
+  client::ClientOptions o;
+  o.broker = broker;
+  o.client_name = std::move(client_name);
+  o.tls = broker_tls;
+  return o;
+}
 
 Result<NotifierConfig> load_config_file(const std::string& path) {
   NotifierConfig c;
@@ -105,8 +124,18 @@ Result<NotifierConfig> load_config_file(const std::string& path) {
     reject_unknown(root, "config", {"notifier", "subscription"});
     if (root.contains("notifier")) {
       const auto& t = root.at("notifier");
-      reject_unknown(t, "notifier", {"broker", "metrics_listen", "log_level"});
+      reject_unknown(t, "notifier",
+                     {"broker", "metrics_listen", "log_level", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file"});
       if (t.contains("broker")) c.broker = string_of(t.at("broker"), "notifier.broker");
+      if (t.contains("tls")) {
+        const auto& v = t.at("tls");
+        if (!v.is_boolean()) fail("notifier.tls", "must be true or false");
+        c.broker_tls.enabled = v.as_boolean();
+      }
+      if (t.contains("tls_ca_file")) c.broker_tls.ca_file = string_of(t.at("tls_ca_file"), "notifier.tls_ca_file");
+      if (t.contains("tls_cert_file"))
+        c.broker_tls.cert_file = string_of(t.at("tls_cert_file"), "notifier.tls_cert_file");
+      if (t.contains("tls_key_file")) c.broker_tls.key_file = string_of(t.at("tls_key_file"), "notifier.tls_key_file");
       if (t.contains("metrics_listen")) c.metrics_listen = string_of(t.at("metrics_listen"), "notifier.metrics_listen");
       if (t.contains("log_level")) c.log_level = string_of(t.at("log_level"), "notifier.log_level");
     }
@@ -125,6 +154,16 @@ Result<NotifierConfig> load_config_file(const std::string& path) {
 Status validate(NotifierConfig& c) {
   auto bad = [](std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); };
   if (auto a = common::parse_host_port(c.broker); !a) return bad("notifier.broker: " + a.error().message);
+  auto& tls = c.broker_tls;
+  // A CA or a certificate means TLS: nobody gives one to talk in plain text.
+  if (!tls.ca_file.empty() || !tls.cert_file.empty()) tls.enabled = true;
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return bad("notifier.tls_cert_file and notifier.tls_key_file: set both or neither");
+  for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"notifier.tls_ca_file", tls.ca_file},
+                                  {"notifier.tls_cert_file", tls.cert_file},
+                                  {"notifier.tls_key_file", tls.key_file}})
+    if (!path.empty())
+      if (auto why = unreadable(key, path); !why.empty()) return bad(why);
   if (!c.metrics_listen.empty())
     if (auto a = common::parse_host_port(c.metrics_listen); !a)
       return bad("notifier.metrics_listen: " + a.error().message);

@@ -9,6 +9,7 @@
 
 #include "common/result.h"
 #include "notifier/url.h"
+#include "txmq/client.h"
 
 namespace txmq::notifier {
 
@@ -53,9 +54,16 @@ struct SubscriptionConfig {
 
 struct NotifierConfig {
   std::string broker = "127.0.0.1:7411";
+  // TLS to the broker ([notifier] tls, tls_ca_file, tls_cert_file, tls_key_file): a CA or
+  // a certificate implies tls, as the txmq tool's flags do; validate() checks the files.
+  client::TlsOptions broker_tls;
   std::string metrics_listen = "127.0.0.1:7413";  // "" serves no metrics
   std::string log_level = "info";
   std::vector<SubscriptionConfig> subscriptions;
+
+  // The broker connection every client the notifier makes uses (subscriptions, give-up
+  // records, admin), named client_name in the broker's logs.
+  client::ClientOptions client_options(std::string client_name) const;
 };
 
 // Reads a TOML file. Unknown keys are errors (a misspelt key would otherwise be a silent

@@ -69,20 +69,16 @@ Status Notifier::start() {
     std::printf("metrics on %s\n", common::HostPort{bound.host, bound.port}.to_string().c_str());
     std::fflush(stdout);
   }
-  client::ClientOptions admin_options;
-  admin_options.broker = config_.broker;
-  admin_options.client_name = "txmq-notifier";
-  client::Admin admin(admin_options);
+  client::Admin admin(config_.client_options("txmq-notifier"));
   if (auto r = admin.list_topics(kStartTimeout); !r)
     return Error(r.error().code, "broker " + config_.broker + ": " + r.error().message);
 
   client::Producer::Options producer;
-  producer.broker = config_.broker;
-  producer.client_name = "txmq-notifier";
+  static_cast<client::ClientOptions&>(producer) = config_.client_options("txmq-notifier");
   records_ = std::make_unique<client::Producer>(producer);
   for (const auto& s : config_.subscriptions) {
-    subscriptions_.push_back(
-        std::make_unique<Subscription>(&loop_, s, config_.broker, *http_, *post_, *records_, *metrics_));
+    subscriptions_.push_back(std::make_unique<Subscription>(&loop_, s, config_.client_options("txmq-notifier/" + s.name),
+                                                            *http_, *post_, *records_, *metrics_));
     if (auto st = subscriptions_.back()->start(admin, kStartTimeout); !st) return st;
   }
   return {};

@@ -70,11 +70,11 @@ struct Subscription::Endpoint {
   metrics::Gauge* breaker_state = nullptr;  // none under endpoint="other"
 };
 
-Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, const std::string& broker, HttpClient& http,
+Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection, HttpClient& http,
                            LoopPost& post, client::Producer& records, NotifierMetrics& metrics)
     : loop_(loop),
       config_(std::move(config)),
-      broker_(broker),
+      connection_(std::move(connection)),
       http_(http),
       post_(post),
       records_(records),
@@ -120,8 +120,7 @@ Status Subscription::start(client::Admin& admin, std::chrono::milliseconds timeo
     return Error(r.error().code, at + "creating give-up topic '" + config_.gave_up_topic + "': " + r.error().message);
 
   client::Consumer::Options options;
-  options.broker = broker_;
-  options.client_name = "txmq-notifier/" + config_.name;
+  static_cast<client::ClientOptions&>(options) = connection_;
   options.topic = config_.topic;
   options.group = config_.group;
   // Twice the concurrency: a slot that frees finds the next message already here.

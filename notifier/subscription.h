@@ -27,8 +27,9 @@ namespace txmq::notifier {
 
 class Subscription {
  public:
-  // Everything passed by reference outlives the subscription. Thread: the loop's.
-  Subscription(uv_loop_t* loop, SubscriptionConfig config, const std::string& broker, HttpClient& http,
+  // Everything passed by reference outlives the subscription. Its consumer connects with
+  // `connection` (NotifierConfig::client_options). Thread: the loop's.
+  Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection, HttpClient& http,
                LoopPost& post, client::Producer& records, NotifierMetrics& metrics);
   ~Subscription();
   Subscription(const Subscription&) = delete;
@@ -64,7 +65,7 @@ class Subscription {
 
   uv_loop_t* loop_;
   SubscriptionConfig config_;
-  std::string broker_;
+  client::ClientOptions connection_;  // its consumer's: broker, client name, TLS
   HttpClient& http_;
   LoopPost& post_;
   client::Producer& records_;

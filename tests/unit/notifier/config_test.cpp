@@ -107,3 +107,40 @@ TEST_CASE("the hardening keys are read and checked") {
   REQUIRE_FALSE(fixed.ok());
   CHECK(fixed.error().message.find("url_header only") != std::string::npos);
 }
+
+TEST_CASE("broker TLS keys: a CA implies tls, files are checked at load with the file named") {
+  txmq::test::TempDir dir;
+  const std::string ca = dir.path() + "/ca.pem";
+  std::ofstream(ca) << "not checked here: the client loads it\n";
+  const std::string sub = "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl = \"http://x/\"\n";
+
+  auto plain = load(sub);
+  REQUIRE_MESSAGE(plain.ok(), plain.error().message);
+  CHECK_FALSE(plain->client_options("n").tls.enabled);
+
+  auto with_ca = load("[notifier]\ntls_ca_file = \"" + ca + "\"\n" + sub);
+  REQUIRE_MESSAGE(with_ca.ok(), with_ca.error().message);
+  const auto o = with_ca->client_options("txmq-notifier/s");
+  CHECK(o.tls.enabled);
+  CHECK(o.tls.ca_file == ca);
+  CHECK(o.client_name == "txmq-notifier/s");
+  CHECK(o.broker == "127.0.0.1:7411");
+
+  auto on = load("[notifier]\ntls = true\n" + sub);
+  REQUIRE_MESSAGE(on.ok(), on.error().message);
+  CHECK(on->broker_tls.enabled);
+  CHECK(on->broker_tls.ca_file.empty());
+
+  auto msg = [](const std::string& text) {
+    auto c = load(text);
+    REQUIRE_FALSE(c.ok());
+    return c.error().message;
+  };
+  const std::string missing = dir.path() + "/missing.pem";
+  CHECK(msg("[notifier]\ntls_ca_file = \"" + missing + "\"\n" + sub) ==
+        "notifier.tls_ca_file: no file '" + missing + "'");
+  CHECK(msg("[notifier]\ntls_cert_file = \"" + ca + "\"\n" + sub).find("set both or neither") != std::string::npos);
+  CHECK(msg("[notifier]\ntls_cert_file = \"" + ca + "\"\ntls_key_file = \"" + missing + "\"\n" + sub) ==
+        "notifier.tls_key_file: no file '" + missing + "'");
+  CHECK(msg("[notifier]\ntls = \"yes\"\n" + sub).find("notifier.tls: must be true or false") != std::string::npos);
+}
