@@ -20,3 +20,5 @@ txmq_add_test(tls_test SOURCES tls_test.cpp LIBS txmq_client txmq_test_support L
 add_dependencies(tls_test txmq-broker)
 # The same port seen by Python's ssl module (an independent client) and by the txmq tool.
 txmq_add_python_test(tls_cli_test integration/tls_cli_test.py)
+# txmq-notifier to a TLS broker: delivers; the wrong CA or plain text fails at start.
+txmq_add_python_test(notifier_tls_test integration/notifier_tls_test.py)
