@@ -3,6 +3,7 @@
 //
 //   txmq-bench --broker-bin build/broker/txmq-broker          # starts its own broker
 //   txmq-bench --broker 127.0.0.1:7411 --topic bench          # uses a running one
+//   txmq-bench --broker 127.0.0.1:7411 --tls-ca ca.pem        # ...that serves TLS
 //
 // Every run is bounded: --messages caps the count and --max-seconds the time.
 
@@ -94,11 +95,8 @@ struct ProduceResult {
   std::string error;  // empty on success
 };
 
-ProduceResult run_produce(const std::string& broker, const ProduceConfig& cfg) {
+ProduceResult run_produce(const txmq::client::ClientOptions& co, const ProduceConfig& cfg) {
   ProduceResult out;
-  txmq::client::ClientOptions co;
-  co.broker = broker;
-  co.client_name = "txmq-bench";
   {
     txmq::client::Admin admin(co);
     auto created = admin.create_topic(cfg.topic, 1, Millis(10000));
@@ -158,12 +156,11 @@ struct ConsumeResult {
 
 // Consumes `messages` with one consumer (a fresh group), acking each, and waits until the
 // broker confirmed every ack durable.
-ConsumeResult run_consume(const std::string& broker, const std::string& topic, std::size_t messages,
-                          std::uint32_t window, double max_seconds) {
+ConsumeResult run_consume(const txmq::client::ClientOptions& connection, const std::string& topic,
+                          std::size_t messages, std::uint32_t window, double max_seconds) {
   ConsumeResult out;
   txmq::client::Consumer::Options co;
-  co.broker = broker;
-  co.client_name = "txmq-bench";
+  static_cast<txmq::client::ClientOptions&>(co) = connection;
   co.topic = topic;
   co.group = "bench-" + std::to_string(Clock::now().time_since_epoch().count());
   co.window = window;
@@ -251,10 +248,9 @@ class TxnTally {
   std::string first_error_;            // guarded by mu_
 };
 
-txmq::client::TransactionalProducer::Options bench_txn_options(const std::string& broker) {
+txmq::client::TransactionalProducer::Options bench_txn_options(const txmq::client::ClientOptions& connection) {
   txmq::client::TransactionalProducer::Options to;
-  to.broker = broker;
-  to.client_name = "txmq-bench";
+  static_cast<txmq::client::ClientOptions&>(to) = connection;
   to.producer_group = "bench-transactions";
   return to;
 }
@@ -263,10 +259,10 @@ txmq::client::TransactionalProducer::Options bench_txn_options(const std::string
 // TransactionalProducer::send_in_transaction_async, whose workers run the (empty) local
 // transactions and which keeps up to `in_flight` open at once; latency is from the call to
 // done with the commit confirmed.
-TxnResult run_transactions_api(const std::string& broker, const std::string& topic, std::size_t count,
+TxnResult run_transactions_api(const txmq::client::ClientOptions& connection, const std::string& topic, std::size_t count,
                                std::size_t size, std::size_t in_flight, std::size_t executor_threads,
                                double max_seconds) {
-  auto to = bench_txn_options(broker);
+  auto to = bench_txn_options(connection);
   to.max_in_flight_transactions = in_flight;
   to.executor_threads = executor_threads;
   txmq::client::TransactionalProducer producer(
@@ -291,10 +287,10 @@ TxnResult run_transactions_api(const std::string& broker, const std::string& top
 // The pipeline the bench used before send_in_transaction_async, kept (--txn-pipeline
 // manual) to compare with it: prepare_async, then end_async from its callback on the I/O
 // thread, `in_flight` open at once.
-TxnResult run_transactions_manual(const std::string& broker, const std::string& topic, std::size_t count,
+TxnResult run_transactions_manual(const txmq::client::ClientOptions& connection, const std::string& topic, std::size_t count,
                                   std::size_t size, std::size_t in_flight, double max_seconds) {
   txmq::client::TransactionalProducer producer(
-      bench_txn_options(broker),
+      bench_txn_options(connection),
       [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });
   TxnTally tally(count);
   std::string body(size, 't');
@@ -412,6 +408,17 @@ int main(int argc, char** argv) {
   app.add_option("--broker", broker, "broker host:port, a.b.c.d:port or [v6]:port (ignored with --broker-bin)");
   app.add_option("--broker-bin", broker_bin, "start this txmq-broker binary in a temp dir for the run");
   app.add_option("--broker-arg", broker_args, "extra argument for the started broker (repeatable)");
+  // TLS for the bench's clients (not for --callbacks' notifier), as the txmq tool's flags.
+  // A broker started with --broker-bin serves TLS when given a config with a [tls] table:
+  // --broker-arg=--config=FILE.
+  txmq::client::TlsOptions tls;
+  app.add_flag("--tls", tls.enabled, "connect with TLS (implied by --tls-ca or --tls-cert)");
+  app.add_option("--tls-ca", tls.ca_file,
+                 "PEM file of the CA that signed the broker's certificate (default: the system's CAs)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", tls.cert_file, "PEM client certificate, for a broker that asks for one")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls.key_file, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_option("--topic", cfg.topic, "topic to produce to (created if missing)");
   app.add_option("-n,--messages", cfg.messages, "messages to send")->check(CLI::Range(1ul, 100'000'000ul));
   app.add_option("-s,--size", cfg.size, "message body size in bytes");
@@ -457,6 +464,24 @@ int main(int argc, char** argv) {
                  "with --callbacks: notifier processes of one consumer group, splitting the concurrency")
       ->check(CLI::Range(1, 16));
   CLI11_PARSE(app, argc, argv);
+  // A CA or a certificate means TLS: nobody gives one to talk in plain text.
+  if (!tls.ca_file.empty() || !tls.cert_file.empty()) tls.enabled = true;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    std::fprintf(stderr, "txmq-bench: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  if (tls.enabled && callbacks.messages > 0) {
+    std::fprintf(stderr, "txmq-bench: --callbacks runs its notifier without TLS; drop the --tls flags\n");
+    return 2;
+  }
+  // Every client the bench makes connects to `address` this way.
+  auto connection_to = [&tls](const std::string& address) {
+    txmq::client::ClientOptions o;
+    o.broker = address;
+    o.client_name = "txmq-bench";
+    o.tls = tls;
+    return o;
+  };
 
   if (compare_rounds > 0) {
     if (broker_bin.empty()) {
@@ -476,7 +501,7 @@ int main(int argc, char** argv) {
         }
         std::unique_ptr<Scraper> scraper;
         if (metrics) scraper = std::make_unique<Scraper>(b.metrics_address);
-        auto r = run_produce(b.address, cfg);
+        auto r = run_produce(connection_to(b.address), cfg);
         int scrapes = scraper ? scraper->scrapes() : 0;
         scraper.reset();
         if (!r.error.empty()) {
@@ -514,7 +539,8 @@ int main(int argc, char** argv) {
   }
   std::printf("txmq-bench: producing %zu x %zu-byte messages to %s (topic %s, batch %zu, in flight %zu)\n",
               cfg.messages, cfg.size, broker.c_str(), cfg.topic.c_str(), cfg.batch, cfg.in_flight);
-  auto r = run_produce(broker, cfg);
+  const auto connection = connection_to(broker);
+  auto r = run_produce(connection, cfg);
   if (!r.error.empty()) {
     std::fprintf(stderr, "txmq-bench: %s\n", r.error.c_str());
     return 1;
@@ -528,8 +554,8 @@ int main(int argc, char** argv) {
   if (transactions > 0) {
     auto run = [&](const std::string& pipeline) {
       auto t = pipeline == "manual"
-                   ? run_transactions_manual(broker, cfg.topic, transactions, cfg.size, txn_in_flight, cfg.max_seconds)
-                   : run_transactions_api(broker, cfg.topic, transactions, cfg.size, txn_in_flight,
+                   ? run_transactions_manual(connection, cfg.topic, transactions, cfg.size, txn_in_flight, cfg.max_seconds)
+                   : run_transactions_api(connection, cfg.topic, transactions, cfg.size, txn_in_flight,
                                           txn_executor_threads, cfg.max_seconds);
       if (!t.error.empty()) {
         std::fprintf(stderr, "txmq-bench: transactions (%s): %s\n", pipeline.c_str(), t.error.c_str());
@@ -559,7 +585,7 @@ int main(int argc, char** argv) {
     }
   }
   if (consume_messages > 0) {
-    auto c = run_consume(broker, cfg.topic, std::min(consume_messages, r.confirmed), window, cfg.max_seconds);
+    auto c = run_consume(connection, cfg.topic, std::min(consume_messages, r.confirmed), window, cfg.max_seconds);
     if (!c.error.empty()) {
       std::fprintf(stderr, "txmq-bench: consume: %s\n", c.error.c_str());
       return 1;
