@@ -259,8 +259,8 @@ txmq::client::TransactionalProducer::Options bench_txn_options(const txmq::clien
 // TransactionalProducer::send_in_transaction_async, whose workers run the (empty) local
 // transactions and which keeps up to `in_flight` open at once; latency is from the call to
 // done with the commit confirmed.
-TxnResult run_transactions_api(const txmq::client::ClientOptions& connection, const std::string& topic, std::size_t count,
-                               std::size_t size, std::size_t in_flight, std::size_t executor_threads,
+TxnResult run_transactions_api(const txmq::client::ClientOptions& connection, const std::string& topic,
+                               std::size_t count, std::size_t size, std::size_t in_flight, std::size_t executor_threads,
                                double max_seconds) {
   auto to = bench_txn_options(connection);
   to.max_in_flight_transactions = in_flight;
@@ -287,8 +287,8 @@ TxnResult run_transactions_api(const txmq::client::ClientOptions& connection, co
 // The pipeline the bench used before send_in_transaction_async, kept (--txn-pipeline
 // manual) to compare with it: prepare_async, then end_async from its callback on the I/O
 // thread, `in_flight` open at once.
-TxnResult run_transactions_manual(const txmq::client::ClientOptions& connection, const std::string& topic, std::size_t count,
-                                  std::size_t size, std::size_t in_flight, double max_seconds) {
+TxnResult run_transactions_manual(const txmq::client::ClientOptions& connection, const std::string& topic,
+                                  std::size_t count, std::size_t size, std::size_t in_flight, double max_seconds) {
   txmq::client::TransactionalProducer producer(
       bench_txn_options(connection),
       [](const txmq::client::TransactionCheck&) { return txmq::client::LocalTransactionState::kCommit; });

@@ -77,8 +77,9 @@ Status Notifier::start() {
   static_cast<client::ClientOptions&>(producer) = config_.client_options("txmq-notifier");
   records_ = std::make_unique<client::Producer>(producer);
   for (const auto& s : config_.subscriptions) {
-    subscriptions_.push_back(std::make_unique<Subscription>(&loop_, s, config_.client_options("txmq-notifier/" + s.name),
-                                                            *http_, *post_, *records_, *metrics_));
+    auto connection = config_.client_options("txmq-notifier/" + s.name);
+    subscriptions_.push_back(
+        std::make_unique<Subscription>(&loop_, s, std::move(connection), *http_, *post_, *records_, *metrics_));
     if (auto st = subscriptions_.back()->start(admin, kStartTimeout); !st) return st;
   }
   return {};

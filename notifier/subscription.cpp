@@ -70,8 +70,8 @@ struct Subscription::Endpoint {
   metrics::Gauge* breaker_state = nullptr;  // none under endpoint="other"
 };
 
-Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection, HttpClient& http,
-                           LoopPost& post, client::Producer& records, NotifierMetrics& metrics)
+Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection,
+                           HttpClient& http, LoopPost& post, client::Producer& records, NotifierMetrics& metrics)
     : loop_(loop),
       config_(std::move(config)),
       connection_(std::move(connection)),
