@@ -62,6 +62,34 @@ void read(const toml::value& table, const char* key, T& out) {
   if (table.contains(key)) out = toml::find<T>(table, key);
 }
 
+// The [tls], [auth] and [audit] tables.
+void read_security(const toml::value& root, BrokerConfig& c) {
+  if (root.contains("tls")) {
+    const auto& t = toml::find(root, "tls");
+    read(t, "enabled", c.tls_enabled);
+    read(t, "cert_file", c.tls_files.cert_file);
+    read(t, "key_file", c.tls_files.key_file);
+    read(t, "ca_file", c.tls_files.ca_file);
+    if (t.contains("client_auth")) {
+      const std::string auth = toml::find<std::string>(t, "client_auth");
+      if (auth == "none") c.tls_client_auth = common::TlsClientAuth::kNone;
+      else if (auth == "optional") c.tls_client_auth = common::TlsClientAuth::kOptional;
+      else if (auth == "required") c.tls_client_auth = common::TlsClientAuth::kRequired;
+      else throw std::runtime_error("tls.client_auth must be \"none\", \"optional\" or \"required\", not \"" + auth + "\"");
+    }
+  }
+  if (root.contains("auth")) {
+    const auto& t = toml::find(root, "auth");
+    read(t, "enabled", c.auth_enabled);
+    read(t, "users_file", c.users_file);
+    read(t, "acl_file", c.acl_file);
+    read(t, "allow_anonymous", c.allow_anonymous);
+    read(t, "certificate_identity", c.certificate_identity);
+  }
+  read_with(root, "auth", "failure_delay_ms", c.auth_failure_delay, parse_ms);
+  if (root.contains("audit")) read(toml::find(root, "audit"), "file", c.audit_file);
+}
+
 }  // namespace
 
 Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
@@ -72,6 +100,7 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
       read(t, "listen", c.listen);
       read(t, "metrics_listen", c.metrics_listen);
       read(t, "data_dir", c.data_dir);
+      read(t, "allow_insecure", c.allow_insecure);
     }
     if (root.contains("topics")) {
       const auto& t = toml::find(root, "topics");
@@ -122,20 +151,7 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     if (root.contains("producers")) read(toml::find(root, "producers"), "idempotence_window", c.idempotence_window);
     read_with(root, "producers", "expiry_ms", c.producer_expiry, parse_ms);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
-    if (root.contains("tls")) {
-      const auto& t = toml::find(root, "tls");
-      read(t, "enabled", c.tls_enabled);
-      read(t, "cert_file", c.tls_files.cert_file);
-      read(t, "key_file", c.tls_files.key_file);
-      read(t, "ca_file", c.tls_files.ca_file);
-      if (t.contains("client_auth")) {
-        const std::string auth = toml::find<std::string>(t, "client_auth");
-        if (auth == "none") c.tls_client_auth = common::TlsClientAuth::kNone;
-        else if (auth == "optional") c.tls_client_auth = common::TlsClientAuth::kOptional;
-        else if (auth == "required") c.tls_client_auth = common::TlsClientAuth::kRequired;
-        else throw std::runtime_error("tls.client_auth must be \"none\", \"optional\" or \"required\", not \"" + auth + "\"");
-      }
-    }
+    read_security(root, c);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
   }
@@ -180,6 +196,14 @@ Status validate(const BrokerConfig& c) {
     if (c.tls_client_auth != common::TlsClientAuth::kNone && c.tls_files.ca_file.empty())
       return bad("tls.client_auth = \"optional\" or \"required\" needs tls.ca_file (the CA of client certificates)");
   }
+  if (c.auth_enabled) {
+    if (c.users_file.empty() && !(c.certificate_identity && c.tls_client_auth != common::TlsClientAuth::kNone))
+      return bad("auth.enabled needs auth.users_file (SCRAM users) or client certificates "
+                 "(tls.client_auth with auth.certificate_identity)");
+    if (c.acl_file.empty()) return bad("auth.enabled needs auth.acl_file: with authentication on, nothing is allowed "
+                                       "that no rule allows");
+  }
+  if (c.auth_failure_delay > std::chrono::seconds(60)) return bad("auth.failure_delay_ms must be at most 60000");
   return {};
 }
 

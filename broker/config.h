@@ -16,6 +16,8 @@ struct BrokerConfig {
   std::string listen = "127.0.0.1:7411";          // broker.listen
   std::string metrics_listen = "127.0.0.1:7412";  // broker.metrics_listen ("" disables)
   std::string data_dir = "./txmq-data";           // broker.data_dir
+  // Serve a non-loopback address without authentication (refused otherwise).
+  bool allow_insecure = false;                    // broker.allow_insecure
   bool auto_create_topics = false;                // topics.auto_create
   std::uint32_t default_partitions = 1;           // topics.default_partitions
 
@@ -53,6 +55,19 @@ struct BrokerConfig {
   bool tls_enabled = false;                       // tls.enabled
   common::TlsFiles tls_files;                     // tls.cert_file, tls.key_file, tls.ca_file
   common::TlsClientAuth tls_client_auth = common::TlsClientAuth::kNone;  // tls.client_auth
+
+  // Authentication (SCRAM-SHA-256 in the hello, or a verified client certificate) and
+  // authorization (deny by default, broker/acl.h). Both files are reloaded on SIGHUP.
+  bool auth_enabled = false;                      // auth.enabled
+  std::string users_file;                         // auth.users_file
+  std::string acl_file;                           // auth.acl_file
+  bool allow_anonymous = false;                   // auth.allow_anonymous (as user "anonymous")
+  // A verified client certificate's subject CN is the user (no password asked).
+  bool certificate_identity = true;               // auth.certificate_identity
+  std::chrono::milliseconds auth_failure_delay{1000};  // auth.failure_delay_ms
+
+  // The audit trail of operator actions, one JSON object per line ("": data_dir/audit.log).
+  std::string audit_file;                         // audit.file
 };
 
 // Reads a TOML file over the defaults. kInvalidArgument names the file, key and problem.

@@ -33,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/acl.h"
 #include "broker/connection_budget.h"
 #include "broker/delivery_sink.h"
 #include "common/frame.h"
@@ -144,6 +145,7 @@ class Connection final : public DeliverySink {
   // Protocol state owned by the session layer.
   std::string client_name;
   std::string producer_group;  // transaction checks for this group may come here
+  Access access;               // who the peer is and what it may do (set by the hello)
   std::size_t produce_bytes_in_flight = 0;
 
  private:

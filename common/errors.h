@@ -18,10 +18,12 @@ namespace txmq {
   X(kInvalidArgument,     6,    false,     "invalid argument")                            \
   X(kMessageTooLarge,     7,    false,     "message larger than the broker accepts")      \
   X(kForbidden,           8,    false,     "not allowed: only the broker may do that")    \
+  X(kNotAuthorized,       9,    false,     "not authorized")                              \
   X(kUnknownTopic,        10,   false,     "unknown topic")                               \
   X(kTopicExists,         11,   false,     "topic already exists")                        \
   X(kUnknownPartition,    12,   false,     "unknown partition")                           \
   X(kNotSubscribed,       13,   false,     "not subscribed to that topic and group")      \
+  X(kAuthenticationFailed,14,   false,     "authentication failed")                       \
   X(kStorageFull,         20,   true,      "storage full")                                \
   X(kStorageError,        21,   true,      "storage error")                               \
   X(kShuttingDown,        22,   true,      "broker is shutting down")                     \
