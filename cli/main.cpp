@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   groups.push_back(add_stats_command(app));
 
   CLI11_PARSE(app, argc, argv);
+  if (auto st = global.read_credentials(); !st) {
+    fail(st.error());
+    return 2;  // bad usage
+  }
   for (const auto& group : groups)
     if (group->chosen()) return group->run(global);
   return 2;
