@@ -42,10 +42,11 @@ struct [[nodiscard]] ListenResult {
   bool ok() const noexcept { return error == 0; }
 };
 
-// Serves the registry over HTTP/1.1 (or HTTPS, HttpEndpointOptions::tls) for Prometheus: GET /metrics gets 200 and the rendered
-// text; any other path gets 404, another method on /metrics 405, a malformed request 400, a
-// request head over the limit 431. Each connection carries one request and is closed after
-// the response ("Connection: close"); several connections are served concurrently.
+// Serves the registry over HTTP/1.1 for Prometheus, or over HTTPS (HttpEndpointOptions::tls):
+// GET /metrics gets 200 and the rendered text; any other path gets 404, another method on
+// /metrics 405, a malformed request 400, a request head over the limit 431. Each connection
+// carries one request and is closed after the response ("Connection: close"); several
+// connections are served concurrently.
 //
 // Lifecycle: construct, listen() once, and close() before destroying; destroy only after
 // close()'s callback has run (or in it). This holds even when listen() failed or was never
