@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -387,6 +388,25 @@ class Scraper {
   std::atomic<int> scrapes_{0};
 };
 
+// Opens connections one after another, each up to its first answer (TCP, TLS, the hello and
+// its authentication, one ListTopics), and prints the set-up time's median and p99.
+int run_connects(const txmq::client::ClientOptions& options, int rounds) {
+  std::vector<double> ms;
+  for (int i = 0; i < rounds; ++i) {
+    const auto start = Clock::now();
+    txmq::client::Admin admin(options);
+    if (auto listed = admin.list_topics(Millis(10000)); !listed) {
+      std::fprintf(stderr, "txmq-bench: connection %d: %s\n", i + 1, listed.error().describe().c_str());
+      return 1;
+    }
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  }
+  std::printf("connection set-up (%s%s, %d connections): median %.2f ms, p99 %.2f ms\n",
+              options.tls.enabled ? "TLS" : "plain", options.user.empty() ? "" : " + SCRAM-SHA-256", rounds,
+              percentile(ms, 0.5), percentile(ms, 0.99));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -419,6 +439,16 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls.cert_file, "PEM client certificate, for a broker that asks for one")
       ->check(CLI::ExistingFile);
   app.add_option("--tls-key", tls.key_file, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  // Authentication for a broker with auth.enabled (SCRAM-SHA-256), as the txmq tool's.
+  std::string user, password_file;
+  app.add_option("--user", user, "user to authenticate as (SCRAM-SHA-256)");
+  app.add_option("--password-file", password_file, "file whose first line is --user's password")
+      ->check(CLI::ExistingFile);
+  int connect_rounds = 0;
+  app.add_option("--connect-rounds", connect_rounds,
+                 "instead of produce: open this many connections one after another (TCP, TLS and the hello "
+                 "with its authentication) and print the set-up time's median and p99")
+      ->check(CLI::Range(1, 10000));
   app.add_option("--topic", cfg.topic, "topic to produce to (created if missing)");
   app.add_option("-n,--messages", cfg.messages, "messages to send")->check(CLI::Range(1ul, 100'000'000ul));
   app.add_option("-s,--size", cfg.size, "message body size in bytes");
@@ -474,12 +504,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "txmq-bench: --callbacks runs its notifier without TLS; drop the --tls flags\n");
     return 2;
   }
+  std::string password;
+  if (!user.empty()) {
+    std::ifstream in(password_file);
+    if (password_file.empty() || !std::getline(in, password) || password.empty()) {
+      std::fprintf(stderr, "txmq-bench: --user needs --password-file with the password on its first line\n");
+      return 2;
+    }
+  }
   // Every client the bench makes connects to `address` this way.
-  auto connection_to = [&tls](const std::string& address) {
+  auto connection_to = [&tls, &user, &password](const std::string& address) {
     txmq::client::ClientOptions o;
     o.broker = address;
     o.client_name = "txmq-bench";
     o.tls = tls;
+    o.user = user;
+    o.password = password;
     return o;
   };
 
@@ -537,6 +577,7 @@ int main(int argc, char** argv) {
     callbacks.max_seconds = cfg.max_seconds;
     return txmq::bench::run_callbacks(callbacks);
   }
+  if (connect_rounds > 0) return run_connects(connection_to(broker), connect_rounds);
   std::printf("txmq-bench: producing %zu x %zu-byte messages to %s (topic %s, batch %zu, in flight %zu)\n",
               cfg.messages, cfg.size, broker.c_str(), cfg.topic.c_str(), cfg.batch, cfg.in_flight);
   const auto connection = connection_to(broker);

@@ -44,7 +44,7 @@ Broker::Broker(BrokerConfig config) : config_(std::move(config)) {
         // Every connection may have stopped for the total: each gets its turn again.
         for (auto& [id, conn] : connections_) budget_->resume_soon(id);
       });
-  listener_.data = sigint_.data = sigterm_.data = housekeeping_timer_.data = this;
+  listener_.data = sigint_.data = sigterm_.data = sighup_.data = housekeeping_timer_.data = this;
 }
 
 Broker::~Broker() {
@@ -82,6 +82,10 @@ Status Broker::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
   if (store_->created()) spdlog::info("created a new, empty store in {}", config_.data_dir);
+  auto audit_log = AuditLog::open(config_.audit_file.empty() ? config_.data_dir + "/audit.log" : config_.audit_file);
+  if (!audit_log) return audit_log.error();
+  audit_log_ = std::move(*audit_log);
+  responder_.set_audit(audit_log_.get());
   if (!config_.metrics_listen.empty()) {
     probe_ = std::make_unique<BrokerProbe>(registry_);
     writer_probe_ = std::make_unique<storage::WriterProbe>(registry_);
@@ -106,6 +110,11 @@ Status Broker::start() {
                                                    topics_->table(), responder_, *topics_, probe_.get());
   txns_->start();
   topics_->start(*groups_, *txns_);
+  auth_ = std::make_unique<Authenticator>(&loop_, config_, responder_, probe_.get(), audit_log_.get(),
+                                          [this](Connection& c, RequestId rid, Authenticator::Verdict v) {
+                                            finish_hello(c, rid, std::move(v));
+                                          });
+  if (auto st = auth_->load(); !st) return st;
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -114,6 +123,9 @@ Status Broker::start() {
   };
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_init(&loop_, &sighup_);
+  uv_signal_start(
+      &sighup_, [](uv_signal_t* h, int) { static_cast<Broker*>(h->data)->auth_->reload(); }, SIGHUP);
   uv_timer_init(&loop_, &housekeeping_timer_);
   uv_timer_start(&housekeeping_timer_, [](uv_timer_t* t) { static_cast<Broker*>(t->data)->housekeeping(); },
                  kHousekeepingMs, kHousekeepingMs);
@@ -216,8 +228,9 @@ void Broker::maybe_finish_shutdown() {
   if (!shutting_down_ || !writer_stopped_ || !connections_.empty()) return;
   // The last handles; once they are closed the loop has nothing left and run() returns.
   for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
-                  reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
+                  reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
     if (h->loop && !uv_is_closing(h)) uv_close(h, nullptr);
+  if (auth_) auth_->close();
   if (scheduler_) scheduler_->close();
   budget_->close();
   if (http_ && !http_closing_) {
@@ -273,6 +286,8 @@ void Broker::on_closed(Connection& conn) {
   loop_thread_.check();
   if (groups_) groups_->connection_closed(conn, shutting_down_);
   if (txns_) txns_->producer_left(conn);
+  if (auth_) auth_->connection_closed(conn);
+  responder_.connection_closed(conn);
   spdlog::debug("connection {} closed", conn.id());
   connections_.erase(conn.id());
   maybe_finish_shutdown();
@@ -310,17 +325,17 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     return;
   }
   if (!conn.hello_done()) {
-    if (type != wire::Body::Hello) {
-      responder_.reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
-      return;
-    }
-    handle_hello(conn, rid, *frame->body_as_Hello());
+    if (type == wire::Body::Hello) return handle_hello(conn, rid, *frame->body_as_Hello());
+    if (type == wire::Body::AuthResponse) return auth_->respond(conn, rid, *frame->body_as_AuthResponse());
+    responder_.reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
     return;
   }
   if (shutting_down_) {
     responder_.reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
     return;
   }
+  // Before the permission check, so that a refused operator action is in the trail too.
+  audit(conn, rid, *frame);
   // What each request needs is in broker/request_access.h; with authentication off this
   // branch is all it costs.
   if (conn.access.restricted())
@@ -366,16 +381,69 @@ void Broker::handle_hello(Connection& conn, RequestId rid, const wire::Hello& re
     responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "invalid producer group name"), true);
     return;
   }
-  conn.hello_completed();
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
   conn.producer_group = std::move(producer_group);
+  auth_->hello(conn, rid, req);
+}
+
+void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdict verdict) {
+  // Answering a producer group's checks is acting for it.
+  if (!conn.producer_group.empty() && !conn.access.allows(Operation::kTransact, ResourceType::kProducerGroup,
+                                                          conn.producer_group))
+    return auth_->refuse(
+        conn, rid, conn.access.refusal(Operation::kTransact, ResourceType::kProducerGroup, conn.producer_group),
+        "permission");
+  conn.hello_completed();
   if (!conn.producer_group.empty()) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
   auto& fbb = responder_.fbb();
   fbb.Clear();
-  auto body = wire::CreateHelloOk(fbb, kProtocolVersion, fbb.CreateString(kVersion.data(), kVersion.size()),
-                                  config_.max_frame_bytes, config_.max_message_bytes);
+  auto body = wire::CreateHelloOk(
+      fbb, kProtocolVersion, fbb.CreateString(kVersion.data(), kVersion.size()), config_.max_frame_bytes,
+      config_.max_message_bytes, fbb.CreateString(verdict.user),
+      verdict.final_message.empty()
+          ? 0
+          : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(verdict.final_message.data()),
+                             verdict.final_message.size()));
   responder_.send_frame(conn, rid, wire::Body::HelloOk, body.Union());
+}
+
+void Broker::audit(Connection& conn, RequestId rid, const wire::Frame& frame) {
+  auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
+  switch (frame.body_type()) {
+    case wire::Body::CreateTopic:
+      return responder_.audit_on_answer(conn, rid, {{}, {}, "topic.create", "topic:" + str(frame.body_as_CreateTopic()->name()), {}});
+    case wire::Body::DeleteTopic:
+      return responder_.audit_on_answer(conn, rid, {{}, {}, "topic.delete", "topic:" + str(frame.body_as_DeleteTopic()->name()), {}});
+    case wire::Body::ConfigureGroup: {
+      const auto* req = frame.body_as_ConfigureGroup();
+      std::string resource = req->group() && req->group()->size() ? "group:" + str(req->group()) : "";
+      if (req->topic() && req->topic()->size()) resource += (resource.empty() ? "topic:" : " topic:") + str(req->topic());
+      return responder_.audit_on_answer(conn, rid, {{}, {}, "group.configure", resource, {}});
+    }
+    case wire::Body::Redrive: {
+      const auto* req = frame.body_as_Redrive();
+      const std::size_t n = req->offsets() ? req->offsets()->size() : 0;
+      return responder_.audit_on_answer(conn, rid, {{}, {}, "group.redrive",
+                                                    "group:" + str(req->group()) + " letters:" + std::to_string(n), {}});
+    }
+    case wire::Body::EndTransactions: {
+      const auto* req = frame.body_as_EndTransactions();
+      if (!req->operator_() || !req->items()) return;
+      std::string resource = "transactions:";
+      std::size_t listed = 0;
+      for (const auto* item : *req->items()) {
+        if (listed++ == 20) {
+          resource += ",...(" + std::to_string(req->items()->size()) + " in all)";
+          break;
+        }
+        resource += (listed > 1 ? "," : "") + std::to_string(item->transaction_id()) + "=" +
+                    wire::EnumNameTxnAction(item->action());
+      }
+      return responder_.audit_on_answer(conn, rid, {{}, {}, "transactions.end", resource, {}});
+    }
+    default: return;
+  }
 }
 
 void Broker::handle_stats(Connection& conn, RequestId rid) {

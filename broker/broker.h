@@ -24,6 +24,8 @@
 #include <span>
 #include <string>
 
+#include "broker/audit.h"
+#include "broker/authenticator.h"
 #include "broker/broker_probe.h"
 #include "broker/config.h"
 #include "broker/connection.h"
@@ -81,6 +83,10 @@ class Broker final : public ConnectionEvents {
 
   // Requests the Broker serves itself; each answers exactly once.
   void handle_hello(Connection& conn, RequestId rid, const wire::Hello& req);
+  // The hello passed authentication: the producer group's permission, then HelloOk.
+  void finish_hello(Connection& conn, RequestId rid, Authenticator::Verdict verdict);
+  // An operator request to record in the audit trail when it is answered.
+  void audit(Connection& conn, RequestId rid, const wire::Frame& frame);
   void handle_stats(Connection& conn, RequestId rid);
 
   BrokerConfig config_;
@@ -102,6 +108,7 @@ class Broker final : public ConnectionEvents {
   uv_tcp_t listener_{};
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
+  uv_signal_t sighup_{};  // reloads the users and ACL files
   uv_timer_t housekeeping_timer_{};
   // Declared before the components, which answer through the responder.
   Responder::ConnectionTable connections_;
@@ -112,6 +119,8 @@ class Broker final : public ConnectionEvents {
   std::unique_ptr<TopicLog> topics_;
   std::unique_ptr<ConsumerGroups> groups_;
   std::unique_ptr<TransactionCoordinator> txns_;
+  std::unique_ptr<AuditLog> audit_log_;
+  std::unique_ptr<Authenticator> auth_;
   std::chrono::steady_clock::time_point last_accept_error_log_;  // EMFILE is logged once a second
   int max_fds_ = 0;  // the open-files limit (RLIMIT_NOFILE); 0 when unlimited
   std::uint64_t next_connection_id_ = 1;

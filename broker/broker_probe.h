@@ -44,6 +44,14 @@ class BrokerProbe {
   // tls_on_plain_port.
   void connection_closed(std::string_view reason) { connections_closed_.with({reason}).inc(); }
   void accept_failed() { accept_failures_.inc(); }
+  // A connection authenticated: mechanism is scram, certificate or anonymous.
+  void authenticated(std::string_view mechanism) { authentications_.with({mechanism}).inc(); }
+  // A hello refused: reason is credentials (wrong password or unknown user: one reason, as
+  // the client is told), mechanism (one this broker does not take), required (none given),
+  // malformed (a broken exchange), permission (the user may not act for its producer group).
+  void authentication_failed(std::string_view reason) { authentication_failures_.with({reason}).inc(); }
+  // The users and ACL files were read again (SIGHUP): result is ok or error.
+  void auth_reloaded(std::string_view result) { auth_reloads_.with({result}).inc(); }
   void retention_deleted(std::size_t n) { retention_deleted_.inc(n); }
   void txn_prepared(std::size_t n) { txn_prepared_.inc(n); }
   void txn_ended(wire::TxnState outcome);
@@ -65,6 +73,9 @@ class BrokerProbe {
   metrics::Counter& connections_accepted_;
   metrics::Family<metrics::Counter>& connections_closed_;
   metrics::Counter& accept_failures_;
+  metrics::Family<metrics::Counter>& authentications_;
+  metrics::Family<metrics::Counter>& authentication_failures_;
+  metrics::Family<metrics::Counter>& auth_reloads_;
   metrics::Counter& retention_deleted_;
   metrics::Counter& txn_prepared_;
   metrics::Family<metrics::Counter>& txn_ended_;

@@ -101,6 +101,8 @@ class Connection final : public DeliverySink {
   // Open and not condemned: requests from it are served, answers and pushes go to it.
   bool open() const override { return state_ == State::kOpen && !flush_then_close_; }
   const std::string& peer() const { return peer_; }
+  // The CN of the client certificate the TLS handshake verified; "" without one.
+  std::string peer_certificate_name() const { return tls_ ? tls_->peer_common_name() : std::string(); }
   // The socket's file descriptor; -1 when it has none (closed).
   int fd() const {
     uv_os_fd_t fd = -1;

@@ -10,10 +10,12 @@ void Responder::send_frame(Connection& conn, RequestId rid, wire::Body type, fla
   loop_thread_.check();
   fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, rid.value(), type, body));
   conn.send(common::frame_bytes(fbb_));
+  if (!audited_.empty() && type != wire::Body::Error) audit_answered(conn.id(), rid, "ok");
 }
 
 void Responder::reply_error(Connection& conn, RequestId rid, const Error& error, bool fatal) {
   if (probe_) probe_->request_error(error.code);
+  if (!audited_.empty()) audit_answered(conn.id(), rid, error.describe());
   fbb_.Clear();
   auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message));
   send_frame(conn, rid, wire::Body::Error, body.Union());
@@ -26,6 +28,37 @@ void Responder::reply_error(Connection& conn, RequestId rid, const Error& error,
 void Responder::reply_ok(Connection& conn, RequestId rid) {
   fbb_.Clear();
   send_frame(conn, rid, wire::Body::Ok, wire::CreateOk(fbb_).Union());
+}
+
+void Responder::audit_on_answer(const Connection& conn, RequestId rid, AuditEntry entry) {
+  loop_thread_.check();
+  if (!audit_) return;
+  entry.user = conn.access.user();
+  entry.peer = conn.peer();
+  audited_.push_back(Audited{conn.id(), rid, std::move(entry)});
+}
+
+void Responder::audit_answered(std::uint64_t connection, RequestId rid, std::string outcome) {
+  for (auto it = audited_.begin(); it != audited_.end(); ++it) {
+    if (it->connection != connection || it->rid != rid) continue;
+    it->entry.outcome = std::move(outcome);
+    audit_->record(it->entry);
+    audited_.erase(it);
+    return;
+  }
+}
+
+void Responder::connection_closed(const Connection& conn) {
+  loop_thread_.check();
+  for (auto it = audited_.begin(); it != audited_.end();) {
+    if (it->connection != conn.id()) {
+      ++it;
+      continue;
+    }
+    it->entry.outcome = "unanswered: connection closed";
+    audit_->record(it->entry);
+    it = audited_.erase(it);
+  }
 }
 
 void Responder::hold_produce_bytes(Connection& conn, std::size_t n) {

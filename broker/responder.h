@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
+#include "broker/audit.h"
 #include "broker/broker_probe.h"
 #include "broker/connection.h"
 #include "broker/loop_thread.h"
@@ -59,6 +61,14 @@ class Responder {
   // Answers rid with Ok. Clears fbb(). Loop thread.
   void reply_ok(Connection& conn, RequestId rid);
 
+  // The audit trail (broker/audit.h); null: none. Loop thread.
+  void set_audit(AuditLog* audit) { audit_ = audit; }
+  // Records entry in the audit trail when rid is answered on conn, with the answer's
+  // outcome ("ok", or the error); without an audit trail, nothing. Loop thread.
+  void audit_on_answer(const Connection& conn, RequestId rid, AuditEntry entry);
+  // conn is going: its audited requests still unanswered are recorded as such. Loop thread.
+  void connection_closed(const Connection& conn);
+
   // A produce or prepare of n bytes went to storage / came back: past the in-flight limit
   // the connection stops reading until enough came back. Loop thread.
   void hold_produce_bytes(Connection& conn, std::size_t n);
@@ -69,6 +79,14 @@ class Responder {
   const ConnectionTable& connections_;
   std::size_t inflight_limit_;
   BrokerProbe* probe_ = nullptr;
+  struct Audited {
+    std::uint64_t connection;
+    RequestId rid;
+    AuditEntry entry;
+  };
+  void audit_answered(std::uint64_t connection, RequestId rid, std::string outcome);
+  AuditLog* audit_ = nullptr;
+  std::vector<Audited> audited_;  // operator requests are few: a scan is cheapest
   flatbuffers::FlatBufferBuilder fbb_{4096};
 };
 

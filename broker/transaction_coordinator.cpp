@@ -228,10 +228,12 @@ void TransactionCoordinator::prepared(std::uint64_t conn_id, RequestId rid, std:
 // Ends a batch of transactions; each end is idempotent.
 class TransactionCoordinator::EndOp final : public storage::WriteOp {
  public:
+  // resolution: "producer", or the operator's (kResolvedByOperator, then ":" and the user
+  // when the connection authenticated one).
   EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, std::vector<wire::TxnEnd> items,
-        bool by_operator, std::vector<bool> unseen)
-      : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)), by_operator_(by_operator),
-        unseen_(std::move(unseen)) {}
+        std::string resolution, std::vector<bool> unseen)
+      : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)),
+        resolution_(std::move(resolution)), unseen_(std::move(unseen)) {}
 
   storage::WriteOpKind kind() const override { return storage::WriteOpKind::kEnd; }
 
@@ -251,7 +253,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
         r.state = state->value_or(storage::TxnState::kPrepared);  // with found = false
       } else {
         auto ended = txn.end_txn(TxnId(item.transaction_id()), item.action() == wire::TxnAction::Commit,
-                                 by_operator_ ? kResolvedByOperator : "producer", now);
+                                 resolution_, now);
         if (!ended) return ended.error();
         r = *ended;
       }
@@ -280,7 +282,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
   std::uint64_t conn_id_;
   RequestId rid_;
   std::vector<wire::TxnEnd> items_;
-  bool by_operator_;                              // an operator's end, not the producer's
+  std::string resolution_;                        // who decided
   std::vector<bool> unseen_;                      // per item: absent when authorized (empty: unrestricted)
   std::vector<storage::TxnEndResult> results_;    // by apply, one per item
 };
@@ -296,8 +298,13 @@ void TransactionCoordinator::end(Connection& conn, RequestId rid, const wire::En
     if (!judged) return responder_.reply_error(conn, rid, judged.error());
     unseen = std::move(*judged);
   }
-  writer_.submit(
-      std::make_unique<EndOp>(*this, conn.id(), rid, std::move(items), req.operator_(), std::move(unseen)));
+  std::string resolution = "producer";
+  if (req.operator_()) {
+    resolution = kResolvedByOperator;
+    if (!conn.access.user().empty()) resolution += ":" + conn.access.user();
+  }
+  writer_.submit(std::make_unique<EndOp>(*this, conn.id(), rid, std::move(items), std::move(resolution),
+                                         std::move(unseen)));
 }
 
 // Every item is judged before anything changes, and one the user may not end refuses the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include "common/version.h"
@@ -30,6 +31,8 @@ txmq::client::ClientOptions GlobalOptions::client_options() const {
   o.tls.key_file = flag_or_env(tls_key, "TXMQ_TLS_KEY");
   // A CA or a certificate means TLS: nobody gives one to talk in plain text.
   o.tls.enabled = tls || flag_or_env("", "TXMQ_TLS") == "1" || !o.tls.ca_file.empty() || !o.tls.cert_file.empty();
+  o.user = user;
+  o.password = password;
   o.client_name = "txmq-cli";
   o.request_timeout = timeout();
   // A person or script waiting on the tool wants "connection refused" or "name not
@@ -50,12 +53,39 @@ void add_global_options(CLI::App& app, GlobalOptions& global) {
   app.add_option("--tls-cert", global.tls_cert,
                  "PEM client certificate, for a broker that asks for one (default: $TXMQ_TLS_CERT)");
   app.add_option("--tls-key", global.tls_key, "PEM private key of --tls-cert (default: $TXMQ_TLS_KEY)");
+  app.add_option("--user", global.user,
+                 "user to authenticate as with SCRAM-SHA-256, for a broker with auth.enabled (default: $TXMQ_USER)");
+  app.add_option("--password-file", global.password_file,
+                 "file whose first line is --user's password (default: $TXMQ_PASSWORD_FILE, else the password "
+                 "from $TXMQ_PASSWORD; never on the command line)");
 }
 
 CLI::App* add_group_of_commands(CLI::App& app, const std::string& name, const std::string& description) {
   CLI::App* group = app.add_subcommand(name, description);
   group->require_subcommand(1);
   return group;
+}
+
+Status GlobalOptions::read_credentials() {
+  user = flag_or_env(user, "TXMQ_USER");
+  password_file = flag_or_env(password_file, "TXMQ_PASSWORD_FILE");
+  if (user.empty()) {
+    if (!password_file.empty())
+      return Error(ErrorCode::kInvalidArgument, "--password-file needs --user (or $TXMQ_USER)");
+    return {};
+  }
+  if (!password_file.empty()) {
+    std::ifstream in(password_file);
+    if (!in || !std::getline(in, password))
+      return Error(ErrorCode::kInvalidArgument, "cannot read a password from " + password_file);
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  } else {
+    password = flag_or_env("", "TXMQ_PASSWORD");
+  }
+  if (password.empty())
+    return Error(ErrorCode::kInvalidArgument,
+                 "--user " + user + " needs a password: --password-file FILE, $TXMQ_PASSWORD_FILE or $TXMQ_PASSWORD");
+  return {};
 }
 
 int fail(const txmq::Error& e) {

@@ -27,13 +27,20 @@ struct GlobalOptions {
   std::string tls_ca;               // --tls-ca; else $TXMQ_TLS_CA
   std::string tls_cert;             // --tls-cert; else $TXMQ_TLS_CERT
   std::string tls_key;              // --tls-key; else $TXMQ_TLS_KEY
+  // Authentication (SCRAM-SHA-256): never a password on the command line, where ps shows it.
+  std::string user;                 // --user; else $TXMQ_USER
+  std::string password_file;        // --password-file; else $TXMQ_PASSWORD_FILE
+  std::string password;             // read_credentials(): the file's first line, else $TXMQ_PASSWORD
 
   Millis timeout() const { return Millis(request_timeout_ms); }
+  // Fills user and password from the flags and the environment. kInvalidArgument: a user
+  // without a password, an unreadable or empty password file.
+  Status read_credentials();
   // Options for a Producer, Consumer or Admin of the tool.
   txmq::client::ClientOptions client_options() const;
 };
 
-// Adds --broker, --request-timeout-ms and the TLS flags to the tool.
+// Adds --broker, --request-timeout-ms, the TLS flags, --user and --password-file to the tool.
 void add_global_options(CLI::App& app, GlobalOptions& global);
 
 // Prints "txmq: Code: message" to stderr and returns exit code 1.
@@ -70,5 +77,6 @@ std::unique_ptr<CommandGroup> add_group_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_dead_letter_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_transaction_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_stats_command(CLI::App& app);
+std::unique_ptr<CommandGroup> add_users_commands(CLI::App& app);
 
 }  // namespace txmq::cli

@@ -30,8 +30,13 @@ int main(int argc, char** argv) {
   groups.push_back(add_dead_letter_commands(app));
   groups.push_back(add_transaction_commands(app));
   groups.push_back(add_stats_command(app));
+  groups.push_back(add_users_commands(app));
 
   CLI11_PARSE(app, argc, argv);
+  if (auto st = global.read_credentials(); !st) {
+    fail(st.error());
+    return 2;  // bad usage
+  }
   for (const auto& group : groups)
     if (group->chosen()) return group->run(global);
   return 2;

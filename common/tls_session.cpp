@@ -67,6 +67,22 @@ SSL_CTX* new_context(const SSL_METHOD* method) {
 
 }  // namespace
 
+std::string TlsSession::peer_common_name() const {
+  if (!handshake_done_ || SSL_get_verify_result(ssl_) != X509_V_OK) return {};
+  X509* cert = SSL_get0_peer_certificate(ssl_);
+  if (cert == nullptr) return {};
+  const X509_NAME* subject = X509_get_subject_name(cert);
+  const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (at < 0) return {};
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
+  unsigned char* utf8 = nullptr;
+  const int len = ASN1_STRING_to_UTF8(&utf8, data);
+  if (len < 0) return {};
+  std::string name(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(len));
+  OPENSSL_free(utf8);
+  return name;
+}
+
 bool looks_like_tls_record(std::span<const std::uint8_t> b) {
   return b.size() >= 3 && (b[0] == 22 || b[0] == 21) && b[1] == 3 && b[2] >= 1 && b[2] <= 4;
 }

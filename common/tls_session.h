@@ -110,6 +110,9 @@ class TlsSession {
 
   bool handshake_done() const { return handshake_done_; }
   bool peer_closed() const { return peer_closed_; }
+  // The common name (CN) of the peer's certificate once the handshake verified it against
+  // the CA; "" when the peer sent none, it was not verified, or it has no CN.
+  std::string peer_common_name() const;
 
  private:
   explicit TlsSession(ssl_st* ssl, bio_st* in, bio_st* out) : ssl_(ssl), in_(in), out_(out) {}

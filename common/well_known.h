@@ -52,8 +52,9 @@ inline constexpr char kReasonHeader[] = "txmq-reason";
 
 // --- Header the broker adds to a transactional message --------------------------------
 
-// Present, with the value "operator", on a message whose transaction a person committed
-// (`txmq txn commit`) rather than its producer or a check-back.
+// Present on a message whose transaction a person committed (`txmq txn commit`) rather
+// than its producer or a check-back: "operator", or "operator:<user>" when the broker
+// authenticated the operator.
 inline constexpr char kResolvedByHeader[] = "txmq-resolved-by";
 // The header's value, and the resolution `txmq txn list` shows, for an operator's end.
 inline constexpr char kResolvedByOperator[] = "operator";

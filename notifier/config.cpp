@@ -114,6 +114,8 @@ client::ClientOptions NotifierConfig::client_options(std::string client_name) co
   o.broker = broker;
   o.client_name = std::move(client_name);
   o.tls = broker_tls;
+  o.user = user;
+  o.password = password;
   return o;
 }
 
@@ -125,7 +127,8 @@ Result<NotifierConfig> load_config_file(const std::string& path) {
     if (root.contains("notifier")) {
       const auto& t = root.at("notifier");
       reject_unknown(t, "notifier",
-                     {"broker", "metrics_listen", "log_level", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file"});
+                     {"broker", "metrics_listen", "log_level", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file",
+                      "user", "password_file"});
       if (t.contains("broker")) c.broker = string_of(t.at("broker"), "notifier.broker");
       if (t.contains("tls")) {
         const auto& v = t.at("tls");
@@ -136,6 +139,8 @@ Result<NotifierConfig> load_config_file(const std::string& path) {
       if (t.contains("tls_cert_file"))
         c.broker_tls.cert_file = string_of(t.at("tls_cert_file"), "notifier.tls_cert_file");
       if (t.contains("tls_key_file")) c.broker_tls.key_file = string_of(t.at("tls_key_file"), "notifier.tls_key_file");
+      if (t.contains("user")) c.user = string_of(t.at("user"), "notifier.user");
+      if (t.contains("password_file")) c.password_file = string_of(t.at("password_file"), "notifier.password_file");
       if (t.contains("metrics_listen")) c.metrics_listen = string_of(t.at("metrics_listen"), "notifier.metrics_listen");
       if (t.contains("log_level")) c.log_level = string_of(t.at("log_level"), "notifier.log_level");
     }
@@ -164,6 +169,13 @@ Status validate(NotifierConfig& c) {
                                   {"notifier.tls_key_file", tls.key_file}})
     if (!path.empty())
       if (auto why = unreadable(key, path); !why.empty()) return bad(why);
+  if (c.user.empty() != c.password_file.empty())
+    return bad("notifier.user and notifier.password_file: set both or neither");
+  if (!c.password_file.empty()) {
+    std::ifstream in(c.password_file);
+    if (!in || !std::getline(in, c.password) || c.password.empty())
+      return bad("notifier.password_file: cannot read a password from the first line of " + c.password_file);
+  }
   if (!c.metrics_listen.empty())
     if (auto a = common::parse_host_port(c.metrics_listen); !a)
       return bad("notifier.metrics_listen: " + a.error().message);

@@ -57,6 +57,11 @@ struct NotifierConfig {
   // TLS to the broker ([notifier] tls, tls_ca_file, tls_cert_file, tls_key_file): a CA or
   // a certificate implies tls, as the txmq tool's flags do; validate() checks the files.
   client::TlsOptions broker_tls;
+  // Authentication to a broker with auth.enabled ([notifier] user, password_file): the
+  // password is read by validate() from the file's first line, never kept in this config.
+  std::string user;
+  std::string password_file;
+  std::string password;
   std::string metrics_listen = "127.0.0.1:7413";  // "" serves no metrics
   std::string log_level = "info";
   std::vector<SubscriptionConfig> subscriptions;

@@ -333,11 +333,13 @@ Status WriteTxn::drop_check_span(const CheckSpan& span) {
 // out.appended or out.delayed_until; neither when the topic was deleted.
 Status WriteTxn::deliver_commit(HalfRecord& half, std::string_view resolution, std::uint64_t now_ms,
                                 TxnEndResult& out) {
+  // An operator's decision says so on the message: "operator", or "operator:<user>".
   static constexpr std::string_view kOperator = kResolvedByOperator;
-  if (resolution == kOperator)
+  if (resolution == kOperator || (resolution.starts_with(kOperator) && resolution.size() > kOperator.size() &&
+                                  resolution[kOperator.size()] == ':'))
     half.headers.emplace_back(kResolvedByHeader, std::span<const std::uint8_t>(
-                                                      reinterpret_cast<const std::uint8_t*>(kOperator.data()),
-                                                      kOperator.size()));
+                                                      reinterpret_cast<const std::uint8_t*>(resolution.data()),
+                                                      resolution.size()));
   if (half.deliver_at_ms > now_ms) {
     // A commit moves the half message, already counted: a verdict, not new data.
     if (auto st = put_delayed(half.deliver_at_ms, out.topic, out.partition, now_ms, half.key, half.headers, half.body,

@@ -322,8 +322,18 @@ void Connection::send_hello() {
   state_ = State::kHello;
   hello_rid_ = next_request_id();
   fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::String> mechanism = 0;
+  flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> auth = 0;
+  scram_.reset();
+  if (!options_.user.empty()) {
+    scram_.emplace(options_.user, options_.password);
+    const std::string first = scram_->first_message();
+    mechanism = fbb_.CreateString(common::scram::kMechanism.data(), common::scram::kMechanism.size());
+    auth = fbb_.CreateVector(reinterpret_cast<const std::uint8_t*>(first.data()), first.size());
+  }
   auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name),
-                                 options_.producer_group.empty() ? 0 : fbb_.CreateString(options_.producer_group));
+                                 options_.producer_group.empty() ? 0 : fbb_.CreateString(options_.producer_group),
+                                 mechanism, auth);
   fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::Hello, hello.Union()));
   write(common::frame_bytes(fbb_));
 }
@@ -344,17 +354,7 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
   // itself (a plain hello on a TLS port): the broker refused us all the same.
   const bool refusal = rid == 0 && frame->body_type() == wire::Body::Error;
   if (state_ == State::kHello && (rid == hello_rid_ || refusal)) {
-    if (auto st = as_status(*frame); !st) {
-      // The broker refused us (e.g. protocol version): nothing queued can succeed.
-      fail_all(st.error(), true);
-      disconnected(st.error());
-      return;
-    }
-    if (const auto* ok = frame->body_as_HelloOk()) {
-      max_frame_bytes_.store(ok->max_frame_bytes(), std::memory_order_relaxed);
-      max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
-    }
-    state_ = State::kReady;
+    if (!hello_answered(*frame) || state_ != State::kReady) return;
     ever_ready_ = true;
     backoff_ = options_.reconnect_initial;
     // Requests too large for this broker are refused here, their callbacks run after the
@@ -395,6 +395,45 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     cb(st.error());
   else
     cb(frame);
+}
+
+bool Connection::hello_answered(const wire::Frame& frame) {
+  auto refused = [this](const Error& error) {
+    // Nothing queued can succeed on this connection: the broker refused us (a protocol
+    // version, credentials) or we refused the broker.
+    fail_all(error, true);
+    disconnected(error);
+    return false;
+  };
+  if (auto st = as_status(frame); !st) return refused(st.error());
+  auto text = [](const flatbuffers::Vector<std::uint8_t>* v) {
+    return v ? std::string_view(reinterpret_cast<const char*>(v->data()), v->size()) : std::string_view{};
+  };
+  if (const auto* challenge = frame.body_as_AuthChallenge()) {
+    if (!scram_) return refused(Error(ErrorCode::kAuthenticationFailed, "the broker sent an unasked-for challenge"));
+    auto final_message = scram_->final_message(text(challenge->data()));
+    if (!final_message) return refused(final_message.error());
+    fbb_.Clear();
+    auto body = wire::CreateAuthResponse(
+        fbb_, fbb_.CreateVector(reinterpret_cast<const std::uint8_t*>(final_message->data()), final_message->size()));
+    fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::AuthResponse, body.Union()));
+    write(common::frame_bytes(fbb_));
+    return true;  // still in kHello
+  }
+  const auto* ok = frame.body_as_HelloOk();
+  if (!ok) return refused(Error(ErrorCode::kConnectionLost, "the broker answered the hello with something else"));
+  if (scram_) {
+    if (!ok->auth())
+      return refused(Error(ErrorCode::kAuthenticationFailed,
+                           "the broker did not authenticate user '" + options_.user +
+                               "' (is auth.enabled set?): refusing a broker that could be anyone"));
+    if (auto st = scram_->verify_server(text(ok->auth())); !st) return refused(st.error());
+    scram_.reset();
+  }
+  max_frame_bytes_.store(ok->max_frame_bytes(), std::memory_order_relaxed);
+  max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
+  state_ = State::kReady;
+  return true;
 }
 
 void Connection::request(std::uint64_t rid, std::span<const std::uint8_t> frame, Clock::time_point deadline,

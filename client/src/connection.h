@@ -22,11 +22,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "common/frame.h"
 #include "common/resolve.h"
+#include "common/scram.h"
 #include "common/tls_session.h"
 #include "txmq/client.h"
 
@@ -105,6 +107,9 @@ class Connection {
   // True while requests must not outlive a failed first attempt (first_connect_timeout).
   bool failing_fast() const;
   void send_hello();
+  // The hello's answers: AuthChallenge (SCRAM's server-first), HelloOk, or an Error.
+  // False when the connection was dropped.
+  bool hello_answered(const wire::Frame& frame);
   void handle_frame(std::span<const std::uint8_t> bytes);
   void write(std::span<const std::uint8_t> frame);
   // Error for a frame the broker would refuse for its size (and close the connection over,
@@ -147,6 +152,7 @@ class Connection {
   Millis backoff_;
   std::uint64_t next_rid_ = 1;
   std::uint64_t hello_rid_ = 0;
+  std::optional<common::scram::ClientExchange> scram_;  // this connection's, with a user
   std::map<std::uint64_t, Pending> pending_;  // by request id; unsent ones keep their frame
   common::FrameDecoder decoder_{64u << 20};
   std::vector<std::uint8_t> out_;      // frames waiting for the write in flight (plaintext)

@@ -22,3 +22,7 @@ add_dependencies(tls_test txmq-broker)
 txmq_add_python_test(tls_cli_test integration/tls_cli_test.py)
 # txmq-notifier to a TLS broker: delivers; the wrong CA or plain text fails at start.
 txmq_add_python_test(notifier_tls_test integration/notifier_tls_test.py)
+# Authentication (SCRAM-SHA-256, client certificates, anonymous), SIGHUP reloads and the
+# audit trail, through the client library and raw peers against the real broker.
+txmq_add_test(auth_test SOURCES auth_test.cpp LIBS txmq_client txmq_test_support LABEL integration TIMEOUT 180)
+add_dependencies(auth_test txmq-broker)

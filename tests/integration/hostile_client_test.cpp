@@ -49,35 +49,6 @@ std::size_t settled_rss(pid_t pid) {
   return now;
 }
 
-// The value of one sample line ("name value" or "name{labels} value") of the broker's
-// /metrics page, fetched with a plain HTTP/1.0 GET; -1 when absent.
-double metric(const BrokerProcess& broker, const std::string& sample) {
-  const auto colon = broker.metrics_address().rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(broker.metrics_address().substr(colon + 1))));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  REQUIRE(write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
-  std::string page;
-  char buf[65536];
-  const auto deadline = std::chrono::steady_clock::now() + kWait;
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    page.append(buf, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  const auto at = page.find("\n" + sample + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(page.substr(at + sample.size() + 2));
-}
-
 // Writes as much of bytes as the socket takes without blocking (the broker may have stopped
 // reading, which is the point); returns how much went.
 std::size_t write_what_fits(RawConnection& conn, const Bytes& bytes) {
@@ -166,7 +137,7 @@ TEST_CASE("before the hello, a frame over limits.hello_max_frame_bytes gets Fram
   expect_error(conn, ErrorCode::kFrameTooLarge, 0);
   expect_closed(conn);
   check_broker_serves(broker);
-  CHECK(metric(broker, "txmq_connections_closed_total{reason=\"frame_too_large\"}") == 1);
+  CHECK(scrape_metric(broker, "txmq_connections_closed_total{reason=\"frame_too_large\"}") == 1);
 }
 
 TEST_CASE("a connection that never says hello is closed after limits.hello_timeout_ms") {
@@ -185,7 +156,7 @@ TEST_CASE("a connection that never says hello is closed after limits.hello_timeo
   expect_error(slow, ErrorCode::kTimeout, 0);
   expect_closed(slow);
   check_broker_serves(broker);
-  CHECK(metric(broker, "txmq_connections_closed_total{reason=\"hello_timeout\"}") == 2);
+  CHECK(scrape_metric(broker, "txmq_connections_closed_total{reason=\"hello_timeout\"}") == 2);
 }
 
 TEST_CASE("a frame not received whole within limits.frame_timeout_ms gets Timeout and a close") {
@@ -201,7 +172,7 @@ TEST_CASE("a frame not received whole within limits.frame_timeout_ms gets Timeou
   expect_error(conn, ErrorCode::kTimeout, 0);
   expect_closed(conn);
   check_broker_serves(broker);
-  CHECK(metric(broker, "txmq_connections_closed_total{reason=\"frame_timeout\"}") == 1);
+  CHECK(scrape_metric(broker, "txmq_connections_closed_total{reason=\"frame_timeout\"}") == 1);
 }
 
 TEST_CASE("60 connections holding 16 MiB partial frames cost at most limits.total_input_bytes") {
@@ -225,9 +196,9 @@ TEST_CASE("60 connections holding 16 MiB partial frames cost at most limits.tota
   // budget, it reads them all and grows).
   constexpr std::size_t kBound = 200u << 20;  // 32 MiB of frames, read buffers, ASan's shadow
   REQUIRE(wait_until([&] {
-    return metric(broker, "txmq_connection_input_waits_total") > 0 || rss_bytes(broker.pid()) > before + kBound;
+    return scrape_metric(broker, "txmq_connection_input_waits_total") > 0 || rss_bytes(broker.pid()) > before + kBound;
   }, kWait));
-  const double reserved = metric(broker, "txmq_connection_input_bytes");
+  const double reserved = scrape_metric(broker, "txmq_connection_input_bytes");
   CHECK(reserved <= 32.0 * (1 << 20));
   CHECK(reserved >= 16.0 * (1 << 20));
   const std::size_t after = rss_bytes(broker.pid());
@@ -238,7 +209,7 @@ TEST_CASE("60 connections holding 16 MiB partial frames cost at most limits.tota
   check_broker_serves(broker);
   // Closing the holders gives the memory back.
   holders.clear();
-  CHECK(wait_until([&] { return metric(broker, "txmq_connection_input_bytes") == 0; }, kWait));
+  CHECK(wait_until([&] { return scrape_metric(broker, "txmq_connection_input_bytes") == 0; }, kWait));
 }
 
 TEST_CASE("pipelined fetches never read cost one connection's output limit, and all are answered later") {
@@ -264,11 +235,11 @@ TEST_CASE("pipelined fetches never read cost one connection's output limit, and 
   // without that limit, answers everything and grows.
   constexpr std::size_t kBound = 100u << 20;
   REQUIRE(wait_until([&] {
-    return metric(broker, "txmq_connection_output_bytes") >= 8.0 * (1 << 20) || rss_bytes(broker.pid()) > before + kBound;
+    return scrape_metric(broker, "txmq_connection_output_bytes") >= 8.0 * (1 << 20) || rss_bytes(broker.pid()) > before + kBound;
   }, kWait));
   const std::size_t after = rss_bytes(broker.pid());
   MESSAGE("broker RSS " << before / (1 << 20) << " -> " << after / (1 << 20) << " MiB");
-  CHECK(metric(broker, "txmq_connection_output_bytes") <= 8.0 * (1 << 20) + 2 * 16.0 * (1 << 20));
+  CHECK(scrape_metric(broker, "txmq_connection_output_bytes") <= 8.0 * (1 << 20) + 2 * 16.0 * (1 << 20));
   CHECK(after < before + kBound);
   // Every fetch is answered once the client reads, each within a frame limit, each the
   // first page of messages, never the whole partition.
@@ -298,11 +269,11 @@ TEST_CASE("clients flooding requests without reading are held to limits.total_ou
   // most 32 MiB of requests each).
   REQUIRE(wait_until([&] {
     for (auto& f : flooders) f.write(flood, 32u << 20);
-    return metric(broker, "txmq_connection_output_stalls_total") >= 1;
+    return scrape_metric(broker, "txmq_connection_output_stalls_total") >= 1;
   }, 4 * kWait, 50ms));
   // Over the total, a connection with output queued serves nothing more: the total passes the
   // limit by at most one answer per connection.
-  CHECK(metric(broker, "txmq_connection_output_bytes") <= 8.0 * (1 << 20) + 6 * 4096);
+  CHECK(scrape_metric(broker, "txmq_connection_output_bytes") <= 8.0 * (1 << 20) + 6 * 4096);
   // A client that reads its answers carries on meanwhile.
   check_broker_serves(broker);
 }
@@ -317,9 +288,9 @@ TEST_CASE("an idle consumer that stops reading is closed after limits.output_tim
   Flooder flooder{session(broker)};
   REQUIRE(wait_until([&] {
     flooder.write(flood, 32u << 20);
-    return metric(broker, "txmq_connections_closed_total{reason=\"output_timeout\"}") == 1;
+    return scrape_metric(broker, "txmq_connections_closed_total{reason=\"output_timeout\"}") == 1;
   }, 4 * kWait, 50ms));
-  CHECK(metric(broker, "txmq_connection_output_bytes") == 0);
+  CHECK(scrape_metric(broker, "txmq_connection_output_bytes") == 0);
   check_broker_serves(broker);
 }
 
@@ -340,13 +311,13 @@ TEST_CASE("a client condemned by an error whose answers are never read is still 
   // Then a fatal error.
   REQUIRE(wait_until([&] {
     flooder.write(flood, 32u << 20);
-    return metric(broker, "txmq_connection_output_bytes") > 256 << 10;
+    return scrape_metric(broker, "txmq_connection_output_bytes") > 256 << 10;
   }, 4 * kWait, 50ms));
   Bytes zero(4, 0);  // a zero length prefix: MalformedFrame, the connection is condemned
   write_what_fits(flooder.conn, zero);
-  CHECK(wait_until([&] { return metric(broker, "txmq_connections_closed_total{reason=\"output_timeout\"}") == 1; },
+  CHECK(wait_until([&] { return scrape_metric(broker, "txmq_connections_closed_total{reason=\"output_timeout\"}") == 1; },
                    kWait));
-  CHECK(wait_until([&] { return metric(broker, "txmq_connection_output_bytes") == 0; }, kWait));
+  CHECK(wait_until([&] { return scrape_metric(broker, "txmq_connection_output_bytes") == 0; }, kWait));
   check_broker_serves(broker);
 }
 

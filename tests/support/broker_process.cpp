@@ -513,4 +513,36 @@ void RawConnection::close() {
   in_.clear();
 }
 
+double scrape_metric(const BrokerProcess& broker, const std::string& sample) {
+  const auto colon = broker.metrics_address().rfind(':');
+  if (colon == std::string::npos) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(broker.metrics_address().substr(colon + 1))));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  std::string page;
+  if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+    char buf[65536];
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      const ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      page.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  close(fd);
+  const auto at = page.find("\n" + sample + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(page.substr(at + sample.size() + 2));
+}
+
 }  // namespace txmq::test

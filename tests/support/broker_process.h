@@ -172,6 +172,10 @@ class BrokerProcess {
   bool stdout_eof_ = false;         // guarded by mu_; the child closed stdout (exited)
 };
 
+// The value of one sample line ("name value" or "name{labels} value") of the broker's
+// /metrics page, fetched with a plain HTTP/1.0 GET; -1 when absent or unreachable.
+double scrape_metric(const BrokerProcess& broker, const std::string& sample);
+
 // A frame as read off a socket: its bytes (length prefix included) in 8-byte aligned
 // storage, already verified as a wire::Frame.
 class ReceivedFrame {

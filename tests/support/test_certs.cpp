@@ -32,16 +32,17 @@ void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
   X509_EXTENSION_free(ext);
 }
 
-// A certificate for key named cn, valid from an hour ago for a day, signed by issuer's key
-// (itself when issuer is null). extensions: (nid, value) pairs in OpenSSL's config syntax.
+// A certificate for key named cn, valid from an hour ago for a day (expired: from two days
+// ago until yesterday), signed by issuer's key (itself when issuer is null). extensions:
+// (nid, value) pairs in OpenSSL's config syntax.
 X509* new_cert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key,
-               std::initializer_list<std::pair<int, const char*>> extensions) {
+               std::initializer_list<std::pair<int, const char*>> extensions, bool expired = false) {
   static long serial = 1;
   X509* cert = X509_new();
   X509_set_version(cert, 2);
   ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 24 * 3600);
+  X509_gmtime_adj(X509_getm_notBefore(cert), expired ? -2 * 24 * 3600 : -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert), expired ? -24 * 3600 : 24 * 3600);
   X509_set_pubkey(cert, key);
   X509_NAME* name = X509_get_subject_name(cert);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
@@ -72,9 +73,9 @@ X509* new_ca(EVP_PKEY* key, const char* cn) {
 
 // Writes a leaf certificate and its key signed by ca.
 void leaf(const std::string& cert_path, const std::string& key_path, const char* cn, X509* ca, EVP_PKEY* ca_key,
-          std::initializer_list<std::pair<int, const char*>> extensions) {
+          std::initializer_list<std::pair<int, const char*>> extensions, bool expired = false) {
   EVP_PKEY* key = new_key();
-  X509* cert = new_cert(key, cn, ca, ca_key, extensions);
+  X509* cert = new_cert(key, cn, ca, ca_key, extensions, expired);
   write_cert(cert_path, cert);
   write_key(key_path, key);
   X509_free(cert);
@@ -96,6 +97,10 @@ TestCerts make_test_certs(const std::string& dir) {
   c.other_client_key = at("other-client-key.pem");
   c.wrong_host_cert = at("wrong-host.pem");
   c.wrong_host_key = at("wrong-host-key.pem");
+  c.expired_client_cert = at("expired-client.pem");
+  c.expired_client_key = at("expired-client-key.pem");
+  c.warehouse_cert = at("warehouse.pem");
+  c.warehouse_key = at("warehouse-key.pem");
 
   EVP_PKEY* ca_key = new_key();
   X509* ca = new_ca(ca_key, "txmq test CA");
@@ -108,6 +113,9 @@ TestCerts make_test_certs(const std::string& dir) {
        {{NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost"}, {NID_ext_key_usage, "serverAuth"}});
   leaf(c.client_cert, c.client_key, "txmq-test-client", ca, ca_key, {{NID_ext_key_usage, "clientAuth"}});
   leaf(c.other_client_cert, c.other_client_key, "intruder", other, other_key, {{NID_ext_key_usage, "clientAuth"}});
+  leaf(c.expired_client_cert, c.expired_client_key, "txmq-test-client", ca, ca_key,
+       {{NID_ext_key_usage, "clientAuth"}}, true);
+  leaf(c.warehouse_cert, c.warehouse_key, "warehouse", ca, ca_key, {{NID_ext_key_usage, "clientAuth"}});
   leaf(c.wrong_host_cert, c.wrong_host_key, "elsewhere", ca, ca_key,
        {{NID_subject_alt_name, "DNS:elsewhere.invalid"}, {NID_ext_key_usage, "serverAuth"}});
 

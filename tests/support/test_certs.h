@@ -20,6 +20,10 @@ struct TestCerts {
   std::string other_client_key;
   std::string wrong_host_cert;    // SAN DNS:elsewhere.invalid only; by ca_cert
   std::string wrong_host_key;
+  std::string expired_client_cert;  // CN=txmq-test-client by ca_cert, expired yesterday
+  std::string expired_client_key;
+  std::string warehouse_cert;       // CN=warehouse, client auth; by ca_cert (a user's identity)
+  std::string warehouse_key;
 };
 
 // Writes the files into dir (which must exist). Aborts the test process on an OpenSSL

@@ -85,6 +85,15 @@ struct ClientOptions {
   // did not answer with TLS"). A client without TLS on a TLS port gets kInvalidArgument
   // from the broker.
   TlsOptions tls;
+  // For a broker with authentication on: a user and password, proved with SCRAM-SHA-256
+  // (the password never crosses the wire, and the client checks that the broker holds the
+  // user's keys). Empty user: none given; a broker that authenticates then takes the
+  // client certificate's name, or anonymous access if it allows that. Wrong credentials
+  // fail requests with kAuthenticationFailed ("authentication failed", the same for an
+  // unknown user), retried like a refused connection; so does a broker that does not
+  // authenticate when a user was given (it could be anyone).
+  std::string user;
+  std::string password;
 };
 
 struct Header {

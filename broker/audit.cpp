@@ -1,0 +1,76 @@
+#include "broker/audit.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace txmq::broker {
+namespace {
+
+// "2026-12-05T18:40:00.123Z"
+std::string utc_now() {
+  const auto now = std::chrono::system_clock::now();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+}  // namespace
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char esc[8];
+          std::snprintf(esc, sizeof(esc), "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += esc;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return Error(ErrorCode::kInvalidArgument, "audit.file: cannot open " + path + ": " + std::strerror(errno));
+  return std::unique_ptr<AuditLog>(new AuditLog(path, fd));
+}
+
+AuditLog::~AuditLog() { ::close(fd_); }
+
+void AuditLog::record(const AuditEntry& e) {
+  std::string line = "{\"time\":\"" + utc_now() + "\",\"user\":\"" + json_escape(e.user) + "\",\"peer\":\"" +
+                     json_escape(e.peer) + "\",\"action\":\"" + json_escape(e.action) + "\",\"resource\":\"" +
+                     json_escape(e.resource) + "\",\"outcome\":\"" + json_escape(e.outcome) + "\"}\n";
+  const ssize_t n = ::write(fd_, line.data(), line.size());
+  if (n == static_cast<ssize_t>(line.size())) return;
+  ++write_failures_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_error_log_ >= std::chrono::minutes(1)) {
+    last_error_log_ = now;
+    spdlog::error("audit.file {}: cannot write: {} ({} lines lost so far)", path_,
+                  n < 0 ? std::strerror(errno) : "short write", write_failures_);
+  }
+}
+
+}  // namespace txmq::broker
