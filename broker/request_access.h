@@ -19,7 +19,7 @@
 //                      named group it may not: kNotAuthorized (here)
 //   Produce            to an absent topic that topics.auto_create would create: create on it
 //                      as well (TopicLog::produce)
-//   Hello              naming a producer group: transact on it (the hello's own)
+//   Hello              naming a producer group: transact on it (Broker::finish_hello)
 // Loop thread: an Access belongs to its connection.
 
 #include <string_view>
