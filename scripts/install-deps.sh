@@ -3,7 +3,8 @@
 # apt-get skips what is already installed. Must run as root.
 # --fuzz adds what scripts/fuzz.sh needs: clang and, in libclang-rt-14-dev, the libFuzzer,
 # ASan and UBSan runtimes of Debian's clang 14.
-# openssl (the command): tls_cli_test makes its certificates with it.
+# openssl (the command): tls_cli_test and the secure example make their certificates with it.
+# curl (the command): metrics_tls_test checks the HTTPS metrics endpoint with it.
 # dpkg-dev and file: CPack's Debian generator (scripts/build-debs.sh) runs dpkg-shlibdeps
 # on the files `file` says are ELF.
 set -euo pipefail
@@ -14,7 +15,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
   libcurl4-openssl-dev libssl-dev openssl libsqlite3-dev libcpp-httplib-dev
-  prometheus python3 wrk
+  prometheus python3 wrk curl
   dpkg-dev file
 )
 if [ "${1:-}" = "--fuzz" ]; then
