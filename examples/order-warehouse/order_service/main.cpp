@@ -6,8 +6,8 @@
 //                 [--pause-after-prepare N] [--pause-after-local-commit N]
 //
 // The broker flags are in shared/service_runtime.h. With authentication on, user NAME
-// needs: produce on topic orders, transact on producer group orders, and consume on topic
-// order-cancellations and group order-service.
+// needs: produce on topic orders, transact on producer group order-service, and consume on
+// topic order-cancellations and group order-service.
 //
 // HTTP: POST /orders with an order as JSON ({"order_id","customer","sku","quantity",
 // "amount_cents"}) answers 201 committed, 202 pending (the check-back will commit it),
