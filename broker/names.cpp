@@ -1,20 +1,10 @@
 #include "broker/names.h"
 
-#include <cctype>
 #include <string>
 
 #include "common/well_known.h"
 
 namespace txmq::broker {
-
-bool valid_name(std::string_view name) {
-  // "." and ".." would read as paths wherever a name becomes one (a tool's output file, a
-  // future file per topic); 249 keeps every storage key well under LMDB's 511 bytes.
-  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
-}
 
 Status check_client_write(std::string_view topic,
                           const flatbuffers::Vector<flatbuffers::Offset<wire::Message>>* messages) {

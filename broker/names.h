@@ -5,15 +5,15 @@
 
 #include <string_view>
 
+#include "common/names.h"
 #include "common/result.h"
 #include "txmq_generated.h"
 
 namespace txmq::broker {
 
-// 1-249 of letters, digits, '.', '_' and '-', neither "." nor "..". Any thread.
-bool valid_name(std::string_view name);
-inline constexpr const char* kNameRule =
-    "1-249 characters of letters, digits, '.', '_' and '-', and not '.' or '..'";
+// The rule lives in common/names.h, shared with the users file's user names.
+using common::kNameRule;
+using common::valid_name;
 
 // Whether a client may write these messages to this topic (a Produce, plain or idempotent,
 // or a transaction's Prepare): not to a dead-letter topic, and no message with a txmq-*
