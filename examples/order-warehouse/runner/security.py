@@ -213,9 +213,10 @@ def least_privilege_violations(system):
         if r.returncode == 0 or expected not in r.stderr:
             violations.append(f"{what}: exit {r.returncode}, expected '{expected}', got: {r.stderr.strip()!r}")
 
-    # Run before the first order: nothing is there to steal yet, and what an allowed request
-    # would do shows in the books as well as here.
-    refused("the warehouse produces to orders", s.client_flags(WAREHOUSE_USER), ["produce", "orders"],
+    # Run before the first order, so that a request wrongly allowed fails this check and no
+    # other: there is nothing to take or redrive yet, and the message the warehouse tries
+    # to produce would come due a day after the run.
+    refused("the warehouse produces to orders", s.client_flags(WAREHOUSE_USER), ["produce", "orders", "--delay", "24h"],
             "NotAuthorized: user 'warehouse' may not produce topic 'orders'")
     refused("the points service reads orders as group warehouse", s.client_flags(POINTS_USER),
             ["consume", "orders", "--group", "warehouse", "--max", "1", "--timeout-ms", "2000"], "NotAuthorized")
