@@ -102,7 +102,9 @@ groups = ["points-reconcile"]
 operations = ["consume"]
 
 # The runner, as operator: makes the topics, configures the warehouse's retries, and reads
-# the open transactions and the size of warehouse.dlq for its checks.
+# the open transactions and the size of warehouse.dlq for its checks. (Without describe on
+# producer group order-service, txn list would show it no transaction, and the check that
+# none is left open would pass unseen.)
 [[allow]]
 users = ["runner"]
 topics = ["orders", "order-cancellations", "notifier-points.gave-up"]
