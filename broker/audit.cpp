@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 
 namespace txmq::broker {
 namespace {
@@ -50,9 +51,23 @@ std::string json_escape(std::string_view s) {
 }
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  const bool created = fd >= 0;
+  if (!created && errno == EEXIST) fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd < 0)
     return Error(ErrorCode::kInvalidArgument, "audit.file: cannot open " + path + ": " + std::strerror(errno));
+  if (created) {
+    // A new file's name must survive a power loss like the store's files beside it do.
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (::fsync(fd) != 0 || dfd < 0 || ::fsync(dfd) != 0) {
+      const std::string why = std::strerror(errno);
+      if (dfd >= 0) ::close(dfd);
+      ::close(fd);
+      return Error(ErrorCode::kInvalidArgument, "audit.file: cannot sync " + path + " and its directory: " + why);
+    }
+    ::close(dfd);
+  }
   return std::unique_ptr<AuditLog>(new AuditLog(path, fd));
 }
 

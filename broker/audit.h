@@ -9,7 +9,8 @@
 // outcome is the one the client saw; one whose connection went before the answer is
 // recorded with the outcome "unanswered: connection closed".
 //
-// Lines are written with one write(2) on an O_APPEND descriptor, so a line is never torn
+// A file the broker creates is fsynced with its directory at once, so that its name survives
+// a power loss as the store's files do. Lines are written with one write(2) on an O_APPEND descriptor, so a line is never torn
 // by another writer, and flushed to the kernel at once (not fsynced: an audit line of a
 // request in flight at a power loss may be lost, the request's own outcome then is too).
 // Errors: open() gives kInvalidArgument naming the file; a failed write is logged once

@@ -139,6 +139,25 @@ Status Broker::listen() {
   auto resolved = common::listen_address(&loop_, "broker.listen", config_.listen);
   if (!resolved) return resolved.error();
   sockaddr_storage addr = *resolved;
+  // Judged on the address to bind, not on the text: a name may resolve anywhere. Refused
+  // before binding, so that not even one connection reaches an open port.
+  if (!common::is_loopback_ip(common::host_port_of(addr).host)) {
+    const std::string resolved_text = common::address_text(addr);
+    const std::string shown =
+        resolved_text == config_.listen ? resolved_text : config_.listen + " (" + resolved_text + ")";
+    if (!config_.auth_enabled && !config_.allow_insecure)
+      return Error(ErrorCode::kInvalidArgument,
+                   "broker.listen " + shown +
+                       " is not a loopback address and auth.enabled is false: anyone who can reach the port "
+                       "could read, write and delete every topic. Turn on [auth], or set broker.allow_insecure "
+                       "= true to serve it anyway");
+    // allow_insecure is a decision an operator should be reminded of at every start.
+    if (!config_.auth_enabled)
+      spdlog::warn("listening on {}, which is not a loopback address: clients are not authenticated "
+                   "(broker.allow_insecure = true), so anyone who can reach this port can read, write and "
+                   "delete every topic; bind 127.0.0.1 unless a firewall guards the port",
+                   shown);
+  }
   uv_tcp_init(&loop_, &listener_);
   int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0)
@@ -148,14 +167,6 @@ Status Broker::listen() {
   if (rc != 0)
     return Error(ErrorCode::kInvalidArgument,
                  "cannot listen on " + config_.listen + ": " + uv_strerror(rc));
-  // Judged on the address bound, not on the text: a name may resolve anywhere.
-  if (!common::is_loopback_ip(common::host_port_of(addr).host)) {
-    const std::string bound = common::address_text(addr);
-    spdlog::warn("listening on {}, which is not a loopback address: clients are not authenticated, so "
-                 "anyone who can reach this port can read, write and delete every topic; bind 127.0.0.1 "
-                 "unless a firewall guards the port",
-                 bound == config_.listen ? bound : config_.listen + " (" + bound + ")");
-  }
   if (tls_) {
     static constexpr const char* kAuth[] = {"not asked for", "optional", "required"};
     spdlog::info("TLS on the protocol port (certificate {}; client certificates {})", config_.tls_files.cert_file,
@@ -506,11 +517,27 @@ Status Broker::start_metrics() {
   auto resolved = common::listen_address(&loop_, "broker.metrics_listen", config_.metrics_listen);
   if (!resolved) return resolved.error();
   const auto hp = common::host_port_of(*resolved);
-  http_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_);
+  metrics::HttpEndpointOptions options;
+  if (config_.tls_metrics) {
+    // A context of its own: the protocol port's may ask for client certificates, which a
+    // Prometheus server scraping the page would have to be given.
+    common::TlsFiles files = config_.tls_files;
+    files.ca_file.clear();
+    auto tls = common::TlsContext::server(files, common::TlsClientAuth::kNone);
+    if (!tls) return Error(tls.error().code, "tls." + tls.error().message);
+    options.tls = std::move(*tls);
+  }
+  // The page names topics and groups (no messages): worth a warning, not a refusal.
+  if (!common::is_loopback_ip(hp.host) && !config_.tls_metrics)
+    spdlog::warn("metrics on {}, which is not a loopback address, without TLS: anyone who can reach it can read "
+                 "the names of topics and groups; bind 127.0.0.1, or set tls.metrics = true",
+                 config_.metrics_listen);
+  http_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_, options);
   auto bound = http_->listen(hp.host, hp.port);
   if (!bound.ok())
     return Error(ErrorCode::kInvalidArgument,
                  "cannot serve metrics on " + config_.metrics_listen + ": " + uv_strerror(bound.error));
+  if (config_.tls_metrics) spdlog::info("TLS on the metrics endpoint (certificate {})", config_.tls_files.cert_file);
   std::printf("metrics on %s\n", common::HostPort{bound.host, bound.port}.to_string().c_str());
   return {};
 }

@@ -67,6 +67,7 @@ void read_security(const toml::value& root, BrokerConfig& c) {
   if (root.contains("tls")) {
     const auto& t = toml::find(root, "tls");
     read(t, "enabled", c.tls_enabled);
+    read(t, "metrics", c.tls_metrics);
     read(t, "cert_file", c.tls_files.cert_file);
     read(t, "key_file", c.tls_files.key_file);
     read(t, "ca_file", c.tls_files.ca_file);
@@ -196,6 +197,8 @@ Status validate(const BrokerConfig& c) {
     if (c.tls_client_auth != common::TlsClientAuth::kNone && c.tls_files.ca_file.empty())
       return bad("tls.client_auth = \"optional\" or \"required\" needs tls.ca_file (the CA of client certificates)");
   }
+  if (c.tls_metrics && (c.tls_files.cert_file.empty() || c.tls_files.key_file.empty()))
+    return bad("tls.metrics needs tls.cert_file and tls.key_file (the metrics endpoint serves the same certificate)");
   if (c.auth_enabled) {
     if (c.users_file.empty() && !(c.certificate_identity && c.tls_client_auth != common::TlsClientAuth::kNone))
       return bad("auth.enabled needs auth.users_file (SCRAM users) or client certificates "

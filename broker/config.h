@@ -51,8 +51,9 @@ struct BrokerConfig {
 
   std::string log_level = "info";                 // log.level
 
-  // TLS on the protocol port (the metrics endpoint stays plain).
+  // TLS on the protocol port, and on the metrics endpoint with the same certificate.
   bool tls_enabled = false;                       // tls.enabled
+  bool tls_metrics = false;                       // tls.metrics (no client certificates asked for)
   common::TlsFiles tls_files;                     // tls.cert_file, tls.key_file, tls.ca_file
   common::TlsClientAuth tls_client_auth = common::TlsClientAuth::kNone;  // tls.client_auth
 

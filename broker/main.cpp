@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_flag("--no-metrics", no_metrics, "serve no metrics and keep none (as broker.metrics_listen = \"\")");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (log.level)");
+  bool allow_insecure = false;
+  app.add_flag("--allow-insecure", allow_insecure,
+               "serve a non-loopback --listen address without authentication (broker.allow_insecure)");
   bool check_store = false;
   app.add_flag("--check-store", check_store,
                "check the store in the data directory (read-only; safe beside a running broker), "
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
   if (!metrics_listen.empty()) config.metrics_listen = metrics_listen;
   if (no_metrics) config.metrics_listen.clear();
   if (!log_level.empty()) config.log_level = log_level;
+  if (allow_insecure) config.allow_insecure = true;
   if (check_store) {
     auto report = txmq::broker::storage::check_store(config.data_dir);
     if (!report) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <exception>
 
+#include "common/tls_session.h"
 #include "metrics/text_format.h"
 
 namespace txmq::metrics {
@@ -34,7 +35,8 @@ ListenResult listen_error(int error) { return {error, {}, 0}; }
 // One accepted client. Reading -> Writing -> Draining: after the response is written, the
 // write side is shut down and input is read and discarded until the client closes. Closing at
 // once instead would make the kernel answer unread input (the rest of an oversized request)
-// with a reset, which can destroy the response before the client reads it.
+// with a reset, which can destroy the response before the client reads it. Over TLS the
+// handshake runs while Reading; the response and close_notify go out as one write.
 struct HttpEndpoint::Connection {
   enum class Phase { kReading, kWriting, kDraining };
 
@@ -50,8 +52,17 @@ struct HttpEndpoint::Connection {
   std::array<char, kReadChunkBytes> chunk;  // libuv reads into this
   std::string head;                         // request bytes so far, bounded by the head limit
   std::string response;                     // must live until write_request completes
+  std::unique_ptr<common::TlsSession> tls;  // null on a plain endpoint
   std::uint64_t deadline_ms;                // loop time after which the sweep closes it
   Phase phase = Phase::kReading;
+};
+
+// A handshake flight on its way out; freed by its write callback, which libuv runs (with
+// UV_ECANCELED if need be) before the connection's close callback frees the connection.
+struct HttpEndpoint::TlsWrite {
+  uv_write_t request;
+  std::vector<std::uint8_t> bytes;  // ciphertext, alive until the callback
+  Connection* connection;           // the connection it belongs to
 };
 
 HttpEndpoint::HttpEndpoint(uv_loop_t* loop, Registry& registry, HttpEndpointOptions options)
@@ -139,7 +150,12 @@ void HttpEndpoint::accept_connection() {
   connection.shutdown_request.data = &connection;
   connections_.push_back(std::move(owned));
 
+  if (options_.tls) {
+    auto session = common::TlsSession::accept(*options_.tls);
+    if (session) connection.tls = std::move(*session);
+  }
   if (uv_accept(as_stream(&server_), as_stream(&connection.tcp)) != 0 ||
+      (options_.tls && !connection.tls) ||
       connections_.size() > options_.max_connections ||
       uv_read_start(as_stream(&connection.tcp), &on_alloc, &on_read) != 0) {
     close_connection(connection);
@@ -158,8 +174,49 @@ void HttpEndpoint::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* b
     return;
   }
   if (connection.phase != Connection::Phase::kReading) return;  // draining: discard
-  connection.head.append(buf->base, static_cast<std::size_t>(nread));
+  if (connection.tls) {
+    if (!connection.endpoint.receive_tls(connection, buf->base, static_cast<std::size_t>(nread))) return;
+  } else {
+    connection.head.append(buf->base, static_cast<std::size_t>(nread));
+  }
   connection.endpoint.handle_request(connection);
+}
+
+bool HttpEndpoint::receive_tls(Connection& connection, const char* data, std::size_t length) {
+  connection.tls->feed(reinterpret_cast<const std::uint8_t*>(data), length);
+  std::array<std::uint8_t, kReadChunkBytes> plain;
+  for (;;) {
+    const auto got = connection.tls->read(plain.data(), plain.size());
+    if (!got) {
+      // A failed handshake (a plain HTTP request, an unknown protocol version) or a bad
+      // record: nobody to answer in a language both understand, so the connection closes.
+      close_connection(connection);
+      return false;
+    }
+    if (*got == 0) break;
+    connection.head.append(reinterpret_cast<const char*>(plain.data()), *got);
+  }
+  send_tls_output(connection);  // the handshake's next flight, if any
+  return true;
+}
+
+void HttpEndpoint::send_tls_output(Connection& connection) {
+  if (!connection.tls->has_output()) return;
+  auto write = std::make_unique<TlsWrite>();
+  write->connection = &connection;
+  write->request.data = write.get();
+  connection.tls->take_output(write->bytes);
+  const uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(write->bytes.data()), write->bytes.size());
+  if (uv_write(&write->request, as_stream(&connection.tcp), &buf, 1, &on_tls_write) != 0) {
+    close_connection(connection);
+    return;
+  }
+  write.release();  // on_tls_write frees it
+}
+
+void HttpEndpoint::on_tls_write(uv_write_t* request, int status) noexcept {
+  const std::unique_ptr<TlsWrite> write(static_cast<TlsWrite*>(request->data));
+  if (status < 0) write->connection->endpoint.close_connection(*write->connection);
 }
 
 void HttpEndpoint::handle_request(Connection& connection) {
@@ -200,6 +257,19 @@ void HttpEndpoint::respond(Connection& connection, HttpStatus status, std::strin
   uv_read_stop(as_stream(&connection.tcp));
   connection.phase = Connection::Phase::kWriting;
   connection.response = format_response(status, content_type, body);
+  if (connection.tls) {
+    // The handshake is done (the request arrived through it): the response is encrypted
+    // now, close_notify after it, and both leave in the one response write.
+    const auto* plain = reinterpret_cast<const std::uint8_t*>(connection.response.data());
+    if (!connection.tls->write({plain, connection.response.size()})) {
+      close_connection(connection);
+      return;
+    }
+    connection.tls->close_notify();
+    std::vector<std::uint8_t> cipher;
+    connection.tls->take_output(cipher);
+    connection.response.assign(cipher.begin(), cipher.end());
+  }
   const uv_buf_t buf = uv_buf_init(connection.response.data(), connection.response.size());
   if (uv_write(&connection.write_request, as_stream(&connection.tcp), &buf, 1, &on_write) != 0) {
     close_connection(connection);

@@ -14,6 +14,10 @@
 #include "metrics/http_message.h"
 #include "metrics/registry.h"
 
+namespace txmq::common {
+class TlsContext;  // common/tls_session.h
+}  // namespace txmq::common
+
 namespace txmq::metrics {
 
 struct HttpEndpointOptions {
@@ -25,6 +29,10 @@ struct HttpEndpointOptions {
   // Connections beyond this are accepted and closed at once. A few Prometheus servers scrape;
   // the cap only bounds what a misbehaving client can take.
   std::size_t max_connections = 64;
+  // A server context (common/tls_session.h) to serve HTTPS with; null serves plain HTTP.
+  // Each connection then handshakes before its request is read; one that fails the
+  // handshake, a plain HTTP request among them, is closed without an answer.
+  std::shared_ptr<const common::TlsContext> tls;
 };
 
 struct [[nodiscard]] ListenResult {
@@ -34,10 +42,11 @@ struct [[nodiscard]] ListenResult {
   bool ok() const noexcept { return error == 0; }
 };
 
-// Serves the registry over HTTP/1.1 for Prometheus: GET /metrics gets 200 and the rendered
-// text; any other path gets 404, another method on /metrics 405, a malformed request 400, a
-// request head over the limit 431. Each connection carries one request and is closed after
-// the response ("Connection: close"); several connections are served concurrently.
+// Serves the registry over HTTP/1.1 for Prometheus, or over HTTPS (HttpEndpointOptions::tls):
+// GET /metrics gets 200 and the rendered text; any other path gets 404, another method on
+// /metrics 405, a malformed request 400, a request head over the limit 431. Each connection
+// carries one request and is closed after the response ("Connection: close"); several
+// connections are served concurrently.
 //
 // Lifecycle: construct, listen() once, and close() before destroying; destroy only after
 // close()'s callback has run (or in it). This holds even when listen() failed or was never
@@ -75,18 +84,22 @@ class HttpEndpoint {
 
  private:
   struct Connection;
+  struct TlsWrite;
   enum class State { kOpen, kListening, kClosing, kClosed };
 
   static void on_connection(uv_stream_t* server, int status) noexcept;
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf) noexcept;
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
   static void on_write(uv_write_t* request, int status) noexcept;
+  static void on_tls_write(uv_write_t* request, int status) noexcept;
   static void on_shutdown(uv_shutdown_t* request, int status) noexcept;
   static void on_sweep(uv_timer_t* timer) noexcept;
   static void on_listener_closed(uv_handle_t* handle) noexcept;
   static void on_connection_closed(uv_handle_t* handle) noexcept;
 
   void accept_connection();
+  bool receive_tls(Connection& connection, const char* data, std::size_t length);
+  void send_tls_output(Connection& connection);
   void handle_request(Connection& connection);
   void respond(Connection& connection, HttpStatus status, std::string_view content_type,
                std::string_view body);

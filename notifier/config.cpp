@@ -1,5 +1,10 @@
 #include "notifier/config.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -40,7 +45,7 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
                   "jitter", "max_retry_after_ms", "request_timeout_ms", "concurrency", "secret", "success_body",
                   "content_type", "gave_up_topic", "max_response_bytes", "breaker_failures",
                   "breaker_cooldown_ms", "allow_private_networks", "max_url_bytes", "max_endpoint_series",
-                  "max_endpoints"});
+                  "max_endpoints", "secret_env", "ca_file"});
   SubscriptionConfig s;
   auto str = [&](const char* key, std::string& out) {
     if (t.contains(key)) out = string_of(t.at(key), at + "." + key);
@@ -60,6 +65,8 @@ SubscriptionConfig read_subscription(const toml::value& t, std::size_t index) {
   str("url", s.url);
   str("url_header", s.url_header);
   str("secret", s.secret);
+  str("secret_env", s.secret_env);
+  str("ca_file", s.ca_file);
   str("success_body", s.success_body);
   str("content_type", s.content_type);
   str("gave_up_topic", s.gave_up_topic);
@@ -217,11 +224,35 @@ Status validate(NotifierConfig& c) {
     if (s.concurrency < 1 || s.concurrency > 1000) return bad(at + ": concurrency must be between 1 and 1000");
     if (s.breaker_failures < 1) return bad(at + ": breaker_failures must be at least 1");
     if (s.breaker_cooldown.count() < 1) return bad(at + ": breaker_cooldown_ms must be positive");
+    if (!s.secret_env.empty()) {
+      if (!s.secret.empty()) return bad(at + ": set secret or secret_env, not both");
+      // Unset is an error, not "unsigned": a receiver that checks signatures would refuse
+      // every request, and one that does not would accept forgeries unnoticed.
+      const char* value = std::getenv(s.secret_env.c_str());
+      if (value == nullptr || *value == '\0')
+        return bad(at + ": secret_env names " + s.secret_env + ", which is not set in the environment");
+      s.secret = value;
+    }
     if (!s.secret.empty() && !s.secret.starts_with("whsec_"))
-      return bad(at + ": secret must look like whsec_<base64>");
+      return bad(at + (s.secret_env.empty() ? ": secret" : ": the value of " + s.secret_env) +
+                 " must look like whsec_<base64>");
+    if (!s.ca_file.empty())
+      if (auto why = unreadable(at + ": ca_file", s.ca_file); !why.empty()) return bad(why);
     if (s.gave_up_topic.empty()) s.gave_up_topic = txmq::gave_up_topic(s.group);
   }
   return {};
+}
+
+std::string secret_exposure(const std::string& path, const NotifierConfig& c) {
+  const auto held = std::find_if(c.subscriptions.begin(), c.subscriptions.end(),
+                                 [](const SubscriptionConfig& s) { return !s.secret.empty() && s.secret_env.empty(); });
+  struct stat st{};
+  if (held == c.subscriptions.end() || ::stat(path.c_str(), &st) != 0 || (st.st_mode & 077) == 0) return {};
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return "config " + path + " holds the signing secret of subscription '" + held->name + "' and is open to " +
+         "group or others (mode " + mode + "): chmod 600 " + path +
+         ", or take the secret from the environment (secret_env)";
 }
 
 }  // namespace txmq::notifier

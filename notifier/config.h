@@ -40,6 +40,8 @@ struct SubscriptionConfig {
   Millis request_timeout{15'000};         // whole request, connect included
   std::uint32_t concurrency = 16;         // requests in flight per endpoint
   std::string secret;                     // "whsec_<base64>": sign requests; "": unsigned
+  std::string secret_env;                 // or the environment variable holding it (set at start)
+  std::string ca_file;                    // PEM CAs for https endpoints; "": the system's
   std::string success_body;               // "": any 2xx succeeds; else 2xx and this body
   std::string content_type = "application/octet-stream";  // unless the message says
   std::string gave_up_topic;              // give-up records; default "<group>.gave-up", txmq::gave_up_topic
@@ -75,7 +77,13 @@ struct NotifierConfig {
 // default); every error names the file and the key. kInvalidArgument.
 Result<NotifierConfig> load_config_file(const std::string& path);
 
-// Checks values and fills defaults that depend on others (gave_up_topic). kInvalidArgument.
+// Checks values and fills defaults that depend on others (gave_up_topic), and each
+// secret_env's value into secret. kInvalidArgument, also for a secret_env that is not set.
 Status validate(NotifierConfig& config);
+
+// A warning to log when the config file at path holds a signing secret (secret, not
+// secret_env) and its mode lets group or others at it (mode & 077); "" otherwise. Call it
+// after validate().
+std::string secret_exposure(const std::string& path, const NotifierConfig& config);
 
 }  // namespace txmq::notifier

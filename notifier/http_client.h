@@ -26,6 +26,9 @@ struct HttpRequest {
   // special-purpose range (loopback, private, link-local...: address_range.h). Checked on
   // the address actually connected to, whatever name resolved to it.
   bool allow_non_public = true;
+  // PEM CAs that verify an https endpoint's certificate; "" uses the system's trust store.
+  // Verification (chain and host name) is always on.
+  std::string ca_file;
 };
 
 struct HttpResponse {

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   // Logs go to stderr: stdout carries only the machine-readable "metrics on" and "ready".
   spdlog::set_default_logger(spdlog::stderr_color_mt("txmq-notifier"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (const std::string exposed = txmq::notifier::secret_exposure(config_file, config); !exposed.empty())
+    spdlog::warn("{}", exposed);
   std::signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   int code;

@@ -265,6 +265,7 @@ void Subscription::send(Endpoint& e, Job job) {
   req.timeout = config_.request_timeout;
   req.max_response_bytes = config_.max_response_bytes;
   req.allow_non_public = job.allow_non_public;
+  req.ca_file = config_.ca_file;
   req.headers = {
       "Content-Type: " + (type && header_safe(*type) ? *type : config_.content_type),
       "webhook-id: " + id,

@@ -146,9 +146,10 @@ class Receiver:
     """An HTTP server on 127.0.0.1 that records every request and answers with what the
     test's `respond(path, request, n)` returns: (status, headers dict, body bytes), where n
     counts the requests to that path so far, from 1. `respond` may block (a hanging
-    receiver); `release()` ends such waits."""
+    receiver); `release()` ends such waits. With tls (a server-side ssl.SSLContext) it serves
+    HTTPS, and url starts with https."""
 
-    def __init__(self, respond):
+    def __init__(self, respond, tls=None):
         self.respond = respond
         self.requests = []
         self.lock = threading.Lock()
@@ -183,7 +184,10 @@ class Receiver:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            # The handshake runs in accept; a client that fails it is dropped (handle_error).
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

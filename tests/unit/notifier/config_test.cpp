@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
 #include <fstream>
 
 #include "notifier/config.h"
@@ -143,4 +146,56 @@ TEST_CASE("broker TLS keys: a CA implies tls, files are checked at load with the
   CHECK(msg("[notifier]\ntls_cert_file = \"" + ca + "\"\ntls_key_file = \"" + missing + "\"\n" + sub) ==
         "notifier.tls_key_file: no file '" + missing + "'");
   CHECK(msg("[notifier]\ntls = \"yes\"\n" + sub).find("notifier.tls: must be true or false") != std::string::npos);
+}
+
+TEST_CASE("secret_env takes the secret from the environment; unset, or beside secret, is refused") {
+  const std::string base = "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl = \"http://x/\"\n";
+  ::unsetenv("TXMQ_UNIT_SECRET");
+  auto unset = load(base + "secret_env = \"TXMQ_UNIT_SECRET\"\n");
+  REQUIRE_FALSE(unset.ok());
+  CHECK(unset.error().message.find("secret_env names TXMQ_UNIT_SECRET, which is not set") != std::string::npos);
+  ::setenv("TXMQ_UNIT_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+  auto c = load(base + "secret_env = \"TXMQ_UNIT_SECRET\"\n");
+  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  CHECK(c->subscriptions[0].secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+  auto both = load(base + "secret_env = \"TXMQ_UNIT_SECRET\"\nsecret = \"whsec_AAAA\"\n");
+  REQUIRE_FALSE(both.ok());
+  CHECK(both.error().message.find("not both") != std::string::npos);
+  ::setenv("TXMQ_UNIT_SECRET", "plain", 1);
+  auto malformed = load(base + "secret_env = \"TXMQ_UNIT_SECRET\"\n");
+  REQUIRE_FALSE(malformed.ok());
+  CHECK(malformed.error().message.find("the value of TXMQ_UNIT_SECRET must look like whsec_") != std::string::npos);
+  ::unsetenv("TXMQ_UNIT_SECRET");
+}
+
+TEST_CASE("a secret in a file open to group or others is named with chmod 600; one from the environment is not") {
+  txmq::test::TempDir dir;
+  const std::string path = dir.path() + "/exposed.toml";
+  std::ofstream(path) << "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl = \"http://x/\"\n"
+                         "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+  auto c = load_config_file(path);
+  REQUIRE(c.ok());
+  REQUIRE(validate(*c).ok());
+  ::chmod(path.c_str(), 0640);
+  const std::string warning = secret_exposure(path, *c);
+  CHECK(warning.find("mode 0640") != std::string::npos);
+  CHECK(warning.find("chmod 600 " + path) != std::string::npos);
+  ::chmod(path.c_str(), 0600);
+  CHECK(secret_exposure(path, *c).empty());
+  ::chmod(path.c_str(), 0644);
+  c->subscriptions[0].secret_env = "FROM_THE_ENVIRONMENT";  // as validate() leaves it
+  CHECK(secret_exposure(path, *c).empty());
+}
+
+TEST_CASE("ca_file is read and must be readable") {
+  const std::string base = "[[subscription]]\ntopic = \"t\"\ngroup = \"g\"\nurl = \"https://x/\"\n";
+  auto missing = load(base + "ca_file = \"/no/such/ca.pem\"\n");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message.find("ca_file: no file '/no/such/ca.pem'") != std::string::npos);
+  txmq::test::TempDir dir;
+  const std::string ca = dir.path() + "/ca.pem";
+  std::ofstream(ca) << "not checked until a request\n";
+  auto c = load(base + "ca_file = \"" + ca + "\"\n");
+  REQUIRE_MESSAGE(c.ok(), c.error().message);
+  CHECK(c->subscriptions[0].ca_file == ca);
 }
