@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "broker/request_access.h"
 #include "common/address.h"
 #include "common/resolve.h"
 #include "common/version.h"
@@ -344,7 +345,13 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     responder_.reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
     return;
   }
+  // Before the permission check, so that a refused operator action is in the trail too.
   audit(conn, rid, *frame);
+  // What each request needs is in broker/request_access.h; with authentication off this
+  // branch is all it costs.
+  if (conn.access.restricted())
+    if (auto st = authorize(conn.access, conn.producer_group, *frame); !st)
+      return responder_.reply_error(conn, rid, st.error());
   switch (type) {
     case wire::Body::Produce: return topics_->produce(conn, rid, bytes, *frame->body_as_Produce());
     case wire::Body::CreateTopic: return topics_->create(conn, rid, *frame->body_as_CreateTopic());

@@ -90,7 +90,8 @@ class ConsumerGroups final : public TopicListener {
   // ConfigureGroup: kInvalidArgument (no name, bad name, bad schedule), kUnknownTopic,
   // storage errors.
   void configure(Connection& conn, RequestId rid, const wire::ConfigureGroup& req);
-  // DescribeGroups: kInvalidArgument (unknown group), kStorageError.
+  // DescribeGroups: the groups conn may describe (the request layer refuses a named group
+  // it may not). kInvalidArgument (unknown group), kStorageError.
   void describe(Connection& conn, RequestId rid, const wire::DescribeGroups& req);
   // Redrive: kInvalidArgument (unknown group), kUnknownTopic (no dead letters), storage
   // errors; letters that cannot move are listed as failed, and those without the broker's

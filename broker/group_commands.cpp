@@ -178,10 +178,14 @@ void ConsumerGroups::describe(Connection& conn, RequestId rid, const wire::Descr
   std::string only = req.group() ? req.group()->str() : "";
   if (!only.empty() && !group_ids_.contains(only))
     return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "unknown group '" + only + "'"));
+  // A user sees only the groups it may describe (a group it named was checked before).
+  auto shown = [&](std::string_view name) {
+    return (only.empty() || name == only) && conn.access.allows(Operation::kDescribe, ResourceType::kGroup, name);
+  };
   // Groups that have not been consumed since start-up are loaded (without consumers) so
   // their lag is real.
   for (const auto& [name, gid] : group_ids_) {
-    if (!only.empty() && name != only) continue;
+    if (!shown(name)) continue;
     auto topic_ids = store_.group_topics(gid);
     if (!topic_ids) return responder_.reply_error(conn, rid, topic_ids.error());
     for (TopicId tid : *topic_ids)
@@ -189,7 +193,7 @@ void ConsumerGroups::describe(Connection& conn, RequestId rid, const wire::Descr
   }
   std::vector<GroupRow> rows;
   for (auto& [key, g] : groups_)
-    if (only.empty() || key.first == only) rows.push_back(row(key.first, key.second, g->policy(), g.get()));
+    if (shown(key.first)) rows.push_back(row(key.first, key.second, g->policy(), g.get()));
   reply_group_list(conn.id(), rid, std::move(rows));
 }
 

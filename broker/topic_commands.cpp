@@ -138,7 +138,9 @@ void TopicLog::list(Connection& conn, RequestId rid) {
   auto& fbb = responder_.fbb();
   fbb.Clear();
   std::vector<flatbuffers::Offset<wire::TopicInfo>> infos;
-  for (const auto& [name, t] : topics_.all()) infos.push_back(build_topic_info(*t));
+  // A user sees only the topics it may describe.
+  for (const auto& [name, t] : topics_.all())
+    if (conn.access.allows(Operation::kDescribe, ResourceType::kTopic, name)) infos.push_back(build_topic_info(*t));
   responder_.send_frame(conn, rid, wire::Body::TopicList, wire::CreateTopicList(fbb, fbb.CreateVector(infos)).Union());
 }
 

@@ -170,6 +170,9 @@ void TopicLog::produce(Connection& conn, RequestId rid, std::span<const std::uin
           conn, rid,
           Error(ErrorCode::kUnknownTopic,
                 "unknown topic '" + req.topic()->str() + "' (create it first, or set topics.auto_create)"));
+    // Creating it is the user's doing too (produce on it was checked before).
+    if (auto st = conn.access.check(Operation::kCreate, ResourceType::kTopic, req.topic()->string_view()); !st)
+      return responder_.reply_error(conn, rid, st.error());
     // Create it, then handle this same request again from a copy of the frame.
     std::vector<std::uint8_t> copy(frame.begin(), frame.end());
     create_topic(req.topic()->str(), config_.default_partitions, 0, 0,

@@ -66,9 +66,12 @@ class TopicLog final : public AppendSink {
   TopicTable& table() { return topics_; }
 
   // Requests; each answers exactly once, now or when its write completes. Loop thread.
+  // Permissions are checked before, by the request layer (broker/request_access.h), except
+  // where said here.
   // Produce: kInvalidArgument (no topic, bad name), kForbidden (a dead-letter topic, a
   // txmq-* header: check_client_write), kUnknownTopic (absent and not auto-created, or
-  // deleted in flight), kMessageTooLarge, kUnknownPartition, kStorageFull, kStorageError.
+  // deleted in flight), kNotAuthorized (absent, and auto-creating it needs create on it),
+  // kMessageTooLarge, kUnknownPartition, kStorageFull, kStorageError.
   void produce(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame, const wire::Produce& req);
   // CreateTopic: kInvalidArgument (name, partitions), kForbidden (a dead-letter topic),
   // kTopicExists, storage errors.
@@ -77,6 +80,7 @@ class TopicLog final : public AppendSink {
   void remove(Connection& conn, RequestId rid, const wire::DeleteTopic& req);
   // DescribeTopic: kUnknownTopic.
   void describe(Connection& conn, RequestId rid, const wire::DescribeTopic& req);
+  // ListTopics: the topics conn may describe.
   void list(Connection& conn, RequestId rid);
   // Fetch: kUnknownTopic, kUnknownPartition, kStorageError.
   void fetch(Connection& conn, RequestId rid, const wire::Fetch& req);

@@ -231,18 +231,22 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
   // resolution: "producer", or the operator's (kResolvedByOperator, then ":" and the user
   // when the connection authenticated one).
   EndOp(TransactionCoordinator& coordinator, std::uint64_t conn_id, RequestId rid, std::vector<wire::TxnEnd> items,
-        std::string resolution)
+        std::string resolution, std::vector<bool> unseen)
       : coordinator_(coordinator), conn_id_(conn_id), rid_(rid), items_(std::move(items)),
-        resolution_(std::move(resolution)) {}
+        resolution_(std::move(resolution)), unseen_(std::move(unseen)) {}
 
   storage::WriteOpKind kind() const override { return storage::WriteOpKind::kEnd; }
 
   Status apply(storage::WriteTxn& txn) override {
     results_.clear();
     const std::uint64_t now = wall_ms();
-    for (const auto& item : items_) {
-      storage::TxnEndResult r;
-      if (item.action() == wire::TxnAction::Unknown) {
+    for (std::size_t i = 0; i < items_.size(); ++i) {
+      const auto& item = items_[i];
+      storage::TxnEndResult r;  // not found
+      if (!unseen_.empty() && unseen_[i]) {
+        // Judged absent when authorized; a prepare queued before this end may have made it
+        // since, for a producer group this user was never checked against.
+      } else if (item.action() == wire::TxnAction::Unknown) {
         auto state = txn.txn_state(TxnId(item.transaction_id()));
         if (!state) return state.error();
         r.found = state->has_value();
@@ -279,6 +283,7 @@ class TransactionCoordinator::EndOp final : public storage::WriteOp {
   RequestId rid_;
   std::vector<wire::TxnEnd> items_;
   std::string resolution_;                        // who decided
+  std::vector<bool> unseen_;                      // per item: absent when authorized (empty: unrestricted)
   std::vector<storage::TxnEndResult> results_;    // by apply, one per item
 };
 
@@ -287,12 +292,39 @@ void TransactionCoordinator::end(Connection& conn, RequestId rid, const wire::En
   std::vector<wire::TxnEnd> items;
   if (req.items())
     for (const auto* item : *req.items()) items.push_back(*item);
+  std::vector<bool> unseen;
+  if (conn.access.restricted()) {
+    auto judged = authorize_end(conn.access, items, req.operator_());
+    if (!judged) return responder_.reply_error(conn, rid, judged.error());
+    unseen = std::move(*judged);
+  }
   std::string resolution = "producer";
   if (req.operator_()) {
     resolution = kResolvedByOperator;
     if (!conn.access.user().empty()) resolution += ":" + conn.access.user();
   }
-  writer_.submit(std::make_unique<EndOp>(*this, conn.id(), rid, std::move(items), std::move(resolution)));
+  writer_.submit(std::make_unique<EndOp>(*this, conn.id(), rid, std::move(items), std::move(resolution),
+                                         std::move(unseen)));
+}
+
+// Every item is judged before anything changes, and one the user may not end refuses the
+// whole request: a batch applied in part would leave the producer to work out which of its
+// ends counted. A transaction that does not exist needs no permission (it is answered "not
+// found", as ending it would be).
+Result<std::vector<bool>> TransactionCoordinator::authorize_end(Access& access, std::span<const wire::TxnEnd> items,
+                                                                bool by_operator) const {
+  const Operation op = by_operator ? Operation::kResolve : Operation::kTransact;
+  std::vector<bool> unseen(items.size(), false);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    auto txn = store_.read_txn(TxnId(items[i].transaction_id()));
+    if (!txn) return txn.error();
+    if (!*txn) {
+      unseen[i] = true;
+      continue;
+    }
+    if (auto st = access.check(op, ResourceType::kProducerGroup, (*txn)->producer_group); !st) return st.error();
+  }
+  return unseen;
 }
 
 void TransactionCoordinator::ended(std::span<const wire::TxnEnd> items,
@@ -503,6 +535,8 @@ void TransactionCoordinator::list(Connection& conn, RequestId rid, const wire::L
     if (!*t)
       return responder_.reply_error(
           conn, rid, Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(req.transaction_id())));
+    if (auto st = conn.access.check(Operation::kDescribe, ResourceType::kProducerGroup, (*t)->producer_group); !st)
+      return responder_.reply_error(conn, rid, st.error());
     txns.push_back(std::move(**t));
   } else {
     const auto state = req.all_states() ? std::nullopt : from_wire(req.state());
@@ -511,6 +545,11 @@ void TransactionCoordinator::list(Connection& conn, RequestId rid, const wire::L
       auto list = store_.list_txns(state, std::min<std::uint32_t>(req.max() ? req.max() : 1000, 10000));
       if (!list) return responder_.reply_error(conn, rid, list.error());
       txns = std::move(*list);
+      // A user sees only the transactions of producer groups it may describe (of the newest
+      // `max`: one that may describe few groups can see fewer than there are).
+      std::erase_if(txns, [&](const storage::OwnedTxn& t) {
+        return !conn.access.allows(Operation::kDescribe, ResourceType::kProducerGroup, t.producer_group);
+      });
     }
   }
   auto& fbb = responder_.fbb();

@@ -79,9 +79,12 @@ class TransactionCoordinator {
   // Prepare: kInvalidArgument (no valid producer group, no messages), kForbidden (as
   // Produce: check_client_write), kUnknownTopic, kMessageTooLarge, kUnknownPartition, storage errors (kStorageFull, kStorageError).
   void prepare(Connection& conn, RequestId rid, std::span<const std::uint8_t> frame, const wire::Prepare& req);
-  // EndTransactions: storage errors only; each end is idempotent and says what it found.
+  // EndTransactions: each end is idempotent and says what it found. kNotAuthorized (for
+  // the whole request: an item whose producer group the user may not transact, or resolve
+  // when sent as an operator; see authorize_end), storage errors.
   void end(Connection& conn, RequestId rid, const wire::EndTransactions& req);
-  // ListTransactions: kInvalidArgument (no such transaction), kStorageError.
+  // ListTransactions: those of producer groups conn may describe. kInvalidArgument (no
+  // such transaction), kNotAuthorized (the one asked for by id), kStorageError.
   void list(Connection& conn, RequestId rid, const wire::ListTransactions& req);
 
   // The scheduler's wake-up: one check-back round, unless one is in flight (it schedules
@@ -103,6 +106,10 @@ class TransactionCoordinator {
     double tokens = 0;         // checks that may go now
     std::uint64_t last_ms = 0; // when tokens were last topped up
   };
+
+  // Whether access may end each item (judged on the producer groups storage holds); per
+  // item, whether it did not exist. kNotAuthorized, kStorageError.
+  Result<std::vector<bool>> authorize_end(Access& access, std::span<const wire::TxnEnd> items, bool by_operator) const;
 
   // Write completions.
   void prepared(std::uint64_t conn_id, RequestId rid, std::span<const TxnId> ids,

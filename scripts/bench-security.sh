@@ -11,7 +11,7 @@
 # Needs the openssl command (make the certificates) and /usr/bin/python3 (the medians).
 set -euo pipefail
 rounds=${1:-5}
-messages=${2:-200000}
+messages=${2:-500000}
 connections=${3:-200}
 build=$(dirname "$0")/../build/release
 broker=${TXMQ_BROKER_BIN:-$build/broker/txmq-broker}

@@ -26,3 +26,10 @@ txmq_add_python_test(notifier_tls_test integration/notifier_tls_test.py)
 # audit trail, through the client library and raw peers against the real broker.
 txmq_add_test(auth_test SOURCES auth_test.cpp LIBS txmq_client txmq_test_support LABEL integration TIMEOUT 180)
 add_dependencies(auth_test txmq-broker)
+# Authorization (acl_test.cpp; unit/acl_test is the ACL file itself): each request refused
+# without its permission and served with it, through the client library and the txmq tool,
+# against a broker with authentication on.
+txmq_add_test(acl_enforcement_test SOURCES acl_test.cpp LIBS txmq_client txmq_test_support LABEL integration TIMEOUT 300)
+add_dependencies(acl_enforcement_test txmq-broker txmq)
+set_tests_properties(acl_enforcement_test PROPERTIES ENVIRONMENT
+  "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")

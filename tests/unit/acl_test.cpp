@@ -185,7 +185,8 @@ operations = ["publish"]
     CHECK(contains(e, "no resource"));
   }
   SUBCASE("two resources") {
-    auto e = parse_error("[[allow]]\nusers = [\"u\"]\ntopics = [\"t\"]\ngroups = [\"g\"]\noperations = [\"consume\"]\n");
+    auto e = parse_error(
+        "[[allow]]\nusers = [\"u\"]\ntopics = [\"t\"]\ngroups = [\"g\"]\noperations = [\"consume\"]\n");
     CHECK(contains(e, "rule 1"));
     CHECK(contains(e, "two resources"));
   }
