@@ -75,20 +75,22 @@ topics = ["order-cancellations"]
 operations = ["produce"]
 
 # The notifier: consumes `orders` as group notifier-points, records what it gave up on.
+# At start it describes the topic, sets its group's lease from the subscription and creates
+# the give-up topic (asking even when the runner made it already).
 [[allow]]
 users = ["notifier"]
 topics = ["orders"]
-operations = ["consume"]
+operations = ["consume", "describe"]
 
 [[allow]]
 users = ["notifier"]
 groups = ["notifier-points"]
-operations = ["consume"]
+operations = ["consume", "configure"]
 
 [[allow]]
 users = ["notifier"]
 topics = ["notifier-points.gave-up"]
-operations = ["produce", "describe"]
+operations = ["produce", "describe", "create"]
 
 # The points service: reconciles the notifier's give-ups as group points-reconcile.
 [[allow]]
