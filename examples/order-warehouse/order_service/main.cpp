@@ -2,7 +2,12 @@
 // the broker's check-backs from its database, and cancels orders the warehouse gave up on.
 //
 //   order-service --broker HOST:PORT --db orders.db [--listen 127.0.0.1:0]
+//                 [--tls-ca FILE] [--user NAME --password-file FILE]
 //                 [--pause-after-prepare N] [--pause-after-local-commit N]
+//
+// The broker flags are in shared/service_runtime.h. With authentication on, user NAME
+// needs: produce on topic orders, transact on producer group order-service, and consume on
+// topic order-cancellations and group order-service.
 //
 // HTTP: POST /orders with an order as JSON ({"order_id","customer","sku","quantity",
 // "amount_cents"}) answers 201 committed, 202 pending (the check-back will commit it),
@@ -61,7 +66,7 @@ int main(int argc, char** argv) {
   block_stop_signals();
   set_service_name("order-service");
   Flags flags(argc, argv);
-  const std::string broker = flags.require("broker");
+  const BrokerSettings broker = broker_settings(flags);
   OrderDb db(flags.require("db"));
 
   auto po = client_options<TransactionalProducer::Options>(broker, "order-service");

@@ -3,6 +3,10 @@
 //
 //   points-service --broker HOST:PORT --db points.db --listen 127.0.0.1:PORT
 //                  --secret whsec_<base64> [--gave-up-topic notifier-points.gave-up]
+//                  [--tls-ca FILE] [--user NAME --password-file FILE]
+//
+// The broker flags are in shared/service_runtime.h. With authentication on, user NAME
+// needs: consume on the gave-up topic and group points-reconcile.
 //
 // HTTP: POST /points — the order JSON as the body, signed with Standard Webhooks headers.
 // 204 credited (or credited before), 401 bad signature or stale timestamp, 400 not an
@@ -23,7 +27,7 @@ int main(int argc, char** argv) {
   block_stop_signals();
   set_service_name("points");
   Flags flags(argc, argv);
-  const std::string broker = flags.require("broker");
+  const BrokerSettings broker = broker_settings(flags);
   PointsDb db(flags.require("db"));
   // Five minutes, as Standard Webhooks suggests: a retry is signed afresh, so only a replay
   // of an old request is refused.

@@ -77,8 +77,10 @@ class Customers:
             n = self.started
         if self.rate:  # pacing, so that the faults land among the orders, not after them
             due = self._t0 + n / self.rate
-            while time.monotonic() < due:
-                time.sleep(min(0.01, due - time.monotonic()))
+            # Read the clock once: between a test and a second reading the order may come
+            # due, and a negative sleep kills this customer with the order in its hand.
+            while (wait := due - time.monotonic()) > 0:
+                time.sleep(min(0.01, wait))
         return order
 
     def _work(self):

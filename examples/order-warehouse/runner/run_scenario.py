@@ -3,7 +3,10 @@
 strike, wait for the system to settle, check the books, print the report.
 
   run_scenario.py --orders 200 [--faults all|none|order-crash,broker-restart,...]
-                  [--rate 0] [--threads 8] [--points-down-s 3] [--keep]
+                  [--rate 0] [--threads 8] [--points-down-s 3] [--secure] [--keep]
+
+--secure runs it all with TLS and one user per service, each allowed only what it does
+(security.py), and checks that least privilege holds.
 
 Binaries come from flags or the environment: TXMQ_BROKER_BIN, TXMQ_CLI_BIN,
 TXMQ_NOTIFIER_BIN, ORDER_SERVICE_BIN,
@@ -33,6 +36,7 @@ import books as books_mod                      # noqa: E402
 import customer as customer_mod                # noqa: E402
 import faults as faults_mod                    # noqa: E402
 import invariants                              # noqa: E402
+import security                                # noqa: E402
 from processes import wait_until               # noqa: E402
 from system import System                      # noqa: E402
 
@@ -47,6 +51,8 @@ def parse_args():
     p.add_argument("--notifier-attempts", type=int, default=4)
     p.add_argument("--notifier-schedule-ms", default="200,400,800")
     p.add_argument("--timeout-s", type=float, default=600, help="the whole run's deadline")
+    p.add_argument("--secure", action="store_true",
+                   help="TLS, and a user per service with only its permissions (security.py)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     env = os.environ.get
     p.add_argument("--broker-bin", default=env("TXMQ_BROKER_BIN"))
@@ -96,15 +102,22 @@ def main():
                                  warehouse=a.warehouse_bin, points=a.points_bin)
     plan = faults_mod.FaultPlan(a.fault_list, a.orders, a.points_down_s)
     stock = customer_mod.initial_stock(a.orders, plan.on("out-of-stock"))
-    system = System(bins, workdir, stock, a.notifier_attempts, [int(x) for x in a.notifier_schedule_ms.split(",")])
+    try:
+        system = System(bins, workdir, stock, a.notifier_attempts, [int(x) for x in a.notifier_schedule_ms.split(",")],
+                        secure=a.secure)
+    except RuntimeError as e:
+        print(f"scenario broke: {e}; work dir {workdir}", file=sys.stderr)
+        return 2
     deadline = time.monotonic() + a.timeout_s
     left = lambda: max(1.0, deadline - time.monotonic())
-    print(f"scenario: {a.orders} orders, faults: {', '.join(a.fault_list) or 'none'}; work dir {workdir}", flush=True)
+    print(f"scenario: {a.orders} orders, faults: {', '.join(a.fault_list) or 'none'}"
+          f"{'; TLS and a user per service' if a.secure else ''}; work dir {workdir}", flush=True)
     ok = False
     try:
         system.start_all(plan.warehouse_flags())
         system.start_order(**plan.order_service_flags())
         forged = forged_request_refused(system)
+        overreach = security.least_privilege_violations(system) if a.secure else None
         plan.note("all started" + ("" if with_points else " (no notifier: points part skipped)"))
 
         customers = customer_mod.Customers(system, a.orders, a.threads, a.rate, plan.on("local-failures"),
@@ -135,6 +148,9 @@ def main():
                  ("a callback with a wrong signature is refused", forged),
                  ("every process exits 0 on SIGTERM (no crash, no sanitizer report)",
                   [f"{name} exited {code}" for name, code in bad_exits.items()])]
+        if overreach is not None:
+            extra.append(("least privilege: a user may do only what the ACL allows; no TLS or no login, no entry",
+                          overreach))
         ok = invariants.report(books, customers, plan_ids, dead, alarms, results, a.fault_list, with_points, extra)
         print(f"  {a.orders} orders placed in {placed_s:.1f}s; settled after {time.monotonic() - t0:.1f}s")
         return 0 if ok else 1

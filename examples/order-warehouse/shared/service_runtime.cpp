@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -53,6 +54,27 @@ std::string Flags::require(const std::string& name) const {
 long long Flags::number(const std::string& name, long long fallback) const {
   auto it = values_.find(name);
   return it == values_.end() ? fallback : std::stoll(it->second);
+}
+
+BrokerSettings broker_settings(const Flags& flags) {
+  BrokerSettings settings;
+  settings.broker = flags.require("broker");
+  settings.tls_ca_file = flags.get("tls-ca", "");
+  settings.user = flags.get("user", "");
+  const std::string password_file = flags.get("password-file", "");
+  if (settings.user.empty() != password_file.empty()) {
+    std::fprintf(stderr, "--user and --password-file: give both or neither\n");
+    std::exit(2);
+  }
+  if (password_file.empty()) return settings;
+  std::ifstream in(password_file);
+  std::getline(in, settings.password);
+  if (!settings.password.empty() && settings.password.back() == '\r') settings.password.pop_back();  // from Windows
+  if (settings.password.empty()) {
+    std::fprintf(stderr, "--password-file: cannot read a password from the first line of %s\n", password_file.c_str());
+    std::exit(2);
+  }
+  return settings;
 }
 
 void say(const std::string& line) {

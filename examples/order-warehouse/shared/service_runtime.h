@@ -40,13 +40,33 @@ void wait_for_stop_signal();
 // of the fault injection. Never returns.
 [[noreturn]] void pause_for_kill(const std::string& what);
 
-// Client options every service uses: reconnect quickly, so that the broker's restart in
-// the scenario costs the services a second, not the library's default backoff.
+// How a service reaches the broker, from its flags:
+//   --broker HOST:PORT               required
+//   --tls-ca FILE                    TLS, verifying the broker's certificate with this CA
+//   --user NAME --password-file FILE SCRAM-SHA-256 as NAME, the password the file's first line
+// Without the last three the connection is plain and anonymous, as to a broker with
+// neither TLS nor authentication. A user without a password file (or the reverse), or a
+// password file that cannot be read, exits with code 2.
+struct BrokerSettings {
+  std::string broker;       // HOST:PORT
+  std::string tls_ca_file;  // "": plain TCP
+  std::string user;         // "": no authentication
+  std::string password;     // the password file's first line; never a flag, which ps shows
+};
+BrokerSettings broker_settings(const Flags& flags);
+
+// Client options every service uses: the broker settings above, and a quick reconnect, so
+// that the broker's restart in the scenario costs the services a second, not the
+// library's default backoff.
 template <typename Options>
-Options client_options(const std::string& broker, const std::string& name) {
+Options client_options(const BrokerSettings& settings, const std::string& name) {
   Options o;
-  o.broker = broker;
+  o.broker = settings.broker;
   o.client_name = name;
+  o.tls.enabled = !settings.tls_ca_file.empty();
+  o.tls.ca_file = settings.tls_ca_file;
+  o.user = settings.user;
+  o.password = settings.password;
   o.request_timeout = std::chrono::milliseconds(5000);
   o.reconnect_initial = std::chrono::milliseconds(50);
   o.reconnect_max = std::chrono::milliseconds(500);

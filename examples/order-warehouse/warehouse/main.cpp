@@ -2,7 +2,12 @@
 // the compensation for the orders it gives up on.
 //
 //   warehouse-service --broker HOST:PORT --db stock.db --stock sku-1=1000,sku-2=10
+//                     [--tls-ca FILE] [--user NAME --password-file FILE]
 //                     [--window 64] [--pause-after-reserve N]
+//
+// The broker flags are in shared/service_runtime.h. With authentication on, user NAME
+// needs: consume on topic orders and group warehouse, produce on topic
+// order-cancellations, and dead-letters on group warehouse (for warehouse.dlq).
 //
 // --stock seeds the stock on the first start only. --pause-after-reserve stops after the
 // Nth reservation of this process, committed but not yet acked, for the runner to SIGKILL
@@ -76,7 +81,7 @@ int main(int argc, char** argv) {
   block_stop_signals();
   set_service_name("warehouse");
   Flags flags(argc, argv);
-  const std::string broker = flags.require("broker");
+  const BrokerSettings broker = broker_settings(flags);
   StockDb stock(flags.require("db"), parse_stock(flags.get("stock", "")));
   const long long pause_after = flags.number("pause-after-reserve", 0);
   std::atomic<long long> reserved{0};
