@@ -116,8 +116,14 @@ Status Subscription::start(client::Admin& admin, std::chrono::milliseconds timeo
   group.retry = retry;
   if (auto r = admin.configure_group(config_.group, config_.topic, group, timeout); !r)
     return Error(r.error().code, at + "configuring group '" + config_.group + "': " + r.error().message);
-  if (auto r = admin.create_topic(config_.gave_up_topic, 1, timeout); !r && r.error().code != ErrorCode::kTopicExists)
-    return Error(r.error().code, at + "creating give-up topic '" + config_.gave_up_topic + "': " + r.error().message);
+  // Created only when missing, so that with authorization on the notifier's user needs
+  // create on it only then (describe and produce always).
+  if (auto t = admin.describe_topic(config_.gave_up_topic, timeout); !t) {
+    if (t.error().code != ErrorCode::kUnknownTopic)
+      return Error(t.error().code, at + "give-up topic '" + config_.gave_up_topic + "': " + t.error().message);
+    if (auto r = admin.create_topic(config_.gave_up_topic, 1, timeout); !r && r.error().code != ErrorCode::kTopicExists)
+      return Error(r.error().code, at + "creating give-up topic '" + config_.gave_up_topic + "': " + r.error().message);
+  }
 
   client::Consumer::Options options;
   static_cast<client::ClientOptions&>(options) = connection_;

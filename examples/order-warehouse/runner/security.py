@@ -75,8 +75,8 @@ topics = ["order-cancellations"]
 operations = ["produce"]
 
 # The notifier: consumes `orders` as group notifier-points, records what it gave up on.
-# At start it describes the topic, sets its group's lease from the subscription and creates
-# the give-up topic (asking even when the runner made it already).
+# At start it describes the topic, sets its group's lease from the subscription and looks
+# for the give-up topic, which the runner made (it would need create only to make it).
 [[allow]]
 users = ["notifier"]
 topics = ["orders"]
@@ -90,7 +90,7 @@ operations = ["consume", "configure"]
 [[allow]]
 users = ["notifier"]
 topics = ["notifier-points.gave-up"]
-operations = ["produce", "describe", "create"]
+operations = ["produce", "describe"]
 
 # The points service: reconciles the notifier's give-ups as group points-reconcile.
 [[allow]]
