@@ -129,6 +129,8 @@ void body(Digest& d, const wire::Frame& f) {
       d.add(static_cast<std::uint64_t>(b->protocol_version()));
       str(d, b->client_name());
       str(d, b->producer_group());
+      str(d, b->mechanism());
+      bytes(d, b->auth());
       return;
     }
     case Body::HelloOk: {
@@ -137,8 +139,16 @@ void body(Digest& d, const wire::Frame& f) {
       str(d, b->broker_version());
       d.add(static_cast<std::uint64_t>(b->max_frame_bytes()));
       d.add(static_cast<std::uint64_t>(b->max_message_bytes()));
+      str(d, b->user());
+      bytes(d, b->auth());
       return;
     }
+    case Body::AuthChallenge:
+      bytes(d, f.body_as_AuthChallenge()->data());
+      return;
+    case Body::AuthResponse:
+      bytes(d, f.body_as_AuthResponse()->data());
+      return;
     case Body::Error: {
       const auto* b = f.body_as_Error();
       d.add(static_cast<std::uint64_t>(b->code()));
