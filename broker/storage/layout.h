@@ -37,6 +37,11 @@
 //   txn_checks  u64 next check ms, u64 first id      u64 last id: a CheckSpan (store.h)
 //               (16 bytes)
 //   producers   u64 producer id (8 bytes)            ProducerRecord
+//   replog      u64 index (8 bytes), from 1          a replication record (redo.h): the
+//                                                    changes of one committed transaction;
+//                                                    each broker's own, never a record's change
+//   epochs      u64 epoch (8 bytes)                  u64 index of the epoch's first record,
+//                                                    then the leader's id (bytes)
 //
 // Readers of the 16-byte values (partitions, cursors) take a missing second u64 as 0.
 // A transaction id is the meta counter "next_txn_id" shifted left 20 bits, or'ed with the
@@ -51,15 +56,23 @@ namespace txmq::broker::storage {
 
 // Bumped whenever a key or value layout above changes; a broker refuses a store of
 // another version. 2: transactions kept by state (txn_open, txn_parked, txn_ended); checks
-// by span (txn_checks).
-inline constexpr std::uint32_t kLayoutVersion = 2;
+// by span (txn_checks). 3: the replication log (replog, epochs); a version 2 store is
+// upgraded in place when it opens (the two key spaces are added, empty).
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // The key spaces of the table above, in its order: the one list of their names. Store opens
 // them (store.cpp) and `--check-store` walks them (store_check.cpp) from tables that are
 // checked against this one when they compile, so a new key space is added here first.
-inline constexpr std::array<std::string_view, 15> kKeySpaces = {
-    "meta",    "topics",   "partitions", "log",       "groups",     "cursors",    "acked",    "pending",
-    "delayed", "policies", "txn_open",   "txn_parked", "txn_ended", "txn_checks", "producers"};
+inline constexpr std::array<std::string_view, 17> kKeySpaces = {
+    "meta",    "topics",   "partitions", "log",       "groups",     "cursors",    "acked",     "pending",
+    "delayed", "policies", "txn_open",   "txn_parked", "txn_ended", "txn_checks", "producers", "replog",
+    "epochs"};
+
+// The key space a replication record never names: the log itself, which each broker
+// writes (and trims) on its own. Every other key space is replicated.
+inline constexpr std::size_t kReplogSpace = 15;
+inline constexpr std::size_t kEpochsSpace = 16;
+static_assert(kKeySpaces[kReplogSpace] == "replog" && kKeySpaces[kEpochsSpace] == "epochs");
 
 // True when `table`'s entries are named as kKeySpaces, one for one and in order.
 template <typename Table>

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <spdlog/spdlog.h>
+
 namespace txmq::broker::storage {
 using namespace internal;
 namespace {
@@ -58,7 +60,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   constexpr std::uint64_t kRound = 64 << 10;
   const std::uint64_t map_bytes = (options.max_bytes + reserve_bytes(options.max_bytes) + kRound - 1) / kRound * kRound;
   if (int rc = mdb_env_set_mapsize(env, map_bytes)) return lmdb_error(rc, "set_mapsize");
-  if (int rc = mdb_env_set_maxdbs(env, 16)) return lmdb_error(rc, "set_maxdbs");
+  if (int rc = mdb_env_set_maxdbs(env, 24)) return lmdb_error(rc, "set_maxdbs");
   // NOTLS: read transactions belong to the loop thread, not to a thread-local slot.
   // NORDAHEAD: the log is read in key order but spread over the file; readahead only
   // pollutes the page cache once the data outgrows memory.
@@ -88,7 +90,8 @@ std::span<const Store::NamedDb> Store::key_spaces() {
       {"log", &Store::log_},           {"groups", &Store::groups_},         {"cursors", &Store::cursors_},
       {"acked", &Store::acked_},       {"pending", &Store::pending_},       {"delayed", &Store::delayed_},
       {"policies", &Store::policies_}, {"txn_open", &Store::txn_open_},     {"txn_parked", &Store::txn_parked_},
-      {"txn_ended", &Store::txn_ended_}, {"txn_checks", &Store::txn_checks_}, {"producers", &Store::producers_}};
+      {"txn_ended", &Store::txn_ended_}, {"txn_checks", &Store::txn_checks_}, {"producers", &Store::producers_},
+      {"replog", &Store::replog_},     {"epochs", &Store::epochs_}};
   static_assert(names_every_key_space(kTable), "the table must follow layout.h's kKeySpaces");
   return kTable;
 }
@@ -112,8 +115,20 @@ Status Store::open_databases(const std::string& dir) {
   };
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn)) return lmdb_error(rc, "begin");
+  // A store of layout 2 lacks only the replication log's key spaces: they are added.
+  bool upgrade = false;
+  if (!fresh && mdb_dbi_open(txn, "meta", 0, &meta_) == 0) {
+    MDB_val k = val(kLayoutMarkerKey), v;
+    upgrade = mdb_get(txn, meta_, &k, &v) == 0 && v.mv_size == 4 &&
+              get_be32(static_cast<const std::uint8_t*>(v.mv_data)) == 2;
+  }
+  std::uint8_t index = 0;
   for (const auto& d : key_spaces()) {
-    int rc = mdb_dbi_open(txn, d.name, fresh ? MDB_CREATE : 0, &(this->*d.dbi));
+    const bool added = upgrade && (index == kReplogSpace || index == kEpochsSpace);
+    int rc = mdb_dbi_open(txn, d.name, fresh || added ? MDB_CREATE : 0, &(this->*d.dbi));
+    if (rc == 0 && this->*d.dbi < space_of_.size()) space_of_[this->*d.dbi] = index;
+    if (rc == 0 && this->*d.dbi >= space_of_.size()) rc = MDB_DBS_FULL;
+    ++index;
     if (rc) {
       mdb_txn_abort(txn);
       if (rc == MDB_NOTFOUND) return damaged(std::string("its key space '") + d.name + "' is missing");
@@ -124,11 +139,16 @@ Status Store::open_databases(const std::string& dir) {
     mdb_txn_abort(txn);
     return lmdb_error(rc, "open the main database");
   }
-  if (auto st = check_layout_marker(txn, fresh, damaged); !st) {
+  if (auto st = check_layout_marker(txn, fresh, upgrade, damaged); !st) {
+    mdb_txn_abort(txn);
+    return st;
+  }
+  if (auto st = load_log_position(txn); !st) {
     mdb_txn_abort(txn);
     return st;
   }
   if (int rc = mdb_txn_commit(txn)) return lmdb_error(rc, "commit");
+  if (upgrade) spdlog::info("the store in {} was upgraded to layout {}: it now keeps a replication log", dir, kLayoutVersion);
   // In relaxed mode that commit's meta page is not synced yet; a power loss now would
   // leave a store with data but no catalog, which the next start refuses as damaged.
   if (fresh) {
@@ -186,11 +206,24 @@ WriteTxn::~WriteTxn() {
 
 Status WriteTxn::commit() {
   close_kept_cursors();
+  if (!parent_) {
+    if (auto st = append_record(); !st) return st;
+  }
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;  // commit frees the transaction even when it fails
   if (rc) return lmdb_error(rc, "commit");
-  // An op's own nested transactions (a redrive's, one per letter) count as the op.
-  if (parent_ && new_data_) parent_->new_data_ = true;
+  if (parent_) {
+    // An op's own nested transactions (a redrive's, one per letter) count as the op, and
+    // their changes join the parent's record.
+    if (new_data_) parent_->new_data_ = true;
+    parent_->redo_.append(redo_);
+    parent_->applying_ = parent_->applying_ || applying_;
+    parent_->last_index_ = last_index_;
+    parent_->epoch_ = epoch_;
+    return {};
+  }
+  store_.epoch_.store(epoch_, std::memory_order_release);
+  store_.last_index_.store(last_index_, std::memory_order_release);
   return {};
 }
 

@@ -20,6 +20,8 @@
 
 #include <lmdb.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,6 +34,7 @@
 #include <vector>
 
 #include "broker/storage/keys.h"
+#include "broker/storage/redo.h"
 #include "common/result.h"
 #include "storage_generated.h"
 
@@ -184,6 +187,31 @@ enum class Growth {
              // message, a delayed message released): may go on into the reserve's first half
 };
 
+// Where the replication log stands.
+struct LogPosition {
+  std::uint64_t last_index = 0;  // the newest record's; 0 while the log is empty
+  std::uint64_t epoch = 0;       // the newest epoch begun; 0 before the first
+};
+
+// One record of the replication log: its index and its bytes (redo.h).
+struct LogRecord {
+  std::uint64_t index = 0;
+  std::vector<std::uint8_t> bytes;
+};
+
+// An epoch of leadership: its number, the index of its first record, its leader's id.
+struct EpochStart {
+  std::uint64_t epoch = 0;
+  std::uint64_t first_index = 0;
+  std::string leader;
+};
+
+struct KeySpaceDigest {
+  std::string key_space;
+  std::uint64_t entries = 0;
+  std::string sha256;  // lowercase hex
+};
+
 class WriteTxn;
 struct HalfRecord;  // txn_records.h
 
@@ -279,6 +307,33 @@ class Store {
   // the caller verifies (broker/group_policy.cpp). Errors: LMDB's.
   Result<std::vector<std::pair<std::string, std::vector<std::uint8_t>>>> load_policies() const;
 
+  // -- the replication log (store_replog.cpp; redo.h has a record's bytes) ---------------
+
+  // The newest record's index (0: none yet) and the current epoch (0: none begun), as of
+  // the last commit. Thread: any (atomics the writer sets after each commit).
+  LogPosition log_position() const {
+    return {last_index_.load(std::memory_order_acquire), epoch_.load(std::memory_order_acquire)};
+  }
+  // The oldest record still kept (0: the log is empty). Errors: LMDB's.
+  Result<std::uint64_t> first_log_index() const;
+  // Records from index `from` on, in order, until max_bytes (at least one record when
+  // there is one). Errors: LMDB's.
+  Result<std::vector<LogRecord>> read_log_records(std::uint64_t from, std::size_t max_bytes) const;
+  // Every epoch begun, oldest first. Errors: a damaged record; LMDB's.
+  Result<std::vector<EpochStart>> epochs() const;
+  // Per replicated key space (every one but replog): how many entries and a SHA-256 over
+  // each key and value with their lengths, in key order. Two stores that hold the same
+  // state have the same digests. Errors: LMDB's.
+  Result<std::vector<KeySpaceDigest>> digest() const;
+  // What the log keeps (WriteTxn trims the oldest records at each commit past these), and
+  // the index below which records may go at all: the lowest one a follower still needs.
+  // Thread: retention any time; keep_from any thread (an atomic).
+  void set_log_retention(std::uint64_t max_bytes, std::uint64_t max_age_ms) {
+    log_max_bytes_ = max_bytes;
+    log_max_age_ms_ = max_age_ms;
+  }
+  void set_log_keep_from(std::uint64_t index) { log_keep_from_.store(index, std::memory_order_release); }
+
   // -- writes: writer thread ------------------------------------------------------------
 
   // Begins a transaction: the top-level batch transaction when parent is null, else a
@@ -303,9 +358,11 @@ class Store {
   static std::span<const NamedDb> key_spaces();
   // dir: for error messages.
   Status open_databases(const std::string& dir);
-  // Writes the layout marker into a new (fresh) store, checks it in any other; damaged
-  // builds the error for a store that has committed without one (store_meta.cpp).
-  Status check_layout_marker(MDB_txn* txn, bool fresh, const std::function<Error(const std::string&)>& damaged);
+  // Writes the layout marker into a new (fresh) store or one being upgraded, checks it in
+  // any other; damaged builds the error for a store that has committed without one
+  // (store_meta.cpp).
+  Status check_layout_marker(MDB_txn* txn, bool fresh, bool upgrade,
+                             const std::function<Error(const std::string&)>& damaged);
   // Live pages (see StorageUsage) as `txn` sees them, its own changes included. Costs one
   // mdb_stat per database: no page is read.
   std::uint64_t used_pages(MDB_txn* txn) const;
@@ -327,7 +384,18 @@ class Store {
   MDB_dbi txn_ended_ = 0;   // committed and rolled back transactions (store_txn.cpp)
   MDB_dbi txn_checks_ = 0;  // check-backs due, by span (store_txn.cpp)
   MDB_dbi producers_ = 0;   // idempotent producers' windows (store_producers.cpp)
+  MDB_dbi replog_ = 0;      // the replication log, by index (store_replog.cpp)
+  MDB_dbi epochs_ = 0;      // each epoch's first index and leader (store_replog.cpp)
   MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
+  // A database handle's kKeySpaces index, for the records (LMDB's handles are small).
+  std::array<std::uint8_t, 32> space_of_{};
+  std::atomic<std::uint64_t> last_index_{0};
+  std::atomic<std::uint64_t> epoch_{0};
+  std::atomic<std::uint64_t> log_keep_from_{UINT64_MAX};  // no follower holds the log back
+  std::uint64_t log_max_bytes_ = 1ull << 30;
+  std::uint64_t log_max_age_ms_ = 24ull * 3600 * 1000;
+  // Loads last_index_ and epoch_ (open()).
+  Status load_log_position(MDB_txn* txn);
   std::uint64_t max_bytes_ = 0;
   std::uint64_t page_size_ = 4096;
   bool created_ = false;  // open() made a new store: no store had committed here
@@ -356,6 +424,23 @@ class WriteTxn {
   // refused. Each costs one mdb_stat per database. Errors (check_room): kStorageFull.
   void begin_op();
   Status check_room();
+
+  // -- the replication log (store_replog.cpp) -------------------------------------------
+  // Every change a top-level transaction makes through the functions below is recorded;
+  // commit() appends them as one record to the log, in the same LMDB transaction, and
+  // trims the log's oldest records past its retention.
+
+  // Begins a new epoch led by `leader`: its first record is the next one, and this change
+  // is in it. Errors: kInvalidArgument when epoch is not above the current one; LMDB's.
+  Status begin_epoch(std::uint64_t epoch, std::string_view leader);
+  // A follower's: applies a leader's record at its index, change by change, and keeps it
+  // in this store's log as it is. Only records, nothing else, may be written in the same
+  // transaction. Errors: kInvalidArgument when index is not the one after the log's last;
+  // kStorageError when the record does not decode (nothing of it is applied); LMDB's.
+  Status apply_record(std::uint64_t index, std::span<const std::uint8_t> record);
+  // After a successful commit of a top-level transaction: the index of the newest record
+  // in the log (the one it appended or applied, or the one before when it changed nothing).
+  std::uint64_t committed_index() const { return last_index_; }
 
   // -- the message log (store_log.cpp) --------------------------------------------------
 
@@ -501,7 +586,12 @@ class WriteTxn {
 
  private:
   friend class Store;
-  WriteTxn(Store& store, MDB_txn* txn, WriteTxn* parent) : store_(store), txn_(txn), parent_(parent) {}
+  WriteTxn(Store& store, MDB_txn* txn, WriteTxn* parent)
+      : store_(store),
+        txn_(txn),
+        parent_(parent),
+        last_index_(parent ? parent->last_index_ : store.last_index_.load(std::memory_order_acquire)),
+        epoch_(parent ? parent->epoch_ : store.epoch_.load(std::memory_order_acquire)) {}
   void grows(Growth growth) {
     if (growth == Growth::kNewData) new_data_ = true;
   }
@@ -525,6 +615,20 @@ class WriteTxn {
   // hold prepared transactions.
   Status unschedule_check(TxnId id, std::uint64_t due_ms);
 
+  // Every change goes through these, which record it for the replication log: the same as
+  // mdb_put, mdb_cursor_put, mdb_del (key only) and mdb_cursor_del (the item under the
+  // cursor, which is on dbi), returning LMDB's code.
+  int put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags = 0);
+  int cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags);
+  int del(MDB_dbi dbi, MDB_val* key);
+  int cursor_del(MDB_cursor* cur, MDB_dbi dbi);
+  // Deletes every key of dbi that starts with prefix, recorded as one change.
+  int del_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix);
+  void record(RedoKind kind, MDB_dbi dbi, const MDB_val& key, const MDB_val* value);
+  // commit()'s part for the log: the record, and the trim of old ones.
+  Status append_record();
+  Status trim_log();
+
   // A cursor on dbi kept open for the rest of this LMDB transaction (dbi is txn_open_ or
   // txn_ended_); null with *rc set when it cannot be opened.
   MDB_cursor* kept_cursor(MDB_dbi dbi, int* rc);
@@ -544,6 +648,10 @@ class WriteTxn {
   flatbuffers::FlatBufferBuilder fbb_{256};
   std::vector<std::uint8_t> scratch_;  // a record copied out of the map
   std::vector<std::uint8_t> record_;   // a record being written
+  RedoBuilder redo_;                   // the changes made so far (see put())
+  bool applying_ = false;              // apply_record was called: the changes are a leader's
+  std::uint64_t last_index_ = 0;       // the log's newest index as this transaction sees it
+  std::uint64_t epoch_ = 0;            // the current epoch as this transaction sees it
 };
 
 }  // namespace txmq::broker::storage

@@ -11,6 +11,7 @@
 
 #include "broker/storage/keys.h"
 #include "broker/storage/layout.h"
+#include "broker/storage/redo.h"
 #include "broker/storage/store_internal.h"
 #include "broker/storage/txn_records.h"
 #include "storage_generated.h"
@@ -37,6 +38,7 @@ struct Shape {
 bool half_ok(Bytes b) { return HalfRecord::decode(b).has_value(); }
 bool ended_ok(Bytes b) { return EndedRecord::decode(b).has_value(); }
 bool u64_ok(Bytes b) { return b.size() >= 8; }
+bool redo_ok(Bytes b) { return for_each_change(b, kKeySpaces.size(), [](const RedoChange&) { return Status(); }).ok(); }
 
 constexpr Shape kShapes[] = {
     {"meta", 0, nullptr},
@@ -54,6 +56,8 @@ constexpr Shape kShapes[] = {
     {"txn_ended", 8, ended_ok},
     {"txn_checks", 16, u64_ok},
     {"producers", 8, verifies<ProducerRecord>},
+    {"replog", 8, redo_ok},
+    {"epochs", 8, u64_ok},
 };
 static_assert(names_every_key_space(kShapes), "kShapes must follow layout.h's kKeySpaces");
 
@@ -206,7 +210,7 @@ Result<StoreCheckReport> check_store(const std::string& dir) {
   MDB_env* raw = nullptr;
   if (int rc = mdb_env_create(&raw)) return lmdb_error(rc, "mdb_env_create");
   std::unique_ptr<MDB_env, EnvCloser> env(raw);
-  mdb_env_set_maxdbs(raw, 16);
+  mdb_env_set_maxdbs(raw, 24);
   if (int rc = mdb_env_open(raw, dir.c_str(), MDB_RDONLY | MDB_NOTLS, 0))
     return lmdb_error(rc, "cannot open the store in " + dir);
   StoreCheckReport report;

@@ -93,7 +93,7 @@ Status WriteTxn::mark_delivered(GroupId group, TopicId topic, PartitionId partit
   if (upto.value() <= delivered) return {};
   auto nv_bytes = two_u64(floor, upto.value());
   MDB_val nv = val(nv_bytes);
-  if ((rc = mdb_put(txn_, store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
+  if ((rc = put(store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
   return {};
 }
 
@@ -124,12 +124,12 @@ Result<Offset> WriteTxn::floor_past_trimmed(GroupId group, TopicId topic, Partit
            r == 0 && has_prefix(ak, from.bytes.data(), CursorKey::kSize) &&
            AckedKey::offset(static_cast<const std::uint8_t*>(ak.mv_data)) < first;
            r = mdb_cursor_get(acks.get(), &ak, &av, MDB_GET_CURRENT))
-        if ((r = mdb_cursor_del(acks.get(), 0))) return lmdb_error(r, "drop acks");
+        if ((r = cursor_del(acks.get(), store_.acked_))) return lmdb_error(r, "drop acks");
       return first;
     }
     AckedKey ak(group, topic, partition, floor);
     MDB_val akv = val(ak.bytes);
-    r = mdb_del(txn_, store_.acked_, &akv, nullptr);
+    r = del(store_.acked_, &akv);
     if (r && r != MDB_NOTFOUND) return lmdb_error(r, "drop acks");
   }
   return floor;
@@ -171,7 +171,7 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
     for (;;) {
       AckedKey ak(group, topic, partition, floor);
       MDB_val akv = val(ak.bytes);
-      int r = mdb_del(txn_, store_.acked_, &akv, nullptr);
+      int r = del(store_.acked_, &akv);
       if (r == MDB_NOTFOUND) return 0;
       if (r) return r;
       floor = next(floor);
@@ -194,12 +194,12 @@ Result<Offset> WriteTxn::ack(GroupId group, TopicId topic, PartitionId partition
     }
     AckedKey ak(group, topic, partition, o);
     MDB_val akv = val(ak.bytes), empty = val(nullptr, 0);
-    if ((rc = mdb_put(txn_, store_.acked_, &akv, &empty, 0))) return lmdb_error(rc, "write ack");
+    if ((rc = put(store_.acked_, &akv, &empty, 0))) return lmdb_error(rc, "write ack");
   }
   if (floor != old_floor) {
     auto fv = two_u64(floor.value(), std::max(delivered_upto, floor.value()));
     MDB_val nv = val(fv);
-    if ((rc = mdb_put(txn_, store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
+    if ((rc = put(store_.cursors_, &k, &nv, 0))) return lmdb_error(rc, "write cursor");
   }
   return floor;
 }
@@ -225,14 +225,14 @@ Status WriteTxn::put_pending(GroupId group, TopicId topic, PartitionId partition
                                   record.due_ms, reasons.empty() ? 0 : fbb_.CreateVector(reasons)));
   PendingKey pk(group, topic, partition, offset);
   MDB_val k = val(pk.bytes), v = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if (int rc = mdb_put(txn_, store_.pending_, &k, &v, 0)) return lmdb_error(rc, "write pending");
+  if (int rc = put(store_.pending_, &k, &v, 0)) return lmdb_error(rc, "write pending");
   return {};
 }
 
 Status WriteTxn::clear_pending(GroupId group, TopicId topic, PartitionId partition, Offset offset) {
   PendingKey pk(group, topic, partition, offset);
   MDB_val k = val(pk.bytes);
-  int rc = mdb_del(txn_, store_.pending_, &k, nullptr);
+  int rc = del(store_.pending_, &k);
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete pending");
   return {};
 }

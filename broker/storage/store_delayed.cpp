@@ -33,7 +33,7 @@ Status WriteTxn::put_delayed(std::uint64_t due_ms, TopicId topic, PartitionId pa
   fbb_.Finish(CreateDelayedRecord(fbb_, topic.value(), partition.value(), msg));
   DelayedKey dk(due_ms, *seq);
   MDB_val k = val(dk.bytes), v = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if (int rc = mdb_put(txn_, store_.delayed_, &k, &v, 0)) return lmdb_error(rc, "write delayed");
+  if (int rc = put(store_.delayed_, &k, &v, 0)) return lmdb_error(rc, "write delayed");
   return {};
 }
 
@@ -51,7 +51,7 @@ Result<std::vector<std::pair<TopicId, std::pair<PartitionId, Offset>>>> WriteTxn
     // Copied (8-byte aligned, as FlatBuffers wants) before the delete frees its page.
     std::vector<std::uint64_t> copy((v.mv_size + 7) / 8), unused;
     if (v.mv_size) std::memcpy(copy.data(), v.mv_data, v.mv_size);
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "delete delayed");
+    if ((rc = cursor_del(cur.get(), store_.delayed_))) return lmdb_error(rc, "delete delayed");
     auto rec = verified<DelayedRecord>(val(copy.data(), v.mv_size), unused, "delayed");
     if (!rec || !(*rec)->message()) continue;  // unreadable: dropped
     const MessageParts m = parts_of(*(*rec)->message());

@@ -99,11 +99,11 @@ Result<Offset> WriteTxn::append_record(TopicId topic, PartitionId partition, std
   LogKey lk(topic, partition, offset);
   MDB_val lkv = val(lk.bytes);
   MDB_val data = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = mdb_put(txn_, store_.log_, &lkv, &data, 0))) return lmdb_error(rc, "append");
+  if ((rc = put(store_.log_, &lkv, &data, 0))) return lmdb_error(rc, "append");
 
   auto next = two_u64(offset.value() + 1, stored_bytes + data.mv_size);
   MDB_val nv = val(next);
-  if ((rc = mdb_put(txn_, store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "append");
+  if ((rc = put(store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "append");
   return offset;
 }
 
@@ -126,7 +126,7 @@ Status WriteTxn::delete_message(TopicId topic, PartitionId partition, Offset off
   if (rc == MDB_NOTFOUND) return Error(ErrorCode::kInvalidArgument, "message not stored");
   if (rc) return lmdb_error(rc, "read message");
   const auto size = static_cast<std::int64_t>(v.mv_size);
-  if ((rc = mdb_del(txn_, store_.log_, &k, nullptr))) return lmdb_error(rc, "delete message");
+  if ((rc = del(store_.log_, &k))) return lmdb_error(rc, "delete message");
   return add_partition_bytes(topic, partition, -size);
 }
 
@@ -140,7 +140,7 @@ Status WriteTxn::add_partition_bytes(TopicId topic, PartitionId partition, std::
   const auto bytes = static_cast<std::int64_t>(read_second_u64(v)) + delta;
   auto nv_bytes = two_u64(next, static_cast<std::uint64_t>(std::max<std::int64_t>(bytes, 0)));
   MDB_val nv = val(nv_bytes);
-  if ((rc = mdb_put(txn_, store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "write partition");
+  if ((rc = put(store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "write partition");
   return {};
 }
 
@@ -167,14 +167,14 @@ Result<std::size_t> WriteTxn::trim(TopicId topic, PartitionId partition, std::ui
     const bool too_old = message && (*message)->timestamp_ms() < min_timestamp_ms;
     if (!too_old && bytes <= max_bytes) break;
     bytes -= std::min<std::uint64_t>(bytes, v.mv_size);
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "trim");
+    if ((rc = cursor_del(cur.get(), store_.log_))) return lmdb_error(rc, "trim");
     ++deleted;
   }
   if (rc != 0 && rc != MDB_NOTFOUND && rc != EINVAL) return lmdb_error(rc, "trim");
   if (deleted > 0) {
     auto nv_bytes = two_u64(next_offset, bytes);
     MDB_val nv = val(nv_bytes);
-    if ((rc = mdb_put(txn_, store_.partitions_, &pkv, &nv, 0))) return lmdb_error(rc, "write partition");
+    if ((rc = put(store_.partitions_, &pkv, &nv, 0))) return lmdb_error(rc, "write partition");
   }
   return deleted;
 }

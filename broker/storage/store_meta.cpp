@@ -11,11 +11,11 @@
 namespace txmq::broker::storage {
 using namespace internal;
 
-Status Store::check_layout_marker(MDB_txn* txn, bool fresh,
+Status Store::check_layout_marker(MDB_txn* txn, bool fresh, bool upgrade,
                                   const std::function<Error(const std::string&)>& damaged) {
   MDB_val k = val(kLayoutMarkerKey), v;
   int rc = mdb_get(txn, meta_, &k, &v);
-  if (rc == MDB_NOTFOUND && fresh) {
+  if ((rc == MDB_NOTFOUND && fresh) || (rc == 0 && upgrade)) {
     std::array<std::uint8_t, 4> version;
     put_be32(version.data(), kLayoutVersion);
     MDB_val nv = val(version);
@@ -111,12 +111,12 @@ Result<TopicMeta> WriteTxn::create_topic(std::string_view name, std::uint32_t pa
   fbb_.Finish(CreateTopicRecord(fbb_, meta.id.value(), fbb_.CreateString(meta.name), partitions, now_ms,
                                 retention_ms, retention_bytes));
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = mdb_put(txn_, store_.topics_, &k, &rec, 0))) return lmdb_error(rc, "write topic");
+  if ((rc = put(store_.topics_, &k, &rec, 0))) return lmdb_error(rc, "write topic");
   std::array<std::uint8_t, 16> zero{};
   for (std::uint32_t p = 0; p < partitions; ++p) {
     PartitionKey pk(meta.id, PartitionId(p));
     MDB_val pkv = val(pk.bytes), zv = val(zero);
-    if ((rc = mdb_put(txn_, store_.partitions_, &pkv, &zv, 0)))
+    if ((rc = put(store_.partitions_, &pkv, &zv, 0)))
       return lmdb_error(rc, "write partition");
   }
   return meta;
@@ -131,11 +131,11 @@ Status WriteTxn::delete_topic(std::string_view name) {
   auto record = verified<TopicRecord>(v, scratch, "topics");
   if (!record) return record.error();
   const TopicId id((*record)->id());
-  if ((rc = mdb_del(txn_, store_.topics_, &k, nullptr))) return lmdb_error(rc, "delete topic");
+  if ((rc = del(store_.topics_, &k))) return lmdb_error(rc, "delete topic");
   std::array<std::uint8_t, 4> prefix;
   put_be32(prefix.data(), id.value());
-  if ((rc = delete_prefix(txn_, store_.log_, prefix.data(), 4))) return lmdb_error(rc, "delete log");
-  if ((rc = delete_prefix(txn_, store_.partitions_, prefix.data(), 4)))
+  if ((rc = del_prefix(store_.log_, prefix))) return lmdb_error(rc, "delete log");
+  if ((rc = del_prefix(store_.partitions_, prefix)))
     return lmdb_error(rc, "delete partitions");
   // Cursors and acks are keyed by group first; topic ids are never reused, so walking
   // them all once here is simpler than a second index, and deletes are rare.
@@ -144,7 +144,7 @@ Status WriteTxn::delete_topic(std::string_view name) {
     MDB_val ck, cv;
     for (rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_FIRST); rc == 0;) {
       if (get_be32(static_cast<const std::uint8_t*>(ck.mv_data) + 4) == id.value()) {
-        if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "delete cursor");
+        if ((rc = cursor_del(cur.get(), dbi))) return lmdb_error(rc, "delete cursor");
         rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_GET_CURRENT);
       } else {
         rc = mdb_cursor_get(cur.get(), &ck, &cv, MDB_NEXT);
@@ -167,13 +167,13 @@ Result<GroupId> WriteTxn::intern_group(std::string_view name) {
   std::array<std::uint8_t, 4> idv;
   put_be32(idv.data(), *id);
   MDB_val nv = val(idv);
-  if ((rc = mdb_put(txn_, store_.groups_, &k, &nv, 0))) return lmdb_error(rc, "write group");
+  if ((rc = put(store_.groups_, &k, &nv, 0))) return lmdb_error(rc, "write group");
   return GroupId(*id);
 }
 
 Status WriteTxn::put_policy(std::string_view key, std::span<const std::uint8_t> record) {
   MDB_val k = val(key), v = val(record.data(), record.size());
-  if (int rc = mdb_put(txn_, store_.policies_, &k, &v, 0)) return lmdb_error(rc, "write policy");
+  if (int rc = put(store_.policies_, &k, &v, 0)) return lmdb_error(rc, "write policy");
   return {};
 }
 
@@ -187,7 +187,7 @@ Result<std::uint32_t> WriteTxn::next_counter(std::string_view name, std::uint32_
   std::array<std::uint8_t, 4> next;
   put_be32(next.data(), id + n);
   MDB_val nv = val(next);
-  if ((rc = mdb_put(txn_, store_.meta_, &k, &nv, 0))) return lmdb_error(rc, "write counter");
+  if ((rc = put(store_.meta_, &k, &nv, 0))) return lmdb_error(rc, "write counter");
   return id;
 }
 

@@ -107,7 +107,7 @@ Status WriteTxn::record_producer_batch(ProducerId producer, Sequence sequence,
   }
   build_record(fbb_, w, now_ms);
   MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = mdb_put(txn_, store_.producers_, &k, &rec, 0))) return lmdb_error(rc, "write producer");
+  if ((rc = put(store_.producers_, &k, &rec, 0))) return lmdb_error(rc, "write producer");
   return {};
 }
 
@@ -128,7 +128,7 @@ Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint
       // the upgrade's restart), so its clock starts now rather than at the epoch.
       build_record(fbb_, window_of(*r), now_ms);
       MDB_val rec = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-      if ((rc = mdb_cursor_put(cur.get(), &k, &rec, MDB_CURRENT))) return lmdb_error(rc, "stamp producer");
+      if ((rc = cursor_put(cur.get(), store_.producers_, &k, &rec, MDB_CURRENT))) return lmdb_error(rc, "stamp producer");
       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
       continue;
     }
@@ -138,7 +138,7 @@ Result<std::size_t> WriteTxn::prune_producers(std::uint64_t before_ms, std::uint
     }
     // Silent too long; or a record that does not verify, which could not dedupe anything.
     if (!r) spdlog::warn("dropping a producer record that does not verify");
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune producers");
+    if ((rc = cursor_del(cur.get(), store_.producers_))) return lmdb_error(rc, "prune producers");
     ++n;
     // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
     rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);

@@ -40,14 +40,6 @@ constexpr auto kRolledBack = TxnState::kRolledBack;
 // for long, and never makes a round unbounded.
 constexpr std::size_t kPruneScanFactor = 8;
 
-// Puts a record whose key is most likely the largest yet (ids and check times grow) at the
-// end without a search, else where it belongs.
-int put_likely_last(MDB_txn* txn, MDB_dbi dbi, MDB_val& key, MDB_val& value) {
-  int rc = mdb_put(txn, dbi, &key, &value, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_put(txn, dbi, &key, &value, 0);
-  return rc;
-}
-
 // A record of any of the three key spaces, copied out; nullopt when it does not decode.
 std::optional<OwnedTxn> parse_any(TxnId id, MDB_dbi where, MDB_dbi ended, const MDB_val& v) {
   if (where == ended) {
@@ -264,7 +256,7 @@ Result<TxnId> WriteTxn::prepare(TxnId id, TopicId topic, PartitionId partition, 
   MDB_cursor* open = kept_cursor(store_.txn_open_, &rc);
   if (!open) return lmdb_error(rc, "cursor");
   // Fresh ids are larger than any stored one, so the record goes at the end without a search.
-  rc = mdb_cursor_put(open, &k, &rec, MDB_APPEND);
+  rc = cursor_put(open, store_.txn_open_, &k, &rec, MDB_APPEND);
   if (rc == MDB_KEYEXIST) return Error(ErrorCode::kStorageError, "transaction id " + std::to_string(id.value()) + " is not fresh");
   if (rc) return lmdb_error(rc, "write transaction");
   return id;
@@ -274,7 +266,10 @@ Status WriteTxn::schedule_check(TxnId first_id, TxnId last_id, std::uint64_t due
   auto key = pair_key(due_ms, first_id);
   auto last = txn_key(last_id);
   MDB_val k = val(key), v = val(last);
-  if (int rc = put_likely_last(txn_, store_.txn_checks_, k, v)) return lmdb_error(rc, "schedule check");
+  // Check times grow: the span most likely goes at the end, without a search.
+  int rc = put(store_.txn_checks_, &k, &v, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = put(store_.txn_checks_, &k, &v, 0);
+  if (rc) return lmdb_error(rc, "schedule check");
   return {};
 }
 
@@ -296,7 +291,7 @@ Status WriteTxn::unschedule_check(TxnId id, std::uint64_t due_ms) {
   int rc = find_span(cur.get(), due_ms, id, span);
   if (rc == MDB_NOTFOUND) return {};
   if (rc) return lmdb_error(rc, "read checks");
-  if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "reschedule check");
+  if ((rc = cursor_del(cur.get(), store_.txn_checks_))) return lmdb_error(rc, "reschedule check");
   // The parts on either side keep their time, if they still hold anyone.
   const TxnId before(id.value() - 1), after(id.value() + 1);
   if (span.first_id < id) {
@@ -324,7 +319,7 @@ Status WriteTxn::drop_check_span(const CheckSpan& span) {
   MDB_val k = val(key), v;
   int rc = mdb_get(txn_, store_.txn_checks_, &k, &v);
   if (rc == MDB_NOTFOUND || (rc == 0 && span_of(k, v).last_id != span.last_id)) return {};
-  if (rc || (rc = mdb_del(txn_, store_.txn_checks_, &k, nullptr))) return lmdb_error(rc, "drop check span");
+  if (rc || (rc = del(store_.txn_checks_, &k))) return lmdb_error(rc, "drop check span");
   return {};
 }
 
@@ -375,8 +370,8 @@ Status WriteTxn::put_ended(MDB_val& key, const HalfRecord& half, TxnState state,
   int rc;
   MDB_cursor* ended_at = kept_cursor(store_.txn_ended_, &rc);
   if (!ended_at) return lmdb_error(rc, "cursor");
-  rc = mdb_cursor_put(ended_at, &key, &rec, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(ended_at, &key, &rec, 0);
+  rc = cursor_put(ended_at, store_.txn_ended_, &key, &rec, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = cursor_put(ended_at, store_.txn_ended_, &key, &rec, 0);
   if (rc) return lmdb_error(rc, "end transaction");
   return {};
 }
@@ -416,7 +411,7 @@ Result<TxnEndResult> WriteTxn::end_txn(TxnId id, bool commit, std::string_view r
   out.partition = PartitionId(half->partition);
   out.state = half->state;
 
-  rc = where == store_.txn_open_ ? mdb_cursor_del(open, 0) : mdb_del(txn_, where, &k, nullptr);
+  rc = where == store_.txn_open_ ? cursor_del(open, store_.txn_open_) : del(where, &k);
   if (rc) return lmdb_error(rc, "end transaction");
   if (commit)
     if (auto st = deliver_commit(*half, resolution, now_ms, out); !st) return st.error();
@@ -458,14 +453,14 @@ Status WriteTxn::checked(TxnId id, std::uint32_t checks, std::uint64_t next_chec
   if (park) {
     record_[HalfRecord::kStateAt] = static_cast<std::uint8_t>(kParked);
     put_be64(record_.data() + HalfRecord::kNextCheckAt, 0);
-    if ((rc = mdb_del(txn_, store_.txn_open_, &k, nullptr))) return lmdb_error(rc, "park");
+    if ((rc = del(store_.txn_open_, &k))) return lmdb_error(rc, "park");
     into = store_.txn_parked_;
   } else {
     put_be64(record_.data() + HalfRecord::kNextCheckAt, next_check_ms);
     if (auto st = schedule_check(id, id, next_check_ms); !st) return st;
   }
   MDB_val rec = val(record_.data(), record_.size());
-  if ((rc = mdb_put(txn_, into, &k, &rec, 0))) return lmdb_error(rc, "write transaction");
+  if ((rc = put(into, &k, &rec, 0))) return lmdb_error(rc, "write transaction");
   return {};
 }
 
@@ -482,7 +477,7 @@ Result<std::size_t> WriteTxn::prune_ended(std::uint64_t before_ms, std::size_t m
       rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);  // open long, ended recently: kept
       continue;
     }
-    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "prune");
+    if ((rc = cursor_del(cur.get(), store_.txn_ended_))) return lmdb_error(rc, "prune");
     ++n;
     // After a delete the cursor sits on the next item; GET_CURRENT fails past the end.
     rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);

@@ -1,0 +1,226 @@
+// broker/storage: the replication log. Changes made on one store, applied as records to
+// another, leave the two with the same digest; records that do not fit are refused whole.
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/storage/layout.h"
+#include "broker/storage/redo.h"
+#include "broker/storage/store.h"
+#include "tests/support/broker_process.h"
+
+using namespace txmq;
+using namespace txmq::broker::storage;
+using txmq::test::TempDir;
+
+namespace {
+
+std::span<const std::uint8_t> as_bytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+std::unique_ptr<Store> open_store(const std::string& dir) {
+  auto store = Store::open(StoreOptions{dir, 256ull << 20, SyncMode::kDurable});
+  REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().describe()));
+  return std::move(*store);
+}
+
+// Runs fn in one committed top-level transaction.
+void write(Store& store, const std::function<void(WriteTxn&)>& fn) {
+  auto txn = store.begin_write(nullptr);
+  REQUIRE(txn.ok());
+  fn(**txn);
+  auto st = (*txn)->commit();
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+}
+
+// Applies every record of `from` the follower does not have yet, in one transaction.
+void catch_up(const Store& from, Store& to) {
+  auto records = from.read_log_records(to.log_position().last_index + 1, 1 << 30);
+  REQUIRE(records.ok());
+  write(to, [&](WriteTxn& txn) {
+    for (const auto& r : *records) {
+      auto st = txn.apply_record(r.index, r.bytes);
+      REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+    }
+  });
+}
+
+std::vector<KeySpaceDigest> digest(const Store& store) {
+  auto d = store.digest();
+  REQUIRE(d.ok());
+  return *d;
+}
+
+void check_same(const Store& a, const Store& b) {
+  auto da = digest(a), db = digest(b);
+  REQUIRE(da.size() == db.size());
+  for (std::size_t i = 0; i < da.size(); ++i) {
+    INFO("key space " << da[i].key_space);
+    CHECK(da[i].entries == db[i].entries);
+    CHECK(da[i].sha256 == db[i].sha256);
+  }
+  CHECK(a.log_position().last_index == b.log_position().last_index);
+  CHECK(a.log_position().epoch == b.log_position().epoch);
+}
+
+}  // namespace
+
+TEST_CASE("a follower that applies the leader's records holds the leader's store, key space by key space") {
+  TempDir dir_a, dir_b;
+  auto leader = open_store(dir_a.path());
+  auto follower = open_store(dir_b.path());
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  TopicMeta topic;
+  write(*leader, [&](WriteTxn& txn) {
+    auto t = txn.create_topic("orders", 2, 1000);
+    REQUIRE(t.ok());
+    topic = *t;
+  });
+  write(*leader, [&](WriteTxn& txn) {
+    for (int i = 0; i < 50; ++i)
+      REQUIRE(txn.append(topic.id, PartitionId(i % 2), 1000 + i, as_bytes("k"), {}, as_bytes("body " + std::to_string(i))).ok());
+  });
+  GroupId group;
+  write(*leader, [&](WriteTxn& txn) {
+    auto g = txn.intern_group("warehouse");
+    REQUIRE(g.ok());
+    group = *g;
+    std::vector<Offset> acks{Offset(0), Offset(1), Offset(3)};
+    REQUIRE(txn.ack(group, topic.id, PartitionId(0), acks).ok());
+    REQUIRE(txn.put_pending(group, topic.id, PartitionId(0), Offset(2), OwnedPending{1, 5, 5, 99, {"nack"}}).ok());
+  });
+  // A nested transaction that is dropped leaves nothing in the record; one that commits does.
+  write(*leader, [&](WriteTxn& txn) {
+    {
+      auto child = txn.nested();
+      REQUIRE(child.ok());
+      REQUIRE((*child)->create_topic("dropped", 1, 1).ok());
+    }
+    auto child = txn.nested();
+    REQUIRE(child.ok());
+    REQUIRE((*child)->create_topic("kept", 1, 1).ok());
+    REQUIRE((*child)->commit().ok());
+  });
+  write(*leader, [&](WriteTxn& txn) {
+    auto ids = txn.new_txn_ids(2, 5000);
+    REQUIRE(ids.ok());
+    for (TxnId id : *ids)
+      REQUIRE(txn.prepare(id, topic.id, PartitionId(0), "orders-service", 5000, as_bytes("k"), {}, as_bytes("half"), 0, 9000).ok());
+    REQUIRE(txn.schedule_check((*ids)[0], (*ids)[1], 9000).ok());
+    REQUIRE(txn.end_txn((*ids)[0], true, "producer", 5001).ok());
+  });
+  catch_up(*leader, *follower);
+  check_same(*leader, *follower);
+
+  // Deleting a topic is one change for its whole log; a trim deletes message by message.
+  write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.trim(topic.id, PartitionId(1), 1010, UINT64_MAX, 100).ok()); });
+  write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.delete_topic("kept").ok()); });
+  write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.begin_epoch(2, "b").ok()); });
+  catch_up(*leader, *follower);
+  check_same(*leader, *follower);
+  auto epochs = follower->epochs();
+  REQUIRE(epochs.ok());
+  REQUIRE(epochs->size() == 2);
+  CHECK((*epochs)[1].epoch == 2);
+  CHECK((*epochs)[1].leader == "b");
+  CHECK((*epochs)[1].first_index == leader->log_position().last_index);
+
+  // The follower's log survives a restart as it was.
+  follower.reset();
+  follower = open_store(dir_b.path());
+  check_same(*leader, *follower);
+}
+
+TEST_CASE("a record out of order or that does not decode is refused and nothing of it is applied") {
+  TempDir dir_a, dir_b;
+  auto leader = open_store(dir_a.path());
+  auto follower = open_store(dir_b.path());
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("b", 1, 1).ok()); });
+  auto records = leader->read_log_records(1, 1 << 20);
+  REQUIRE(records.ok());
+  REQUIRE(records->size() == 2);
+
+  auto txn = follower->begin_write(nullptr);
+  REQUIRE(txn.ok());
+  auto skipped = (*txn)->apply_record(2, (*records)[1].bytes);
+  CHECK(skipped.error().code == ErrorCode::kInvalidArgument);
+  auto cut = (*records)[0].bytes;
+  cut.resize(cut.size() - 3);
+  CHECK((*txn)->apply_record(1, cut).error().code == ErrorCode::kStorageError);
+  auto wrong_space = (*records)[0].bytes;
+  wrong_space[kRedoHeaderBytes + 1] = static_cast<std::uint8_t>(kReplogSpace);
+  CHECK((*txn)->apply_record(1, wrong_space).error().code == ErrorCode::kStorageError);
+  REQUIRE((*txn)->commit().ok());
+  auto topics = follower->load_topics();
+  REQUIRE(topics.ok());
+  CHECK(topics->empty());
+  CHECK(follower->log_position().last_index == 0);
+}
+
+TEST_CASE("a transaction that applies records may write nothing of its own") {
+  TempDir dir_a, dir_b;
+  auto leader = open_store(dir_a.path());
+  auto follower = open_store(dir_b.path());
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
+  auto records = leader->read_log_records(1, 1 << 20);
+  REQUIRE(records.ok());
+  auto txn = follower->begin_write(nullptr);
+  REQUIRE(txn.ok());
+  REQUIRE((*txn)->create_topic("local", 1, 1).ok());
+  CHECK((*txn)->apply_record(1, (*records)[0].bytes).error().code == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("the log is trimmed past its size, never past what a follower still needs") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  store->set_log_retention(0, UINT64_MAX / 2);  // keep nothing more than the newest record
+  store->set_log_keep_from(5);
+  for (int i = 0; i < 10; ++i) write(*store, [&](WriteTxn& txn) { REQUIRE(txn.create_topic("t" + std::to_string(i), 1, 1).ok()); });
+  auto first = store->first_log_index();
+  REQUIRE(first.ok());
+  CHECK(*first == 5);
+  store->set_log_keep_from(UINT64_MAX);
+  write(*store, [&](WriteTxn& txn) { REQUIRE(txn.create_topic("last", 1, 1).ok()); });
+  first = store->first_log_index();
+  REQUIRE(first.ok());
+  CHECK(*first == 10);  // the newest before this commit stays; the commit adds 11
+  CHECK(store->log_position().last_index == 11);
+}
+
+TEST_CASE("redo records: what is built is read back; a damaged one is refused before anything is visited") {
+  RedoBuilder b;
+  std::vector<std::uint8_t> big(300, 7);
+  b.add(RedoKind::kPut, 1, as_bytes("key"), big);
+  b.add(RedoKind::kDelete, 3, as_bytes("gone"));
+  b.add(RedoKind::kDeletePrefix, 3, as_bytes("\x01"));
+  auto record = b.record({7, 1234});
+  auto header = redo_header(record);
+  REQUIRE(header.ok());
+  CHECK(header->epoch == 7);
+  CHECK(header->time_ms == 1234);
+  std::vector<RedoKind> kinds;
+  REQUIRE(for_each_change(record, kKeySpaces.size(), [&](const RedoChange& c) {
+            kinds.push_back(c.kind);
+            if (c.kind == RedoKind::kPut) CHECK(c.value.size() == 300);
+            return Status();
+          }).ok());
+  CHECK(kinds == std::vector<RedoKind>{RedoKind::kPut, RedoKind::kDelete, RedoKind::kDeletePrefix});
+  // Every truncation of the record is refused whole, or is a shorter valid record.
+  for (std::size_t n = 0; n < record.size(); ++n) {
+    std::span<const std::uint8_t> cut(record.data(), n);
+    int visited = 0;
+    auto st = for_each_change(cut, kKeySpaces.size(), [&](const RedoChange&) {
+      ++visited;
+      return Status();
+    });
+    if (!st) CHECK(visited == 0);
+  }
+  auto unknown = record;
+  unknown[kRedoHeaderBytes] = 9;
+  CHECK_FALSE(for_each_change(unknown, kKeySpaces.size(), [](const RedoChange&) { return Status(); }).ok());
+}
