@@ -3,6 +3,7 @@
 #include <toml.hpp>
 
 #include "common/address.h"
+#include "common/names.h"
 
 namespace txmq::broker {
 namespace {
@@ -91,6 +92,42 @@ void read_security(const toml::value& root, BrokerConfig& c) {
   if (root.contains("audit")) read(toml::find(root, "audit"), "file", c.audit_file);
 }
 
+// The [replication] table.
+void read_replication(const toml::value& root, ReplicationConfig& r) {
+  if (!root.contains("replication")) return;
+  const auto& t = toml::find(root, "replication");
+  read(t, "id", r.id);
+  if (t.contains("role")) {
+    const std::string role = toml::find<std::string>(t, "role");
+    if (role != "leader" && role != "follower")
+      throw std::runtime_error("replication.role must be \"leader\" or \"follower\", not \"" + role + "\"");
+    r.leader = role == "leader";
+  }
+  if (t.contains("mode")) {
+    const std::string mode = toml::find<std::string>(t, "mode");
+    if (mode != "sync" && mode != "async")
+      throw std::runtime_error("replication.mode must be \"sync\" or \"async\", not \"" + mode + "\"");
+    r.sync = mode == "sync";
+  }
+  if (t.contains("peers")) {
+    r.peers.clear();
+    for (const auto& [id, address] : toml::find(t, "peers").as_table()) {
+      if (!address.is_string()) throw std::runtime_error("replication.peers." + id + " must be \"host:port\"");
+      r.peers.emplace_back(id, address.as_string());
+    }
+  }
+  read(t, "min_insync", r.min_insync);
+  read(t, "user", r.user);
+  read(t, "password_file", r.password_file);
+  read_with(root, "replication", "replica_lag_max_ms", r.lag_max, parse_ms);
+  read_with(root, "replication", "fetch_wait_ms", r.fetch_wait, parse_ms);
+  read_with(root, "replication", "fetch_max_bytes", r.fetch_max_bytes,
+            [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 256u << 20)); });
+  read_with(root, "replication", "log_max_bytes", r.log_max_bytes, [](const toml::value& v) { return parse_size(v, UINT64_MAX); });
+  read_with(root, "replication", "log_max_age_ms", r.log_max_age_ms,
+            [](const toml::value& v) { return static_cast<std::uint64_t>(parse_ms(v).count()); });
+}
+
 }  // namespace
 
 Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
@@ -153,11 +190,39 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     read_with(root, "producers", "expiry_ms", c.producer_expiry, parse_ms);
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
     read_security(root, c);
+    read_replication(root, c.replication);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
   }
   return c;
 }
+
+namespace {
+
+Status validate_replication(const ReplicationConfig& r) {
+  auto bad = [](std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); };
+  if (!r.enabled()) {
+    if (!r.peers.empty()) return bad("replication.peers needs replication.id (this broker's name among them)");
+    return {};
+  }
+  if (!common::valid_name(r.id)) return bad("replication.id '" + r.id + "' is not a valid name");
+  bool self = false;
+  for (const auto& [id, address] : r.peers) {
+    if (!common::valid_name(id)) return bad("replication.peers: '" + id + "' is not a valid name");
+    if (auto a = common::parse_host_port(address); !a) return bad("replication.peers." + id + ": " + a.error().message);
+    self = self || id == r.id;
+  }
+  if (!self) return bad("replication.peers must name this broker too (" + r.id + " = \"host:port\")");
+  if (r.min_insync < 1 || r.min_insync > r.peers.size())
+    return bad("replication.min_insync must be between 1 and the number of peers (" + std::to_string(r.peers.size()) + ")");
+  if (r.lag_max.count() < 100) return bad("replication.replica_lag_max_ms must be at least 100");
+  if (r.fetch_wait.count() > r.lag_max.count() / 2)
+    return bad("replication.fetch_wait_ms must be at most half of replication.replica_lag_max_ms");
+  if (r.fetch_max_bytes < 64u << 10) return bad("replication.fetch_max_bytes must be at least 64KiB");
+  return {};
+}
+
+}  // namespace
 
 Status validate(const BrokerConfig& c) {
   auto bad = [](std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); };
@@ -197,6 +262,7 @@ Status validate(const BrokerConfig& c) {
     if (c.tls_client_auth != common::TlsClientAuth::kNone && c.tls_files.ca_file.empty())
       return bad("tls.client_auth = \"optional\" or \"required\" needs tls.ca_file (the CA of client certificates)");
   }
+  if (auto st = validate_replication(c.replication); !st) return st;
   if (c.tls_metrics && (c.tls_files.cert_file.empty() || c.tls_files.key_file.empty()))
     return bad("tls.metrics needs tls.cert_file and tls.key_file (the metrics endpoint serves the same certificate)");
   if (c.auth_enabled) {

@@ -5,12 +5,36 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "broker/storage/store.h"
 #include "common/result.h"
 #include "common/tls_session.h"
 
 namespace txmq::broker {
+
+// Replication (broker/replication.h): a leader ships its log to followers that pull it.
+struct ReplicationConfig {
+  std::string id;                 // replication.id: this broker's name among its peers; "" is off
+  bool leader = true;             // replication.role: "leader" or "follower" at start
+  // replication.peers: every member, this one included, id -> client address "host:port"
+  // ([replication.peers] b1 = "127.0.0.1:7001"). A follower fetches from the leader here;
+  // NotLeader answers name the leader's address from here.
+  std::vector<std::pair<std::string, std::string>> peers;
+  bool sync = true;               // replication.mode: "sync" (confirm once on min_insync) or "async"
+  std::uint32_t min_insync = 2;   // replication.min_insync: leader included
+  std::chrono::milliseconds lag_max{10000};       // replication.replica_lag_max_ms
+  std::uint32_t fetch_max_bytes = 4u << 20;       // replication.fetch_max_bytes
+  std::chrono::milliseconds fetch_wait{500};      // replication.fetch_wait_ms
+  std::uint64_t log_max_bytes = 1ull << 30;       // replication.log_max_bytes
+  std::uint64_t log_max_age_ms = 24ull * 3600 * 1000;  // replication.log_max_age_ms
+  // How a follower logs in to the leader when the leader authenticates (SCRAM); with
+  // tls.enabled it connects with TLS, trusting tls.ca_file and showing tls.cert_file.
+  std::string user;               // replication.user
+  std::string password_file;      // replication.password_file
+  bool enabled() const { return !id.empty(); }
+};
 
 struct BrokerConfig {
   std::string listen = "127.0.0.1:7411";          // broker.listen
@@ -69,6 +93,8 @@ struct BrokerConfig {
 
   // The audit trail of operator actions, one JSON object per line ("": data_dir/audit.log).
   std::string audit_file;                         // audit.file
+
+  ReplicationConfig replication;                  // [replication]
 };
 
 // Reads a TOML file over the defaults. kInvalidArgument names the file, key and problem.

@@ -28,6 +28,9 @@ namespace txmq {
   X(kStorageError,        21,   true,      "storage error")                               \
   X(kShuttingDown,        22,   true,      "broker is shutting down")                     \
   X(kBusy,                23,   true,      "broker is busy")                              \
+  X(kNotLeader,           24,   true,      "this broker is not the leader")               \
+  X(kNotEnoughReplicas,   25,   true,      "fewer in-sync replicas than min_insync")      \
+  X(kStaleEpoch,          26,   true,      "the epoch is not this leader's")              \
   X(kTimeout,             30,   true,      "timed out")                                   \
   X(kConnectionLost,      31,   true,      "connection lost")                             \
   X(kNotConnected,        32,   true,      "not connected to a broker")                   \

@@ -16,6 +16,9 @@ namespace txmq {
 struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;  // context for a person: "unknown topic 'orders'"
+  // kNotLeader: the leader's client address ("host:port") when the broker that refused
+  // knows it, for a client to go there; empty otherwise.
+  std::string leader;
 
   Error() = default;
   Error(ErrorCode c) : code(c), message(default_message(c)) {}

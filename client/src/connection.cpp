@@ -30,7 +30,9 @@ Status as_status(const wire::Frame& frame) {
   if (frame.body_type() != wire::Body::Error) return {};
   const auto* e = frame.body_as_Error();
   ErrorCode code = error_code_from_wire(e->code());
-  return Error(code, e->message() ? e->message()->str() : std::string(default_message(code)));
+  Error error(code, e->message() ? e->message()->str() : std::string(default_message(code)));
+  if (e->leader()) error.leader = e->leader()->str();
+  return error;
 }
 
 Connection::Connection(ClientOptions options, Hooks hooks)

@@ -1,0 +1,143 @@
+#pragma once
+// Replication: the leader's log shipped to followers that pull it (broker/storage/redo.h
+// has what a record holds). One broker of `replication.peers` leads an epoch; the others
+// follow it.
+//
+// A follower runs a Fetcher: a client connection to the leader (TLS and SCRAM as any
+// client's) that sends ReplicaFetch long polls. Each answer's records are applied by the
+// storage writer as one ApplyRecordsOp (group commit and fsync like any op); the next
+// fetch carries the new durable index, which is the follower's acknowledgement. Catch-up
+// and steady state are the same loop. A follower serves no client request but the hello,
+// Stats and the cluster requests: the rest get NotLeader with the leader's address.
+//
+// The leader answers fetches from its log, or holds them (up to wait_ms) until the writer
+// commits more. It tracks each follower's durable index; the in-sync set is the leader
+// and every follower whose log has held the leader's whole log within
+// replica_lag_max_ms. The set is stored (meta "in_sync"), so a change is a record of its
+// own, replicated and durable before it is used. The commit index is the lowest durable
+// index over the in-sync set, and moves only while the set has min_insync members. In
+// sync mode the writer holds every op's completion (every confirm) until the commit index
+// covers the record its batch wrote (StorageWriter::set_commit_gate); the writer keeps
+// committing meanwhile. Below min_insync, client writes are refused with
+// NotEnoughReplicas. In async mode confirms are not held and followers trail by their lag.
+//
+// Epochs: the leader of a new epoch writes it into the epochs key space first (a record
+// like any other). `Promote` makes a follower leader of the next epoch; it is refused to a
+// follower not in the last in-sync set it saw, unless unclean. A fetch from a replica with
+// a newer epoch than the leader's is refused (StaleEpoch: this leader was replaced), so a
+// former leader cannot gather followers; one whose log diverged is told where
+// (ReplicaRecords.truncate_to).
+//
+// Thread: the loop thread, every function, except what the Fetcher's client connection
+// runs on its own I/O thread (it hands answers over through a uv_async_t).
+// Lifecycle: start() after the store and writer; close() before the writer stops.
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "broker/config.h"
+#include "broker/connection.h"
+#include "broker/responder.h"
+#include "broker/storage/store.h"
+#include "broker/storage/writer.h"
+#include "common/result.h"
+#include "metrics/registry.h"
+#include "txmq_generated.h"
+
+namespace txmq::broker {
+
+class Fetcher;  // replication.cpp
+
+class Replication {
+ public:
+  struct Hooks {
+    // This broker became the leader (start() as leader, or a promotion): the broker starts
+    // its components and serves clients. Loop thread.
+    std::function<void()> became_leader;
+  };
+
+  Replication(uv_loop_t* loop, const BrokerConfig& config, storage::Store& store, storage::StorageWriter& writer,
+              Responder& responder, metrics::Registry* registry, Hooks hooks);
+  Replication(const Replication&) = delete;
+  Replication& operator=(const Replication&) = delete;
+  ~Replication();
+
+  // A leader begins its first epoch when the store has none, then calls became_leader; a
+  // follower starts fetching. Errors: the config's peers cannot be resolved into a plan.
+  Status start();
+  // Stops fetching, answers held fetches; done runs once nothing of it is left on the loop.
+  void close(std::function<void()> done);
+
+  bool leader() const { return role_ == Role::kLeader; }
+  // What a client request of this type gets instead of being served, if anything: on a
+  // follower NotLeader (with the leader's address); on a leader in sync mode below
+  // min_insync, NotEnoughReplicas for a request that writes.
+  std::optional<Error> refuse(wire::Body type) const;
+
+  // Requests.
+  void fetch(Connection& conn, RequestId rid, const wire::ReplicaFetch& req);
+  void status(Connection& conn, RequestId rid);
+  void promote(Connection& conn, RequestId rid, const wire::Promote& req);
+  void digest(Connection& conn, RequestId rid);
+
+ private:
+  enum class Role { kLeader, kFollower };
+  struct Follower {
+    std::string address;
+    std::uint64_t durable_index = 0;
+    std::uint64_t next_index = 0;  // what its last fetch asked for
+    std::chrono::steady_clock::time_point caught_up;  // when its log last held the whole of ours
+    std::optional<std::chrono::steady_clock::time_point> last_fetch;
+  };
+  struct HeldFetch {
+    std::uint64_t connection;
+    RequestId rid;
+    std::uint64_t next_index;
+    std::uint32_t max_bytes;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  struct Probe;
+
+  // Leader.
+  void become_leader(std::uint64_t epoch);
+  void log_advanced(std::uint64_t last_index);  // the writer committed up to here
+  void answer_fetch(Connection& conn, RequestId rid, std::uint64_t next_index, std::uint32_t max_bytes);
+  void answer_held(bool all);  // those with records now (all: every one, at their deadline or close)
+  void update_commit_index();
+  void check_in_sync();  // the timer: who dropped out, who caught up
+  void write_in_sync(std::set<std::string> members);
+  std::uint64_t commit_index() const { return commit_index_; }
+  // Follower.
+  void applied(std::uint64_t last_index);
+  std::string leader_address() const;
+
+  uv_loop_t* loop_;
+  const BrokerConfig& config_;
+  const ReplicationConfig& rc_;
+  storage::Store& store_;
+  storage::StorageWriter& writer_;
+  Responder& responder_;
+  Hooks hooks_;
+  std::unique_ptr<Probe> probe_;
+  Role role_ = Role::kFollower;
+  std::string leader_id_;
+  std::map<std::string, Follower> followers_;  // leader: every peer but this one
+  std::set<std::string> in_sync_;              // leader included; as last written
+  bool in_sync_write_pending_ = false;
+  std::uint64_t commit_index_ = 0;
+  std::vector<HeldFetch> held_;
+  uv_timer_t timer_{};  // in-sync checks and held fetches' deadlines
+  std::unique_ptr<Fetcher> fetcher_;
+  bool closing_ = false;
+};
+
+}  // namespace txmq::broker
