@@ -78,6 +78,9 @@ Status Broker::start() {
   if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     max_fds_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, INT32_MAX));
   storage::StoreOptions so{config_.data_dir, config_.storage_max_bytes, config_.sync};
+  // The log's own room: its retention, and as much again for what an in-sync follower
+  // still needs past it.
+  if (config_.replication.enabled()) so.log_bytes = 2 * config_.replication.log_max_bytes;
   auto store = storage::Store::open(so);
   if (!store) return store.error();
   store_ = std::move(*store);
