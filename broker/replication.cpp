@@ -407,8 +407,11 @@ Replication::Replication(uv_loop_t* loop, const BrokerConfig& config, storage::S
   timer_.data = this;
   for (const auto& [id, address] : rc_.peers)
     if (id != rc_.id) followers_[id].address = address;
-  // Without replication the log keeps only its newest record (the store's default).
-  if (rc_.enabled()) store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
+  // Without replication nothing is recorded (what is left of an earlier log is trimmed).
+  if (rc_.enabled())
+    store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
+  else
+    store_.set_logging(false);
 }
 
 Replication::~Replication() = default;

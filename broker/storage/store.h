@@ -340,6 +340,11 @@ class Store {
     log_max_age_ms_ = max_age_ms;
   }
   void set_log_keep_from(std::uint64_t index) { log_keep_from_.store(index, std::memory_order_release); }
+  // Whether commits record their changes at all (on by default). A broker without
+  // replication turns it off: the log would double what each commit writes for no reader.
+  // Its store then holds state no record carries, and a follower can start from it only
+  // through a snapshot. Thread: before the writer starts.
+  void set_logging(bool on) { logging_ = on; }
 
   // -- writes: writer thread ------------------------------------------------------------
 
@@ -403,6 +408,7 @@ class Store {
   // Retention of the log; a store keeps only its newest record until told more.
   std::uint64_t log_max_bytes_ = 0;
   std::uint64_t log_max_age_ms_ = 0;
+  bool logging_ = true;
   // Loads last_index_ and epoch_ (open()).
   Status load_log_position(MDB_txn* txn);
   std::uint64_t max_bytes_ = 0;

@@ -28,7 +28,7 @@ std::uint64_t index_of(const MDB_val& k) {
 // -- recording ---------------------------------------------------------------------------
 
 void WriteTxn::record(RedoKind kind, MDB_dbi dbi, const MDB_val& key, const MDB_val* value) {
-  if (applying_ || dbi == store_.replog_) return;
+  if (applying_ || dbi == store_.replog_ || !store_.logging_) return;
   redo_.add(kind, store_.space_of_[dbi], bytes_of(key), value ? bytes_of(*value) : std::span<const std::uint8_t>());
 }
 
