@@ -53,9 +53,9 @@ for line in page.splitlines():
 PY
 }
 
-# -- a trio -----------------------------------------------------------------------------------
+# -- a setup: one broker, or a trio -----------------------------------------------------------------------------------
 
-start_member() {  # TRIO_DIR I: starts member I (0-2) of the trio whose configs are in TRIO_DIR
+start_member() {  # DIR I: starts member I (0-2) of the setup whose configs are in DIR
   local t=$1 i=$2 pid
   : >"$t/b$i.out"
   "$broker" --config "$t/b$i.toml" --log-level warn >"$t/b$i.out" 2>>"$t/b$i.log" &
@@ -71,27 +71,32 @@ start_member() {  # TRIO_DIR I: starts member I (0-2) of the trio whose configs 
   return 1
 }
 
-stop_member() {  # TRIO_DIR I
+stop_member() {  # DIR I
   local pid
   pid=$(<"$1/b$2.pid")
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 
-# MODE: writes the configs, starts the three and sets trio to their directory (not a
-# subshell: the brokers must be this shell's children, to be waited for and stopped).
-start_trio() {
-  local mode=$1 t i peers=""
-  t=$(mktemp -d "$dir/trio-XXXX")
+# MODE (standalone, sync or async): writes the configs, starts the broker (standalone:
+# no [replication]) or the three, and sets setup to their directory. Not a subshell: the
+# brokers must be this shell's children, to be waited for and stopped. Every setup is
+# started the same way, so that only replication differs.
+start_setup() {
+  local mode=$1 t i n=3 peers=""
+  [[ $mode == standalone ]] && n=1
+  t=$(mktemp -d "$dir/$mode-XXXX")
   local ports=() metrics=()
-  for i in 0 1 2; do ports+=("$(free_port)"); metrics+=("$(free_port)"); done
-  for i in 0 1 2; do peers+="b$i = \"127.0.0.1:${ports[i]}\""$'\n'; done
-  for i in 0 1 2; do
+  for ((i = 0; i < n; i++)); do ports+=("$(free_port)"); metrics+=("$(free_port)"); done
+  for ((i = 0; i < n; i++)); do peers+="b$i = \"127.0.0.1:${ports[i]}\""$'\n'; done
+  for ((i = 0; i < n; i++)); do
     cat >"$t/b$i.toml" <<TOML
 [broker]
 listen = "127.0.0.1:${ports[i]}"
 metrics_listen = "127.0.0.1:${metrics[i]}"
 data_dir = "$t/b$i-data"
+TOML
+    [[ $mode == standalone ]] || cat >>"$t/b$i.toml" <<TOML
 
 [replication]
 id = "b$i"
@@ -105,13 +110,14 @@ TOML
     echo "${ports[i]}" >"$t/b$i.port"
     echo "${metrics[i]}" >"$t/b$i.metrics"
   done
-  for i in 0 1 2; do start_member "$t" "$i"; done
-  trio=$t
+  for ((i = 0; i < n; i++)); do start_member "$t" "$i"; done
+  echo "$n" >"$t/members"
+  setup=$t
 }
 
-stop_trio() {  # TRIO_DIR
+stop_setup() {  # DIR
   local i
-  for i in 0 1 2; do stop_member "$1" "$i"; done
+  for ((i = 0; i < $(<"$1/members"); i++)); do stop_member "$1" "$i"; done
 }
 
 # -- one measure ------------------------------------------------------------------------------
@@ -123,18 +129,37 @@ bench_produce() {
   sed -n 's/^produce (durable): .* = \([0-9]*\) msg\/s.* p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2 \3/p' <<<"$out"
 }
 
-run_standalone() {  # ROUND
-  local p e
-  p=$(bench_produce --broker-bin "$broker" -n "$messages")
-  e=$(bench_produce --broker-bin "$broker" -n "$each" --batch 1 --in-flight 1)
-  echo "standalone ${p%% *} ${e#* }" >>"$results"
-  echo "round $1 standalone: produce ${p%% *} msg/s, confirm-each p50/p99 ${e#* } ms"
+# Catch-up in the sync trio: b2 starts again, empty, behind the whole backlog.
+catch_up() {  # DIR ROUND
+  local t=$1 last got start_ms end_ms
+  last=$(metric "$(<"$t/b0.metrics")" txmq_replication_last_index)
+  if [[ -z $last ]]; then
+    echo "round $2 catch-up: skipped (the leader has no txmq_replication_last_index metric)"
+    return
+  fi
+  stop_member "$t" 2
+  rm -rf "$t/b2-data"
+  start_ms=$(date +%s%3N)
+  start_member "$t" 2
+  got=""
+  for _ in $(seq 12000); do  # at most 10 minutes
+    got=$(metric "$(<"$t/b2.metrics")" txmq_replication_last_index)
+    [[ -n $got && $got -ge $last ]] && break
+    sleep 0.05
+  done
+  end_ms=$(date +%s%3N)
+  if [[ -n $got && $got -ge $last ]]; then
+    echo "catchup $((end_ms - start_ms))" >>"$results"
+    echo "round $2 catch-up of $last records ($messages + $each messages): $((end_ms - start_ms)) ms"
+  else
+    echo "round $2 catch-up: b2 reached index ${got:-?} of $last in 10 minutes" >&2
+  fi
 }
 
-run_trio() {  # MODE ROUND
-  local mode=$1 t leader p e last start_ms end_ms got topic
-  start_trio "$mode"
-  t=$trio
+run_setup() {  # MODE ROUND
+  local mode=$1 t leader p e topic
+  start_setup "$mode"
+  t=$setup
   leader=127.0.0.1:$(<"$t/b0.port")
   # In sync mode the leader refuses writes (NotEnoughReplicas) until a follower has joined:
   # create the topics once it accepts them.
@@ -144,44 +169,20 @@ run_trio() {  # MODE ROUND
       sleep 0.1
     done
   done
-  p=$(bench_produce --broker "$leader" --topic "bench" -n "$messages")
-  e=$(bench_produce --broker "$leader" --topic "each" -n "$each" --batch 1 --in-flight 1)
+  p=$(bench_produce --broker "$leader" --topic bench -n "$messages")
+  e=$(bench_produce --broker "$leader" --topic each -n "$each" --batch 1 --in-flight 1)
   echo "$mode ${p%% *} ${e#* }" >>"$results"
   echo "round $2 $mode: produce ${p%% *} msg/s, confirm-each p50/p99 ${e#* } ms"
-  if [[ $mode == sync ]]; then
-    # Catch-up: b2 starts again, empty, behind the whole backlog.
-    last=$(metric "$(<"$t/b0.metrics")" txmq_replication_last_index)
-    if [[ -z $last ]]; then
-      echo "round $2 catch-up: skipped (the leader has no txmq_replication_last_index metric)"
-    else
-      stop_member "$t" 2
-      rm -rf "$t/b2-data"
-      start_ms=$(date +%s%3N)
-      start_member "$t" 2
-      got=""
-      for _ in $(seq 12000); do  # at most 10 minutes
-        got=$(metric "$(<"$t/b2.metrics")" txmq_replication_last_index)
-        [[ -n $got && $got -ge $last ]] && break
-        sleep 0.05
-      done
-      end_ms=$(date +%s%3N)
-      if [[ -n $got && $got -ge $last ]]; then
-        echo "catchup $(((end_ms - start_ms)))" >>"$results"
-        echo "round $2 catch-up of $last records ($messages + $each messages): $(((end_ms - start_ms))) ms"
-      else
-        echo "round $2 catch-up: b2 reached index ${got:-?} of $last in 10 minutes" >&2
-      fi
-    fi
-  fi
-  stop_trio "$t"
+  [[ $mode == sync ]] && catch_up "$t" "$2"
+  stop_setup "$t"
   rm -rf "$t"
 }
 
 for ((r = 1; r <= rounds; r++)); do
   case $((r % 3)) in
-    1) run_standalone "$r"; run_trio sync "$r"; run_trio async "$r" ;;
-    2) run_trio sync "$r"; run_trio async "$r"; run_standalone "$r" ;;
-    0) run_trio async "$r"; run_standalone "$r"; run_trio sync "$r" ;;
+    1) run_setup standalone "$r"; run_setup sync "$r"; run_setup async "$r" ;;
+    2) run_setup sync "$r"; run_setup async "$r"; run_setup standalone "$r" ;;
+    0) run_setup async "$r"; run_setup standalone "$r"; run_setup sync "$r" ;;
   esac
 done
 
