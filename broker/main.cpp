@@ -5,11 +5,46 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 
 #include "broker/broker.h"
+#include "broker/storage/store.h"
 #include "broker/storage/store_check.h"
 #include "common/version.h"
+
+namespace {
+
+// --digest: what a stopped broker's store holds, per key space, and where its replication
+// log ends, for comparing replicas (a leader's and its followers' stores hold the same
+// state up to the commit index). Only an existing store: opening an empty directory would
+// create one. Returns the exit code.
+int print_digest(const txmq::broker::BrokerConfig& config) {
+  namespace storage = txmq::broker::storage;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(std::filesystem::path(config.data_dir) / "data.mdb", ec)) {
+    std::cerr << "txmq-broker: no store in " << config.data_dir << " (no data.mdb)\n";
+    return 1;
+  }
+  // The store may log (an upgrade in place): to stderr, so that stdout is only the digest.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("txmq"));
+  auto store = storage::Store::open({config.data_dir, config.storage_max_bytes, config.sync});
+  if (!store) {
+    std::cerr << "txmq-broker: " << store.error().message << "\n";
+    return 1;
+  }
+  auto digests = (*store)->digest();
+  if (!digests) {
+    std::cerr << "txmq-broker: " << digests.error().message << "\n";
+    return 1;
+  }
+  for (const auto& d : *digests) std::cout << d.key_space << " " << d.entries << " " << d.sha256 << "\n";
+  const auto position = (*store)->log_position();
+  std::cout << "last_index " << position.last_index << " epoch " << position.epoch << "\n";
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using txmq::broker::BrokerConfig;
@@ -33,6 +68,11 @@ int main(int argc, char** argv) {
   app.add_flag("--check-store", check_store,
                "check the store in the data directory (read-only; safe beside a running broker), "
                "print what was found and exit: 0 passed, 1 problems found, 2 not readable");
+  bool digest = false;
+  app.add_flag("--digest", digest,
+               "print the store's digest (per key space: name, entries, SHA-256; then "
+               "\"last_index N epoch E\" of the replication log) and exit: 0, or 1 with the error. "
+               "For a stopped broker's store: compares replicas");
   CLI11_PARSE(app, argc, argv);
 
   BrokerConfig config;
@@ -59,6 +99,7 @@ int main(int argc, char** argv) {
     std::cout << "store " << config.data_dir << ": " << report->describe();
     return report->ok() ? 0 : 1;
   }
+  if (digest) return print_digest(config);
   if (auto st = txmq::broker::validate(config); !st) {
     std::cerr << "txmq-broker: " << st.error().message << "\n";
     return 2;

@@ -36,12 +36,6 @@ flatbuffers::FlatBufferBuilder fetch(std::uint64_t rid, const std::string& repli
   return finish(std::move(fbb), rid, wire::Body::ReplicaFetch, body.Union());
 }
 
-flatbuffers::FlatBufferBuilder promote(std::uint64_t rid) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreatePromote(fbb, false);
-  return finish(std::move(fbb), rid, wire::Body::Promote, body.Union());
-}
-
 flatbuffers::FlatBufferBuilder status(std::uint64_t rid) {
   flatbuffers::FlatBufferBuilder fbb;
   auto body = wire::CreateClusterStatus(fbb);

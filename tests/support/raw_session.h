@@ -1,7 +1,8 @@
 #pragma once
 // Raw protocol sessions for integration tests that play a client byte by byte: request
-// frames built as a client would, and expectations on what the broker answers. Each helper
-// fails the current doctest case (REQUIRE) when the broker does not behave.
+// frames built as a client would (raw_frames.h), and expectations on what the broker
+// answers. Each helper fails the current doctest case (REQUIRE) when the broker does not
+// behave.
 
 #include <doctest/doctest.h>
 
@@ -9,67 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "common/version.h"
 #include "tests/support/broker_process.h"
-#include "txmq_generated.h"
+#include "tests/support/raw_frames.h"
 
 namespace txmq::test {
-
-using Bytes = std::vector<std::uint8_t>;
 
 // Generous: the broker runs under ASan in Debug builds. Nothing waits this long unless
 // something is wrong.
 inline constexpr auto kWait = 10s;
-
-// -- request frames, built as a client would --------------------------------------------
-
-inline flatbuffers::FlatBufferBuilder finish(flatbuffers::FlatBufferBuilder fbb, std::uint64_t rid, wire::Body type,
-                                      flatbuffers::Offset<void> body) {
-  fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, type, body));
-  return fbb;
-}
-
-inline flatbuffers::FlatBufferBuilder hello(std::uint64_t rid, std::uint32_t version = kProtocolVersion) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreateHello(fbb, version, fbb.CreateString("bad-input-test"));
-  return finish(std::move(fbb), rid, wire::Body::Hello, body.Union());
-}
-
-inline flatbuffers::FlatBufferBuilder create_topic(std::uint64_t rid, const std::string& name, std::uint32_t partitions = 1) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreateCreateTopic(fbb, fbb.CreateString(name), partitions);
-  return finish(std::move(fbb), rid, wire::Body::CreateTopic, body.Union());
-}
-
-inline flatbuffers::FlatBufferBuilder describe_topic(std::uint64_t rid, const std::string& name) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreateDescribeTopic(fbb, fbb.CreateString(name));
-  return finish(std::move(fbb), rid, wire::Body::DescribeTopic, body.Union());
-}
-
-inline flatbuffers::FlatBufferBuilder list_topics(std::uint64_t rid) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreateListTopics(fbb);
-  return finish(std::move(fbb), rid, wire::Body::ListTopics, body.Union());
-}
-
-// One produce request carrying one message per body, without keys, partition chosen by
-// the broker.
-inline flatbuffers::FlatBufferBuilder produce(std::uint64_t rid, const std::string& topic,
-                                       const std::vector<std::string>& bodies) {
-  flatbuffers::FlatBufferBuilder fbb;
-  std::vector<flatbuffers::Offset<wire::Message>> msgs;
-  for (const auto& b : bodies) {
-    auto data = fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(b.data()), b.size());
-    msgs.push_back(wire::CreateMessage(fbb, 0, 0, data));
-  }
-  auto body = wire::CreateProduce(fbb, fbb.CreateString(topic), fbb.CreateVector(msgs));
-  return finish(std::move(fbb), rid, wire::Body::Produce, body.Union());
-}
-
-inline Bytes bytes_of(const flatbuffers::FlatBufferBuilder& fbb) {
-  return Bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
-}
 
 // -- expectations -------------------------------------------------------------------------
 

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# What replication costs: one txmq-broker binary run standalone (no [replication]), as a
+# sync trio (a leader and two followers, min_insync = 2) and as an async trio, in
+# alternating rounds of the same run (these machines are shared and noisy: only a ratio
+# within one run means anything). Every broker is on loopback, with a fresh data
+# directory each round. Each round measures, against each setup:
+#   - durable produce: txmq-bench, 100-byte messages, batches of 1000, 20000 in flight;
+#   - confirm-each latency: one message in flight at a time, p50 and p99;
+# and, in the sync trio, catch-up: a follower restarted empty once the backlog is on the
+# leader, timed until its last index equals the leader's (from each broker's metric
+# txmq_replication_last_index).
+#
+#   scripts/bench-replication.sh [ROUNDS] [MESSAGES]
+#
+# ROUNDS (3) of MESSAGES (500000) each; CONFIRM_EACH (2000) confirm-each messages.
+# Binaries: TXMQ_BROKER_BIN, TXMQ_BENCH_BIN and TXMQ_CLI_BIN, else build/release's.
+# Needs /usr/bin/python3 (free ports, metrics, the medians).
+set -euo pipefail
+rounds=${1:-3}
+messages=${2:-500000}
+each=${CONFIRM_EACH:-2000}
+build=$(dirname "$0")/../build/release
+broker=${TXMQ_BROKER_BIN:-$build/broker/txmq-broker}
+bench=${TXMQ_BENCH_BIN:-$build/bench/txmq-bench}
+cli=${TXMQ_CLI_BIN:-$build/cli/txmq}
+dir=$(mktemp -d)
+cleanup() {
+  # Only this shell's own background jobs: the brokers of a trio still running.
+  local p
+  for p in $(jobs -p); do kill -TERM "$p" 2>/dev/null || true; done
+  wait || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+results=$dir/results
+
+free_port() {  # a port free on 127.0.0.1 now (bound to 0, read, closed)
+  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+metric() {  # METRICS_PORT NAME: the sample's value, or nothing when absent or unreachable
+  /usr/bin/python3 - "$1" "$2" <<'PY' || true
+import sys, urllib.request
+try:
+    page = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
+except OSError:
+    sys.exit(0)
+for line in page.splitlines():
+    name = line.split("{")[0].split(" ")[0]
+    if name == sys.argv[2]:
+        print(int(float(line.rsplit(" ", 1)[1])))
+        break
+PY
+}
+
+# -- a setup: one broker, or a trio -----------------------------------------------------------------------------------
+
+start_member() {  # DIR I: starts member I (0-2) of the setup whose configs are in DIR
+  local t=$1 i=$2 pid
+  : >"$t/b$i.out"
+  "$broker" --config "$t/b$i.toml" --log-level warn >"$t/b$i.out" 2>>"$t/b$i.log" &
+  pid=$!
+  echo "$pid" >"$t/b$i.pid"
+  for _ in $(seq 600); do  # at most 60 s
+    grep -q '^listening on ' "$t/b$i.out" && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "member b$i did not start; the end of its log:" >&2
+  tail -n 20 "$t/b$i.log" >&2
+  return 1
+}
+
+stop_member() {  # DIR I
+  local pid
+  pid=$(<"$1/b$2.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# MODE (standalone, sync or async): writes the configs, starts the broker (standalone:
+# no [replication]) or the three, and sets setup to their directory. Not a subshell: the
+# brokers must be this shell's children, to be waited for and stopped. Every setup is
+# started the same way, so that only replication differs.
+start_setup() {
+  local mode=$1 t i n=3 peers=""
+  [[ $mode == standalone ]] && n=1
+  t=$(mktemp -d "$dir/$mode-XXXX")
+  local ports=() metrics=()
+  for ((i = 0; i < n; i++)); do ports+=("$(free_port)"); metrics+=("$(free_port)"); done
+  for ((i = 0; i < n; i++)); do peers+="b$i = \"127.0.0.1:${ports[i]}\""$'\n'; done
+  for ((i = 0; i < n; i++)); do
+    cat >"$t/b$i.toml" <<TOML
+[broker]
+listen = "127.0.0.1:${ports[i]}"
+metrics_listen = "127.0.0.1:${metrics[i]}"
+data_dir = "$t/b$i-data"
+TOML
+    [[ $mode == standalone ]] || cat >>"$t/b$i.toml" <<TOML
+
+[replication]
+id = "b$i"
+role = "$( ((i == 0)) && echo leader || echo follower)"
+mode = "$mode"
+min_insync = 2
+
+[replication.peers]
+$peers
+TOML
+    echo "${ports[i]}" >"$t/b$i.port"
+    echo "${metrics[i]}" >"$t/b$i.metrics"
+  done
+  for ((i = 0; i < n; i++)); do start_member "$t" "$i"; done
+  echo "$n" >"$t/members"
+  setup=$t
+}
+
+stop_setup() {  # DIR
+  local i
+  for ((i = 0; i < $(<"$1/members"); i++)); do stop_member "$1" "$i"; done
+}
+
+# -- one measure ------------------------------------------------------------------------------
+
+# Runs txmq-bench with FLAGS...; prints "RATE P50 P99" of its produce line.
+bench_produce() {
+  local out
+  out=$("$bench" "$@" --skip-baseline --max-seconds 120 2>&1) || { echo "$out" >&2; return 1; }
+  sed -n 's/^produce (durable): .* = \([0-9]*\) msg\/s.* p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2 \3/p' <<<"$out"
+}
+
+# Catch-up in the sync trio: b2 starts again, empty, behind the whole backlog.
+catch_up() {  # DIR ROUND
+  local t=$1 last got start_ms end_ms
+  last=$(metric "$(<"$t/b0.metrics")" txmq_replication_last_index)
+  if [[ -z $last ]]; then
+    echo "round $2 catch-up: skipped (the leader has no txmq_replication_last_index metric)"
+    return
+  fi
+  stop_member "$t" 2
+  rm -rf "$t/b2-data"
+  start_ms=$(date +%s%3N)
+  start_member "$t" 2
+  got=""
+  for _ in $(seq 12000); do  # at most 10 minutes
+    got=$(metric "$(<"$t/b2.metrics")" txmq_replication_last_index)
+    [[ -n $got && $got -ge $last ]] && break
+    sleep 0.05
+  done
+  end_ms=$(date +%s%3N)
+  if [[ -n $got && $got -ge $last ]]; then
+    echo "catchup $((end_ms - start_ms))" >>"$results"
+    echo "round $2 catch-up of $last records ($messages + $each messages): $((end_ms - start_ms)) ms"
+  else
+    echo "round $2 catch-up: b2 reached index ${got:-?} of $last in 10 minutes" >&2
+  fi
+}
+
+run_setup() {  # MODE ROUND
+  local mode=$1 t leader p e topic
+  start_setup "$mode"
+  t=$setup
+  leader=127.0.0.1:$(<"$t/b0.port")
+  # In sync mode the leader refuses writes (NotEnoughReplicas) until a follower has joined:
+  # create the topics once it accepts them.
+  for topic in bench each; do
+    for _ in $(seq 600); do  # at most 60 s
+      "$cli" --broker "$leader" topic create "$topic" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+  p=$(bench_produce --broker "$leader" --topic bench -n "$messages")
+  e=$(bench_produce --broker "$leader" --topic each -n "$each" --batch 1 --in-flight 1)
+  echo "$mode ${p%% *} ${e#* }" >>"$results"
+  echo "round $2 $mode: produce ${p%% *} msg/s, confirm-each p50/p99 ${e#* } ms"
+  [[ $mode == sync ]] && catch_up "$t" "$2"
+  stop_setup "$t"
+  rm -rf "$t"
+}
+
+for ((r = 1; r <= rounds; r++)); do
+  case $((r % 3)) in
+    1) run_setup standalone "$r"; run_setup sync "$r"; run_setup async "$r" ;;
+    2) run_setup sync "$r"; run_setup async "$r"; run_setup standalone "$r" ;;
+    0) run_setup async "$r"; run_setup standalone "$r"; run_setup sync "$r" ;;
+  esac
+done
+
+/usr/bin/python3 - "$results" "$messages" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def med(label, i):
+    values = [float(r[i]) for r in rows if r[0] == label]
+    return statistics.median(values) if values else float("nan")
+s, y, a = (med(m, 1) for m in ("standalone", "sync", "async"))
+print(f"durable produce (msg/s)  standalone {s:>9.0f}  sync {y:>9.0f}  async {a:>9.0f}  "
+      f"sync/standalone {y / s:.2f}  async/standalone {a / s:.2f}")
+for name, i in (("confirm-each p50 (ms)", 2), ("confirm-each p99 (ms)", 3)):
+    s, y, a = (med(m, i) for m in ("standalone", "sync", "async"))
+    # The issue's bound is a difference: standalone + one loopback round trip + one
+    # follower fsync.
+    print(f"{name:24} standalone {s:>9.2f}  sync {y:>9.2f}  async {a:>9.2f}  "
+          f"sync/standalone {y / s:.2f} ({y - s:+.2f} ms)  async/standalone {a / s:.2f} ({a - s:+.2f} ms)")
+catchup = [float(r[1]) for r in rows if r[0] == "catchup"]
+if catchup:
+    print(f"catch-up of {sys.argv[2]} messages by an empty follower: median {statistics.median(catchup) / 1000:.1f} s")
+PY

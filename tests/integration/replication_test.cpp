@@ -1,0 +1,533 @@
+// Replication with real brokers: a leader and two followers on 127.0.0.1 (tests/support's
+// Cluster), sync mode, min_insync = 2. What a confirm promises must survive the leader's
+// machine: after kill -9 of the leader and the promotion of a follower, every confirmed
+// message, ack and transaction outcome is there; a follower that crashed or started empty
+// catches up to the same store; and below min_insync nothing is confirmed.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/support/client_fixtures.h"
+#include "tests/support/cluster.h"
+#include "tests/support/raw_frames.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using txmq::ErrorCode;
+using txmq::Result;
+using txmq::client::Admin;
+using txmq::client::ClientOptions;
+using txmq::client::Consumer;
+using txmq::client::Delivery;
+using txmq::client::LocalTransactionState;
+using txmq::client::Millis;
+using txmq::client::Producer;
+using txmq::client::SendReceipt;
+using txmq::client::TransactionalProducer;
+using txmq::client::TxnState;
+using txmq::test::Cluster;
+using txmq::test::ClusterOptions;
+using txmq::test::kWait;
+using txmq::test::text;
+using txmq::test::wait_until;
+
+// Replication under ASan on two shared cores: catching up and leaving the in-sync set take
+// seconds, not milliseconds. Nothing waits this long unless something is wrong.
+constexpr Millis kCatchUp{60'000};
+
+// Transactions checked back within a test, and never parked while it runs.
+constexpr const char* kTxnToml =
+    "[transactions]\ntimeout_ms = 300\ncheck_backoff_initial_ms = 200\ncheck_backoff_max_ms = 400\n"
+    "max_checks = 10000\n";
+
+ClusterOptions cluster_options() {
+  ClusterOptions o;
+  o.extra_toml = kTxnToml;
+  return o;
+}
+
+// -- raw cluster requests ------------------------------------------------------------------
+
+// One request on a session of its own (hello first: a follower answers the hello and the
+// cluster requests); the answer, or why there is none.
+Result<txmq::test::ReceivedFrame> ask(const std::string& address, const flatbuffers::FlatBufferBuilder& request) {
+  auto conn = txmq::test::RawConnection::connect(address, 2s);
+  if (!conn) return conn.error();
+  if (auto st = conn->send_frame(txmq::test::hello(1)); !st) return st.error();
+  auto hello = conn->read_frame(kWait);
+  if (!hello) return hello.error();
+  if (hello->type() != txmq::wire::Body::HelloOk) return txmq::Error(ErrorCode::kInternal, "hello refused");
+  if (auto st = conn->send_frame(request); !st) return st.error();
+  return conn->read_frame(kWait);
+}
+
+// What a broker's ClusterStatus says, the parts these tests look at.
+struct ClusterView {
+  std::string role;  // "leader", "follower"
+  std::uint64_t epoch = 0;
+  std::uint64_t last_index = 0;
+  std::uint64_t commit_index = 0;
+  std::set<std::string> in_sync;
+};
+
+std::optional<ClusterView> view(const std::string& address) {
+  auto f = ask(address, txmq::test::cluster_status(2));
+  if (!f) return std::nullopt;
+  const auto* info = f->frame().body_as_ClusterInfo();
+  if (info == nullptr) return std::nullopt;
+  ClusterView v;
+  v.role = info->role() ? info->role()->str() : "";
+  v.epoch = info->epoch();
+  v.last_index = info->last_index();
+  v.commit_index = info->commit_index();
+  if (info->in_sync())
+    for (const auto* id : *info->in_sync()) v.in_sync.insert(id->str());
+  return v;
+}
+
+std::string describe(const std::optional<ClusterView>& v) {
+  if (!v) return "no ClusterInfo";
+  std::string s = v->role + " epoch " + std::to_string(v->epoch) + " last " + std::to_string(v->last_index) +
+                  " commit " + std::to_string(v->commit_index) + " in sync {";
+  for (const auto& id : v->in_sync) s += " " + id;
+  return s + " }";
+}
+
+// Waits until member `leader` leads with `members` in its in-sync set and, when
+// `committed`, a commit index that covers its whole log (below min_insync it cannot).
+void wait_in_sync(Cluster& cluster, std::size_t leader, std::size_t members, bool committed = true) {
+  std::optional<ClusterView> last;
+  bool ok = wait_until(
+      [&] {
+        last = view(cluster.address(leader));
+        return last && last->role == "leader" && last->in_sync.size() == members &&
+               (!committed || last->commit_index == last->last_index);
+      },
+      kCatchUp, 20ms);
+  REQUIRE_MESSAGE(ok, cluster.id(leader) << " never had " << members << " in sync: " << describe(last));
+}
+
+// Waits until member i's log ends where the leader's does.
+void wait_caught_up(Cluster& cluster, std::size_t i, std::size_t leader) {
+  std::optional<ClusterView> f, l;
+  bool ok = wait_until(
+      [&] {
+        l = view(cluster.address(leader));
+        f = view(cluster.address(i));
+        return l && f && f->last_index == l->last_index;
+      },
+      kCatchUp, 20ms);
+  REQUIRE_MESSAGE(ok, cluster.id(i) << " did not catch up: " << describe(f) << "; leader " << describe(l));
+}
+
+// Promotes member i (a raw Promote frame, as `txmq cluster promote` sends) and waits until
+// it leads; the cluster's configuration then names it leader for later starts.
+void promote(Cluster& cluster, std::size_t i) {
+  auto answer = ask(cluster.address(i), txmq::test::promote(2));
+  REQUIRE_MESSAGE(answer.ok(), txmq::test::describe(answer));
+  const auto* error = answer->frame().body_as_Error();
+  REQUIRE_MESSAGE(error == nullptr, "Promote refused: " << (error && error->message() ? error->message()->str() : ""));
+  std::optional<ClusterView> v;
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        v = view(cluster.address(i));
+                        return v && v->role == "leader";
+                      },
+                      kWait, 20ms),
+                  cluster.id(i) << " did not lead after Promote: " << describe(v));
+  cluster.set_leader(i);
+}
+
+void start_cluster(Cluster& cluster) {
+  auto st = cluster.start_all();
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  wait_in_sync(cluster, 0, cluster.size());
+}
+
+// -- reading what a broker holds -------------------------------------------------------------
+
+// Every body stored in partition 0 of a topic, in offset order.
+std::vector<std::string> bodies(const std::string& address, const std::string& topic) {
+  Admin admin(txmq::test::client_options(address));
+  std::vector<std::string> out;
+  for (std::uint64_t offset = 0;;) {
+    auto batch = admin.fetch(topic, 0, offset, 500, kWait);
+    REQUIRE_MESSAGE(batch.ok(), txmq::test::describe(batch));
+    if (batch->empty()) return out;
+    for (const auto& d : *batch) {
+      out.push_back(d.body);
+      offset = d.offset + 1;
+    }
+  }
+}
+
+std::map<std::string, int> counted(const std::vector<std::string>& all) {
+  std::map<std::string, int> n;
+  for (const auto& b : all) ++n[b];
+  return n;
+}
+
+// Produces each body with an idempotent producer and returns the confirmed ones.
+std::set<std::string> produce_idempotent(const std::string& address, const std::string& topic,
+                                         const std::vector<std::string>& all) {
+  std::mutex mu;
+  std::set<std::string> confirmed;
+  auto o = txmq::test::producer_options(address);
+  o.idempotent = true;
+  Producer producer(o);
+  for (const auto& b : all)
+    producer.send_async(topic, text(b), [&mu, &confirmed, b](const Result<SendReceipt>& r) {
+      std::lock_guard lock(mu);
+      if (r) confirmed.insert(b);
+    });
+  auto st = producer.flush(kCatchUp);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  std::lock_guard lock(mu);
+  return confirmed;
+}
+
+TransactionalProducer::Options txn_options(const std::string& address) {
+  TransactionalProducer::Options o;
+  static_cast<ClientOptions&>(o) = txmq::test::client_options(address);
+  o.producer_group = "shop";
+  return o;
+}
+
+// Each store's `txmq-broker --digest`, which must be the same for every member.
+void check_same_digests(Cluster& cluster) {
+  std::vector<std::string> digests;
+  for (std::size_t i = 0; i < cluster.size(); ++i) {
+    auto d = txmq::test::store_digest(cluster.data_dir(i));
+    REQUIRE_MESSAGE(d.ok(), txmq::test::describe(d));
+    digests.push_back(*d);
+  }
+  for (std::size_t i = 1; i < digests.size(); ++i) {
+    INFO(cluster.id(0) << ":\n" << digests[0] << cluster.id(i) << ":\n" << digests[i]);
+    CHECK(digests[i] == digests[0]);
+  }
+  CHECK(digests[0].find("last_index ") != std::string::npos);
+}
+
+// Stops every member, the leader first: once it is gone the followers have nothing more
+// to fetch, so their stores stay where the leader's ended.
+void stop_all(Cluster& cluster) {
+  CHECK(cluster.broker(cluster.leader()).terminate() == 0);
+  for (std::size_t i = 0; i < cluster.size(); ++i)
+    if (i != cluster.leader()) CHECK(cluster.broker(i).terminate() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("txmq-broker --digest names every replicated key space of a stopped store and refuses a missing one") {
+  txmq::test::TempDir dir("txmq-digest");
+  // No store: refused, and none is created.
+  auto none = txmq::test::store_digest(dir.file("none"));
+  CHECK_FALSE(none.ok());
+  CHECK_FALSE(std::filesystem::exists(dir.file("none") + "/data.mdb"));
+
+  txmq::test::BrokerProcess broker(txmq::test::on_data_dir(dir.file("data")));
+  txmq::test::start(broker);
+  txmq::test::create_topic(broker.address(), "events");
+  txmq::test::produce_all(broker.address(), "events", txmq::test::numbered("event-", 10));
+  REQUIRE(broker.terminate() == 0);
+  auto first = txmq::test::store_digest(dir.file("data"));
+  REQUIRE_MESSAGE(first.ok(), txmq::test::describe(first));
+  // One line per key space but the log itself, then where the log ends.
+  CHECK(first->find("\ntopics 1 ") != std::string::npos);
+  CHECK(first->find("\nlog 10 ") != std::string::npos);
+  CHECK(first->find("replog") == std::string::npos);
+  CHECK(first->find("\nlast_index ") != std::string::npos);
+  // The same store, the same digest; one more message, another.
+  auto again = txmq::test::store_digest(dir.file("data"));
+  REQUIRE(again.ok());
+  CHECK(*again == *first);
+  txmq::test::start(broker);
+  txmq::test::produce_one(broker.address(), "events", text("one more"));
+  REQUIRE(broker.terminate() == 0);
+  auto after = txmq::test::store_digest(dir.file("data"));
+  REQUIRE(after.ok());
+  CHECK(after->find("\nlog 11 ") != std::string::npos);
+  CHECK(*after != *first);
+}
+
+TEST_CASE("after kill -9 of the leader, a promoted follower holds every confirmed message, ack and transaction") {
+  Cluster cluster(cluster_options());
+  start_cluster(cluster);
+  const std::string leader = cluster.address(0);
+  txmq::test::create_topic(leader, "orders");
+  txmq::test::create_topic(leader, "payments");
+  txmq::client::GroupConfig lease;
+  lease.ack_wait = Millis(1000);  // deliveries nobody settled come back soon after the failover
+  txmq::test::configure(leader, "billing", lease);
+
+  // Messages, confirmed by an idempotent producer: each confirm means on two disks.
+  const auto orders = txmq::test::numbered("order-", 100);
+  const auto confirmed = produce_idempotent(leader, "orders", orders);
+  REQUIRE(confirmed.size() == orders.size());
+
+  // Group billing acks offsets 0..39 and leaves the rest.
+  {
+    std::mutex mu;
+    std::set<std::uint64_t> acked;
+    Consumer::Options co;
+    static_cast<ClientOptions&>(co) = txmq::test::client_options(leader);
+    co.topic = "orders";
+    co.group = "billing";
+    co.window = 40;
+    Consumer consumer(co, [&](Consumer& self, const Delivery& d) {
+      if (d.offset >= 40) return;
+      self.ack(d);
+      std::lock_guard lock(mu);
+      acked.insert(d.offset);
+    });
+    REQUIRE(wait_until(
+        [&] {
+          std::lock_guard lock(mu);
+          return acked.size() == 40;
+        },
+        kWait));
+    auto st = consumer.flush_acks(kCatchUp);
+    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  }
+
+  // Group audit dead-letters order-0.
+  {
+    std::atomic<bool> settled{false};
+    Consumer::Options co;
+    static_cast<ClientOptions&>(co) = txmq::test::client_options(leader);
+    co.topic = "orders";
+    co.group = "audit";
+    co.window = 1;
+    Consumer consumer(co, [&](Consumer& self, const Delivery& d) {
+      if (d.offset != 0) return;
+      self.terminate(d, "test: unpayable");
+      settled = true;
+    });
+    REQUIRE(wait_until([&] { return settled.load(); }, kWait));
+    auto st = consumer.flush_acks(kCatchUp);
+    REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  }
+
+  // Transactions: one committed, one rolled back, one left prepared. The producer's local
+  // database cannot tell the last one's outcome until the failover.
+  std::atomic<bool> decided{false};
+  auto checker = [&](const txmq::client::TransactionCheck&) {
+    return decided ? LocalTransactionState::kCommit : LocalTransactionState::kUnknown;
+  };
+  std::uint64_t committed_id = 0, rolled_back_id = 0, in_doubt_id = 0;
+  std::set<std::string> late_confirmed;
+  {
+    TransactionalProducer txns(txn_options(leader), checker);
+    auto c = txns.prepare("payments", text("pay-committed"), kWait);
+    REQUIRE_MESSAGE(c.ok(), txmq::test::describe(c));
+    committed_id = *c;
+    auto ce = txns.end(committed_id, LocalTransactionState::kCommit, kWait);
+    REQUIRE_MESSAGE(ce.ok(), txmq::test::describe(ce));
+    REQUIRE(ce->state == TxnState::kCommitted);
+    auto r = txns.prepare("payments", text("pay-rolled-back"), kWait);
+    REQUIRE_MESSAGE(r.ok(), txmq::test::describe(r));
+    rolled_back_id = *r;
+    auto re = txns.end(rolled_back_id, LocalTransactionState::kRollback, kWait);
+    REQUIRE_MESSAGE(re.ok(), txmq::test::describe(re));
+    REQUIRE(re->state == TxnState::kRolledBack);
+    auto p = txns.prepare("payments", text("pay-in-doubt"), kWait);
+    REQUIRE_MESSAGE(p.ok(), txmq::test::describe(p));
+    in_doubt_id = *p;
+
+    // More messages, in flight when the leader dies: those confirmed before it died must
+    // be there once, whatever became of the others.
+    std::mutex mu;
+    auto o = txmq::test::producer_options(leader);
+    o.idempotent = true;
+    o.max_batch_messages = 10;  // many batches, so that some are in flight at the kill
+    Producer producer(o);
+    for (const auto& b : txmq::test::numbered("late-", 300))
+      producer.send_async("orders", text(b), [&mu, &late_confirmed, b](const Result<SendReceipt>& r) {
+        std::lock_guard lock(mu);
+        if (r) late_confirmed.insert(b);
+      });
+    REQUIRE(wait_until(
+        [&] {
+          std::lock_guard lock(mu);
+          return !late_confirmed.empty();
+        },
+        kWait, 1ms));
+    cluster.broker(0).kill9();
+  }  // the producers fail what was not confirmed (kClosed)
+
+  promote(cluster, 1);
+  const std::string next = cluster.address(1);
+  wait_in_sync(cluster, 1, 2);  // the new leader and b3
+
+  // Every confirmed message exactly once; nothing stored twice.
+  const auto stored = counted(bodies(next, "orders"));
+  MESSAGE(late_confirmed.size() << " of 300 late messages confirmed before the kill; " << stored.size()
+                                << " distinct messages on the new leader");
+  for (const auto& b : confirmed) CHECK_MESSAGE(stored.count(b) == 1, b);
+  for (const auto& b : late_confirmed) CHECK_MESSAGE(stored.count(b) == 1, b);
+  for (const auto& [b, n] : stored) CHECK_MESSAGE(n == 1, b << " stored " << n << " times");
+
+  // The dead letter moved.
+  const auto letters = bodies(next, txmq::dead_letter_topic("audit"));
+  CHECK(letters == std::vector<std::string>{"order-0"});
+
+  // The committed transaction visible, the rolled-back one not; the one in doubt still
+  // prepared, and resolved by a check-back from the new leader.
+  Admin admin(txmq::test::client_options(next));
+  auto show = [&](std::uint64_t id) {
+    auto t = admin.show_transaction(id, kWait);
+    REQUIRE_MESSAGE(t.ok(), txmq::test::describe(t));
+    return t->state;
+  };
+  CHECK(show(committed_id) == TxnState::kCommitted);
+  CHECK(show(rolled_back_id) == TxnState::kRolledBack);
+  CHECK(show(in_doubt_id) == TxnState::kPrepared);
+  CHECK(counted(bodies(next, "payments")) == std::map<std::string, int>{{"pay-committed", 1}});
+  decided = true;
+  {
+    TransactionalProducer txns(txn_options(next), checker);
+    CHECK(wait_until([&] { return show(in_doubt_id) == TxnState::kCommitted; }, kCatchUp, 50ms));
+  }
+  CHECK(counted(bodies(next, "payments")) == std::map<std::string, int>{{"pay-committed", 1}, {"pay-in-doubt", 1}});
+
+  // Group billing gets everything from offset 40 on again, and nothing it acked.
+  auto topic = admin.describe_topic("orders", kWait);
+  REQUIRE_MESSAGE(topic.ok(), txmq::test::describe(topic));
+  const std::uint64_t end = topic->partitions.at(0).next_offset;
+  std::mutex mu;
+  std::set<std::uint64_t> redelivered;
+  Consumer::Options co;
+  static_cast<ClientOptions&>(co) = txmq::test::client_options(next);
+  co.topic = "orders";
+  co.group = "billing";
+  Consumer consumer(co, [&](Consumer& self, const Delivery& d) {
+    self.ack(d);
+    std::lock_guard lock(mu);
+    redelivered.insert(d.offset);
+  });
+  CHECK(wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return redelivered.size() >= end - 40;
+      },
+      kCatchUp));
+  std::lock_guard lock(mu);
+  CHECK(redelivered.size() == end - 40);
+  REQUIRE_FALSE(redelivered.empty());
+  CHECK(*redelivered.begin() == 40);
+}
+
+TEST_CASE("a follower killed with kill -9 catches up after its restart, and every store ends the same") {
+  Cluster cluster(cluster_options());
+  start_cluster(cluster);
+  const std::string leader = cluster.address(0);
+  txmq::test::create_topic(leader, "events");
+  txmq::test::produce_all(leader, "events", txmq::test::numbered("before-", 100));
+
+  cluster.broker(2).kill9();
+  // Confirmed by the leader and b2 once b3 left the in-sync set.
+  txmq::test::produce_all(leader, "events", txmq::test::numbered("while-down-", 100));
+  wait_in_sync(cluster, 0, 2);
+
+  auto st = cluster.start(2);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  wait_caught_up(cluster, 2, 0);
+  wait_in_sync(cluster, 0, 3);
+  txmq::test::produce_all(leader, "events", txmq::test::numbered("after-", 10));
+  wait_caught_up(cluster, 1, 0);
+  wait_caught_up(cluster, 2, 0);
+
+  stop_all(cluster);
+  check_same_digests(cluster);
+}
+
+TEST_CASE("a follower started empty catches up to the leader's store") {
+  Cluster cluster(cluster_options());
+  start_cluster(cluster);
+  const std::string leader = cluster.address(0);
+  txmq::test::create_topic(leader, "events", 2);
+  txmq::test::produce_all(leader, "events", txmq::test::numbered("event-", 300));
+
+  REQUIRE(cluster.broker(2).terminate() == 0);
+  cluster.wipe(2);
+  wait_in_sync(cluster, 0, 2);
+  auto st = cluster.start(2);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  wait_caught_up(cluster, 2, 0);
+  wait_in_sync(cluster, 0, 3);
+  wait_caught_up(cluster, 1, 0);
+
+  stop_all(cluster);
+  check_same_digests(cluster);
+}
+
+TEST_CASE("below min_insync a write is refused with NotEnoughReplicas and nothing is confirmed off two disks") {
+  Cluster cluster(cluster_options());
+  start_cluster(cluster);
+  const std::string leader = cluster.address(0);
+  txmq::test::create_topic(leader, "t");
+  txmq::test::produce_one(leader, "t", text("first"));
+
+  cluster.broker(1).kill9();
+  cluster.broker(2).kill9();
+  // Sent while the leader still counts the followers in sync: it is on one disk only, so
+  // it must not be confirmed until a follower holds it too.
+  auto conn = txmq::test::RawConnection::connect(leader, kWait);
+  REQUIRE_MESSAGE(conn.ok(), txmq::test::describe(conn));
+  REQUIRE(conn->send_frame(txmq::test::hello(1)).ok());
+  auto hello = conn->read_frame(kWait);
+  REQUIRE(hello.ok());
+  REQUIRE(conn->send_frame(txmq::test::produce(2, "t", {"held"})).ok());
+  wait_in_sync(cluster, 0, 1, false);
+
+  // A write now is refused at once; reads go on.
+  auto o = txmq::test::producer_options(leader);
+  Producer producer(o);
+  auto refused = producer.send("t", text("refused"), kWait);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == ErrorCode::kNotEnoughReplicas);
+  CHECK(refused.error().retryable());
+  CHECK(counted(bodies(leader, "t")).count("first") == 1);
+
+  // Whatever answers the held produce meanwhile is not a confirm.
+  std::optional<bool> held_confirmed;
+  if (auto f = conn->read_frame(txmq::test::kQuiet); f.ok()) {
+    CHECK(f->request_id() == 2);
+    CHECK(f->type() != txmq::wire::Body::ProduceOk);
+    held_confirmed = false;
+  }
+
+  // b2 back: two in sync, writes confirmed again; the held produce may be confirmed now
+  // that b2 holds it.
+  auto st = cluster.start(1);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  wait_in_sync(cluster, 0, 2);
+  txmq::test::produce_one(leader, "t", text("after"));
+  if (!held_confirmed) {
+    auto f = conn->read_frame(kWait);
+    if (f.ok()) held_confirmed = f->type() == txmq::wire::Body::ProduceOk;
+  }
+
+  MESSAGE("the held produce was " << std::string(held_confirmed.value_or(false) ? "confirmed" : "not confirmed"));
+  // What the leader confirmed is on b2: promoted after the leader's kill -9 (with b3 back,
+  // so that the new leader's epoch can be confirmed), it has it.
+  cluster.broker(0).kill9();
+  st = cluster.start(2);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  promote(cluster, 1);
+  wait_in_sync(cluster, 1, 2);
+  const auto stored = counted(bodies(cluster.address(1), "t"));
+  CHECK(stored.count("first") == 1);
+  CHECK(stored.count("after") == 1);
+  CHECK(stored.count("refused") == 0);
+  if (held_confirmed.value_or(false)) CHECK(stored.count("held") == 1);
+}
