@@ -27,12 +27,14 @@ constexpr std::array<ResourceKind, 4> kKinds{{
      bit(Operation::kConsume) | bit(Operation::kDescribe) | bit(Operation::kConfigure) | bit(Operation::kDeadLetters)},
     {ResourceType::kProducerGroup, "producer_groups",
      bit(Operation::kTransact) | bit(Operation::kDescribe) | bit(Operation::kResolve)},
-    {ResourceType::kCluster, "cluster", bit(Operation::kDescribe)},
+    // describe: Stats, cluster status, digests; replicate: a follower's fetches;
+    // configure: promoting a follower.
+    {ResourceType::kCluster, "cluster", bit(Operation::kDescribe) | bit(Operation::kReplicate) | bit(Operation::kConfigure)},
 }};
 
-constexpr std::array<Operation, 9> kOperations{Operation::kProduce,   Operation::kConsume,     Operation::kDescribe,
-                                               Operation::kCreate,    Operation::kDelete,      Operation::kConfigure,
-                                               Operation::kDeadLetters, Operation::kTransact, Operation::kResolve};
+constexpr std::array<Operation, 10> kOperations{
+    Operation::kProduce,     Operation::kConsume,  Operation::kDescribe, Operation::kCreate,  Operation::kDelete,
+    Operation::kConfigure, Operation::kDeadLetters, Operation::kTransact, Operation::kResolve, Operation::kReplicate};
 
 // "produce, consume, describe": the operations of a mask, for error messages.
 std::string operation_list(std::uint32_t mask) {
@@ -91,6 +93,7 @@ std::string_view name(Operation op) {
     case Operation::kDeadLetters: return "dead-letters";
     case Operation::kTransact: return "transact";
     case Operation::kResolve: return "resolve";
+    case Operation::kReplicate: return "replicate";
   }
   return "?";
 }

@@ -51,6 +51,7 @@ enum class Operation : std::uint8_t {
   kDeadLetters,
   kTransact,
   kResolve,
+  kReplicate,  // cluster: fetch the replication log (a follower's user)
 };
 
 enum class ResourceType : std::uint8_t { kTopic, kGroup, kProducerGroup, kCluster };

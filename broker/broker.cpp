@@ -98,23 +98,20 @@ Status Broker::start() {
   writer_->set_probe(writer_probe_.get());
   writer_->start();
   scheduler_ = std::make_unique<Scheduler>(&loop_, [this](Scheduler::Target t) { on_scheduler_due(t); });
-  // The topic log first: the other components read its table and append through it.
-  topics_ = std::make_unique<TopicLog>(config_, *store_, *writer_, *scheduler_, kRetentionTarget, responder_,
-                                       probe_.get());
-  if (auto st = topics_->load(); !st) return st;
-  groups_ = std::make_unique<ConsumerGroups>(&loop_, *store_, *writer_, *scheduler_,
-                                             ConsumerGroups::Targets{kDelayedTarget, kFirstGroupTarget},
-                                             topics_->table(), responder_, *topics_, probe_.get());
-  if (auto st = groups_->start(); !st) return st;
-  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget,
-                                                   topics_->table(), responder_, *topics_, probe_.get());
-  txns_->start();
-  topics_->start(*groups_, *txns_);
   auth_ = std::make_unique<Authenticator>(&loop_, config_, responder_, probe_.get(), audit_log_.get(),
                                           [this](Connection& c, RequestId rid, Authenticator::Verdict v) {
                                             finish_hello(c, rid, std::move(v));
                                           });
   if (auto st = auth_->load(); !st) return st;
+  replication_ = std::make_unique<Replication>(
+      &loop_, config_, *store_, *writer_, responder_, probe_ ? &registry_ : nullptr,
+      Replication::Hooks{[this] {
+        if (auto st = start_components(); !st) {
+          spdlog::error("cannot serve clients: {}", st.error().message);
+          begin_shutdown(nullptr);
+        }
+      }});
+  if (auto st = replication_->start(); !st) return st;
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -132,7 +129,27 @@ Status Broker::start() {
   if (probe_)
     if (auto st = start_metrics(); !st) return st;
   if (auto st = listen(); !st) return st;
-  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_->table().size(), config_.data_dir);
+  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_ ? topics_->table().size() : 0,
+               config_.data_dir);
+  return {};
+}
+
+Status Broker::start_components() {
+  // The topic log first: the other components read its table and append through it.
+  topics_ = std::make_unique<TopicLog>(config_, *store_, *writer_, *scheduler_, kRetentionTarget, responder_,
+                                       probe_.get());
+  if (auto st = topics_->load(); !st) return st;
+  groups_ = std::make_unique<ConsumerGroups>(&loop_, *store_, *writer_, *scheduler_,
+                                             ConsumerGroups::Targets{kDelayedTarget, kFirstGroupTarget},
+                                             topics_->table(), responder_, *topics_, probe_.get());
+  if (auto st = groups_->start(); !st) return st;
+  txns_ = std::make_unique<TransactionCoordinator>(config_, *store_, *writer_, *scheduler_, kTxnCheckTarget,
+                                                   topics_->table(), responder_, *topics_, probe_.get());
+  txns_->start();
+  topics_->start(*groups_, *txns_);
+  // A promoted follower: producers that said hello while it followed may be checked now.
+  for (auto& [id, conn] : connections_)
+    if (conn->hello_done() && !conn->producer_group.empty()) txns_->producer_joined(*conn);
   return {};
 }
 
@@ -223,6 +240,10 @@ void Broker::begin_shutdown(const char* why) {
   if (listener_.loop) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   for (auto& [id, conn] : connections_) conn->pause_reading();
   if (groups_) groups_->stop_dispatching();  // what consumers hold is delivered after restart
+  if (replication_ && !replication_closed_) {
+    replication_closed_ = true;
+    replication_->close([] {});
+  }
   auto finish = [this] {
     writer_stopped_ = true;
     limits_.linger = std::chrono::milliseconds(0);
@@ -287,7 +308,7 @@ void Broker::housekeeping() {
 
 void Broker::on_scheduler_due(Scheduler::Target target) {
   loop_thread_.check();
-  if (shutting_down_) return;
+  if (shutting_down_ || !topics_) return;
   if (target == kRetentionTarget) return topics_->retention_due();
   if (target == kTxnCheckTarget) return txns_->check_round();
   groups_->wake(target);
@@ -316,7 +337,7 @@ void Broker::on_tls_refused(Connection& conn, std::string_view reason) {
 }
 
 void Broker::on_writable(Connection& conn) {
-  if (shutting_down_) return;
+  if (shutting_down_ || !groups_) return;
   groups_->connection_writable(conn);
 }
 
@@ -353,13 +374,22 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     if (auto st = authorize(conn.access, conn.producer_group, *frame); !st)
       return responder_.reply_error(conn, rid, st.error());
   switch (type) {
+    case wire::Body::ReplicaFetch:
+    case wire::Body::ClusterStatus:
+    case wire::Body::Promote:
+    case wire::Body::GetDigest: return handle_cluster(conn, rid, *frame);
+    default: break;
+  }
+  // A follower serves no client; a sync leader below min_insync takes no write.
+  if (auto refusal = replication_->refuse(type)) return responder_.reply_error(conn, rid, *refusal);
+  if (type == wire::Body::GetStats) return handle_stats(conn, rid);
+  switch (type) {
     case wire::Body::Produce: return topics_->produce(conn, rid, bytes, *frame->body_as_Produce());
     case wire::Body::CreateTopic: return topics_->create(conn, rid, *frame->body_as_CreateTopic());
     case wire::Body::DeleteTopic: return topics_->remove(conn, rid, *frame->body_as_DeleteTopic());
     case wire::Body::DescribeTopic: return topics_->describe(conn, rid, *frame->body_as_DescribeTopic());
     case wire::Body::ListTopics: return topics_->list(conn, rid);
     case wire::Body::Subscribe: return groups_->subscribe(conn, rid, *frame->body_as_Subscribe());
-    case wire::Body::GetStats: return handle_stats(conn, rid);
     case wire::Body::Settle: return groups_->settle(conn, rid, *frame->body_as_Settle());
     case wire::Body::ConfigureGroup: return groups_->configure(conn, rid, *frame->body_as_ConfigureGroup());
     case wire::Body::DescribeGroups: return groups_->describe(conn, rid, *frame->body_as_DescribeGroups());
@@ -405,7 +435,7 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
         conn, rid, conn.access.refusal(Operation::kTransact, ResourceType::kProducerGroup, conn.producer_group),
         "permission");
   conn.hello_completed();
-  if (!conn.producer_group.empty()) txns_->producer_joined(conn);
+  if (!conn.producer_group.empty() && txns_) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
   auto& fbb = responder_.fbb();
   fbb.Clear();
@@ -457,9 +487,20 @@ void Broker::audit(Connection& conn, RequestId rid, const wire::Frame& frame) {
   }
 }
 
+void Broker::handle_cluster(Connection& conn, RequestId rid, const wire::Frame& frame) {
+  switch (frame.body_type()) {
+    case wire::Body::ReplicaFetch: return replication_->fetch(conn, rid, *frame.body_as_ReplicaFetch());
+    case wire::Body::ClusterStatus: return replication_->status(conn, rid);
+    case wire::Body::Promote: return replication_->promote(conn, rid, *frame.body_as_Promote());
+    case wire::Body::GetDigest: return replication_->digest(conn, rid);
+    default: return;
+  }
+}
+
 void Broker::handle_stats(Connection& conn, RequestId rid) {
-  const TopicLog::Totals produced = topics_->totals();
-  const ConsumerGroups::Totals groups = groups_->totals();
+  // A follower has no components: its Stats count no topics, messages or groups.
+  const TopicLog::Totals produced = topics_ ? topics_->totals() : TopicLog::Totals{};
+  const ConsumerGroups::Totals groups = groups_ ? groups_->totals() : ConsumerGroups::Totals{};
   auto usage = store_->usage();
   auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
   auto& fbb = responder_.fbb();
@@ -467,7 +508,8 @@ void Broker::handle_stats(Connection& conn, RequestId rid) {
   auto body = wire::CreateStats(fbb, fbb.CreateString(kVersion.data(), kVersion.size()),
                                 static_cast<std::uint64_t>(uptime.count()),
                                 static_cast<std::uint32_t>(connections_.size()),
-                                static_cast<std::uint32_t>(topics_->table().size()), produced.messages, produced.bytes,
+                                static_cast<std::uint32_t>(topics_ ? topics_->table().size() : 0), produced.messages,
+                                produced.bytes,
                                 groups.delivered, groups.acked, usage.used_bytes, usage.max_bytes,
                                 writer_->commits());
   responder_.send_frame(conn, rid, wire::Body::Stats, body.Union());
@@ -481,7 +523,9 @@ Status Broker::start_metrics() {
   metrics::register_process_metrics(registry_);
   registry_.callback_gauge("txmq_connections", "Open client connections.",
                            [this] { return static_cast<double>(connections_.size()); });
-  registry_.callback_gauge("txmq_topics", "Topics.", [this] { return static_cast<double>(topics_->table().size()); });
+  registry_.callback_gauge("txmq_topics", "Topics.", [this] {
+    return topics_ ? static_cast<double>(topics_->table().size()) : 0.0;
+  });
   registry_.callback_gauge("txmq_connection_input_bytes",
                            "Bytes reserved for frames being received, all connections together.",
                            [this] { return static_cast<double>(budget_->input_bytes()); });
@@ -519,7 +563,9 @@ Status Broker::start_metrics() {
                              return oldest && now > oldest ? static_cast<double>(now - oldest) / 1000.0 : 0.0;
                            });
   // Scrapes render on the loop thread, so the groups may read their loop-owned state.
-  registry_.on_render([this] { groups_->refresh_metrics(); });
+  registry_.on_render([this] {
+    if (groups_) groups_->refresh_metrics();
+  });
 
   auto resolved = common::listen_address(&loop_, "broker.metrics_listen", config_.metrics_listen);
   if (!resolved) return resolved.error();

@@ -9,8 +9,10 @@
 // through the Responder, and report what they append through the topic log's AppendSink:
 // every message that enters a partition passes TopicLog::appended().
 //
-// Lifecycle: run() opens storage, loads topics, makes the components, listens, prints
-// "listening on HOST:PORT", and serves until SIGINT or SIGTERM. Shutdown stops accepting
+// Lifecycle: run() opens storage, starts replication (broker/replication.h), makes the
+// components (at once, or for a follower when it is promoted), listens, prints
+// "listening on HOST:PORT", and serves until SIGINT or SIGTERM. A follower listens too:
+// it answers clients NotLeader, and its leader's fetches are the cluster requests. Shutdown stops accepting
 // and reading, lets the writer finish and complete every operation already queued (so every
 // produce that was received is answered), flushes and closes every connection, and returns 0.
 // Concurrency: the constructor may run on any thread; run() and everything it calls on the
@@ -32,6 +34,7 @@
 #include "broker/consumer_groups.h"
 #include "broker/loop_thread.h"
 #include "broker/names.h"
+#include "broker/replication.h"
 #include "broker/responder.h"
 #include "broker/scheduler.h"
 #include "broker/storage/store.h"
@@ -63,6 +66,9 @@ class Broker final : public ConnectionEvents {
   static constexpr Scheduler::Target kFirstGroupTarget = 100;
 
   Status start();
+  // The components that serve clients (topic log, groups, transactions), made from the
+  // store as it is: at start, or once a follower is promoted.
+  Status start_components();
   Status listen();
   Status start_metrics();
   void begin_shutdown(const char* why);
@@ -88,6 +94,8 @@ class Broker final : public ConnectionEvents {
   // An operator request to record in the audit trail when it is answered.
   void audit(Connection& conn, RequestId rid, const wire::Frame& frame);
   void handle_stats(Connection& conn, RequestId rid);
+  // ReplicaFetch, ClusterStatus, Promote, GetDigest: answered by Replication, on any role.
+  void handle_cluster(Connection& conn, RequestId rid, const wire::Frame& frame);
 
   BrokerConfig config_;
   LoopThread loop_thread_;  // bound in run()
@@ -115,6 +123,8 @@ class Broker final : public ConnectionEvents {
   Responder responder_{connections_, config_.connection_inflight_bytes};
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::StorageWriter> writer_;
+  std::unique_ptr<Replication> replication_;
+  bool replication_closed_ = false;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<TopicLog> topics_;
   std::unique_ptr<ConsumerGroups> groups_;

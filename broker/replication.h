@@ -72,12 +72,14 @@ class Replication {
   ~Replication();
 
   // A leader begins its first epoch when the store has none, then calls became_leader; a
-  // follower starts fetching. Errors: the config's peers cannot be resolved into a plan.
+  // follower starts fetching; without replication, calls became_leader at once.
+  // Errors: reading the store's epochs.
   Status start();
   // Stops fetching, answers held fetches; done runs once nothing of it is left on the loop.
   void close(std::function<void()> done);
 
-  bool leader() const { return role_ == Role::kLeader; }
+  // Serves clients: a leader, or a broker without replication.
+  bool serving() const { return role_ != Role::kFollower; }
   // What a client request of this type gets instead of being served, if anything: on a
   // follower NotLeader (with the leader's address); on a leader in sync mode below
   // min_insync, NotEnoughReplicas for a request that writes.
@@ -90,11 +92,16 @@ class Replication {
   void digest(Connection& conn, RequestId rid);
 
  private:
-  enum class Role { kLeader, kFollower };
+  // Standalone: replication is off (no replication.id); the log is still written, and
+  // status and digest are answered.
+  enum class Role { kStandalone, kLeader, kFollower };
   struct Follower {
     std::string address;
     std::uint64_t durable_index = 0;
     std::uint64_t next_index = 0;  // what its last fetch asked for
+    // The leader's last index when it last answered this follower: a fetch past it means
+    // the follower holds everything the leader had then (it is caught up).
+    std::uint64_t end_at_answer = UINT64_MAX;
     std::chrono::steady_clock::time_point caught_up;  // when its log last held the whole of ours
     std::optional<std::chrono::steady_clock::time_point> last_fetch;
   };
@@ -103,9 +110,11 @@ class Replication {
     RequestId rid;
     std::uint64_t next_index;
     std::uint32_t max_bytes;
+    std::string replica;
     std::chrono::steady_clock::time_point deadline;
   };
   struct Probe;
+  friend class Fetcher;
 
   // Leader.
   void become_leader(std::uint64_t epoch);
@@ -115,10 +124,14 @@ class Replication {
   void update_commit_index();
   void check_in_sync();  // the timer: who dropped out, who caught up
   void write_in_sync(std::set<std::string> members);
-  std::uint64_t commit_index() const { return commit_index_; }
-  // Follower.
-  void applied(std::uint64_t last_index);
+  // Where a follower whose last record is of follower_epoch diverged from this log.
+  std::uint64_t divergence_point(std::uint64_t follower_epoch, std::uint64_t follower_next) const;
+  // The in-sync set as the store holds it (a follower's view: the last one it applied).
+  std::set<std::string> stored_in_sync() const;
   std::string leader_address() const;
+  std::string_view role_name() const;
+  void follower_applied();  // the fetcher applied records: a new epoch names a new leader
+  std::uint64_t known_epoch_ = 0;
 
   uv_loop_t* loop_;
   const BrokerConfig& config_;
@@ -128,7 +141,7 @@ class Replication {
   Responder& responder_;
   Hooks hooks_;
   std::unique_ptr<Probe> probe_;
-  Role role_ = Role::kFollower;
+  Role role_ = Role::kStandalone;
   std::string leader_id_;
   std::map<std::string, Follower> followers_;  // leader: every peer but this one
   std::set<std::string> in_sync_;              // leader included; as last written
@@ -136,8 +149,10 @@ class Replication {
   std::uint64_t commit_index_ = 0;
   std::vector<HeldFetch> held_;
   uv_timer_t timer_{};  // in-sync checks and held fetches' deadlines
-  std::unique_ptr<Fetcher> fetcher_;
+  std::unique_ptr<Fetcher> fetcher_;  // a follower's; kept (closed) after a promotion
+  bool promoting_ = false;
   bool closing_ = false;
+  std::function<void()> close_done_;
 };
 
 }  // namespace txmq::broker

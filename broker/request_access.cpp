@@ -65,7 +65,11 @@ Status authorize(Access& access, std::string_view hello_producer_group, const wi
       if (auto st = access.check(Op::kTransact, Type::kProducerGroup, group); !st) return st;
       return access.check(Op::kProduce, Type::kTopic, text(req->topic()));
     }
-    case wire::Body::GetStats: return access.check(Op::kDescribe, Type::kCluster, {});
+    case wire::Body::GetStats:
+    case wire::Body::ClusterStatus:
+    case wire::Body::GetDigest: return access.check(Op::kDescribe, Type::kCluster, {});
+    case wire::Body::ReplicaFetch: return access.check(Op::kReplicate, Type::kCluster, {});
+    case wire::Body::Promote: return access.check(Op::kConfigure, Type::kCluster, {});
     // Checked in the components (see the header).
     case wire::Body::ListTopics:
     case wire::Body::EndTransactions:

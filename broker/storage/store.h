@@ -303,6 +303,9 @@ class Store {
 
   // The topics a group has a cursor on, in id order. Errors: LMDB's.
   Result<std::vector<TopicId>> group_topics(GroupId group) const;
+  // A meta key's value as text (replication's "in_sync"); nullopt when absent.
+  // Errors: LMDB's.
+  Result<std::optional<std::string>> get_meta(std::string_view key) const;
   // Every stored policy: key ("g:" + group or "t:" + topic) and PolicyRecord bytes, which
   // the caller verifies (broker/group_policy.cpp). Errors: LMDB's.
   Result<std::vector<std::pair<std::string, std::vector<std::uint8_t>>>> load_policies() const;
@@ -489,6 +492,8 @@ class WriteTxn {
   // Stores a group's or a topic's policy (key "g:" + group or "t:" + topic) as given.
   // Errors: LMDB's.
   Status put_policy(std::string_view key, std::span<const std::uint8_t> record);
+  // Stores a meta key's text value (replication's "in_sync"). Errors: LMDB's.
+  Status put_meta(std::string_view key, std::string_view value);
   // Rewrites one small record and nothing else: a commit for its new transaction id alone
   // (LMDB reuses freed pages two commits after the one that freed them). Errors: a
   // damaged record (the counter); LMDB's.

@@ -171,6 +171,22 @@ Result<GroupId> WriteTxn::intern_group(std::string_view name) {
   return GroupId(*id);
 }
 
+Status WriteTxn::put_meta(std::string_view key, std::string_view value) {
+  MDB_val k = val(key), v = val(value);
+  if (int rc = put(store_.meta_, &k, &v)) return lmdb_error(rc, "write meta");
+  return {};
+}
+
+Result<std::optional<std::string>> Store::get_meta(std::string_view key) const {
+  ReadTxn txn(env_);
+  if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn.get(), meta_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<std::string>();
+  if (rc) return lmdb_error(rc, "read meta");
+  return std::optional<std::string>(std::string(static_cast<const char*>(v.mv_data), v.mv_size));
+}
+
 Status WriteTxn::put_policy(std::string_view key, std::span<const std::uint8_t> record) {
   MDB_val k = val(key), v = val(record.data(), record.size());
   if (int rc = put(store_.policies_, &k, &v, 0)) return lmdb_error(rc, "write policy");

@@ -12,10 +12,10 @@ namespace txmq::broker::storage {
 
 // The complete list of the state changes the writer applies. Nothing else writes to the
 // store once it is open: every change is a WriteOp of one of these kinds, committed by the
-// writer and counted per kind (txmq_storage_write_ops_total{op=name}). The replication log
-// will carry one record per committed op, named by its kind, so a new state change is a
-// new row here, a new WriteOp class, and a new row in docs/ARCHITECTURE.md ("Write
-// operations"); never a new use of an existing kind.
+// writer and counted per kind (txmq_storage_write_ops_total{op=name}). What they change
+// reaches followers as the replication log's records (storage/redo.h), key by key, so a
+// new state change is a new row here, a new WriteOp class, and a new row in
+// docs/ARCHITECTURE.md ("Write operations"); never a new use of an existing kind.
 //
 //  kind               name (logs, metrics)  class
 #define TXMQ_WRITE_OP_KINDS(X)                                                            \
@@ -31,7 +31,10 @@ namespace txmq::broker::storage {
   X(kRedrive,          "redrive")          /* ConsumerGroups::RedriveOp */                 \
   X(kPrepare,          "prepare")          /* TransactionCoordinator::PrepareOp */         \
   X(kEnd,              "end")              /* TransactionCoordinator::EndOp */             \
-  X(kCheckRound,       "check_round")      /* TransactionCoordinator::CheckRoundOp */
+  X(kCheckRound,       "check_round")      /* TransactionCoordinator::CheckRoundOp */      \
+  X(kBeginEpoch,       "begin_epoch")      /* Replication's BeginEpochOp */                \
+  X(kInSync,           "in_sync")          /* Replication's InSyncOp */                    \
+  X(kApplyRecords,     "apply_records")    /* Replication's ApplyRecordsOp (a follower) */
 
 enum class WriteOpKind : std::uint8_t {
 #define TXMQ_WRITE_OP_ENUM(kind, name) kind,
@@ -82,6 +85,10 @@ class WriteOp {
   virtual void complete(const Status& status) = 0;
   // Payload size, to cap how much one transaction carries.
   virtual std::size_t bytes() const { return 0; }
+  // Whether complete() waits for the commit gate (StorageWriter::set_commit_gate): true
+  // for every op whose completion confirms something to a client. Replication's own
+  // bookkeeping (the in-sync set) must not wait for the replicas it is about.
+  virtual bool gated() const { return true; }
 };
 
 }  // namespace txmq::broker::storage

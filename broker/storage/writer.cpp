@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace txmq::broker::storage {
 namespace {
 
@@ -131,7 +133,10 @@ void StorageWriter::commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch) {
 
   std::vector<Done> results;
   results.reserve(batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) results.push_back(Done{std::move(batch[i]), std::move(statuses[i])});
+  // This thread is the only writer: the log's end is this batch's last record.
+  const std::uint64_t index = store_.log_position().last_index;
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    results.push_back(Done{std::move(batch[i]), std::move(statuses[i]), index});
   batch.clear();
   commits_.fetch_add(1, std::memory_order_relaxed);
   if (probe_) {
@@ -209,6 +214,25 @@ bool StorageWriter::commit_tick() {
   return st.ok();
 }
 
+void StorageWriter::finish(Done& done) {
+  --in_flight_;
+  done.op->complete(done.status);
+}
+
+void StorageWriter::set_commit_gate(bool on) {
+  gate_ = on;
+  if (!on) release(UINT64_MAX);
+}
+
+void StorageWriter::release(std::uint64_t commit_index) {
+  released_ = std::max(released_, commit_index);
+  while (!held_.empty() && (held_.front().index <= released_ || !gate_)) {
+    Done d = std::move(held_.front());
+    held_.pop_front();
+    finish(d);
+  }
+}
+
 void StorageWriter::on_async(uv_async_t* handle) {
   static_cast<StorageWriter*>(handle->data)->drain_done();
 }
@@ -222,11 +246,21 @@ void StorageWriter::drain_done() {
     done.swap(done_);
     exited = thread_exited_;
   }
+  if (on_committed_ && !done.empty()) on_committed_(done.back().index);
   for (auto& d : done) {
-    --in_flight_;
-    d.op->complete(d.status);
+    if (gate_ && d.op->gated() && (d.index > released_ || !held_.empty()))
+      held_.push_back(std::move(d));
+    else
+      finish(d);
   }
   if (exited && thread_.joinable()) {
+    // Nothing will release them now: their changes are on this disk, not known to be on
+    // the replicas', so they are not confirmed (a client sends them again).
+    for (auto& d : held_) {
+      d.status = Error(ErrorCode::kShuttingDown, "the broker stopped before its replicas confirmed this");
+      finish(d);
+    }
+    held_.clear();
     thread_.join();
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), [](uv_handle_t* h) {
       auto* self = static_cast<StorageWriter*>(h->data);

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -63,11 +64,23 @@ class StorageWriter {
 
   std::uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
 
+  // Replication (broker/replication.h). on_committed runs on the loop after each batch,
+  // before the batch's completions, with the replication log's newest index. With the
+  // gate on, a gated op's complete() waits until release() is given an index that covers
+  // the record its batch wrote; completions stay in commit order. Ops still held when the
+  // writer stops complete with kShuttingDown. Loop thread, all three.
+  void set_on_committed(std::function<void(std::uint64_t last_index)> fn) { on_committed_ = std::move(fn); }
+  void set_commit_gate(bool on);
+  void release(std::uint64_t commit_index);
+  std::size_t held() const { return held_.size(); }
+
  private:
   struct Done {
     std::unique_ptr<WriteOp> op;
     Status status;
+    std::uint64_t index = 0;  // the replication log's newest record once its batch was done
   };
+  void finish(Done& done);  // loop thread: complete() and the count
 
   void run();                                  // writer thread
   void commit_batch(std::vector<std::unique_ptr<WriteOp>>& batch);  // writer thread
@@ -85,6 +98,10 @@ class StorageWriter {
   std::thread thread_;
   std::function<void()> on_stopped_;
   std::size_t in_flight_ = 0;  // loop thread only
+  std::function<void(std::uint64_t)> on_committed_;  // loop thread only
+  bool gate_ = false;                                 // loop thread only
+  std::uint64_t released_ = 0;                        // loop thread only
+  std::deque<Done> held_;                             // loop thread only
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,0 +1,811 @@
+#include "broker/replication.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "broker/storage/layout.h"
+#include "broker/wall_clock.h"
+#include "client/src/connection.h"
+
+namespace txmq::broker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How often the leader looks at its followers' lag and at held fetches' deadlines.
+constexpr std::uint64_t kTimerMs = 50;
+// A follower that cannot reach anyone waits this long before it tries the next peer.
+constexpr auto kRetryDelay = std::chrono::milliseconds(200);
+// The meta key of the in-sync set: the ids, comma-separated.
+constexpr std::string_view kInSyncKey = "in_sync";
+
+// Which requests write: refused below min_insync on a sync leader.
+bool writes(wire::Body type) {
+  switch (type) {
+    case wire::Body::Produce:
+    case wire::Body::CreateTopic:
+    case wire::Body::DeleteTopic:
+    case wire::Body::Settle:
+    case wire::Body::ConfigureGroup:
+    case wire::Body::Redrive:
+    case wire::Body::Prepare:
+    case wire::Body::EndTransactions:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string join(const std::set<std::string>& ids) {
+  std::string out;
+  for (const auto& id : ids) out += (out.empty() ? "" : ",") + id;
+  return out;
+}
+
+std::set<std::string> split(std::string_view text) {
+  std::set<std::string> out;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    if (auto id = text.substr(0, comma); !id.empty()) out.emplace(id);
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+  }
+  return out;
+}
+
+// -- the write ops of replication ---------------------------------------------------------
+
+// The in-sync set, stored so that it is a record like any state: followers learn it, and a
+// promotion can tell whether this broker was in it.
+class InSyncOp final : public storage::WriteOp {
+ public:
+  InSyncOp(std::set<std::string> members, std::function<void(const Status&)> done)
+      : members_(std::move(members)), done_(std::move(done)) {}
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kInSync; }
+  Status apply(storage::WriteTxn& txn) override { return txn.put_meta(kInSyncKey, join(members_)); }
+  void complete(const Status& status) override { done_(status); }
+  bool gated() const override { return false; }
+
+ private:
+  std::set<std::string> members_;
+  std::function<void(const Status&)> done_;
+};
+
+// A new epoch led by this broker, with itself as the whole in-sync set.
+class BeginEpochOp final : public storage::WriteOp {
+ public:
+  BeginEpochOp(std::uint64_t epoch, std::string leader, std::function<void(const Status&)> done)
+      : epoch_(epoch), leader_(std::move(leader)), done_(std::move(done)) {}
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kBeginEpoch; }
+  Status apply(storage::WriteTxn& txn) override {
+    if (auto st = txn.begin_epoch(epoch_, leader_); !st) return st;
+    return txn.put_meta(kInSyncKey, leader_);
+  }
+  void complete(const Status& status) override { done_(status); }
+  bool gated() const override { return false; }
+
+ private:
+  std::uint64_t epoch_;
+  std::string leader_;
+  std::function<void(const Status&)> done_;
+};
+
+// A follower's: the leader's records, applied in order in one transaction.
+class ApplyRecordsOp final : public storage::WriteOp {
+ public:
+  ApplyRecordsOp(std::vector<storage::LogRecord> records, std::function<void(const Status&)> done)
+      : records_(std::move(records)), done_(std::move(done)) {
+    for (const auto& r : records_) bytes_ += r.bytes.size();
+  }
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kApplyRecords; }
+  Status apply(storage::WriteTxn& txn) override {
+    for (const auto& r : records_)
+      if (auto st = txn.apply_record(r.index, r.bytes); !st) return st;
+    return {};
+  }
+  void complete(const Status& status) override { done_(status); }
+  std::size_t bytes() const override { return bytes_; }
+  bool gated() const override { return false; }
+
+ private:
+  std::vector<storage::LogRecord> records_;
+  std::size_t bytes_ = 0;
+  std::function<void(const Status&)> done_;
+};
+
+}  // namespace
+
+// -- metrics ----------------------------------------------------------------------------
+
+struct Replication::Probe {
+  explicit Probe(metrics::Registry& r)
+      : leader(r.gauge("txmq_replication_leader", "1 while this broker leads its epoch, 0 while it follows")),
+        epoch(r.gauge("txmq_replication_epoch", "The newest epoch this broker holds")),
+        last_index(r.gauge("txmq_replication_last_index", "The newest record of this broker's replication log")),
+        commit_index(r.gauge("txmq_replication_commit_index",
+                             "Leader: records durable on min_insync replicas up to here")),
+        in_sync(r.gauge("txmq_replication_in_sync_replicas", "Leader: members of the in-sync set, itself included")),
+        lag_records(r.gauge_family("txmq_replication_follower_lag_records",
+                                   "Leader: records a follower has not acknowledged", {"replica"})),
+        lag_ms(r.gauge_family("txmq_replication_follower_lag_ms",
+                              "Leader: ms since a follower last held the leader's whole log", {"replica"})),
+        fetch_bytes(r.counter("txmq_replication_fetch_bytes_total", "Leader: record bytes sent to followers")),
+        applied(r.counter("txmq_replication_applied_records_total", "Follower: leader's records applied")),
+        truncated(r.counter("txmq_replication_truncated_records_total",
+                            "Follower: records found diverged from the leader's log")),
+        refused(r.counter_family("txmq_replication_refusals_total",
+                                 "Client requests refused: not_leader, not_enough_replicas", {"reason"})),
+        in_sync_changes(r.counter("txmq_replication_in_sync_changes_total", "Leader: changes of the in-sync set")) {}
+  metrics::Gauge& leader;
+  metrics::Gauge& epoch;
+  metrics::Gauge& last_index;
+  metrics::Gauge& commit_index;
+  metrics::Gauge& in_sync;
+  metrics::Family<metrics::Gauge>& lag_records;
+  metrics::Family<metrics::Gauge>& lag_ms;
+  metrics::Counter& fetch_bytes;
+  metrics::Counter& applied;
+  metrics::Counter& truncated;
+  metrics::Family<metrics::Counter>& refused;
+  metrics::Counter& in_sync_changes;
+};
+
+// -- the follower's fetcher ---------------------------------------------------------------
+
+// A follower's pull loop: one client connection at a time to the peer it takes for the
+// leader; fetch, apply (through the writer), fetch again with the new durable index.
+// Answers arrive on the client connection's I/O thread and are handed to the loop through
+// `wake_`. Loop thread, except on_answer's first half.
+class Fetcher {
+ public:
+  Fetcher(uv_loop_t* loop, const BrokerConfig& config, storage::Store& store, storage::StorageWriter& writer,
+          Replication::Probe* probe, std::function<void()> applied)
+      : loop_(loop),
+        config_(config),
+        rc_(config.replication),
+        store_(store),
+        writer_(writer),
+        probe_(probe),
+        applied_(std::move(applied)) {
+    wake_.data = retry_.data = this;
+    uv_async_init(loop_, &wake_, [](uv_async_t* h) { static_cast<Fetcher*>(h->data)->drain(); });
+    uv_timer_init(loop_, &retry_);
+    for (const auto& [id, address] : rc_.peers)
+      if (id != rc_.id) peers_.push_back(id);
+    if (!rc_.password_file.empty()) {
+      std::ifstream in(rc_.password_file);
+      std::getline(in, password_);
+    }
+  }
+  ~Fetcher() { stop_connection(); }
+
+  void start() {
+    // The leader of the newest epoch this store knows, when that is a peer; else the first.
+    if (auto epochs = store_.epochs(); epochs && !epochs->empty())
+      for (std::size_t i = 0; i < peers_.size(); ++i)
+        if (peers_[i] == epochs->back().leader) next_peer_ = i;
+    connect_next();
+  }
+
+  // Stops for good; done runs once the handles are closed (at once when they already are).
+  void close(std::function<void()> done) {
+    if (closed_) return done();
+    closed_ = true;
+    stop_connection();
+    closed_cb_ = std::move(done);
+    pending_closes_ = 2;
+    auto on_close = [](uv_handle_t* h) {
+      auto* self = static_cast<Fetcher*>(h->data);
+      if (--self->pending_closes_ == 0 && self->closed_cb_) self->closed_cb_();
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), on_close);
+    uv_close(reinterpret_cast<uv_handle_t*>(&retry_), on_close);
+  }
+
+  const std::string& target_address() const { return address_; }
+  std::uint64_t leader_epoch() const { return leader_epoch_; }
+  std::uint64_t commit_index() const { return commit_index_; }
+
+ private:
+  struct Answer {
+    std::uint64_t generation;
+    Result<std::vector<storage::LogRecord>> records{std::vector<storage::LogRecord>()};
+    std::uint64_t epoch = 0, commit_index = 0, truncate_to = 0;
+  };
+
+  void stop_connection() {
+    if (conn_) {
+      conn_->stop();
+      conn_.reset();
+    }
+  }
+
+  void connect_to(const std::string& address) {
+    stop_connection();
+    ++generation_;
+    address_ = address;
+    client::ClientOptions o;
+    o.broker = address;
+    o.client_name = "txmq-replica " + rc_.id;
+    o.request_timeout = rc_.fetch_wait + std::chrono::seconds(10);
+    o.first_connect_timeout = std::chrono::milliseconds(2000);
+    o.user = rc_.user;
+    o.password = password_;
+    if (config_.tls_enabled) {
+      o.tls.enabled = true;
+      o.tls.ca_file = config_.tls_files.ca_file;
+      if (config_.tls_client_auth != common::TlsClientAuth::kNone) {
+        o.tls.cert_file = config_.tls_files.cert_file;
+        o.tls.key_file = config_.tls_files.key_file;
+      }
+    }
+    conn_ = std::make_unique<client::detail::Connection>(o, client::detail::Connection::Hooks{});
+    conn_->start();
+    spdlog::info("replication: fetching from {}", address);
+    send_fetch();
+  }
+
+  void connect_next() {
+    if (closed_ || peers_.empty()) return;
+    const std::string& id = peers_[next_peer_ % peers_.size()];
+    ++next_peer_;
+    for (const auto& [peer, address] : rc_.peers)
+      if (peer == id) return connect_to(address);
+  }
+
+  void retry_later(const std::string& next_address) {
+    stop_connection();
+    address_.clear();
+    redirect_ = next_address;
+    uv_timer_start(&retry_, [](uv_timer_t* t) {
+      auto* self = static_cast<Fetcher*>(t->data);
+      if (self->closed_) return;
+      if (self->redirect_.empty()) return self->connect_next();
+      self->connect_to(self->redirect_);
+    }, static_cast<std::uint64_t>(kRetryDelay.count()), 0);
+  }
+
+  void send_fetch() {
+    const storage::LogPosition pos = store_.log_position();
+    std::uint64_t last_epoch = 0;
+    if (pos.last_index > 0)
+      if (auto r = store_.read_log_records(pos.last_index, 1); r && !r->empty())
+        if (auto h = storage::redo_header(r->front().bytes); h) last_epoch = h->epoch;
+    const std::uint64_t generation = generation_;
+    const std::string replica = rc_.id;
+    const std::uint32_t max_bytes = rc_.fetch_max_bytes;
+    const auto wait = static_cast<std::uint32_t>(rc_.fetch_wait.count());
+    client::detail::Connection* conn = conn_.get();
+    conn->post([this, conn, generation, replica, pos, last_epoch, max_bytes, wait] {
+      auto& fbb = conn->builder();
+      fbb.Clear();
+      const std::uint64_t rid = conn->next_request_id();
+      auto body = wire::CreateReplicaFetch(fbb, fbb.CreateString(replica), pos.epoch, pos.last_index + 1, last_epoch,
+                                           pos.last_index, max_bytes, wait);
+      fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::ReplicaFetch, body.Union()));
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait) + std::chrono::seconds(10);
+      conn->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
+                    [this, generation](Result<const wire::Frame*> answer) { on_answer(generation, answer); });
+    });
+  }
+
+  // The client connection's I/O thread: copies the answer out and wakes the loop.
+  void on_answer(std::uint64_t generation, const Result<const wire::Frame*>& answer) {
+    Answer a{generation};
+    if (!answer) {
+      a.records = answer.error();
+    } else if (const auto* r = (*answer)->body_as_ReplicaRecords(); !r) {
+      a.records = Error(ErrorCode::kMalformedFrame, "the leader answered a fetch with something else");
+    } else {
+      a.epoch = r->epoch();
+      a.commit_index = r->commit_index();
+      a.truncate_to = r->truncate_to();
+      std::vector<storage::LogRecord> records;
+      if (r->records())
+        for (const auto* rec : *r->records())
+          records.push_back({rec->index(), rec->data() ? std::vector<std::uint8_t>(rec->data()->begin(), rec->data()->end())
+                                                       : std::vector<std::uint8_t>()});
+      a.records = std::move(records);
+    }
+    {
+      std::lock_guard lock(mu_);
+      inbox_.push_back(std::move(a));
+    }
+    uv_async_send(&wake_);
+  }
+
+  void drain() {
+    std::vector<Answer> answers;
+    {
+      std::lock_guard lock(mu_);
+      answers.swap(inbox_);
+    }
+    for (auto& a : answers)
+      if (a.generation == generation_ && !closed_) handle(a);
+  }
+
+  void handle(Answer& a) {
+    if (!a.records) {
+      const Error& e = a.records.error();
+      if (e.code == ErrorCode::kNotLeader && !e.leader.empty() && e.leader != address_) {
+        spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
+        return retry_later(e.leader);
+      }
+      spdlog::warn("replication: fetch from {} failed: {}", address_, e.describe());
+      return retry_later("");
+    }
+    if (a.truncate_to != 0) {
+      const std::uint64_t last = store_.log_position().last_index;
+      if (probe_) probe_->truncated.inc(last >= a.truncate_to ? last - a.truncate_to + 1 : 0);
+      spdlog::error(
+          "replication: this broker's log diverged from the leader's at {}: its records {}..{} are not the leader's. "
+          "Truncation is not built yet: stop this broker, move its data directory aside and start it empty",
+          address_, a.truncate_to, last);
+      return retry_later("");
+    }
+    leader_epoch_ = a.epoch;
+    commit_index_ = a.commit_index;
+    if (a.records->empty()) return send_fetch();
+    const std::size_t n = a.records->size();
+    const std::uint64_t generation = generation_;
+    writer_.submit(std::make_unique<ApplyRecordsOp>(std::move(*a.records), [this, generation, n](const Status& st) {
+      if (closed_ || generation != generation_) return;
+      if (!st) {
+        spdlog::error("replication: applying the leader's records failed: {}", st.error().describe());
+        return retry_later("");
+      }
+      if (probe_) probe_->applied.inc(n);
+      applied_();
+      send_fetch();
+    }));
+  }
+
+  uv_loop_t* loop_;
+  const BrokerConfig& config_;
+  const ReplicationConfig& rc_;
+  storage::Store& store_;
+  storage::StorageWriter& writer_;
+  Replication::Probe* probe_;
+  std::function<void()> applied_;  // after each apply committed
+  std::vector<std::string> peers_;  // every peer but this broker, in config order
+  std::size_t next_peer_ = 0;
+  std::string password_;
+  std::unique_ptr<client::detail::Connection> conn_;
+  std::string address_;   // what conn_ connects to
+  std::string redirect_;  // where retry_later goes; "" the next peer
+  std::uint64_t generation_ = 0;  // answers of an older connection are dropped
+  std::uint64_t leader_epoch_ = 0;
+  std::uint64_t commit_index_ = 0;
+  uv_async_t wake_{};
+  uv_timer_t retry_{};
+  bool closed_ = false;
+  int pending_closes_ = 0;
+  std::function<void()> closed_cb_;
+  std::mutex mu_;
+  std::vector<Answer> inbox_;  // guarded by mu_
+};
+
+// -- Replication ----------------------------------------------------------------------------
+
+Replication::Replication(uv_loop_t* loop, const BrokerConfig& config, storage::Store& store,
+                         storage::StorageWriter& writer, Responder& responder, metrics::Registry* registry, Hooks hooks)
+    : loop_(loop),
+      config_(config),
+      rc_(config.replication),
+      store_(store),
+      writer_(writer),
+      responder_(responder),
+      hooks_(std::move(hooks)),
+      probe_(registry ? std::make_unique<Probe>(*registry) : nullptr) {
+  timer_.data = this;
+  for (const auto& [id, address] : rc_.peers)
+    if (id != rc_.id) followers_[id].address = address;
+  store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
+}
+
+Replication::~Replication() = default;
+
+Status Replication::start() {
+  uv_timer_init(loop_, &timer_);
+  if (!rc_.enabled()) {
+    if (hooks_.became_leader) hooks_.became_leader();
+    return {};
+  }
+  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<Replication*>(t->data)->check_in_sync(); }, kTimerMs,
+                 kTimerMs);
+  writer_.set_on_committed([this](std::uint64_t last) { log_advanced(last); });
+  role_ = Role::kFollower;  // until it leads: clients are told NotLeader meanwhile
+  auto epochs = store_.epochs();
+  if (!epochs) return epochs.error();
+  if (!epochs->empty()) leader_id_ = epochs->back().leader;
+  if (!rc_.leader) {
+    spdlog::info("replication: {} starts as a follower (epoch {}, log at {})", rc_.id, store_.log_position().epoch,
+                 store_.log_position().last_index);
+    // Nothing is trimmed on a follower but by its own retention: it serves no fetches.
+    fetcher_ = std::make_unique<Fetcher>(loop_, config_, store_, writer_, probe_.get(), [this] { follower_applied(); });
+    fetcher_->start();
+    return {};
+  }
+  if (!epochs->empty() && epochs->back().leader == rc_.id) {
+    become_leader(epochs->back().epoch);
+    return {};
+  }
+  // A new leader's first epoch, or one configured to lead after another did: a new epoch.
+  const std::uint64_t epoch = store_.log_position().epoch + 1;
+  writer_.submit(std::make_unique<BeginEpochOp>(epoch, rc_.id, [this, epoch](const Status& st) {
+    if (!st) {
+      spdlog::error("replication: cannot begin epoch {}: {}", epoch, st.error().describe());
+      return;
+    }
+    become_leader(epoch);
+  }));
+  return {};
+}
+
+void Replication::become_leader(std::uint64_t epoch) {
+  role_ = Role::kLeader;
+  leader_id_ = rc_.id;
+  in_sync_ = {rc_.id};
+  commit_index_ = 0;
+  writer_.set_commit_gate(rc_.sync);
+  const auto now = Clock::now();
+  for (auto& [id, f] : followers_) f.caught_up = now - rc_.lag_max;  // out until it fetches
+  spdlog::info("replication: {} leads epoch {} ({} mode, min_insync {}), its log at {}", rc_.id, epoch,
+               rc_.sync ? "sync" : "async", rc_.min_insync, store_.log_position().last_index);
+  if (probe_) {
+    probe_->leader.set(1);
+    probe_->epoch.set(static_cast<double>(epoch));
+  }
+  update_commit_index();
+  if (hooks_.became_leader) hooks_.became_leader();
+}
+
+void Replication::close(std::function<void()> done) {
+  closing_ = true;
+  answer_held(true);
+  auto finish = [this, done = std::move(done)] {
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
+      auto* self = static_cast<Replication*>(h->data);
+      if (self->close_done_) self->close_done_();
+    });
+  };
+  close_done_ = std::move(done);
+  if (fetcher_)
+    fetcher_->close(finish);
+  else
+    finish();
+}
+
+void Replication::follower_applied() {
+  // A new epoch's first record names its leader: what NotLeader answers point to.
+  const std::uint64_t epoch = store_.log_position().epoch;
+  if (epoch == known_epoch_) return;
+  known_epoch_ = epoch;
+  if (auto epochs = store_.epochs(); epochs && !epochs->empty()) leader_id_ = epochs->back().leader;
+  if (probe_) probe_->epoch.set(static_cast<double>(epoch));
+}
+
+std::string_view Replication::role_name() const {
+  switch (role_) {
+    case Role::kStandalone: return "standalone";
+    case Role::kLeader: return "leader";
+    case Role::kFollower: return "follower";
+  }
+  return "?";
+}
+
+std::string Replication::leader_address() const {
+  for (const auto& [id, address] : rc_.peers)
+    if (id == leader_id_) return address;
+  return {};
+}
+
+std::optional<Error> Replication::refuse(wire::Body type) const {
+  if (role_ == Role::kStandalone) return std::nullopt;
+  if (role_ == Role::kFollower) {
+    Error e(ErrorCode::kNotLeader, "broker " + rc_.id + " is a follower" +
+                                       (leader_id_.empty() ? std::string(" and knows no leader yet")
+                                                           : "; the leader is " + leader_id_ + " at " + leader_address()));
+    e.leader = leader_address();
+    if (probe_) probe_->refused.with({"not_leader"}).inc();
+    return e;
+  }
+  if (rc_.sync && writes(type) && in_sync_.size() < rc_.min_insync) {
+    if (probe_) probe_->refused.with({"not_enough_replicas"}).inc();
+    return Error(ErrorCode::kNotEnoughReplicas, "in sync: " + join(in_sync_) + " (" + std::to_string(in_sync_.size()) +
+                                                    "), replication.min_insync is " + std::to_string(rc_.min_insync));
+  }
+  return std::nullopt;
+}
+
+// -- the leader's side --------------------------------------------------------------------
+
+void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetch& req) {
+  if (role_ == Role::kStandalone)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "replication is off on this broker (no replication.id)"));
+  const std::string replica = req.replica() ? req.replica()->str() : "";
+  auto it = followers_.find(replica);
+  if (it == followers_.end())
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
+                                                   "'" + replica + "' is not a replica of this cluster (replication.peers)"));
+  if (role_ != Role::kLeader) {
+    Error e(ErrorCode::kNotLeader, "broker " + rc_.id + " is a follower; fetch from the leader");
+    e.leader = leader_address();
+    return responder_.reply_error(conn, rid, e);
+  }
+  const storage::LogPosition pos = store_.log_position();
+  if (req.epoch() > pos.epoch)
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kStaleEpoch, "replica " + replica + " holds epoch " + std::to_string(req.epoch()) +
+                                                      ", newer than this leader's " + std::to_string(pos.epoch) +
+                                                      ": broker " + rc_.id + " no longer leads"));
+  Follower& f = it->second;
+  const auto now = Clock::now();
+  f.last_fetch = now;
+  f.durable_index = req.durable_index();
+  f.next_index = req.next_index();
+  if (f.next_index > f.end_at_answer) f.caught_up = now;
+  // Divergence: the follower has records past this log, or its last record is of an epoch
+  // this log has not at that index. Its records from the first index of the next epoch
+  // this log holds after the follower's are not the leader's.
+  std::uint64_t truncate_to = 0;
+  if (req.next_index() > pos.last_index + 1) truncate_to = pos.last_index + 1;
+  if (req.next_index() > 1 && req.next_index() <= pos.last_index + 1 && req.last_epoch() != 0) {
+    auto mine = store_.read_log_records(req.next_index() - 1, 1);
+    if (mine && !mine->empty() && mine->front().index == req.next_index() - 1)
+      if (auto h = storage::redo_header(mine->front().bytes); h && h->epoch != req.last_epoch())
+        truncate_to = divergence_point(req.last_epoch(), req.next_index());
+  }
+  if (truncate_to != 0) {
+    spdlog::warn("replication: {}'s log diverged from this one; it must drop its records from {} on", replica,
+                 truncate_to);
+    auto& fbb = responder_.fbb();
+    fbb.Clear();
+    auto body = wire::CreateReplicaRecords(fbb, pos.epoch, commit_index_, pos.last_index, 0, truncate_to);
+    return responder_.send_frame(conn, rid, wire::Body::ReplicaRecords, body.Union());
+  }
+  if (auto first = store_.first_log_index(); first && *first > req.next_index() && req.next_index() <= pos.last_index)
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kInvalidArgument, "record " + std::to_string(req.next_index()) +
+                                                          " is no longer in the leader's log (it keeps " +
+                                                          std::to_string(*first) + " on): " + replica +
+                                                          " needs a snapshot, which this broker cannot send yet"));
+  update_commit_index();
+  if (req.next_index() <= pos.last_index || req.wait_ms() == 0) {
+    f.end_at_answer = pos.last_index;
+    return answer_fetch(conn, rid, req.next_index(), req.max_bytes());
+  }
+  held_.push_back({conn.id(), rid, req.next_index(), req.max_bytes(), replica,
+                   now + std::chrono::milliseconds(std::min<std::uint32_t>(req.wait_ms(), 60000))});
+}
+
+std::uint64_t Replication::divergence_point(std::uint64_t follower_epoch, std::uint64_t follower_next) const {
+  // The first record of the first epoch after the follower's, as this log has them.
+  auto epochs = store_.epochs();
+  if (!epochs) return follower_next - 1;
+  for (const auto& e : *epochs)
+    if (e.epoch > follower_epoch) return std::min(e.first_index, follower_next - 1);
+  return follower_next - 1;
+}
+
+void Replication::answer_fetch(Connection& conn, RequestId rid, std::uint64_t next_index, std::uint32_t max_bytes) {
+  const storage::LogPosition pos = store_.log_position();
+  auto records = store_.read_log_records(next_index, std::clamp<std::uint32_t>(max_bytes, 64u << 10, 256u << 20));
+  if (!records) return responder_.reply_error(conn, rid, records.error());
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::ReplicaRecord>> out;
+  std::size_t bytes = 0;
+  for (const auto& r : *records) {
+    out.push_back(wire::CreateReplicaRecord(fbb, r.index, fbb.CreateVector(r.bytes)));
+    bytes += r.bytes.size();
+  }
+  auto body = wire::CreateReplicaRecords(fbb, pos.epoch, commit_index_, pos.last_index, fbb.CreateVector(out), 0);
+  responder_.send_frame(conn, rid, wire::Body::ReplicaRecords, body.Union());
+  if (probe_) probe_->fetch_bytes.inc(bytes);
+}
+
+void Replication::answer_held(bool all) {
+  if (held_.empty()) return;
+  const std::uint64_t last = store_.log_position().last_index;
+  const auto now = Clock::now();
+  std::vector<HeldFetch> keep;
+  for (const HeldFetch& h : held_) {
+    if (!all && h.next_index > last && now < h.deadline) {
+      keep.push_back(h);
+      continue;
+    }
+    if (Connection* conn = responder_.find(h.connection)) {
+      if (auto it = followers_.find(h.replica); it != followers_.end()) it->second.end_at_answer = last;
+      answer_fetch(*conn, h.rid, h.next_index, h.max_bytes);
+    }
+  }
+  held_.swap(keep);
+}
+
+void Replication::log_advanced(std::uint64_t last_index) {
+  if (probe_) probe_->last_index.set(static_cast<double>(last_index));
+  if (role_ != Role::kLeader) return;
+  update_commit_index();
+  answer_held(false);
+}
+
+void Replication::update_commit_index() {
+  if (role_ != Role::kLeader) return;
+  // The leader's own log is durable up to its end: the writer fsyncs before it completes.
+  std::uint64_t lowest = store_.log_position().last_index;
+  std::uint64_t keep_from = UINT64_MAX;
+  for (const auto& id : in_sync_) {
+    auto it = followers_.find(id);
+    if (it == followers_.end()) continue;
+    lowest = std::min(lowest, it->second.durable_index);
+    keep_from = std::min(keep_from, it->second.durable_index + 1);
+  }
+  store_.set_log_keep_from(keep_from);
+  if (in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
+  writer_.release(commit_index_);
+  if (probe_) {
+    probe_->commit_index.set(static_cast<double>(commit_index_));
+    probe_->in_sync.set(static_cast<double>(in_sync_.size()));
+  }
+}
+
+void Replication::check_in_sync() {
+  if (closing_) return;
+  answer_held(false);
+  if (role_ != Role::kLeader) return;
+  const auto now = Clock::now();
+  const std::uint64_t last = store_.log_position().last_index;
+  std::set<std::string> next = in_sync_;
+  for (auto& [id, f] : followers_) {
+    const bool caught_up = now - f.caught_up < rc_.lag_max;
+    if (caught_up && f.durable_index >= commit_index_) next.insert(id);
+    if (!caught_up) next.erase(id);
+    if (probe_) {
+      probe_->lag_records.with({id}).set(static_cast<double>(last > f.durable_index ? last - f.durable_index : 0));
+      probe_->lag_ms.with({id}).set(
+          static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(now - f.caught_up).count()));
+    }
+  }
+  if (next != in_sync_ && !in_sync_write_pending_) write_in_sync(std::move(next));
+}
+
+void Replication::write_in_sync(std::set<std::string> members) {
+  in_sync_write_pending_ = true;
+  spdlog::info("replication: in-sync set {} -> {}", join(in_sync_), join(members));
+  auto copy = members;
+  writer_.submit(std::make_unique<InSyncOp>(std::move(copy), [this, members](const Status& st) {
+    in_sync_write_pending_ = false;
+    if (!st) {
+      spdlog::error("replication: cannot store the in-sync set: {}", st.error().describe());
+      return;
+    }
+    // Durable now: it may be used.
+    in_sync_ = members;
+    if (probe_) probe_->in_sync_changes.inc();
+    update_commit_index();
+  }));
+}
+
+// -- requests any broker answers ----------------------------------------------------------
+
+void Replication::status(Connection& conn, RequestId rid) {
+  const storage::LogPosition pos = store_.log_position();
+  auto first_index = store_.first_log_index();
+  const std::uint64_t first = first_index ? *first_index : 0;
+  const auto now = Clock::now();
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::ReplicaInfo>> replicas;
+  if (role_ == Role::kLeader)
+    for (const auto& [id, f] : followers_) {
+      auto ms = [&](Clock::duration d) {
+        return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+      };
+      const std::uint64_t lag = pos.last_index > f.durable_index ? pos.last_index - f.durable_index : 0;
+      std::uint64_t lag_bytes = 0;
+      if (lag > 0)
+        if (auto r = store_.read_log_records(f.durable_index + 1, 64u << 20); r)
+          for (const auto& rec : *r) lag_bytes += rec.bytes.size();
+      replicas.push_back(wire::CreateReplicaInfo(fbb, fbb.CreateString(id), fbb.CreateString(f.address),
+                                                 f.durable_index, in_sync_.count(id) > 0, lag, lag_bytes,
+                                                 ms(now - f.caught_up), f.last_fetch ? ms(now - *f.last_fetch) : UINT64_MAX));
+    }
+  std::set<std::string> in_sync = in_sync_;
+  if (role_ != Role::kLeader) in_sync = stored_in_sync();
+  std::vector<flatbuffers::Offset<flatbuffers::String>> ids;
+  for (const auto& id : in_sync) ids.push_back(fbb.CreateString(id));
+  const std::uint64_t commit = role_ == Role::kLeader ? commit_index_ : (fetcher_ ? fetcher_->commit_index() : 0);
+  auto body = wire::CreateClusterInfo(
+      fbb, fbb.CreateString(rc_.id), fbb.CreateString(role_name()), pos.epoch,
+      fbb.CreateString(leader_id_), fbb.CreateString(leader_address()), fbb.CreateString(rc_.sync ? "sync" : "async"),
+      rc_.min_insync, first, pos.last_index, commit, fbb.CreateVector(ids), fbb.CreateVector(replicas),
+      fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()));
+  responder_.send_frame(conn, rid, wire::Body::ClusterInfo, body.Union());
+}
+
+std::set<std::string> Replication::stored_in_sync() const {
+  auto value = store_.get_meta(kInSyncKey);
+  return value && *value ? split(**value) : std::set<std::string>();
+}
+
+void Replication::promote(Connection& conn, RequestId rid, const wire::Promote& req) {
+  if (role_ == Role::kStandalone)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "replication is off on this broker (no replication.id)"));
+  if (role_ == Role::kLeader)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "broker " + rc_.id + " already leads"));
+  if (promoting_)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kBusy, "a promotion is already under way"));
+  const std::set<std::string> last_in_sync = stored_in_sync();
+  if (!req.unclean() && !last_in_sync.count(rc_.id))
+    return responder_.reply_error(
+        conn, rid,
+        Error(ErrorCode::kInvalidArgument,
+              "broker " + rc_.id + " was not in the last in-sync set it saw (" + join(last_in_sync) +
+                  "), so it may lack confirmed records; promote a member of that set, or this one with --unclean "
+                  "to accept losing them"));
+  promoting_ = true;
+  const std::uint64_t epoch = std::max(store_.log_position().epoch, fetcher_ ? fetcher_->leader_epoch() : 0) + 1;
+  spdlog::warn("replication: {} promoted by an operator{}: it stops following and leads epoch {}", rc_.id,
+               req.unclean() ? " (unclean)" : "", epoch);
+  const std::uint64_t conn_id = conn.id();
+  auto begin = [this, epoch, conn_id, rid] {
+    writer_.submit(std::make_unique<BeginEpochOp>(epoch, rc_.id, [this, epoch, conn_id, rid](const Status& st) {
+      promoting_ = false;
+      Connection* c = responder_.find(conn_id);
+      if (!st) {
+        spdlog::error("replication: cannot begin epoch {}: {}", epoch, st.error().describe());
+        if (c) responder_.reply_error(*c, rid, st.error());
+        return;
+      }
+      become_leader(epoch);
+      if (c) status(*c, rid);
+    }));
+  };
+  if (fetcher_)
+    fetcher_->close(begin);  // no record of the old leader is applied after the new epoch's first
+  else
+    begin();
+}
+
+void Replication::digest(Connection& conn, RequestId rid) {
+  struct Work {
+    uv_work_t req;
+    Replication* self;
+    std::uint64_t conn_id;
+    RequestId rid;
+    storage::LogPosition pos;
+    Result<std::vector<storage::KeySpaceDigest>> digests{std::vector<storage::KeySpaceDigest>()};
+  };
+  auto* w = new Work{{}, this, conn.id(), rid, {}};
+  w->req.data = w;
+  // The store's whole contents are read: on the thread pool, not the loop. Position and
+  // digests come from one read transaction's view only when nothing writes meanwhile;
+  // compare digests of a quiet cluster.
+  uv_queue_work(
+      loop_, &w->req,
+      [](uv_work_t* req) {
+        auto* w = static_cast<Work*>(req->data);
+        w->pos = w->self->store_.log_position();
+        w->digests = w->self->store_.digest();
+      },
+      [](uv_work_t* req, int) {
+        std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+        Connection* c = w->self->responder_.find(w->conn_id);
+        if (!c) return;
+        if (!w->digests) return w->self->responder_.reply_error(*c, w->rid, w->digests.error());
+        auto& fbb = w->self->responder_.fbb();
+        fbb.Clear();
+        std::vector<flatbuffers::Offset<wire::KeySpaceDigest>> spaces;
+        for (const auto& d : *w->digests)
+          spaces.push_back(wire::CreateKeySpaceDigest(fbb, fbb.CreateString(d.key_space), d.entries,
+                                                      fbb.CreateString(d.sha256)));
+        auto body = wire::CreateDigest(fbb, w->pos.last_index, w->pos.epoch, fbb.CreateVector(spaces));
+        w->self->responder_.send_frame(*c, w->rid, wire::Body::Digest, body.Union());
+      });
+}
+
+}  // namespace txmq::broker
