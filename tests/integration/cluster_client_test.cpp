@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,20 +37,30 @@ std::uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
-std::string replication_toml(const std::string& id, const char* role, const std::string& b1, const std::string& b2) {
-  return "[replication]\nid = \"" + id + "\"\nrole = \"" + role +
-         "\"\nmode = \"sync\"\nmin_insync = 2\n[replication.peers]\nb1 = \"" + b1 + "\"\nb2 = \"" + b2 + "\"\n";
+// Sync mode. min_insync 2 by default: a confirm means both disks. A failover test takes 1
+// (the survivor must confirm alone) and a short replica_lag_max_ms (the dead leader leaves
+// the survivor's in-sync set soon).
+struct Settings {
+  int min_insync = 2;
+  int lag_max_ms = 10000;
+};
+
+std::string replication_toml(const std::string& id, const char* role, const std::string& b1, const std::string& b2,
+                             const Settings& settings) {
+  return "[replication]\nid = \"" + id + "\"\nrole = \"" + role + "\"\nmode = \"sync\"\nmin_insync = " +
+         std::to_string(settings.min_insync) + "\nreplica_lag_max_ms = " + std::to_string(settings.lag_max_ms) +
+         "\n[replication.peers]\nb1 = \"" + b1 + "\"\nb2 = \"" + b2 + "\"\n";
 }
 
 // b1 leads, b2 follows; both started, and b2 in the leader's in-sync set.
 struct Cluster {
-  Cluster() {
+  explicit Cluster(Settings settings = {}) {
     for (int attempt = 0; attempt < 5 && !follower; ++attempt) {
       const std::string b1 = "127.0.0.1:" + std::to_string(free_port());
       const std::string b2 = "127.0.0.1:" + std::to_string(free_port());
       BrokerOptions lo;
       lo.listen = b1;
-      lo.config_toml = replication_toml("b1", "leader", b1, b2);
+      lo.config_toml = replication_toml("b1", "leader", b1, b2, settings);
       auto l = std::make_unique<BrokerProcess>(lo);
       if (auto st = l->start(); !st) {
         MESSAGE("leader did not start on " << b1 << ", retrying: " << describe(st));
@@ -57,7 +68,7 @@ struct Cluster {
       }
       BrokerOptions fo;
       fo.listen = b2;
-      fo.config_toml = replication_toml("b2", "follower", b1, b2);
+      fo.config_toml = replication_toml("b2", "follower", b1, b2, settings);
       auto f = std::make_unique<BrokerProcess>(fo);
       if (auto st = f->start(); !st) {
         MESSAGE("follower did not start on " << b2 << ", retrying: " << describe(st));
@@ -79,6 +90,7 @@ struct Cluster {
   }
 
   std::string both() const { return follower->address() + "," + leader->address(); }
+  std::string in_order() const { return leader->address() + "," + follower->address(); }
 
   std::unique_ptr<BrokerProcess> leader;
   std::unique_ptr<BrokerProcess> follower;
@@ -172,4 +184,43 @@ TEST_CASE("txmq cluster digest prints the same store on the leader and the follo
   CHECK_MESSAGE(f.exit_code == 0, f.err);
   CHECK(l.out.find("last_index") != std::string::npos);
   CHECK(l.out == f.out);
+}
+
+TEST_CASE("after the leader's kill -9 and txmq cluster promote on the follower, an idempotent producer carries on there") {
+  Cluster cluster(Settings{1, 1000});
+  std::mutex mu;
+  std::vector<Result<client::SendReceipt>> results;
+  client::Producer producer(idempotent(cluster.in_order()));
+  auto before = producer.send("orders", text("before"), kWait);
+  REQUIRE_MESSAGE(before.ok(), describe(before));
+  // Confirmed in sync mode: on the follower's disk too.
+  cluster.leader->kill9();
+  // Sent while no broker leads: the producer finds the follower, which refuses it with
+  // NotLeader naming the dead leader, and keeps trying both until the promotion.
+  producer.send_async("orders", text("during"), [&](const Result<client::SendReceipt>& r) {
+    std::lock_guard lock(mu);
+    results.push_back(r);
+  });
+  auto promoted = run_cli({"--broker", cluster.follower->address(), "cluster", "promote"});
+  REQUIRE_MESSAGE(promoted.exit_code == 0, promoted.err);
+  CAPTURE(promoted.out);
+  CHECK(promoted.out.find("role            leader") != std::string::npos);
+  CHECK(promoted.out.find("replication.role = \"leader\"") != std::string::npos);
+  auto st = producer.flush(kWait);
+  REQUIRE_MESSAGE(st.ok(), describe(st));
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(results.size() == 1);
+    REQUIRE_MESSAGE(results[0].ok(), describe(results[0]));
+  }
+  auto after = producer.send("orders", text("after"), kWait);
+  REQUIRE_MESSAGE(after.ok(), describe(after));
+  CHECK(stored(cluster.follower->address()) == std::vector<std::string>{"before", "during", "after"});
+}
+
+TEST_CASE("txmq cluster promote on the leader is refused with the broker's reason") {
+  Cluster cluster;
+  auto r = run_cli({"--broker", cluster.leader->address(), "cluster", "promote"});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(r.err.find("already leads") != std::string::npos, r.err);
 }
