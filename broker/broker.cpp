@@ -78,6 +78,9 @@ Status Broker::start() {
   if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     max_fds_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, INT32_MAX));
   storage::StoreOptions so{config_.data_dir, config_.storage_max_bytes, config_.sync};
+  // The log's own room: its retention, and as much again for what an in-sync follower
+  // still needs past it.
+  if (config_.replication.enabled()) so.log_bytes = 2 * config_.replication.log_max_bytes;
   auto store = storage::Store::open(so);
   if (!store) return store.error();
   store_ = std::move(*store);
@@ -106,12 +109,15 @@ Status Broker::start() {
   replication_ = std::make_unique<Replication>(
       &loop_, config_, *store_, *writer_, responder_, probe_ ? &registry_ : nullptr,
       Replication::Hooks{[this] {
-        if (auto st = start_components(); !st) {
+        Status st = start_components();
+        // A leader beginning a new epoch listens only once it leads, so that its first
+        // clients are served rather than told NotLeader.
+        if (st && !listener_.loop) st = listen();
+        if (!st) {
           spdlog::error("cannot serve clients: {}", st.error().message);
           begin_shutdown(nullptr);
         }
       }});
-  if (auto st = replication_->start(); !st) return st;
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -128,9 +134,11 @@ Status Broker::start() {
                  kHousekeepingMs, kHousekeepingMs);
   if (probe_)
     if (auto st = start_metrics(); !st) return st;
-  if (auto st = listen(); !st) return st;
-  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_ ? topics_->table().size() : 0,
-               config_.data_dir);
+  // Last: it may start the components and listen (became_leader) at once.
+  if (auto st = replication_->start(); !st) return st;
+  const bool awaits_epoch = config_.replication.enabled() && config_.replication.leader && !topics_;
+  if (!awaits_epoch && !listener_.loop)
+    if (auto st = listen(); !st) return st;
   return {};
 }
 
@@ -147,6 +155,7 @@ Status Broker::start_components() {
                                                    topics_->table(), responder_, *topics_, probe_.get());
   txns_->start();
   topics_->start(*groups_, *txns_);
+  spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_->table().size(), config_.data_dir);
   // A promoted follower: producers that said hello while it followed may be checked now.
   for (auto& [id, conn] : connections_)
     if (conn->hello_done() && !conn->producer_group.empty()) txns_->producer_joined(*conn);

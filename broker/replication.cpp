@@ -18,8 +18,12 @@ using Clock = std::chrono::steady_clock;
 
 // How often the leader looks at its followers' lag and at held fetches' deadlines.
 constexpr std::uint64_t kTimerMs = 50;
-// A follower that cannot reach anyone waits this long before it tries the next peer.
+// A follower that cannot reach anyone waits this long before it tries the next peer; one
+// whose log diverged (which it cannot mend by itself yet) asks again this much later.
 constexpr auto kRetryDelay = std::chrono::milliseconds(200);
+constexpr auto kDivergedRetryDelay = std::chrono::seconds(10);
+// What `status` reads of the log to tell a follower's lag in bytes, at most.
+constexpr std::size_t kLagBytesScan = 4u << 20;
 // The meta key of the in-sync set: the ids, comma-separated.
 constexpr std::string_view kInSyncKey = "in_sync";
 
@@ -256,7 +260,7 @@ class Fetcher {
       if (peer == id) return connect_to(address);
   }
 
-  void retry_later(const std::string& next_address) {
+  void retry_later(const std::string& next_address, std::chrono::milliseconds delay = kRetryDelay) {
     stop_connection();
     address_.clear();
     redirect_ = next_address;
@@ -265,7 +269,7 @@ class Fetcher {
       if (self->closed_) return;
       if (self->redirect_.empty()) return self->connect_next();
       self->connect_to(self->redirect_);
-    }, static_cast<std::uint64_t>(kRetryDelay.count()), 0);
+    }, static_cast<std::uint64_t>(delay.count()), 0);
   }
 
   void send_fetch() {
@@ -344,7 +348,7 @@ class Fetcher {
           "replication: this broker's log diverged from the leader's at {}: its records {}..{} are not the leader's. "
           "Truncation is not built yet: stop this broker, move its data directory aside and start it empty",
           address_, a.truncate_to, last);
-      return retry_later("");
+      return retry_later("", kDivergedRetryDelay);
     }
     leader_epoch_ = a.epoch;
     commit_index_ = a.commit_index;
@@ -403,7 +407,8 @@ Replication::Replication(uv_loop_t* loop, const BrokerConfig& config, storage::S
   timer_.data = this;
   for (const auto& [id, address] : rc_.peers)
     if (id != rc_.id) followers_[id].address = address;
-  store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
+  // Without replication the log keeps only its newest record (the store's default).
+  if (rc_.enabled()) store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
 }
 
 Replication::~Replication() = default;
@@ -708,7 +713,7 @@ void Replication::status(Connection& conn, RequestId rid) {
       const std::uint64_t lag = pos.last_index > f.durable_index ? pos.last_index - f.durable_index : 0;
       std::uint64_t lag_bytes = 0;
       if (lag > 0)
-        if (auto r = store_.read_log_records(f.durable_index + 1, 64u << 20); r)
+        if (auto r = store_.read_log_records(f.durable_index + 1, kLagBytesScan); r)
           for (const auto& rec : *r) lag_bytes += rec.bytes.size();
       replicas.push_back(wire::CreateReplicaInfo(fbb, fbb.CreateString(id), fbb.CreateString(f.address),
                                                  f.durable_index, in_sync_.count(id) > 0, lag, lag_bytes,

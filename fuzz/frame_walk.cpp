@@ -153,6 +153,74 @@ void body(Digest& d, const wire::Frame& f) {
       const auto* b = f.body_as_Error();
       d.add(static_cast<std::uint64_t>(b->code()));
       str(d, b->message());
+      str(d, b->leader());
+      d.add(b->leader_epoch());
+      return;
+    }
+    case Body::ReplicaFetch: {
+      const auto* b = f.body_as_ReplicaFetch();
+      str(d, b->replica());
+      d.add(b->epoch());
+      d.add(b->next_index());
+      d.add(b->last_epoch());
+      d.add(b->durable_index());
+      d.add(static_cast<std::uint64_t>(b->max_bytes()));
+      d.add(static_cast<std::uint64_t>(b->wait_ms()));
+      return;
+    }
+    case Body::ReplicaRecords: {
+      const auto* b = f.body_as_ReplicaRecords();
+      d.add(b->epoch());
+      d.add(b->commit_index());
+      d.add(b->last_index());
+      d.add(b->truncate_to());
+      if (b->records())
+        for (const auto* r : *b->records()) {
+          d.add(r->index());
+          bytes(d, r->data());
+        }
+      return;
+    }
+    case Body::ClusterStatus:
+    case Body::GetDigest:
+      return;
+    case Body::Promote:
+      d.add(static_cast<std::uint64_t>(f.body_as_Promote()->unclean()));
+      return;
+    case Body::ClusterInfo: {
+      const auto* b = f.body_as_ClusterInfo();
+      for (const auto* s : {b->id(), b->role(), b->leader(), b->leader_address(), b->mode(), b->fetching_from()})
+        str(d, s);
+      d.add(b->epoch());
+      d.add(static_cast<std::uint64_t>(b->min_insync()));
+      d.add(b->first_index());
+      d.add(b->last_index());
+      d.add(b->commit_index());
+      if (b->in_sync())
+        for (const auto* s : *b->in_sync()) str(d, s);
+      if (b->replicas())
+        for (const auto* r : *b->replicas()) {
+          str(d, r->id());
+          str(d, r->address());
+          d.add(r->durable_index());
+          d.add(static_cast<std::uint64_t>(r->in_sync()));
+          d.add(r->lag_records());
+          d.add(r->lag_bytes());
+          d.add(r->lag_ms());
+          d.add(r->last_fetch_ms_ago());
+        }
+      return;
+    }
+    case Body::Digest: {
+      const auto* b = f.body_as_Digest();
+      d.add(b->last_index());
+      d.add(b->epoch());
+      if (b->key_spaces())
+        for (const auto* k : *b->key_spaces()) {
+          str(d, k->key_space());
+          d.add(k->entries());
+          str(d, k->sha256());
+        }
       return;
     }
     case Body::Ok:

@@ -58,7 +58,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   // into the reserve only when a write needs it. Rounded up to whole 64 KiB so that it is
   // a multiple of any page size.
   constexpr std::uint64_t kRound = 64 << 10;
-  const std::uint64_t map_bytes = (options.max_bytes + reserve_bytes(options.max_bytes) + kRound - 1) / kRound * kRound;
+  const std::uint64_t map_bytes =
+      (options.max_bytes + reserve_bytes(options.max_bytes) + options.log_bytes + kRound - 1) / kRound * kRound;
   if (int rc = mdb_env_set_mapsize(env, map_bytes)) return lmdb_error(rc, "set_mapsize");
   if (int rc = mdb_env_set_maxdbs(env, 24)) return lmdb_error(rc, "set_maxdbs");
   // NOTLS: read transactions belong to the loop thread, not to a thread-local slot.
@@ -169,7 +170,8 @@ std::uint64_t Store::used_pages(MDB_txn* txn) const {
   };
   add(kFreeList);
   add(main_);
-  for (const auto& d : key_spaces()) add(this->*d.dbi);
+  for (const auto& d : key_spaces())
+    if (this->*d.dbi != replog_) add(this->*d.dbi);
   return pages;
 }
 

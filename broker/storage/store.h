@@ -52,6 +52,10 @@ struct StoreOptions {
   std::string dir;
   std::uint64_t max_bytes = 64ull << 30;  // storage.max_size: live bytes new data may take
   SyncMode sync = SyncMode::kDurable;
+  // Room for the replication log beyond max_bytes and its reserve (replication.log_max_bytes
+  // on a replicated broker; 0 without replication, whose log keeps only its newest record).
+  // The log is not held to max_bytes: it has its own limit (set_log_retention).
+  std::uint64_t log_bytes = 0;
 };
 
 struct TopicMeta {
@@ -366,8 +370,9 @@ class Store {
   // (store_meta.cpp).
   Status check_layout_marker(MDB_txn* txn, bool fresh, bool upgrade,
                              const std::function<Error(const std::string&)>& damaged);
-  // Live pages (see StorageUsage) as `txn` sees them, its own changes included. Costs one
-  // mdb_stat per database: no page is read.
+  // Live pages (see StorageUsage) as `txn` sees them, its own changes included, but for
+  // the replication log's, which has its own limit. Costs one mdb_stat per database: no
+  // page is read.
   std::uint64_t used_pages(MDB_txn* txn) const;
 
   MDB_env* env_;
@@ -395,8 +400,9 @@ class Store {
   std::atomic<std::uint64_t> last_index_{0};
   std::atomic<std::uint64_t> epoch_{0};
   std::atomic<std::uint64_t> log_keep_from_{UINT64_MAX};  // no follower holds the log back
-  std::uint64_t log_max_bytes_ = 1ull << 30;
-  std::uint64_t log_max_age_ms_ = 24ull * 3600 * 1000;
+  // Retention of the log; a store keeps only its newest record until told more.
+  std::uint64_t log_max_bytes_ = 0;
+  std::uint64_t log_max_age_ms_ = 0;
   // Loads last_index_ and epoch_ (open()).
   Status load_log_position(MDB_txn* txn);
   std::uint64_t max_bytes_ = 0;

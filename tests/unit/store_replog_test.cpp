@@ -73,6 +73,7 @@ TEST_CASE("a follower that applies the leader's records holds the leader's store
   TempDir dir_a, dir_b;
   auto leader = open_store(dir_a.path());
   auto follower = open_store(dir_b.path());
+  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   TopicMeta topic;
   write(*leader, [&](WriteTxn& txn) {
@@ -139,6 +140,7 @@ TEST_CASE("a record out of order or that does not decode is refused and nothing 
   TempDir dir_a, dir_b;
   auto leader = open_store(dir_a.path());
   auto follower = open_store(dir_b.path());
+  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("b", 1, 1).ok()); });
   auto records = leader->read_log_records(1, 1 << 20);
@@ -166,6 +168,7 @@ TEST_CASE("a transaction that applies records may write nothing of its own") {
   TempDir dir_a, dir_b;
   auto leader = open_store(dir_a.path());
   auto follower = open_store(dir_b.path());
+  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   auto records = leader->read_log_records(1, 1 << 20);
   REQUIRE(records.ok());
