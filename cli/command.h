@@ -78,5 +78,6 @@ std::unique_ptr<CommandGroup> add_dead_letter_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_transaction_commands(CLI::App& app);
 std::unique_ptr<CommandGroup> add_stats_command(CLI::App& app);
 std::unique_ptr<CommandGroup> add_users_commands(CLI::App& app);
+std::unique_ptr<CommandGroup> add_cluster_commands(CLI::App& app);
 
 }  // namespace txmq::cli

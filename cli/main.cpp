@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   groups.push_back(add_transaction_commands(app));
   groups.push_back(add_stats_command(app));
   groups.push_back(add_users_commands(app));
+  groups.push_back(add_cluster_commands(app));
 
   CLI11_PARSE(app, argc, argv);
   if (auto st = global.read_credentials(); !st) {

@@ -64,6 +64,42 @@ Delivery to_delivery(const wire::Delivery& d) {
   return out;
 }
 
+// A ClusterInfo answer (to ClusterStatus and Promote).
+Result<ClusterInfo> to_cluster_info(const wire::Frame& f) {
+  const auto* c = f.body_as_ClusterInfo();
+  if (!c) return Error(ErrorCode::kInternal, "unexpected answer");
+  ClusterInfo out;
+  out.id = str(c->id());
+  out.role = str(c->role());
+  out.epoch = c->epoch();
+  out.leader = str(c->leader());
+  out.leader_address = str(c->leader_address());
+  out.mode = str(c->mode());
+  out.min_insync = c->min_insync();
+  out.first_index = c->first_index();
+  out.last_index = c->last_index();
+  out.commit_index = c->commit_index();
+  out.fetching_from = str(c->fetching_from());
+  if (c->in_sync())
+    for (const auto* id : *c->in_sync()) out.in_sync.push_back(id->str());
+  if (c->replicas()) {
+    for (const auto* r : *c->replicas()) {
+      ReplicaInfo replica;
+      replica.id = str(r->id());
+      replica.address = str(r->address());
+      replica.durable_index = r->durable_index();
+      replica.in_sync = r->in_sync();
+      replica.lag_records = r->lag_records();
+      replica.lag_bytes = r->lag_bytes();
+      replica.lag = Millis(static_cast<Millis::rep>(r->lag_ms()));
+      if (r->last_fetch_ms_ago() != UINT64_MAX)
+        replica.last_fetch_ago = Millis(static_cast<Millis::rep>(r->last_fetch_ms_ago()));
+      out.replicas.push_back(std::move(replica));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 class AdminImpl {
@@ -373,6 +409,43 @@ Result<TransactionResult> Admin::end_transaction(std::uint64_t id, bool commit, 
         const auto* r = ok->results()->Get(0);
         if (!r->found()) return Error(ErrorCode::kInvalidArgument, "no transaction " + std::to_string(id));
         return TransactionResult{r->transaction_id(), txn_state(r->state()), r->changed(), {}};
+      });
+}
+
+Result<ClusterInfo> Admin::cluster_status(Millis timeout) {
+  return impl_->call<ClusterInfo>(
+      timeout,
+      [](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::ClusterStatus, wire::CreateClusterStatus(fbb).Union()};
+      },
+      detail::to_cluster_info);
+}
+
+Result<ClusterInfo> Admin::promote(bool unclean, Millis timeout) {
+  return impl_->call<ClusterInfo>(
+      timeout,
+      [unclean](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::Promote, wire::CreatePromote(fbb, unclean).Union()};
+      },
+      detail::to_cluster_info);
+}
+
+Result<StoreDigest> Admin::digest(Millis timeout) {
+  return impl_->call<StoreDigest>(
+      timeout,
+      [](flatbuffers::FlatBufferBuilder& fbb) {
+        return detail::Body{wire::Body::GetDigest, wire::CreateGetDigest(fbb).Union()};
+      },
+      [](const wire::Frame& f) -> Result<StoreDigest> {
+        const auto* d = f.body_as_Digest();
+        if (!d) return Error(ErrorCode::kInternal, "unexpected answer");
+        StoreDigest out;
+        out.last_index = d->last_index();
+        out.epoch = d->epoch();
+        if (d->key_spaces())
+          for (const auto* k : *d->key_spaces())
+            out.key_spaces.push_back(KeySpaceDigest{detail::str(k->key_space()), k->entries(), detail::str(k->sha256())});
+        return out;
       });
 }
 

@@ -128,14 +128,16 @@ void Connection::set_timer(Millis delay, std::function<void()> fn) {
 
 void Connection::connect() {
   if (state_ == State::kStopped) return;
-  auto hp = common::parse_host_port(options_.broker);
-  if (!hp) {
-    // A bad address never gets better: fail what waits, keep failing what comes.
-    fail_all(Error(ErrorCode::kInvalidArgument, "broker address: " + hp.error().message), true);
-    schedule_reconnect();
-    return;
+  if (!brokers_) {
+    auto list = BrokerList::parse(options_.broker);
+    if (!list) {
+      // A bad address never gets better: fail what waits, keep failing what comes.
+      fail_all(Error(ErrorCode::kInvalidArgument, "broker address: " + list.error().message), true);
+      schedule_reconnect();
+      return;
+    }
+    brokers_ = std::move(*list);
   }
-  host_ = hp->host;
   if (options_.tls.enabled && !tls_context_) {
     auto tls = common::TlsContext::client({options_.tls.cert_file, options_.tls.key_file, options_.tls.ca_file});
     if (!tls) {
@@ -147,19 +149,39 @@ void Connection::connect() {
     }
     tls_context_ = std::move(*tls);
   }
+  round_errors_.clear();
+  brokers_->start_round();
+  resolve_entry();
+}
+
+void Connection::resolve_entry() {
+  const common::HostPort& hp = brokers_->current_entry();
+  host_ = hp.host;
   // Resolved again on every round: a name may move to other addresses while we retry.
   state_ = State::kResolving;
-  round_errors_.clear();
-  resolving_ = common::resolve_async(&loop_, *hp, [this](Result<common::Addresses> r) {
+  resolving_ = common::resolve_async(&loop_, hp, [this](Result<common::Addresses> r) {
     resolving_ = nullptr;
     on_resolved(std::move(r));
   });
 }
 
+void Connection::next_entry() {
+  if (brokers_->next()) {
+    resolve_entry();
+    return;
+  }
+  disconnected(Error(ErrorCode::kNotConnected, "cannot connect to " + options_.broker + ": " + round_errors_));
+}
+
 void Connection::on_resolved(Result<common::Addresses> addresses) {
   if (state_ != State::kResolving) return;
   if (!addresses) {
-    disconnected(addresses.error());  // names the host and says why
+    if (brokers_->size() == 1) {
+      disconnected(addresses.error());  // names the host and says why
+      return;
+    }
+    round_errors_ += (round_errors_.empty() ? "" : "; ") + addresses.error().message;
+    next_entry();
     return;
   }
   addresses_ = std::move(*addresses);
@@ -195,13 +217,15 @@ void Connection::attempt_failed(const std::string& why) {
     tcp_ = nullptr;
   }
   const std::string address = common::address_text(addresses_[next_address_ - 1]);
-  // A literal address needs no repeating; a name says which of its addresses failed how.
-  round_errors_ += (round_errors_.empty() ? "" : "; ") + (address == options_.broker ? why : address + ": " + why);
+  // A literal address alone needs no repeating; a name, or an entry of a list, says which
+  // of its addresses failed how.
+  const bool alone = brokers_->size() == 1 && address == brokers_->current_entry().to_string();
+  round_errors_ += (round_errors_.empty() ? "" : "; ") + (alone ? why : address + ": " + why);
   if (next_address_ < addresses_.size()) {
     connect_next();
     return;
   }
-  disconnected(Error(ErrorCode::kNotConnected, "cannot connect to " + options_.broker + ": " + round_errors_));
+  next_entry();
 }
 
 bool Connection::failing_fast() const { return options_.first_connect_timeout.count() > 0 && !ever_ready_; }
@@ -358,6 +382,7 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
   if (state_ == State::kHello && (rid == hello_rid_ || refusal)) {
     if (!hello_answered(*frame) || state_ != State::kReady) return;
     ever_ready_ = true;
+    brokers_->connected();
     backoff_ = options_.reconnect_initial;
     // Requests too large for this broker are refused here, their callbacks run after the
     // loop: a callback may make requests or stop the connection.
@@ -391,12 +416,40 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
   }
   auto it = pending_.find(rid);
   if (it == pending_.end()) return;  // timed out earlier
+  auto st = as_status(*frame);
+  if (!st && st.error().code == ErrorCode::kNotLeader) {
+    // The broker refused the request unprocessed: one that may be resent goes out again
+    // to the leader; any other gets the refusal, which is retryable.
+    ResponseFn cb;
+    if (it->second.resend) {
+      it->second.sent = false;
+    } else {
+      cb = std::move(it->second.cb);
+      pending_.erase(it);
+    }
+    follow_leader(st.error());
+    if (cb) cb(st.error());
+    return;
+  }
   ResponseFn cb = std::move(it->second.cb);
   pending_.erase(it);
-  if (auto st = as_status(*frame); !st)
+  if (!st)
     cb(st.error());
   else
     cb(frame);
+}
+
+void Connection::follow_leader(const Error& refusal) {
+  const std::string from = brokers_->current_entry().to_string();
+  std::string where = "its leader is unknown to it";
+  if (refusal.leader.empty() || !brokers_->prefer(refusal.leader)) {
+    brokers_->skip_current();
+  } else {
+    where = "its leader is " + refusal.leader;
+  }
+  // To the requests still in flight this is a lost connection: those that may be resent go
+  // out again on the next one (to the leader), the others fail with kConnectionLost.
+  disconnected(Error(ErrorCode::kConnectionLost, from + " is not the leader (" + where + ")"));
 }
 
 bool Connection::hello_answered(const wire::Frame& frame) {
@@ -407,7 +460,12 @@ bool Connection::hello_answered(const wire::Frame& frame) {
     disconnected(error);
     return false;
   };
-  if (auto st = as_status(frame); !st) return refused(st.error());
+  if (auto st = as_status(frame); !st) {
+    if (st.error().code != ErrorCode::kNotLeader) return refused(st.error());
+    // A follower that does not even take the hello: nothing was processed, nothing fails.
+    follow_leader(st.error());
+    return false;
+  }
   auto text = [](const flatbuffers::Vector<std::uint8_t>* v) {
     return v ? std::string_view(reinterpret_cast<const char*>(v->data()), v->size()) : std::string_view{};
   };
@@ -561,9 +619,9 @@ void Connection::check_deadlines() {
   if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
     attempt_failed("connect timed out");
   } else if (state_ == State::kHandshake && now - connect_started_ > kConnectTimeout) {
-    disconnected(Error(ErrorCode::kNotConnected, "no TLS handshake with " + options_.broker + " in time"));
+    disconnected(Error(ErrorCode::kNotConnected, "no TLS handshake with " + brokers_->current_entry().to_string() + " in time"));
   } else if (state_ == State::kHello && now - connect_started_ > kConnectTimeout) {
-    disconnected(Error(ErrorCode::kNotConnected, "no hello answer from " + options_.broker + " in time"));
+    disconnected(Error(ErrorCode::kNotConnected, "no hello answer from " + brokers_->current_entry().to_string() + " in time"));
   }
   if (failing_fast() && now - started_ >= options_.first_connect_timeout && !pending_.empty()) {
     const std::string doing = state_ == State::kResolving    ? "still resolving the name"

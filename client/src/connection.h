@@ -1,10 +1,12 @@
 #pragma once
 // One client connection to a broker with its own I/O thread and libuv loop.
 //
-// Lifecycle: start() spawns the thread, which resolves the broker's host (uv_getaddrinfo,
-// on the loop), connects to each address it resolved to in turn until one answers, says
-// hello, and starts over (resolving again) with exponential backoff whenever the connection
-// drops or every address failed, until stop(). Requests made while
+// Lifecycle: start() spawns the thread, which takes the brokers of the list in turn
+// (broker_list.h), resolves each one's host (uv_getaddrinfo, on the loop), connects to each
+// address it resolved to in turn until one answers, says hello, and starts over (resolving
+// again) with exponential backoff whenever the connection drops or every address of every
+// broker failed, until stop(). A NotLeader answer drops the connection like a lost one,
+// and the next round starts at the leader it names. Requests made while
 // disconnected wait (until their deadline) and go out once the hello is answered;
 // requests in flight when the connection drops fail with kConnectionLost. With
 // ClientOptions::first_connect_timeout, requests made before the first hello is answered
@@ -26,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "broker_list.h"
 #include "common/frame.h"
 #include "common/resolve.h"
 #include "common/scram.h"
@@ -93,6 +96,10 @@ class Connection {
 
   void run();
   void connect();
+  // Resolves the list's current entry; then tries its addresses (connect_next).
+  void resolve_entry();
+  // The current entry failed: on to the list's next one, or the round failed.
+  void next_entry();
   void on_resolved(Result<common::Addresses> addresses);
   // Connects to addresses_[next_address_], or gives up the round when none is left.
   void connect_next();
@@ -110,6 +117,9 @@ class Connection {
   // The hello's answers: AuthChallenge (SCRAM's server-first), HelloOk, or an Error.
   // False when the connection was dropped.
   bool hello_answered(const wire::Frame& frame);
+  // A NotLeader refusal: the next round starts at the leader it names (or past this broker
+  // when it names none), and this connection is dropped as if lost.
+  void follow_leader(const Error& refusal);
   void handle_frame(std::span<const std::uint8_t> bytes);
   void write(std::span<const std::uint8_t> frame);
   // Error for a frame the broker would refuse for its size (and close the connection over,
@@ -134,7 +144,8 @@ class Connection {
   uv_timer_t user_timer_{};
   std::function<void()> user_timer_fn_;
   uv_tcp_t* tcp_ = nullptr;  // heap: a closing handle outlives the next connection attempt
-  std::string host_;         // of options_.broker: the broker's certificate must name it
+  std::optional<BrokerList> brokers_;  // options_.broker, parsed on the first round
+  std::string host_;         // of the entry being tried: the broker's certificate must name it
   std::shared_ptr<common::TlsContext> tls_context_;  // loaded on the first round with tls.enabled
   std::unique_ptr<common::TlsSession> tls_;          // this connection's, with TLS
   bool heard_ = false;       // anything was read on this connection

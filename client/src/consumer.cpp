@@ -96,6 +96,9 @@ class ConsumerImpl {
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::Subscribe, sub.Union()));
     conn_.request(rid, common::frame_bytes(fbb), Connection::Clock::now() + options_.request_timeout,
                   [this](Result<const wire::Frame*> r) {
+                    // A follower's refusal is no answer: the connection follows the leader
+                    // and subscribes again there (subscribe() after the reconnect).
+                    if (!r.ok() && r.error().code == ErrorCode::kNotLeader) return;
                     {
                       std::lock_guard lock(mu_);
                       if (r.ok()) {

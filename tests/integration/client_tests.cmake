@@ -33,3 +33,19 @@ txmq_add_test(acl_enforcement_test SOURCES acl_test.cpp LIBS txmq_client txmq_te
 add_dependencies(acl_enforcement_test txmq-broker txmq)
 set_tests_properties(acl_enforcement_test PROPERTIES ENVIRONMENT
   "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+
+# The client follows the leader: a list of brokers, NotLeader redirects (a fake follower in
+# front of the real broker), and `txmq cluster` against the follower.
+txmq_add_test(follow_leader_test SOURCES follow_leader_test.cpp LIBS txmq_client txmq_test_support
+              LABEL integration TIMEOUT 180)
+add_dependencies(follow_leader_test txmq-broker txmq)
+set_tests_properties(follow_leader_test PROPERTIES ENVIRONMENT
+  "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+
+# The same against a real leader and follower (two brokers, sync mode), and `txmq cluster`
+# on both.
+txmq_add_test(cluster_client_test SOURCES cluster_client_test.cpp LIBS txmq_client txmq_test_support
+              LABEL integration TIMEOUT 240)
+add_dependencies(cluster_client_test txmq-broker txmq)
+set_tests_properties(cluster_client_test PROPERTIES ENVIRONMENT
+  "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")

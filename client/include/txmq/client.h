@@ -62,6 +62,16 @@ struct ClientOptions {
   // retried like a refused connection; its error (kNotConnected) names the host and gives
   // the resolver's reason. Text that is not an address fails every request with
   // kInvalidArgument.
+  //
+  // Or the brokers of a replicated cluster, comma-separated: "h1:p1,h2:p2,h3:p3". A round
+  // tries them in turn (each one's resolved addresses first), starting from the one that
+  // last answered; when all fail, the backoff, then the next round. A follower refuses
+  // requests with kNotLeader naming its leader: the connection is then dropped as if lost
+  // and the next one goes to that leader, listed or not. Requests the object may resend
+  // (an idempotent producer's batches, acks, transaction ends) go out again to the leader;
+  // the one refused gets kNotLeader, the others in flight kConnectionLost, both retryable.
+  // A Consumer subscribes again and a TransactionalProducer says hello again with its
+  // producer group there, as after any reconnect.
   std::string broker = "127.0.0.1:7411";
   std::string client_name = "txmq-client";
   Millis request_timeout{30000};    // default deadline of calls that take no timeout
@@ -233,6 +243,50 @@ struct BrokerStats {
   std::uint64_t commits = 0;
 };
 
+// A follower as the leader sees it (txmq cluster status).
+struct ReplicaInfo {
+  std::string id;                        // its replication.id
+  std::string address;                   // its client address, from replication.peers
+  std::uint64_t durable_index = 0;       // its acknowledgement: its log is on its disk up to here
+  bool in_sync = false;                  // counts towards min_insync and the commit index
+  std::uint64_t lag_records = 0;         // records of the leader's log it does not hold yet
+  std::uint64_t lag_bytes = 0;           // and their bytes
+  Millis lag{0};                         // since its log last held the leader's whole log
+  std::optional<Millis> last_fetch_ago;  // since its last fetch; nullopt: it never fetched
+};
+
+// A broker's view of replication (broker/replication.h); answered by leaders and
+// followers alike.
+struct ClusterInfo {
+  std::string id;                  // this broker's replication.id; "" when replication is off
+  std::string role;                // "leader", "follower" or "standalone"
+  std::uint64_t epoch = 0;         // the newest leadership epoch this broker holds
+  std::string leader;              // the leader's id as this broker knows it
+  std::string leader_address;      // and its client address
+  std::string mode;                // "sync" (confirm once on min_insync brokers) or "async"
+  std::uint32_t min_insync = 0;    // leader included
+  std::uint64_t first_index = 0;   // this broker's replication log: the oldest record kept
+  std::uint64_t last_index = 0;    //   and the newest
+  std::uint64_t commit_index = 0;  // durable on min_insync brokers up to here
+  std::vector<std::string> in_sync;    // ids, leader included
+  std::vector<ReplicaInfo> replicas;   // the leader's view of each follower; empty on a follower
+  std::string fetching_from;       // a follower: the address it fetches from ("" while it finds none)
+};
+
+// What one key space of a broker's store holds: equal digests, equal contents.
+struct KeySpaceDigest {
+  std::string key_space;
+  std::uint64_t entries = 0;
+  std::string sha256;  // hex, over its keys and values in order
+};
+
+// A broker's store, key space by key space, as of its replication log's last record.
+struct StoreDigest {
+  std::uint64_t last_index = 0;  // the log's last record the store reflects
+  std::uint64_t epoch = 0;       // that record's epoch
+  std::vector<KeySpaceDigest> key_spaces;
+};
+
 enum class TxnState { kPrepared, kCommitted, kRolledBack, kParked };
 
 // What the local transaction (or the check of one) says.
@@ -321,7 +375,11 @@ class Producer {
   // Sends one message and waits until it is durable. Errors: kUnknownTopic,
   // kMessageTooLarge, kStorageFull, kTimeout, kConnectionLost, kClosed, kInvalidArgument
   // (called from the I/O thread), kForbidden (to a dead-letter topic, or with a txmq-*
-  // header: only the broker writes those), or any code the broker returned.
+  // header: only the broker writes those), kNotLeader (a follower refused a batch that is
+  // not idempotent; the producer has moved to the leader, so a retry goes there),
+  // kNotEnoughReplicas (a leader in sync mode with fewer than replication.min_insync
+  // brokers in sync: nothing was stored; retryable like kStorageFull, and the producer,
+  // idempotent or not, does not retry it by itself), or any code the broker returned.
   Result<SendReceipt> send(std::string_view topic, Message message, Millis timeout);
   Result<SendReceipt> send(std::string_view topic, Message message) {
     return send(topic, std::move(message), options_request_timeout_);
@@ -485,7 +543,9 @@ class Consumer {
 
 // Topic administration and broker statistics. Every call blocks up to its timeout (and
 // runs no user code on the I/O thread, so the kInvalidArgument of a call from it cannot
-// arise).
+// arise). With a list of brokers (ClientOptions::broker), a call a follower refuses with
+// kNotLeader moves the Admin to the leader for the calls after it; the cluster calls are
+// answered by followers too, so they stay with the broker the Admin is connected to.
 class Admin {
  public:
   explicit Admin(ClientOptions options);
@@ -530,6 +590,21 @@ class Admin {
   // An operator's decision on a prepared or parked transaction (recorded in the message's
   // txmq-resolved-by header). Ending an ended one changes nothing and says its state.
   Result<TransactionResult> end_transaction(std::uint64_t transaction_id, bool commit, Millis timeout);
+
+  // Replication (txmq cluster): answered by the broker this Admin is connected to, leader
+  // or follower, never redirected.
+  // This broker's role, epoch, log and commit index; on a leader, each follower's state.
+  // kTimeout, kForbidden (a user the broker's ACL does not allow), ...
+  Result<ClusterInfo> cluster_status(Millis timeout);
+  // Makes this broker, a follower, the leader of a new epoch and returns its new status.
+  // Refused (the broker's error says why) on a leader, and on a follower that was not in
+  // the last in-sync set it saw unless `unclean`: it may lack confirmed records, and with
+  // unclean those are lost. The broker's config still says follower: the operator sets
+  // replication.role = "leader" there before its next start.
+  Result<ClusterInfo> promote(bool unclean, Millis timeout);
+  // A digest per key space of this broker's store, for comparing replicas: brokers whose
+  // last_index and epoch are equal hold equal stores exactly when the digests are equal.
+  Result<StoreDigest> digest(Millis timeout);
 
  private:
   std::unique_ptr<detail::AdminImpl> impl_;
