@@ -28,6 +28,12 @@ b1 = "127.0.0.1:7411"
 b2 = "127.0.0.1:7421"
 )";
 
+BrokerOptions leader_options() {
+  BrokerOptions o;
+  o.config_toml = kLeaderConfig;
+  return o;
+}
+
 flatbuffers::FlatBufferBuilder fetch(std::uint64_t rid, const std::string& replica, std::uint64_t epoch,
                                      std::uint64_t next, std::uint64_t last_epoch, std::uint64_t durable,
                                      std::uint32_t wait_ms = 0) {
@@ -59,7 +65,7 @@ Fetched expect_records(RawConnection& conn, std::uint64_t rid) {
 }  // namespace
 
 TEST_CASE("a sync leader alone refuses writes; fetches from unknown, newer or diverged replicas are told so") {
-  BrokerProcess leader(BrokerOptions{.config_toml = kLeaderConfig});
+  BrokerProcess leader(leader_options());
   start(leader);
   RawConnection client = session(leader);
   RawConnection replica = session(leader);
@@ -97,7 +103,7 @@ TEST_CASE("a sync leader alone refuses writes; fetches from unknown, newer or di
 }
 
 TEST_CASE("a produce is confirmed only after the replica's fetch acknowledges its record") {
-  BrokerProcess leader(BrokerOptions{.config_toml = kLeaderConfig});
+  BrokerProcess leader(leader_options());
   start(leader);
   RawConnection client = session(leader);
   RawConnection replica = session(leader);
