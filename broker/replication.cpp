@@ -474,13 +474,13 @@ void Replication::become_leader(std::uint64_t epoch) {
 void Replication::close(std::function<void()> done) {
   closing_ = true;
   answer_held(true);
-  auto finish = [this, done = std::move(done)] {
+  close_done_ = std::move(done);
+  auto finish = [this] {
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
       auto* self = static_cast<Replication*>(h->data);
       if (self->close_done_) self->close_done_();
     });
   };
-  close_done_ = std::move(done);
   if (fetcher_)
     fetcher_->close(finish);
   else
