@@ -42,6 +42,11 @@
 //                                                    each broker's own, never a record's change
 //   epochs      u64 epoch (8 bytes)                  u64 index of the epoch's first record,
 //                                                    then the leader's id (bytes)
+//   undo        u64 index (8 bytes)                  the changes that undo record `index` of
+//                                                    replog (redo.h's bytes, each change the
+//                                                    inverse of one of the record's, applied
+//                                                    last first); kept while the record may
+//                                                    still be truncated; each broker's own
 //
 // Readers of the 16-byte values (partitions, cursors) take a missing second u64 as 0.
 // A transaction id is the meta counter "next_txn_id" shifted left 20 bits, or'ed with the
@@ -56,23 +61,31 @@ namespace txmq::broker::storage {
 
 // Bumped whenever a key or value layout above changes; a broker refuses a store of
 // another version. 2: transactions kept by state (txn_open, txn_parked, txn_ended); checks
-// by span (txn_checks). 3: the replication log (replog, epochs); a version 2 store is
-// upgraded in place when it opens (the two key spaces are added, empty).
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// by span (txn_checks). 3: the replication log (replog, epochs). 4: undo images (undo).
+// A store of version 2 or 3 is upgraded in place when it opens: the key spaces it lacks
+// are added, empty (kKeySpaceSince).
+inline constexpr std::uint32_t kLayoutVersion = 4;
+inline constexpr std::uint32_t kOldestUpgradable = 2;
 
 // The key spaces of the table above, in its order: the one list of their names. Store opens
 // them (store.cpp) and `--check-store` walks them (store_check.cpp) from tables that are
 // checked against this one when they compile, so a new key space is added here first.
-inline constexpr std::array<std::string_view, 17> kKeySpaces = {
+inline constexpr std::array<std::string_view, 18> kKeySpaces = {
     "meta",    "topics",   "partitions", "log",       "groups",     "cursors",    "acked",     "pending",
     "delayed", "policies", "txn_open",   "txn_parked", "txn_ended", "txn_checks", "producers", "replog",
-    "epochs"};
+    "epochs",  "undo"};
+// The layout version that added each key space of kKeySpaces.
+inline constexpr std::array<std::uint32_t, 18> kKeySpaceSince = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 4};
 
-// The key space a replication record never names: the log itself, which each broker
-// writes (and trims) on its own. Every other key space is replicated.
+// The key spaces a replication record never names: the log itself and its undo images,
+// which each broker writes (and trims) on its own. Every other key space is replicated.
 inline constexpr std::size_t kReplogSpace = 15;
 inline constexpr std::size_t kEpochsSpace = 16;
-static_assert(kKeySpaces[kReplogSpace] == "replog" && kKeySpaces[kEpochsSpace] == "epochs");
+inline constexpr std::size_t kUndoSpace = 17;
+static_assert(kKeySpaces[kReplogSpace] == "replog" && kKeySpaces[kEpochsSpace] == "epochs" &&
+              kKeySpaces[kUndoSpace] == "undo");
+// True for a key space that replication copies: every one but the log and its undo images.
+constexpr bool replicated_space(std::size_t space) { return space != kReplogSpace && space != kUndoSpace; }
 
 // True when `table`'s entries are named as kKeySpaces, one for one and in order.
 template <typename Table>

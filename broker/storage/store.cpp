@@ -92,7 +92,7 @@ std::span<const Store::NamedDb> Store::key_spaces() {
       {"acked", &Store::acked_},       {"pending", &Store::pending_},       {"delayed", &Store::delayed_},
       {"policies", &Store::policies_}, {"txn_open", &Store::txn_open_},     {"txn_parked", &Store::txn_parked_},
       {"txn_ended", &Store::txn_ended_}, {"txn_checks", &Store::txn_checks_}, {"producers", &Store::producers_},
-      {"replog", &Store::replog_},     {"epochs", &Store::epochs_}};
+      {"replog", &Store::replog_},     {"epochs", &Store::epochs_},         {"undo", &Store::undo_}};
   static_assert(names_every_key_space(kTable), "the table must follow layout.h's kKeySpaces");
   return kTable;
 }
@@ -116,16 +116,16 @@ Status Store::open_databases(const std::string& dir) {
   };
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn)) return lmdb_error(rc, "begin");
-  // A store of layout 2 lacks only the replication log's key spaces: they are added.
-  bool upgrade = false;
+  // A store of an older layout lacks only the key spaces added since: they are added.
+  std::uint32_t version = kLayoutVersion;
   if (!fresh && mdb_dbi_open(txn, "meta", 0, &meta_) == 0) {
     MDB_val k = val(kLayoutMarkerKey), v;
-    upgrade = mdb_get(txn, meta_, &k, &v) == 0 && v.mv_size == 4 &&
-              get_be32(static_cast<const std::uint8_t*>(v.mv_data)) == 2;
+    if (mdb_get(txn, meta_, &k, &v) == 0 && v.mv_size == 4) version = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
   }
+  const bool upgrade = version >= kOldestUpgradable && version < kLayoutVersion;
   std::uint8_t index = 0;
   for (const auto& d : key_spaces()) {
-    const bool added = upgrade && (index == kReplogSpace || index == kEpochsSpace);
+    const bool added = upgrade && kKeySpaceSince[index] > version;
     int rc = mdb_dbi_open(txn, d.name, fresh || added ? MDB_CREATE : 0, &(this->*d.dbi));
     if (rc == 0 && this->*d.dbi < space_of_.size()) space_of_[this->*d.dbi] = index;
     if (rc == 0 && this->*d.dbi >= space_of_.size()) rc = MDB_DBS_FULL;
@@ -149,7 +149,7 @@ Status Store::open_databases(const std::string& dir) {
     return st;
   }
   if (int rc = mdb_txn_commit(txn)) return lmdb_error(rc, "commit");
-  if (upgrade) spdlog::info("the store in {} was upgraded to layout {}: it now keeps a replication log", dir, kLayoutVersion);
+  if (upgrade) spdlog::info("the store in {} was upgraded from layout {} to {}", dir, version, kLayoutVersion);
   // In relaxed mode that commit's meta page is not synced yet; a power loss now would
   // leave a store with data but no catalog, which the next start refuses as damaged.
   if (fresh) {
@@ -171,7 +171,7 @@ std::uint64_t Store::used_pages(MDB_txn* txn) const {
   add(kFreeList);
   add(main_);
   for (const auto& d : key_spaces())
-    if (this->*d.dbi != replog_) add(this->*d.dbi);
+    if (this->*d.dbi != replog_ && this->*d.dbi != undo_) add(this->*d.dbi);
   return pages;
 }
 

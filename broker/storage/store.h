@@ -399,6 +399,7 @@ class Store {
   MDB_dbi producers_ = 0;   // idempotent producers' windows (store_producers.cpp)
   MDB_dbi replog_ = 0;      // the replication log, by index (store_replog.cpp)
   MDB_dbi epochs_ = 0;      // each epoch's first index and leader (store_replog.cpp)
+  MDB_dbi undo_ = 0;        // undo images of the log's newest records (store_replog.cpp)
   MDB_dbi main_ = 0;        // LMDB's main database, which names the ones above
   // A database handle's kKeySpaces index, for the records (LMDB's handles are small).
   std::array<std::uint8_t, 32> space_of_{};

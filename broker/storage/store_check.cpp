@@ -58,6 +58,7 @@ constexpr Shape kShapes[] = {
     {"producers", 8, verifies<ProducerRecord>},
     {"replog", 8, redo_ok},
     {"epochs", 8, u64_ok},
+    {"undo", 8, redo_ok},
 };
 static_assert(names_every_key_space(kShapes), "kShapes must follow layout.h's kKeySpaces");
 

@@ -224,7 +224,7 @@ Result<std::vector<KeySpaceDigest>> Store::digest() const {
   std::vector<KeySpaceDigest> out;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   for (const auto& space : key_spaces()) {
-    if (this->*space.dbi == replog_) continue;
+    if (this->*space.dbi == replog_ || this->*space.dbi == undo_) continue;
     Cursor cur(txn.get(), this->*space.dbi);
     if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
     EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
