@@ -34,7 +34,8 @@ namespace txmq::broker::storage {
   X(kCheckRound,       "check_round")      /* TransactionCoordinator::CheckRoundOp */      \
   X(kBeginEpoch,       "begin_epoch")      /* Replication's BeginEpochOp */                \
   X(kInSync,           "in_sync")          /* Replication's InSyncOp */                    \
-  X(kApplyRecords,     "apply_records")    /* Replication's ApplyRecordsOp (a follower) */
+  X(kApplyRecords,     "apply_records")    /* Replication's ApplyRecordsOp (a follower) */ \
+  X(kTruncate,         "truncate")         /* Replication's TruncateOp (a follower) */
 
 enum class WriteOpKind : std::uint8_t {
 #define TXMQ_WRITE_OP_ENUM(kind, name) kind,
