@@ -460,10 +460,8 @@ Replication::Replication(uv_loop_t* loop, const BrokerConfig& config, storage::S
   for (const auto& [id, address] : rc_.peers)
     if (id != rc_.id) followers_[id].address = address;
   // Without replication nothing is recorded (what is left of an earlier log is trimmed).
-  if (rc_.enabled())
-    store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
-  else
-    store_.set_logging(false);
+  store_.set_logging(rc_.enabled());
+  if (rc_.enabled()) store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
 }
 
 Replication::~Replication() = default;

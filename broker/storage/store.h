@@ -353,8 +353,9 @@ class Store {
   // the commit index, which a new leader may not hold. Older images are trimmed as commits
   // go by, and so are those of records trimmed from the log. Any thread.
   void set_undo_keep_from(std::uint64_t index) { undo_keep_from_.store(index, std::memory_order_release); }
-  // Whether commits record their changes at all (on by default). A broker without
-  // replication turns it off: the log would double what each commit writes for no reader.
+  // Whether commits record their changes (and keep their undo images) at all: off by
+  // default, turned on by replication. Without it the log would double what each commit
+  // writes for no reader, and a delete would copy what it deletes into an undo image.
   // Its store then holds state no record carries, and a follower can start from it only
   // through a snapshot. Thread: before the writer starts.
   void set_logging(bool on) { logging_ = on; }
@@ -423,7 +424,7 @@ class Store {
   // Retention of the log; a store keeps only its newest record until told more.
   std::uint64_t log_max_bytes_ = 0;
   std::uint64_t log_max_age_ms_ = 0;
-  bool logging_ = true;
+  bool logging_ = false;
   // Loads last_index_ and epoch_ (open()).
   Status load_log_position(MDB_txn* txn);
   std::uint64_t max_bytes_ = 0;
@@ -659,6 +660,9 @@ class WriteTxn {
   // cursor, which is on dbi), returning LMDB's code.
   int put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags = 0);
   int cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags);
+  // As put, over a value the caller read in this transaction and copied (old): its undo
+  // image costs no second read.
+  int put_over(MDB_dbi dbi, MDB_val* key, MDB_val* value, const MDB_val& old);
   int del(MDB_dbi dbi, MDB_val* key);
   int cursor_del(MDB_cursor* cur, MDB_dbi dbi);
   // Deletes every key of dbi that starts with prefix, recorded as one change.

@@ -83,6 +83,16 @@ int WriteTxn::put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
   return rc;
 }
 
+int WriteTxn::put_over(MDB_dbi dbi, MDB_val* key, MDB_val* value, const MDB_val& old) {
+  const bool rec = recording(dbi);
+  int rc = mdb_put(txn_, dbi, key, value, 0);
+  if (rc == 0 && rec) {
+    undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(old));
+    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+  }
+  return rc;
+}
+
 int WriteTxn::cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
   const bool rec = recording(dbi);
   const bool new_key = flags & (MDB_NOOVERWRITE | MDB_APPEND);
