@@ -161,7 +161,7 @@ struct Replication::Probe {
         fetch_bytes(r.counter("txmq_replication_fetch_bytes_total", "Leader: record bytes sent to followers")),
         applied(r.counter("txmq_replication_applied_records_total", "Follower: leader's records applied")),
         truncated(r.counter("txmq_replication_truncated_records_total",
-                            "Follower: records found diverged from the leader's log")),
+                            "Follower: records undone and dropped because they diverged from the leader's log")),
         refused(r.counter_family("txmq_replication_refusals_total",
                                  "Client requests refused: not_leader, not_enough_replicas", {"reason"})),
         in_sync_changes(r.counter("txmq_replication_in_sync_changes_total", "Leader: changes of the in-sync set")) {}
@@ -668,7 +668,8 @@ std::uint64_t Replication::divergence_point(std::uint64_t follower_epoch, std::u
 
 void Replication::answer_fetch(Connection& conn, RequestId rid, std::uint64_t next_index, std::uint32_t max_bytes) {
   const storage::LogPosition pos = store_.log_position();
-  auto records = store_.read_log_records(next_index, std::clamp<std::uint32_t>(max_bytes, 64u << 10, 256u << 20));
+  auto records = store_.read_log_records(next_index, std::clamp<std::uint32_t>(max_bytes, 64u << 10, 256u << 20),
+                                         storage::Store::RecordForm::kExpanded);
   if (!records) return responder_.reply_error(conn, rid, records.error());
   auto& fbb = responder_.fbb();
   fbb.Clear();

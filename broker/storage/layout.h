@@ -79,10 +79,11 @@ inline constexpr std::array<std::uint32_t, 18> kKeySpaceSince = {2, 2, 2, 2, 2, 
 
 // The key spaces a replication record never names: the log itself and its undo images,
 // which each broker writes (and trims) on its own. Every other key space is replicated.
+inline constexpr std::size_t kLogSpace = 3;
 inline constexpr std::size_t kReplogSpace = 15;
 inline constexpr std::size_t kEpochsSpace = 16;
 inline constexpr std::size_t kUndoSpace = 17;
-static_assert(kKeySpaces[kReplogSpace] == "replog" && kKeySpaces[kEpochsSpace] == "epochs" &&
+static_assert(kKeySpaces[kLogSpace] == "log" && kKeySpaces[kReplogSpace] == "replog" && kKeySpaces[kEpochsSpace] == "epochs" &&
               kKeySpaces[kUndoSpace] == "undo");
 // True for a key space that replication copies: every one but the log and its undo images.
 constexpr bool replicated_space(std::size_t space) { return space != kReplogSpace && space != kUndoSpace; }

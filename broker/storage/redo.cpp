@@ -37,7 +37,8 @@ Status walk(std::span<const std::uint8_t> record, std::size_t key_spaces,
     if (record.size() - pos < 2) return bad_record("a change is cut short");
     RedoChange change{static_cast<RedoKind>(record[pos]), record[pos + 1], {}, {}};
     pos += 2;
-    if (change.kind != RedoKind::kPut && change.kind != RedoKind::kDelete && change.kind != RedoKind::kDeletePrefix)
+    if (change.kind != RedoKind::kPut && change.kind != RedoKind::kDelete && change.kind != RedoKind::kDeletePrefix &&
+        change.kind != RedoKind::kPutRef)
       return bad_record("unknown change kind " + std::to_string(static_cast<int>(change.kind)));
     if (change.space >= key_spaces) return bad_record("unknown key space " + std::to_string(change.space));
     std::uint64_t len = 0;
@@ -90,6 +91,38 @@ Status for_each_change(std::span<const std::uint8_t> record, std::size_t key_spa
   if (auto h = redo_header(record); !h) return h.error();
   if (auto st = walk(record, key_spaces, nullptr); !st) return st;
   return walk(record, key_spaces, &visit);
+}
+
+bool has_refs(std::span<const std::uint8_t> record, std::size_t key_spaces) {
+  bool found = false;
+  const std::function<Status(const RedoChange&)> visit = [&](const RedoChange& c) -> Status {
+    if (c.kind == RedoKind::kPutRef) {
+      found = true;
+      return Error(ErrorCode::kInternal, "found");  // stops the walk
+    }
+    return {};
+  };
+  (void)walk(record, key_spaces, &visit);
+  return found;
+}
+
+Result<std::vector<std::uint8_t>> expand_record(
+    std::span<const std::uint8_t> record, std::size_t key_spaces,
+    const std::function<std::optional<std::span<const std::uint8_t>>(std::uint8_t, std::span<const std::uint8_t>)>&
+        lookup) {
+  auto header = redo_header(record);
+  if (!header) return header.error();
+  RedoBuilder out;
+  Status st = for_each_change(record, key_spaces, [&](const RedoChange& c) -> Status {
+    if (c.kind != RedoKind::kPutRef) {
+      out.add(c.kind, c.space, c.key, c.value);
+    } else if (auto value = lookup(c.space, c.key)) {
+      out.add(RedoKind::kPut, c.space, c.key, *value);
+    }
+    return {};
+  });
+  if (!st) return st.error();
+  return out.record(*header);
 }
 
 }  // namespace txmq::broker::storage

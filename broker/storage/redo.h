@@ -13,12 +13,17 @@
 //   then changes, each: u8 kind, u8 key space (layout.h's kKeySpaces index),
 //   varint key length, key, and for kPut: varint value length, value.
 //   kDeletePrefix deletes every key that starts with `key` (a topic's log, in one change).
+//   kPutRef is a put of a message into the log key space, whose value is left out: a
+//   message is written once and never changed, so the value is the one the store holding
+//   the record has under that key. The log keeps records in this short form (a message's
+//   bytes are stored once); a record sent to a follower is expanded (expand_record).
 // Integers are big-endian; varints are LEB128 (7 bits a byte, low first).
 //
 // Thread: any; plain functions over bytes.
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,7 +36,7 @@ namespace txmq::broker::storage {
 inline constexpr std::uint8_t kRedoVersion = 1;
 inline constexpr std::size_t kRedoHeaderBytes = 1 + 8 + 8;
 
-enum class RedoKind : std::uint8_t { kPut = 1, kDelete = 2, kDeletePrefix = 3 };
+enum class RedoKind : std::uint8_t { kPut = 1, kDelete = 2, kDeletePrefix = 3, kPutRef = 4 };
 
 struct RedoChange {
   RedoKind kind;
@@ -71,5 +76,16 @@ Result<RedoHeader> redo_header(std::span<const std::uint8_t> record);
 // Errors: kStorageError naming what does not decode; visit's.
 Status for_each_change(std::span<const std::uint8_t> record, std::size_t key_spaces,
                        const std::function<Status(const RedoChange&)>& visit);
+
+// Whether a record holds any kPutRef change (a quick scan; the record is known to decode).
+bool has_refs(std::span<const std::uint8_t> record, std::size_t key_spaces);
+
+// The record with each kPutRef made a kPut with the value lookup(space, key) gives; a
+// change whose key lookup does not find (the message was deleted since, by a later
+// record) is left out. Errors: the record's decoding errors.
+Result<std::vector<std::uint8_t>> expand_record(
+    std::span<const std::uint8_t> record, std::size_t key_spaces,
+    const std::function<std::optional<std::span<const std::uint8_t>>(std::uint8_t, std::span<const std::uint8_t>)>&
+        lookup);
 
 }  // namespace txmq::broker::storage

@@ -333,8 +333,12 @@ class Store {
   // The oldest record still kept (0: the log is empty). Errors: LMDB's.
   Result<std::uint64_t> first_log_index() const;
   // Records from index `from` on, in order, until max_bytes (at least one record when
-  // there is one). Errors: LMDB's.
-  Result<std::vector<LogRecord>> read_log_records(std::uint64_t from, std::size_t max_bytes) const;
+  // there is one). kStored: as the log keeps them (a message put refers to the message,
+  // redo.h's kPutRef); kExpanded: as a follower is sent them, each message's bytes in the
+  // record, read in the same read transaction. Errors: a damaged record; LMDB's.
+  enum class RecordForm { kStored, kExpanded };
+  Result<std::vector<LogRecord>> read_log_records(std::uint64_t from, std::size_t max_bytes,
+                                                  RecordForm form = RecordForm::kStored) const;
   // Every epoch begun, oldest first. Errors: a damaged record; LMDB's.
   Result<std::vector<EpochStart>> epochs() const;
   // Per replicated key space (every one but replog): how many entries and a SHA-256 over

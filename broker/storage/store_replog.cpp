@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 
 #include <cstdio>
+#include <map>
 
 #include "broker/storage/layout.h"
 #include "broker/storage/store.h"
@@ -77,8 +78,13 @@ int WriteTxn::put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
   if (rec && !new_key) keep_old(dbi, *key, undo_);
   int rc = mdb_put(txn_, dbi, key, value, flags);
   if (rc == 0 && rec) {
-    if (new_key) undo_.add(RedoKind::kDelete, store_.space_of_[dbi], bytes_of(*key));
-    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+    const std::uint8_t space = store_.space_of_[dbi];
+    if (new_key) undo_.add(RedoKind::kDelete, space, bytes_of(*key));
+    // A new message is never changed: the record refers to it (redo.h, kPutRef).
+    if (new_key && dbi == store_.log_)
+      redo_.add(RedoKind::kPutRef, space, bytes_of(*key));
+    else
+      redo_.add(RedoKind::kPut, space, bytes_of(*key), bytes_of(*value));
   }
   return rc;
 }
@@ -233,36 +239,58 @@ Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t>
   applying_ = true;
   undo_.clear();
   undoable_ = true;
+  RedoBuilder stored;  // the record as this log keeps it: messages by reference
   const auto spaces = Store::key_spaces();
   Status st = for_each_change(record, spaces.size(), [&](const RedoChange& c) -> Status {
     if (!replicated_space(c.space)) return Error(ErrorCode::kStorageError, "a replication record writes the log itself");
+    if (c.kind == RedoKind::kPutRef)
+      return Error(ErrorCode::kStorageError, "a replication record refers to a message it does not carry");
     const MDB_dbi dbi = store_.*spaces[c.space].dbi;
     MDB_val k = val(c.key.data(), c.key.size());
     int rc = 0;
     switch (c.kind) {
       case RedoKind::kPut: {
-        keep_old(dbi, k, undo_);
+        const bool message = dbi == store_.log_;
+        if (message)
+          undo_.add(RedoKind::kDelete, c.space, c.key);
+        else
+          keep_old(dbi, k, undo_);
         MDB_val v = val(c.value.data(), c.value.size());
         rc = mdb_put(txn_, dbi, &k, &v, 0);
         if (rc == 0 && c.space == kEpochsSpace && c.key.size() == 8) epoch_ = std::max(epoch_, get_be64(c.key.data()));
+        if (message)
+          stored.add(RedoKind::kPutRef, c.space, c.key);
+        else
+          stored.add(c.kind, c.space, c.key, c.value);
         break;
       }
       case RedoKind::kDelete: {
+        // A message the leader had deleted again by the time it sent its put is left out
+        // of the record (expand_record): its delete finds nothing.
         MDB_val old;
-        if (mdb_get(txn_, dbi, &k, &old) == 0) undo_.add(RedoKind::kPut, c.space, c.key, bytes_of(old));
-        rc = mdb_del(txn_, dbi, &k, nullptr);
+        if (mdb_get(txn_, dbi, &k, &old) == 0) {
+          undo_.add(RedoKind::kPut, c.space, c.key, bytes_of(old));
+          rc = mdb_del(txn_, dbi, &k, nullptr);
+        } else if (dbi != store_.log_) {
+          rc = MDB_NOTFOUND;
+        }
+        stored.add(c.kind, c.space, c.key);
         break;
       }
       case RedoKind::kDeletePrefix:
         keep_old_prefix(dbi, c.key, undo_);
         rc = delete_prefix(txn_, dbi, c.key.data(), c.key.size());
+        stored.add(c.kind, c.space, c.key);
+        break;
+      case RedoKind::kPutRef:
         break;
     }
     return rc ? Status(lmdb_error(rc, "apply a replication record")) : Status();
   });
   if (!st) return st;
+  std::vector<std::uint8_t> bytes = stored.record(*header);
   auto key = id_key(index);
-  MDB_val k = val(key), v = val(record.data(), record.size());
+  MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
   if (auto st2 = put_undo(index, *header); !st2) return st2;
   undo_.clear();
@@ -366,20 +394,69 @@ Result<std::uint64_t> Store::first_log_index() const {
   return index_of(k);
 }
 
-Result<std::vector<LogRecord>> Store::read_log_records(std::uint64_t from, std::size_t max_bytes) const {
+Result<std::vector<LogRecord>> Store::read_log_records(std::uint64_t from, std::size_t max_bytes,
+                                                       RecordForm form) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   Cursor cur(txn.get(), replog_);
   if (cur.rc()) return lmdb_error(cur.rc(), "replication log cursor");
+  const auto spaces = key_spaces();
+  // A kPutRef's message, as this read transaction sees the log key space. A message a
+  // later record deleted again is found in that record's undo image while the record is
+  // above the commit index: a follower must get the message, or its store would lack it
+  // at this index, where a truncation may yet take it back to. Once the deleting record
+  // is committed every in-sync replica holds it, and the message may be left out.
+  std::map<std::vector<std::uint8_t>, std::vector<std::uint8_t>> deleted;
+  bool deleted_read = false;
+  auto read_deleted = [&]() -> Status {
+    deleted_read = true;
+    Cursor undo(txn.get(), undo_);
+    if (undo.rc()) return lmdb_error(undo.rc(), "undo cursor");
+    MDB_val k, v;
+    int rc;
+    for (rc = mdb_cursor_get(undo.get(), &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(undo.get(), &k, &v, MDB_NEXT)) {
+      if (index_of(k) < from) continue;
+      Status st = for_each_change(bytes_of(v), spaces.size(), [&](const RedoChange& c) -> Status {
+        if (c.kind == RedoKind::kPut && c.space == kLogSpace)
+          deleted.emplace(std::vector<std::uint8_t>(c.key.begin(), c.key.end()),
+                          std::vector<std::uint8_t>(c.value.begin(), c.value.end()));
+        return {};
+      });
+      if (!st) return st;
+    }
+    if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read the undo images");
+    return {};
+  };
+  Status lookup_error;
+  auto message = [&](std::uint8_t space, std::span<const std::uint8_t> key) -> std::optional<std::span<const std::uint8_t>> {
+    if (space != kLogSpace) return std::nullopt;
+    MDB_val k = val(key.data(), key.size()), v;
+    if (mdb_get(txn.get(), log_, &k, &v) == 0) return bytes_of(v);
+    if (!deleted_read)
+      if (auto st = read_deleted(); !st) lookup_error = st;
+    auto it = deleted.find(std::vector<std::uint8_t>(key.begin(), key.end()));
+    if (it == deleted.end()) return std::nullopt;
+    return std::span<const std::uint8_t>(it->second);
+  };
   auto key = id_key(from);
   MDB_val k = val(key), v;
   std::vector<LogRecord> out;
   std::size_t bytes = 0;
   int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == 0 && (out.empty() || bytes + v.mv_size <= max_bytes); rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+  for (; rc == 0 && (out.empty() || bytes < max_bytes); rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
     auto data = bytes_of(v);
-    out.push_back(LogRecord{index_of(k), {data.begin(), data.end()}});
-    bytes += v.mv_size;
+    LogRecord record{index_of(k), {}};
+    if (form == RecordForm::kExpanded && has_refs(data, spaces.size())) {
+      auto expanded = expand_record(data, spaces.size(), message);
+      if (!expanded) return expanded.error();
+      if (!lookup_error) return lookup_error.error();
+      record.bytes = std::move(*expanded);
+    } else {
+      record.bytes.assign(data.begin(), data.end());
+    }
+    if (!out.empty() && bytes + record.bytes.size() > max_bytes) break;
+    bytes += record.bytes.size();
+    out.push_back(std::move(record));
   }
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the replication log");
   return out;
