@@ -645,6 +645,15 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
     f.end_at_answer = pos.last_index;
     return answer_fetch(conn, rid, req.next_index(), req.max_bytes());
   }
+  // One held fetch per replica: an earlier one (a replica that gave up waiting, or one
+  // that sends many) is answered now, so held fetches stay as many as the peers.
+  for (auto h = held_.begin(); h != held_.end(); ++h) {
+    if (h->replica != replica) continue;
+    HeldFetch old = *h;
+    held_.erase(h);
+    if (Connection* c = responder_.find(old.connection)) answer_fetch(*c, old.rid, old.next_index, old.max_bytes);
+    break;
+  }
   held_.push_back({conn.id(), rid, req.next_index(), req.max_bytes(), replica,
                    now + std::chrono::milliseconds(std::min<std::uint32_t>(req.wait_ms(), 60000))});
 }

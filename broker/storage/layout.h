@@ -99,5 +99,7 @@ constexpr bool names_every_key_space(const Table& table) {
 
 // The meta key of the layout version.
 inline constexpr std::string_view kLayoutMarkerKey = "format";
+// The meta key WriteTxn::touch() rewrites: each broker's own, never replicated.
+inline constexpr std::string_view kCommitTicksKey = "commit_ticks";
 
 }  // namespace txmq::broker::storage

@@ -208,7 +208,17 @@ Result<std::uint32_t> WriteTxn::next_counter(std::string_view name, std::uint32_
 }
 
 Status WriteTxn::touch() {
-  if (auto n = next_counter("commit_ticks"); !n) return n.error();
+  // Not through put(): a tick is no replicated change. A follower whose writer ticks (its
+  // store is full) must not grow a record of its own, and digest() leaves the key out.
+  MDB_val k = val(kCommitTicksKey), v;
+  std::uint32_t ticks = 0;
+  int rc = mdb_get(txn_, store_.meta_, &k, &v);
+  if (rc == 0 && v.mv_size == 4) ticks = get_be32(static_cast<const std::uint8_t*>(v.mv_data));
+  else if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read commit_ticks");
+  std::array<std::uint8_t, 4> next;
+  put_be32(next.data(), ticks + 1);
+  MDB_val nv = val(next);
+  if ((rc = mdb_put(txn_, store_.meta_, &k, &nv, 0))) return lmdb_error(rc, "write commit_ticks");
   return {};
 }
 

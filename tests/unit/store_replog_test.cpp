@@ -436,3 +436,15 @@ TEST_CASE("a message is kept once: its record refers to it, and a follower is se
   catch_up(*leader, *late);
   check_same(*leader, *late);
 }
+
+TEST_CASE("the writer's tick is no replicated change: no record, and no digest moves") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  const auto before = digest(*store);
+  const std::uint64_t last = store->log_position().last_index;
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.touch().ok()); });
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.touch().ok()); });
+  CHECK(store->log_position().last_index == last);
+  check_digest(*store, before);
+}
