@@ -2,6 +2,9 @@
 
 #include "broker/storage/keys.h"
 
+#include <string_view>
+#include <unordered_map>
+
 namespace txmq::broker::storage {
 namespace {
 
@@ -77,6 +80,37 @@ std::vector<std::uint8_t> RedoBuilder::record(const RedoHeader& header) const {
   put_be64(out.data() + 1, header.epoch);
   put_be64(out.data() + 9, header.time_ms);
   out.insert(out.end(), bytes_.begin(), bytes_.end());
+  return out;
+}
+
+std::vector<std::uint8_t> RedoBuilder::compacted_record(const RedoHeader& header, std::size_t key_spaces) const {
+  std::vector<std::uint8_t> whole = record(header);
+  struct Seen {
+    std::size_t begin, end;  // the change's bytes in whole
+    std::string_view key;    // its key space byte, key length and key: which key it changes
+  };
+  std::vector<Seen> changes;
+  bool prefix = false;
+  std::size_t pos = kRedoHeaderBytes;
+  const auto* base = whole.data();
+  const std::function<Status(const RedoChange&)> visit = [&](const RedoChange& c) -> Status {
+    const std::size_t key_end = static_cast<std::size_t>(c.key.data() + c.key.size() - base);
+    const std::size_t end =
+        c.kind == RedoKind::kPut ? static_cast<std::size_t>(c.value.data() + c.value.size() - base) : key_end;
+    prefix = prefix || c.kind == RedoKind::kDeletePrefix;
+    changes.push_back({pos, end, std::string_view(reinterpret_cast<const char*>(base) + pos + 1, key_end - pos - 1)});
+    pos = end;
+    return {};
+  };
+  if (!walk(whole, key_spaces, &visit) || prefix || changes.size() < 2) return whole;
+  std::unordered_map<std::string_view, std::size_t> last;  // key -> its last change
+  last.reserve(changes.size());
+  for (std::size_t i = 0; i < changes.size(); ++i) last[changes[i].key] = i;
+  if (last.size() == changes.size()) return whole;
+  std::vector<std::uint8_t> out(whole.begin(), whole.begin() + kRedoHeaderBytes);
+  out.reserve(whole.size());
+  for (std::size_t i = 0; i < changes.size(); ++i)
+    if (last[changes[i].key] == i) out.insert(out.end(), whole.begin() + changes[i].begin, whole.begin() + changes[i].end);
   return out;
 }
 

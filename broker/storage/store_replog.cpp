@@ -154,7 +154,7 @@ Status WriteTxn::append_record() {
   if (auto st = trim_undo(); !st) return st;
   if (applying_ || redo_.empty()) return {};
   const RedoHeader header{epoch_, wall_ms()};
-  std::vector<std::uint8_t> bytes = redo_.record(header);
+  std::vector<std::uint8_t> bytes = redo_.compacted_record(header, Store::key_spaces().size());
   auto key = id_key(last_index_ + 1);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
@@ -265,14 +265,14 @@ Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t>
         break;
       }
       case RedoKind::kDelete: {
-        // A message the leader had deleted again by the time it sent its put is left out
-        // of the record (expand_record): its delete finds nothing.
+        // A delete makes sure the key is absent: it may find nothing. A record keeps only
+        // a key's last change (compacted_record), so a key put and deleted by one record
+        // is only deleted; and a message the leader had deleted again by the time it sent
+        // its put is left out (expand_record).
         MDB_val old;
         if (mdb_get(txn_, dbi, &k, &old) == 0) {
           undo_.add(RedoKind::kPut, c.space, c.key, bytes_of(old));
           rc = mdb_del(txn_, dbi, &k, nullptr);
-        } else if (dbi != store_.log_) {
-          rc = MDB_NOTFOUND;
         }
         stored.add(c.kind, c.space, c.key);
         break;

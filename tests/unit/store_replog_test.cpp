@@ -448,3 +448,30 @@ TEST_CASE("the writer's tick is no replicated change: no record, and no digest m
   CHECK(store->log_position().last_index == last);
   check_digest(*store, before);
 }
+
+TEST_CASE("a compacted record keeps each key's last change only, in order, unless it deletes a prefix") {
+  RedoBuilder b;
+  b.add(RedoKind::kPut, 2, as_bytes("partition"), as_bytes("next 1"));
+  b.add(RedoKind::kPutRef, 3, as_bytes("message 0"));
+  b.add(RedoKind::kPut, 2, as_bytes("partition"), as_bytes("next 2"));
+  b.add(RedoKind::kPutRef, 3, as_bytes("message 1"));
+  b.add(RedoKind::kPut, 7, as_bytes("pending"), as_bytes("lease"));
+  b.add(RedoKind::kDelete, 7, as_bytes("pending"));
+  b.add(RedoKind::kPut, 5, as_bytes("partition"), as_bytes("another space, another key"));
+  auto record = b.compacted_record({3, 4}, kKeySpaces.size());
+  std::vector<std::string> seen;
+  REQUIRE(for_each_change(record, kKeySpaces.size(), [&](const RedoChange& c) -> Status {
+            seen.push_back(std::to_string(static_cast<int>(c.kind)) + " " + std::to_string(c.space) + " " +
+                           std::string(c.key.begin(), c.key.end()) + "=" + std::string(c.value.begin(), c.value.end()));
+            return {};
+          }).ok());
+  CHECK(seen == std::vector<std::string>{"4 3 message 0=", "1 2 partition=next 2", "4 3 message 1=", "2 7 pending=",
+                                         "1 5 partition=another space, another key"});
+  auto header = redo_header(record);
+  REQUIRE(header.ok());
+  CHECK(header->epoch == 3);
+  CHECK(header->time_ms == 4);
+
+  b.add(RedoKind::kDeletePrefix, 3, as_bytes("message"));
+  CHECK(b.compacted_record({3, 4}, kKeySpaces.size()) == b.record({3, 4}));
+}
