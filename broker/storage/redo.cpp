@@ -83,7 +83,8 @@ std::vector<std::uint8_t> RedoBuilder::record(const RedoHeader& header) const {
   return out;
 }
 
-std::vector<std::uint8_t> RedoBuilder::compacted_record(const RedoHeader& header, std::size_t key_spaces) const {
+std::vector<std::uint8_t> RedoBuilder::compacted_record(const RedoHeader& header, std::size_t key_spaces,
+                                                        Keep keep) const {
   std::vector<std::uint8_t> whole = record(header);
   struct Seen {
     std::size_t begin, end;  // the change's bytes in whole
@@ -103,14 +104,18 @@ std::vector<std::uint8_t> RedoBuilder::compacted_record(const RedoHeader& header
     return {};
   };
   if (!walk(whole, key_spaces, &visit) || prefix || changes.size() < 2) return whole;
-  std::unordered_map<std::string_view, std::size_t> last;  // key -> its last change
-  last.reserve(changes.size());
-  for (std::size_t i = 0; i < changes.size(); ++i) last[changes[i].key] = i;
-  if (last.size() == changes.size()) return whole;
+  std::unordered_map<std::string_view, std::size_t> kept;  // key -> the change kept
+  kept.reserve(changes.size());
+  for (std::size_t i = 0; i < changes.size(); ++i)
+    if (keep == Keep::kLast)
+      kept[changes[i].key] = i;
+    else
+      kept.emplace(changes[i].key, i);
+  if (kept.size() == changes.size()) return whole;
   std::vector<std::uint8_t> out(whole.begin(), whole.begin() + kRedoHeaderBytes);
   out.reserve(whole.size());
   for (std::size_t i = 0; i < changes.size(); ++i)
-    if (last[changes[i].key] == i) out.insert(out.end(), whole.begin() + changes[i].begin, whole.begin() + changes[i].end);
+    if (kept[changes[i].key] == i) out.insert(out.end(), whole.begin() + changes[i].begin, whole.begin() + changes[i].end);
   return out;
 }
 

@@ -62,11 +62,14 @@ class RedoBuilder {
   void append(const RedoBuilder& other) { bytes_.insert(bytes_.end(), other.bytes_.begin(), other.bytes_.end()); }
   // The whole record: header, then the changes added so far.
   std::vector<std::uint8_t> record(const RedoHeader& header) const;
-  // As record(), with only the last change of each key: what a replay of the record
-  // leaves is the same, with fewer changes to apply (a batch of 1000 messages rewrites its
-  // partition's record 1000 times; one put is kept). A record that deletes a prefix is
-  // kept whole. Changes stay in their order.
-  std::vector<std::uint8_t> compacted_record(const RedoHeader& header, std::size_t key_spaces) const;
+  // As record(), with one change per key: what a replay of the record leaves is the same,
+  // with fewer changes to apply (a batch of 1000 messages rewrites its partition's record
+  // 1000 times; one put is kept). A redo record keeps each key's last change; an undo
+  // image, applied last change first, its first one (the key as it was). A record that
+  // deletes a prefix is kept whole. Changes stay in their order.
+  enum class Keep { kLast, kFirst };
+  std::vector<std::uint8_t> compacted_record(const RedoHeader& header, std::size_t key_spaces,
+                                             Keep keep = Keep::kLast) const;
 
  private:
   std::vector<std::uint8_t> bytes_;  // changes only; the header is added by record()

@@ -165,7 +165,8 @@ Status WriteTxn::append_record() {
 
 Status WriteTxn::put_undo(std::uint64_t index, const RedoHeader& header) {
   if (!undoable_) return {};  // no image: truncating this record takes a snapshot
-  std::vector<std::uint8_t> bytes = undo_.record(header);
+  std::vector<std::uint8_t> bytes =
+      undo_.compacted_record(header, Store::key_spaces().size(), RedoBuilder::Keep::kFirst);
   auto key = id_key(index);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.undo_, &k, &v, 0)) return lmdb_error(rc, "keep the undo image");

@@ -472,6 +472,19 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
   CHECK(header->epoch == 3);
   CHECK(header->time_ms == 4);
 
+  // An undo image keeps each key's first change: applied last first, it ends the key as
+  // the record found it.
+  seen.clear();
+  REQUIRE(for_each_change(b.compacted_record({3, 4}, kKeySpaces.size(), RedoBuilder::Keep::kFirst),
+                          kKeySpaces.size(), [&](const RedoChange& c) -> Status {
+                            seen.push_back(std::to_string(c.space) + " " + std::string(c.key.begin(), c.key.end()) + "=" +
+                                           std::string(c.value.begin(), c.value.end()));
+                            return {};
+                          })
+              .ok());
+  CHECK(seen == std::vector<std::string>{"2 partition=next 1", "3 message 0=", "3 message 1=", "7 pending=lease",
+                                         "5 partition=another space, another key"});
+
   b.add(RedoKind::kDeletePrefix, 3, as_bytes("message"));
   CHECK(b.compacted_record({3, 4}, kKeySpaces.size()) == b.record({3, 4}));
 }
