@@ -195,6 +195,15 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
   REQUIRE(metric(cluster, 2, "txmq_replication_snapshots_total") == 0);
   cluster.broker(2).kill9();
 
+  // What it holds is neither the leader's store nor its own: started without replication
+  // it refuses to serve, and says why.
+  {
+    txmq::test::BrokerProcess standalone(txmq::test::on_data_dir(cluster.data_dir(2)));
+    auto refused = standalone.start();
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message.find("did not finish") != std::string::npos);
+  }
+
   st = cluster.start(2);
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
   REQUIRE_MESSAGE(wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshots_total") == 1; }, kCatchUp, 20ms),
