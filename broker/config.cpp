@@ -127,7 +127,7 @@ void read_replication(const toml::value& root, ReplicationConfig& r) {
   read_with(root, "replication", "log_max_age_ms", r.log_max_age_ms,
             [](const toml::value& v) { return static_cast<std::uint64_t>(parse_ms(v).count()); });
   read_with(root, "replication", "snapshot_chunk_bytes", r.snapshot_chunk_bytes,
-            [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 64u << 20)); });
+            [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 16u << 20)); });
 }
 
 }  // namespace

@@ -30,9 +30,10 @@ constexpr std::string_view kInSyncKey = "in_sync";
 // transaction keeps LMDB from reusing the pages freed since it began.
 constexpr auto kSnapshotIdle = std::chrono::seconds(30);
 // A snapshot chunk's size, whatever a follower asks for: small ones cost a round trip and
-// a commit each, large ones a frame the client must hold whole.
+// a commit each, large ones a frame the client must hold whole (its connection takes
+// frames up to 64 MiB: a chunk of 16 MiB leaves room for one entry past it).
 constexpr std::uint32_t kSnapshotChunkMin = 4u << 10;
-constexpr std::uint32_t kSnapshotChunkMax = 64u << 20;
+constexpr std::uint32_t kSnapshotChunkMax = 16u << 20;
 // How often an install in progress is logged, at most.
 constexpr auto kSnapshotReportEvery = std::chrono::seconds(5);
 
@@ -1049,7 +1050,8 @@ void Replication::status(Connection& conn, RequestId rid) {
       fbb, fbb.CreateString(rc_.id), fbb.CreateString(role_name()), pos.epoch,
       fbb.CreateString(leader_id_), fbb.CreateString(leader_address()), fbb.CreateString(rc_.sync ? "sync" : "async"),
       rc_.min_insync, first, pos.last_index, commit, fbb.CreateVector(ids), fbb.CreateVector(replicas),
-      fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()));
+      fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()),
+      role_ == Role::kFollower && fetcher_ && fetcher_->installing());
   responder_.send_frame(conn, rid, wire::Body::ClusterInfo, body.Union());
 }
 

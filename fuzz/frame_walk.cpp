@@ -220,6 +220,7 @@ void body(Digest& d, const wire::Frame& f) {
       d.add(b->first_index());
       d.add(b->last_index());
       d.add(b->commit_index());
+      d.add(static_cast<std::uint64_t>(b->installing_snapshot()));
       if (b->in_sync())
         for (const auto* s : *b->in_sync()) str(d, s);
       if (b->replicas())

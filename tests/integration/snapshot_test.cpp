@@ -53,6 +53,7 @@ struct ClusterView {
   std::string role;
   std::uint64_t first_index = 0, last_index = 0, commit_index = 0;
   std::size_t in_sync = 0;
+  bool installing_snapshot = false;
 };
 
 std::optional<ClusterView> view(const std::string& address) {
@@ -61,7 +62,8 @@ std::optional<ClusterView> view(const std::string& address) {
   const auto* info = f->frame().body_as_ClusterInfo();
   if (info == nullptr) return std::nullopt;
   return ClusterView{info->role() ? info->role()->str() : "", info->first_index(), info->last_index(),
-                     info->commit_index(), info->in_sync() ? info->in_sync()->size() : 0};
+                     info->commit_index(), info->in_sync() ? info->in_sync()->size() : 0,
+                     info->installing_snapshot()};
 }
 
 std::string describe(const std::optional<ClusterView>& v) {
@@ -173,6 +175,9 @@ TEST_CASE("a follower started empty after the log was trimmed catches up through
   CHECK(cluster.broker(2).log_contents().find("snapshot installed") != std::string::npos);
   wait_caught_up(cluster, 2);
   wait_in_sync(cluster, 3);
+  auto v = view(cluster.address(2));
+  REQUIRE(v);
+  CHECK(!v->installing_snapshot);
 
   // It follows the log from the snapshot on.
   txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
@@ -206,6 +211,19 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
 
   st = cluster.start(2);
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  // While it installs, it says so and cannot be promoted. (Once the install is done, as it
+  // may be by the time the answers come, it is refused for another reason: it was not in
+  // the in-sync set.)
+  auto promoted = ask(cluster.address(2), txmq::test::promote(3));
+  REQUIRE_MESSAGE(promoted.ok(), txmq::test::describe(promoted));
+  const auto* refusal = promoted->frame().body_as_Error();
+  REQUIRE(refusal != nullptr);
+  const std::string why = refusal->message() ? refusal->message()->str() : "";
+  if (metric(cluster, 2, "txmq_replication_snapshots_total") == 0) {
+    CHECK_MESSAGE(why.find("installing a snapshot") != std::string::npos, why);
+    auto v = view(cluster.address(2));
+    CHECK((v && (v->installing_snapshot || metric(cluster, 2, "txmq_replication_snapshots_total") == 1)));
+  }
   REQUIRE_MESSAGE(wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshots_total") == 1; }, kCatchUp, 20ms),
                   cluster.broker(2).log_contents(4096));
   CHECK(cluster.broker(2).log_contents().find("did not finish") != std::string::npos);
