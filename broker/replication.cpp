@@ -130,6 +130,28 @@ class ApplyRecordsOp final : public storage::WriteOp {
   std::function<void(const Status&)> done_;
 };
 
+// A follower's whose log diverged from the leader's: drops its records from `from` on,
+// undoing them, in one transaction (WriteTxn::truncate_log).
+class TruncateOp final : public storage::WriteOp {
+ public:
+  TruncateOp(std::uint64_t from, std::function<void(const Status&, const storage::Truncation&)> done)
+      : from_(from), done_(std::move(done)) {}
+  storage::WriteOpKind kind() const override { return storage::WriteOpKind::kTruncate; }
+  Status apply(storage::WriteTxn& txn) override {
+    auto t = txn.truncate_log(from_);
+    if (!t) return t.error();
+    result_ = *t;
+    return {};
+  }
+  void complete(const Status& status) override { done_(status, result_); }
+  bool gated() const override { return false; }
+
+ private:
+  std::uint64_t from_;
+  storage::Truncation result_;
+  std::function<void(const Status&, const storage::Truncation&)> done_;
+};
+
 // A follower's snapshot install, one step per op (store.h, "installing a snapshot"): begin
 // (the store emptied), each chunk's entries, finish (the log position at the snapshot's
 // index). Nothing of it is recorded in the log.
@@ -450,17 +472,12 @@ class Fetcher {
       spdlog::warn("replication: fetch from {} failed: {}", address_, e.describe());
       return retry_later("");
     }
-    if (a.truncate_to != 0) {
-      const std::uint64_t last = store_.log_position().last_index;
-      if (probe_) probe_->truncated.inc(last >= a.truncate_to ? last - a.truncate_to + 1 : 0);
-      spdlog::error(
-          "replication: this broker's log diverged from the leader's at {}: its records {}..{} are not the leader's. "
-          "Truncation is not built yet: stop this broker, move its data directory aside and start it empty",
-          address_, a.truncate_to, last);
-      return retry_later("", kDivergedRetryDelay);
-    }
+    if (a.truncate_to != 0) return truncate(a.truncate_to, a.epoch);
     leader_epoch_ = a.epoch;
     commit_index_ = a.commit_index;
+    // Records at or below the leader's commit index are never truncated: their undo
+    // images may go.
+    store_.set_undo_keep_from(a.commit_index + 1);
     if (a.needs_snapshot)
       return begin_snapshot("the leader " + address_ + " no longer holds the records this broker needs next (from " +
                             std::to_string(store_.log_position().last_index + 1) + ")");
@@ -661,6 +678,32 @@ class Fetcher {
     install_->started = install_->reported = Clock::now();
   }
 
+  // The leader says this log diverged from its own after from - 1: the records from there
+  // on are undone and dropped, in one transaction, and said so; then fetching goes on.
+  void truncate(std::uint64_t from, std::uint64_t leader_epoch) {
+    const std::uint64_t generation = generation_;
+    const std::string leader = address_;
+    spdlog::warn("replication: this broker's log diverged from the leader's ({}, epoch {}) after record {}: "
+                 "truncating its records from {} to {}",
+                 leader, leader_epoch, from - 1, from, store_.log_position().last_index);
+    writer_.submit(std::make_unique<TruncateOp>(from, [this, generation, leader, from](const Status& st,
+                                                                                   const storage::Truncation& t) {
+      if (closed_ || generation != generation_) return;
+      if (!st) {
+        spdlog::error("replication: truncating the log from {} failed: {}", from, st.error().describe());
+        return retry_later("", kDivergedRetryDelay);
+      }
+      if (!t.undone) return begin_snapshot("record " + std::to_string(t.missing) + " diverged from " + leader +
+                                           "'s log but can no longer be undone (its undo image is gone)");
+      if (probe_) probe_->truncated.inc(t.count());
+      spdlog::warn("replication: truncated {} records ({}..{}) that the leader {} does not hold; the log now ends at "
+                   "{} (epoch {})",
+                   t.count(), t.first, t.last, leader, store_.log_position().last_index, store_.log_position().epoch);
+      applied_();
+      send_fetch();
+    }));
+  }
+
   uv_loop_t* loop_;
   const BrokerConfig& config_;
   const ReplicationConfig& rc_;
@@ -705,10 +748,8 @@ Replication::Replication(uv_loop_t* loop, const BrokerConfig& config, storage::S
   for (const auto& [id, address] : rc_.peers)
     if (id != rc_.id) followers_[id].address = address;
   // Without replication nothing is recorded (what is left of an earlier log is trimmed).
-  if (rc_.enabled())
-    store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
-  else
-    store_.set_logging(false);
+  store_.set_logging(rc_.enabled());
+  if (rc_.enabled()) store_.set_log_retention(rc_.log_max_bytes, rc_.log_max_age_ms);
 }
 
 Replication::~Replication() = default;
@@ -860,20 +901,29 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
   f.last_fetch = now;
   // A follower that fetches the log is done with its snapshot (or gave it up).
   snapshots_.erase(replica);
-  f.durable_index = req.durable_index();
-  f.next_index = req.next_index();
-  if (f.next_index > f.end_at_answer) f.caught_up = now;
-  // Divergence: the follower has records past this log, or its last record is of an epoch
-  // this log has not at that index. Its records from the first index of the next epoch
-  // this log holds after the follower's are not the leader's.
+  // Divergence. The follower's records of its last epoch that this log does not have as
+  // that epoch's (past where the next epoch began here, or past this log's end) are not
+  // the leader's: it drops them (Kafka's leader-epoch truncation, KIP-101). A follower
+  // whose last record is of an epoch this log has elsewhere goes back to where that
+  // epoch's records here end, and is checked again at its next fetch.
+  const std::uint64_t follower_last = req.next_index() > 0 ? req.next_index() - 1 : 0;
   std::uint64_t truncate_to = 0;
-  if (req.next_index() > pos.last_index + 1) truncate_to = pos.last_index + 1;
-  if (req.next_index() > 1 && req.next_index() <= pos.last_index + 1 && req.last_epoch() != 0) {
-    auto mine = store_.read_log_records(req.next_index() - 1, 1);
-    if (mine && !mine->empty() && mine->front().index == req.next_index() - 1)
+  if (follower_last > 0 && req.last_epoch() != 0) {
+    const std::uint64_t end = end_of_epoch(req.last_epoch());
+    if (follower_last > end) {
+      truncate_to = end + 1;
+    } else if (auto mine = store_.read_log_records(follower_last, 1);
+               mine && !mine->empty() && mine->front().index == follower_last) {
       if (auto h = storage::redo_header(mine->front().bytes); h && h->epoch != req.last_epoch())
         truncate_to = divergence_point(req.last_epoch(), req.next_index());
+    }
+  } else if (follower_last > pos.last_index) {
+    truncate_to = pos.last_index + 1;
   }
+  // What a diverged follower holds past the divergence is not this log's: not durable here.
+  f.durable_index = truncate_to ? std::min(req.durable_index(), truncate_to - 1) : req.durable_index();
+  f.next_index = truncate_to ? truncate_to : req.next_index();
+  if (!truncate_to && f.next_index > f.end_at_answer) f.caught_up = now;
   if (truncate_to != 0) {
     spdlog::warn("replication: {}'s log diverged from this one; it must drop its records from {} on", replica,
                  truncate_to);
@@ -903,6 +953,14 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
   }
   held_.push_back({conn.id(), rid, req.next_index(), req.max_bytes(), replica,
                    now + std::chrono::milliseconds(std::min<std::uint32_t>(req.wait_ms(), 60000))});
+}
+
+std::uint64_t Replication::end_of_epoch(std::uint64_t epoch) const {
+  // The record before the first one of the first epoch after `epoch`, or this log's end.
+  if (auto epochs = store_.epochs(); epochs)
+    for (const auto& e : *epochs)
+      if (e.epoch > epoch) return e.first_index - 1;
+  return store_.log_position().last_index;
 }
 
 std::uint64_t Replication::divergence_point(std::uint64_t follower_epoch, std::uint64_t follower_next) const {
@@ -972,6 +1030,7 @@ void Replication::update_commit_index() {
     keep_from = std::min(keep_from, session.snapshot->position().last_index + 1);
   store_.set_log_keep_from(keep_from);
   if (in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
+  store_.set_undo_keep_from(commit_index_ + 1);
   writer_.release(commit_index_);
   if (probe_) {
     probe_->commit_index.set(static_cast<double>(commit_index_));

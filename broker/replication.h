@@ -143,6 +143,8 @@ class Replication {
   void update_commit_index();
   void check_in_sync();  // the timer: who dropped out, who caught up
   void write_in_sync(std::set<std::string> members);
+  // The last record of this log that belongs to `epoch` or an earlier one.
+  std::uint64_t end_of_epoch(std::uint64_t epoch) const;
   // Where a follower whose last record is of follower_epoch diverged from this log.
   std::uint64_t divergence_point(std::uint64_t follower_epoch, std::uint64_t follower_next) const;
   // The in-sync set as the store holds it (a follower's view: the last one it applied).

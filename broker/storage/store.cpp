@@ -219,6 +219,8 @@ Status WriteTxn::commit() {
     // their changes join the parent's record.
     if (new_data_) parent_->new_data_ = true;
     parent_->redo_.append(redo_);
+    parent_->undo_.append(undo_);
+    parent_->undoable_ = parent_->undoable_ && undoable_;
     parent_->applying_ = parent_->applying_ || applying_;
     parent_->last_index_ = last_index_;
     parent_->epoch_ = epoch_;

@@ -203,6 +203,15 @@ struct LogRecord {
   std::vector<std::uint8_t> bytes;
 };
 
+// What WriteTxn::truncate_log did: records first..last dropped and undone, or (undone
+// false) nothing, because record `missing` has no undo image.
+struct Truncation {
+  std::uint64_t first = 0, last = 0;  // 0, 0: the log ended before `from`
+  bool undone = true;
+  std::uint64_t missing = 0;
+  std::uint64_t count() const { return last >= first && first != 0 ? last - first + 1 : 0; }
+};
+
 // An epoch of leadership: its number, the index of its first record, its leader's id.
 struct EpochStart {
   std::uint64_t epoch = 0;
@@ -341,8 +350,13 @@ class Store {
     log_max_age_ms_ = max_age_ms;
   }
   void set_log_keep_from(std::uint64_t index) { log_keep_from_.store(index, std::memory_order_release); }
-  // Whether commits record their changes at all (on by default). A broker without
-  // replication turns it off: the log would double what each commit writes for no reader.
+  // Records from `index` on keep their undo images (WriteTxn::truncate_log): those above
+  // the commit index, which a new leader may not hold. Older images are trimmed as commits
+  // go by, and so are those of records trimmed from the log. Any thread.
+  void set_undo_keep_from(std::uint64_t index) { undo_keep_from_.store(index, std::memory_order_release); }
+  // Whether commits record their changes (and keep their undo images) at all: off by
+  // default, turned on by replication. Without it the log would double what each commit
+  // writes for no reader, and a delete would copy what it deletes into an undo image.
   // Its store then holds state no record carries, and a follower can start from it only
   // through a snapshot. Thread: before the writer starts.
   void set_logging(bool on) { logging_ = on; }
@@ -419,10 +433,11 @@ class Store {
   std::atomic<std::uint64_t> last_index_{0};
   std::atomic<std::uint64_t> epoch_{0};
   std::atomic<std::uint64_t> log_keep_from_{UINT64_MAX};  // no follower holds the log back
+  std::atomic<std::uint64_t> undo_keep_from_{0};          // no commit index known: keep them
   // Retention of the log; a store keeps only its newest record until told more.
   std::uint64_t log_max_bytes_ = 0;
   std::uint64_t log_max_age_ms_ = 0;
-  bool logging_ = true;
+  bool logging_ = false;
   // Loads last_index_ and epoch_ (open()).
   Status load_log_position(MDB_txn* txn);
   // The index a snapshot's install left the log at (meta "log_base"); 0 when none was
@@ -515,6 +530,13 @@ class WriteTxn {
   // transaction. Errors: kInvalidArgument when index is not the one after the log's last;
   // kStorageError when the record does not decode (nothing of it is applied); LMDB's.
   Status apply_record(std::uint64_t index, std::span<const std::uint8_t> record);
+  // Drops the log's records from `from` on, newest first, undoing each one's changes with
+  // its undo image, in this transaction: the store is then as it was when record from - 1
+  // was the newest. Only this may be written in the same transaction. When a record in the
+  // range has no image left (its record was at or below the commit index, or it deleted a
+  // topic too big to copy), nothing is changed and the result says which (undone false):
+  // the follower needs a snapshot. Errors: a damaged image (kStorageError); LMDB's.
+  Result<Truncation> truncate_log(std::uint64_t from);
 
   // -- installing a snapshot (store_snapshot.cpp) -----------------------------------------
   // A follower's, each step one op of its own, none recorded in the log: begin, then the
@@ -719,14 +741,24 @@ class WriteTxn {
   // cursor, which is on dbi), returning LMDB's code.
   int put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags = 0);
   int cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags);
+  // As put, over a value the caller read in this transaction and copied (old): its undo
+  // image costs no second read.
+  int put_over(MDB_dbi dbi, MDB_val* key, MDB_val* value, const MDB_val& old);
   int del(MDB_dbi dbi, MDB_val* key);
   int cursor_del(MDB_cursor* cur, MDB_dbi dbi);
   // Deletes every key of dbi that starts with prefix, recorded as one change.
   int del_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix);
-  void record(RedoKind kind, MDB_dbi dbi, const MDB_val& key, const MDB_val* value);
-  // commit()'s part for the log: the record, and the trim of old ones.
+  // Whether a change to dbi is recorded (redo_ and undo_): not while applying a leader's
+  // records, not without logging, never the log or its undo images themselves.
+  bool recording(MDB_dbi dbi) const;
+  // Adds to undo what restores key (or every key under prefix) as it is now.
+  void keep_old(MDB_dbi dbi, const MDB_val& key, RedoBuilder& undo);
+  void keep_old_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix, RedoBuilder& undo);
+  // commit()'s part for the log: the record and its undo image, and the trim of old ones.
   Status append_record();
+  Status put_undo(std::uint64_t index, const RedoHeader& header);
   Status trim_log();
+  Status trim_undo();
 
   // A cursor on dbi kept open for the rest of this LMDB transaction (dbi is txn_open_ or
   // txn_ended_); null with *rc set when it cannot be opened.
@@ -748,6 +780,8 @@ class WriteTxn {
   std::vector<std::uint8_t> scratch_;  // a record copied out of the map
   std::vector<std::uint8_t> record_;   // a record being written
   RedoBuilder redo_;                   // the changes made so far (see put())
+  RedoBuilder undo_;                   // their inverses, in the same order (see recording())
+  bool undoable_ = true;               // undo_ holds every inverse (not: a big prefix deleted)
   bool applying_ = false;              // apply_record was called: the changes are a leader's
   std::uint64_t last_index_ = 0;       // the log's newest index as this transaction sees it
   std::uint64_t epoch_ = 0;            // the current epoch as this transaction sees it

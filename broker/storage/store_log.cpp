@@ -92,6 +92,12 @@ Result<Offset> WriteTxn::append_record(TopicId topic, PartitionId partition, std
   if (rc) return lmdb_error(rc, "read partition");
   Offset offset(read_u64(v));
   const std::uint64_t stored_bytes = read_second_u64(v);
+  // The partition's record as it was, for the undo image (v points into a page the puts
+  // below may move).
+  std::array<std::uint8_t, 16> was{};
+  const std::size_t was_size = std::min(v.mv_size, was.size());
+  std::memcpy(was.data(), v.mv_data, was_size);
+  MDB_val old = val(was.data(), was_size);
 
   fbb_.Clear();
   fbb_.Finish(build_message(fbb_, timestamp_ms, key, headers, body, dead_letter));
@@ -99,11 +105,12 @@ Result<Offset> WriteTxn::append_record(TopicId topic, PartitionId partition, std
   LogKey lk(topic, partition, offset);
   MDB_val lkv = val(lk.bytes);
   MDB_val data = val(fbb_.GetBufferPointer(), fbb_.GetSize());
-  if ((rc = put(store_.log_, &lkv, &data, 0))) return lmdb_error(rc, "append");
+  // A message is never stored over another: the offset is new.
+  if ((rc = put(store_.log_, &lkv, &data, MDB_NOOVERWRITE))) return lmdb_error(rc, "append");
 
   auto next = two_u64(offset.value() + 1, stored_bytes + data.mv_size);
   MDB_val nv = val(next);
-  if ((rc = put(store_.partitions_, &k, &nv, 0))) return lmdb_error(rc, "append");
+  if ((rc = put_over(store_.partitions_, &k, &nv, old))) return lmdb_error(rc, "append");
   return offset;
 }
 

@@ -19,6 +19,10 @@ namespace {
 // delete; the log's excess goes over the next commits.
 constexpr std::size_t kTrimPerCommit = 64;
 
+// A deletion of a whole prefix (a topic's log) keeps an undo image of at most this many
+// bytes; a bigger one makes its record one that cannot be truncated.
+constexpr std::size_t kUndoPrefixMaxBytes = 64u << 20;
+
 std::uint64_t index_of(const MDB_val& k) {
   return k.mv_size == 8 ? get_be64(static_cast<const std::uint8_t*>(k.mv_data)) : 0;
 }
@@ -26,27 +30,94 @@ std::uint64_t index_of(const MDB_val& k) {
 }  // namespace
 
 // -- recording ---------------------------------------------------------------------------
+//
+// A change is recorded twice: as itself in redo_ (the log's record) and as its inverse in
+// undo_ (what truncation applies, last change first). The inverse is read before the
+// change: the key's old value, or its absence. A put that cannot have overwritten
+// anything (MDB_NOOVERWRITE, MDB_APPEND) costs no read.
 
-void WriteTxn::record(RedoKind kind, MDB_dbi dbi, const MDB_val& key, const MDB_val* value) {
-  if (applying_ || dbi == store_.replog_ || !store_.logging_) return;
-  redo_.add(kind, store_.space_of_[dbi], bytes_of(key), value ? bytes_of(*value) : std::span<const std::uint8_t>());
+bool WriteTxn::recording(MDB_dbi dbi) const {
+  return !applying_ && store_.logging_ && dbi != store_.replog_ && dbi != store_.undo_;
+}
+
+void WriteTxn::keep_old(MDB_dbi dbi, const MDB_val& key, RedoBuilder& undo) {
+  MDB_val k = key, old;
+  const std::uint8_t space = store_.space_of_[dbi];
+  if (mdb_get(txn_, dbi, &k, &old) == 0)
+    undo.add(RedoKind::kPut, space, bytes_of(key), bytes_of(old));
+  else
+    undo.add(RedoKind::kDelete, space, bytes_of(key));
+}
+
+void WriteTxn::keep_old_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix, RedoBuilder& undo) {
+  Cursor cur(txn_, dbi);
+  if (cur.rc()) {
+    undoable_ = false;
+    return;
+  }
+  const std::uint8_t space = store_.space_of_[dbi];
+  const std::size_t start = undo.size();
+  MDB_val k = val(prefix.data(), prefix.size()), v;
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0 && has_prefix(k, prefix.data(), prefix.size()); rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    if (undo.size() - start > kUndoPrefixMaxBytes) {
+      // A topic this big is not copied to undo it: a record that removes it cannot be
+      // truncated, and a follower that would have to takes a snapshot instead.
+      undoable_ = false;
+      return;
+    }
+    undo.add(RedoKind::kPut, space, bytes_of(k), bytes_of(v));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) undoable_ = false;
 }
 
 int WriteTxn::put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
+  const bool rec = recording(dbi);
+  const bool new_key = flags & (MDB_NOOVERWRITE | MDB_APPEND);
+  if (rec && !new_key) keep_old(dbi, *key, undo_);
   int rc = mdb_put(txn_, dbi, key, value, flags);
-  if (rc == 0) record(RedoKind::kPut, dbi, *key, value);
+  if (rc == 0 && rec) {
+    if (new_key) undo_.add(RedoKind::kDelete, store_.space_of_[dbi], bytes_of(*key));
+    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+  }
+  return rc;
+}
+
+int WriteTxn::put_over(MDB_dbi dbi, MDB_val* key, MDB_val* value, const MDB_val& old) {
+  const bool rec = recording(dbi);
+  int rc = mdb_put(txn_, dbi, key, value, 0);
+  if (rc == 0 && rec) {
+    undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(old));
+    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+  }
   return rc;
 }
 
 int WriteTxn::cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
+  const bool rec = recording(dbi);
+  const bool new_key = flags & (MDB_NOOVERWRITE | MDB_APPEND);
+  if (rec && (flags & MDB_CURRENT)) {
+    MDB_val k, old;
+    if (mdb_cursor_get(cur, &k, &old, MDB_GET_CURRENT) == 0)
+      undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(k), bytes_of(old));
+  } else if (rec && !new_key) {
+    keep_old(dbi, *key, undo_);
+  }
   int rc = mdb_cursor_put(cur, key, value, flags);
-  if (rc == 0) record(RedoKind::kPut, dbi, *key, value);
+  if (rc == 0 && rec) {
+    if (new_key) undo_.add(RedoKind::kDelete, store_.space_of_[dbi], bytes_of(*key));
+    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+  }
   return rc;
 }
 
 int WriteTxn::del(MDB_dbi dbi, MDB_val* key) {
+  const bool rec = recording(dbi);
+  MDB_val old;
+  if (rec && mdb_get(txn_, dbi, key, &old) == 0)
+    undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(old));
   int rc = mdb_del(txn_, dbi, key, nullptr);
-  if (rc == 0) record(RedoKind::kDelete, dbi, *key, nullptr);
+  if (rc == 0 && rec) redo_.add(RedoKind::kDelete, store_.space_of_[dbi], bytes_of(*key));
   return rc;
 }
 
@@ -54,14 +125,19 @@ int WriteTxn::cursor_del(MDB_cursor* cur, MDB_dbi dbi) {
   MDB_val k, v;
   int rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
   if (rc) return rc;
-  // The key points into the page the delete changes: recorded first.
-  record(RedoKind::kDelete, dbi, k, nullptr);
+  // The key and value point into the page the delete changes: recorded first.
+  if (recording(dbi)) {
+    undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(k), bytes_of(v));
+    redo_.add(RedoKind::kDelete, store_.space_of_[dbi], bytes_of(k));
+  }
   return mdb_cursor_del(cur, 0);
 }
 
 int WriteTxn::del_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix) {
+  const bool rec = recording(dbi);
+  if (rec) keep_old_prefix(dbi, prefix, undo_);
   int rc = delete_prefix(txn_, dbi, prefix.data(), prefix.size());
-  if (rc == 0) record(RedoKind::kDeletePrefix, dbi, val(prefix.data(), prefix.size()), nullptr);
+  if (rc == 0 && rec) redo_.add(RedoKind::kDeletePrefix, store_.space_of_[dbi], prefix);
   return rc;
 }
 
@@ -69,12 +145,42 @@ int WriteTxn::del_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix) {
 
 Status WriteTxn::append_record() {
   if (auto st = trim_log(); !st) return st;
+  if (auto st = trim_undo(); !st) return st;
   if (applying_ || redo_.empty()) return {};
-  std::vector<std::uint8_t> bytes = redo_.record({epoch_, wall_ms()});
+  const RedoHeader header{epoch_, wall_ms()};
+  std::vector<std::uint8_t> bytes = redo_.record(header);
   auto key = id_key(last_index_ + 1);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
+  if (auto st = put_undo(last_index_ + 1, header); !st) return st;
   ++last_index_;
+  return {};
+}
+
+Status WriteTxn::put_undo(std::uint64_t index, const RedoHeader& header) {
+  if (!undoable_) return {};  // no image: truncating this record takes a snapshot
+  std::vector<std::uint8_t> bytes = undo_.record(header);
+  auto key = id_key(index);
+  MDB_val k = val(key), v = val(bytes.data(), bytes.size());
+  if (int rc = mdb_put(txn_, store_.undo_, &k, &v, 0)) return lmdb_error(rc, "keep the undo image");
+  return {};
+}
+
+Status WriteTxn::trim_undo() {
+  // An image is needed while its record may still be truncated: above the commit index
+  // (set_undo_keep_from) and while the log still holds the record.
+  std::uint64_t keep_from = store_.undo_keep_from_.load(std::memory_order_acquire);
+  Cursor log(txn_, store_.replog_);
+  if (log.rc()) return lmdb_error(log.rc(), "replication log cursor");
+  MDB_val k, v;
+  if (mdb_cursor_get(log.get(), &k, &v, MDB_FIRST) == 0) keep_from = std::max(keep_from, index_of(k));
+  Cursor cur(txn_, store_.undo_);
+  if (cur.rc()) return lmdb_error(cur.rc(), "undo cursor");
+  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST);
+  for (std::size_t n = 0; rc == 0 && n < kTrimPerCommit && index_of(k) < keep_from; ++n) {
+    if ((rc = mdb_cursor_del(cur.get(), 0))) return lmdb_error(rc, "trim the undo images");
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_GET_CURRENT);
+  }
   return {};
 }
 
@@ -122,24 +228,33 @@ Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t>
   if (index != last_index_ + 1)
     return Error(ErrorCode::kInvalidArgument, "record " + std::to_string(index) + " is not the next one (the log ends at " +
                                                   std::to_string(last_index_) + ")");
+  auto header = redo_header(record);
+  if (!header) return header.error();
   applying_ = true;
+  undo_.clear();
+  undoable_ = true;
   const auto spaces = Store::key_spaces();
   Status st = for_each_change(record, spaces.size(), [&](const RedoChange& c) -> Status {
-    if (c.space == kReplogSpace) return Error(ErrorCode::kStorageError, "a replication record writes the log itself");
+    if (!replicated_space(c.space)) return Error(ErrorCode::kStorageError, "a replication record writes the log itself");
     const MDB_dbi dbi = store_.*spaces[c.space].dbi;
     MDB_val k = val(c.key.data(), c.key.size());
     int rc = 0;
     switch (c.kind) {
       case RedoKind::kPut: {
+        keep_old(dbi, k, undo_);
         MDB_val v = val(c.value.data(), c.value.size());
         rc = mdb_put(txn_, dbi, &k, &v, 0);
         if (rc == 0 && c.space == kEpochsSpace && c.key.size() == 8) epoch_ = std::max(epoch_, get_be64(c.key.data()));
         break;
       }
-      case RedoKind::kDelete:
+      case RedoKind::kDelete: {
+        MDB_val old;
+        if (mdb_get(txn_, dbi, &k, &old) == 0) undo_.add(RedoKind::kPut, c.space, c.key, bytes_of(old));
         rc = mdb_del(txn_, dbi, &k, nullptr);
         break;
+      }
       case RedoKind::kDeletePrefix:
+        keep_old_prefix(dbi, c.key, undo_);
         rc = delete_prefix(txn_, dbi, c.key.data(), c.key.size());
         break;
     }
@@ -149,8 +264,77 @@ Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t>
   auto key = id_key(index);
   MDB_val k = val(key), v = val(record.data(), record.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
+  if (auto st2 = put_undo(index, *header); !st2) return st2;
+  undo_.clear();
   last_index_ = index;
   return {};
+}
+
+Result<Truncation> WriteTxn::truncate_log(std::uint64_t from) {
+  if (!redo_.empty())
+    return Error(ErrorCode::kInvalidArgument, "a transaction that truncates the log must write nothing else");
+  Truncation out;
+  if (from == 0 || from > last_index_) return out;
+  out.first = from;
+  out.last = last_index_;
+  // Every image first: a truncation is done whole or not at all.
+  std::vector<std::vector<std::uint8_t>> images;
+  for (std::uint64_t index = last_index_; index >= from; --index) {
+    auto key = id_key(index);
+    MDB_val k = val(key), v;
+    int rc = mdb_get(txn_, store_.undo_, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      out.undone = false;
+      out.missing = index;
+      return out;
+    }
+    if (rc) return lmdb_error(rc, "read an undo image");
+    auto data = bytes_of(v);
+    images.emplace_back(data.begin(), data.end());
+  }
+  applying_ = true;
+  const auto spaces = Store::key_spaces();
+  std::uint64_t index = last_index_;
+  for (const auto& image : images) {
+    std::vector<RedoChange> changes;
+    Status st = for_each_change(image, spaces.size(), [&](const RedoChange& c) -> Status {
+      if (!replicated_space(c.space)) return corrupt("undo");
+      changes.push_back(c);
+      return {};
+    });
+    if (!st) return st.error();
+    for (auto c = changes.rbegin(); c != changes.rend(); ++c) {
+      const MDB_dbi dbi = store_.*spaces[c->space].dbi;
+      MDB_val k = val(c->key.data(), c->key.size());
+      int rc = 0;
+      if (c->kind == RedoKind::kPut) {
+        MDB_val v = val(c->value.data(), c->value.size());
+        rc = mdb_put(txn_, dbi, &k, &v, 0);
+      } else if (c->kind == RedoKind::kDelete) {
+        rc = mdb_del(txn_, dbi, &k, nullptr);
+        if (rc == MDB_NOTFOUND) rc = 0;
+      } else {
+        return corrupt("undo");
+      }
+      if (rc) return lmdb_error(rc, "undo record " + std::to_string(index));
+    }
+    auto key = id_key(index);
+    MDB_val k = val(key);
+    for (MDB_dbi dbi : {store_.replog_, store_.undo_})
+      if (int rc = mdb_del(txn_, dbi, &k, nullptr); rc && rc != MDB_NOTFOUND)
+        return lmdb_error(rc, "drop record " + std::to_string(index));
+    --index;
+  }
+  last_index_ = from - 1;
+  // The epochs the truncated records began are gone with them (their puts were undone).
+  Cursor epochs(txn_, store_.epochs_);
+  if (epochs.rc()) return lmdb_error(epochs.rc(), "epochs cursor");
+  MDB_val k, v;
+  int rc = mdb_cursor_get(epochs.get(), &k, &v, MDB_LAST);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the epochs");
+  epoch_ = rc ? 0 : index_of(k);
+  out.undone = true;
+  return out;
 }
 
 // -- reads -------------------------------------------------------------------------------

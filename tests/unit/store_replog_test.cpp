@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@ std::span<const std::uint8_t> as_bytes(std::string_view s) {
 std::unique_ptr<Store> open_store(const std::string& dir) {
   auto store = Store::open(StoreOptions{dir, 256ull << 20, SyncMode::kDurable});
   REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().describe()));
+  (*store)->set_logging(true);  // as replication turns it on
   return std::move(*store);
 }
 
@@ -226,4 +229,167 @@ TEST_CASE("redo records: what is built is read back; a damaged one is refused be
   auto unknown = record;
   unknown[kRedoHeaderBytes] = 9;
   CHECK_FALSE(for_each_change(unknown, kKeySpaces.size(), [](const RedoChange&) { return Status(); }).ok());
+}
+
+namespace {
+
+// One write of every kind a broker makes, each its own record: the store's digest after
+// each one, by the record's index.
+std::map<std::uint64_t, std::vector<KeySpaceDigest>> write_every_kind(Store& store, std::uint64_t first_epoch) {
+  std::map<std::uint64_t, std::vector<KeySpaceDigest>> at;
+  auto step = [&](const std::function<void(WriteTxn&)>& fn) {
+    write(store, fn);
+    at[store.log_position().last_index] = digest(store);
+  };
+  TopicMeta topic;
+  step([&](WriteTxn& txn) {
+    auto t = txn.create_topic("orders-" + std::to_string(first_epoch), 2, 1000);
+    REQUIRE(t.ok());
+    topic = *t;
+  });
+  step([&](WriteTxn& txn) {
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(txn.append(topic.id, PartitionId(i % 2), 1000 + i, as_bytes("k"), {}, as_bytes("body " + std::to_string(i))).ok());
+  });
+  GroupId group;
+  step([&](WriteTxn& txn) {
+    auto g = txn.intern_group("warehouse");
+    REQUIRE(g.ok());
+    group = *g;
+    std::vector<Offset> acks{Offset(0), Offset(1), Offset(3)};
+    REQUIRE(txn.ack(group, topic.id, PartitionId(0), acks).ok());
+    REQUIRE(txn.put_pending(group, topic.id, PartitionId(0), Offset(2), OwnedPending{1, 5, 5, 99, {"nack"}}).ok());
+  });
+  step([&](WriteTxn& txn) {
+    std::vector<Offset> acks{Offset(2)};  // the floor moves: acked entries go
+    REQUIRE(txn.ack(group, topic.id, PartitionId(0), acks).ok());
+  });
+  step([&](WriteTxn& txn) {
+    auto ids = txn.new_txn_ids(2, 5000);
+    REQUIRE(ids.ok());
+    for (TxnId id : *ids)
+      REQUIRE(txn.prepare(id, topic.id, PartitionId(0), "orders-service", 5000, as_bytes("k"), {}, as_bytes("half"), 0, 9000).ok());
+    REQUIRE(txn.schedule_check((*ids)[0], (*ids)[1], 9000).ok());
+    REQUIRE(txn.end_txn((*ids)[0], true, "producer", 5001).ok());
+  });
+  step([&](WriteTxn& txn) { REQUIRE(txn.trim(topic.id, PartitionId(1), 1010, UINT64_MAX, 100).ok()); });
+  step([&](WriteTxn& txn) {
+    REQUIRE(txn.create_topic("doomed-" + std::to_string(first_epoch), 1, 1).ok());
+    // The same key changed twice in one record: undone last change first.
+    auto doomed = txn.create_topic("doomed-too-" + std::to_string(first_epoch), 1, 1);
+    REQUIRE(doomed.ok());
+    REQUIRE(txn.append(doomed->id, PartitionId(0), 1, {}, {}, as_bytes("a")).ok());
+    REQUIRE(txn.append(doomed->id, PartitionId(0), 2, {}, {}, as_bytes("b")).ok());
+  });
+  step([&](WriteTxn& txn) { REQUIRE(txn.delete_topic("doomed-too-" + std::to_string(first_epoch)).ok()); });
+  step([&](WriteTxn& txn) { REQUIRE(txn.begin_epoch(first_epoch + 1, "b").ok()); });
+  step([&](WriteTxn& txn) { REQUIRE(txn.append(topic.id, PartitionId(0), 3000, {}, {}, as_bytes("after")).ok()); });
+  return at;
+}
+
+void check_digest(const Store& store, const std::vector<KeySpaceDigest>& expected) {
+  auto now = digest(store);
+  REQUIRE(now.size() == expected.size());
+  for (std::size_t i = 0; i < now.size(); ++i) {
+    INFO("key space " << now[i].key_space);
+    CHECK(now[i].entries == expected[i].entries);
+    CHECK(now[i].sha256 == expected[i].sha256);
+  }
+}
+
+Truncation truncate(Store& store, std::uint64_t from) {
+  Truncation out;
+  write(store, [&](WriteTxn& txn) {
+    auto t = txn.truncate_log(from);
+    REQUIRE_MESSAGE(t.ok(), (t.ok() ? "" : t.error().describe()));
+    out = *t;
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("truncation undoes the log's newest records exactly, on the store that wrote them and on a follower") {
+  TempDir dir_a, dir_b;
+  auto leader = open_store(dir_a.path());
+  auto follower = open_store(dir_b.path());
+  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  const std::uint64_t base = leader->log_position().last_index;
+  const auto base_digest = digest(*leader);
+  auto at = write_every_kind(*leader, 1);
+  catch_up(*leader, *follower);
+  check_same(*leader, *follower);
+  REQUIRE(leader->log_position().epoch == 2);
+
+  // Newest first, one record at a time, then the rest at once: each step leaves the
+  // store as it was when the record before was the newest.
+  for (Store* store : {leader.get(), follower.get()}) {
+    auto it = at.rbegin();
+    for (int i = 0; i < 3; ++i, ++it) {
+      const std::uint64_t index = it->first;
+      Truncation t = truncate(*store, index);
+      CHECK(t.undone);
+      CHECK(t.first == index);
+      CHECK(t.last == index);
+      CHECK(store->log_position().last_index == index - 1);
+      check_digest(*store, std::next(it)->second);
+    }
+    CHECK(store->log_position().epoch == 1);  // the epoch begun in a truncated record is gone
+    Truncation t = truncate(*store, base + 1);
+    CHECK(t.undone);
+    CHECK(t.count() == at.size() - 3);
+    CHECK(store->log_position().last_index == base);
+    check_digest(*store, base_digest);
+    // Past the end: nothing to do.
+    CHECK(truncate(*store, base + 1).count() == 0);
+  }
+  check_same(*leader, *follower);
+
+  // After a truncation the log goes on from there: another leader's records apply.
+  TempDir dir_c;
+  auto other = open_store(dir_c.path());
+  other->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  catch_up(*leader, *other);
+  write_every_kind(*other, 7);
+  catch_up(*other, *follower);
+  check_same(*other, *follower);
+  // The truncation survived a restart.
+  leader.reset();
+  leader = open_store(dir_a.path());
+  CHECK(leader->log_position().last_index == base);
+  check_digest(*leader, base_digest);
+}
+
+TEST_CASE("a record whose undo image is gone is not truncated, nor any record with it") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  store->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  auto at = write_every_kind(*store, 1);
+  const std::uint64_t last = store->log_position().last_index;
+  const auto before = digest(*store);
+  // The commit index passed the first half: their images are trimmed as commits go by.
+  const std::uint64_t committed = at.begin()->first + 3;
+  store->set_undo_keep_from(committed + 1);
+  write_every_kind(*store, 5);
+  Truncation t = truncate(*store, committed);
+  CHECK_FALSE(t.undone);
+  CHECK(t.missing == committed);
+  CHECK(store->log_position().last_index > last);
+  // Above the commit index the images are kept.
+  t = truncate(*store, last + 1);
+  CHECK(t.undone);
+  CHECK(store->log_position().last_index == last);
+  check_digest(*store, before);
+}
+
+TEST_CASE("a store without logging keeps no undo images") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  store->set_logging(false);
+  write_every_kind(*store, 1);
+  CHECK(store->log_position().last_index == 0);
+  for (const auto& d : digest(*store)) CHECK(d.key_space != "undo");
 }

@@ -26,6 +26,7 @@ std::span<const std::uint8_t> as_bytes(std::string_view s) {
 std::unique_ptr<Store> open_store(const std::string& dir) {
   auto store = Store::open(StoreOptions{dir, 256ull << 20, SyncMode::kDurable});
   REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().describe()));
+  (*store)->set_logging(true);  // as replication turns it on
   (*store)->set_log_retention(1ull << 30, UINT64_MAX / 2);
   return std::move(*store);
 }
