@@ -384,6 +384,7 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
       return responder_.reply_error(conn, rid, st.error());
   switch (type) {
     case wire::Body::ReplicaFetch:
+    case wire::Body::SnapshotFetch:
     case wire::Body::ClusterStatus:
     case wire::Body::Promote:
     case wire::Body::GetDigest: return handle_cluster(conn, rid, *frame);
@@ -499,6 +500,7 @@ void Broker::audit(Connection& conn, RequestId rid, const wire::Frame& frame) {
 void Broker::handle_cluster(Connection& conn, RequestId rid, const wire::Frame& frame) {
   switch (frame.body_type()) {
     case wire::Body::ReplicaFetch: return replication_->fetch(conn, rid, *frame.body_as_ReplicaFetch());
+    case wire::Body::SnapshotFetch: return replication_->snapshot_fetch(conn, rid, *frame.body_as_SnapshotFetch());
     case wire::Body::ClusterStatus: return replication_->status(conn, rid);
     case wire::Body::Promote: return replication_->promote(conn, rid, *frame.body_as_Promote());
     case wire::Body::GetDigest: return replication_->digest(conn, rid);

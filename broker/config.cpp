@@ -126,6 +126,8 @@ void read_replication(const toml::value& root, ReplicationConfig& r) {
   read_with(root, "replication", "log_max_bytes", r.log_max_bytes, [](const toml::value& v) { return parse_size(v, UINT64_MAX); });
   read_with(root, "replication", "log_max_age_ms", r.log_max_age_ms,
             [](const toml::value& v) { return static_cast<std::uint64_t>(parse_ms(v).count()); });
+  read_with(root, "replication", "snapshot_chunk_bytes", r.snapshot_chunk_bytes,
+            [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 16u << 20)); });
 }
 
 }  // namespace
@@ -219,6 +221,7 @@ Status validate_replication(const ReplicationConfig& r) {
   if (r.fetch_wait.count() > r.lag_max.count() / 2)
     return bad("replication.fetch_wait_ms must be at most half of replication.replica_lag_max_ms");
   if (r.fetch_max_bytes < 64u << 10) return bad("replication.fetch_max_bytes must be at least 64KiB");
+  if (r.snapshot_chunk_bytes < 4u << 10) return bad("replication.snapshot_chunk_bytes must be at least 4KiB");
   return {};
 }
 

@@ -29,6 +29,7 @@ struct ReplicationConfig {
   std::chrono::milliseconds fetch_wait{500};      // replication.fetch_wait_ms
   std::uint64_t log_max_bytes = 1ull << 30;       // replication.log_max_bytes
   std::uint64_t log_max_age_ms = 24ull * 3600 * 1000;  // replication.log_max_age_ms
+  std::uint32_t snapshot_chunk_bytes = 1u << 20;  // replication.snapshot_chunk_bytes
   // How a follower logs in to the leader when the leader authenticates (SCRAM); with
   // tls.enabled it connects with TLS, trusting tls.ca_file and showing tls.cert_file.
   std::string user;               // replication.user

@@ -26,6 +26,16 @@ constexpr auto kDivergedRetryDelay = std::chrono::seconds(10);
 constexpr std::size_t kLagBytesScan = 4u << 20;
 // The meta key of the in-sync set: the ids, comma-separated.
 constexpr std::string_view kInSyncKey = "in_sync";
+// A leader's snapshot session nobody asked for more of in this long is closed: its read
+// transaction keeps LMDB from reusing the pages freed since it began.
+constexpr auto kSnapshotIdle = std::chrono::seconds(30);
+// A snapshot chunk's size, whatever a follower asks for: small ones cost a round trip and
+// a commit each, large ones a frame the client must hold whole (its connection takes
+// frames up to 64 MiB: a chunk of 16 MiB leaves room for one entry past it).
+constexpr std::uint32_t kSnapshotChunkMin = 4u << 10;
+constexpr std::uint32_t kSnapshotChunkMax = 16u << 20;
+// How often an install in progress is logged, at most.
+constexpr auto kSnapshotReportEvery = std::chrono::seconds(5);
 
 // Which requests write: refused below min_insync on a sync leader.
 bool writes(wire::Body type) {
@@ -142,6 +152,49 @@ class TruncateOp final : public storage::WriteOp {
   std::function<void(const Status&, const storage::Truncation&)> done_;
 };
 
+// A follower's snapshot install, one step per op (store.h, "installing a snapshot"): begin
+// (the store emptied), each chunk's entries, finish (the log position at the snapshot's
+// index). Nothing of it is recorded in the log.
+class SnapshotInstallOp final : public storage::WriteOp {
+ public:
+  enum class Step { kBegin, kChunk, kFinish };
+  SnapshotInstallOp(Step step, std::vector<storage::SnapshotEntry> entries, std::uint64_t index, std::uint64_t epoch,
+                    std::function<void(const Status&)> done)
+      : step_(step), entries_(std::move(entries)), index_(index), epoch_(epoch), done_(std::move(done)) {
+    for (const auto& e : entries_) bytes_ += e.key.size() + e.value.size();
+  }
+  storage::WriteOpKind kind() const override {
+    switch (step_) {
+      case Step::kBegin: return storage::WriteOpKind::kSnapshotBegin;
+      case Step::kChunk: return storage::WriteOpKind::kSnapshotChunk;
+      case Step::kFinish: return storage::WriteOpKind::kSnapshotFinish;
+    }
+    return storage::WriteOpKind::kSnapshotChunk;
+  }
+  Status apply(storage::WriteTxn& txn) override {
+    switch (step_) {
+      case Step::kBegin: return txn.begin_snapshot_install();
+      case Step::kChunk: return txn.put_snapshot_entries(entries_);
+      case Step::kFinish: return txn.finish_snapshot_install(index_, epoch_);
+    }
+    return {};
+  }
+  void complete(const Status& status) override { done_(status); }
+  std::size_t bytes() const override { return bytes_; }
+  bool gated() const override { return false; }
+
+ private:
+  Step step_;
+  std::vector<storage::SnapshotEntry> entries_;  // kChunk
+  std::uint64_t index_, epoch_;                  // kFinish: the snapshot's position
+  std::size_t bytes_ = 0;
+  std::function<void(const Status&)> done_;
+};
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
 }  // namespace
 
 // -- metrics ----------------------------------------------------------------------------
@@ -164,7 +217,14 @@ struct Replication::Probe {
                             "Follower: records undone and dropped because they diverged from the leader's log")),
         refused(r.counter_family("txmq_replication_refusals_total",
                                  "Client requests refused: not_leader, not_enough_replicas", {"reason"})),
-        in_sync_changes(r.counter("txmq_replication_in_sync_changes_total", "Leader: changes of the in-sync set")) {}
+        in_sync_changes(r.counter("txmq_replication_in_sync_changes_total", "Leader: changes of the in-sync set")),
+        snapshots(r.counter("txmq_replication_snapshots_total", "Follower: snapshots of the leader's store installed")),
+        snapshot_bytes(r.counter("txmq_replication_snapshot_bytes_total",
+                                 "Follower: snapshot entry bytes (keys and values) installed")),
+        snapshot_installing(r.gauge("txmq_replication_snapshot_installing",
+                                    "Follower: 1 while it installs a snapshot (it cannot be promoted)")),
+        snapshots_served(r.counter("txmq_replication_snapshots_served_total",
+                                   "Leader: snapshots sent to followers to their last chunk")) {}
   metrics::Gauge& leader;
   metrics::Gauge& epoch;
   metrics::Gauge& last_index;
@@ -177,6 +237,10 @@ struct Replication::Probe {
   metrics::Counter& truncated;
   metrics::Family<metrics::Counter>& refused;
   metrics::Counter& in_sync_changes;
+  metrics::Counter& snapshots;
+  metrics::Counter& snapshot_bytes;
+  metrics::Gauge& snapshot_installing;
+  metrics::Counter& snapshots_served;
 };
 
 // -- the follower's fetcher ---------------------------------------------------------------
@@ -213,8 +277,26 @@ class Fetcher {
     if (auto epochs = store_.epochs(); epochs && !epochs->empty())
       for (std::size_t i = 0; i < peers_.size(); ++i)
         if (peers_[i] == epochs->back().leader) next_peer_ = i;
+    if (auto pending = store_.snapshot_pending(); pending && *pending)
+      begin_snapshot("this store holds a snapshot whose install did not finish");
     connect_next();
   }
+
+  // The one way into a snapshot install: the leader's log cannot bring this store up to
+  // date (needs_snapshot), a truncation cannot be undone, or an install did not finish.
+  // Empties the store (through the writer), streams the leader's snapshot chunk by chunk,
+  // then fetches the log from the snapshot's index on. Calling it during an install starts
+  // that one again from scratch.
+  void begin_snapshot(const std::string& why) {
+    if (closed_) return;
+    spdlog::warn("replication: {}: installing a snapshot of the leader's store", why);
+    install_.emplace();
+    install_->id = ++install_ids_;
+    install_->started = install_->reported = Clock::now();
+    if (probe_) probe_->snapshot_installing.set(1);
+    snapshot_step();
+  }
+  bool installing() const { return install_.has_value(); }
 
   // Stops for good; done runs once the handles are closed (at once when they already are).
   void close(std::function<void()> done) {
@@ -236,10 +318,32 @@ class Fetcher {
   std::uint64_t commit_index() const { return commit_index_; }
 
  private:
+  // A SnapshotChunk's contents.
+  struct Chunk {
+    std::uint64_t session = 0, index = 0, epoch = 0;
+    bool done = false;
+    std::vector<storage::SnapshotEntry> entries;
+  };
   struct Answer {
     std::uint64_t generation;
     Result<std::vector<storage::LogRecord>> records{std::vector<storage::LogRecord>()};
     std::uint64_t epoch = 0, commit_index = 0, truncate_to = 0;
+    bool needs_snapshot = false;
+    bool snapshot = false;  // the answer to a SnapshotFetch: chunk, or the error in records
+    Chunk chunk{};
+  };
+  // An install in progress. The resume point moves only once a chunk's op committed, so a
+  // chunk is never installed twice or in part; a broken connection resumes from it, and
+  // anything else (a restart, a session the leader no longer has) begins again.
+  struct Install {
+    std::uint64_t id = 0;         // which install an op's completion belongs to
+    bool begun = false;           // the store was emptied for it
+    std::uint64_t session = 0;    // the leader's; 0 until the first chunk
+    std::uint64_t index = 0, epoch = 0;  // the snapshot's log position
+    std::uint8_t after_space = 0;  // the last entry installed: key space and key
+    std::vector<std::uint8_t> after_key;
+    std::uint64_t entries = 0, bytes = 0, chunks = 0;
+    Clock::time_point started, reported;
   };
 
   void stop_connection() {
@@ -271,7 +375,10 @@ class Fetcher {
     conn_ = std::make_unique<client::detail::Connection>(o, client::detail::Connection::Hooks{});
     conn_->start();
     spdlog::info("replication: fetching from {}", address);
-    send_fetch();
+    if (install_)
+      snapshot_step();
+    else
+      send_fetch();
   }
 
   void connect_next() {
@@ -329,6 +436,7 @@ class Fetcher {
       a.epoch = r->epoch();
       a.commit_index = r->commit_index();
       a.truncate_to = r->truncate_to();
+      a.needs_snapshot = r->needs_snapshot();
       std::vector<storage::LogRecord> records;
       if (r->records())
         for (const auto* rec : *r->records())
@@ -354,6 +462,7 @@ class Fetcher {
   }
 
   void handle(Answer& a) {
+    if (a.snapshot) return handle_chunk(a);
     if (!a.records) {
       const Error& e = a.records.error();
       if (e.code == ErrorCode::kNotLeader && !e.leader.empty() && e.leader != address_) {
@@ -369,6 +478,9 @@ class Fetcher {
     // Records at or below the leader's commit index are never truncated: their undo
     // images may go.
     store_.set_undo_keep_from(a.commit_index + 1);
+    if (a.needs_snapshot)
+      return begin_snapshot("the leader " + address_ + " no longer holds the records this broker needs next (from " +
+                            std::to_string(store_.log_position().last_index + 1) + ")");
     if (a.records->empty()) return send_fetch();
     const std::size_t n = a.records->size();
     const std::uint64_t generation = generation_;
@@ -382,6 +494,188 @@ class Fetcher {
       applied_();
       send_fetch();
     }));
+  }
+
+  // The install's next step: empty the store first, else ask for the next chunk. Nothing
+  // while an op of it is in the writer (its completion comes back here) or while there is
+  // no connection (connect_to comes back here).
+  void snapshot_step() {
+    if (closed_ || !install_ || install_op_pending_) return;
+    if (!install_->begun) {
+      const std::uint64_t id = install_->id;
+      install_op_pending_ = true;
+      writer_.submit(std::make_unique<SnapshotInstallOp>(
+          SnapshotInstallOp::Step::kBegin, std::vector<storage::SnapshotEntry>(), 0, 0, [this, id](const Status& st) {
+            install_op_pending_ = false;
+            if (closed_) return;
+            if (install_ && install_->id == id) {
+              if (!st) {
+                spdlog::error("replication: cannot empty the store for a snapshot: {}", st.error().describe());
+                return retry_later("");
+              }
+              install_->begun = true;
+            }
+            snapshot_step();
+          }));
+      return;
+    }
+    if (conn_) send_snapshot_fetch();
+  }
+
+  void send_snapshot_fetch() {
+    const std::uint64_t generation = generation_;
+    const std::string replica = rc_.id;
+    const std::uint32_t max_bytes = rc_.snapshot_chunk_bytes;
+    const std::uint64_t session = install_->session;
+    const std::uint8_t after_space = install_->after_space;
+    std::vector<std::uint8_t> after_key = install_->after_key;
+    client::detail::Connection* conn = conn_.get();
+    conn->post([this, conn, generation, replica, session, after_space, after_key = std::move(after_key), max_bytes] {
+      auto& fbb = conn->builder();
+      fbb.Clear();
+      const std::uint64_t rid = conn->next_request_id();
+      auto body = wire::CreateSnapshotFetch(fbb, fbb.CreateString(replica), session, after_space,
+                                            fbb.CreateVector(after_key), max_bytes);
+      fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::SnapshotFetch, body.Union()));
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      conn->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
+                    [this, generation](Result<const wire::Frame*> answer) { on_chunk(generation, answer); });
+    });
+  }
+
+  // The client connection's I/O thread: copies the chunk out and wakes the loop.
+  void on_chunk(std::uint64_t generation, const Result<const wire::Frame*>& answer) {
+    Answer a{generation};
+    a.snapshot = true;
+    if (!answer) {
+      a.records = answer.error();
+    } else if (const auto* c = (*answer)->body_as_SnapshotChunk(); !c) {
+      a.records = Error(ErrorCode::kMalformedFrame, "the leader answered a snapshot fetch with something else");
+    } else {
+      a.chunk.session = c->session();
+      a.chunk.index = c->index();
+      a.chunk.epoch = c->epoch();
+      a.chunk.done = c->done();
+      if (c->entries())
+        for (const auto* e : *c->entries()) {
+          storage::SnapshotEntry entry{e->space(), {}, {}};
+          if (e->key()) entry.key.assign(e->key()->begin(), e->key()->end());
+          if (e->value()) entry.value.assign(e->value()->begin(), e->value()->end());
+          a.chunk.entries.push_back(std::move(entry));
+        }
+    }
+    {
+      std::lock_guard lock(mu_);
+      inbox_.push_back(std::move(a));
+    }
+    uv_async_send(&wake_);
+  }
+
+  void handle_chunk(Answer& a) {
+    if (!install_) return;
+    if (!a.records) {
+      const Error& e = a.records.error();
+      if (e.code == ErrorCode::kNotLeader && !e.leader.empty() && e.leader != address_) {
+        spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
+        return retry_later(e.leader);
+      }
+      spdlog::warn("replication: snapshot fetch from {} failed: {}", address_, e.describe());
+      // The leader's own answer (a session it no longer has): this install cannot go on.
+      // A lost connection or a timeout resumes where it stopped.
+      if (e.code != ErrorCode::kConnectionLost && e.code != ErrorCode::kNotConnected && e.code != ErrorCode::kTimeout &&
+          e.code != ErrorCode::kNotLeader)
+        restart_install("the leader refused to go on with it");
+      return retry_later("");
+    }
+    Chunk& c = a.chunk;
+    Install& in = *install_;
+    if (in.session == 0) {
+      in.session = c.session;
+      in.index = c.index;
+      in.epoch = c.epoch;
+      spdlog::info("replication: installing a snapshot from {}: the leader's store at index {}, epoch {}", address_,
+                   c.index, c.epoch);
+    } else if (c.session != in.session || c.index != in.index || c.epoch != in.epoch) {
+      restart_install("the leader answered with another snapshot (session " + std::to_string(c.session) + ")");
+      return retry_later("");
+    }
+    if (c.entries.empty() && !c.done) {
+      restart_install("the leader sent an empty chunk");
+      return retry_later("");
+    }
+    std::uint8_t last_space = in.after_space;
+    std::vector<std::uint8_t> last_key = in.after_key;
+    std::uint64_t bytes = 0;
+    if (!c.entries.empty()) {
+      last_space = c.entries.back().space;
+      last_key = c.entries.back().key;
+    }
+    for (const auto& e : c.entries) bytes += e.key.size() + e.value.size();
+    const std::uint64_t id = in.id, n = c.entries.size();
+    const bool done = c.done;
+    install_op_pending_ = true;
+    writer_.submit(std::make_unique<SnapshotInstallOp>(
+        SnapshotInstallOp::Step::kChunk, std::move(c.entries), 0, 0,
+        [this, id, n, bytes, done, last_space, last_key = std::move(last_key)](const Status& st) mutable {
+          install_op_pending_ = false;
+          if (closed_) return;
+          if (!install_ || install_->id != id) return snapshot_step();
+          if (!st) {
+            spdlog::error("replication: installing a snapshot chunk failed: {}", st.error().describe());
+            restart_install("a chunk could not be installed");
+            return retry_later("");
+          }
+          Install& in = *install_;
+          in.after_space = last_space;
+          in.after_key = std::move(last_key);
+          in.entries += n;
+          in.bytes += bytes;
+          ++in.chunks;
+          if (probe_) probe_->snapshot_bytes.inc(bytes);
+          if (Clock::now() - in.reported >= kSnapshotReportEvery) {
+            in.reported = Clock::now();
+            spdlog::info("replication: snapshot install at {} entries, {} bytes ({} chunks, {:.1f} s)", in.entries,
+                         in.bytes, in.chunks, seconds_since(in.started));
+          }
+          if (done) return finish_install();
+          snapshot_step();
+        }));
+  }
+
+  void finish_install() {
+    const std::uint64_t id = install_->id, index = install_->index, epoch = install_->epoch;
+    install_op_pending_ = true;
+    writer_.submit(std::make_unique<SnapshotInstallOp>(
+        SnapshotInstallOp::Step::kFinish, std::vector<storage::SnapshotEntry>(), index, epoch,
+        [this, id](const Status& st) {
+          install_op_pending_ = false;
+          if (closed_) return;
+          if (!install_ || install_->id != id) return snapshot_step();
+          if (!st) {
+            spdlog::error("replication: finishing a snapshot install failed: {}", st.error().describe());
+            restart_install("it could not be finished");
+            return retry_later("");
+          }
+          const Install& in = *install_;
+          spdlog::info("replication: snapshot installed: the leader's store at index {}, epoch {}: {} entries, {} bytes "
+                       "in {} chunks, {:.1f} s; fetching the log from {}",
+                       in.index, in.epoch, in.entries, in.bytes, in.chunks, seconds_since(in.started), in.index + 1);
+          install_.reset();
+          if (probe_) {
+            probe_->snapshots.inc();
+            probe_->snapshot_installing.set(0);
+          }
+          applied_();
+          if (conn_) send_fetch();
+        }));
+  }
+
+  // An install that cannot go on: the next one empties the store again.
+  void restart_install(const std::string& why) {
+    spdlog::warn("replication: the snapshot install starts again from scratch: {}", why);
+    install_.emplace();
+    install_->id = ++install_ids_;
+    install_->started = install_->reported = Clock::now();
   }
 
   // The leader says this log diverged from its own after from - 1: the records from there
@@ -399,8 +693,8 @@ class Fetcher {
         spdlog::error("replication: truncating the log from {} failed: {}", from, st.error().describe());
         return retry_later("", kDivergedRetryDelay);
       }
-      if (!t.undone) return need_snapshot("record " + std::to_string(t.missing) + " diverged from " + leader +
-                                          "'s log but can no longer be undone (its undo image is gone)");
+      if (!t.undone) return begin_snapshot("record " + std::to_string(t.missing) + " diverged from " + leader +
+                                           "'s log but can no longer be undone (its undo image is gone)");
       if (probe_) probe_->truncated.inc(t.count());
       spdlog::warn("replication: truncated {} records ({}..{}) that the leader {} does not hold; the log now ends at "
                    "{} (epoch {})",
@@ -408,15 +702,6 @@ class Fetcher {
       applied_();
       send_fetch();
     }));
-  }
-
-  // This log cannot follow the leader's from where it is: only a snapshot of the leader's
-  // store can bring it back.
-  void need_snapshot(const std::string& why) {
-    spdlog::error("replication: {}: this broker needs a snapshot of the leader's store, which it cannot take yet; "
-                  "stop it, move its data directory aside and start it empty",
-                  why);
-    retry_later("", kDivergedRetryDelay);
   }
 
   uv_loop_t* loop_;
@@ -442,6 +727,9 @@ class Fetcher {
   std::function<void()> closed_cb_;
   std::mutex mu_;
   std::vector<Answer> inbox_;  // guarded by mu_
+  std::optional<Install> install_;  // while a snapshot is installed
+  std::uint64_t install_ids_ = 0;
+  bool install_op_pending_ = false;  // an op of the install is in the writer
 };
 
 // -- Replication ----------------------------------------------------------------------------
@@ -468,6 +756,13 @@ Replication::~Replication() = default;
 
 Status Replication::start() {
   uv_timer_init(loop_, &timer_);
+  auto pending = store_.snapshot_pending();
+  if (!pending) return pending.error();
+  if (*pending && (!rc_.enabled() || rc_.leader))
+    return Error(ErrorCode::kStorageError,
+                 "this store holds a snapshot whose install did not finish: it is neither the leader's store nor this "
+                 "broker's own, so it cannot serve. Start this broker as a follower (replication.role = \"follower\") "
+                 "to install the snapshot again, or start it with an empty data directory");
   if (!rc_.enabled()) {
     if (hooks_.became_leader) hooks_.became_leader();
     return {};
@@ -524,6 +819,7 @@ void Replication::become_leader(std::uint64_t epoch) {
 void Replication::close(std::function<void()> done) {
   closing_ = true;
   answer_held(true);
+  snapshots_.clear();  // their read transactions end before the store does
   close_done_ = std::move(done);
   auto finish = [this] {
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
@@ -603,6 +899,8 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
   Follower& f = it->second;
   const auto now = Clock::now();
   f.last_fetch = now;
+  // A follower that fetches the log is done with its snapshot (or gave it up).
+  snapshots_.erase(replica);
   // Divergence. The follower's records of its last epoch that this log does not have as
   // that epoch's (past where the next epoch began here, or past this log's end) are not
   // the leader's: it drops them (Kafka's leader-epoch truncation, KIP-101). A follower
@@ -634,12 +932,20 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
     auto body = wire::CreateReplicaRecords(fbb, pos.epoch, commit_index_, pos.last_index, 0, truncate_to);
     return responder_.send_frame(conn, rid, wire::Body::ReplicaRecords, body.Union());
   }
-  if (auto first = store_.first_log_index(); first && *first > req.next_index() && req.next_index() <= pos.last_index)
-    return responder_.reply_error(
-        conn, rid, Error(ErrorCode::kInvalidArgument, "record " + std::to_string(req.next_index()) +
-                                                          " is no longer in the leader's log (it keeps " +
-                                                          std::to_string(*first) + " on): " + replica +
-                                                          " needs a snapshot, which this broker cannot send yet"));
+  // The records the follower needs next were trimmed, or came before a snapshot this
+  // broker installed itself (its log then starts after its log base): only a snapshot of
+  // the store can bring the follower up to date.
+  auto first = store_.first_log_index();
+  if (!first) return responder_.reply_error(conn, rid, first.error());
+  const std::uint64_t kept_from = *first != 0 ? *first : pos.last_index + 1;
+  if (req.next_index() < kept_from) {
+    spdlog::info("replication: {} needs record {}, which this log no longer holds (it keeps {} on): it is sent a snapshot",
+                 replica, req.next_index(), kept_from);
+    auto& fbb = responder_.fbb();
+    fbb.Clear();
+    auto body = wire::CreateReplicaRecords(fbb, pos.epoch, commit_index_, pos.last_index, 0, 0, true);
+    return responder_.send_frame(conn, rid, wire::Body::ReplicaRecords, body.Union());
+  }
   update_commit_index();
   if (req.next_index() <= pos.last_index || req.wait_ms() == 0) {
     f.end_at_answer = pos.last_index;
@@ -729,6 +1035,9 @@ void Replication::update_commit_index() {
     lowest = std::min(lowest, it->second.durable_index);
     keep_from = std::min(keep_from, it->second.durable_index + 1);
   }
+  // A follower installing a snapshot fetches the log from the snapshot's index on next.
+  for (const auto& [id, session] : snapshots_)
+    keep_from = std::min(keep_from, session.snapshot->position().last_index + 1);
   store_.set_log_keep_from(keep_from);
   if (in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
   store_.set_undo_keep_from(commit_index_ + 1);
@@ -742,6 +1051,7 @@ void Replication::update_commit_index() {
 void Replication::check_in_sync() {
   if (closing_) return;
   answer_held(false);
+  close_idle_snapshots();
   if (role_ != Role::kLeader) return;
   const auto now = Clock::now();
   const std::uint64_t last = store_.log_position().last_index;
@@ -809,7 +1119,8 @@ void Replication::status(Connection& conn, RequestId rid) {
       fbb, fbb.CreateString(rc_.id), fbb.CreateString(role_name()), pos.epoch,
       fbb.CreateString(leader_id_), fbb.CreateString(leader_address()), fbb.CreateString(rc_.sync ? "sync" : "async"),
       rc_.min_insync, first, pos.last_index, commit, fbb.CreateVector(ids), fbb.CreateVector(replicas),
-      fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()));
+      fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()),
+      role_ == Role::kFollower && fetcher_ && fetcher_->installing());
   responder_.send_frame(conn, rid, wire::Body::ClusterInfo, body.Union());
 }
 
@@ -825,6 +1136,11 @@ void Replication::promote(Connection& conn, RequestId rid, const wire::Promote& 
     return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "broker " + rc_.id + " already leads"));
   if (promoting_)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kBusy, "a promotion is already under way"));
+  if (auto pending = store_.snapshot_pending(); !pending || *pending || (fetcher_ && fetcher_->installing()))
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kInvalidArgument, "broker " + rc_.id +
+                                                          " is installing a snapshot of the leader's store: its store is "
+                                                          "incomplete until the install finishes, so it cannot lead"));
   const std::set<std::string> last_in_sync = stored_in_sync();
   if (!req.unclean() && !last_in_sync.count(rc_.id))
     return responder_.reply_error(
@@ -892,6 +1208,87 @@ void Replication::digest(Connection& conn, RequestId rid) {
         auto body = wire::CreateDigest(fbb, w->pos.last_index, w->pos.epoch, fbb.CreateVector(spaces));
         w->self->responder_.send_frame(*c, w->rid, wire::Body::Digest, body.Union());
       });
+}
+
+// -- snapshots: the leader's side ------------------------------------------------------------
+
+void Replication::snapshot_fetch(Connection& conn, RequestId rid, const wire::SnapshotFetch& req) {
+  if (role_ == Role::kStandalone)
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "replication is off on this broker (no replication.id)"));
+  const std::string replica = req.replica() ? req.replica()->str() : "";
+  if (!followers_.count(replica))
+    return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument,
+                                                   "'" + replica + "' is not a replica of this cluster (replication.peers)"));
+  if (role_ != Role::kLeader) {
+    Error e(ErrorCode::kNotLeader, "broker " + rc_.id + " is a follower; fetch snapshots from the leader");
+    e.leader = leader_address();
+    return responder_.reply_error(conn, rid, e);
+  }
+  const auto now = Clock::now();
+  if (req.session() == 0) {
+    auto snapshot = store_.open_snapshot();
+    if (!snapshot) return responder_.reply_error(conn, rid, snapshot.error());
+    // Ids differ across this leader's restarts too, so that a follower's old session
+    // cannot name a new one.
+    if (next_session_ == 0) next_session_ = wall_ms() << 16;
+    SnapshotSession& s = snapshots_[replica] = SnapshotSession{++next_session_, std::move(*snapshot), now, now};
+    spdlog::info("replication: {} starts a snapshot (session {}) of this store at index {}, epoch {}", replica, s.id,
+                 s.snapshot->position().last_index, s.snapshot->position().epoch);
+    update_commit_index();  // the log from the snapshot's index on stays
+  }
+  auto it = snapshots_.find(replica);
+  if (it == snapshots_.end() || (req.session() != 0 && it->second.id != req.session()))
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kInvalidArgument,
+                         "snapshot session " + std::to_string(req.session()) + " of " + replica +
+                             " is not open on this leader (idle for " + std::to_string(kSnapshotIdle.count()) +
+                             " s, replaced by a newer one, or the leader restarted): start a new one"));
+  SnapshotSession& s = it->second;
+  s.last_used = now;
+  const std::span<const std::uint8_t> after_key =
+      req.after_key() ? std::span<const std::uint8_t>(req.after_key()->data(), req.after_key()->size())
+                      : std::span<const std::uint8_t>();
+  auto part = s.snapshot->read(req.after_space(), after_key,
+                               std::clamp(req.max_bytes(), kSnapshotChunkMin, kSnapshotChunkMax));
+  if (!part) {
+    spdlog::warn("replication: {}'s snapshot (session {}) failed: {}", replica, s.id, part.error().describe());
+    snapshots_.erase(it);
+    update_commit_index();
+    return responder_.reply_error(conn, rid, part.error());
+  }
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  std::vector<flatbuffers::Offset<wire::SnapshotEntry>> entries;
+  entries.reserve(part->entries.size());
+  for (const auto& e : part->entries)
+    entries.push_back(wire::CreateSnapshotEntry(fbb, e.space, fbb.CreateVector(e.key), fbb.CreateVector(e.value)));
+  const storage::LogPosition pos = s.snapshot->position();
+  auto body = wire::CreateSnapshotChunk(fbb, s.id, pos.last_index, pos.epoch, fbb.CreateVector(entries), part->done);
+  responder_.send_frame(conn, rid, wire::Body::SnapshotChunk, body.Union());
+  s.entries += part->entries.size();
+  s.bytes += part->bytes;
+  if (part->done && !s.done) {
+    s.done = true;
+    spdlog::info("replication: snapshot at index {} sent to {}: {} entries, {} bytes in {:.1f} s", pos.last_index,
+                 replica, s.entries, s.bytes, std::chrono::duration<double>(now - s.started).count());
+    if (probe_) probe_->snapshots_served.inc();
+  }
+}
+
+void Replication::close_idle_snapshots() {
+  const auto now = Clock::now();
+  bool closed = false;
+  for (auto it = snapshots_.begin(); it != snapshots_.end();) {
+    if (now - it->second.last_used < kSnapshotIdle) {
+      ++it;
+      continue;
+    }
+    spdlog::info("replication: {}'s snapshot session {} was idle for {} s: closed", it->first, it->second.id,
+                 kSnapshotIdle.count());
+    it = snapshots_.erase(it);
+    closed = true;
+  }
+  if (closed) update_commit_index();
 }
 
 }  // namespace txmq::broker

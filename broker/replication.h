@@ -28,6 +28,15 @@
 // former leader cannot gather followers; one whose log diverged is told where
 // (ReplicaRecords.truncate_to).
 //
+// Snapshots: a follower that needs records the leader's log no longer holds is told so
+// (ReplicaRecords.needs_snapshot). It empties its store and pulls the leader's with
+// SnapshotFetch: the leader opens one read transaction per follower (a session) and
+// answers chunks of its entries in key order; the follower installs each chunk as a write
+// op, carries the resume point itself, and then fetches the log from the snapshot's index
+// on. While a session is open the leader keeps the log from the snapshot's index on; a
+// session idle for kSnapshotIdle is closed. A store whose install did not finish (meta
+// "snapshot_pending") serves nothing and cannot be promoted: its install starts again.
+//
 // Thread: the loop thread, every function, except what the Fetcher's client connection
 // runs on its own I/O thread (it hands answers over through a uv_async_t).
 // Lifecycle: start() after the store and writer; close() before the writer stops.
@@ -90,6 +99,7 @@ class Replication {
   void status(Connection& conn, RequestId rid);
   void promote(Connection& conn, RequestId rid, const wire::Promote& req);
   void digest(Connection& conn, RequestId rid);
+  void snapshot_fetch(Connection& conn, RequestId rid, const wire::SnapshotFetch& req);
 
  private:
   // Standalone: replication is off (no replication.id); the log is still written, and
@@ -115,6 +125,15 @@ class Replication {
   };
   struct Probe;
   friend class Fetcher;
+  // A snapshot a follower is pulling: the leader's read transaction it is read from.
+  struct SnapshotSession {
+    std::uint64_t id = 0;
+    std::unique_ptr<storage::Snapshot> snapshot;
+    std::chrono::steady_clock::time_point started;
+    std::chrono::steady_clock::time_point last_used;  // closed once idle for kSnapshotIdle
+    std::uint64_t entries = 0, bytes = 0;             // sent so far
+    bool done = false;                                // its last chunk was sent
+  };
 
   // Leader.
   void become_leader(std::uint64_t epoch);
@@ -150,6 +169,9 @@ class Replication {
   bool in_sync_write_pending_ = false;
   std::uint64_t commit_index_ = 0;
   std::vector<HeldFetch> held_;
+  std::map<std::string, SnapshotSession> snapshots_;  // leader: by follower id, one each
+  std::uint64_t next_session_ = 0;
+  void close_idle_snapshots();
   uv_timer_t timer_{};  // in-sync checks and held fetches' deadlines
   std::unique_ptr<Fetcher> fetcher_;  // a follower's; kept (closed) after a promotion
   bool promoting_ = false;

@@ -68,7 +68,8 @@ Status authorize(Access& access, std::string_view hello_producer_group, const wi
     case wire::Body::GetStats:
     case wire::Body::ClusterStatus:
     case wire::Body::GetDigest: return access.check(Op::kDescribe, Type::kCluster, {});
-    case wire::Body::ReplicaFetch: return access.check(Op::kReplicate, Type::kCluster, {});
+    case wire::Body::ReplicaFetch:
+    case wire::Body::SnapshotFetch: return access.check(Op::kReplicate, Type::kCluster, {});
     case wire::Body::Promote: return access.check(Op::kConfigure, Type::kCluster, {});
     // Checked in the components (see the header).
     case wire::Body::ListTopics:

@@ -55,6 +55,7 @@ void print_status(const ClusterInfo& c) {
   std::printf("commit_index    %llu\n", u64(c.commit_index));
   std::printf("in_sync         %s\n", dash_if_empty(joined(c.in_sync, ",")).c_str());
   if (c.role == "follower") std::printf("fetching_from   %s\n", dash_if_empty(c.fetching_from).c_str());
+  if (c.installing_snapshot) std::printf("snapshot        installing the leader's store\n");
   if (c.replicas.empty()) return;
   std::printf("\n%-16s %-22s %14s %-7s %12s %12s %10s %12s\n", "replica", "address", "durable_index", "in_sync",
               "lag_records", "lag_bytes", "lag_ms", "last_fetch");
@@ -82,11 +83,11 @@ void print_status_json(const ClusterInfo& c) {
   }
   std::printf("{\"id\":%s,\"role\":%s,\"epoch\":%llu,\"leader\":%s,\"leader_address\":%s,\"mode\":%s,"
               "\"min_insync\":%u,\"first_index\":%llu,\"last_index\":%llu,\"commit_index\":%llu,"
-              "\"in_sync\":[%s],\"replicas\":[%s],\"fetching_from\":%s}\n",
+              "\"in_sync\":[%s],\"replicas\":[%s],\"fetching_from\":%s,\"installing_snapshot\":%s}\n",
               json_string(c.id).c_str(), json_string(c.role).c_str(), u64(c.epoch), json_string(c.leader).c_str(),
               json_string(c.leader_address).c_str(), json_string(c.mode).c_str(), c.min_insync, u64(c.first_index),
               u64(c.last_index), u64(c.commit_index), in_sync.c_str(), replicas.c_str(),
-              json_string(c.fetching_from).c_str());
+              json_string(c.fetching_from).c_str(), c.installing_snapshot ? "true" : "false");
 }
 
 void print_digest(const StoreDigest& d) {

@@ -174,10 +174,34 @@ void body(Digest& d, const wire::Frame& f) {
       d.add(b->commit_index());
       d.add(b->last_index());
       d.add(b->truncate_to());
+      d.add(static_cast<std::uint64_t>(b->needs_snapshot()));
       if (b->records())
         for (const auto* r : *b->records()) {
           d.add(r->index());
           bytes(d, r->data());
+        }
+      return;
+    }
+    case Body::SnapshotFetch: {
+      const auto* b = f.body_as_SnapshotFetch();
+      str(d, b->replica());
+      d.add(b->session());
+      d.add(static_cast<std::uint64_t>(b->after_space()));
+      bytes(d, b->after_key());
+      d.add(static_cast<std::uint64_t>(b->max_bytes()));
+      return;
+    }
+    case Body::SnapshotChunk: {
+      const auto* b = f.body_as_SnapshotChunk();
+      d.add(b->session());
+      d.add(b->index());
+      d.add(b->epoch());
+      d.add(static_cast<std::uint64_t>(b->done()));
+      if (b->entries())
+        for (const auto* e : *b->entries()) {
+          d.add(static_cast<std::uint64_t>(e->space()));
+          bytes(d, e->key());
+          bytes(d, e->value());
         }
       return;
     }
@@ -196,6 +220,7 @@ void body(Digest& d, const wire::Frame& f) {
       d.add(b->first_index());
       d.add(b->last_index());
       d.add(b->commit_index());
+      d.add(static_cast<std::uint64_t>(b->installing_snapshot()));
       if (b->in_sync())
         for (const auto* s : *b->in_sync()) str(d, s);
       if (b->replicas())

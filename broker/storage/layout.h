@@ -15,6 +15,10 @@
 //               "next_topic_id", "next_group_id",    u32 the next value to hand out (1 when the
 //               "next_delayed_seq", "next_txn_id"    key is absent)
 //               "commit_ticks"                       u32, rewritten by WriteTxn::touch() only
+//               "log_base"                           u64 the log index a snapshot's install
+//                                                    left the store at (store_snapshot.cpp)
+//               "snapshot_pending"                   empty: a snapshot's install began and
+//                                                    has not finished
 //   topics      topic name (bytes, no terminator)    TopicRecord
 //   partitions  u32 topic, u32 partition (8 bytes)   u64 next offset, u64 bytes of the
 //                                                    partition's stored messages (16 bytes)
@@ -99,7 +103,16 @@ constexpr bool names_every_key_space(const Table& table) {
 
 // The meta key of the layout version.
 inline constexpr std::string_view kLayoutMarkerKey = "format";
-// The meta key WriteTxn::touch() rewrites: each broker's own, never replicated.
+// The meta key WriteTxn::touch() rewrites (the writer's tick).
 inline constexpr std::string_view kCommitTicksKey = "commit_ticks";
+// The meta keys of a snapshot's install (store_snapshot.cpp).
+inline constexpr std::string_view kLogBaseKey = "log_base";
+inline constexpr std::string_view kSnapshotPendingKey = "snapshot_pending";
+// Meta keys that are each broker's own, like the log: never recorded, never sent in a
+// snapshot, left out of digests (a follower that installed a snapshot has a log base its
+// leader has not).
+constexpr bool own_meta_key(std::string_view key) {
+  return key == kLayoutMarkerKey || key == kLogBaseKey || key == kSnapshotPendingKey || key == kCommitTicksKey;
+}
 
 }  // namespace txmq::broker::storage

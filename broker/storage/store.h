@@ -226,6 +226,7 @@ struct KeySpaceDigest {
 };
 
 class WriteTxn;
+class Snapshot;     // store_snapshot.cpp
 struct HalfRecord;  // txn_records.h
 
 class Store {
@@ -364,6 +365,18 @@ class Store {
   // through a snapshot. Thread: before the writer starts.
   void set_logging(bool on) { logging_ = on; }
 
+  // -- snapshots (store_snapshot.cpp) ---------------------------------------------------
+
+  // A read transaction over the whole store as of the last commit, for a leader to stream
+  // to a follower (Snapshot). The caller owns it; it may be held across loop callbacks
+  // (the environment is MDB_NOTLS) but stops LMDB from reusing the pages freed since it
+  // began, so the data file grows while it is held. Thread: the loop.
+  // Errors: LMDB's (kStorageError when the reader table is full).
+  Result<std::unique_ptr<Snapshot>> open_snapshot() const;
+  // Whether a snapshot's install began and did not finish: the store is then neither the
+  // leader's nor this broker's own, and must not serve. Errors: LMDB's.
+  Result<bool> snapshot_pending() const;
+
   // -- writes: writer thread ------------------------------------------------------------
 
   // Begins a transaction: the top-level batch transaction when parent is null, else a
@@ -431,12 +444,60 @@ class Store {
   bool logging_ = false;
   // Loads last_index_ and epoch_ (open()).
   Status load_log_position(MDB_txn* txn);
+  // The index a snapshot's install left the log at (meta "log_base"); 0 when none was
+  // installed (store_snapshot.cpp).
+  Result<std::uint64_t> log_base(MDB_txn* txn) const;
+  friend class Snapshot;  // reads every key space in its own transaction
   std::uint64_t max_bytes_ = 0;
   std::uint64_t page_size_ = 4096;
   bool created_ = false;  // open() made a new store: no store had committed here
 };
 
 using HeaderView = std::pair<std::string_view, std::span<const std::uint8_t>>;
+
+// -- snapshots (store_snapshot.cpp) -----------------------------------------------------
+
+// One entry of a snapshot: a key and its value in one replicated key space.
+struct SnapshotEntry {
+  std::uint8_t space = 0;  // layout.h's kKeySpaces index
+  std::vector<std::uint8_t> key;
+  std::vector<std::uint8_t> value;
+};
+
+// A snapshot's entries from a resume point on, up to a size.
+struct SnapshotPart {
+  std::vector<SnapshotEntry> entries;
+  std::size_t bytes = 0;  // keys and values
+  bool done = false;      // no entry follows the last one
+};
+
+// A consistent view of a leader's store, read in chunks: every entry of every replicated
+// key space (layout.h's replicated_space) but this broker's own meta keys ("format",
+// "log_base", "snapshot_pending"), in key space order, then key order.
+// Lifecycle: from Store::open_snapshot; holds one LMDB read transaction until destroyed,
+// which must happen before the Store is. Thread: one at a time (the loop's).
+class Snapshot {
+ public:
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+  ~Snapshot();
+
+  // The log position the snapshot is at: its newest record (or the log base an install
+  // left) and newest epoch, read in the snapshot's own transaction.
+  LogPosition position() const { return position_; }
+  // The entries after (after_space, after_key), an empty key meaning "from the start of
+  // after_space", until max_bytes of keys and values (at least one entry when any is
+  // left). Errors: kInvalidArgument for a key space past the last; LMDB's.
+  Result<SnapshotPart> read(std::uint8_t after_space, std::span<const std::uint8_t> after_key,
+                            std::size_t max_bytes) const;
+
+ private:
+  friend class Store;
+  Snapshot(const Store& store, MDB_txn* txn) : store_(store), txn_(txn) {}
+  const Store& store_;
+  MDB_txn* txn_;  // read-only; aborted by the destructor
+  LogPosition position_;
+};
 
 // One LMDB write transaction (top-level or nested), from Store::begin_write or nested().
 // Thread: the writer's only, every function. Dropping it without commit() aborts it. The
@@ -480,6 +541,26 @@ class WriteTxn {
   // topic too big to copy), nothing is changed and the result says which (undone false):
   // the follower needs a snapshot. Errors: a damaged image (kStorageError); LMDB's.
   Result<Truncation> truncate_log(std::uint64_t from);
+
+  // -- installing a snapshot (store_snapshot.cpp) -----------------------------------------
+  // A follower's, each step one op of its own, none recorded in the log: begin, then the
+  // chunks in order, then finish. Until finish commits, meta "snapshot_pending" marks the
+  // store as half installed (Store::snapshot_pending); a new install begins from scratch.
+
+  // Empties every key space, the log, its epochs and undo images included, but for the
+  // layout marker, and marks the store pending. The log position becomes (0, 0).
+  // Errors: LMDB's.
+  Status begin_snapshot_install();
+  // Stores a chunk's entries as they are. Errors: kInvalidArgument for an entry of a key
+  // space a snapshot does not carry (the log, undo images, this broker's own meta keys)
+  // or one LMDB refuses; LMDB's.
+  Status put_snapshot_entries(std::span<const SnapshotEntry> entries);
+  // Ends the install at the snapshot's log index: records meta "log_base" (the next record
+  // applied is index + 1), clears "snapshot_pending", and the log position becomes
+  // (index, the newest epoch the entries hold). Errors: kInvalidArgument when no install
+  // is pending or that epoch is not `epoch`; LMDB's.
+  Status finish_snapshot_install(std::uint64_t index, std::uint64_t epoch);
+
   // After a successful commit of a top-level transaction: the index of the newest record
   // in the log (the one it appended or applied, or the one before when it changed nothing).
   std::uint64_t committed_index() const { return last_index_; }

@@ -374,7 +374,10 @@ Status Store::load_log_position(MDB_txn* txn) {
   MDB_val k, v;
   int rc = mdb_cursor_get(log.get(), &k, &v, MDB_LAST);
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the replication log");
-  last_index_ = rc ? 0 : index_of(k);
+  // A snapshot's install leaves the log empty at its index (store_snapshot.cpp).
+  auto base = log_base(txn);
+  if (!base) return base.error();
+  last_index_ = std::max(rc ? 0 : index_of(k), *base);
   Cursor epochs(txn, epochs_);
   if (epochs.rc()) return lmdb_error(epochs.rc(), "epochs cursor");
   rc = mdb_cursor_get(epochs.get(), &k, &v, MDB_LAST);
@@ -494,8 +497,7 @@ Result<std::vector<KeySpaceDigest>> Store::digest() const {
     MDB_val k, v;
     int rc;
     for (rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-      if (this->*space.dbi == meta_ && std::string_view(static_cast<const char*>(k.mv_data), k.mv_size) == kCommitTicksKey)
-        continue;  // each broker's own (WriteTxn::touch)
+      if (this->*space.dbi == meta_ && own_meta_key({static_cast<const char*>(k.mv_data), k.mv_size})) continue;
       std::array<std::uint8_t, 16> lengths = two_u64(k.mv_size, v.mv_size);
       EVP_DigestUpdate(ctx.get(), lengths.data(), lengths.size());
       EVP_DigestUpdate(ctx.get(), k.mv_data, k.mv_size);

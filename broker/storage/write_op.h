@@ -35,7 +35,10 @@ namespace txmq::broker::storage {
   X(kBeginEpoch,       "begin_epoch")      /* Replication's BeginEpochOp */                \
   X(kInSync,           "in_sync")          /* Replication's InSyncOp */                    \
   X(kApplyRecords,     "apply_records")    /* Replication's ApplyRecordsOp (a follower) */ \
-  X(kTruncate,         "truncate")         /* Replication's TruncateOp (a follower) */
+  X(kTruncate,         "truncate")         /* Replication's TruncateOp (a follower) */ \
+  X(kSnapshotBegin,    "snapshot_begin")   /* Replication's SnapshotInstallOp (a follower) */ \
+  X(kSnapshotChunk,    "snapshot_chunk")   /* Replication's SnapshotInstallOp (a follower) */ \
+  X(kSnapshotFinish,   "snapshot_finish")  /* Replication's SnapshotInstallOp (a follower) */
 
 enum class WriteOpKind : std::uint8_t {
 #define TXMQ_WRITE_OP_ENUM(kind, name) kind,

@@ -80,6 +80,7 @@ Result<ClusterInfo> to_cluster_info(const wire::Frame& f) {
   out.last_index = c->last_index();
   out.commit_index = c->commit_index();
   out.fetching_from = str(c->fetching_from());
+  out.installing_snapshot = c->installing_snapshot();
   if (c->in_sync())
     for (const auto* id : *c->in_sync()) out.in_sync.push_back(id->str());
   if (c->replicas()) {

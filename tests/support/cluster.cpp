@@ -102,7 +102,7 @@ std::string Cluster::config_toml(std::size_t i) const {
     << "min_insync = " << options_.min_insync << "\n"
     << "replica_lag_max_ms = " << options_.lag_max.count() << "\n"
     << "fetch_wait_ms = " << options_.fetch_wait.count() << "\n"
-    << "\n[replication.peers]\n";
+    << options_.replication_toml << "\n[replication.peers]\n";
   for (std::size_t j = 0; j < members_.size(); ++j) s << id(j) << " = \"" << address(j) << "\"\n";
   s << "\n" << options_.extra_toml;
   return s.str();

@@ -40,6 +40,9 @@ struct ClusterOptions {
   // set within a test; long enough for a follower under ASan on a busy machine.
   std::chrono::milliseconds lag_max{2000};
   std::chrono::milliseconds fetch_wait{200};  // replication.fetch_wait_ms
+  // More keys of every member's [replication] table, one "key = value" a line
+  // (e.g. "log_max_bytes = \"64KiB\"\n").
+  std::string replication_toml;
   // More TOML for every member, after the [replication] tables (start it with a table
   // header, e.g. "[transactions]\n...").
   std::string extra_toml;

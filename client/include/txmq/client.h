@@ -271,6 +271,9 @@ struct ClusterInfo {
   std::vector<std::string> in_sync;    // ids, leader included
   std::vector<ReplicaInfo> replicas;   // the leader's view of each follower; empty on a follower
   std::string fetching_from;       // a follower: the address it fetches from ("" while it finds none)
+  // A follower installing a snapshot of the leader's store: it cannot be promoted until
+  // the install finishes.
+  bool installing_snapshot = false;
 };
 
 // What one key space of a broker's store holds: equal digests, equal contents.
