@@ -763,6 +763,9 @@ class WriteTxn {
   Status put_undo(std::uint64_t index, const RedoHeader& header);
   Status trim_log();
   Status trim_undo();
+  // Whether any replicated key space holds an entry (meta: besides each broker's own
+  // keys): state a store without a log holds.
+  Result<bool> holds_unlogged_state();
 
   // A cursor on dbi kept open for the rest of this LMDB transaction (dbi is txn_open_ or
   // txn_ended_); null with *rc set when it cannot be opened.

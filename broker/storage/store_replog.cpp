@@ -219,6 +219,21 @@ Status WriteTxn::begin_epoch(std::uint64_t epoch, std::string_view leader) {
   if (epoch <= epoch_)
     return Error(ErrorCode::kInvalidArgument,
                  "epoch " + std::to_string(epoch) + " is not above the current " + std::to_string(epoch_));
+  if (epoch_ == 0) {
+    // The first epoch of a store that ran without replication: it holds state no record
+    // carries. Its log starts past a base (meta "log_base", as after a snapshot's
+    // install), so that a follower starting empty is sent a snapshot, not a log that
+    // lacks that state.
+    auto holds = holds_unlogged_state();
+    if (!holds) return holds.error();
+    if (*holds) {
+      std::array<std::uint8_t, 8> base;
+      put_be64(base.data(), last_index_ + 1);
+      MDB_val bk = val(kLogBaseKey), bv = val(base);
+      if (int rc = mdb_put(txn_, store_.meta_, &bk, &bv, 0)) return lmdb_error(rc, "write meta log_base");
+      ++last_index_;
+    }
+  }
   std::vector<std::uint8_t> value(8);
   put_be64(value.data(), last_index_ + 1);
   value.insert(value.end(), leader.begin(), leader.end());
@@ -227,6 +242,21 @@ Status WriteTxn::begin_epoch(std::uint64_t epoch, std::string_view leader) {
   if (int rc = put(store_.epochs_, &k, &v)) return lmdb_error(rc, "begin epoch");
   epoch_ = epoch;
   return {};
+}
+
+Result<bool> WriteTxn::holds_unlogged_state() {
+  for (const auto& space : Store::key_spaces()) {
+    const MDB_dbi dbi = store_.*space.dbi;
+    if (dbi == store_.replog_ || dbi == store_.undo_ || dbi == store_.epochs_) continue;
+    Cursor cur(txn_, dbi);
+    if (cur.rc()) return lmdb_error(cur.rc(), "cursor");
+    MDB_val k, v;
+    int rc;
+    for (rc = mdb_cursor_get(cur.get(), &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT))
+      if (dbi != store_.meta_ || !own_meta_key({static_cast<const char*>(k.mv_data), k.mv_size})) return true;
+    if (rc != MDB_NOTFOUND) return lmdb_error(rc, std::string("read ") + space.name);
+  }
+  return false;
 }
 
 Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t> record) {

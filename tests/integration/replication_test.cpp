@@ -601,3 +601,29 @@ TEST_CASE("a former leader with records no one else holds (async) truncates exac
   stop_all(cluster);
   check_same_digests(cluster);
 }
+
+TEST_CASE("a store that ran standalone becomes a leader; followers started empty take its state by snapshot") {
+  Cluster cluster(cluster_options());
+  {
+    // The future leader's data directory, first served by a broker without replication.
+    txmq::test::BrokerProcess alone(txmq::test::on_data_dir(cluster.data_dir(0)));
+    txmq::test::start(alone);
+    txmq::test::create_topic(alone.address(), "history");
+    txmq::test::produce_all(alone.address(), "history", txmq::test::numbered("before-", 50));
+    REQUIRE(alone.terminate() == 0);
+  }
+  start_cluster(cluster);
+  for (std::size_t i : {1, 2}) {
+    INFO(cluster.id(i));
+    CHECK(txmq::test::scrape_metric(cluster.broker(i), "txmq_replication_snapshots_total") == 1);
+  }
+  txmq::test::produce_all(cluster.address(0), "history", txmq::test::numbered("after-", 10));
+  wait_caught_up(cluster, 1, 0);
+  wait_caught_up(cluster, 2, 0);
+  auto all = counted(bodies(cluster.address(0), "history"));
+  for (const auto& b : txmq::test::numbered("before-", 50)) CHECK(all[b] == 1);
+  for (const auto& b : txmq::test::numbered("after-", 10)) CHECK(all[b] == 1);
+  // Equal digests: the followers hold what the standalone broker confirmed too.
+  stop_all(cluster);
+  check_same_digests(cluster);
+}

@@ -390,8 +390,15 @@ TEST_CASE("a store without logging keeps no undo images") {
   auto store = open_store(dir.path());
   store->set_logging(false);
   write_every_kind(*store, 1);
-  CHECK(store->log_position().last_index == 0);
-  for (const auto& d : digest(*store)) CHECK(d.key_space != "undo");
+  // No record; its epoch began past a base, since the store held state by then.
+  CHECK(store->log_position().last_index == 1);
+  auto first = store->first_log_index();
+  REQUIRE(first.ok());
+  CHECK(*first == 0);
+  // Nothing to undo with: the base cannot be truncated.
+  Truncation t = truncate(*store, 1);
+  CHECK_FALSE(t.undone);
+  CHECK(t.missing == 1);
 }
 
 TEST_CASE("a message is kept once: its record refers to it, and a follower is sent its bytes") {
@@ -487,4 +494,32 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
 
   b.add(RedoKind::kDeletePrefix, 3, as_bytes("message"));
   CHECK(b.compacted_record({3, 4}, kKeySpaces.size()) == b.record({3, 4}));
+}
+
+TEST_CASE("a store that ran without replication starts its log past a base: its state is in no record") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  store->set_logging(false);
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.create_topic("older", 1, 1).ok()); });
+  CHECK(store->log_position().last_index == 0);
+  store->set_logging(true);
+  write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  // Index 1 is the base: a follower that asks for it is sent a snapshot.
+  CHECK(store->log_position().last_index == 2);
+  auto first = store->first_log_index();
+  REQUIRE(first.ok());
+  CHECK(*first == 2);
+  auto epochs = store->epochs();
+  REQUIRE(epochs.ok());
+  CHECK(epochs->front().first_index == 2);
+  // Reopened, the log goes on from there.
+  store.reset();
+  store = open_store(dir.path());
+  CHECK(store->log_position().last_index == 2);
+
+  // A store that never held anything starts its log at 1.
+  TempDir fresh_dir;
+  auto fresh = open_store(fresh_dir.path());
+  write(*fresh, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  CHECK(fresh->log_position().last_index == 1);
 }

@@ -144,7 +144,7 @@ std::unique_ptr<Snapshot> open_snapshot(const Store& store) {
 
 // Applies every record of `from` past `to`'s log, in one transaction.
 void catch_up(const Store& from, Store& to) {
-  auto records = from.read_log_records(to.log_position().last_index + 1, 1 << 30);
+  auto records = from.read_log_records(to.log_position().last_index + 1, 1 << 30, Store::RecordForm::kExpanded);
   REQUIRE(records.ok());
   REQUIRE(!records->empty());
   CHECK(records->front().index == to.log_position().last_index + 1);
