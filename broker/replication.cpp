@@ -243,6 +243,22 @@ struct Replication::Probe {
   metrics::Counter& snapshots_served;
 };
 
+// A follower's snapshot install in progress (the Fetcher's; at namespace scope, so that
+// clang lets std::optional construct it inside the Fetcher's definition). The resume
+// point moves only once a chunk's op committed, so a chunk is never installed twice or in
+// part; a broken connection resumes from it, and anything else (a restart, a session the
+// leader no longer has) begins again.
+struct SnapshotInstall {
+  std::uint64_t id = 0;         // which install an op's completion belongs to
+  bool begun = false;           // the store was emptied for it
+  std::uint64_t session = 0;    // the leader's; 0 until the first chunk
+  std::uint64_t index = 0, epoch = 0;  // the snapshot's log position
+  std::uint8_t after_space = 0;  // the last entry installed: key space and key
+  std::vector<std::uint8_t> after_key;
+  std::uint64_t entries = 0, bytes = 0, chunks = 0;
+  Clock::time_point started, reported;
+};
+
 // -- the follower's fetcher ---------------------------------------------------------------
 
 // A follower's pull loop: one client connection at a time to the peer it takes for the
@@ -331,19 +347,6 @@ class Fetcher {
     bool needs_snapshot = false;
     bool snapshot = false;  // the answer to a SnapshotFetch: chunk, or the error in records
     Chunk chunk{};
-  };
-  // An install in progress. The resume point moves only once a chunk's op committed, so a
-  // chunk is never installed twice or in part; a broken connection resumes from it, and
-  // anything else (a restart, a session the leader no longer has) begins again.
-  struct Install {
-    std::uint64_t id = 0;         // which install an op's completion belongs to
-    bool begun = false;           // the store was emptied for it
-    std::uint64_t session = 0;    // the leader's; 0 until the first chunk
-    std::uint64_t index = 0, epoch = 0;  // the snapshot's log position
-    std::uint8_t after_space = 0;  // the last entry installed: key space and key
-    std::vector<std::uint8_t> after_key;
-    std::uint64_t entries = 0, bytes = 0, chunks = 0;
-    Clock::time_point started, reported;
   };
 
   void stop_connection() {
@@ -588,7 +591,7 @@ class Fetcher {
       return retry_later("");
     }
     Chunk& c = a.chunk;
-    Install& in = *install_;
+    SnapshotInstall& in = *install_;
     if (in.session == 0) {
       in.session = c.session;
       in.index = c.index;
@@ -625,7 +628,7 @@ class Fetcher {
             restart_install("a chunk could not be installed");
             return retry_later("");
           }
-          Install& in = *install_;
+          SnapshotInstall& in = *install_;
           in.after_space = last_space;
           in.after_key = std::move(last_key);
           in.entries += n;
@@ -656,7 +659,7 @@ class Fetcher {
             restart_install("it could not be finished");
             return retry_later("");
           }
-          const Install& in = *install_;
+          const SnapshotInstall& in = *install_;
           spdlog::info("replication: snapshot installed: the leader's store at index {}, epoch {}: {} entries, {} bytes "
                        "in {} chunks, {:.1f} s; fetching the log from {}",
                        in.index, in.epoch, in.entries, in.bytes, in.chunks, seconds_since(in.started), in.index + 1);
@@ -727,7 +730,7 @@ class Fetcher {
   std::function<void()> closed_cb_;
   std::mutex mu_;
   std::vector<Answer> inbox_;  // guarded by mu_
-  std::optional<Install> install_;  // while a snapshot is installed
+  std::optional<SnapshotInstall> install_;  // while a snapshot is installed
   std::uint64_t install_ids_ = 0;
   bool install_op_pending_ = false;  // an op of the install is in the writer
 };
