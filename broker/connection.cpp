@@ -268,6 +268,15 @@ Overdue Connection::overdue(std::chrono::steady_clock::time_point now) {
 
 void Connection::send(std::span<const std::uint8_t> frame) {
   if (state_ != State::kOpen) return;  // the error frame before close_after_flush still goes
+  if (!tls_ && !write_in_flight_ && pending_.empty()) {
+    // Nothing is ahead of it: what the socket takes now goes from the caller's buffer, and
+    // only the rest is copied (a follower's fetch answer is megabytes).
+    uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(const_cast<std::uint8_t*>(frame.data())),
+                               static_cast<unsigned>(frame.size()));
+    const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+    if (n > 0) frame = frame.subspan(static_cast<std::size_t>(n));
+    if (frame.empty()) return;
+  }
   pending_.insert(pending_.end(), frame.begin(), frame.end());
   sync_output();
   if (!write_in_flight_) start_write();

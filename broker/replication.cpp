@@ -986,17 +986,22 @@ std::uint64_t Replication::divergence_point(std::uint64_t follower_epoch, std::u
 
 void Replication::answer_fetch(Connection& conn, RequestId rid, std::uint64_t next_index, std::uint32_t max_bytes) {
   const storage::LogPosition pos = store_.log_position();
-  auto records = store_.read_log_records(next_index, std::clamp<std::uint32_t>(max_bytes, 64u << 10, 256u << 20),
-                                         storage::Store::RecordForm::kExpanded);
-  if (!records) return responder_.reply_error(conn, rid, records.error());
   auto& fbb = responder_.fbb();
   fbb.Clear();
+  // Each record is expanded straight into the answer: its messages' bytes are copied once,
+  // from the store's pages.
   std::vector<flatbuffers::Offset<wire::ReplicaRecord>> out;
   std::size_t bytes = 0;
-  for (const auto& r : *records) {
-    out.push_back(wire::CreateReplicaRecord(fbb, r.index, fbb.CreateVector(r.bytes)));
-    bytes += r.bytes.size();
-  }
+  auto placed = store_.place_log_records(
+      next_index, std::clamp<std::uint32_t>(max_bytes, 64u << 10, 256u << 20), storage::Store::RecordForm::kExpanded,
+      [&](std::uint64_t index, std::size_t size, const storage::Store::RecordFill& fill) {
+        std::uint8_t* data = nullptr;
+        auto vec = fbb.CreateUninitializedVector<std::uint8_t>(size, &data);
+        fill({data, size});
+        out.push_back(wire::CreateReplicaRecord(fbb, index, vec));
+        bytes += size;
+      });
+  if (!placed) return responder_.reply_error(conn, rid, placed.error());
   auto body = wire::CreateReplicaRecords(fbb, pos.epoch, commit_index_, pos.last_index, fbb.CreateVector(out), 0);
   responder_.send_frame(conn, rid, wire::Body::ReplicaRecords, body.Union());
   if (probe_) probe_->fetch_bytes.inc(bytes);

@@ -21,6 +21,8 @@
 //
 // Thread: any; plain functions over bytes.
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -53,13 +55,25 @@ struct RedoHeader {
 // Appends changes to a record under construction. A record starts with begin().
 class RedoBuilder {
  public:
-  void clear() { bytes_.clear(); }
+  void clear() {
+    bytes_.clear();
+    repeatable_ = 0;
+  }
   bool empty() const { return bytes_.empty(); }
   std::size_t size() const { return bytes_.size(); }
-  void add(RedoKind kind, std::uint8_t space, std::span<const std::uint8_t> key,
-           std::span<const std::uint8_t> value = {});
+  // Returns where the change's value begins in the builder (for overwrite()).
+  std::size_t add(RedoKind kind, std::uint8_t space, std::span<const std::uint8_t> key,
+                  std::span<const std::uint8_t> value = {});
+  // Replaces the value of a kPut added earlier (at: what add returned) by one of the same
+  // size.
+  void overwrite(std::size_t at, std::span<const std::uint8_t> value) {
+    std::copy(value.begin(), value.end(), bytes_.begin() + static_cast<std::ptrdiff_t>(at));
+  }
   // Appends another builder's changes (a nested transaction's, when it commits).
-  void append(const RedoBuilder& other) { bytes_.insert(bytes_.end(), other.bytes_.begin(), other.bytes_.end()); }
+  void append(const RedoBuilder& other) {
+    bytes_.insert(bytes_.end(), other.bytes_.begin(), other.bytes_.end());
+    repeatable_ += other.repeatable_;
+  }
   // The whole record: header, then the changes added so far.
   std::vector<std::uint8_t> record(const RedoHeader& header) const;
   // As record(), with one change per key: what a replay of the record leaves is the same,
@@ -73,10 +87,62 @@ class RedoBuilder {
 
  private:
   std::vector<std::uint8_t> bytes_;  // changes only; the header is added by record()
+  // Changes of the kinds compaction looks at in either form (not kPutRef, not kDelete):
+  // fewer than two, and there is nothing to compact.
+  std::size_t repeatable_ = 0;
 };
 
 // Reads a record's header. Errors: kStorageError when it is too short or of another version.
 Result<RedoHeader> redo_header(std::span<const std::uint8_t> record);
+
+// The changes of a record one at a time, checked as they are read (for_each_change checks
+// the whole record before it visits any). Where a change is in the record: `at` is its
+// first byte's offset, `end` the offset past it.
+class RedoReader {
+ public:
+  RedoReader(std::span<const std::uint8_t> record, std::size_t key_spaces)
+      : record_(record), key_spaces_(key_spaces), pos_(kRedoHeaderBytes) {}
+  // The next change into *change; false at the end or when the record does not decode
+  // (error() then says why).
+  bool next(RedoChange* change);
+  const Status& error() const { return error_; }
+  std::size_t at() const { return at_; }
+  std::size_t end() const { return pos_; }
+
+ private:
+  std::span<const std::uint8_t> record_;
+  std::size_t key_spaces_;
+  std::size_t pos_, at_ = 0;
+  Status error_;
+};
+
+// A record expanded into a buffer its caller places: plan() reads the stored record and
+// looks each kPutRef's message up (as expand_record), size() is then the expanded record's
+// size, and write() puts it where the caller wants it: a message's bytes are copied once,
+// from where lookup found them. Reusable: a plan keeps its scratch space across records.
+class RecordExpander {
+ public:
+  using Lookup =
+      std::function<std::optional<std::span<const std::uint8_t>>(std::uint8_t, std::span<const std::uint8_t>)>;
+  // Errors: the record's decoding errors (nothing is planned).
+  Status plan(std::span<const std::uint8_t> record, std::size_t key_spaces, const Lookup& lookup);
+  std::size_t size() const { return size_; }
+  // Writes the planned record; out.size() must be size(). The record and the looked-up
+  // values must still be where plan() found them.
+  void write(std::span<std::uint8_t> out) const;
+
+ private:
+  // A run of the stored record copied as it is, or (value non-empty or a ref) a kPutRef
+  // written as a kPut: `bytes` its space byte, key length and key, then value's length and
+  // value.
+  struct Piece {
+    std::span<const std::uint8_t> bytes;
+    std::span<const std::uint8_t> value;
+    bool ref = false;
+  };
+  std::vector<Piece> pieces_;
+  std::size_t size_ = 0;
+};
 
 // Calls visit for each change of a record, in order, after checking the whole record
 // first: a record that does not decode (cut short, a length past its end, an unknown kind
@@ -91,9 +157,7 @@ bool has_refs(std::span<const std::uint8_t> record, std::size_t key_spaces);
 // The record with each kPutRef made a kPut with the value lookup(space, key) gives; a
 // change whose key lookup does not find (the message was deleted since, by a later
 // record) is left out. Errors: the record's decoding errors.
-Result<std::vector<std::uint8_t>> expand_record(
-    std::span<const std::uint8_t> record, std::size_t key_spaces,
-    const std::function<std::optional<std::span<const std::uint8_t>>(std::uint8_t, std::span<const std::uint8_t>)>&
-        lookup);
+Result<std::vector<std::uint8_t>> expand_record(std::span<const std::uint8_t> record, std::size_t key_spaces,
+                                                const RecordExpander::Lookup& lookup);
 
 }  // namespace txmq::broker::storage

@@ -220,6 +220,7 @@ Status WriteTxn::commit() {
     if (new_data_) parent_->new_data_ = true;
     parent_->redo_.append(redo_);
     parent_->undo_.append(undo_);
+    parent_->last_over_.reset();  // this transaction's changes came after it
     parent_->undoable_ = parent_->undoable_ && undoable_;
     parent_->applying_ = parent_->applying_ || applying_;
     parent_->last_index_ = last_index_;

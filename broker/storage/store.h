@@ -340,6 +340,15 @@ class Store {
   enum class RecordForm { kStored, kExpanded };
   Result<std::vector<LogRecord>> read_log_records(std::uint64_t from, std::size_t max_bytes,
                                                   RecordForm form = RecordForm::kStored) const;
+  // The same records, each written once, straight from LMDB's pages to where the caller
+  // wants it (a fetch answer's FlatBuffer): place(index, size, fill) is called per record
+  // in order and calls fill with `size` bytes of its own, which fill writes. Returns how
+  // many records were placed. Errors: as read_log_records (records placed before a
+  // damaged one stay placed).
+  using RecordFill = std::function<void(std::span<std::uint8_t>)>;
+  using RecordPlace = std::function<void(std::uint64_t index, std::size_t size, const RecordFill& fill)>;
+  Result<std::size_t> place_log_records(std::uint64_t from, std::size_t max_bytes, RecordForm form,
+                                        const RecordPlace& place) const;
   // Every epoch begun, oldest first. Errors: a damaged record; LMDB's.
   Result<std::vector<EpochStart>> epochs() const;
   // Per replicated key space (every one but replog): how many entries and a SHA-256 over
@@ -760,7 +769,11 @@ class WriteTxn {
   void keep_old_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix, RedoBuilder& undo);
   // commit()'s part for the log: the record and its undo image, and the trim of old ones.
   Status append_record();
-  Status put_undo(std::uint64_t index, const RedoHeader& header);
+  // An image applied backwards undoes its record whether or not a key repeats in it;
+  // compacting (RedoBuilder::compacted_record) makes it smaller. A follower's is kept as
+  // built: the leader's record it inverts was compacted already.
+  enum class UndoForm { kCompacted, kAsBuilt };
+  Status put_undo(std::uint64_t index, const RedoHeader& header, UndoForm form);
   Status trim_log();
   Status trim_undo();
   // Whether any replicated key space holds an entry (meta: besides each broker's own
@@ -790,6 +803,19 @@ class WriteTxn {
   RedoBuilder undo_;                   // their inverses, in the same order (see recording())
   bool undoable_ = true;               // undo_ holds every inverse (not: a big prefix deleted)
   bool applying_ = false;              // apply_record was called: the changes are a leader's
+  // put_over's last change, while nothing else changed its dbi since: a put_over of the
+  // same key rewrites that change's value in place (a batch of messages updates its
+  // partition's record once a message; the record carries it once), and the undo image
+  // already holds the key's value from before.
+  struct LastOver {
+    MDB_dbi dbi = 0;
+    std::array<std::uint8_t, 16> key{};
+    std::size_t key_size = 0, value_at = 0, value_size = 0;
+  };
+  std::optional<LastOver> last_over_;
+  void changed(MDB_dbi dbi) {
+    if (last_over_ && last_over_->dbi == dbi) last_over_.reset();
+  }
   std::uint64_t last_index_ = 0;       // the log's newest index as this transaction sees it
   std::uint64_t epoch_ = 0;            // the current epoch as this transaction sees it
 };

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 #include "broker/storage/layout.h"
@@ -73,6 +74,7 @@ void WriteTxn::keep_old_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix
 }
 
 int WriteTxn::put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
+  changed(dbi);
   const bool rec = recording(dbi);
   const bool new_key = flags & (MDB_NOOVERWRITE | MDB_APPEND);
   if (rec && !new_key) keep_old(dbi, *key, undo_);
@@ -92,14 +94,25 @@ int WriteTxn::put(MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
 int WriteTxn::put_over(MDB_dbi dbi, MDB_val* key, MDB_val* value, const MDB_val& old) {
   const bool rec = recording(dbi);
   int rc = mdb_put(txn_, dbi, key, value, 0);
-  if (rc == 0 && rec) {
-    undo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(old));
-    redo_.add(RedoKind::kPut, store_.space_of_[dbi], bytes_of(*key), bytes_of(*value));
+  if (rc != 0 || !rec) return rc;
+  const auto k = bytes_of(*key);
+  if (last_over_ && last_over_->dbi == dbi && last_over_->value_size == value->mv_size &&
+      std::equal(k.begin(), k.end(), last_over_->key.begin(), last_over_->key.begin() + last_over_->key_size)) {
+    redo_.overwrite(last_over_->value_at, bytes_of(*value));
+    return rc;
+  }
+  undo_.add(RedoKind::kPut, store_.space_of_[dbi], k, bytes_of(old));
+  const std::size_t at = redo_.add(RedoKind::kPut, store_.space_of_[dbi], k, bytes_of(*value));
+  last_over_.reset();
+  if (k.size() <= LastOver{}.key.size()) {
+    last_over_.emplace(LastOver{dbi, {}, k.size(), at, value->mv_size});
+    std::copy(k.begin(), k.end(), last_over_->key.begin());
   }
   return rc;
 }
 
 int WriteTxn::cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* value, unsigned flags) {
+  changed(dbi);
   const bool rec = recording(dbi);
   const bool new_key = flags & (MDB_NOOVERWRITE | MDB_APPEND);
   if (rec && (flags & MDB_CURRENT)) {
@@ -118,6 +131,7 @@ int WriteTxn::cursor_put(MDB_cursor* cur, MDB_dbi dbi, MDB_val* key, MDB_val* va
 }
 
 int WriteTxn::del(MDB_dbi dbi, MDB_val* key) {
+  changed(dbi);
   const bool rec = recording(dbi);
   MDB_val old;
   if (rec && mdb_get(txn_, dbi, key, &old) == 0)
@@ -128,6 +142,7 @@ int WriteTxn::del(MDB_dbi dbi, MDB_val* key) {
 }
 
 int WriteTxn::cursor_del(MDB_cursor* cur, MDB_dbi dbi) {
+  changed(dbi);
   MDB_val k, v;
   int rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
   if (rc) return rc;
@@ -140,6 +155,7 @@ int WriteTxn::cursor_del(MDB_cursor* cur, MDB_dbi dbi) {
 }
 
 int WriteTxn::del_prefix(MDB_dbi dbi, std::span<const std::uint8_t> prefix) {
+  changed(dbi);
   const bool rec = recording(dbi);
   if (rec) keep_old_prefix(dbi, prefix, undo_);
   int rc = delete_prefix(txn_, dbi, prefix.data(), prefix.size());
@@ -158,15 +174,17 @@ Status WriteTxn::append_record() {
   auto key = id_key(last_index_ + 1);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
-  if (auto st = put_undo(last_index_ + 1, header); !st) return st;
+  if (auto st = put_undo(last_index_ + 1, header, UndoForm::kCompacted); !st) return st;
   ++last_index_;
   return {};
 }
 
-Status WriteTxn::put_undo(std::uint64_t index, const RedoHeader& header) {
+Status WriteTxn::put_undo(std::uint64_t index, const RedoHeader& header, UndoForm form) {
   if (!undoable_) return {};  // no image: truncating this record takes a snapshot
-  std::vector<std::uint8_t> bytes =
-      undo_.compacted_record(header, Store::key_spaces().size(), RedoBuilder::Keep::kFirst);
+  // An image with more than one change of a key undoes it all the same, applied backwards.
+  std::vector<std::uint8_t> bytes = form == UndoForm::kCompacted
+                                        ? undo_.compacted_record(header, Store::key_spaces().size(), RedoBuilder::Keep::kFirst)
+                                        : undo_.record(header);
   auto key = id_key(index);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.undo_, &k, &v, 0)) return lmdb_error(rc, "keep the undo image");
@@ -323,7 +341,7 @@ Status WriteTxn::apply_record(std::uint64_t index, std::span<const std::uint8_t>
   auto key = id_key(index);
   MDB_val k = val(key), v = val(bytes.data(), bytes.size());
   if (int rc = mdb_put(txn_, store_.replog_, &k, &v, MDB_APPEND)) return lmdb_error(rc, "append to the replication log");
-  if (auto st2 = put_undo(index, *header); !st2) return st2;
+  if (auto st2 = put_undo(index, *header, UndoForm::kAsBuilt); !st2) return st2;
   undo_.clear();
   last_index_ = index;
   return {};
@@ -430,6 +448,17 @@ Result<std::uint64_t> Store::first_log_index() const {
 
 Result<std::vector<LogRecord>> Store::read_log_records(std::uint64_t from, std::size_t max_bytes,
                                                        RecordForm form) const {
+  std::vector<LogRecord> out;
+  auto placed = place_log_records(from, max_bytes, form, [&](std::uint64_t index, std::size_t size, const RecordFill& fill) {
+    out.push_back({index, std::vector<std::uint8_t>(size)});
+    fill(out.back().bytes);
+  });
+  if (!placed) return placed.error();
+  return out;
+}
+
+Result<std::size_t> Store::place_log_records(std::uint64_t from, std::size_t max_bytes, RecordForm form,
+                                             const RecordPlace& place) const {
   ReadTxn txn(env_);
   if (txn.rc()) return lmdb_error(txn.rc(), "begin read");
   Cursor cur(txn.get(), replog_);
@@ -462,38 +491,52 @@ Result<std::vector<LogRecord>> Store::read_log_records(std::uint64_t from, std::
     return {};
   };
   Status lookup_error;
-  auto message = [&](std::uint8_t space, std::span<const std::uint8_t> key) -> std::optional<std::span<const std::uint8_t>> {
+  // A record's messages are mostly the log's next keys, one after another: the cursor
+  // steps to the next key before it searches the tree.
+  Cursor messages(txn.get(), log_);
+  if (messages.rc()) return lmdb_error(messages.rc(), "log cursor");
+  bool positioned = false;
+  const RecordExpander::Lookup message =
+      [&](std::uint8_t space, std::span<const std::uint8_t> key) -> std::optional<std::span<const std::uint8_t>> {
     if (space != kLogSpace) return std::nullopt;
-    MDB_val k = val(key.data(), key.size()), v;
-    if (mdb_get(txn.get(), log_, &k, &v) == 0) return bytes_of(v);
+    MDB_val k, v;
+    if (positioned && mdb_cursor_get(messages.get(), &k, &v, MDB_NEXT) == 0 && bytes_of(k).size() == key.size() &&
+        std::equal(key.begin(), key.end(), bytes_of(k).begin()))
+      return bytes_of(v);
+    k = val(key.data(), key.size());
+    positioned = mdb_cursor_get(messages.get(), &k, &v, MDB_SET_KEY) == 0;
+    if (positioned) return bytes_of(v);
     if (!deleted_read)
       if (auto st = read_deleted(); !st) lookup_error = st;
     auto it = deleted.find(std::vector<std::uint8_t>(key.begin(), key.end()));
     if (it == deleted.end()) return std::nullopt;
     return std::span<const std::uint8_t>(it->second);
   };
+  RecordExpander expander;
   auto key = id_key(from);
   MDB_val k = val(key), v;
-  std::vector<LogRecord> out;
-  std::size_t bytes = 0;
+  std::size_t placed = 0, bytes = 0;
   int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == 0 && (out.empty() || bytes < max_bytes); rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
-    auto data = bytes_of(v);
-    LogRecord record{index_of(k), {}};
-    if (form == RecordForm::kExpanded && has_refs(data, spaces.size())) {
-      auto expanded = expand_record(data, spaces.size(), message);
-      if (!expanded) return expanded.error();
+  for (; rc == 0 && (placed == 0 || bytes < max_bytes); rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT)) {
+    const auto data = bytes_of(v);
+    const bool expand = form == RecordForm::kExpanded && has_refs(data, spaces.size());
+    if (expand) {
+      if (auto st = expander.plan(data, spaces.size(), message); !st) return st.error();
       if (!lookup_error) return lookup_error.error();
-      record.bytes = std::move(*expanded);
-    } else {
-      record.bytes.assign(data.begin(), data.end());
     }
-    if (!out.empty() && bytes + record.bytes.size() > max_bytes) break;
-    bytes += record.bytes.size();
-    out.push_back(std::move(record));
+    const std::size_t size = expand ? expander.size() : data.size();
+    if (placed > 0 && bytes + size > max_bytes) break;
+    place(index_of(k), size, [&](std::span<std::uint8_t> out) {
+      if (expand)
+        expander.write(out);
+      else
+        std::memcpy(out.data(), data.data(), data.size());
+    });
+    bytes += size;
+    ++placed;
   }
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the replication log");
-  return out;
+  return placed;
 }
 
 Result<std::vector<EpochStart>> Store::epochs() const {

@@ -480,7 +480,9 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
   CHECK(header->time_ms == 4);
 
   // An undo image keeps each key's first change: applied last first, it ends the key as
-  // the record found it.
+  // the record found it. A delete is kept without a look at the others (in an image it
+  // is mostly the inverse of a new message): applied before the key's first change, it
+  // changes nothing of where the key ends.
   seen.clear();
   REQUIRE(for_each_change(b.compacted_record({3, 4}, kKeySpaces.size(), RedoBuilder::Keep::kFirst),
                           kKeySpaces.size(), [&](const RedoChange& c) -> Status {
@@ -490,10 +492,48 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
                           })
               .ok());
   CHECK(seen == std::vector<std::string>{"2 partition=next 1", "3 message 0=", "3 message 1=", "7 pending=lease",
-                                         "5 partition=another space, another key"});
+                                         "7 pending=", "5 partition=another space, another key"});
 
   b.add(RedoKind::kDeletePrefix, 3, as_bytes("message"));
   CHECK(b.compacted_record({3, 4}, kKeySpaces.size()) == b.record({3, 4}));
+}
+
+TEST_CASE("a batch of messages carries its partition's record once, and truncates back to the record before") {
+  TempDir dir_a, dir_b;
+  auto leader = open_store(dir_a.path());
+  auto follower = open_store(dir_b.path());
+  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  TopicMeta topic;
+  write(*leader, [&](WriteTxn& txn) {
+    auto t = txn.create_topic("orders", 2, 1000);
+    REQUIRE(t.ok());
+    topic = *t;
+  });
+  write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.append(topic.id, PartitionId(0), 1, {}, {}, as_bytes("m0")).ok()); });
+  const auto before = digest(*leader);
+  catch_up(*leader, *follower);
+  // Partition 0, 1, 0, 0: a put_over of partition 0 after partition 1's is rewritten in
+  // place too, as nothing else changed the key space between.
+  write(*leader, [&](WriteTxn& txn) {
+    for (std::uint32_t p : {0u, 1u, 0u, 0u}) REQUIRE(txn.append(topic.id, PartitionId(p), 2, {}, {}, as_bytes("m")).ok());
+  });
+  auto records = leader->read_log_records(leader->log_position().last_index, 1 << 20);
+  REQUIRE(records.ok());
+  std::map<std::string, int> kinds;
+  REQUIRE(for_each_change(records->front().bytes, kKeySpaces.size(), [&](const RedoChange& c) -> Status {
+            ++kinds[std::to_string(static_cast<int>(c.kind)) + " " + std::string(kKeySpaces[c.space])];
+            return {};
+          }).ok());
+  CHECK(kinds == std::map<std::string, int>{{"1 partitions", 2}, {"4 log", 4}});
+  catch_up(*leader, *follower);
+  check_same(*leader, *follower);
+  for (Store* store : {leader.get(), follower.get()}) {
+    Truncation t = truncate(*store, store->log_position().last_index);
+    CHECK(t.undone);
+    check_digest(*store, before);
+  }
 }
 
 TEST_CASE("a store that ran without replication starts its log past a base: its state is in no record") {
