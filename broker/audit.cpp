@@ -9,6 +9,8 @@
 #include <ctime>
 #include <filesystem>
 
+#include "common/json.h"
+
 namespace txmq::broker {
 namespace {
 
@@ -26,29 +28,6 @@ std::string utc_now() {
 }
 
 }  // namespace
-
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char esc[8];
-          std::snprintf(esc, sizeof(esc), "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-          out += esc;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
@@ -74,9 +53,10 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path) {
 AuditLog::~AuditLog() { ::close(fd_); }
 
 void AuditLog::record(const AuditEntry& e) {
-  std::string line = "{\"time\":\"" + utc_now() + "\",\"user\":\"" + json_escape(e.user) + "\",\"peer\":\"" +
-                     json_escape(e.peer) + "\",\"action\":\"" + json_escape(e.action) + "\",\"resource\":\"" +
-                     json_escape(e.resource) + "\",\"outcome\":\"" + json_escape(e.outcome) + "\"}\n";
+  using common::json_string;
+  std::string line = "{\"time\":\"" + utc_now() + "\",\"user\":" + json_string(e.user) +
+                     ",\"peer\":" + json_string(e.peer) + ",\"action\":" + json_string(e.action) +
+                     ",\"resource\":" + json_string(e.resource) + ",\"outcome\":" + json_string(e.outcome) + "}\n";
   const ssize_t n = ::write(fd_, line.data(), line.size());
   if (n == static_cast<ssize_t>(line.size())) return;
   ++write_failures_;

@@ -53,7 +53,4 @@ class AuditLog {
   std::chrono::steady_clock::time_point last_error_log_{};
 };
 
-// s as a JSON string's contents: quotes, backslashes and control characters escaped.
-std::string json_escape(std::string_view s);
-
 }  // namespace txmq::broker

@@ -5,36 +5,16 @@
 #include <string>
 
 #include "cli/command.h"
+#include "common/json.h"
 
 namespace txmq::cli {
 namespace {
 
 using txmq::client::ClusterInfo;
 using txmq::client::StoreDigest;
+using txmq::common::json_string;
 
 unsigned long long u64(std::uint64_t v) { return static_cast<unsigned long long>(v); }
-
-// A JSON string literal: quotes, backslashes and control characters escaped.
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
 
 std::string joined(const std::vector<std::string>& items, const char* separator) {
   std::string out;

@@ -38,8 +38,4 @@ struct GiveUp {
 std::string give_up_json(const GiveUp& g, const client::Delivery& d, std::size_t max_bytes = SIZE_MAX,
                          bool* truncated = nullptr);
 
-// A JSON string literal for arbitrary bytes: escapes, and replaces bytes that are not
-// UTF-8 with U+FFFD so that the output is always valid JSON.
-std::string json_string(std::string_view s);
-
 }  // namespace txmq::notifier

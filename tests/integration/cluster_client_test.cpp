@@ -3,9 +3,6 @@
 // through the leader, and `txmq cluster status|digest` answer on both.
 
 #include <doctest/doctest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <memory>
 #include <mutex>
@@ -15,6 +12,7 @@
 #include "tests/support/broker_process.h"
 #include "tests/support/cli_run.h"
 #include "tests/support/client_fixtures.h"
+#include "tests/support/cluster.h"
 
 using namespace txmq;
 using namespace txmq::test;
@@ -22,19 +20,13 @@ using client::Millis;
 
 namespace {
 
-// A loopback port free a moment ago: a follower's config must name every broker's address
-// before either starts. Another process may take it meanwhile; Cluster retries then.
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  socklen_t len = sizeof(a);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
+// A loopback address free a moment ago: a follower's config must name every broker's
+// address before either starts. Another process may take it meanwhile; LeaderAndFollower
+// retries then.
+std::string free_address() {
+  const std::uint16_t port = reserve_port();
+  REQUIRE(port != 0);
+  return "127.0.0.1:" + std::to_string(port);
 }
 
 // Sync mode. min_insync 2 by default: a confirm means both disks. A failover test takes 1
@@ -53,11 +45,11 @@ std::string replication_toml(const std::string& id, const char* role, const std:
 }
 
 // b1 leads, b2 follows; both started, and b2 in the leader's in-sync set.
-struct Cluster {
-  explicit Cluster(Settings settings = {}) {
+struct LeaderAndFollower {
+  explicit LeaderAndFollower(Settings settings = {}) {
     for (int attempt = 0; attempt < 5 && !follower; ++attempt) {
-      const std::string b1 = "127.0.0.1:" + std::to_string(free_port());
-      const std::string b2 = "127.0.0.1:" + std::to_string(free_port());
+      const std::string b1 = free_address();
+      const std::string b2 = free_address();
       BrokerOptions lo;
       lo.listen = b1;
       lo.config_toml = replication_toml("b1", "leader", b1, b2, settings);
@@ -96,43 +88,28 @@ struct Cluster {
   std::unique_ptr<BrokerProcess> follower;
 };
 
-client::Producer::Options idempotent(const std::string& brokers) {
-  auto o = producer_options(brokers);
-  o.idempotent = true;
-  return o;
-}
-
-std::vector<std::string> stored(const std::string& address) {
-  client::Admin admin(client_options(address));
-  auto r = admin.fetch("orders", 0, 0, 100, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-  std::vector<std::string> bodies;
-  for (const auto& d : *r) bodies.push_back(d.body);
-  return bodies;
-}
-
 }  // namespace
 
 TEST_CASE("a producer given follower,leader, and one given the follower alone, are confirmed through the leader") {
-  Cluster cluster;
+  LeaderAndFollower cluster;
   {
-    client::Producer producer(idempotent(cluster.both()));
+    client::Producer producer(idempotent_producer_options(cluster.both()));
     for (const char* body : {"a", "b"}) {
       auto r = producer.send("orders", text(body), kWait);
       REQUIRE_MESSAGE(r.ok(), describe(r));
     }
   }
   {
-    client::Producer producer(idempotent(cluster.follower->address()));
+    client::Producer producer(idempotent_producer_options(cluster.follower->address()));
     auto r = producer.send("orders", text("c"), kWait);
     REQUIRE_MESSAGE(r.ok(), describe(r));
     CHECK(r->offset == 2);
   }
-  CHECK(stored(cluster.leader->address()) == std::vector<std::string>{"a", "b", "c"});
+  CHECK(stored_bodies(cluster.leader->address(), "orders") == std::vector<std::string>{"a", "b", "c"});
 }
 
 TEST_CASE("the follower's NotLeader names the leader's address, and the next send goes there") {
-  Cluster cluster;
+  LeaderAndFollower cluster;
   client::Producer producer(producer_options(cluster.follower->address()));
   auto refused = producer.send("orders", text("refused"), kWait);
   REQUIRE_FALSE(refused.ok());
@@ -140,11 +117,11 @@ TEST_CASE("the follower's NotLeader names the leader's address, and the next sen
   CHECK(refused.error().leader == cluster.leader->address());
   auto r = producer.send("orders", text("accepted"), kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
-  CHECK(stored(cluster.leader->address()) == std::vector<std::string>{"accepted"});
+  CHECK(stored_bodies(cluster.leader->address(), "orders") == std::vector<std::string>{"accepted"});
 }
 
 TEST_CASE("txmq cluster status answers on the leader and on the follower") {
-  Cluster cluster;
+  LeaderAndFollower cluster;
   auto leader = run_cli({"--broker", cluster.leader->address(), "cluster", "status"});
   CHECK_MESSAGE(leader.exit_code == 0, leader.err);
   CAPTURE(leader.out);
@@ -159,7 +136,7 @@ TEST_CASE("txmq cluster status answers on the leader and on the follower") {
 }
 
 TEST_CASE("txmq cluster digest prints the same store on the leader and the follower once it caught up") {
-  Cluster cluster;
+  LeaderAndFollower cluster;
   produce_all(cluster.leader->address(), "orders", numbered("m", 20));
   client::Admin leader(client_options(cluster.leader->address()));
   client::Admin follower(client_options(cluster.follower->address()));
@@ -187,10 +164,10 @@ TEST_CASE("txmq cluster digest prints the same store on the leader and the follo
 }
 
 TEST_CASE("after the leader's kill -9 and txmq cluster promote on the follower, an idempotent producer carries on there") {
-  Cluster cluster(Settings{1, 1000});
+  LeaderAndFollower cluster(Settings{1, 1000});
   std::mutex mu;
   std::vector<Result<client::SendReceipt>> results;
-  client::Producer producer(idempotent(cluster.in_order()));
+  client::Producer producer(idempotent_producer_options(cluster.in_order()));
   auto before = producer.send("orders", text("before"), kWait);
   REQUIRE_MESSAGE(before.ok(), describe(before));
   // Confirmed in sync mode: on the follower's disk too.
@@ -215,11 +192,11 @@ TEST_CASE("after the leader's kill -9 and txmq cluster promote on the follower, 
   }
   auto after = producer.send("orders", text("after"), kWait);
   REQUIRE_MESSAGE(after.ok(), describe(after));
-  CHECK(stored(cluster.follower->address()) == std::vector<std::string>{"before", "during", "after"});
+  CHECK(stored_bodies(cluster.follower->address(), "orders") == std::vector<std::string>{"before", "during", "after"});
 }
 
 TEST_CASE("txmq cluster promote on the leader is refused with the broker's reason") {
-  Cluster cluster;
+  LeaderAndFollower cluster;
   auto r = run_cli({"--broker", cluster.leader->address(), "cluster", "promote"});
   CHECK(r.exit_code == 1);
   CHECK_MESSAGE(r.err.find("already leads") != std::string::npos, r.err);

@@ -163,46 +163,30 @@ struct Leader {
   BrokerProcess broker;
 };
 
-client::Producer::Options idempotent(const std::string& brokers) {
-  auto o = producer_options(brokers);
-  o.idempotent = true;
-  return o;
-}
-
-// Every message of the topic's partition 0, read from the leader.
-std::vector<std::string> stored(const std::string& address) {
-  client::Admin admin(client_options(address));
-  auto r = admin.fetch("orders", 0, 0, 100, kWait);
-  REQUIRE_MESSAGE(r.ok(), describe(r));
-  std::vector<std::string> bodies;
-  for (const auto& d : *r) bodies.push_back(d.body);
-  return bodies;
-}
-
 }  // namespace
 
 TEST_CASE("an idempotent producer pointed at a follower alone has its send confirmed by the leader, once") {
   Leader leader;
   FakeFollower follower(leader.broker.address());
-  client::Producer producer(idempotent(follower.address()));
+  client::Producer producer(idempotent_producer_options(follower.address()));
   auto r = producer.send("orders", text("first"), kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
   CHECK(follower.refused() >= 1);
   auto again = producer.send("orders", text("second"), kWait);
   REQUIRE_MESSAGE(again.ok(), describe(again));
   CHECK(again->offset == r->offset + 1);
-  CHECK(stored(leader.broker.address()) == std::vector<std::string>{"first", "second"});
+  CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"first", "second"});
 }
 
 TEST_CASE("a producer given follower,leader has its sends confirmed through the leader") {
   Leader leader;
   FakeFollower follower(leader.broker.address());
-  client::Producer producer(idempotent(follower.address() + "," + leader.broker.address()));
+  client::Producer producer(idempotent_producer_options(follower.address() + "," + leader.broker.address()));
   for (int i = 0; i < 3; ++i) {
     auto r = producer.send("orders", text("m" + std::to_string(i)), kWait);
     REQUIRE_MESSAGE(r.ok(), describe(r));
   }
-  CHECK(stored(leader.broker.address()) == std::vector<std::string>{"m0", "m1", "m2"});
+  CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"m0", "m1", "m2"});
 }
 
 TEST_CASE("a send that may not be resent fails with the follower's retryable NotLeader; the next one reaches the leader") {
@@ -216,17 +200,17 @@ TEST_CASE("a send that may not be resent fails with the follower's retryable Not
   CHECK(refused.error().leader == leader.broker.address());
   auto r = producer.send("orders", text("accepted"), kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
-  CHECK(stored(leader.broker.address()) == std::vector<std::string>{"accepted"});
+  CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"accepted"});
 }
 
 TEST_CASE("a follower that names no leader is passed over for the next broker of the list") {
   Leader leader;
   FakeFollower follower("");
-  client::Producer producer(idempotent(follower.address() + "," + leader.broker.address()));
+  client::Producer producer(idempotent_producer_options(follower.address() + "," + leader.broker.address()));
   auto r = producer.send("orders", text("through"), kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
   CHECK(follower.refused() >= 1);
-  CHECK(stored(leader.broker.address()) == std::vector<std::string>{"through"});
+  CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"through"});
 }
 
 TEST_CASE("a consumer pointed at a follower subscribes at the leader and receives") {
@@ -269,7 +253,7 @@ TEST_CASE("a transactional producer pointed at a follower commits through the le
       "orders", text("paid"), [](std::uint64_t) { return client::LocalTransactionState::kCommit; }, kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
   CHECK(r->state == client::TxnState::kCommitted);
-  CHECK(stored(leader.broker.address()) == std::vector<std::string>{"paid"});
+  CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"paid"});
 }
 
 TEST_CASE("a connection that fails moves on to the next broker of the list") {

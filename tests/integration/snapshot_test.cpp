@@ -8,23 +8,24 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "tests/support/client_fixtures.h"
-#include "tests/support/cluster.h"
-#include "tests/support/raw_frames.h"
+#include "tests/support/cluster_fixtures.h"
 
 namespace {
 
 using namespace std::chrono_literals;
-using txmq::ErrorCode;
-using txmq::Result;
 using txmq::client::Millis;
+using txmq::test::ask;
+using txmq::test::check_same_digests;
 using txmq::test::Cluster;
 using txmq::test::ClusterOptions;
-using txmq::test::kWait;
+using txmq::test::describe;
+using txmq::test::stop_all;
+using txmq::test::view;
+using txmq::test::wait_caught_up;
+using txmq::test::wait_in_sync;
 using txmq::test::wait_until;
 
 // Replication under ASan on two shared cores: catching up takes seconds, not milliseconds.
@@ -35,84 +36,6 @@ ClusterOptions cluster_options(const std::string& chunk_bytes) {
   ClusterOptions o;
   o.replication_toml = "log_max_bytes = \"64KiB\"\nsnapshot_chunk_bytes = \"" + chunk_bytes + "\"\n";
   return o;
-}
-
-// One request on a session of its own (hello first); the answer, or why there is none.
-Result<txmq::test::ReceivedFrame> ask(const std::string& address, const flatbuffers::FlatBufferBuilder& request) {
-  auto conn = txmq::test::RawConnection::connect(address, 2s);
-  if (!conn) return conn.error();
-  if (auto st = conn->send_frame(txmq::test::hello(1)); !st) return st.error();
-  auto hello = conn->read_frame(kWait);
-  if (!hello) return hello.error();
-  if (hello->type() != txmq::wire::Body::HelloOk) return txmq::Error(ErrorCode::kInternal, "hello refused");
-  if (auto st = conn->send_frame(request); !st) return st.error();
-  return conn->read_frame(kWait);
-}
-
-struct ClusterView {
-  std::string role;
-  std::uint64_t first_index = 0, last_index = 0, commit_index = 0;
-  std::size_t in_sync = 0;
-  bool installing_snapshot = false;
-};
-
-std::optional<ClusterView> view(const std::string& address) {
-  auto f = ask(address, txmq::test::cluster_status(2));
-  if (!f) return std::nullopt;
-  const auto* info = f->frame().body_as_ClusterInfo();
-  if (info == nullptr) return std::nullopt;
-  return ClusterView{info->role() ? info->role()->str() : "", info->first_index(), info->last_index(),
-                     info->commit_index(), info->in_sync() ? info->in_sync()->size() : 0,
-                     info->installing_snapshot()};
-}
-
-std::string describe(const std::optional<ClusterView>& v) {
-  if (!v) return "no ClusterInfo";
-  return v->role + " log " + std::to_string(v->first_index) + ".." + std::to_string(v->last_index) + " commit " +
-         std::to_string(v->commit_index) + " in sync " + std::to_string(v->in_sync);
-}
-
-void wait_in_sync(Cluster& cluster, std::size_t members) {
-  std::optional<ClusterView> last;
-  bool ok = wait_until(
-      [&] {
-        last = view(cluster.address(0));
-        return last && last->role == "leader" && last->in_sync == members && last->commit_index == last->last_index;
-      },
-      kCatchUp, 20ms);
-  REQUIRE_MESSAGE(ok, "the leader never had " << members << " in sync: " << describe(last));
-}
-
-void wait_caught_up(Cluster& cluster, std::size_t i) {
-  std::optional<ClusterView> f, l;
-  bool ok = wait_until(
-      [&] {
-        l = view(cluster.address(0));
-        f = view(cluster.address(i));
-        return l && f && f->last_index == l->last_index;
-      },
-      kCatchUp, 20ms);
-  REQUIRE_MESSAGE(ok, cluster.id(i) << " did not catch up: " << describe(f) << "; leader " << describe(l));
-}
-
-// Each stopped store's `txmq-broker --digest`, the same for every member.
-void check_same_digests(Cluster& cluster) {
-  std::vector<std::string> digests;
-  for (std::size_t i = 0; i < cluster.size(); ++i) {
-    auto d = txmq::test::store_digest(cluster.data_dir(i));
-    REQUIRE_MESSAGE(d.ok(), txmq::test::describe(d));
-    digests.push_back(*d);
-  }
-  for (std::size_t i = 1; i < digests.size(); ++i) {
-    INFO(cluster.id(0) << ":\n" << digests[0] << cluster.id(i) << ":\n" << digests[i]);
-    CHECK(digests[i] == digests[0]);
-  }
-}
-
-// The leader first: then the followers have nothing more to fetch.
-void stop_all(Cluster& cluster) {
-  CHECK(cluster.broker(0).terminate() == 0);
-  for (std::size_t i = 1; i < cluster.size(); ++i) CHECK(cluster.broker(i).terminate() == 0);
 }
 
 // Bodies of about `size` bytes, numbered.
@@ -131,7 +54,7 @@ double metric(Cluster& cluster, std::size_t i, const std::string& sample) {
 void start_with_trimmed_log(Cluster& cluster, int messages, std::size_t size) {
   auto st = cluster.start_all();
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  wait_in_sync(cluster, 3);
+  wait_in_sync(cluster, 0, 3, kCatchUp);
   const std::string leader = cluster.address(0);
   txmq::test::create_topic(leader, "events", 2);
   txmq::test::produce_all(leader, "events", bodies("before-", messages, size));
@@ -152,7 +75,7 @@ void start_with_trimmed_log(Cluster& cluster, int messages, std::size_t size) {
   }
   REQUIRE(cluster.broker(2).terminate() == 0);
   cluster.wipe(2);
-  wait_in_sync(cluster, 2);
+  wait_in_sync(cluster, 0, 2, kCatchUp);
   txmq::test::produce_all(leader, "events", bodies("while-down-", messages / 4, size));
   auto v = view(leader);
   REQUIRE(v);
@@ -173,16 +96,16 @@ TEST_CASE("a follower started empty after the log was trimmed catches up through
   CHECK(metric(cluster, 2, "txmq_replication_snapshot_bytes_total") > 100'000);
   CHECK(metric(cluster, 0, "txmq_replication_snapshots_served_total") == 1);
   CHECK(cluster.broker(2).log_contents().find("snapshot installed") != std::string::npos);
-  wait_caught_up(cluster, 2);
-  wait_in_sync(cluster, 3);
+  wait_caught_up(cluster, 2, 0, kCatchUp);
+  wait_in_sync(cluster, 0, 3, kCatchUp);
   auto v = view(cluster.address(2));
   REQUIRE(v);
   CHECK(!v->installing_snapshot);
 
   // It follows the log from the snapshot on.
   txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
-  wait_caught_up(cluster, 1);
-  wait_caught_up(cluster, 2);
+  wait_caught_up(cluster, 1, 0, kCatchUp);
+  wait_caught_up(cluster, 2, 0, kCatchUp);
   stop_all(cluster);
   check_same_digests(cluster);
 }
@@ -227,12 +150,12 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
   REQUIRE_MESSAGE(wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshots_total") == 1; }, kCatchUp, 20ms),
                   cluster.broker(2).log_contents(4096));
   CHECK(cluster.broker(2).log_contents().find("did not finish") != std::string::npos);
-  wait_caught_up(cluster, 2);
-  wait_in_sync(cluster, 3);
+  wait_caught_up(cluster, 2, 0, kCatchUp);
+  wait_in_sync(cluster, 0, 3, kCatchUp);
 
   txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
-  wait_caught_up(cluster, 1);
-  wait_caught_up(cluster, 2);
+  wait_caught_up(cluster, 1, 0, kCatchUp);
+  wait_caught_up(cluster, 2, 0, kCatchUp);
   stop_all(cluster);
   check_same_digests(cluster);
 }

@@ -80,6 +80,13 @@ inline client::Producer::Options producer_options(const std::string& address) {
   return o;
 }
 
+// The same with idempotence on; `brokers` may be a list (follow the leader).
+inline client::Producer::Options idempotent_producer_options(const std::string& brokers) {
+  auto o = producer_options(brokers);
+  o.idempotent = true;
+  return o;
+}
+
 // Options for a broker on a data directory that outlives it (a TempDir of the test), so
 // that a restart or a second broker finds the same store; listening on `listen`.
 inline BrokerOptions on_data_dir(const std::string& dir, const std::string& listen = "127.0.0.1:0") {
@@ -151,6 +158,21 @@ inline std::vector<client::SendReceipt> produce_all(const std::string& address, 
     receipts.push_back(*r);
   }
   return receipts;
+}
+
+// Every body stored in partition 0 of a topic, in offset order.
+inline std::vector<std::string> stored_bodies(const std::string& address, const std::string& topic) {
+  client::Admin admin(client_options(address));
+  std::vector<std::string> out;
+  for (std::uint64_t offset = 0;;) {
+    auto batch = admin.fetch(topic, 0, offset, 500, kWait);
+    REQUIRE_MESSAGE(batch.ok(), describe(batch));
+    if (batch->empty()) return out;
+    for (const auto& d : *batch) {
+      out.push_back(d.body);
+      offset = d.offset + 1;
+    }
+  }
 }
 
 inline client::RetrySchedule schedule(std::vector<client::Millis> delays, std::uint32_t max_deliveries = 16) {

@@ -12,70 +12,22 @@
 #include "broker/storage/layout.h"
 #include "broker/storage/redo.h"
 #include "broker/storage/store.h"
-#include "tests/support/broker_process.h"
+#include "tests/support/store_fixtures.h"
 
 using namespace txmq;
 using namespace txmq::broker::storage;
+using txmq::test::as_bytes;
+using txmq::test::catch_up;
+using txmq::test::check_same;
+using txmq::test::digest;
+using txmq::test::open_logging_store;
 using txmq::test::TempDir;
-
-namespace {
-
-std::span<const std::uint8_t> as_bytes(std::string_view s) {
-  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
-
-std::unique_ptr<Store> open_store(const std::string& dir) {
-  auto store = Store::open(StoreOptions{dir, 256ull << 20, SyncMode::kDurable});
-  REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().describe()));
-  (*store)->set_logging(true);  // as replication turns it on
-  return std::move(*store);
-}
-
-// Runs fn in one committed top-level transaction.
-void write(Store& store, const std::function<void(WriteTxn&)>& fn) {
-  auto txn = store.begin_write(nullptr);
-  REQUIRE(txn.ok());
-  fn(**txn);
-  auto st = (*txn)->commit();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-}
-
-// Applies every record of `from` the follower does not have yet, in one transaction.
-void catch_up(const Store& from, Store& to) {
-  auto records = from.read_log_records(to.log_position().last_index + 1, 1 << 30, Store::RecordForm::kExpanded);
-  REQUIRE(records.ok());
-  write(to, [&](WriteTxn& txn) {
-    for (const auto& r : *records) {
-      auto st = txn.apply_record(r.index, r.bytes);
-      REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-    }
-  });
-}
-
-std::vector<KeySpaceDigest> digest(const Store& store) {
-  auto d = store.digest();
-  REQUIRE(d.ok());
-  return *d;
-}
-
-void check_same(const Store& a, const Store& b) {
-  auto da = digest(a), db = digest(b);
-  REQUIRE(da.size() == db.size());
-  for (std::size_t i = 0; i < da.size(); ++i) {
-    INFO("key space " << da[i].key_space);
-    CHECK(da[i].entries == db[i].entries);
-    CHECK(da[i].sha256 == db[i].sha256);
-  }
-  CHECK(a.log_position().last_index == b.log_position().last_index);
-  CHECK(a.log_position().epoch == b.log_position().epoch);
-}
-
-}  // namespace
+using txmq::test::write;
 
 TEST_CASE("a follower that applies the leader's records holds the leader's store, key space by key space") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_logging_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   TopicMeta topic;
@@ -135,14 +87,14 @@ TEST_CASE("a follower that applies the leader's records holds the leader's store
 
   // The follower's log survives a restart as it was.
   follower.reset();
-  follower = open_store(dir_b.path());
+  follower = open_logging_store(dir_b.path());
   check_same(*leader, *follower);
 }
 
 TEST_CASE("a record out of order or that does not decode is refused and nothing of it is applied") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_logging_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("b", 1, 1).ok()); });
@@ -169,8 +121,8 @@ TEST_CASE("a record out of order or that does not decode is refused and nothing 
 
 TEST_CASE("a transaction that applies records may write nothing of its own") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_logging_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   auto records = leader->read_log_records(1, 1 << 20);
@@ -183,7 +135,7 @@ TEST_CASE("a transaction that applies records may write nothing of its own") {
 
 TEST_CASE("the log is trimmed past its size, never past what a follower still needs") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_logging_store(dir.path());
   store->set_log_retention(0, UINT64_MAX / 2);  // keep nothing more than the newest record
   store->set_log_keep_from(5);
   for (int i = 0; i < 10; ++i) write(*store, [&](WriteTxn& txn) { REQUIRE(txn.create_topic("t" + std::to_string(i), 1, 1).ok()); });
@@ -311,8 +263,8 @@ Truncation truncate(Store& store, std::uint64_t from) {
 
 TEST_CASE("truncation undoes the log's newest records exactly, on the store that wrote them and on a follower") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_logging_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
@@ -349,7 +301,7 @@ TEST_CASE("truncation undoes the log's newest records exactly, on the store that
 
   // After a truncation the log goes on from there: another leader's records apply.
   TempDir dir_c;
-  auto other = open_store(dir_c.path());
+  auto other = open_logging_store(dir_c.path());
   other->set_log_retention(1ull << 30, UINT64_MAX / 2);
   catch_up(*leader, *other);
   write_every_kind(*other, 7);
@@ -357,14 +309,14 @@ TEST_CASE("truncation undoes the log's newest records exactly, on the store that
   check_same(*other, *follower);
   // The truncation survived a restart.
   leader.reset();
-  leader = open_store(dir_a.path());
+  leader = open_logging_store(dir_a.path());
   CHECK(leader->log_position().last_index == base);
   check_digest(*leader, base_digest);
 }
 
 TEST_CASE("a record whose undo image is gone is not truncated, nor any record with it") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_logging_store(dir.path());
   store->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   auto at = write_every_kind(*store, 1);
@@ -387,7 +339,7 @@ TEST_CASE("a record whose undo image is gone is not truncated, nor any record wi
 
 TEST_CASE("a store without logging keeps no undo images") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_logging_store(dir.path());
   store->set_logging(false);
   write_every_kind(*store, 1);
   // No record; its epoch began past a base, since the store held state by then.
@@ -403,7 +355,7 @@ TEST_CASE("a store without logging keeps no undo images") {
 
 TEST_CASE("a message is kept once: its record refers to it, and a follower is sent its bytes") {
   TempDir dir_a, dir_b, dir_c;
-  auto leader = open_store(dir_a.path());
+  auto leader = open_logging_store(dir_a.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   TopicMeta topic;
@@ -425,7 +377,7 @@ TEST_CASE("a message is kept once: its record refers to it, and a follower is se
 
   // Deleted again by a later record not yet committed: still sent, from the undo image.
   write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.delete_topic("short-lived").ok()); });
-  auto follower = open_store(dir_b.path());
+  auto follower = open_logging_store(dir_b.path());
   auto records = leader->read_log_records(1, 1 << 30, Store::RecordForm::kExpanded);
   REQUIRE(records.ok());
   write(*follower, [&](WriteTxn& txn) {
@@ -439,14 +391,14 @@ TEST_CASE("a message is kept once: its record refers to it, and a follower is se
   // Once the deletion is committed the message may be left out: the follower ends the same.
   leader->set_undo_keep_from(leader->log_position().last_index + 1);
   write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.create_topic("after", 1, 1).ok()); });
-  auto late = open_store(dir_c.path());
+  auto late = open_logging_store(dir_c.path());
   catch_up(*leader, *late);
   check_same(*leader, *late);
 }
 
 TEST_CASE("the writer's tick is no replicated change: no record, and no digest moves") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_logging_store(dir.path());
   write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   const auto before = digest(*store);
   const std::uint64_t last = store->log_position().last_index;
@@ -538,7 +490,7 @@ TEST_CASE("a batch of messages carries its partition's record once, and truncate
 
 TEST_CASE("a store that ran without replication starts its log past a base: its state is in no record") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_logging_store(dir.path());
   store->set_logging(false);
   write(*store, [](WriteTxn& txn) { REQUIRE(txn.create_topic("older", 1, 1).ok()); });
   CHECK(store->log_position().last_index == 0);
@@ -554,12 +506,12 @@ TEST_CASE("a store that ran without replication starts its log past a base: its 
   CHECK(epochs->front().first_index == 2);
   // Reopened, the log goes on from there.
   store.reset();
-  store = open_store(dir.path());
+  store = open_logging_store(dir.path());
   CHECK(store->log_position().last_index == 2);
 
   // A store that never held anything starts its log at 1.
   TempDir fresh_dir;
-  auto fresh = open_store(fresh_dir.path());
+  auto fresh = open_logging_store(fresh_dir.path());
   write(*fresh, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   CHECK(fresh->log_position().last_index == 1);
 }

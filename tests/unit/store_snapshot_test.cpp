@@ -11,33 +11,22 @@
 
 #include "broker/storage/layout.h"
 #include "broker/storage/store.h"
-#include "tests/support/broker_process.h"
+#include "tests/support/store_fixtures.h"
 
 using namespace txmq;
 using namespace txmq::broker::storage;
+using txmq::test::as_bytes;
+using txmq::test::check_same;
 using txmq::test::TempDir;
+using txmq::test::write;
 
 namespace {
 
-std::span<const std::uint8_t> as_bytes(std::string_view s) {
-  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
-
+// Keeps its whole log: catch_up reads the records past a snapshot's index from it.
 std::unique_ptr<Store> open_store(const std::string& dir) {
-  auto store = Store::open(StoreOptions{dir, 256ull << 20, SyncMode::kDurable});
-  REQUIRE_MESSAGE(store.ok(), (store.ok() ? "" : store.error().describe()));
-  (*store)->set_logging(true);  // as replication turns it on
-  (*store)->set_log_retention(1ull << 30, UINT64_MAX / 2);
-  return std::move(*store);
-}
-
-// Runs fn in one committed top-level transaction.
-void write(Store& store, const std::function<void(WriteTxn&)>& fn) {
-  auto txn = store.begin_write(nullptr);
-  REQUIRE(txn.ok());
-  fn(**txn);
-  auto st = (*txn)->commit();
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  auto store = txmq::test::open_logging_store(dir);
+  store->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  return store;
 }
 
 void check_ok(const Status& st) { REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st)); }
@@ -89,24 +78,6 @@ TopicMeta fill(Store& store) {
   return topic;
 }
 
-std::vector<KeySpaceDigest> digest(const Store& store) {
-  auto d = store.digest();
-  REQUIRE(d.ok());
-  return *d;
-}
-
-void check_same(const Store& a, const Store& b) {
-  auto da = digest(a), db = digest(b);
-  REQUIRE(da.size() == db.size());
-  for (std::size_t i = 0; i < da.size(); ++i) {
-    INFO("key space " << da[i].key_space);
-    CHECK(da[i].entries == db[i].entries);
-    CHECK(da[i].sha256 == db[i].sha256);
-  }
-  CHECK(a.log_position().last_index == b.log_position().last_index);
-  CHECK(a.log_position().epoch == b.log_position().epoch);
-}
-
 // Streams `snapshot` into `to` as a follower does: begin, one transaction per chunk,
 // finish. Stops after `max_chunks` chunks (without finishing) when given. Returns the
 // number of chunks installed.
@@ -142,15 +113,13 @@ std::unique_ptr<Snapshot> open_snapshot(const Store& store) {
   return std::move(*snapshot);
 }
 
-// Applies every record of `from` past `to`'s log, in one transaction.
+// Applies every record of `from` past `to`'s log, in one transaction: there must be some,
+// and the first must be the one right after `to`'s log.
 void catch_up(const Store& from, Store& to) {
-  auto records = from.read_log_records(to.log_position().last_index + 1, 1 << 30, Store::RecordForm::kExpanded);
-  REQUIRE(records.ok());
-  REQUIRE(!records->empty());
-  CHECK(records->front().index == to.log_position().last_index + 1);
-  write(to, [&](WriteTxn& txn) {
-    for (const auto& r : *records) check_ok(txn.apply_record(r.index, r.bytes));
-  });
+  const std::uint64_t next = to.log_position().last_index + 1;
+  const auto records = txmq::test::catch_up(from, to);
+  REQUIRE(!records.empty());
+  CHECK(records.front().index == next);
 }
 
 }  // namespace

@@ -1,0 +1,128 @@
+// What the integration tests that run a Cluster share: a member's ClusterStatus as a small
+// value, waits on the leader's in-sync set and on a follower's log, and the end of a test
+// that stops every member and compares their stores.
+//
+// The waits take the test's deadline: how long replication may take differs from test to
+// test. Everything here REQUIREs or CHECKs on failure, so call it from the test's own thread.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/support/client_fixtures.h"
+#include "tests/support/cluster.h"
+#include "tests/support/raw_frames.h"
+
+namespace txmq::test {
+
+// One request on a session of its own (hello first: a follower answers the hello and the
+// cluster requests); the answer, or why there is none.
+inline Result<ReceivedFrame> ask(const std::string& address, const flatbuffers::FlatBufferBuilder& request) {
+  using namespace std::chrono_literals;
+  auto conn = RawConnection::connect(address, 2s);
+  if (!conn) return conn.error();
+  if (auto st = conn->send_frame(hello(1)); !st) return st.error();
+  auto answer = conn->read_frame(kWait);
+  if (!answer) return answer.error();
+  if (answer->type() != wire::Body::HelloOk) return Error(ErrorCode::kInternal, "hello refused");
+  if (auto st = conn->send_frame(request); !st) return st.error();
+  return conn->read_frame(kWait);
+}
+
+// What a broker's ClusterStatus says, the parts the tests look at.
+struct ClusterView {
+  std::string role;  // "leader", "follower"
+  std::uint64_t epoch = 0;
+  std::uint64_t first_index = 0;  // of its log
+  std::uint64_t last_index = 0;
+  std::uint64_t commit_index = 0;
+  std::set<std::string> in_sync;  // member ids
+  bool installing_snapshot = false;
+};
+
+// The member's ClusterStatus; nullopt when it does not answer one.
+inline std::optional<ClusterView> view(const std::string& address) {
+  auto f = ask(address, cluster_status(2));
+  if (!f) return std::nullopt;
+  const auto* info = f->frame().body_as_ClusterInfo();
+  if (info == nullptr) return std::nullopt;
+  ClusterView v;
+  v.role = info->role() ? info->role()->str() : "";
+  v.epoch = info->epoch();
+  v.first_index = info->first_index();
+  v.last_index = info->last_index();
+  v.commit_index = info->commit_index();
+  if (info->in_sync())
+    for (const auto* id : *info->in_sync()) v.in_sync.insert(id->str());
+  v.installing_snapshot = info->installing_snapshot();
+  return v;
+}
+
+inline std::string describe(const std::optional<ClusterView>& v) {
+  if (!v) return "no ClusterInfo";
+  std::string s = v->role + " epoch " + std::to_string(v->epoch) + " log " + std::to_string(v->first_index) + ".." +
+                  std::to_string(v->last_index) + " commit " + std::to_string(v->commit_index) + " in sync {";
+  for (const auto& id : v->in_sync) s += " " + id;
+  return s + " }" + (v->installing_snapshot ? " installing a snapshot" : "");
+}
+
+// Waits until member `leader` leads with `members` in its in-sync set and, when
+// `committed`, a commit index that covers its whole log (below min_insync it cannot).
+inline void wait_in_sync(Cluster& cluster, std::size_t leader, std::size_t members, client::Millis deadline,
+                         bool committed = true) {
+  using namespace std::chrono_literals;
+  std::optional<ClusterView> last;
+  bool ok = wait_until(
+      [&] {
+        last = view(cluster.address(leader));
+        return last && last->role == "leader" && last->in_sync.size() == members &&
+               (!committed || last->commit_index == last->last_index);
+      },
+      deadline, 20ms);
+  REQUIRE_MESSAGE(ok, cluster.id(leader) << " never had " << members << " in sync: " << describe(last));
+}
+
+// Waits until member i's log ends where member `leader`'s does.
+inline void wait_caught_up(Cluster& cluster, std::size_t i, std::size_t leader, client::Millis deadline) {
+  using namespace std::chrono_literals;
+  std::optional<ClusterView> f, l;
+  bool ok = wait_until(
+      [&] {
+        l = view(cluster.address(leader));
+        f = view(cluster.address(i));
+        return l && f && f->last_index == l->last_index;
+      },
+      deadline, 20ms);
+  REQUIRE_MESSAGE(ok, cluster.id(i) << " did not catch up: " << describe(f) << "; leader " << describe(l));
+}
+
+// Stops every member, the leader first: once it is gone the followers have nothing more
+// to fetch, so their stores stay where the leader's ended.
+inline void stop_all(Cluster& cluster) {
+  CHECK(cluster.broker(cluster.leader()).terminate() == 0);
+  for (std::size_t i = 0; i < cluster.size(); ++i)
+    if (i != cluster.leader()) CHECK(cluster.broker(i).terminate() == 0);
+}
+
+// Each stopped member's `txmq-broker --digest`, checked to be the same for every member;
+// returns member 0's.
+inline std::string check_same_digests(Cluster& cluster) {
+  std::vector<std::string> digests;
+  for (std::size_t i = 0; i < cluster.size(); ++i) {
+    auto d = store_digest(cluster.data_dir(i));
+    REQUIRE_MESSAGE(d.ok(), describe(d));
+    digests.push_back(*d);
+  }
+  for (std::size_t i = 1; i < digests.size(); ++i) {
+    INFO(cluster.id(0) << ":\n" << digests[0] << cluster.id(i) << ":\n" << digests[i]);
+    CHECK(digests[i] == digests[0]);
+  }
+  return digests[0];
+}
+
+}  // namespace txmq::test
