@@ -452,8 +452,8 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
 
 TEST_CASE("a batch of messages carries its partition's record once, and truncates back to the record before") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_logging_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
   leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
