@@ -441,6 +441,7 @@ class Fetcher {
       a.truncate_to = r->truncate_to();
       a.needs_snapshot = r->needs_snapshot();
       std::vector<storage::LogRecord> records;
+      if (r->records()) records.reserve(r->records()->size());
       if (r->records())
         for (const auto* rec : *r->records())
           records.push_back({rec->index(), rec->data() ? std::vector<std::uint8_t>(rec->data()->begin(), rec->data()->end())
