@@ -132,9 +132,8 @@ class RecordExpander {
   void write(std::span<std::uint8_t> out) const;
 
  private:
-  // A run of the stored record copied as it is, or (value non-empty or a ref) a kPutRef
-  // written as a kPut: `bytes` its space byte, key length and key, then value's length and
-  // value.
+  // A run of the stored record copied as it is, or (ref) a kPutRef written as a kPut: the
+  // kind byte, `bytes` (its space byte, key length and key), value's length and value.
   struct Piece {
     std::span<const std::uint8_t> bytes;
     std::span<const std::uint8_t> value;
