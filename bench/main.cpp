@@ -33,6 +33,7 @@
 #include "child_process.h"
 #include "lmdb_baseline.h"
 #include "common/address.h"
+#include "common/command_line.h"
 #include "txmq/client.h"
 
 namespace {
@@ -493,7 +494,7 @@ int main(int argc, char** argv) {
   app.add_option("--callback-processes", callbacks.processes,
                  "with --callbacks: notifier processes of one consumer group, splitting the concurrency")
       ->check(CLI::Range(1, 16));
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = txmq::common::parse_command_line(app, argc, argv)) return *code;
   // A CA or a certificate means TLS: nobody gives one to talk in plain text.
   if (!tls.ca_file.empty() || !tls.cert_file.empty()) tls.enabled = true;
   if (tls.cert_file.empty() != tls.key_file.empty()) {

@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "broker/storage/store.h"
 #include "broker/storage/store_check.h"
+#include "common/command_line.h"
 #include "common/version.h"
 
 namespace {
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
                "print the store's digest (per key space: name, entries, SHA-256; then "
                "\"last_index N epoch E\" of the replication log) and exit: 0, or 1 with the error. "
                "For a stopped broker's store: compares replicas");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = txmq::common::parse_command_line(app, argc, argv)) return *code;
 
   BrokerConfig config;
   if (!config_file.empty()) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "common/command_line.h"
 #include "common/version.h"
 
 int main(int argc, char** argv) {
@@ -33,7 +34,7 @@ int main(int argc, char** argv) {
   groups.push_back(add_users_commands(app));
   groups.push_back(add_cluster_commands(app));
 
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = txmq::common::parse_command_line(app, argc, argv)) return *code;
   if (auto st = global.read_credentials(); !st) {
     fail(st.error());
     return 2;  // bad usage

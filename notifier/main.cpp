@@ -8,6 +8,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "common/command_line.h"
 #include "common/version.h"
 #include "notifier/notifier.h"
 
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
   bool no_metrics = false;
   app.add_flag("--no-metrics", no_metrics, "serve no metrics (as notifier.metrics_listen = \"\")");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (notifier.log_level)");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = txmq::common::parse_command_line(app, argc, argv)) return *code;
 
   auto loaded = txmq::notifier::load_config_file(config_file);
   if (!loaded) {

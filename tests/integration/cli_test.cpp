@@ -100,6 +100,18 @@ TEST_CASE("produce to an unknown topic exits non-zero with UnknownTopic on stder
   CHECK_MESSAGE(r.err.find("UnknownTopic") != std::string::npos, "stderr: " << r.err);
 }
 
+TEST_CASE("a bad command line exits 2 with a hint; --help and --version exit 0") {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--no-such-flag", "stats"}, {"topic", "create"}, {"--request-timeout-ms", "soon", "stats"}, {}}) {
+    CAPTURE(args.size());
+    Run r = run_cli(args);
+    CHECK_MESSAGE(r.exit_code == 2, "exit " << r.exit_code << " stderr: " << r.err);
+    CHECK(!r.err.empty());
+  }
+  CHECK(run_cli({"--help"}).exit_code == 0);
+  CHECK(run_cli({"--version"}).exit_code == 0);
+}
+
 TEST_CASE("--broker localhost:PORT reaches a broker on 127.0.0.1") {
   BrokerProcess broker;
   start(broker);
