@@ -144,10 +144,13 @@ Status Store::open_databases(const std::string& dir) {
     mdb_txn_abort(txn);
     return st;
   }
-  if (auto st = load_log_position(txn); !st) {
+  auto pos = read_log_position(txn);
+  if (!pos) {
     mdb_txn_abort(txn);
-    return st;
+    return pos.error();
   }
+  last_index_ = pos->last_index;
+  epoch_ = pos->epoch;
   if (int rc = mdb_txn_commit(txn)) return lmdb_error(rc, "commit");
   if (upgrade) spdlog::info("the store in {} was upgraded from layout {} to {}", dir, version, kLayoutVersion);
   // In relaxed mode that commit's meta page is not synced yet; a power loss now would

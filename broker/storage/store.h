@@ -451,8 +451,10 @@ class Store {
   std::uint64_t log_max_bytes_ = 0;
   std::uint64_t log_max_age_ms_ = 0;
   bool logging_ = false;
-  // Loads last_index_ and epoch_ (open()).
-  Status load_log_position(MDB_txn* txn);
+  // The log's position as txn sees it: its newest record's index (or the log base, past an
+  // installed snapshot's empty log) and the newest epoch begun. open() loads it into
+  // last_index_ and epoch_; a snapshot keeps its own.
+  Result<LogPosition> read_log_position(MDB_txn* txn) const;
   // The index a snapshot's install left the log at (meta "log_base"); 0 when none was
   // installed (store_snapshot.cpp).
   Result<std::uint64_t> log_base(MDB_txn* txn) const;

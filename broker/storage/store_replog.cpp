@@ -402,21 +402,19 @@ Result<Truncation> WriteTxn::truncate_log(std::uint64_t from) {
         return lmdb_error(rc, "drop record " + std::to_string(index));
     --index;
   }
+  // The log ends before `from` even when it kept no record before it (trimmed). The
+  // epochs the truncated records began are gone with them (their puts were undone).
+  auto pos = store_.read_log_position(txn_);
+  if (!pos) return pos.error();
   last_index_ = from - 1;
-  // The epochs the truncated records began are gone with them (their puts were undone).
-  Cursor epochs(txn_, store_.epochs_);
-  if (epochs.rc()) return lmdb_error(epochs.rc(), "epochs cursor");
-  MDB_val k, v;
-  int rc = mdb_cursor_get(epochs.get(), &k, &v, MDB_LAST);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the epochs");
-  epoch_ = rc ? 0 : index_of(k);
+  epoch_ = pos->epoch;
   out.undone = true;
   return out;
 }
 
 // -- reads -------------------------------------------------------------------------------
 
-Status Store::load_log_position(MDB_txn* txn) {
+Result<LogPosition> Store::read_log_position(MDB_txn* txn) const {
   Cursor log(txn, replog_);
   if (log.rc()) return lmdb_error(log.rc(), "replication log cursor");
   MDB_val k, v;
@@ -425,13 +423,13 @@ Status Store::load_log_position(MDB_txn* txn) {
   // A snapshot's install leaves the log empty at its index (store_snapshot.cpp).
   auto base = log_base(txn);
   if (!base) return base.error();
-  last_index_ = std::max(rc ? 0 : index_of(k), *base);
+  LogPosition pos{std::max(rc ? 0 : index_of(k), *base), 0};
   Cursor epochs(txn, epochs_);
   if (epochs.rc()) return lmdb_error(epochs.rc(), "epochs cursor");
   rc = mdb_cursor_get(epochs.get(), &k, &v, MDB_LAST);
   if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the epochs");
-  epoch_ = rc ? 0 : index_of(k);
-  return {};
+  pos.epoch = rc ? 0 : index_of(k);
+  return pos;
 }
 
 Result<std::uint64_t> Store::first_log_index() const {

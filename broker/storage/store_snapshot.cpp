@@ -20,17 +20,6 @@ bool is_own_meta(std::uint8_t space, std::span<const std::uint8_t> key) {
   return space == 0 && own_meta_key(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()));
 }
 
-// The newest epoch `txn` holds; 0 before the first.
-Result<std::uint64_t> newest_epoch(MDB_txn* txn, MDB_dbi epochs) {
-  Cursor cur(txn, epochs);
-  if (cur.rc()) return lmdb_error(cur.rc(), "epochs cursor");
-  MDB_val k, v;
-  int rc = mdb_cursor_get(cur.get(), &k, &v, MDB_LAST);
-  if (rc == MDB_NOTFOUND) return std::uint64_t{0};
-  if (rc) return lmdb_error(rc, "read the epochs");
-  return read_u64(k);
-}
-
 }  // namespace
 
 // -- the leader's side --------------------------------------------------------------------
@@ -58,16 +47,9 @@ Result<std::unique_ptr<Snapshot>> Store::open_snapshot() const {
   if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn)) return lmdb_error(rc, "begin the snapshot's read");
   std::unique_ptr<Snapshot> snap(new Snapshot(*this, txn));
   // The position as this transaction sees it: the atomics may be a commit ahead already.
-  Cursor log(txn, replog_);
-  if (log.rc()) return lmdb_error(log.rc(), "replication log cursor");
-  MDB_val k, v;
-  int rc = mdb_cursor_get(log.get(), &k, &v, MDB_LAST);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "read the replication log");
-  auto base = log_base(txn);
-  if (!base) return base.error();
-  auto epoch = newest_epoch(txn, epochs_);
-  if (!epoch) return epoch.error();
-  snap->position_ = {std::max(rc ? 0 : read_u64(k), *base), *epoch};
+  auto pos = read_log_position(txn);
+  if (!pos) return pos.error();
+  snap->position_ = *pos;
   return snap;
 }
 
@@ -147,10 +129,10 @@ Status WriteTxn::finish_snapshot_install(std::uint64_t index, std::uint64_t epoc
   int rc = mdb_get(txn_, store_.meta_, &k, &v);
   if (rc == MDB_NOTFOUND) return Error(ErrorCode::kInvalidArgument, "no snapshot install is pending");
   if (rc) return lmdb_error(rc, "read meta snapshot_pending");
-  auto newest = newest_epoch(txn_, store_.epochs_);
-  if (!newest) return newest.error();
-  if (*newest != epoch)
-    return Error(ErrorCode::kInvalidArgument, "the snapshot's entries hold epoch " + std::to_string(*newest) +
+  auto installed = store_.read_log_position(txn_);
+  if (!installed) return installed.error();
+  if (installed->epoch != epoch)
+    return Error(ErrorCode::kInvalidArgument, "the snapshot's entries hold epoch " + std::to_string(installed->epoch) +
                                                   ", its chunks said " + std::to_string(epoch));
   if ((rc = mdb_del(txn_, store_.meta_, &k, nullptr))) return lmdb_error(rc, "clear meta snapshot_pending");
   auto base = id_key(index);
