@@ -61,24 +61,6 @@ ClusterOptions cluster_options() {
   return o;
 }
 
-// Promotes member i (a raw Promote frame, as `txmq cluster promote` sends) and waits until
-// it leads; the cluster's configuration then names it leader for later starts.
-void promote(Cluster& cluster, std::size_t i) {
-  auto answer = ask(cluster.address(i), txmq::test::promote(2));
-  REQUIRE_MESSAGE(answer.ok(), txmq::test::describe(answer));
-  const auto* error = answer->frame().body_as_Error();
-  REQUIRE_MESSAGE(error == nullptr, "Promote refused: " << (error && error->message() ? error->message()->str() : ""));
-  std::optional<ClusterView> v;
-  REQUIRE_MESSAGE(wait_until(
-                      [&] {
-                        v = view(cluster.address(i));
-                        return v && v->role == "leader";
-                      },
-                      kWait, 20ms),
-                  cluster.id(i) << " did not lead after Promote: " << describe(v));
-  cluster.set_leader(i);
-}
-
 void start_cluster(Cluster& cluster) {
   auto st = cluster.start_all();
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
@@ -260,7 +242,7 @@ TEST_CASE("after kill -9 of the leader, a promoted follower holds every confirme
     cluster.broker(0).kill9();
   }  // the producers fail what was not confirmed (kClosed)
 
-  promote(cluster, 1);
+  txmq::test::promote_member(cluster, 1, kWait);
   const std::string next = cluster.address(1);
   wait_in_sync(cluster, 1, 2, kCatchUp);  // the new leader and b3
 
@@ -419,7 +401,7 @@ TEST_CASE("below min_insync a write is refused with NotEnoughReplicas and nothin
   cluster.broker(0).kill9();
   st = cluster.start(2);
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  promote(cluster, 1);
+  txmq::test::promote_member(cluster, 1, kWait);
   wait_in_sync(cluster, 1, 2, kCatchUp);
   const auto stored = counted(stored_bodies(cluster.address(1), "t"));
   CHECK(stored.count("first") == 1);

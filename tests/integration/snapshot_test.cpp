@@ -3,7 +3,8 @@
 // trimmed. A follower started empty after the log moved on cannot replay it: it installs a
 // snapshot of the leader's store, then follows the log, and every store ends the same. A
 // follower killed with kill -9 half way through an install starts it again and ends the
-// same too: nothing of the cut-off install is applied twice or left half.
+// same too: nothing of the cut-off install is applied twice or left half; and so does one
+// whose leader is killed half way, once another member is promoted.
 
 #include <doctest/doctest.h>
 
@@ -156,6 +157,38 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
   txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
   wait_caught_up(cluster, 1, 0, kCatchUp);
   wait_caught_up(cluster, 2, 0, kCatchUp);
+  stop_all(cluster);
+  check_same_digests(cluster);
+}
+
+TEST_CASE("a leader killed half way through a follower's snapshot: the follower installs the new leader's and ends the same") {
+  Cluster cluster(cluster_options("4KiB"));
+  start_with_trimmed_log(cluster, 2000, 500);
+
+  auto st = cluster.start(2);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(
+      wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshot_bytes_total") > 100'000; }, kCatchUp, 5ms),
+      cluster.broker(2).log_contents(4096));
+  REQUIRE(metric(cluster, 2, "txmq_replication_snapshots_total") == 0);
+  cluster.broker(0).kill9();
+
+  // b2 leads epoch 2; b3's session was the dead leader's, which b2 never opened: b3 begins
+  // again from b2's store, installs it whole, and follows b2's log.
+  txmq::test::promote_member(cluster, 1, kCatchUp);
+  REQUIRE_MESSAGE(wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshots_total") == 1; }, kCatchUp, 20ms),
+                  cluster.broker(2).log_contents(4096));
+  CHECK(metric(cluster, 1, "txmq_replication_snapshots_served_total") == 1);
+  wait_caught_up(cluster, 2, 1, kCatchUp);
+  wait_in_sync(cluster, 1, 2, kCatchUp);
+
+  // The old leader rejoins as a follower; writes go on, and all three end the same.
+  st = cluster.start(0);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  wait_in_sync(cluster, 1, 3, kCatchUp);
+  txmq::test::produce_all(cluster.address(1), "events", bodies("after-", 50, 200));
+  wait_caught_up(cluster, 0, 1, kCatchUp);
+  wait_caught_up(cluster, 2, 1, kCatchUp);
   stop_all(cluster);
   check_same_digests(cluster);
 }

@@ -101,6 +101,24 @@ inline void wait_caught_up(Cluster& cluster, std::size_t i, std::size_t leader, 
   REQUIRE_MESSAGE(ok, cluster.id(i) << " did not catch up: " << describe(f) << "; leader " << describe(l));
 }
 
+// Promotes member i (a raw Promote frame, as `txmq cluster promote` sends) and waits until
+// it leads; the cluster's configuration then names it leader for later starts.
+inline void promote_member(Cluster& cluster, std::size_t i, client::Millis deadline) {
+  auto answer = ask(cluster.address(i), promote(2));
+  REQUIRE_MESSAGE(answer.ok(), describe(answer));
+  const auto* error = answer->frame().body_as_Error();
+  REQUIRE_MESSAGE(error == nullptr, "Promote refused: " << (error && error->message() ? error->message()->str() : ""));
+  std::optional<ClusterView> v;
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        v = view(cluster.address(i));
+                        return v && v->role == "leader";
+                      },
+                      deadline, std::chrono::milliseconds(20)),
+                  cluster.id(i) << " did not lead after Promote: " << describe(v));
+  cluster.set_leader(i);
+}
+
 // Stops every member, the leader first: once it is gone the followers have nothing more
 // to fetch, so their stores stay where the leader's ended.
 inline void stop_all(Cluster& cluster) {
