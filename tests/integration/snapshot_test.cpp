@@ -84,6 +84,28 @@ void start_with_trimmed_log(Cluster& cluster, int messages, std::size_t size) {
   REQUIRE_MESSAGE(v->first_index > 1, describe(v));
 }
 
+// Starts b3 (empty, behind the trimmed log) and returns once some of its snapshot is
+// installed, not all of it (about 1 MB in 4 KiB chunks).
+void start_half_installed(Cluster& cluster) {
+  auto st = cluster.start(2);
+  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
+  REQUIRE_MESSAGE(
+      wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshot_bytes_total") > 100'000; }, kCatchUp, 5ms),
+      cluster.broker(2).log_contents(4096));
+  REQUIRE(metric(cluster, 2, "txmq_replication_snapshots_total") == 0);
+}
+
+// Writes more through the leader and, once every follower's log ends where the leader's
+// does, stops them all and compares their stores.
+void write_more_then_compare(Cluster& cluster) {
+  const std::size_t leader = cluster.leader();
+  txmq::test::produce_all(cluster.address(leader), "events", bodies("after-", 50, 200));
+  for (std::size_t i = 0; i < cluster.size(); ++i)
+    if (i != leader) wait_caught_up(cluster, i, leader, kCatchUp);
+  stop_all(cluster);
+  check_same_digests(cluster);
+}
+
 }  // namespace
 
 TEST_CASE("a follower started empty after the log was trimmed catches up through a snapshot") {
@@ -104,24 +126,14 @@ TEST_CASE("a follower started empty after the log was trimmed catches up through
   CHECK(!v->installing_snapshot);
 
   // It follows the log from the snapshot on.
-  txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
-  wait_caught_up(cluster, 1, 0, kCatchUp);
-  wait_caught_up(cluster, 2, 0, kCatchUp);
-  stop_all(cluster);
-  check_same_digests(cluster);
+  write_more_then_compare(cluster);
 }
 
 TEST_CASE("a follower killed half way through a snapshot install starts it again and ends with the leader's store") {
   Cluster cluster(cluster_options("4KiB"));
   start_with_trimmed_log(cluster, 2000, 500);
 
-  auto st = cluster.start(2);
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  // Some of the snapshot installed, not all of it (about 1 MB in 4 KiB chunks).
-  REQUIRE_MESSAGE(
-      wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshot_bytes_total") > 100'000; }, kCatchUp, 5ms),
-      cluster.broker(2).log_contents(4096));
-  REQUIRE(metric(cluster, 2, "txmq_replication_snapshots_total") == 0);
+  start_half_installed(cluster);
   cluster.broker(2).kill9();
 
   // What it holds is neither the leader's store nor its own: started without replication
@@ -133,7 +145,7 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
     CHECK(refused.error().message.find("did not finish") != std::string::npos);
   }
 
-  st = cluster.start(2);
+  auto st = cluster.start(2);
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
   // While it installs, it says so and cannot be promoted. (Once the install is done, as it
   // may be by the time the answers come, it is refused for another reason: it was not in
@@ -154,23 +166,14 @@ TEST_CASE("a follower killed half way through a snapshot install starts it again
   wait_caught_up(cluster, 2, 0, kCatchUp);
   wait_in_sync(cluster, 0, 3, kCatchUp);
 
-  txmq::test::produce_all(cluster.address(0), "events", bodies("after-", 50, 200));
-  wait_caught_up(cluster, 1, 0, kCatchUp);
-  wait_caught_up(cluster, 2, 0, kCatchUp);
-  stop_all(cluster);
-  check_same_digests(cluster);
+  write_more_then_compare(cluster);
 }
 
 TEST_CASE("a leader killed half way through a follower's snapshot: the follower installs the new leader's and ends the same") {
   Cluster cluster(cluster_options("4KiB"));
   start_with_trimmed_log(cluster, 2000, 500);
 
-  auto st = cluster.start(2);
-  REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
-  REQUIRE_MESSAGE(
-      wait_until([&] { return metric(cluster, 2, "txmq_replication_snapshot_bytes_total") > 100'000; }, kCatchUp, 5ms),
-      cluster.broker(2).log_contents(4096));
-  REQUIRE(metric(cluster, 2, "txmq_replication_snapshots_total") == 0);
+  start_half_installed(cluster);
   cluster.broker(0).kill9();
 
   // b2 leads epoch 2; b3's session was the dead leader's, which b2 never opened: b3 begins
@@ -183,12 +186,8 @@ TEST_CASE("a leader killed half way through a follower's snapshot: the follower 
   wait_in_sync(cluster, 1, 2, kCatchUp);
 
   // The old leader rejoins as a follower; writes go on, and all three end the same.
-  st = cluster.start(0);
+  auto st = cluster.start(0);
   REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st));
   wait_in_sync(cluster, 1, 3, kCatchUp);
-  txmq::test::produce_all(cluster.address(1), "events", bodies("after-", 50, 200));
-  wait_caught_up(cluster, 0, 1, kCatchUp);
-  wait_caught_up(cluster, 2, 1, kCatchUp);
-  stop_all(cluster);
-  check_same_digests(cluster);
+  write_more_then_compare(cluster);
 }

@@ -34,6 +34,14 @@ inline std::unique_ptr<broker::storage::Store> open_logging_store(const std::str
   return std::move(*store);
 }
 
+// As open_logging_store, keeping its whole log (by default a store keeps only its newest
+// record): what a test that reads or truncates old records needs.
+inline std::unique_ptr<broker::storage::Store> open_keeping_store(const std::string& dir) {
+  auto store = open_logging_store(dir);
+  store->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  return store;
+}
+
 // Runs fn in one committed top-level transaction.
 inline void write(broker::storage::Store& store, const std::function<void(broker::storage::WriteTxn&)>& fn) {
   auto txn = store.begin_write(nullptr);

@@ -20,22 +20,32 @@ using txmq::test::as_bytes;
 using txmq::test::catch_up;
 using txmq::test::check_same;
 using txmq::test::digest;
+using txmq::test::open_keeping_store;
 using txmq::test::open_logging_store;
 using txmq::test::TempDir;
 using txmq::test::write;
 
-TEST_CASE("a follower that applies the leader's records holds the leader's store, key space by key space") {
-  TempDir dir_a, dir_b;
-  auto leader = open_logging_store(dir_a.path());
-  auto follower = open_logging_store(dir_b.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
-  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+namespace {
+
+// Creates a topic in a transaction of its own.
+TopicMeta create_topic(Store& store, const std::string& name, std::uint32_t partitions, std::uint64_t now_ms) {
   TopicMeta topic;
-  write(*leader, [&](WriteTxn& txn) {
-    auto t = txn.create_topic("orders", 2, 1000);
+  write(store, [&](WriteTxn& txn) {
+    auto t = txn.create_topic(name, partitions, now_ms);
     REQUIRE(t.ok());
     topic = *t;
   });
+  return topic;
+}
+
+}  // namespace
+
+TEST_CASE("a follower that applies the leader's records holds the leader's store, key space by key space") {
+  TempDir dir_a, dir_b;
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_logging_store(dir_b.path());
+  write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
+  const TopicMeta topic = create_topic(*leader, "orders", 2, 1000);
   write(*leader, [&](WriteTxn& txn) {
     for (int i = 0; i < 50; ++i)
       REQUIRE(txn.append(topic.id, PartitionId(i % 2), 1000 + i, as_bytes("k"), {}, as_bytes("body " + std::to_string(i))).ok());
@@ -93,9 +103,8 @@ TEST_CASE("a follower that applies the leader's records holds the leader's store
 
 TEST_CASE("a record out of order or that does not decode is refused and nothing of it is applied") {
   TempDir dir_a, dir_b;
-  auto leader = open_logging_store(dir_a.path());
+  auto leader = open_keeping_store(dir_a.path());
   auto follower = open_logging_store(dir_b.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("b", 1, 1).ok()); });
   auto records = leader->read_log_records(1, 1 << 20);
@@ -121,9 +130,8 @@ TEST_CASE("a record out of order or that does not decode is refused and nothing 
 
 TEST_CASE("a transaction that applies records may write nothing of its own") {
   TempDir dir_a, dir_b;
-  auto leader = open_logging_store(dir_a.path());
+  auto leader = open_keeping_store(dir_a.path());
   auto follower = open_logging_store(dir_b.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.create_topic("a", 1, 1).ok()); });
   auto records = leader->read_log_records(1, 1 << 20);
   REQUIRE(records.ok());
@@ -263,10 +271,8 @@ Truncation truncate(Store& store, std::uint64_t from) {
 
 TEST_CASE("truncation undoes the log's newest records exactly, on the store that wrote them and on a follower") {
   TempDir dir_a, dir_b;
-  auto leader = open_logging_store(dir_a.path());
-  auto follower = open_logging_store(dir_b.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
-  follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_keeping_store(dir_b.path());
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   const std::uint64_t base = leader->log_position().last_index;
   const auto base_digest = digest(*leader);
@@ -301,8 +307,7 @@ TEST_CASE("truncation undoes the log's newest records exactly, on the store that
 
   // After a truncation the log goes on from there: another leader's records apply.
   TempDir dir_c;
-  auto other = open_logging_store(dir_c.path());
-  other->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  auto other = open_keeping_store(dir_c.path());
   catch_up(*leader, *other);
   write_every_kind(*other, 7);
   catch_up(*other, *follower);
@@ -316,8 +321,7 @@ TEST_CASE("truncation undoes the log's newest records exactly, on the store that
 
 TEST_CASE("a record whose undo image is gone is not truncated, nor any record with it") {
   TempDir dir;
-  auto store = open_logging_store(dir.path());
-  store->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  auto store = open_keeping_store(dir.path());
   write(*store, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
   auto at = write_every_kind(*store, 1);
   const std::uint64_t last = store->log_position().last_index;
@@ -355,15 +359,9 @@ TEST_CASE("a store without logging keeps no undo images") {
 
 TEST_CASE("a message is kept once: its record refers to it, and a follower is sent its bytes") {
   TempDir dir_a, dir_b, dir_c;
-  auto leader = open_logging_store(dir_a.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  auto leader = open_keeping_store(dir_a.path());
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
-  TopicMeta topic;
-  write(*leader, [&](WriteTxn& txn) {
-    auto t = txn.create_topic("short-lived", 1, 1000);
-    REQUIRE(t.ok());
-    topic = *t;
-  });
+  const TopicMeta topic = create_topic(*leader, "short-lived", 1, 1000);
   const std::string body(4000, 'm');
   write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.append(topic.id, PartitionId(0), 1, {}, {}, as_bytes(body)).ok()); });
   const std::uint64_t put_at = leader->log_position().last_index;
@@ -452,17 +450,10 @@ TEST_CASE("a compacted record keeps each key's last change only, in order, unles
 
 TEST_CASE("a batch of messages carries its partition's record once, and truncates back to the record before") {
   TempDir dir_a, dir_b;
-  auto leader = open_logging_store(dir_a.path());
-  auto follower = open_logging_store(dir_b.path());
-  leader->set_log_retention(1ull << 30, UINT64_MAX / 2);
-  follower->set_log_retention(1ull << 30, UINT64_MAX / 2);
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_keeping_store(dir_b.path());
   write(*leader, [](WriteTxn& txn) { REQUIRE(txn.begin_epoch(1, "a").ok()); });
-  TopicMeta topic;
-  write(*leader, [&](WriteTxn& txn) {
-    auto t = txn.create_topic("orders", 2, 1000);
-    REQUIRE(t.ok());
-    topic = *t;
-  });
+  const TopicMeta topic = create_topic(*leader, "orders", 2, 1000);
   write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.append(topic.id, PartitionId(0), 1, {}, {}, as_bytes("m0")).ok()); });
   const auto before = digest(*leader);
   catch_up(*leader, *follower);

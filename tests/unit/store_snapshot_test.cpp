@@ -17,18 +17,13 @@ using namespace txmq;
 using namespace txmq::broker::storage;
 using txmq::test::as_bytes;
 using txmq::test::check_same;
+using txmq::test::open_keeping_store;
 using txmq::test::TempDir;
 using txmq::test::write;
 
 namespace {
 
 // Keeps its whole log: catch_up reads the records past a snapshot's index from it.
-std::unique_ptr<Store> open_store(const std::string& dir) {
-  auto store = txmq::test::open_logging_store(dir);
-  store->set_log_retention(1ull << 30, UINT64_MAX / 2);
-  return store;
-}
-
 void check_ok(const Status& st) { REQUIRE_MESSAGE(st.ok(), txmq::test::describe(st)); }
 
 // A store with something in every replicated key space: topics, messages, groups, cursors,
@@ -126,8 +121,8 @@ void catch_up(const Store& from, Store& to) {
 
 TEST_CASE("a store streamed in small chunks into an empty one holds the same state and applies the next records") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_keeping_store(dir_b.path());
   const TopicMeta topic = fill(*leader);
   // The follower had a store of its own: the install replaces all of it.
   write(*follower, [](WriteTxn& txn) { REQUIRE(txn.create_topic("stale", 1, 1).ok()); });
@@ -152,7 +147,7 @@ TEST_CASE("a store streamed in small chunks into an empty one holds the same sta
     REQUIRE(txn.append(topic.id, PartitionId(0), 9000, as_bytes("k"), {}, as_bytes("after")).ok());
   });
   follower.reset();
-  follower = open_store(dir_b.path());
+  follower = open_keeping_store(dir_b.path());
   CHECK(follower->log_position().last_index + 1 == leader->log_position().last_index);
   catch_up(*leader, *follower);
   write(*leader, [&](WriteTxn& txn) { REQUIRE(txn.delete_topic("orders").ok()); });
@@ -162,15 +157,15 @@ TEST_CASE("a store streamed in small chunks into an empty one holds the same sta
 
 TEST_CASE("an install cut off half way is seen after a restart and a new one completes it equal") {
   TempDir dir_a, dir_b;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_keeping_store(dir_b.path());
   fill(*leader);
   {
     auto snapshot = open_snapshot(*leader);
     CHECK(install(*snapshot, *follower, 1024, 3) == 3);
   }
   follower.reset();
-  follower = open_store(dir_b.path());
+  follower = open_keeping_store(dir_b.path());
   auto pending = follower->snapshot_pending();
   REQUIRE(pending.ok());
   CHECK(*pending);
@@ -193,9 +188,9 @@ TEST_CASE("an install cut off half way is seen after a restart and a new one com
 
 TEST_CASE("a snapshot is the store as of its start while the store is written meanwhile") {
   TempDir dir_a, dir_b, dir_c;
-  auto leader = open_store(dir_a.path());
-  auto follower = open_store(dir_b.path());
-  auto reference = open_store(dir_c.path());
+  auto leader = open_keeping_store(dir_a.path());
+  auto follower = open_keeping_store(dir_b.path());
+  auto reference = open_keeping_store(dir_c.path());
   const TopicMeta topic = fill(*leader);
   auto snapshot = open_snapshot(*leader);
   // What the snapshot must hold: a copy made before anything more is written.
@@ -218,7 +213,7 @@ TEST_CASE("a snapshot is the store as of its start while the store is written me
 
 TEST_CASE("an install refuses entries a snapshot never carries") {
   TempDir dir;
-  auto store = open_store(dir.path());
+  auto store = open_keeping_store(dir.path());
   auto txn = store->begin_write(nullptr);
   REQUIRE(txn.ok());
   check_ok((*txn)->begin_snapshot_install());
