@@ -465,14 +465,19 @@ class Fetcher {
       if (a.generation == generation_ && !closed_) handle(a);
   }
 
+  // A NotLeader answer naming another broker: fetch from that one next. True when so.
+  bool redirected(const Error& e) {
+    if (e.code != ErrorCode::kNotLeader || e.leader.empty() || e.leader == address_) return false;
+    spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
+    retry_later(e.leader);
+    return true;
+  }
+
   void handle(Answer& a) {
     if (a.snapshot) return handle_chunk(a);
     if (!a.records) {
       const Error& e = a.records.error();
-      if (e.code == ErrorCode::kNotLeader && !e.leader.empty() && e.leader != address_) {
-        spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
-        return retry_later(e.leader);
-      }
+      if (redirected(e)) return;
       spdlog::warn("replication: fetch from {} failed: {}", address_, e.describe());
       return retry_later("");
     }
@@ -579,10 +584,7 @@ class Fetcher {
     if (!install_) return;
     if (!a.records) {
       const Error& e = a.records.error();
-      if (e.code == ErrorCode::kNotLeader && !e.leader.empty() && e.leader != address_) {
-        spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
-        return retry_later(e.leader);
-      }
+      if (redirected(e)) return;
       spdlog::warn("replication: snapshot fetch from {} failed: {}", address_, e.describe());
       // The leader's own answer (a session it no longer has): this install cannot go on.
       // A lost connection or a timeout resumes where it stopped.
