@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include "broker/storage/layout.h"
@@ -263,8 +262,8 @@ struct SnapshotInstall {
 
 // A follower's pull loop: one client connection at a time to the peer it takes for the
 // leader; fetch, apply (through the writer), fetch again with the new durable index.
-// Answers arrive on the client connection's I/O thread and are handed to the loop through
-// `wake_`. Loop thread, except on_answer's first half.
+// The connection is hosted on the broker's loop, so answers are handled where they
+// arrive, with no thread between the socket and the writer. Loop thread.
 class Fetcher {
  public:
   Fetcher(uv_loop_t* loop, const BrokerConfig& config, storage::Store& store, storage::StorageWriter& writer,
@@ -276,8 +275,7 @@ class Fetcher {
         writer_(writer),
         probe_(probe),
         applied_(std::move(applied)) {
-    wake_.data = retry_.data = this;
-    uv_async_init(loop_, &wake_, [](uv_async_t* h) { static_cast<Fetcher*>(h->data)->drain(); });
+    retry_.data = this;
     uv_timer_init(loop_, &retry_);
     for (const auto& [id, address] : rc_.peers)
       if (id != rc_.id) peers_.push_back(id);
@@ -320,13 +318,10 @@ class Fetcher {
     closed_ = true;
     stop_connection();
     closed_cb_ = std::move(done);
-    pending_closes_ = 2;
-    auto on_close = [](uv_handle_t* h) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&retry_), [](uv_handle_t* h) {
       auto* self = static_cast<Fetcher*>(h->data);
-      if (--self->pending_closes_ == 0 && self->closed_cb_) self->closed_cb_();
-    };
-    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), on_close);
-    uv_close(reinterpret_cast<uv_handle_t*>(&retry_), on_close);
+      if (self->closed_cb_) self->closed_cb_();
+    });
   }
 
   const std::string& target_address() const { return address_; }
@@ -349,11 +344,11 @@ class Fetcher {
     Chunk chunk{};
   };
 
+  // Answers still to come from the connection (its requests fail as it closes) are of an
+  // older generation, and dropped.
   void stop_connection() {
-    if (conn_) {
-      conn_->stop();
-      conn_.reset();
-    }
+    ++generation_;
+    client::detail::Connection::dispose(std::move(conn_));
   }
 
   void connect_to(const std::string& address) {
@@ -375,7 +370,7 @@ class Fetcher {
         o.tls.key_file = config_.tls_files.key_file;
       }
     }
-    conn_ = std::make_unique<client::detail::Connection>(o, client::detail::Connection::Hooks{});
+    conn_ = std::make_unique<client::detail::Connection>(o, client::detail::Connection::Hooks{}, loop_);
     conn_->start();
     spdlog::info("replication: fetching from {}", address);
     if (install_)
@@ -414,21 +409,18 @@ class Fetcher {
     const std::string replica = rc_.id;
     const std::uint32_t max_bytes = rc_.fetch_max_bytes;
     const auto wait = static_cast<std::uint32_t>(rc_.fetch_wait.count());
-    client::detail::Connection* conn = conn_.get();
-    conn->post([this, conn, generation, replica, pos, last_epoch, max_bytes, wait] {
-      auto& fbb = conn->builder();
-      fbb.Clear();
-      const std::uint64_t rid = conn->next_request_id();
-      auto body = wire::CreateReplicaFetch(fbb, fbb.CreateString(replica), pos.epoch, pos.last_index + 1, last_epoch,
-                                           pos.last_index, max_bytes, wait);
-      fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::ReplicaFetch, body.Union()));
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait) + std::chrono::seconds(10);
-      conn->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
-                    [this, generation](Result<const wire::Frame*> answer) { on_answer(generation, answer); });
-    });
+    auto& fbb = conn_->builder();
+    fbb.Clear();
+    const std::uint64_t rid = conn_->next_request_id();
+    auto body = wire::CreateReplicaFetch(fbb, fbb.CreateString(replica), pos.epoch, pos.last_index + 1, last_epoch,
+                                         pos.last_index, max_bytes, wait);
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::ReplicaFetch, body.Union()));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait) + std::chrono::seconds(10);
+    conn_->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
+                   [this, generation](Result<const wire::Frame*> answer) { on_answer(generation, answer); });
   }
 
-  // The client connection's I/O thread: copies the answer out and wakes the loop.
+  // Copies the answer out of the connection's buffer and handles it.
   void on_answer(std::uint64_t generation, const Result<const wire::Frame*>& answer) {
     Answer a{generation};
     if (!answer) {
@@ -448,21 +440,7 @@ class Fetcher {
                                                        : std::vector<std::uint8_t>()});
       a.records = std::move(records);
     }
-    {
-      std::lock_guard lock(mu_);
-      inbox_.push_back(std::move(a));
-    }
-    uv_async_send(&wake_);
-  }
-
-  void drain() {
-    std::vector<Answer> answers;
-    {
-      std::lock_guard lock(mu_);
-      answers.swap(inbox_);
-    }
-    for (auto& a : answers)
-      if (a.generation == generation_ && !closed_) handle(a);
+    handle(a);
   }
 
   // A NotLeader answer naming another broker: fetch from that one next. True when so.
@@ -474,6 +452,7 @@ class Fetcher {
   }
 
   void handle(Answer& a) {
+    if (a.generation != generation_ || closed_) return;
     if (a.snapshot) return handle_chunk(a);
     if (!a.records) {
       const Error& e = a.records.error();
@@ -537,22 +516,18 @@ class Fetcher {
     const std::uint32_t max_bytes = rc_.snapshot_chunk_bytes;
     const std::uint64_t session = install_->session;
     const std::uint8_t after_space = install_->after_space;
-    std::vector<std::uint8_t> after_key = install_->after_key;
-    client::detail::Connection* conn = conn_.get();
-    conn->post([this, conn, generation, replica, session, after_space, after_key = std::move(after_key), max_bytes] {
-      auto& fbb = conn->builder();
-      fbb.Clear();
-      const std::uint64_t rid = conn->next_request_id();
-      auto body = wire::CreateSnapshotFetch(fbb, fbb.CreateString(replica), session, after_space,
-                                            fbb.CreateVector(after_key), max_bytes);
-      fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::SnapshotFetch, body.Union()));
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-      conn->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
-                    [this, generation](Result<const wire::Frame*> answer) { on_chunk(generation, answer); });
-    });
+    auto& fbb = conn_->builder();
+    fbb.Clear();
+    const std::uint64_t rid = conn_->next_request_id();
+    auto body = wire::CreateSnapshotFetch(fbb, fbb.CreateString(replica), session, after_space,
+                                          fbb.CreateVector(install_->after_key), max_bytes);
+    fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, wire::Body::SnapshotFetch, body.Union()));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    conn_->request(rid, {fbb.GetBufferPointer(), fbb.GetSize()}, deadline,
+                   [this, generation](Result<const wire::Frame*> answer) { on_chunk(generation, answer); });
   }
 
-  // The client connection's I/O thread: copies the chunk out and wakes the loop.
+  // Copies the chunk out of the connection's buffer and handles it.
   void on_chunk(std::uint64_t generation, const Result<const wire::Frame*>& answer) {
     Answer a{generation};
     a.snapshot = true;
@@ -573,11 +548,7 @@ class Fetcher {
           a.chunk.entries.push_back(std::move(entry));
         }
     }
-    {
-      std::lock_guard lock(mu_);
-      inbox_.push_back(std::move(a));
-    }
-    uv_async_send(&wake_);
+    handle(a);
   }
 
   void handle_chunk(Answer& a) {
@@ -726,13 +697,9 @@ class Fetcher {
   std::uint64_t generation_ = 0;  // answers of an older connection are dropped
   std::uint64_t leader_epoch_ = 0;
   std::uint64_t commit_index_ = 0;
-  uv_async_t wake_{};
   uv_timer_t retry_{};
   bool closed_ = false;
-  int pending_closes_ = 0;
   std::function<void()> closed_cb_;
-  std::mutex mu_;
-  std::vector<Answer> inbox_;  // guarded by mu_
   std::optional<SnapshotInstall> install_;  // while a snapshot is installed
   std::uint64_t install_ids_ = 0;
   bool install_op_pending_ = false;  // an op of the install is in the writer

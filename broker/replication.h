@@ -37,8 +37,8 @@
 // session idle for kSnapshotIdle is closed. A store whose install did not finish (meta
 // "snapshot_pending") serves nothing and cannot be promoted: its install starts again.
 //
-// Thread: the loop thread, every function, except what the Fetcher's client connection
-// runs on its own I/O thread (it hands answers over through a uv_async_t).
+// Thread: the loop thread, every function; the Fetcher's client connection is hosted on
+// the same loop.
 // Lifecycle: start() after the store and writer; close() before the writer stops.
 
 #include <uv.h>

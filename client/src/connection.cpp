@@ -35,25 +35,42 @@ Status as_status(const wire::Frame& frame) {
   return error;
 }
 
-Connection::Connection(ClientOptions options, Hooks hooks)
-    : options_(std::move(options)), hooks_(std::move(hooks)), backoff_(options_.reconnect_initial) {}
+Connection::Connection(ClientOptions options, Hooks hooks, uv_loop_t* hosted)
+    : options_(std::move(options)), hooks_(std::move(hooks)), backoff_(options_.reconnect_initial) {
+  if (hosted) {
+    loop_ = hosted;
+    hosted_ = true;
+  }
+}
 
-Connection::~Connection() { stop(); }
+Connection::~Connection() {
+  // A hosted connection's handles belong to a loop that outlives it: dispose() waits for them.
+  if (hosted_)
+    assert(open_handles_ == 0);
+  else
+    stop();
+}
 
 void Connection::start() {
-  uv_loop_init(&loop_);
+  if (!hosted_) uv_loop_init(loop_);
   wake_.data = tick_.data = reconnect_.data = user_timer_.data = this;
-  uv_async_init(&loop_, &wake_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->drain_posted(); });
-  uv_timer_init(&loop_, &tick_);
-  uv_timer_init(&loop_, &reconnect_);
-  uv_timer_init(&loop_, &user_timer_);
+  uv_async_init(loop_, &wake_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->drain_posted(); });
+  uv_timer_init(loop_, &tick_);
+  uv_timer_init(loop_, &reconnect_);
+  uv_timer_init(loop_, &user_timer_);
+  open_handles_ = 4;
   started_ = Clock::now();
+  if (hosted_) {
+    thread_id_ = std::this_thread::get_id();
+    return begin();
+  }
   std::lock_guard lock(mu_);  // run() waits for thread_id_ to be set
   thread_ = std::thread([this] { run(); });
   thread_id_ = thread_.get_id();
 }
 
 void Connection::stop() {
+  assert(!hosted_);
   {
     std::lock_guard lock(mu_);
     if (stopping_ || !thread_.joinable()) return;
@@ -61,7 +78,39 @@ void Connection::stop() {
   }
   uv_async_send(&wake_);
   thread_.join();
-  uv_loop_close(&loop_);
+  uv_loop_close(loop_);
+}
+
+void Connection::dispose(std::unique_ptr<Connection> connection) {
+  if (!connection || !connection->hosted_) return;  // ~Connection stops a threaded one
+  Connection* self = connection.release();
+  assert(self->on_io_thread() || self->open_handles_ == 0);
+  if (self->open_handles_ == 0) {  // never started
+    delete self;
+    return;
+  }
+  {
+    std::lock_guard lock(self->mu_);
+    self->stopping_ = true;
+  }
+  self->free_when_closed_ = true;
+  // Callers up the stack (a read, a frame's callback) see kStopped and tcp_ gone, and
+  // return; the memory stays until the handles' close callbacks, after they have.
+  self->close_loop();
+}
+
+void Connection::handle_closed(uv_handle_t* handle) {
+  auto* self = static_cast<Connection*>(handle->data);
+  if (handle->type == UV_TCP) delete reinterpret_cast<uv_tcp_t*>(handle);
+  if (--self->open_handles_ == 0 && self->free_when_closed_) delete self;
+}
+
+void Connection::close_tcp() {
+  if (!tcp_) return;
+  // Its requests' callbacks (a write's, a connect's) run before this close callback: the
+  // connection stays until it.
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp_), handle_closed);
+  tcp_ = nullptr;
 }
 
 bool Connection::post(std::function<void()> fn) {
@@ -82,9 +131,13 @@ void Connection::run() {
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  begin();
+  uv_run(loop_, UV_RUN_DEFAULT);
+}
+
+void Connection::begin() {
   uv_timer_start(&tick_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->check_deadlines(); }, kTickMs, kTickMs);
   connect();
-  uv_run(&loop_, UV_RUN_DEFAULT);
 }
 
 void Connection::drain_posted() {
@@ -105,13 +158,10 @@ void Connection::close_loop() {
   // A lookup already running cannot be stopped: the loop runs until its worker is done.
   common::cancel_resolve(resolving_);
   resolving_ = nullptr;
-  if (tcp_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    tcp_ = nullptr;
-  }
+  close_tcp();
   for (auto* h : {reinterpret_cast<uv_handle_t*>(&wake_), reinterpret_cast<uv_handle_t*>(&tick_),
                   reinterpret_cast<uv_handle_t*>(&reconnect_), reinterpret_cast<uv_handle_t*>(&user_timer_)})
-    uv_close(h, nullptr);
+    uv_close(h, handle_closed);
 }
 
 void Connection::set_timer(Millis delay, std::function<void()> fn) {
@@ -159,7 +209,7 @@ void Connection::resolve_entry() {
   host_ = hp.host;
   // Resolved again on every round: a name may move to other addresses while we retry.
   state_ = State::kResolving;
-  resolving_ = common::resolve_async(&loop_, hp, [this](Result<common::Addresses> r) {
+  resolving_ = common::resolve_async(loop_, hp, [this](Result<common::Addresses> r) {
     resolving_ = nullptr;
     on_resolved(std::move(r));
   });
@@ -192,8 +242,9 @@ void Connection::on_resolved(Result<common::Addresses> addresses) {
 void Connection::connect_next() {
   const sockaddr_storage& addr = addresses_[next_address_++];
   tcp_ = new uv_tcp_t;
-  uv_tcp_init(&loop_, tcp_);
+  uv_tcp_init(loop_, tcp_);
   tcp_->data = this;
+  ++open_handles_;
   // Heap: a cancelled attempt's request is still linked until its callback, which may come
   // after the next attempt has started.
   auto* req = new uv_connect_t;
@@ -203,7 +254,7 @@ void Connection::connect_next() {
   int rc = uv_tcp_connect(req, tcp_, reinterpret_cast<const sockaddr*>(&addr), [](uv_connect_t* req, int status) {
     auto* self = static_cast<Connection*>(req->data);
     delete req;
-    self->on_connected(status);
+    if (status != UV_ECANCELED) self->on_connected(status);  // cancelled: the handle closed
   });
   if (rc != 0) {
     delete req;
@@ -212,10 +263,7 @@ void Connection::connect_next() {
 }
 
 void Connection::attempt_failed(const std::string& why) {
-  if (tcp_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    tcp_ = nullptr;
-  }
+  close_tcp();
   const std::string address = common::address_text(addresses_[next_address_ - 1]);
   // A literal address alone needs no repeating; a name, or an entry of a list, says which
   // of its addresses failed how.
@@ -558,8 +606,8 @@ void Connection::flush_writes() {
     auto* w = reinterpret_cast<WriteReq*>(req);
     auto* self = static_cast<Connection*>(req->data);
     delete w;
+    if (status == UV_ECANCELED) return;  // the handle closed (disconnected() reset the rest)
     self->write_in_flight_ = false;
-    if (status == UV_ECANCELED) return;
     if (status != 0) {
       self->disconnected(Error(ErrorCode::kConnectionLost, std::string("write: ") + uv_strerror(status)));
       return;
@@ -583,10 +631,7 @@ void Connection::disconnected(const Error& why) {
     uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(alert.data()), static_cast<unsigned>(alert.size()));
     uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &buf, 1);
   }
-  if (tcp_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    tcp_ = nullptr;
-  }
+  close_tcp();
   tls_.reset();
   write_in_flight_ = false;
   out_.clear();

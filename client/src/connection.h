@@ -15,6 +15,12 @@
 // this loop) before the hello; a failed handshake is a failed attempt.
 // Concurrency: post() and stop() from any thread; everything else on the I/O thread
 // (asserted in debug builds).
+//
+// Hosted: given a loop, a connection runs on it instead of a thread of its own (a
+// broker's replication fetcher, which then handles answers without a hand-off). The
+// thread that calls start() must run that loop; it is the I/O thread, and callbacks run
+// on it. dispose() stops a hosted connection, even from inside one of its own callbacks,
+// and frees it once its handles are closed.
 
 #include <uv.h>
 
@@ -23,6 +29,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -49,15 +56,19 @@ class Connection {
     std::function<void(const wire::Frame&)> on_push;      // a push (request id 0)
   };
 
-  Connection(ClientOptions options, Hooks hooks);
+  // Its own I/O thread, or `hosted` on a loop the caller runs.
+  Connection(ClientOptions options, Hooks hooks, uv_loop_t* hosted = nullptr);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection();
 
   void start();
   // Stops the thread; pending requests fail with kClosed. Idempotent. Any thread but the
-  // I/O thread.
+  // I/O thread. Not for a hosted connection (dispose).
   void stop();
+  // Stops and frees a connection: a hosted one on its loop's thread once its handles are
+  // closed (pending requests fail with kClosed now), any other at once as ~Connection.
+  static void dispose(std::unique_ptr<Connection> connection);
   // Runs fn on the I/O thread, soon. Any thread. Returns false once stopped.
   bool post(std::function<void()> fn);
 
@@ -95,6 +106,7 @@ class Connection {
   };
 
   void run();
+  void begin();  // the I/O thread's first step: the deadline timer, the first connection
   void connect();
   // Resolves the list's current entry; then tries its addresses (connect_next).
   void resolve_entry();
@@ -132,12 +144,19 @@ class Connection {
   void drain_posted();
   void fail_all(const Error& why, bool include_unsent);
   void close_loop();
+  // A handle of ours finished closing: the last one frees a disposed hosted connection.
+  static void handle_closed(uv_handle_t* handle);
+  void close_tcp();
 
   ClientOptions options_;
   Hooks hooks_;
   std::thread thread_;
   std::thread::id thread_id_;
-  uv_loop_t loop_{};
+  uv_loop_t own_loop_{};
+  uv_loop_t* loop_ = &own_loop_;  // own_loop_, or the hosted one
+  bool hosted_ = false;
+  int open_handles_ = 0;           // wake_, the timers and tcp_, until their close callbacks
+  bool free_when_closed_ = false;  // disposed while hosted
   uv_async_t wake_{};
   uv_timer_t tick_{};        // deadlines, every kTickMs
   uv_timer_t reconnect_{};

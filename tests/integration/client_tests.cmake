@@ -49,3 +49,9 @@ txmq_add_test(cluster_client_test SOURCES cluster_client_test.cpp LIBS txmq_clie
 add_dependencies(cluster_client_test txmq-broker txmq)
 set_tests_properties(cluster_client_test PROPERTIES ENVIRONMENT
   "TXMQ_BROKER_BIN=$<TARGET_FILE:txmq-broker>;TXMQ_CLI_BIN=$<TARGET_FILE:txmq>;TXMQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+
+# The client connection hosted on its caller's loop (the replication fetcher's): answers on
+# that loop's thread, dispose() from inside a callback and mid-connect, nothing left open.
+txmq_add_test(hosted_connection_test SOURCES hosted_connection_test.cpp LIBS txmq_client txmq_test_support
+              LABEL integration TIMEOUT 120)
+add_dependencies(hosted_connection_test txmq-broker)
