@@ -246,13 +246,16 @@ void StorageWriter::drain_done() {
     done.swap(done_);
     exited = thread_exited_;
   }
-  if (on_committed_ && !done.empty()) on_committed_(done.back().index);
+  // Completions first: without the gate (async replication) a client's confirm does not
+  // wait for the followers' held fetches to be answered. With it, on_committed may release
+  // what was just held.
   for (auto& d : done) {
     if (gate_ && d.op->gated() && (d.index > released_ || !held_.empty()))
       held_.push_back(std::move(d));
     else
       finish(d);
   }
+  if (on_committed_ && !done.empty()) on_committed_(done.back().index);
   if (exited && thread_.joinable()) {
     // Nothing will release them now: their changes are on this disk, not known to be on
     // the replicas', so they are not confirmed (a client sends them again).

@@ -65,10 +65,10 @@ class StorageWriter {
   std::uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
 
   // Replication (broker/replication.h). on_committed runs on the loop after each batch,
-  // before the batch's completions, with the replication log's newest index. With the
-  // gate on, a gated op's complete() waits until release() is given an index that covers
-  // the record its batch wrote; completions stay in commit order. Ops still held when the
-  // writer stops complete with kShuttingDown. Loop thread, all three.
+  // after the batch's completions (or their holding), with the replication log's newest
+  // index. With the gate on, a gated op's complete() waits until release() is given an
+  // index that covers the record its batch wrote; completions stay in commit order. Ops
+  // still held when the writer stops complete with kShuttingDown. Loop thread, all three.
   void set_on_committed(std::function<void(std::uint64_t last_index)> fn) { on_committed_ = std::move(fn); }
   void set_commit_gate(bool on);
   void release(std::uint64_t commit_index);
