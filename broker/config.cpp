@@ -121,6 +121,7 @@ void read_replication(const toml::value& root, ReplicationConfig& r) {
   read(t, "password_file", r.password_file);
   read_with(root, "replication", "replica_lag_max_ms", r.lag_max, parse_ms);
   read_with(root, "replication", "fetch_wait_ms", r.fetch_wait, parse_ms);
+  read_with(root, "replication", "fetch_interval_ms", r.fetch_interval, parse_ms);
   read_with(root, "replication", "fetch_max_bytes", r.fetch_max_bytes,
             [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 256u << 20)); });
   read_with(root, "replication", "log_max_bytes", r.log_max_bytes, [](const toml::value& v) { return parse_size(v, UINT64_MAX); });
@@ -221,6 +222,10 @@ Status validate_replication(const ReplicationConfig& r) {
   if (r.fetch_wait.count() > r.lag_max.count() / 2)
     return bad("replication.fetch_wait_ms must be at most half of replication.replica_lag_max_ms");
   if (r.fetch_max_bytes < 64u << 10) return bad("replication.fetch_max_bytes must be at least 64KiB");
+  if (r.fetch_interval.count() > 0 && r.sync)
+    return bad("replication.fetch_interval_ms is for mode = \"async\": in sync mode it would hold back every confirm");
+  if (r.fetch_interval.count() > r.lag_max.count() / 2)
+    return bad("replication.fetch_interval_ms must be at most half of replication.replica_lag_max_ms");
   if (r.snapshot_chunk_bytes < 4u << 10) return bad("replication.snapshot_chunk_bytes must be at least 4KiB");
   return {};
 }

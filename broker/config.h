@@ -27,6 +27,7 @@ struct ReplicationConfig {
   std::chrono::milliseconds lag_max{10000};       // replication.replica_lag_max_ms
   std::uint32_t fetch_max_bytes = 4u << 20;       // replication.fetch_max_bytes
   std::chrono::milliseconds fetch_wait{500};      // replication.fetch_wait_ms
+  std::chrono::milliseconds fetch_interval{0};    // replication.fetch_interval_ms (async mode)
   std::uint64_t log_max_bytes = 1ull << 30;       // replication.log_max_bytes
   std::uint64_t log_max_age_ms = 24ull * 3600 * 1000;  // replication.log_max_age_ms
   std::uint32_t snapshot_chunk_bytes = 1u << 20;  // replication.snapshot_chunk_bytes

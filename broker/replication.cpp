@@ -212,6 +212,7 @@ struct Replication::Probe {
                               "Leader: ms since a follower last held the leader's whole log", {"replica"})),
         fetch_bytes(r.counter("txmq_replication_fetch_bytes_total", "Leader: record bytes sent to followers")),
         applied(r.counter("txmq_replication_applied_records_total", "Follower: leader's records applied")),
+        fetches(r.counter("txmq_replication_fetches_total", "Follower: fetches sent to the leader")),
         truncated(r.counter("txmq_replication_truncated_records_total",
                             "Follower: records undone and dropped because they diverged from the leader's log")),
         refused(r.counter_family("txmq_replication_refusals_total",
@@ -233,6 +234,7 @@ struct Replication::Probe {
   metrics::Family<metrics::Gauge>& lag_ms;
   metrics::Counter& fetch_bytes;
   metrics::Counter& applied;
+  metrics::Counter& fetches;
   metrics::Counter& truncated;
   metrics::Family<metrics::Counter>& refused;
   metrics::Counter& in_sync_changes;
@@ -387,6 +389,7 @@ class Fetcher {
       if (peer == id) return connect_to(address);
   }
 
+  // The timer, while not connected: connects again, to redirect_ or the next peer.
   void retry_later(const std::string& next_address, std::chrono::milliseconds delay = kRetryDelay) {
     stop_connection();
     address_.clear();
@@ -399,7 +402,23 @@ class Fetcher {
     }, static_cast<std::uint64_t>(delay.count()), 0);
   }
 
+  // The fetch after an apply: at once, or (fetch_interval_ms, async mode) no sooner than
+  // that after the last one was sent. The timer, while connected, paces fetches; a
+  // retry_later replaces a paced fetch, whose connection is gone.
+  void fetch_again() {
+    const auto due = last_fetch_ + rc_.fetch_interval;
+    const auto now = Clock::now();
+    if (rc_.fetch_interval.count() == 0 || due <= now) return send_fetch();
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(due - now);
+    uv_timer_start(&retry_, [](uv_timer_t* t) {
+      auto* self = static_cast<Fetcher*>(t->data);
+      if (!self->closed_ && self->conn_) self->send_fetch();
+    }, static_cast<std::uint64_t>(wait.count()), 0);
+  }
+
   void send_fetch() {
+    last_fetch_ = Clock::now();
+    if (probe_) probe_->fetches.inc();
     const storage::LogPosition pos = store_.log_position();
     std::uint64_t last_epoch = 0;
     if (pos.last_index > 0)
@@ -480,7 +499,7 @@ class Fetcher {
       }
       if (probe_) probe_->applied.inc(n);
       applied_();
-      send_fetch();
+      fetch_again();
     }));
   }
 
@@ -697,7 +716,8 @@ class Fetcher {
   std::uint64_t generation_ = 0;  // answers of an older connection are dropped
   std::uint64_t leader_epoch_ = 0;
   std::uint64_t commit_index_ = 0;
-  uv_timer_t retry_{};
+  uv_timer_t retry_{};  // retry_later's, or fetch_again's
+  Clock::time_point last_fetch_;
   bool closed_ = false;
   std::function<void()> closed_cb_;
   std::optional<SnapshotInstall> install_;  // while a snapshot is installed

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What replication costs: one txmq-broker binary run standalone (no [replication]), as a
-# sync trio (a leader and two followers, min_insync = 2) and as an async trio, in
+# sync trio (a leader and two followers, min_insync = 2), as an async trio, and as an
+# async trio whose followers pace their fetches (fetch_interval_ms = PACE_MS), in
 # alternating rounds of the same run (these machines are shared and noisy: only a ratio
 # within one run means anything). Every broker is on loopback, with a fresh data
 # directory each round. Each round measures, against each setup:
@@ -12,13 +13,15 @@
 #
 #   scripts/bench-replication.sh [ROUNDS] [MESSAGES]
 #
-# ROUNDS (3) of MESSAGES (500000) each; CONFIRM_EACH (2000) confirm-each messages.
+# ROUNDS (3) of MESSAGES (500000) each; CONFIRM_EACH (2000) confirm-each messages;
+# PACE_MS (20) for the paced async trio.
 # Binaries: TXMQ_BROKER_BIN, TXMQ_BENCH_BIN and TXMQ_CLI_BIN, else build/release's.
 # Needs /usr/bin/python3 (free ports, metrics, the medians).
 set -euo pipefail
 rounds=${1:-3}
 messages=${2:-500000}
 each=${CONFIRM_EACH:-2000}
+pace=${PACE_MS:-20}
 build=$(dirname "$0")/../build/release
 broker=${TXMQ_BROKER_BIN:-$build/broker/txmq-broker}
 bench=${TXMQ_BENCH_BIN:-$build/bench/txmq-bench}
@@ -78,7 +81,7 @@ stop_member() {  # DIR I
   wait "$pid" 2>/dev/null || true
 }
 
-# MODE (standalone, sync or async): writes the configs, starts the broker (standalone:
+# MODE (standalone, sync, async or paced): writes the configs, starts the broker (standalone:
 # no [replication]) or the three, and sets setup to their directory. Not a subshell: the
 # brokers must be this shell's children, to be waited for and stopped. Every setup is
 # started the same way, so that only replication differs.
@@ -101,8 +104,9 @@ TOML
 [replication]
 id = "b$i"
 role = "$( ((i == 0)) && echo leader || echo follower)"
-mode = "$mode"
+mode = "$([[ $mode == paced ]] && echo async || echo "$mode")"
 min_insync = 2
+$([[ $mode == paced ]] && echo "fetch_interval_ms = $pace")
 
 [replication.peers]
 $peers
@@ -178,29 +182,28 @@ run_setup() {  # MODE ROUND
   rm -rf "$t"
 }
 
+# Each round starts one setup later in the order than the last, so that none is always first.
+setups=(standalone sync async paced)
 for ((r = 1; r <= rounds; r++)); do
-  case $((r % 3)) in
-    1) run_setup standalone "$r"; run_setup sync "$r"; run_setup async "$r" ;;
-    2) run_setup sync "$r"; run_setup async "$r"; run_setup standalone "$r" ;;
-    0) run_setup async "$r"; run_setup standalone "$r"; run_setup sync "$r" ;;
-  esac
+  for ((k = 0; k < ${#setups[@]}; k++)); do run_setup "${setups[(r - 1 + k) % ${#setups[@]}]}" "$r"; done
 done
 
-/usr/bin/python3 - "$results" "$messages" <<'PY'
+/usr/bin/python3 - "$results" "$messages" "$pace" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(label, i):
     values = [float(r[i]) for r in rows if r[0] == label]
     return statistics.median(values) if values else float("nan")
-s, y, a = (med(m, 1) for m in ("standalone", "sync", "async"))
-print(f"durable produce (msg/s)  standalone {s:>9.0f}  sync {y:>9.0f}  async {a:>9.0f}  "
-      f"sync/standalone {y / s:.2f}  async/standalone {a / s:.2f}")
+s, y, a, p = (med(m, 1) for m in ("standalone", "sync", "async", "paced"))
+print(f"durable produce (msg/s)  standalone {s:>9.0f}  sync {y:>9.0f}  async {a:>9.0f}  paced {p:>9.0f}  "
+      f"sync/standalone {y / s:.2f}  async/standalone {a / s:.2f}  paced/standalone {p / s:.2f}")
 for name, i in (("confirm-each p50 (ms)", 2), ("confirm-each p99 (ms)", 3)):
-    s, y, a = (med(m, i) for m in ("standalone", "sync", "async"))
+    s, y, a, p = (med(m, i) for m in ("standalone", "sync", "async", "paced"))
     # The issue's bound is a difference: standalone + one loopback round trip + one
     # follower fsync.
-    print(f"{name:24} standalone {s:>9.2f}  sync {y:>9.2f}  async {a:>9.2f}  "
-          f"sync/standalone {y / s:.2f} ({y - s:+.2f} ms)  async/standalone {a / s:.2f} ({a - s:+.2f} ms)")
+    print(f"{name:24} standalone {s:>9.2f}  sync {y:>9.2f}  async {a:>9.2f}  paced {p:>9.2f}  "
+          f"sync {y - s:+.2f} ms  async {a - s:+.2f} ms  paced {p - s:+.2f} ms")
+print(f"paced: the async trio with fetch_interval_ms = {sys.argv[3]}")
 catchup = [float(r[1]) for r in rows if r[0] == "catchup"]
 if catchup:
     print(f"catch-up of {sys.argv[2]} messages by an empty follower: median {statistics.median(catchup) / 1000:.1f} s")

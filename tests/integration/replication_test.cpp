@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -504,4 +506,37 @@ TEST_CASE("a store that ran standalone becomes a leader; followers started empty
   // Equal digests: the followers hold what the standalone broker confirmed too.
   stop_all(cluster);
   check_same_stores(cluster);
+}
+
+TEST_CASE("an async follower with fetch_interval_ms fetches no more often than that, and still catches up") {
+  ClusterOptions o = cluster_options();
+  o.sync = false;
+  // Every gap between two fetches is then at least the interval: one after an apply waits
+  // for it, one after an empty answer has waited fetch_wait_ms at the leader.
+  o.fetch_wait = 1000ms;
+  const auto interval = 400ms;
+  o.replication_toml = "fetch_interval_ms = " + std::to_string(interval.count()) + "\n";
+  Cluster cluster(o);
+  start_cluster(cluster);
+  txmq::test::create_topic(cluster.address(0), "events");
+  wait_caught_up(cluster, 1, 0, kCatchUp);
+
+  const double before = txmq::test::scrape_metric(cluster.broker(1), "txmq_replication_fetches_total");
+  const auto started = std::chrono::steady_clock::now();
+  // One record each: a follower that fetched after every apply would fetch about once a record.
+  const auto bodies = txmq::test::numbered("paced-", 40);
+  for (const auto& b : bodies) txmq::test::produce_one(cluster.address(0), "events", text(b));
+  wait_caught_up(cluster, 1, 0, kCatchUp);
+  const double fetches = txmq::test::scrape_metric(cluster.broker(1), "txmq_replication_fetches_total") - before;
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  // The fetch held when producing began, and one per interval since.
+  const double most = 1.0 + std::floor(std::chrono::duration<double>(elapsed) / interval) + 1.0;
+  CHECK_MESSAGE(fetches <= most, fetches << " fetches in "
+                                         << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+                                         << " ms, paced at " << interval.count() << " ms");
+  CHECK(fetches >= 1);
+  auto all = counted(stored_bodies(cluster.address(0), "events"));
+  for (const auto& b : bodies) CHECK(all[b] == 1);
+  stop_all(cluster);
+  check_same_stores(cluster);  // and the followers' stores hold the same
 }

@@ -455,3 +455,24 @@ TEST_CASE("validate wants the certificate and key with tls.enabled, and the CA w
   c.tls_files.ca_file = "ca.pem";
   CHECK(validate(c).ok());
 }
+
+TEST_CASE("replication.fetch_interval_ms is read; validate refuses it in sync mode or past half the lag bound") {
+  TempDir dir("txmq-config");
+  const std::string members = "\n[replication.peers]\nb0 = \"127.0.0.1:7001\"\nb1 = \"127.0.0.1:7002\"\n";
+  auto load = [&](const std::string& replication) {
+    auto c = load_text(dir, "[replication]\nid = \"b0\"\n" + replication + members);
+    REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().message));
+    return *c;
+  };
+  auto async = load("mode = \"async\"\nfetch_interval_ms = 20\n");
+  CHECK(async.replication.fetch_interval == std::chrono::milliseconds(20));
+  CHECK(validate(async).ok());
+
+  auto sync = validate(load("mode = \"sync\"\nfetch_interval_ms = 20\n"));
+  REQUIRE_FALSE(sync.ok());
+  CHECK(contains(sync.error().message, "replication.fetch_interval_ms is for mode = \"async\""));
+
+  auto late = validate(load("mode = \"async\"\nreplica_lag_max_ms = 1000\nfetch_wait_ms = 200\nfetch_interval_ms = 501\n"));
+  REQUIRE_FALSE(late.ok());
+  CHECK(contains(late.error().message, "fetch_interval_ms must be at most half"));
+}
