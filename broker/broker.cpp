@@ -280,6 +280,12 @@ void Broker::maybe_finish_shutdown() {
   }
 }
 
+void Broker::send_heartbeat(Connection& conn) {
+  auto& fbb = responder_.fbb();
+  fbb.Clear();
+  responder_.send_frame(conn, RequestId(), wire::Body::Heartbeat, wire::CreateHeartbeat(fbb).Union());
+}
+
 void Broker::close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
                                std::chrono::milliseconds limit) {
   if (probe_) probe_->connection_closed(reason);
@@ -289,12 +295,26 @@ void Broker::close_for_timeout(Connection& conn, std::string_view reason, std::s
 
 void Broker::housekeeping() {
   auto now = std::chrono::steady_clock::now();
+  // A loop held up since the last look has not read what came meanwhile: no one is silent.
+  const bool stalled = now - last_housekeeping_ > std::chrono::milliseconds(4 * kHousekeepingMs);
+  last_housekeeping_ = now;
   std::vector<Connection*> late;
-  for (auto& [id, conn] : connections_)
+  for (auto& [id, conn] : connections_) {
     if (conn->overdue(now) != Overdue::kNone) late.push_back(conn.get());
+    else if (conn->heartbeat_due(now)) send_heartbeat(*conn);
+  }
   for (Connection* conn : late) {
     switch (conn->overdue(now)) {
       case Overdue::kLinger: conn->close(); break;
+      case Overdue::kSilent:
+        // A peer gone without a FIN (a dead machine, a cut network, a stopped process):
+        // its deliveries go back to its group, its transaction checks to live connections.
+        if (stalled) break;
+        spdlog::info("connection {} from {}: nothing heard for {} heartbeat intervals of {} ms; closing", conn->id(),
+                     conn->peer(), Connection::kHeartbeatMisses, conn->heartbeat().count());
+        close_for_timeout(*conn, "heartbeat_timeout", "nothing heard within 3 heartbeat intervals",
+                          Connection::kHeartbeatMisses * conn->heartbeat());
+        break;
       case Overdue::kHello:
         close_for_timeout(*conn, "hello_timeout", "no hello within limits.hello_timeout_ms", limits_.hello_timeout);
         break;
@@ -371,6 +391,8 @@ void Broker::on_frame(Connection& conn, std::span<const std::uint8_t> bytes) {
     responder_.reply_error(conn, rid, Error(ErrorCode::kHelloRequired), true);
     return;
   }
+  // Its arrival was the point (Connection::overdue); it is never answered.
+  if (type == wire::Body::Heartbeat) return;
   if (shutting_down_) {
     responder_.reply_error(conn, rid, Error(ErrorCode::kShuttingDown));
     return;
@@ -434,6 +456,7 @@ void Broker::handle_hello(Connection& conn, RequestId rid, const wire::Hello& re
   }
   conn.client_name = req.client_name() ? req.client_name()->str() : "";
   conn.producer_group = std::move(producer_group);
+  conn.heartbeat_asked = std::chrono::milliseconds(req.heartbeat_ms());
   auth_->hello(conn, rid, req);
 }
 
@@ -445,6 +468,9 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
         conn, rid, conn.access.refusal(Operation::kTransact, ResourceType::kProducerGroup, conn.producer_group),
         "permission");
   conn.hello_completed();
+  // A client that asked for heartbeats gets them at its interval, or at the broker's
+  // shortest: a client cannot make the broker send them as fast as it likes.
+  if (conn.heartbeat_asked.count() > 0) conn.set_heartbeat(std::max(conn.heartbeat_asked, config_.heartbeat_min));
   if (!conn.producer_group.empty() && txns_) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
   auto& fbb = responder_.fbb();
@@ -455,7 +481,8 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
       verdict.final_message.empty()
           ? 0
           : fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(verdict.final_message.data()),
-                             verdict.final_message.size()));
+                             verdict.final_message.size()),
+      static_cast<std::uint32_t>(conn.heartbeat().count()));
   responder_.send_frame(conn, rid, wire::Body::HelloOk, body.Union());
 }
 

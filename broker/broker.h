@@ -74,6 +74,8 @@ class Broker final : public ConnectionEvents {
   void begin_shutdown(const char* why);
   void maybe_finish_shutdown();
   void housekeeping();
+  // A Heartbeat frame (request id 0) to a connection that agreed on them.
+  void send_heartbeat(Connection& conn);
   // Answers Timeout (what, with the limit) and closes; counted under reason.
   void close_for_timeout(Connection& conn, std::string_view reason, std::string_view what,
                          std::chrono::milliseconds limit);
@@ -118,6 +120,7 @@ class Broker final : public ConnectionEvents {
   uv_signal_t sigterm_{};
   uv_signal_t sighup_{};  // reloads the users and ACL files
   uv_timer_t housekeeping_timer_{};
+  std::chrono::steady_clock::time_point last_housekeeping_ = std::chrono::steady_clock::now();
   // Declared before the components, which answer through the responder.
   Responder::ConnectionTable connections_;
   Responder responder_{connections_, config_.connection_inflight_bytes};

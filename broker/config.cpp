@@ -159,6 +159,7 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     read_with(root, "limits", "hello_timeout_ms", c.hello_timeout, parse_ms);
     read_with(root, "limits", "frame_timeout_ms", c.frame_timeout, parse_ms);
     read_with(root, "limits", "output_timeout_ms", c.output_timeout, parse_ms);
+    read_with(root, "limits", "heartbeat_min_interval_ms", c.heartbeat_min, parse_ms);
     read_with(root, "limits", "total_input_bytes", c.total_input_bytes, size_any);
     read_with(root, "limits", "total_output_bytes", c.total_output_bytes, size_any);
     if (root.contains("storage")) {
@@ -246,6 +247,7 @@ Status validate(const BrokerConfig& c) {
     return bad("limits.max_message_bytes must be positive and at least 1 KiB below limits.max_frame_bytes");
   if (c.hello_max_frame_bytes < 256) return bad("limits.hello_max_frame_bytes must be at least 256");
   if (c.hello_timeout.count() < 100) return bad("limits.hello_timeout_ms must be at least 100");
+  if (c.heartbeat_min.count() < 100) return bad("limits.heartbeat_min_interval_ms must be at least 100");
   if (c.frame_timeout.count() < 100) return bad("limits.frame_timeout_ms must be at least 100");
   if (c.output_timeout.count() < 100) return bad("limits.output_timeout_ms must be at least 100");
   // A frame is reserved whole before its body is read, so the largest must fit alone.

@@ -55,6 +55,7 @@ struct BrokerConfig {
   std::chrono::milliseconds hello_timeout{10000};     // limits.hello_timeout_ms
   std::chrono::milliseconds frame_timeout{60000};     // limits.frame_timeout_ms
   std::chrono::milliseconds output_timeout{60000};    // limits.output_timeout_ms
+  std::chrono::milliseconds heartbeat_min{500};       // limits.heartbeat_min_interval_ms
   std::size_t total_input_bytes = 128u << 20;         // limits.total_input_bytes
   std::size_t total_output_bytes = 128u << 20;        // limits.total_output_bytes
 

@@ -70,6 +70,11 @@ void Connection::hello_completed() {
   decoder_.set_max_frame_bytes(limits_.max_frame_bytes);
 }
 
+void Connection::set_heartbeat(std::chrono::milliseconds interval) {
+  heartbeat_ = interval;
+  last_heard_ = last_sent_ = std::chrono::steady_clock::now();
+}
+
 void Connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(h->data);
   *buf = uv_buf_init(self->read_buf_, sizeof(self->read_buf_));
@@ -95,6 +100,7 @@ void Connection::handle_read(ssize_t nread) {
     return;
   }
   if (state_ != State::kOpen) return;  // draining: discard until the peer hangs up
+  if (heartbeat_.count() > 0) last_heard_ = std::chrono::steady_clock::now();
   if (first_read_) {
     first_read_ = false;
     if (!check_first_bytes(static_cast<std::size_t>(nread))) return;
@@ -263,11 +269,14 @@ Overdue Connection::overdue(std::chrono::steady_clock::time_point now) {
   // the disk, this client's unread answers) is not the peer's delay.
   if (reading_ && decoder_.partial_frame_bytes() > 0 && now - frame_started_ >= limits_.frame_timeout)
     return Overdue::kFrame;
+  // Likewise: heartbeats the broker did not read are not missed.
+  if (reading_ && heartbeat_.count() > 0 && now - last_heard_ >= kHeartbeatMisses * heartbeat_) return Overdue::kSilent;
   return Overdue::kNone;
 }
 
 void Connection::send(std::span<const std::uint8_t> frame) {
   if (state_ != State::kOpen) return;  // the error frame before close_after_flush still goes
+  last_sent_ = std::chrono::steady_clock::now();
   if (!tls_ && !write_in_flight_ && pending_.empty()) {
     // Nothing is ahead of it: what the socket takes now goes from the caller's buffer, and
     // only the rest is copied (a follower's fetch answer is megabytes).
@@ -370,8 +379,9 @@ void Connection::update_reading() {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   if (want) {
     if (uv_read_start(stream, &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
-    // A partial frame's clock runs from now: it did not run while the broker did not read.
-    frame_started_ = std::chrono::steady_clock::now();
+    // A partial frame's clock runs from now: it did not run while the broker did not read;
+    // nor did the heartbeats'.
+    frame_started_ = last_heard_ = std::chrono::steady_clock::now();
   } else {
     uv_read_stop(stream);
     reading_ = false;

@@ -72,7 +72,7 @@ struct ConnectionLimits {
 };
 
 // Why a connection must be closed now (Connection::overdue).
-enum class Overdue { kNone, kHello, kFrame, kOutput, kLinger };
+enum class Overdue { kNone, kHello, kFrame, kOutput, kLinger, kSilent };
 
 class Connection final : public DeliverySink {
  public:
@@ -130,13 +130,25 @@ class Connection final : public DeliverySink {
   void hello_completed();
   bool hello_done() const { return hello_done_; }
 
+  // Heartbeats agreed in the hello (HelloOk.heartbeat_ms; 0: none): the peer is overdue
+  // (kSilent) once nothing was read from it for kHeartbeatMisses intervals while the
+  // broker was reading, and heartbeat_due() says when the broker should send one.
+  static constexpr int kHeartbeatMisses = 3;
+  void set_heartbeat(std::chrono::milliseconds interval);
+  std::chrono::milliseconds heartbeat() const { return heartbeat_; }
+  // Nothing was sent for an interval: a Heartbeat should go now.
+  bool heartbeat_due(std::chrono::steady_clock::time_point now) const {
+    return heartbeat_.count() > 0 && open() && now - last_sent_ >= heartbeat_;
+  }
+
   // Serves frames already received and reads again if nothing holds it back. The
   // ConnectionBudget calls it (through the Server) when there may be room again, and the
   // connection asks for it when a pause ends. Never call it from inside a request handler.
   void resume();
 
   // Whether a deadline of this connection passed: the hello, a frame, a write to a client
-  // that stopped reading, or the linger of an erroring connection. Called by the Server's housekeeping timer.
+  // that stopped reading, a peer silent past its heartbeats, or the linger of an erroring
+  // connection. Called by the Server's housekeeping timer.
   // Not const: it notes the write queue's progress, which the output deadline is about.
   Overdue overdue(std::chrono::steady_clock::time_point now);
 
@@ -147,6 +159,7 @@ class Connection final : public DeliverySink {
   // Protocol state owned by the session layer.
   std::string client_name;
   std::string producer_group;  // transaction checks for this group may come here
+  std::chrono::milliseconds heartbeat_asked{0};  // Hello.heartbeat_ms, until the hello is answered
   Access access;               // who the peer is and what it may do (set by the hello)
   std::size_t produce_bytes_in_flight = 0;
 
@@ -191,6 +204,9 @@ class Connection final : public DeliverySink {
   std::chrono::steady_clock::time_point frame_started_;  // of the partial frame, if any
   std::chrono::steady_clock::time_point write_started_;  // the write in flight's last progress
   std::size_t write_queued_ = 0;  // its bytes not yet taken by the kernel, at the last look
+  std::chrono::milliseconds heartbeat_{0};
+  std::chrono::steady_clock::time_point last_heard_;  // the last read, or reading's restart
+  std::chrono::steady_clock::time_point last_sent_;   // the last frame queued
   uv_tcp_t tcp_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;

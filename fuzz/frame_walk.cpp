@@ -131,6 +131,7 @@ void body(Digest& d, const wire::Frame& f) {
       str(d, b->producer_group());
       str(d, b->mechanism());
       bytes(d, b->auth());
+      d.add(static_cast<std::uint64_t>(b->heartbeat_ms()));
       return;
     }
     case Body::HelloOk: {
@@ -141,8 +142,11 @@ void body(Digest& d, const wire::Frame& f) {
       d.add(static_cast<std::uint64_t>(b->max_message_bytes()));
       str(d, b->user());
       bytes(d, b->auth());
+      d.add(static_cast<std::uint64_t>(b->heartbeat_ms()));
       return;
     }
+    case Body::Heartbeat:
+      return;
     case Body::AuthChallenge:
       bytes(d, f.body_as_AuthChallenge()->data());
       return;

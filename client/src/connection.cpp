@@ -338,6 +338,7 @@ void Connection::read_failed(ssize_t status) {
 void Connection::received(const char* data, std::size_t len) {
   const bool first = !heard_;
   heard_ = true;
+  last_heard_ = Clock::now();
   const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(data), len);
   if (tls_) {
     if (first && !common::looks_like_tls_record(bytes)) {
@@ -407,7 +408,7 @@ void Connection::send_hello() {
   }
   auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name),
                                  options_.producer_group.empty() ? 0 : fbb_.CreateString(options_.producer_group),
-                                 mechanism, auth);
+                                 mechanism, auth, static_cast<std::uint32_t>(options_.heartbeat_interval.count()));
   fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::Hello, hello.Union()));
   write(common::frame_bytes(fbb_));
 }
@@ -459,6 +460,7 @@ void Connection::handle_frame(std::span<const std::uint8_t> bytes) {
     return;
   }
   if (rid == 0) {
+    if (frame->body_type() == wire::Body::Heartbeat) return;  // its bytes were the point
     if (hooks_.on_push) hooks_.on_push(*frame);
     return;
   }
@@ -540,6 +542,8 @@ bool Connection::hello_answered(const wire::Frame& frame) {
   }
   max_frame_bytes_.store(ok->max_frame_bytes(), std::memory_order_relaxed);
   max_message_bytes_.store(ok->max_message_bytes(), std::memory_order_relaxed);
+  heartbeat_ = Millis(ok->heartbeat_ms());
+  last_heard_ = last_sent_ = Clock::now();
   state_ = State::kReady;
   return true;
 }
@@ -574,6 +578,7 @@ Status Connection::check_size(std::span<const std::uint8_t> frame) const {
 }
 
 void Connection::write(std::span<const std::uint8_t> frame) {
+  last_sent_ = Clock::now();
   out_.insert(out_.end(), frame.begin(), frame.end());
   if (!write_in_flight_) flush_writes();
 }
@@ -658,8 +663,27 @@ void Connection::schedule_reconnect() {
                  static_cast<std::uint64_t>(delay), 0);
 }
 
+void Connection::check_heartbeats(Clock::time_point now, bool stalled) {
+  if (state_ != State::kReady || heartbeat_.count() == 0) return;
+  if (stalled) last_heard_ = now;  // the loop reads what came meanwhile before the next look
+  if (now - last_heard_ >= 3 * heartbeat_) {
+    disconnected(Error(ErrorCode::kConnectionLost,
+                       "nothing heard from " + brokers_->current_entry().to_string() + " in " +
+                           std::to_string(3 * heartbeat_.count()) + " ms (heartbeats every " +
+                           std::to_string(heartbeat_.count()) + " ms): it is gone"));
+    return;
+  }
+  if (now - last_sent_ < heartbeat_) return;
+  flatbuffers::FlatBufferBuilder fbb(64);
+  fbb.FinishSizePrefixed(wire::CreateFrame(fbb, 0, wire::Body::Heartbeat, wire::CreateHeartbeat(fbb).Union()));
+  write(common::frame_bytes(fbb));
+}
+
 void Connection::check_deadlines() {
   auto now = Clock::now();
+  const bool stalled = last_tick_ != Clock::time_point() && now - last_tick_ > std::max(heartbeat_, Millis(kTickMs * 5));
+  last_tick_ = now;
+  check_heartbeats(now, stalled);
   // A broker that accepts but never answers the hello is as good as none.
   if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
     attempt_failed("connect timed out");

@@ -141,6 +141,10 @@ class Connection {
   void disconnected(const Error& why);
   void schedule_reconnect();
   void check_deadlines();
+  // Heartbeats (heartbeat_): one sent when nothing was for an interval; the connection
+  // dropped when nothing was heard for three. `stalled`: this thread was held (a handler)
+  // since the last look, so what the broker sent may be unread yet.
+  void check_heartbeats(Clock::time_point now, bool stalled);
   void drain_posted();
   void fail_all(const Error& why, bool include_unsent);
   void close_loop();
@@ -174,6 +178,10 @@ class Connection {
   std::string round_errors_;                 // "ADDRESS: why" of each address failed this round
   Clock::time_point connect_started_;        // of the current address's attempt
   Clock::time_point started_;                // start(): first_connect_timeout counts from here
+  Millis heartbeat_{0};                      // agreed in the hello (HelloOk.heartbeat_ms); 0 none
+  Clock::time_point last_heard_;             // the last bytes read
+  Clock::time_point last_sent_;              // the last frame written
+  Clock::time_point last_tick_;              // check_deadlines' last run
   bool ever_ready_ = false;                  // a hello was answered once
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};

@@ -55,3 +55,9 @@ set_tests_properties(cluster_client_test PROPERTIES ENVIRONMENT
 txmq_add_test(hosted_connection_test SOURCES hosted_connection_test.cpp LIBS txmq_client txmq_test_support
               LABEL integration TIMEOUT 120)
 add_dependencies(hosted_connection_test txmq-broker)
+
+# Heartbeats both ways: what the hello agrees, the broker's close of a silent peer, and the
+# client library dropping a stopped (SIGSTOP) broker long before its request deadline.
+txmq_add_test(heartbeat_test SOURCES heartbeat_test.cpp LIBS txmq_client txmq_test_support
+              LABEL integration TIMEOUT 120)
+add_dependencies(heartbeat_test txmq-broker)

@@ -85,6 +85,16 @@ struct ClientOptions {
   // background either way. For tools that must report an unreachable broker quickly (the
   // txmq tool uses 1000 ms). A Consumer's subscription is not a request: it keeps waiting.
   Millis first_connect_timeout{0};
+  // Heartbeats: the client asks the broker for this interval in its hello (a broker may
+  // raise it to its limits.heartbeat_min_interval_ms). Each side then sends a heartbeat
+  // when it has sent nothing else for the interval, and drops the connection when it has
+  // heard nothing for three intervals: a broker whose machine died or whose network was cut
+  // is found in seconds (requests in flight fail with kConnectionLost and the client
+  // reconnects, to the new leader in a cluster), and the broker gives a vanished client's
+  // deliveries and transaction checks to live connections. 0: none (the broker then never
+  // closes this connection for silence). A handler that holds the I/O thread longer than
+  // the interval does not count as the broker's silence.
+  Millis heartbeat_interval{2000};
   // Set by TransactionalProducer: the broker sends this group's transaction checks here.
   std::string producer_group;
   // With tls.enabled every connection is TLS 1.2 or newer. Files that cannot be loaded
