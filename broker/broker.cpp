@@ -310,8 +310,6 @@ void Broker::housekeeping() {
         // A peer gone without a FIN (a dead machine, a cut network, a stopped process):
         // its deliveries go back to its group, its transaction checks to live connections.
         if (stalled) break;
-        spdlog::info("connection {} from {}: nothing heard for {} heartbeat intervals of {} ms; closing", conn->id(),
-                     conn->peer(), Connection::kHeartbeatMisses, conn->heartbeat().count());
         close_for_timeout(*conn, "heartbeat_timeout", "nothing heard within 3 heartbeat intervals",
                           Connection::kHeartbeatMisses * conn->heartbeat());
         break;
