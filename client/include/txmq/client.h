@@ -93,7 +93,9 @@ struct ClientOptions {
   // reconnects, to the new leader in a cluster), and the broker gives a vanished client's
   // deliveries and transaction checks to live connections. 0: none (the broker then never
   // closes this connection for silence). A handler that holds the I/O thread longer than
-  // the interval does not count as the broker's silence.
+  // the interval does not count as the broker's silence; but it holds this client's
+  // heartbeats back too, so one that holds it for three intervals is taken for gone by the
+  // broker (its deliveries go to other consumers): handlers must not block for long.
   Millis heartbeat_interval{2000};
   // Set by TransactionalProducer: the broker sends this group's transaction checks here.
   std::string producer_group;
