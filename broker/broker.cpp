@@ -17,6 +17,8 @@ namespace {
 
 // How often lingering connections are reaped.
 constexpr std::uint64_t kHousekeepingMs = 250;
+// The longest heartbeat interval granted (HelloOk.heartbeat_ms is 32 bits).
+constexpr std::chrono::milliseconds kMaxHeartbeat{3'600'000};
 
 std::string sockname(const uv_tcp_t* tcp) {
   sockaddr_storage addr{};
@@ -308,10 +310,13 @@ void Broker::housekeeping() {
       case Overdue::kLinger: conn->close(); break;
       case Overdue::kSilent:
         // A peer gone without a FIN (a dead machine, a cut network, a stopped process):
-        // its deliveries go back to its group, its transaction checks to live connections.
+        // closed at once, not after a flush its full socket may never take, so that its
+        // deliveries go back to its group and its transaction checks to live connections.
         if (stalled) break;
-        close_for_timeout(*conn, "heartbeat_timeout", "nothing heard within 3 heartbeat intervals",
-                          Connection::kHeartbeatMisses * conn->heartbeat());
+        if (probe_) probe_->connection_closed("heartbeat_timeout");
+        spdlog::info("connection {} from {}: nothing heard for {} heartbeat intervals of {} ms; closing", conn->id(),
+                     conn->peer(), Connection::kHeartbeatMisses, conn->heartbeat().count());
+        conn->close();
         break;
       case Overdue::kHello:
         close_for_timeout(*conn, "hello_timeout", "no hello within limits.hello_timeout_ms", limits_.hello_timeout);
@@ -468,7 +473,8 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
   conn.hello_completed();
   // A client that asked for heartbeats gets them at its interval, or at the broker's
   // shortest: a client cannot make the broker send them as fast as it likes.
-  if (conn.heartbeat_asked.count() > 0) conn.set_heartbeat(std::max(conn.heartbeat_asked, config_.heartbeat_min));
+  if (conn.heartbeat_asked.count() > 0)
+    conn.set_heartbeat(std::clamp(conn.heartbeat_asked, config_.heartbeat_min, kMaxHeartbeat));
   if (!conn.producer_group.empty() && txns_) txns_->producer_joined(conn);
   spdlog::debug("connection {} from {} is '{}'", conn.id(), conn.peer(), conn.client_name);
   auto& fbb = responder_.fbb();

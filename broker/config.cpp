@@ -247,7 +247,9 @@ Status validate(const BrokerConfig& c) {
     return bad("limits.max_message_bytes must be positive and at least 1 KiB below limits.max_frame_bytes");
   if (c.hello_max_frame_bytes < 256) return bad("limits.hello_max_frame_bytes must be at least 256");
   if (c.hello_timeout.count() < 100) return bad("limits.hello_timeout_ms must be at least 100");
-  if (c.heartbeat_min.count() < 100) return bad("limits.heartbeat_min_interval_ms must be at least 100");
+  // Heartbeats are sent and checked every 250 ms: an interval of two checks at least.
+  if (c.heartbeat_min.count() < 500 || c.heartbeat_min.count() > 3'600'000)
+    return bad("limits.heartbeat_min_interval_ms must be between 500 and 3600000");
   if (c.frame_timeout.count() < 100) return bad("limits.frame_timeout_ms must be at least 100");
   if (c.output_timeout.count() < 100) return bad("limits.output_timeout_ms must be at least 100");
   // A frame is reserved whole before its body is read, so the largest must fit alone.

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cassert>
 #include <random>
 
@@ -15,6 +16,8 @@ namespace {
 // How often request deadlines and the connect deadline are checked. A request times out
 // at most this late.
 constexpr std::uint64_t kTickMs = 20;
+// Longer asked-for heartbeat intervals are cut to this (an hour: the wire field is 32 bits).
+constexpr Millis::rep kMaxHeartbeatMs = 3'600'000;
 // A connect attempt to one address that has not completed by then is abandoned for the
 // next address (or the next round); so is a hello not answered by then.
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
@@ -408,7 +411,8 @@ void Connection::send_hello() {
   }
   auto hello = wire::CreateHello(fbb_, kProtocolVersion, fbb_.CreateString(options_.client_name),
                                  options_.producer_group.empty() ? 0 : fbb_.CreateString(options_.producer_group),
-                                 mechanism, auth, static_cast<std::uint32_t>(options_.heartbeat_interval.count()));
+                                 mechanism, auth, static_cast<std::uint32_t>(std::clamp<Millis::rep>(
+                                                      options_.heartbeat_interval.count(), 0, kMaxHeartbeatMs)));
   fbb_.FinishSizePrefixed(wire::CreateFrame(fbb_, hello_rid_, wire::Body::Hello, hello.Union()));
   write(common::frame_bytes(fbb_));
 }
@@ -647,8 +651,11 @@ void Connection::disconnected(const Error& why) {
   fail_all(Error(why.code == ErrorCode::kNotConnected ? ErrorCode::kNotConnected : ErrorCode::kConnectionLost,
                  why.message),
            false);
+  // A callback may have stopped the connection (a hosted one's owner disposes it).
+  if (state_ == State::kStopped) return;
   // Before the first connection, a caller that asked to fail fast hears of each failure.
   if (failing_fast()) fail_all(Error(ErrorCode::kNotConnected, why.message), true);
+  if (state_ == State::kStopped) return;
   state_ = State::kIdle;
   schedule_reconnect();
 }
@@ -684,6 +691,7 @@ void Connection::check_deadlines() {
   const bool stalled = last_tick_ != Clock::time_point() && now - last_tick_ > std::max(heartbeat_, Millis(kTickMs * 5));
   last_tick_ = now;
   check_heartbeats(now, stalled);
+  if (state_ == State::kStopped) return;  // a failed request's callback disposed it
   // A broker that accepts but never answers the hello is as good as none.
   if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
     attempt_failed("connect timed out");

@@ -476,3 +476,18 @@ TEST_CASE("replication.fetch_interval_ms is read; validate refuses it in sync mo
   REQUIRE_FALSE(late.ok());
   CHECK(contains(late.error().message, "fetch_interval_ms must be at most half"));
 }
+
+TEST_CASE("limits.heartbeat_min_interval_ms is read; validate keeps it within 500 ms and an hour") {
+  TempDir dir("txmq-config");
+  auto c = load_text(dir, "[limits]\nheartbeat_min_interval_ms = 750\n");
+  REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().message));
+  CHECK(c->heartbeat_min == std::chrono::milliseconds(750));
+  CHECK(validate(*c).ok());
+  for (const char* bad : {"499", "3600001"}) {
+    auto b = load_text(dir, std::string("[limits]\nheartbeat_min_interval_ms = ") + bad + "\n");
+    REQUIRE(b.ok());
+    auto st = validate(*b);
+    REQUIRE_FALSE(st.ok());
+    CHECK(contains(st.error().message, "limits.heartbeat_min_interval_ms must be between 500 and 3600000"));
+  }
+}
