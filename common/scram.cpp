@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/base64.h"
 #include "common/utf8.h"
 
 namespace txmq::common::scram {
@@ -72,50 +73,10 @@ Keys salted_keys(std::string_view password, std::string_view salt, std::uint32_t
 
 bool equal(const Key& a, const Key& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
 
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
 
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-// Strict: whole groups of four, padding only at the end, no whitespace, and the unused low
-// bits of the last group zero, so that each value has exactly one text (EVP_DecodeBlock
-// would accept spaces and return padding as zero bytes).
-std::optional<std::string> unbase64(std::string_view text) {
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') pad = text.size() >= 2 && text[text.size() - 2] == '=' ? 2 : 1;
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  std::uint32_t bits = 0;
-  int nbits = 0;
-  for (std::size_t i = 0; i < text.size() - pad; ++i) {
-    const int v = base64_value(text[i]);
-    if (v < 0) return std::nullopt;
-    bits = (bits << 6) | static_cast<std::uint32_t>(v);
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out.push_back(static_cast<char>((bits >> nbits) & 0xFF));
-    }
-  }
-  if ((bits & ((1u << nbits) - 1)) != 0) return std::nullopt;
-  return out;
-}
 
 std::optional<Key> unbase64_key(std::string_view text) {
-  auto bytes = unbase64(text);
+  auto bytes = base64_decode(text);
   if (!bytes || bytes->size() != Key{}.size()) return std::nullopt;
   Key key{};
   std::copy(bytes->begin(), bytes->end(), key.begin());
@@ -244,8 +205,8 @@ StoredCredentials decoy(std::string_view user, std::span<const std::uint8_t> sec
 }
 
 std::string to_text(const StoredCredentials& c) {
-  return std::string(kTextPrefix) + std::to_string(c.iterations) + ":" + base64(c.salt) + "$" +
-         base64(as_chars(c.stored_key)) + ":" + base64(as_chars(c.server_key));
+  return std::string(kTextPrefix) + std::to_string(c.iterations) + ":" + base64_encode(c.salt) + "$" +
+         base64_encode(as_chars(c.stored_key)) + ":" + base64_encode(as_chars(c.server_key));
 }
 
 Result<StoredCredentials> from_text(std::string_view text) {
@@ -268,7 +229,7 @@ Result<StoredCredentials> from_text(std::string_view text) {
     return invalid("the secret's iteration count " + std::to_string(*iterations) + " is outside [" +
                    std::to_string(kMinIterations) + ", " + std::to_string(kMaxIterations) + "]");
   c.iterations = *iterations;
-  auto salt = unbase64(text.substr(colon + 1, dollar - colon - 1));
+  auto salt = base64_decode(text.substr(colon + 1, dollar - colon - 1));
   if (!salt || salt->empty()) return invalid("the secret's salt is not base64");
   c.salt = std::move(*salt);
   auto stored = unbase64_key(keys.substr(0, key_colon));
@@ -280,7 +241,7 @@ Result<StoredCredentials> from_text(std::string_view text) {
 }
 
 ClientExchange::ClientExchange(std::string user, std::string password)
-    : ClientExchange(std::move(user), std::move(password), base64(random_bytes(kNonceBytes))) {}
+    : ClientExchange(std::move(user), std::move(password), base64_encode(random_bytes(kNonceBytes))) {}
 
 ClientExchange::ClientExchange(std::string user, std::string password, std::string nonce)
     : user_(std::move(user)), password_(std::move(password)), nonce_(std::move(nonce)) {
@@ -301,7 +262,7 @@ Result<std::string> ClientExchange::final_message(std::string_view server_first)
   // drops our nonce, could be a replay.
   if (!valid_nonce(*nonce) || nonce->size() <= nonce_.size() || !nonce->starts_with(nonce_))
     return failed("nonce mismatch");
-  auto salt = unbase64(*salt_text);
+  auto salt = base64_decode(*salt_text);
   if (!salt || salt->empty()) return failed("malformed server-first message (salt)");
   const auto iterations = parse_count(*iterations_text);
   if (!iterations) return failed("malformed server-first message (iterations)");
@@ -317,7 +278,7 @@ Result<std::string> ClientExchange::final_message(std::string_view server_first)
   Key proof{};
   for (std::size_t i = 0; i < proof.size(); ++i) proof[i] = keys.client_key[i] ^ signature[i];
   server_key_ = keys.server_key;
-  return without_proof + ",p=" + base64(as_chars(proof));
+  return without_proof + ",p=" + base64_encode(as_chars(proof));
 }
 
 Status ClientExchange::verify_server(std::string_view server_final) const {
@@ -361,13 +322,13 @@ Result<ServerExchange> ServerExchange::start(std::string_view client_first) {
 }
 
 std::string ServerExchange::first_message(const StoredCredentials& credentials) {
-  return first_message(credentials, base64(random_bytes(kNonceBytes)));
+  return first_message(credentials, base64_encode(random_bytes(kNonceBytes)));
 }
 
 std::string ServerExchange::first_message(const StoredCredentials& credentials, std::string server_nonce) {
   credentials_ = credentials;
   nonce_ = client_nonce_ + server_nonce;
-  server_first_ = "r=" + nonce_ + ",s=" + base64(credentials.salt) + ",i=" + std::to_string(credentials.iterations);
+  server_first_ = "r=" + nonce_ + ",s=" + base64_encode(credentials.salt) + ",i=" + std::to_string(credentials.iterations);
   return server_first_;
 }
 
@@ -392,7 +353,7 @@ Result<std::string> ServerExchange::final_message(std::string_view client_final)
   if (!equal(sha256(client_key), credentials_.stored_key)) return failed("wrong proof");
   // One exchange, one proof: a second client-final on this exchange is refused.
   server_first_.clear();
-  return "v=" + base64(as_chars(hmac(as_chars(credentials_.server_key), auth_message)));
+  return "v=" + base64_encode(as_chars(hmac(as_chars(credentials_.server_key), auth_message)));
 }
 
 }  // namespace txmq::common::scram

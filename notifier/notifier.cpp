@@ -30,7 +30,7 @@ int Notifier::run() {
       .set(1);
   metrics_ = std::make_unique<NotifierMetrics>(registry_);
   post_ = std::make_unique<LoopPost>(&loop_);
-  http_ = std::make_unique<HttpClient>(&loop_);
+  http_ = std::make_unique<http::HttpClient>(&loop_, "txmq-notifier");
   endpoint_ = std::make_unique<metrics::HttpEndpoint>(&loop_, registry_);
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);

@@ -10,7 +10,7 @@
 #include "metrics/http_endpoint.h"
 #include "metrics/registry.h"
 #include "notifier/config.h"
-#include "notifier/http_client.h"
+#include "http/http_client.h"
 #include "notifier/loop_post.h"
 #include "notifier/notifier_metrics.h"
 #include "notifier/subscription.h"
@@ -40,7 +40,7 @@ class Notifier {
   metrics::Registry registry_;
   std::unique_ptr<NotifierMetrics> metrics_;
   std::unique_ptr<LoopPost> post_;
-  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<http::HttpClient> http_;
   std::unique_ptr<metrics::HttpEndpoint> endpoint_;
   std::unique_ptr<client::Producer> records_;  // give-up records
   std::vector<std::unique_ptr<Subscription>> subscriptions_;

@@ -20,7 +20,7 @@ std::string_view outcome_name(Outcome o) {
   return "unknown";
 }
 
-Outcome classify(const HttpResponse& r, const SubscriptionConfig& config) {
+Outcome classify(const http::HttpResponse& r, const SubscriptionConfig& config) {
   if (r.status == 0) return r.timed_out ? Outcome::kTimeout : Outcome::kConnectionError;
   if (r.status >= 200 && r.status < 300) {
     if (config.success_body.empty()) return Outcome::kSuccess;

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "notifier/config.h"
-#include "notifier/http_client.h"
+#include "http/http_client.h"
 
 namespace txmq::notifier {
 
@@ -27,7 +27,7 @@ enum class Outcome {
 // The label of the outcome in metrics and in the attempt history.
 std::string_view outcome_name(Outcome o);
 
-Outcome classify(const HttpResponse& response, const SubscriptionConfig& config);
+Outcome classify(const http::HttpResponse& response, const SubscriptionConfig& config);
 
 // Whether the outcome counts against the endpoint (opens its breaker): the endpoint is
 // down or overloaded, rather than refusing this one message.

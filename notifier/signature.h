@@ -8,13 +8,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/base64.h"
 #include "common/result.h"
 
 namespace txmq::notifier {
 
-std::string base64_encode(std::string_view bytes);
-// Standard alphabet with padding; nullopt for anything else.
-std::optional<std::string> base64_decode(std::string_view text);
+using common::base64_decode;
+using common::base64_encode;
 
 // The key bytes of a "whsec_<base64>" secret. kInvalidArgument.
 Result<std::string> decode_secret(std::string_view secret);

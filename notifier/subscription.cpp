@@ -71,7 +71,7 @@ struct Subscription::Endpoint {
 };
 
 Subscription::Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection,
-                           HttpClient& http, LoopPost& post, client::Producer& records, NotifierMetrics& metrics)
+                           http::HttpClient& http, LoopPost& post, client::Producer& records, NotifierMetrics& metrics)
     : loop_(loop),
       config_(std::move(config)),
       connection_(std::move(connection)),
@@ -265,7 +265,7 @@ void Subscription::send(Endpoint& e, Job job) {
   const std::string id = webhook_id(d);
   const std::int64_t ts = static_cast<std::int64_t>(wall_ms() / 1000);
   const std::string* type = header(d, "content-type");
-  HttpRequest req;
+  http::HttpRequest req;
   req.url = job.url;
   req.body = d.body;
   req.timeout = config_.request_timeout;
@@ -283,12 +283,12 @@ void Subscription::send(Endpoint& e, Job job) {
   ++e.in_flight;
   in_flight_->inc();
   const std::uint64_t started = wall_ms();
-  http_.post(std::move(req), [this, &e, job = std::move(job), started](HttpResponse r) mutable {
+  http_.post(std::move(req), [this, &e, job = std::move(job), started](http::HttpResponse r) mutable {
     on_response(e, std::move(job), started, std::move(r));
   });
 }
 
-void Subscription::on_response(Endpoint& e, Job job, std::uint64_t started_ms, HttpResponse r) {
+void Subscription::on_response(Endpoint& e, Job job, std::uint64_t started_ms, http::HttpResponse r) {
   --e.in_flight;
   in_flight_->dec();
   duration_->observe(r.seconds);

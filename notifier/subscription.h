@@ -18,7 +18,7 @@
 #include "notifier/attempt_log.h"
 #include "notifier/breaker.h"
 #include "notifier/config.h"
-#include "notifier/http_client.h"
+#include "http/http_client.h"
 #include "notifier/loop_post.h"
 #include "notifier/notifier_metrics.h"
 #include "txmq/client.h"
@@ -29,7 +29,7 @@ class Subscription {
  public:
   // Everything passed by reference outlives the subscription. Its consumer connects with
   // `connection` (NotifierConfig::client_options). Thread: the loop's.
-  Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection, HttpClient& http,
+  Subscription(uv_loop_t* loop, SubscriptionConfig config, client::ClientOptions connection, http::HttpClient& http,
                LoopPost& post, client::Producer& records, NotifierMetrics& metrics);
   ~Subscription();
   Subscription(const Subscription&) = delete;
@@ -52,7 +52,7 @@ class Subscription {
   void take(client::Delivery delivery);
   void pump(Endpoint& e);
   void send(Endpoint& e, Job job);
-  void on_response(Endpoint& e, Job job, std::uint64_t started_ms, HttpResponse response);
+  void on_response(Endpoint& e, Job job, std::uint64_t started_ms, http::HttpResponse response);
   void give_up(Job job, std::string reason, std::optional<AttemptRecord> last, std::string detail = {});
   void defer(Job job, std::string_view reason, std::chrono::milliseconds delay);
   void breaker_changed(Endpoint& e);
@@ -66,7 +66,7 @@ class Subscription {
   uv_loop_t* loop_;
   SubscriptionConfig config_;
   client::ClientOptions connection_;  // its consumer's: broker, client name, TLS
-  HttpClient& http_;
+  http::HttpClient& http_;
   LoopPost& post_;
   client::Producer& records_;
   NotifierMetrics& metrics_;

@@ -1,8 +1,8 @@
 #include <doctest/doctest.h>
 
-#include "notifier/address_range.h"
+#include "http/address_range.h"
 
-using txmq::notifier::non_public_range;
+using txmq::http::non_public_range;
 
 TEST_CASE("special-purpose IPv4 ranges are named, public addresses are not") {
   CHECK(non_public_range("127.0.0.1") == "loopback");

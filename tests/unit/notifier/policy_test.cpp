@@ -32,7 +32,7 @@ TEST_CASE("deferrals are counted from the last deferral entry") {
 TEST_CASE("responses are classified as the issue's outcomes") {
   SubscriptionConfig c;
   auto with = [](long status) {
-    HttpResponse r;
+    txmq::http::HttpResponse r;
     r.status = status;
     return r;
   };
@@ -44,10 +44,10 @@ TEST_CASE("responses are classified as the issue's outcomes") {
   CHECK(classify(with(404), c) == Outcome::kClientError);
   CHECK(classify(with(302), c) == Outcome::kClientError);  // redirects are not followed
   CHECK(classify(with(410), c) == Outcome::kGone);
-  HttpResponse timeout;
+  txmq::http::HttpResponse timeout;
   timeout.timed_out = true;
   CHECK(classify(timeout, c) == Outcome::kTimeout);
-  CHECK(classify(HttpResponse{}, c) == Outcome::kConnectionError);
+  CHECK(classify(txmq::http::HttpResponse{}, c) == Outcome::kConnectionError);
   c.success_body = "success";
   auto body = with(200);
   body.body = "success\r\n";

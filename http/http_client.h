@@ -1,6 +1,7 @@
-// HTTP POSTs on the notifier's libuv loop: libcurl's multi interface, driven by libuv poll
-// handles (one per socket curl opens) and one timer. No thread per request; the multi
-// handle keeps idle connections open and reuses them (keep-alive).
+// HTTP POSTs on a libuv loop: libcurl's multi interface, driven by libuv poll handles (one
+// per socket curl opens) and one timer. No thread per request; the multi handle keeps idle
+// connections open and reuses them (keep-alive). The notifier's callbacks and the broker's
+// etcd client (whose watches are answers that stream) use it.
 #pragma once
 
 #include <curl/curl.h>
@@ -12,16 +13,24 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
-namespace txmq::notifier {
+namespace txmq::http {
 
 struct HttpRequest {
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;
-  std::chrono::milliseconds timeout{15'000};  // the whole request, connect included
+  // The whole request, connect included; 0: none (a stream that may last for ever, with
+  // connect_timeout still bounding the connect).
+  std::chrono::milliseconds timeout{15'000};
+  std::chrono::milliseconds connect_timeout{0};  // 0: bounded by timeout alone
   std::size_t max_response_bytes = 64 * 1024;  // the rest of a longer body is discarded
+  // When set, the body is handed over as it arrives instead of being kept in
+  // HttpResponse::body, whatever its length; returning false aborts the request (its done
+  // callback gets error "aborted by the receiver"). For answers that stream.
+  std::function<bool(std::string_view)> on_body_chunk;
   // false: never connect to, nor send over a kept-alive connection to, an address in a
   // special-purpose range (loopback, private, link-local...: address_range.h). Checked on
   // the address actually connected to, whatever name resolved to it.
@@ -50,13 +59,18 @@ class HttpClient {
  public:
   using Done = std::function<void(HttpResponse)>;
 
-  explicit HttpClient(uv_loop_t* loop);
+  // user_agent: the User-Agent's product ("txmq-notifier"), followed by txmq's version.
+  HttpClient(uv_loop_t* loop, std::string_view user_agent);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
   // Starts a POST; `done` runs on the loop thread exactly once, later (never inside post).
-  void post(HttpRequest request, Done done);
+  // The id is for cancel().
+  std::uint64_t post(HttpRequest request, Done done);
+  // Aborts a request in flight: its done callback runs later with error "cancelled". False
+  // when it is not in flight (done, or already cancelled).
+  bool cancel(std::uint64_t id);
   std::size_t in_flight() const { return transfers_.size(); }
 
   // Aborts requests in flight (their callbacks run with error "aborted"), releases every
@@ -83,7 +97,9 @@ class HttpClient {
   uv_loop_t* loop_;
   CURLM* multi_;
   uv_timer_t timer_;
+  std::string user_agent_;
   std::set<Transfer*> transfers_;  // in flight
+  std::uint64_t next_id_ = 0;
   std::vector<Transfer*> failed_;  // refused by curl; answered from the timer
   // Polled for curl, by descriptor. A connection's poll handle lives as long as the
   // connection, not just while curl waits on it: libuv's uv_poll_start and uv_poll_stop
@@ -96,4 +112,4 @@ class HttpClient {
   std::function<void()> on_closed_;
 };
 
-}  // namespace txmq::notifier
+}  // namespace txmq::http

@@ -1,4 +1,4 @@
-#include "notifier/http_client.h"
+#include "http/http_client.h"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -9,18 +9,20 @@
 #include <stdexcept>
 
 #include "common/version.h"
-#include "notifier/address_range.h"
+#include "http/address_range.h"
 
-namespace txmq::notifier {
+namespace txmq::http {
 
 struct HttpClient::Transfer {
   HttpClient* owner;
+  std::uint64_t id = 0;
   CURL* easy;
   curl_slist* headers = nullptr;
   HttpRequest request;
   HttpResponse response;
   Done done;
   char error[CURL_ERROR_SIZE] = {};
+  bool aborted_by_receiver = false;  // on_body_chunk returned false
 };
 
 struct HttpClient::Socket {
@@ -34,7 +36,8 @@ struct HttpClient::Socket {
 // Idle easy handles kept for reuse, at most; more are freed.
 constexpr std::size_t kMaxIdleHandles = 1024;
 
-HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), multi_(curl_multi_init()) {
+HttpClient::HttpClient(uv_loop_t* loop, std::string_view user_agent)
+    : loop_(loop), multi_(curl_multi_init()), user_agent_(std::string(user_agent) + "/" + std::string(kVersion)) {
   if (!multi_) throw std::runtime_error("curl_multi_init failed");
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
@@ -51,7 +54,7 @@ HttpClient::~HttpClient() {
   if (multi_) std::abort();  // close() must have run: libuv still points into this object
 }
 
-void HttpClient::post(HttpRequest request, Done done) {
+std::uint64_t HttpClient::post(HttpRequest request, Done done) {
   CURL* easy;
   if (!idle_easy_.empty()) {
     easy = idle_easy_.back();
@@ -63,12 +66,12 @@ void HttpClient::post(HttpRequest request, Done done) {
   auto t = std::make_unique<Transfer>();
   t->owner = this;
   t->easy = easy;
+  t->id = ++next_id_;
   t->request = std::move(request);
   t->done = std::move(done);
   for (const auto& h : t->request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
   // No "Expect: 100-continue" round trip before bodies over 1 KiB.
   t->headers = curl_slist_append(t->headers, "Expect:");
-  static const std::string agent = "txmq-notifier/" + std::string(kVersion);
 
   curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -80,10 +83,12 @@ void HttpClient::post(HttpRequest request, Done done) {
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request.body.size()));
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, agent.c_str());
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, user_agent_.c_str());
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(t->request.timeout.count()));
+  if (t->request.connect_timeout.count() > 0)
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(t->request.connect_timeout.count()));
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);
   curl_easy_setopt(easy, CURLOPT_PRIVATE, t.get());
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &HttpClient::on_body);
@@ -106,11 +111,31 @@ void HttpClient::post(HttpRequest request, Done done) {
     failed_.push_back(raw);
     uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
   }
+  return raw->id;
+}
+
+bool HttpClient::cancel(std::uint64_t id) {
+  for (Transfer* t : transfers_) {
+    if (t->id != id) continue;
+    for (Transfer* f : failed_)
+      if (f == t) return false;  // already finishing
+    curl_multi_remove_handle(multi_, t->easy);
+    t->response.error = "cancelled";
+    failed_.push_back(t);
+    uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
+    return true;
+  }
+  return false;
 }
 
 std::size_t HttpClient::on_body(char* data, std::size_t size, std::size_t n, void* transfer) {
   auto* t = static_cast<Transfer*>(transfer);
   const std::size_t len = size * n;
+  if (t->request.on_body_chunk) {
+    if (t->request.on_body_chunk(std::string_view(data, len))) return len;
+    t->aborted_by_receiver = true;
+    return 0;  // curl ends the transfer with CURLE_WRITE_ERROR
+  }
   // Past the cap the rest is read and dropped, so that the connection stays reusable.
   const std::size_t cap = t->request.max_response_bytes;
   if (t->response.body.size() < cap) t->response.body.append(data, std::min(len, cap - t->response.body.size()));
@@ -268,7 +293,9 @@ void HttpClient::finish_done_transfers() {
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->response.status);
     } else {
       t->response.timed_out = result == CURLE_OPERATION_TIMEDOUT;
-      t->response.error = t->error[0] ? t->error : curl_easy_strerror(result);
+      t->response.error = t->aborted_by_receiver ? "aborted by the receiver"
+                          : t->error[0]         ? t->error
+                                                : curl_easy_strerror(result);
     }
     done.push_back(t);
   }
@@ -323,4 +350,4 @@ void HttpClient::release_handle() {
   }
 }
 
-}  // namespace txmq::notifier
+}  // namespace txmq::http

@@ -1,4 +1,4 @@
-#include "notifier/address_range.h"
+#include "http/address_range.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-namespace txmq::notifier {
+namespace txmq::http {
 namespace {
 
 struct Range4 {
@@ -85,4 +85,4 @@ std::string_view non_public_range(std::string_view ip) {
   return "reserved";
 }
 
-}  // namespace txmq::notifier
+}  // namespace txmq::http

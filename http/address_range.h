@@ -8,7 +8,7 @@
 
 #include <string_view>
 
-namespace txmq::notifier {
+namespace txmq::http {
 
 // The name of the special-purpose range an address is in ("loopback", "private",
 // "link-local", "shared", "unspecified", "multicast", "reserved"), or "" for a public
@@ -20,4 +20,4 @@ std::string_view non_public_range(const sockaddr* address);
 // text that is not an address is "reserved".
 std::string_view non_public_range(std::string_view ip);
 
-}  // namespace txmq::notifier
+}  // namespace txmq::http
