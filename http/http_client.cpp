@@ -23,6 +23,7 @@ struct HttpClient::Transfer {
   Done done;
   char error[CURL_ERROR_SIZE] = {};
   bool aborted_by_receiver = false;  // on_body_chunk returned false
+  bool cancelled = false;            // by cancel(): finished on the next turn
 };
 
 struct HttpClient::Socket {
@@ -117,11 +118,13 @@ std::uint64_t HttpClient::post(HttpRequest request, Done done) {
 bool HttpClient::cancel(std::uint64_t id) {
   for (Transfer* t : transfers_) {
     if (t->id != id) continue;
+    if (t->cancelled) return false;
     for (Transfer* f : failed_)
-      if (f == t) return false;  // already finishing
-    curl_multi_remove_handle(multi_, t->easy);
-    t->response.error = "cancelled";
-    failed_.push_back(t);
+      if (f == t) return false;  // finishing already
+    // Removed from the multi handle on the next turn, not here: cancel may be called from
+    // inside one of curl's callbacks, where curl must not be re-entered.
+    t->cancelled = true;
+    cancelled_.push_back(t);
     uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
     return true;
   }
@@ -131,6 +134,7 @@ bool HttpClient::cancel(std::uint64_t id) {
 std::size_t HttpClient::on_body(char* data, std::size_t size, std::size_t n, void* transfer) {
   auto* t = static_cast<Transfer*>(transfer);
   const std::size_t len = size * n;
+  if (t->cancelled) return len;
   if (t->request.on_body_chunk) {
     if (t->request.on_body_chunk(std::string_view(data, len))) return len;
     t->aborted_by_receiver = true;
@@ -277,6 +281,14 @@ void HttpClient::on_timer(uv_timer_t* timer) {
 void HttpClient::finish_done_transfers() {
   std::vector<Transfer*> done;
   done.swap(failed_);
+  // Removing a handle also drops any message curl queued for it, so a transfer that
+  // finished in the same turn it was cancelled is answered once, as cancelled.
+  for (Transfer* t : cancelled_) {
+    curl_multi_remove_handle(multi_, t->easy);
+    t->response.error = "cancelled";
+    done.push_back(t);
+  }
+  cancelled_.clear();
   int left = 0;
   while (CURLMsg* m = curl_multi_info_read(multi_, &left)) {
     if (m->msg != CURLMSG_DONE) continue;
@@ -293,6 +305,7 @@ void HttpClient::finish_done_transfers() {
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->response.status);
     } else {
       t->response.timed_out = result == CURLE_OPERATION_TIMEDOUT;
+      t->response.not_connected = result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST;
       t->response.error = t->aborted_by_receiver ? "aborted by the receiver"
                           : t->error[0]         ? t->error
                                                 : curl_easy_strerror(result);
@@ -318,6 +331,7 @@ void HttpClient::close(std::function<void()> on_closed) {
   std::vector<Transfer*> aborted(transfers_.begin(), transfers_.end());
   transfers_.clear();
   failed_.clear();
+  cancelled_.clear();
   for (Transfer* t : aborted) curl_multi_remove_handle(multi_, t->easy);
   // Stop polling while curl's descriptors are still open; curl closes them in cleanup and
   // must not call back into this object while doing it.

@@ -43,6 +43,8 @@ struct HttpRequest {
 struct HttpResponse {
   long status = 0;          // 0 when no response arrived
   bool timed_out = false;
+  // No connection could be made (refused, unreachable, name not resolved): nothing was sent.
+  bool not_connected = false;
   std::string error;        // curl's message when no response arrived
   std::string body;         // up to max_response_bytes
   std::string retry_after;  // the Retry-After header's value, if any
@@ -69,7 +71,8 @@ class HttpClient {
   // The id is for cancel().
   std::uint64_t post(HttpRequest request, Done done);
   // Aborts a request in flight: its done callback runs later with error "cancelled". False
-  // when it is not in flight (done, or already cancelled).
+  // when it is not in flight (done, or already cancelled). May be called from any callback
+  // of this client's, a body chunk's included.
   bool cancel(std::uint64_t id);
   std::size_t in_flight() const { return transfers_.size(); }
 
@@ -101,6 +104,7 @@ class HttpClient {
   std::set<Transfer*> transfers_;  // in flight
   std::uint64_t next_id_ = 0;
   std::vector<Transfer*> failed_;  // refused by curl; answered from the timer
+  std::vector<Transfer*> cancelled_;  // by cancel(); answered from the timer
   // Polled for curl, by descriptor. A connection's poll handle lives as long as the
   // connection, not just while curl waits on it: libuv's uv_poll_start and uv_poll_stop
   // each cost epoll_ctl calls, which per keep-alive request were a tenth of the

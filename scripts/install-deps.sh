@@ -7,6 +7,9 @@
 # curl (the command): metrics_tls_test checks the HTTPS metrics endpoint with it.
 # dpkg-dev and file: CPack's Debian generator (scripts/build-debs.sh) runs dpkg-shlibdeps
 # on the files `file` says are ELF.
+# nlohmann-json3-dev: the broker's etcd client reads etcd's JSON gateway with it.
+# etcd-server: the cluster's coordinator; the etcd tests start their own on ports of their
+# own, so a Debian etcd service its install may start on 2379 is neither used nor in the way.
 set -euo pipefail
 
 packages=(
@@ -14,7 +17,8 @@ packages=(
   libuv1-dev liblmdb-dev lmdb-utils
   libflatbuffers-dev flatbuffers-compiler
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
-  libcurl4-openssl-dev libssl-dev openssl libsqlite3-dev libcpp-httplib-dev
+  libcurl4-openssl-dev libssl-dev openssl libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
+  etcd-server
   prometheus python3 wrk curl
   dpkg-dev file
 )

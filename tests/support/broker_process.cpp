@@ -70,6 +70,21 @@ bool wait_until(const std::function<bool()>& predicate, std::chrono::millisecond
   return predicate();
 }
 
+bool stop_process(pid_t pid, std::chrono::milliseconds timeout) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  return wait_until(
+      [&] {
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so the state is
+        // the field after the last ')'.
+        std::ifstream in(path);
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto close = stat.rfind(')');
+        return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+      },
+      timeout);
+}
+
 std::string describe(const Status& status) { return status.ok() ? "ok" : status.error().describe(); }
 
 // -- TempDir ------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ using namespace std::chrono_literals;
 bool wait_until(const std::function<bool()>& predicate, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds interval = 5ms);
 
+// SIGSTOP, then waits until the kernel shows the process stopped (the signal is delivered
+// asynchronously: a request sent right after kill() may still be served). False when it
+// is not stopped within `timeout`.
+bool stop_process(pid_t pid, std::chrono::milliseconds timeout = 5s);
+
 // "ok" or the error's describe(), for doctest messages: REQUIRE_MESSAGE(st.ok(), describe(st)).
 std::string describe(const Status& status);
 

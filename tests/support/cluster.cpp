@@ -15,7 +15,12 @@
 namespace txmq::test {
 namespace {
 
-// True when a TCP listener could bind 127.0.0.1:port now.
+bool address_in_use(const Status& st) {
+  return !st.ok() && st.error().message.find("address already in use") != std::string::npos;
+}
+
+}  // namespace
+
 bool port_free(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -30,12 +35,6 @@ bool port_free(std::uint16_t port) {
   ::close(fd);
   return ok;
 }
-
-bool address_in_use(const Status& st) {
-  return !st.ok() && st.error().message.find("address already in use") != std::string::npos;
-}
-
-}  // namespace
 
 std::uint16_t reserve_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

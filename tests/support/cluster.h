@@ -99,6 +99,9 @@ class Cluster {
 
 // A free TCP port on 127.0.0.1 at the time of the call (bound to port 0, read, closed).
 std::uint16_t reserve_port();
+// True when a TCP listener could bind 127.0.0.1:port now (a port in TIME_WAIT counts as
+// free, as it does for a listener with SO_REUSEADDR).
+bool port_free(std::uint16_t port);
 
 // What `txmq-broker --digest --data DIR` prints for a stopped broker's store: one line per
 // key space ("name entries sha256"), then "last_index N epoch E". Errors: kInternal with
