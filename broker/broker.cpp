@@ -111,15 +111,20 @@ Status Broker::start() {
   replication_ = std::make_unique<Replication>(
       &loop_, config_, *store_, *writer_, responder_, probe_ ? &registry_ : nullptr,
       Replication::Hooks{[this] {
-        Status st = start_components();
-        // A leader beginning a new epoch listens only once it leads, so that its first
-        // clients are served rather than told NotLeader.
-        if (st && !listener_.loop) st = listen();
-        if (!st) {
-          spdlog::error("cannot serve clients: {}", st.error().message);
-          begin_shutdown(nullptr);
-        }
-      }});
+                           Status st = start_components();
+                           // A leader beginning a new epoch listens only once it leads, so that its first
+                           // clients are served rather than told NotLeader.
+                           if (st && !listener_.loop) st = listen();
+                           if (!st) {
+                             spdlog::error("cannot serve clients: {}", st.error().message);
+                             begin_shutdown(nullptr);
+                           }
+                         },
+                         [this](const std::set<std::string>& members, std::function<void(bool)> done) {
+                           if (!cluster_) return done(false);
+                           cluster_->store_in_sync(members, std::move(done));
+                         },
+                         [this] { return cluster_ ? cluster_->view() : EtcdView{}; }});
 
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
@@ -138,7 +143,19 @@ Status Broker::start() {
     if (auto st = start_metrics(); !st) return st;
   // Last: it may start the components and listen (became_leader) at once.
   if (auto st = replication_->start(); !st) return st;
-  const bool awaits_epoch = config_.replication.enabled() && config_.replication.leader && !topics_;
+  if (config_.cluster.enabled()) {
+    cluster_ = std::make_unique<ClusterCoordinator>(
+        &loop_, config_, *replication_, probe_ ? &registry_ : nullptr,
+        ClusterCoordinator::Hooks{[this](const std::string& why) {
+          // Nothing of its leading may survive: the broker starts again, as a follower.
+          restart_reason_ = why;
+          begin_shutdown("stepping down");
+        }});
+    cluster_->start();
+  }
+  // With [cluster] every broker starts as a follower, listening (it answers NotLeader).
+  const bool awaits_epoch =
+      config_.replication.enabled() && config_.replication.leader && !config_.cluster.enabled() && !topics_;
   if (!awaits_epoch && !listener_.loop)
     if (auto st = listen(); !st) return st;
   return {};
@@ -251,6 +268,11 @@ void Broker::begin_shutdown(const char* why) {
   if (listener_.loop) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   for (auto& [id, conn] : connections_) conn->pause_reading();
   if (groups_) groups_->stop_dispatching();  // what consumers hold is delivered after restart
+  if (cluster_) {
+    // Confirms nothing more: once the lease is revoked another broker may lead.
+    replication_->set_fenced(true, "shutting down");
+    cluster_->close([] {});
+  }
   if (replication_ && !replication_closed_) {
     replication_closed_ = true;
     replication_->close([] {});

@@ -29,6 +29,7 @@
 #include "broker/audit.h"
 #include "broker/authenticator.h"
 #include "broker/broker_probe.h"
+#include "broker/cluster_coordinator.h"
 #include "broker/config.h"
 #include "broker/connection.h"
 #include "broker/consumer_groups.h"
@@ -57,6 +58,9 @@ class Broker final : public ConnectionEvents {
   // Runs until shutdown. Returns the process exit code: 0 after a clean shutdown, 1 when
   // start-up failed (the reason is logged). The calling thread becomes the loop thread.
   int run();
+  // After run(): why this broker stepped down as leader ([cluster]), when it did. It must
+  // start again (main() execs itself), so that it rejoins as a follower.
+  const std::string& restart_reason() const { return restart_reason_; }
 
  private:
   // Scheduler targets: the components' own, then one per consumer group state.
@@ -128,6 +132,8 @@ class Broker final : public ConnectionEvents {
   std::unique_ptr<storage::StorageWriter> writer_;
   std::unique_ptr<Replication> replication_;
   bool replication_closed_ = false;
+  std::unique_ptr<ClusterCoordinator> cluster_;  // [cluster] only
+  std::string restart_reason_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<TopicLog> topics_;
   std::unique_ptr<ConsumerGroups> groups_;

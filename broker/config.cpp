@@ -102,6 +102,7 @@ void read_replication(const toml::value& root, ReplicationConfig& r) {
     if (role != "leader" && role != "follower")
       throw std::runtime_error("replication.role must be \"leader\" or \"follower\", not \"" + role + "\"");
     r.leader = role == "leader";
+    r.role_given = true;
   }
   if (t.contains("mode")) {
     const std::string mode = toml::find<std::string>(t, "mode");
@@ -129,6 +130,27 @@ void read_replication(const toml::value& root, ReplicationConfig& r) {
             [](const toml::value& v) { return static_cast<std::uint64_t>(parse_ms(v).count()); });
   read_with(root, "replication", "snapshot_chunk_bytes", r.snapshot_chunk_bytes,
             [](const toml::value& v) { return static_cast<std::uint32_t>(parse_size(v, 16u << 20)); });
+}
+
+// The [cluster] table.
+void read_cluster(const toml::value& root, ClusterConfig& c) {
+  if (!root.contains("cluster")) return;
+  const auto& t = toml::find(root, "cluster");
+  if (t.contains("etcd_endpoints")) {
+    const auto& v = toml::find(t, "etcd_endpoints");
+    if (v.is_string()) {
+      c.etcd_endpoints = {v.as_string()};
+    } else {
+      c.etcd_endpoints.clear();
+      for (const auto& e : v.as_array()) {
+        if (!e.is_string()) throw std::runtime_error("cluster.etcd_endpoints must be a list of \"http://host:port\"");
+        c.etcd_endpoints.push_back(e.as_string());
+      }
+    }
+  }
+  read(t, "name", c.name);
+  read(t, "lease_ttl_s", c.lease_ttl_s);
+  read(t, "unclean_election", c.unclean_election);
 }
 
 }  // namespace
@@ -195,6 +217,7 @@ Result<BrokerConfig> load_config_file(const std::string& path, BrokerConfig c) {
     if (root.contains("log")) read(toml::find(root, "log"), "level", c.log_level);
     read_security(root, c);
     read_replication(root, c.replication);
+    read_cluster(root, c.cluster);
   } catch (const std::exception& e) {
     return Error(ErrorCode::kInvalidArgument, "config " + path + ": " + e.what());
   }
@@ -228,6 +251,25 @@ Status validate_replication(const ReplicationConfig& r) {
   if (r.fetch_interval.count() > r.lag_max.count() / 2)
     return bad("replication.fetch_interval_ms must be at most half of replication.replica_lag_max_ms");
   if (r.snapshot_chunk_bytes < 4u << 10) return bad("replication.snapshot_chunk_bytes must be at least 4KiB");
+  return {};
+}
+
+Status validate_cluster(const ClusterConfig& c, const ReplicationConfig& r) {
+  auto bad = [](std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); };
+  if (!c.enabled()) return {};
+  if (!r.enabled())
+    return bad("[cluster] needs [replication] with id and peers: the peers are the brokers etcd chooses a leader among");
+  if (r.role_given)
+    return bad("replication.role must not be set with [cluster]: etcd decides which broker leads");
+  for (const auto& e : c.etcd_endpoints) {
+    if (!e.starts_with("http://"))
+      return bad("cluster.etcd_endpoints: '" + e + "' must be http://host:port (etcd over TLS is not supported yet)");
+    if (auto hp = common::parse_host_port(std::string_view(e).substr(7)); !hp)
+      return bad("cluster.etcd_endpoints: '" + e + "': " + hp.error().message);
+  }
+  if (!common::valid_name(c.name)) return bad("cluster.name '" + c.name + "' is not a valid name");
+  if (c.lease_ttl_s < 2 || c.lease_ttl_s > 60)
+    return bad("cluster.lease_ttl_s must be between 2 (etcd's minimum) and 60");
   return {};
 }
 
@@ -275,6 +317,7 @@ Status validate(const BrokerConfig& c) {
       return bad("tls.client_auth = \"optional\" or \"required\" needs tls.ca_file (the CA of client certificates)");
   }
   if (auto st = validate_replication(c.replication); !st) return st;
+  if (auto st = validate_cluster(c.cluster, c.replication); !st) return st;
   if (c.tls_metrics && (c.tls_files.cert_file.empty() || c.tls_files.key_file.empty()))
     return bad("tls.metrics needs tls.cert_file and tls.key_file (the metrics endpoint serves the same certificate)");
   if (c.auth_enabled) {

@@ -36,6 +36,17 @@ struct ReplicationConfig {
   std::string user;               // replication.user
   std::string password_file;      // replication.password_file
   bool enabled() const { return !id.empty(); }
+  bool role_given = false;        // replication.role was in the file (refused with [cluster])
+};
+
+// Automatic failover coordinated by etcd (broker/cluster_coordinator.h): the [cluster]
+// table. Off without endpoints; needs [replication] (its peers are the members).
+struct ClusterConfig {
+  std::vector<std::string> etcd_endpoints;  // cluster.etcd_endpoints: "http://host:port", tried in order
+  std::string name = "txmq";                // cluster.name: the cluster's keys are under /txmq/<name>/
+  std::uint32_t lease_ttl_s = 3;            // cluster.lease_ttl_s: a broker silent this long is gone
+  bool unclean_election = false;            // cluster.unclean_election: a broker out of the in-sync set may lead
+  bool enabled() const { return !etcd_endpoints.empty(); }
 };
 
 struct BrokerConfig {
@@ -98,6 +109,7 @@ struct BrokerConfig {
   std::string audit_file;                         // audit.file
 
   ReplicationConfig replication;                  // [replication]
+  ClusterConfig cluster;                          // [cluster]
 };
 
 // Reads a TOML file over the defaults. kInvalidArgument names the file, key and problem.

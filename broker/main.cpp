@@ -4,7 +4,11 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -113,6 +117,24 @@ int main(int argc, char** argv) {
   // A client that vanishes must surface as a write error, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
 
-  txmq::broker::Broker broker(std::move(config));
-  return broker.run();
+  int code = 0;
+  std::string restart;
+  {
+    txmq::broker::Broker broker(std::move(config));
+    code = broker.run();
+    restart = broker.restart_reason();
+  }  // everything closed, the store included, before the exec
+  if (restart.empty()) return code;
+  // A leader that stepped down ([cluster]) starts again as this same process, with the same
+  // arguments, and rejoins as a follower: none of its leading state survives, and its log
+  // is truncated to the new leader's at its first fetch.
+  spdlog::warn("restarting to rejoin the cluster as a follower ({})", restart);
+  spdlog::default_logger()->flush();
+  std::fflush(stdout);
+  // By its path, so that the process keeps its name (an exec of /proc/self/exe is "exe").
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  ::execv(ec ? "/proc/self/exe" : self.c_str(), argv);
+  spdlog::error("cannot restart: execv {}: {}", self, std::strerror(errno));
+  return 1;
 }

@@ -289,6 +289,7 @@ class Fetcher {
   ~Fetcher() { stop_connection(); }
 
   void start() {
+    started_ = true;
     // The leader of the newest epoch this store knows, when that is a peer; else the first.
     if (auto epochs = store_.epochs(); epochs && !epochs->empty())
       for (std::size_t i = 0; i < peers_.size(); ++i)
@@ -313,6 +314,19 @@ class Fetcher {
     snapshot_step();
   }
   bool installing() const { return install_.has_value(); }
+
+  // [cluster]: fetch from this address only (the leader etcd names), and take no answer of
+  // an epoch below min_epoch (a deposed leader's). Starts fetching if it was not.
+  void follow(const std::string& address, std::uint64_t min_epoch) {
+    if (closed_) return;
+    pinned_ = address;
+    min_epoch_ = min_epoch;
+    if (address == address_ && conn_) return;
+    if (auto pending = store_.snapshot_pending(); !started_ && pending && *pending)
+      begin_snapshot("this store holds a snapshot whose install did not finish");
+    started_ = true;
+    retry_later(address, std::chrono::milliseconds(0));
+  }
 
   // Stops for good; done runs once the handles are closed (at once when they already are).
   void close(std::function<void()> done) {
@@ -382,7 +396,9 @@ class Fetcher {
   }
 
   void connect_next() {
-    if (closed_ || peers_.empty()) return;
+    if (closed_) return;
+    if (!pinned_.empty()) return connect_to(pinned_);
+    if (peers_.empty()) return;
     const std::string& id = peers_[next_peer_ % peers_.size()];
     ++next_peer_;
     for (const auto& [peer, address] : rc_.peers)
@@ -464,6 +480,8 @@ class Fetcher {
 
   // A NotLeader answer naming another broker: fetch from that one next. True when so.
   bool redirected(const Error& e) {
+    // With [cluster] only etcd says who leads.
+    if (!pinned_.empty()) return false;
     if (e.code != ErrorCode::kNotLeader || e.leader.empty() || e.leader == address_) return false;
     spdlog::info("replication: {} is not the leader; the leader is {}", address_, e.leader);
     retry_later(e.leader);
@@ -477,6 +495,11 @@ class Fetcher {
       const Error& e = a.records.error();
       if (redirected(e)) return;
       spdlog::warn("replication: fetch from {} failed: {}", address_, e.describe());
+      return retry_later("");
+    }
+    if (a.epoch < min_epoch_) {
+      spdlog::warn("replication: {} answered for epoch {}, older than etcd's {}: it no longer leads", address_, a.epoch,
+                   min_epoch_);
       return retry_later("");
     }
     if (a.truncate_to != 0) return truncate(a.truncate_to, a.epoch);
@@ -713,6 +736,9 @@ class Fetcher {
   std::unique_ptr<client::detail::Connection> conn_;
   std::string address_;   // what conn_ connects to
   std::string redirect_;  // where retry_later goes; "" the next peer
+  std::string pinned_;    // [cluster]: the only address fetched from ("" without [cluster])
+  std::uint64_t min_epoch_ = 0;  // [cluster]: etcd's epoch; answers of older ones are refused
+  bool started_ = false;
   std::uint64_t generation_ = 0;  // answers of an older connection are dropped
   std::uint64_t leader_epoch_ = 0;
   std::uint64_t commit_index_ = 0;
@@ -751,7 +777,8 @@ Status Replication::start() {
   uv_timer_init(loop_, &timer_);
   auto pending = store_.snapshot_pending();
   if (!pending) return pending.error();
-  if (*pending && (!rc_.enabled() || rc_.leader))
+  const bool cluster = config_.cluster.enabled();
+  if (*pending && (!rc_.enabled() || (rc_.leader && !cluster)))
     return Error(ErrorCode::kStorageError,
                  "this store holds a snapshot whose install did not finish: it is neither the leader's store nor this "
                  "broker's own, so it cannot serve. Start this broker as a follower (replication.role = \"follower\") "
@@ -767,6 +794,14 @@ Status Replication::start() {
   auto epochs = store_.epochs();
   if (!epochs) return epochs.error();
   if (!epochs->empty()) leader_id_ = epochs->back().leader;
+  if (cluster) {
+    // etcd names the leader (ClusterCoordinator): until then this broker follows no one.
+    spdlog::info("replication: {} waits for etcd to name a leader (epoch {}, log at {})", rc_.id,
+                 store_.log_position().epoch, store_.log_position().last_index);
+    leader_id_.clear();
+    fetcher_ = std::make_unique<Fetcher>(loop_, config_, store_, writer_, probe_.get(), [this] { follower_applied(); });
+    return {};
+  }
   if (!rc_.leader) {
     spdlog::info("replication: {} starts as a follower (epoch {}, log at {})", rc_.id, store_.log_position().epoch,
                  store_.log_position().last_index);
@@ -794,11 +829,20 @@ Status Replication::start() {
 void Replication::become_leader(std::uint64_t epoch) {
   role_ = Role::kLeader;
   leader_id_ = rc_.id;
-  in_sync_ = {rc_.id};
   commit_index_ = 0;
   writer_.set_commit_gate(rc_.sync);
   const auto now = Clock::now();
-  for (auto& [id, f] : followers_) f.caught_up = now - rc_.lag_max;  // out until it fetches
+  if (config_.cluster.enabled()) {
+    // etcd's in-sync set, as the election read it: each member holds every committed
+    // record, and may win the next election, so none leaves it but by etcd's
+    // compare-and-swap. Until one fetches, its lag counts from now.
+    in_sync_ = cluster_in_sync_;
+    in_sync_.insert(rc_.id);
+    for (auto& [id, f] : followers_) f.caught_up = now;
+  } else {
+    in_sync_ = {rc_.id};
+    for (auto& [id, f] : followers_) f.caught_up = now - rc_.lag_max;  // out until it fetches
+  }
   spdlog::info("replication: {} leads epoch {} ({} mode, min_insync {}), its log at {}", rc_.id, epoch,
                rc_.sync ? "sync" : "async", rc_.min_insync, store_.log_position().last_index);
   if (probe_) {
@@ -815,6 +859,10 @@ void Replication::close(std::function<void()> done) {
   snapshots_.clear();  // their read transactions end before the store does
   close_done_ = std::move(done);
   auto finish = [this] {
+    if (!timer_.loop) {  // never started (the broker failed to start before it)
+      if (close_done_) close_done_();
+      return;
+    }
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
       auto* self = static_cast<Replication*>(h->data);
       if (self->close_done_) self->close_done_();
@@ -844,11 +892,13 @@ std::string_view Replication::role_name() const {
   return "?";
 }
 
-std::string Replication::leader_address() const {
-  for (const auto& [id, address] : rc_.peers)
-    if (id == leader_id_) return address;
+std::string Replication::peer_address(const std::string& id) const {
+  for (const auto& [peer, address] : rc_.peers)
+    if (peer == id) return address;
   return {};
 }
+
+std::string Replication::leader_address() const { return peer_address(leader_id_); }
 
 std::optional<Error> Replication::refuse(wire::Body type) const {
   if (role_ == Role::kStandalone) return std::nullopt;
@@ -859,6 +909,11 @@ std::optional<Error> Replication::refuse(wire::Body type) const {
     e.leader = leader_address();
     if (probe_) probe_->refused.with({"not_leader"}).inc();
     return e;
+  }
+  if (fenced_ && writes(type)) {
+    if (probe_) probe_->refused.with({"not_leader"}).inc();
+    return Error(ErrorCode::kNotLeader, "broker " + rc_.id + " cannot reach etcd to renew its leadership (" + fence_why_ +
+                                            "): it confirms nothing until it can");
   }
   if (rc_.sync && writes(type) && in_sync_.size() < rc_.min_insync) {
     if (probe_) probe_->refused.with({"not_enough_replicas"}).inc();
@@ -1037,7 +1092,8 @@ void Replication::update_commit_index() {
   for (const auto& [id, session] : snapshots_)
     keep_from = std::min(keep_from, session.snapshot->position().last_index + 1);
   store_.set_log_keep_from(keep_from);
-  if (in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
+  // A fenced leader's lease may have expired and another may lead: it confirms nothing.
+  if (!fenced_ && in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
   store_.set_undo_keep_from(commit_index_ + 1);
   writer_.release(commit_index_);
   if (probe_) {
@@ -1070,6 +1126,23 @@ void Replication::check_in_sync() {
 void Replication::write_in_sync(std::set<std::string> members) {
   in_sync_write_pending_ = true;
   spdlog::info("replication: in-sync set {} -> {}", join(in_sync_), join(members));
+  if (config_.cluster.enabled() && hooks_.store_in_sync) {
+    // etcd first: the set there says who may be elected, so a member leaves it there
+    // before this leader stops waiting for it, and joins it here only once it is there.
+    hooks_.store_in_sync(members, [this, members](bool stored) {
+      if (closing_) return;
+      if (!stored) {
+        in_sync_write_pending_ = false;  // tried again at the next check
+        return;
+      }
+      store_in_sync_locally(members);
+    });
+    return;
+  }
+  store_in_sync_locally(std::move(members));
+}
+
+void Replication::store_in_sync_locally(std::set<std::string> members) {
   auto copy = members;
   writer_.submit(std::make_unique<InSyncOp>(std::move(copy), [this, members](const Status& st) {
     in_sync_write_pending_ = false;
@@ -1113,12 +1186,23 @@ void Replication::status(Connection& conn, RequestId rid) {
   std::vector<flatbuffers::Offset<flatbuffers::String>> ids;
   for (const auto& id : in_sync) ids.push_back(fbb.CreateString(id));
   const std::uint64_t commit = role_ == Role::kLeader ? commit_index_ : (fetcher_ ? fetcher_->commit_index() : 0);
+  flatbuffers::Offset<wire::EtcdView> etcd = 0;
+  if (config_.cluster.enabled() && hooks_.etcd_view) {
+    const EtcdView v = hooks_.etcd_view();
+    auto strings = [&](const std::set<std::string>& items) {
+      std::vector<flatbuffers::Offset<flatbuffers::String>> out;
+      for (const auto& item : items) out.push_back(fbb.CreateString(item));
+      return fbb.CreateVector(out);
+    };
+    etcd = wire::CreateEtcdView(fbb, fbb.CreateString(v.endpoint), v.lease_held, fbb.CreateString(v.leader), v.epoch,
+                                strings(v.in_sync), v.min_insync, strings(v.members));
+  }
   auto body = wire::CreateClusterInfo(
       fbb, fbb.CreateString(rc_.id), fbb.CreateString(role_name()), pos.epoch,
       fbb.CreateString(leader_id_), fbb.CreateString(leader_address()), fbb.CreateString(rc_.sync ? "sync" : "async"),
       rc_.min_insync, first, pos.last_index, commit, fbb.CreateVector(ids), fbb.CreateVector(replicas),
       fbb.CreateString(role_ == Role::kFollower && fetcher_ ? fetcher_->target_address() : std::string()),
-      role_ == Role::kFollower && fetcher_ && fetcher_->installing());
+      role_ == Role::kFollower && fetcher_ && fetcher_->installing(), etcd);
   responder_.send_frame(conn, rid, wire::Body::ClusterInfo, body.Union());
 }
 
@@ -1132,6 +1216,11 @@ void Replication::promote(Connection& conn, RequestId rid, const wire::Promote& 
     return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "replication is off on this broker (no replication.id)"));
   if (role_ == Role::kLeader)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kInvalidArgument, "broker " + rc_.id + " already leads"));
+  if (config_.cluster.enabled())
+    return responder_.reply_error(
+        conn, rid, Error(ErrorCode::kInvalidArgument,
+                         "etcd chooses the leader of this cluster ([cluster]): a follower takes over by itself once the "
+                         "leader's lease expires (stop the leader to move leadership)"));
   if (promoting_)
     return responder_.reply_error(conn, rid, Error(ErrorCode::kBusy, "a promotion is already under way"));
   if (auto pending = store_.snapshot_pending(); !pending || *pending || (fetcher_ && fetcher_->installing()))
@@ -1152,23 +1241,71 @@ void Replication::promote(Connection& conn, RequestId rid, const wire::Promote& 
   spdlog::warn("replication: {} promoted by an operator{}: it stops following and leads epoch {}", rc_.id,
                req.unclean() ? " (unclean)" : "", epoch);
   const std::uint64_t conn_id = conn.id();
-  auto begin = [this, epoch, conn_id, rid] {
-    writer_.submit(std::make_unique<BeginEpochOp>(epoch, rc_.id, [this, epoch, conn_id, rid](const Status& st) {
+  begin_epoch(epoch, [this, conn_id, rid](const Status& st) {
+    Connection* c = responder_.find(conn_id);
+    if (!c) return;
+    if (!st) return responder_.reply_error(*c, rid, st.error());
+    status(*c, rid);
+  });
+}
+
+// -- [cluster]: what etcd decided ---------------------------------------------------------
+
+void Replication::follow(const std::string& leader, std::uint64_t epoch) {
+  if (closing_ || role_ != Role::kFollower || !fetcher_ || promoting_) return;
+  const std::string address = peer_address(leader);
+  if (address.empty()) {
+    spdlog::error("replication: etcd names {} the leader, which is not in replication.peers", leader);
+    return;
+  }
+  if (leader == leader_id_ && epoch == followed_epoch_) return;  // the fetcher retries by itself
+  spdlog::info("replication: following {} ({}), the leader of epoch {}", leader, address, epoch);
+  leader_id_ = leader;
+  followed_epoch_ = epoch;
+  fetcher_->follow(address, epoch);
+}
+
+bool Replication::can_lead() const {
+  auto pending = store_.snapshot_pending();
+  return pending && !*pending && !(fetcher_ && fetcher_->installing());
+}
+
+void Replication::lead(std::uint64_t epoch, std::set<std::string> in_sync, std::function<void(const Status&)> done) {
+  if (closing_ || role_ == Role::kLeader || promoting_)
+    return done(Error(ErrorCode::kBusy, "already leading, or about to"));
+  promoting_ = true;
+  cluster_in_sync_ = std::move(in_sync);
+  spdlog::warn("replication: etcd elected {}: it stops following and leads epoch {}", rc_.id, epoch);
+  begin_epoch(epoch, std::move(done));
+}
+
+void Replication::begin_epoch(std::uint64_t epoch, std::function<void(const Status&)> done) {
+  auto begin = [this, epoch, done = std::move(done)] {
+    writer_.submit(std::make_unique<BeginEpochOp>(epoch, rc_.id, [this, epoch, done](const Status& st) {
       promoting_ = false;
-      Connection* c = responder_.find(conn_id);
       if (!st) {
         spdlog::error("replication: cannot begin epoch {}: {}", epoch, st.error().describe());
-        if (c) responder_.reply_error(*c, rid, st.error());
-        return;
+        return done(st);
       }
       become_leader(epoch);
-      if (c) status(*c, rid);
+      done(st);
     }));
   };
   if (fetcher_)
     fetcher_->close(begin);  // no record of the old leader is applied after the new epoch's first
   else
     begin();
+}
+
+void Replication::set_fenced(bool fenced, std::string why) {
+  if (fenced == fenced_) return;
+  fenced_ = fenced;
+  fence_why_ = std::move(why);
+  if (fenced)
+    spdlog::warn("replication: {} stops confirming: {}", rc_.id, fence_why_);
+  else
+    spdlog::info("replication: {} confirms again: its etcd lease was renewed", rc_.id);
+  update_commit_index();
 }
 
 void Replication::digest(Connection& conn, RequestId rid) {

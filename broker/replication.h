@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "broker/config.h"
+#include "broker/etcd_view.h"
 #include "broker/connection.h"
 #include "broker/responder.h"
 #include "broker/storage/store.h"
@@ -72,6 +73,11 @@ class Replication {
     // This broker became the leader (start() as leader, or a promotion): the broker starts
     // its components and serves clients. Loop thread.
     std::function<void()> became_leader;
+    // [cluster]: the in-sync set changes in etcd first (a compare-and-swap on this
+    // leader's epoch, ClusterCoordinator::store_in_sync); done(true) once it has.
+    std::function<void(const std::set<std::string>& members, std::function<void(bool)> done)> store_in_sync;
+    // [cluster]: etcd as the coordinator last read it, for ClusterStatus answers.
+    std::function<EtcdView()> etcd_view;
   };
 
   Replication(uv_loop_t* loop, const BrokerConfig& config, storage::Store& store, storage::StorageWriter& writer,
@@ -93,6 +99,22 @@ class Replication {
   // follower NotLeader (with the leader's address); on a leader in sync mode below
   // min_insync, NotEnoughReplicas for a request that writes.
   std::optional<Error> refuse(wire::Body type) const;
+
+  // [cluster]: what etcd decided (broker/cluster_coordinator.h).
+  // Follow `leader` (a peer id), leader of `epoch`: fetch from it alone, and take no answer
+  // of an older epoch. Ignored while leading (a deposed leader restarts instead).
+  void follow(const std::string& leader, std::uint64_t epoch);
+  // Lead `epoch`, won in etcd with that in-sync set: stop fetching, write the epoch's first
+  // record, serve. done runs once it leads, or with the writer's error.
+  void lead(std::uint64_t epoch, std::set<std::string> in_sync, std::function<void(const Status&)> done);
+  // Stop (true) or resume confirming and taking writes: the leader's etcd lease may have
+  // expired (why says since when), so another broker may lead.
+  void set_fenced(bool fenced, std::string why);
+  // Whether this broker may stand for election: its store is whole (no snapshot install
+  // under way or unfinished).
+  bool can_lead() const;
+  bool leading() const { return role_ == Role::kLeader; }
+  storage::LogPosition log_position() const { return store_.log_position(); }
 
   // Requests.
   void fetch(Connection& conn, RequestId rid, const wire::ReplicaFetch& req);
@@ -143,6 +165,10 @@ class Replication {
   void update_commit_index();
   void check_in_sync();  // the timer: who dropped out, who caught up
   void write_in_sync(std::set<std::string> members);
+  void store_in_sync_locally(std::set<std::string> members);  // the record, then use it
+  // Closes the fetcher, writes the epoch's first record, leads.
+  void begin_epoch(std::uint64_t epoch, std::function<void(const Status&)> done);
+  std::string peer_address(const std::string& id) const;
   // The last record of this log that belongs to `epoch` or an earlier one.
   std::uint64_t end_of_epoch(std::uint64_t epoch) const;
   // Where a follower whose last record is of follower_epoch diverged from this log.
@@ -175,6 +201,10 @@ class Replication {
   uv_timer_t timer_{};  // in-sync checks and held fetches' deadlines
   std::unique_ptr<Fetcher> fetcher_;  // a follower's; kept (closed) after a promotion
   bool promoting_ = false;
+  bool fenced_ = false;                   // [cluster]: see set_fenced
+  std::string fence_why_;
+  std::set<std::string> cluster_in_sync_;  // [cluster]: etcd's set when this broker was elected
+  std::uint64_t followed_epoch_ = 0;       // [cluster]: the epoch of the leader followed
   bool closing_ = false;
   std::function<void()> close_done_;
 };

@@ -36,6 +36,13 @@ void print_status(const ClusterInfo& c) {
   std::printf("in_sync         %s\n", dash_if_empty(joined(c.in_sync, ",")).c_str());
   if (c.role == "follower") std::printf("fetching_from   %s\n", dash_if_empty(c.fetching_from).c_str());
   if (c.installing_snapshot) std::printf("snapshot        installing the leader's store\n");
+  if (c.etcd) {
+    const auto& e = *c.etcd;
+    std::printf("\netcd            %s (%s)\n", e.endpoint.c_str(), e.lease_held ? "lease held" : "no lease: not a member");
+    std::printf("etcd_leader     %s (epoch %llu)\n", e.leader.empty() ? "none" : e.leader.c_str(), u64(e.epoch));
+    std::printf("etcd_in_sync    %s (min_insync %u)\n", dash_if_empty(joined(e.in_sync, ",")).c_str(), e.min_insync);
+    std::printf("etcd_members    %s\n", dash_if_empty(joined(e.members, ",")).c_str());
+  }
   if (c.replicas.empty()) return;
   std::printf("\n%-16s %-22s %14s %-7s %12s %12s %10s %12s\n", "replica", "address", "durable_index", "in_sync",
               "lag_records", "lag_bytes", "lag_ms", "last_fetch");
@@ -61,13 +68,26 @@ void print_status_json(const ClusterInfo& c) {
                 ",\"last_fetch_ms_ago\":" + (r.last_fetch_ago ? std::to_string(r.last_fetch_ago->count()) : "null") +
                 "}";
   }
+  std::string etcd = "null";
+  if (c.etcd) {
+    auto list = [](const std::vector<std::string>& items) {
+      std::string out;
+      for (const auto& id : items) out += (out.empty() ? "" : ",") + json_string(id);
+      return "[" + out + "]";
+    };
+    const auto& e = *c.etcd;
+    etcd = "{\"endpoint\":" + json_string(e.endpoint) + ",\"lease_held\":" + (e.lease_held ? "true" : "false") +
+           ",\"leader\":" + json_string(e.leader) + ",\"epoch\":" + std::to_string(e.epoch) +
+           ",\"in_sync\":" + list(e.in_sync) + ",\"min_insync\":" + std::to_string(e.min_insync) +
+           ",\"members\":" + list(e.members) + "}";
+  }
   std::printf("{\"id\":%s,\"role\":%s,\"epoch\":%llu,\"leader\":%s,\"leader_address\":%s,\"mode\":%s,"
               "\"min_insync\":%u,\"first_index\":%llu,\"last_index\":%llu,\"commit_index\":%llu,"
-              "\"in_sync\":[%s],\"replicas\":[%s],\"fetching_from\":%s,\"installing_snapshot\":%s}\n",
+              "\"in_sync\":[%s],\"replicas\":[%s],\"fetching_from\":%s,\"installing_snapshot\":%s,\"etcd\":%s}\n",
               json_string(c.id).c_str(), json_string(c.role).c_str(), u64(c.epoch), json_string(c.leader).c_str(),
               json_string(c.leader_address).c_str(), json_string(c.mode).c_str(), c.min_insync, u64(c.first_index),
               u64(c.last_index), u64(c.commit_index), in_sync.c_str(), replicas.c_str(),
-              json_string(c.fetching_from).c_str(), c.installing_snapshot ? "true" : "false");
+              json_string(c.fetching_from).c_str(), c.installing_snapshot ? "true" : "false", etcd.c_str());
 }
 
 void print_digest(const StoreDigest& d) {

@@ -107,12 +107,23 @@ std::uint64_t HttpClient::post(HttpRequest request, Done done) {
 
   Transfer* raw = t.release();
   transfers_.insert(raw);
-  if (CURLMcode rc = curl_multi_add_handle(multi_, easy); rc != CURLM_OK) {
+  if (in_curl_ > 0) {
+    // Called from inside one of curl's callbacks (a streamed body's chunk), where curl must
+    // not be re-entered: added on the next turn.
+    to_add_.push_back(raw);
+    uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
+    return raw->id;
+  }
+  add(raw);
+  return raw->id;
+}
+
+void HttpClient::add(Transfer* raw) {
+  if (CURLMcode rc = curl_multi_add_handle(multi_, raw->easy); rc != CURLM_OK) {
     raw->response.error = curl_multi_strerror(rc);
     failed_.push_back(raw);
     uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
   }
-  return raw->id;
 }
 
 bool HttpClient::cancel(std::uint64_t id) {
@@ -267,14 +278,22 @@ void HttpClient::on_poll(uv_poll_t* poll, int status, int events) {
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   int running = 0;
+  ++client->in_curl_;
   curl_multi_socket_action(client->multi_, s->fd, flags, &running);
+  --client->in_curl_;
   client->finish_done_transfers();
 }
 
 void HttpClient::on_timer(uv_timer_t* timer) {
   auto* client = static_cast<HttpClient*>(timer->data);
+  std::vector<Transfer*> to_add;
+  to_add.swap(client->to_add_);
+  for (Transfer* t : to_add)
+    if (!t->cancelled) client->add(t);
   int running = 0;
+  ++client->in_curl_;
   curl_multi_socket_action(client->multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+  --client->in_curl_;
   client->finish_done_transfers();
 }
 
@@ -284,6 +303,7 @@ void HttpClient::finish_done_transfers() {
   // Removing a handle also drops any message curl queued for it, so a transfer that
   // finished in the same turn it was cancelled is answered once, as cancelled.
   for (Transfer* t : cancelled_) {
+    std::erase(to_add_, t);  // cancelled before it was added
     curl_multi_remove_handle(multi_, t->easy);
     t->response.error = "cancelled";
     done.push_back(t);
@@ -332,6 +352,7 @@ void HttpClient::close(std::function<void()> on_closed) {
   transfers_.clear();
   failed_.clear();
   cancelled_.clear();
+  to_add_.clear();
   for (Transfer* t : aborted) curl_multi_remove_handle(multi_, t->easy);
   // Stop polling while curl's descriptors are still open; curl closes them in cleanup and
   // must not call back into this object while doing it.

@@ -95,6 +95,7 @@ class HttpClient {
   static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* transfer);
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* transfer);
   void finish_done_transfers();
+  void add(Transfer* t);  // to the multi handle; a refusal is answered from the timer
   void release_handle();
 
   uv_loop_t* loop_;
@@ -105,6 +106,8 @@ class HttpClient {
   std::uint64_t next_id_ = 0;
   std::vector<Transfer*> failed_;  // refused by curl; answered from the timer
   std::vector<Transfer*> cancelled_;  // by cancel(); answered from the timer
+  std::vector<Transfer*> to_add_;     // posted from inside curl; added from the timer
+  int in_curl_ = 0;                   // inside curl_multi_socket_action
   // Polled for curl, by descriptor. A connection's poll handle lives as long as the
   // connection, not just while curl waits on it: libuv's uv_poll_start and uv_poll_stop
   // each cost epoll_ctl calls, which per keep-alive request were a tenth of the

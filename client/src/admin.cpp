@@ -81,6 +81,19 @@ Result<ClusterInfo> to_cluster_info(const wire::Frame& f) {
   out.commit_index = c->commit_index();
   out.fetching_from = str(c->fetching_from());
   out.installing_snapshot = c->installing_snapshot();
+  if (const auto* e = c->etcd()) {
+    EtcdView v;
+    v.endpoint = str(e->endpoint());
+    v.lease_held = e->lease_held();
+    v.leader = str(e->leader());
+    v.epoch = e->epoch();
+    v.min_insync = e->min_insync();
+    if (e->in_sync())
+      for (const auto* id : *e->in_sync()) v.in_sync.push_back(id->str());
+    if (e->members())
+      for (const auto* id : *e->members()) v.members.push_back(id->str());
+    out.etcd = std::move(v);
+  }
   if (c->in_sync())
     for (const auto* id : *c->in_sync()) out.in_sync.push_back(id->str());
   if (c->replicas()) {

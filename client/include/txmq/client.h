@@ -267,6 +267,17 @@ struct ReplicaInfo {
   std::optional<Millis> last_fetch_ago;  // since its last fetch; nullopt: it never fetched
 };
 
+// The cluster's keys in etcd ([cluster]: automatic failover), as one broker last read them.
+struct EtcdView {
+  std::string endpoint;              // the etcd endpoint the broker uses now
+  bool lease_held = false;           // the broker holds its lease: it is a registered member
+  std::string leader;                // the leader etcd names ("" when none)
+  std::uint64_t epoch = 0;
+  std::vector<std::string> in_sync;  // who may be elected
+  std::uint32_t min_insync = 0;
+  std::vector<std::string> members;  // registered brokers (their leases alive)
+};
+
 // A broker's view of replication (broker/replication.h); answered by leaders and
 // followers alike.
 struct ClusterInfo {
@@ -286,6 +297,7 @@ struct ClusterInfo {
   // A follower installing a snapshot of the leader's store: it cannot be promoted until
   // the install finishes.
   bool installing_snapshot = false;
+  std::optional<EtcdView> etcd;    // [cluster] only
 };
 
 // What one key space of a broker's store holds: equal digests, equal contents.
