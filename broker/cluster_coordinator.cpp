@@ -144,10 +144,11 @@ void ClusterCoordinator::grant() {
     granting_ = false;
     if (closing_) return;
     if (!r) {
-      log_waiting("cannot get an etcd lease: " + r.error().message);
+      log_trouble("cannot get an etcd lease: " + r.error().message);
       retry_at_ = Clock::now() + kRetry;
       return;
     }
+    trouble_.clear();
     lease_ = r->id;
     lease_deadline_ = sent + std::chrono::seconds(r->ttl_s) - margin_;
     last_keepalive_ok_ = sent;
@@ -208,10 +209,11 @@ void ClusterCoordinator::sync() {
     syncing_ = false;
     if (closing_) return;
     if (!r) {
-      log_waiting("cannot read the cluster's keys from etcd: " + r.error().message);
+      log_trouble("cannot read the cluster's keys from etcd: " + r.error().message);
       retry_at_ = Clock::now() + kRetry;
       return;
     }
+    trouble_.clear();
     leader_.reset();
     state_.reset();
     members_.clear();
@@ -439,6 +441,12 @@ std::string ClusterCoordinator::member_json() const {
     if (id == config_.replication.id) address = a;
   return json{{"id", config_.replication.id}, {"address", address}, {"epoch", pos.epoch}, {"last_index", pos.last_index}}
       .dump();
+}
+
+void ClusterCoordinator::log_trouble(const std::string& what) {
+  if (trouble_.contains(what)) return;
+  trouble_.insert(what);
+  spdlog::warn("cluster: {} (tried again every {} ms)", what, kRetry.count());
 }
 
 void ClusterCoordinator::log_waiting(const std::string& why) {

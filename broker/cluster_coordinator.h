@@ -112,6 +112,7 @@ class ClusterCoordinator {
   std::string state_json(const State& s) const;
   std::string member_json() const;
   void log_waiting(const std::string& why);  // at most once per reason in a row
+  void log_trouble(const std::string& what);  // etcd failing: once each until a call succeeds
 
   uv_loop_t* loop_;
   const BrokerConfig& config_;
@@ -146,6 +147,7 @@ class ClusterCoordinator {
   bool stepping_down_ = false;
   bool closing_ = false;
   std::string waiting_;  // the last "why not campaigning" logged
+  std::set<std::string> trouble_;  // etcd failures logged since the last success
 };
 
 }  // namespace txmq::broker

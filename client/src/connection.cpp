@@ -674,6 +674,9 @@ void Connection::check_heartbeats(Clock::time_point now, bool stalled) {
   if (state_ != State::kReady || heartbeat_.count() == 0) return;
   if (stalled) last_heard_ = now;  // the loop reads what came meanwhile before the next look
   if (now - last_heard_ >= 3 * heartbeat_) {
+    // A broker frozen or cut off still completes TCP handshakes (its kernel does): the
+    // next round starts at another entry, or it would be tried again first, and again.
+    brokers_->skip_current();
     disconnected(Error(ErrorCode::kConnectionLost,
                        "nothing heard from " + brokers_->current_entry().to_string() + " in " +
                            std::to_string(3 * heartbeat_.count()) + " ms (heartbeats every " +
@@ -696,8 +699,10 @@ void Connection::check_deadlines() {
   if (state_ == State::kConnecting && now - connect_started_ > kConnectTimeout) {
     attempt_failed("connect timed out");
   } else if (state_ == State::kHandshake && now - connect_started_ > kConnectTimeout) {
+    brokers_->skip_current();
     disconnected(Error(ErrorCode::kNotConnected, "no TLS handshake with " + brokers_->current_entry().to_string() + " in time"));
   } else if (state_ == State::kHello && now - connect_started_ > kConnectTimeout) {
+    brokers_->skip_current();
     disconnected(Error(ErrorCode::kNotConnected, "no hello answer from " + brokers_->current_entry().to_string() + " in time"));
   }
   if (failing_fast() && now - started_ >= options_.first_connect_timeout && !pending_.empty()) {

@@ -95,14 +95,18 @@ std::string Cluster::addresses() const {
 std::string Cluster::config_toml(std::size_t i) const {
   std::ostringstream s;
   s << "[replication]\n"
-    << "id = \"" << id(i) << "\"\n"
-    << "role = \"" << (i == leader_ ? "leader" : "follower") << "\"\n"
+    << "id = \"" << id(i) << "\"\n";
+  if (options_.etcd_endpoint.empty()) s << "role = \"" << (i == leader_ ? "leader" : "follower") << "\"\n";
+  s
     << "mode = \"" << (options_.sync ? "sync" : "async") << "\"\n"
     << "min_insync = " << options_.min_insync << "\n"
     << "replica_lag_max_ms = " << options_.lag_max.count() << "\n"
     << "fetch_wait_ms = " << options_.fetch_wait.count() << "\n"
     << options_.replication_toml << "\n[replication.peers]\n";
   for (std::size_t j = 0; j < members_.size(); ++j) s << id(j) << " = \"" << address(j) << "\"\n";
+  if (!options_.etcd_endpoint.empty())
+    s << "\n[cluster]\netcd_endpoints = [\"" << options_.etcd_endpoint << "\"]\nname = \"test\"\nlease_ttl_s = "
+      << options_.lease_ttl_s << "\n";
   s << "\n" << options_.extra_toml;
   return s.str();
 }

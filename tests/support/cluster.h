@@ -47,6 +47,10 @@ struct ClusterOptions {
   // header, e.g. "[transactions]\n...").
   std::string extra_toml;
   bool keep = false;  // leave the temporary area (data, configs, logs) on disk
+  // [cluster]: etcd at this client URL chooses the leader (no member is configured as one;
+  // set_leader only tells stop_all which to stop first).
+  std::string etcd_endpoint;
+  std::uint32_t lease_ttl_s = 2;  // cluster.lease_ttl_s
 };
 
 class Cluster {

@@ -43,6 +43,11 @@ struct ClusterView {
   std::uint64_t commit_index = 0;
   std::set<std::string> in_sync;  // member ids
   bool installing_snapshot = false;
+  // [cluster]: etcd's keys as this member last read them.
+  std::string etcd_leader;
+  std::uint64_t etcd_epoch = 0;
+  std::set<std::string> etcd_in_sync;
+  bool lease_held = false;
 };
 
 // The member's ClusterStatus; nullopt when it does not answer one.
@@ -60,6 +65,13 @@ inline std::optional<ClusterView> view(const std::string& address) {
   if (info->in_sync())
     for (const auto* id : *info->in_sync()) v.in_sync.insert(id->str());
   v.installing_snapshot = info->installing_snapshot();
+  if (const auto* e = info->etcd()) {
+    v.etcd_leader = e->leader() ? e->leader()->str() : "";
+    v.etcd_epoch = e->epoch();
+    v.lease_held = e->lease_held();
+    if (e->in_sync())
+      for (const auto* id : *e->in_sync()) v.etcd_in_sync.insert(id->str());
+  }
   return v;
 }
 
@@ -68,7 +80,15 @@ inline std::string describe(const std::optional<ClusterView>& v) {
   std::string s = v->role + " epoch " + std::to_string(v->epoch) + " log " + std::to_string(v->first_index) + ".." +
                   std::to_string(v->last_index) + " commit " + std::to_string(v->commit_index) + " in sync {";
   for (const auto& id : v->in_sync) s += " " + id;
-  return s + " }" + (v->installing_snapshot ? " installing a snapshot" : "");
+  s += " }";
+  if (v->installing_snapshot) s += " installing a snapshot";
+  if (!v->etcd_leader.empty() || !v->etcd_in_sync.empty()) {
+    s += "; etcd: leader " + (v->etcd_leader.empty() ? std::string("none") : v->etcd_leader) + " epoch " +
+         std::to_string(v->etcd_epoch) + " in sync {";
+    for (const auto& id : v->etcd_in_sync) s += " " + id;
+    s += " }";
+  }
+  return s;
 }
 
 // Waits until member `leader` leads with `members` in its in-sync set and, when

@@ -28,7 +28,8 @@ std::string etcd_binary() {
 
 }  // namespace
 
-EtcdProcess::EtcdProcess() : temp_("txmq-etcd"), log_path_(temp_.file("etcd.log")) {}
+EtcdProcess::EtcdProcess()
+    : temp_("txmq-etcd"), log_path_(temp_.file("etcd.log")), client_port_(reserve_port()), peer_port_(reserve_port()) {}
 
 EtcdProcess::~EtcdProcess() { kill9(); }
 
@@ -69,23 +70,15 @@ Status EtcdProcess::start(std::chrono::milliseconds timeout) {
   if (::access(etcd_binary().c_str(), X_OK) != 0)
     return Error(ErrorCode::kInvalidArgument,
                  "no etcd at " + etcd_binary() + " (scripts/install-deps.sh installs etcd-server; or set TXMQ_ETCD_BIN)");
-  if (!started_before_) {
-    // A port reserved for the first start may have been taken since: new ones, twice more.
-    Status st;
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      client_port_ = reserve_port();
-      peer_port_ = reserve_port();
-      st = start_once(timeout);
-      if (st.ok() || st.error().message.find("address already in use") == std::string::npos) break;
-    }
-    started_before_ = st.ok();
-    return st;
+  // The reserved ports, once no one holds them (a TIME_WAIT does not count): another
+  // process may have taken one since it was reserved, or a killed etcd's may linger.
+  for (int attempt = 0;; ++attempt) {
+    if (!wait_until([&] { return port_free(client_port_) && port_free(peer_port_); }, std::chrono::seconds(10),
+                    std::chrono::milliseconds(50)))
+      return Error(ErrorCode::kTimeout, "etcd's ports stay taken");
+    Status st = start_once(timeout);
+    if (st.ok() || attempt == 3 || st.error().message.find("address already in use") == std::string::npos) return st;
   }
-  // The same ports as before, once no one holds them (a TIME_WAIT does not count).
-  if (!wait_until([&] { return port_free(client_port_) && port_free(peer_port_); }, std::chrono::seconds(10),
-                  std::chrono::milliseconds(50)))
-    return Error(ErrorCode::kTimeout, "etcd's ports stay taken");
-  return start_once(timeout);
 }
 
 Status EtcdProcess::start_once(std::chrono::milliseconds timeout) {

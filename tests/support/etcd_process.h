@@ -6,9 +6,9 @@
 // Caveats a test author must know:
 // - The binary is $TXMQ_ETCD_BIN, or /usr/bin/etcd (scripts/install-deps.sh installs it).
 // - etcd cannot be given port 0: its JSON gateway dials the configured client address. The
-//   two ports are reserved before the first start (bind 127.0.0.1:0, read, close) and kept
-//   across restarts, so that endpoint() stays true; a first start that meets a port taken
-//   in between reserves new ones and tries again.
+//   two ports are reserved by the constructor (bind 127.0.0.1:0, read, close) and kept for
+//   good, so that endpoint() is known before the first start and stays true across
+//   restarts; a start that meets a port taken meanwhile waits for it to be free.
 // - Election timings are short (100 ms heartbeats, 1 s election timeout): one member elects
 //   itself at once.
 // - Like BrokerProcess: drive it from the test's main thread (the child dies with it);
@@ -54,7 +54,6 @@ class EtcdProcess {
   std::uint16_t client_port_ = 0;
   std::uint16_t peer_port_ = 0;
   pid_t pid_ = -1;
-  bool started_before_ = false;
 };
 
 }  // namespace txmq::test
