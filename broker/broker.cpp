@@ -120,8 +120,8 @@ Status Broker::start() {
                              begin_shutdown(nullptr);
                            }
                          },
-                         [this](const std::set<std::string>& members, std::function<void(bool)> done) {
-                           if (!cluster_) return done(false);
+                         [this](const std::set<std::string>& members, std::function<void(bool, bool)> done) {
+                           if (!cluster_) return done(false, true);
                            cluster_->store_in_sync(members, std::move(done));
                          },
                          [this] { return cluster_ ? cluster_->view() : EtcdView{}; }});

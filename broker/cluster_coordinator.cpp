@@ -121,8 +121,9 @@ void ClusterCoordinator::tick() {
   const auto now = Clock::now();
   if (lease_ == 0) {
     if (!granting_ && now >= retry_at_) grant();
-  } else if (!keepalive_in_flight_ && now >= next_keepalive_) {
-    keep_alive();
+  } else {
+    if (!keepalive_in_flight_ && now >= next_keepalive_) keep_alive();
+    if (!registered_ && !registering_ && now >= retry_at_) register_member();
   }
   // Past the deadline the lease may have expired and another broker may lead.
   if (leading_) {
@@ -151,16 +152,30 @@ void ClusterCoordinator::grant() {
     trouble_.clear();
     lease_ = r->id;
     lease_deadline_ = sent + std::chrono::seconds(r->ttl_s) - margin_;
+    replication_.set_lease_deadline(lease_deadline_);
     last_keepalive_ok_ = sent;
     next_keepalive_ = sent + keepalive_every_;
+    registered_ = false;
     if (probe_) probe_->lease_held.set(1);
-    // Registered: alive, with the log this broker holds now (what the first election
-    // compares).
-    etcd_->put(members_prefix_ + config_.replication.id, member_json(), lease_, [this](Result<std::int64_t> put) {
-      if (closing_) return;
-      if (!put) spdlog::warn("cluster: cannot register in etcd: {} (tried again with the next lease)", put.error().message);
-      else spdlog::info("cluster: {} registered (lease {:x})", config_.replication.id, lease_);
-    });
+    register_member();
+  });
+}
+
+// Registered: alive, with the log this broker holds now (what the first election
+// compares). Tried again from the tick until it is.
+void ClusterCoordinator::register_member() {
+  registering_ = true;
+  const std::int64_t lease = lease_;
+  etcd_->put(members_prefix_ + config_.replication.id, member_json(), lease, [this, lease](Result<std::int64_t> put) {
+    registering_ = false;
+    if (closing_ || lease != lease_) return;
+    if (!put) {
+      log_trouble("cannot register in etcd: " + put.error().message);
+      retry_at_ = Clock::now() + kRetry;
+      return;
+    }
+    registered_ = true;
+    spdlog::info("cluster: {} registered (lease {:x})", config_.replication.id, lease);
   });
 }
 
@@ -183,6 +198,7 @@ void ClusterCoordinator::keep_alive() {
     const auto now = Clock::now();
     if (probe_) probe_->keepalive_seconds.observe(std::chrono::duration<double>(now - sent).count());
     lease_deadline_ = sent + std::chrono::seconds(*r) - margin_;
+    replication_.set_lease_deadline(lease_deadline_);
     last_keepalive_ok_ = sent;
     if (leading_ && now < lease_deadline_) {
       replication_.set_fenced(false, {});
@@ -197,6 +213,7 @@ void ClusterCoordinator::lease_lost(const std::string& why) {
     probe_->lease_held.set(0);
   }
   lease_ = 0;
+  registered_ = false;
   if (leading_ || starting_) return step_down(why);
   spdlog::warn("cluster: {}: registering again", why);
 }
@@ -218,10 +235,12 @@ void ClusterCoordinator::sync() {
     state_.reset();
     members_.clear();
     for (const auto& kv : r->kvs) apply(kv, false);
+    seen_revision_ = r->revision;
     watch_ = etcd_->watch(
         prefix_, true, r->revision + 1,
-        [this](std::vector<etcd::WatchEvent> events, std::int64_t) {
+        [this](std::vector<etcd::WatchEvent> events, std::int64_t revision) {
           for (const auto& e : events) apply(e.kv, e.type == etcd::WatchEvent::Type::kDelete);
+          seen_revision_ = std::max(seen_revision_, revision);
           decide();
         },
         [this](Error e) {
@@ -307,8 +326,10 @@ void ClusterCoordinator::decide() {
         revoked_ = leader_->lease;
         spdlog::warn("cluster: the leader key names {} on a lease of an earlier run ({:x}): revoking it", me,
                      leader_->lease);
-        etcd_->revoke(leader_->lease, [](Status st) {
-          if (!st) spdlog::warn("cluster: cannot revoke the earlier lease: {}", st.error().message);
+        etcd_->revoke(leader_->lease, [this](Status st) {
+          if (st || closing_) return;
+          spdlog::warn("cluster: cannot revoke the earlier lease: {}", st.error().message);
+          revoked_ = 0;  // tried again at the next decision
         });
       }
       return;
@@ -363,7 +384,8 @@ void ClusterCoordinator::campaign() {
   campaigning_ = true;
   spdlog::info("cluster: {} stands for epoch {} (its log at {}, in-sync {})", me, next.epoch, mine.last_index,
                join(next.in_sync));
-  etcd_->txn(t, [this, next](Result<etcd::TxnResult> r) {
+  const std::int64_t lease = lease_;
+  etcd_->txn(t, [this, next, lease](Result<etcd::TxnResult> r) {
     campaigning_ = false;
     if (closing_) return;
     if (!r) {
@@ -372,23 +394,27 @@ void ClusterCoordinator::campaign() {
       return;
     }
     if (probe_) probe_->elections.with({r->succeeded ? "won" : "lost"}).inc();
+    if (r->succeeded) spdlog::warn("cluster: {} won the election for epoch {}", config_.replication.id, next.epoch);
+    // What the answer says is the store at its revision; the watch may have shown newer
+    // (the winner's lease already gone, say), which stands.
+    if (r->revision <= seen_revision_ || lease != lease_) return decide();
     if (!r->succeeded) {
+      leader_.reset();  // a failure branch without a leader key: none
       for (const auto& range : r->ranges)
         for (const auto& kv : range.kvs) apply(kv, false);
-      return decide();
+    } else {
+      apply(etcd::KeyValue{leader_key_, json{{"id", next.leader}, {"epoch", next.epoch}}.dump(), r->revision,
+                           r->revision, 1, lease},
+            false);
+      apply(etcd::KeyValue{state_key_, state_json(next), 0, r->revision, 0, 0}, false);
     }
-    spdlog::warn("cluster: {} won the election for epoch {}", config_.replication.id, next.epoch);
-    etcd::KeyValue leader{leader_key_, json{{"id", next.leader}, {"epoch", next.epoch}}.dump(), r->revision,
-                          r->revision, 1, lease_};
-    apply(leader, false);
-    etcd::KeyValue state{state_key_, state_json(next), 0, r->revision, 0, 0};
-    apply(state, false);
+    seen_revision_ = r->revision;
     decide();
   });
 }
 
-void ClusterCoordinator::store_in_sync(const std::set<std::string>& members, std::function<void(bool)> done) {
-  if (!leading_ || !leader_ || !state_ || closing_) return done(false);
+void ClusterCoordinator::store_in_sync(const std::set<std::string>& members, std::function<void(bool, bool)> done) {
+  if (!leading_ || !leader_ || !state_ || closing_) return done(false, true);
   State next = *state_;
   next.in_sync = members;
   etcd::Txn t;
@@ -397,7 +423,7 @@ void ClusterCoordinator::store_in_sync(const std::set<std::string>& members, std
                etcd::Compare::mod_revision(state_key_, state_->mod_revision)};
   t.success = {etcd::Operation::put(state_key_, state_json(next))};
   etcd_->txn(t, [this, next, done = std::move(done)](Result<etcd::TxnResult> r) {
-    if (closing_) return done(false);
+    if (closing_) return done(false, false);
     const bool stored = r && r->succeeded;
     if (probe_) probe_->in_sync_changes.with({stored ? "stored" : "refused"}).inc();
     if (!stored) {
@@ -408,11 +434,13 @@ void ClusterCoordinator::store_in_sync(const std::set<std::string>& members, std
         synced_ = false;
         etcd_->cancel_watch(watch_);
       }
-      return done(false);
+      return done(false, r.ok());
     }
-    etcd::KeyValue state{state_key_, state_json(next), 0, r->revision, 0, 0};
-    apply(state, false);
-    done(true);
+    if (r->revision > seen_revision_) {
+      apply(etcd::KeyValue{state_key_, state_json(next), 0, r->revision, 0, 0}, false);
+      seen_revision_ = r->revision;
+    }
+    done(true, true);
   });
 }
 

@@ -75,8 +75,9 @@ class ClusterCoordinator {
   // the loop once nothing of this is left on it.
   void close(std::function<void()> done);
 
-  // Replication's hook: the in-sync set becomes `members` in etcd. done(true) once it has.
-  void store_in_sync(const std::set<std::string>& members, std::function<void(bool)> done);
+  // Replication's hook: the in-sync set becomes `members` in etcd. done(stored, known), as
+  // Replication::Hooks::store_in_sync says.
+  void store_in_sync(const std::set<std::string>& members, std::function<void(bool, bool)> done);
 
   EtcdView view() const;
 
@@ -102,6 +103,7 @@ class ClusterCoordinator {
 
   void tick();
   void grant();
+  void register_member();
   void keep_alive();
   void lease_lost(const std::string& why);
   void sync();  // reads every key, then watches from there
@@ -127,6 +129,8 @@ class ClusterCoordinator {
 
   std::int64_t lease_ = 0;  // 0: none held
   bool granting_ = false;
+  bool registered_ = false;   // the member key is on the current lease
+  bool registering_ = false;
   bool keepalive_in_flight_ = false;
   Clock::time_point next_keepalive_{};
   Clock::time_point lease_deadline_{};  // when the lease may have expired
@@ -134,6 +138,7 @@ class ClusterCoordinator {
   Clock::time_point retry_at_{};  // grants and syncs after a failure
 
   bool synced_ = false;  // the keys were read and a watch follows them
+  std::int64_t seen_revision_ = 0;  // of the newest read or watch event applied
   bool syncing_ = false;
   etcd::Client::WatchId watch_ = 0;
   std::optional<LeaderKey> leader_;

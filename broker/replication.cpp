@@ -830,6 +830,10 @@ void Replication::become_leader(std::uint64_t epoch) {
   role_ = Role::kLeader;
   leader_id_ = rc_.id;
   commit_index_ = 0;
+  joining_.clear();
+  // A follower joins the in-sync set only once it holds this whole log as it is now, the
+  // epoch's first record included: every record an earlier leader may have confirmed.
+  epoch_start_index_ = store_.log_position().last_index;
   writer_.set_commit_gate(rc_.sync);
   const auto now = Clock::now();
   if (config_.cluster.enabled()) {
@@ -838,7 +842,7 @@ void Replication::become_leader(std::uint64_t epoch) {
     // compare-and-swap. Until one fetches, its lag counts from now.
     in_sync_ = cluster_in_sync_;
     in_sync_.insert(rc_.id);
-    for (auto& [id, f] : followers_) f.caught_up = now;
+    for (auto& [id, f] : followers_) f.caught_up = in_sync_.contains(id) ? now : now - rc_.lag_max;
   } else {
     in_sync_ = {rc_.id};
     for (auto& [id, f] : followers_) f.caught_up = now - rc_.lag_max;  // out until it fetches
@@ -910,7 +914,7 @@ std::optional<Error> Replication::refuse(wire::Body type) const {
     if (probe_) probe_->refused.with({"not_leader"}).inc();
     return e;
   }
-  if (fenced_ && writes(type)) {
+  if (fenced() && writes(type)) {
     if (probe_) probe_->refused.with({"not_leader"}).inc();
     return Error(ErrorCode::kNotLeader, "broker " + rc_.id + " cannot reach etcd to renew its leadership (" + fence_why_ +
                                             "): it confirms nothing until it can");
@@ -1082,7 +1086,9 @@ void Replication::update_commit_index() {
   // The leader's own log is durable up to its end: the writer fsyncs before it completes.
   std::uint64_t lowest = store_.log_position().last_index;
   std::uint64_t keep_from = UINT64_MAX;
-  for (const auto& id : in_sync_) {
+  std::set<std::string> waited_for = in_sync_;
+  waited_for.insert(joining_.begin(), joining_.end());
+  for (const auto& id : waited_for) {
     auto it = followers_.find(id);
     if (it == followers_.end()) continue;
     lowest = std::min(lowest, it->second.durable_index);
@@ -1093,7 +1099,7 @@ void Replication::update_commit_index() {
     keep_from = std::min(keep_from, session.snapshot->position().last_index + 1);
   store_.set_log_keep_from(keep_from);
   // A fenced leader's lease may have expired and another may lead: it confirms nothing.
-  if (!fenced_ && in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
+  if (!fenced() && in_sync_.size() >= rc_.min_insync && lowest > commit_index_) commit_index_ = lowest;
   store_.set_undo_keep_from(commit_index_ + 1);
   writer_.release(commit_index_);
   if (probe_) {
@@ -1112,7 +1118,7 @@ void Replication::check_in_sync() {
   std::set<std::string> next = in_sync_;
   for (auto& [id, f] : followers_) {
     const bool caught_up = now - f.caught_up < rc_.lag_max;
-    if (caught_up && f.durable_index >= commit_index_) next.insert(id);
+    if (caught_up && f.durable_index >= std::max(commit_index_, epoch_start_index_)) next.insert(id);
     if (!caught_up) next.erase(id);
     if (probe_) {
       probe_->lag_records.with({id}).set(static_cast<double>(last > f.durable_index ? last - f.durable_index : 0));
@@ -1120,19 +1126,26 @@ void Replication::check_in_sync() {
           static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(now - f.caught_up).count()));
     }
   }
-  if (next != in_sync_ && !in_sync_write_pending_) write_in_sync(std::move(next));
+  // A write whose outcome is unknown left joiners waited for: writing again settles it.
+  if ((next != in_sync_ || !joining_.empty()) && !in_sync_write_pending_) write_in_sync(std::move(next));
 }
 
 void Replication::write_in_sync(std::set<std::string> members) {
   in_sync_write_pending_ = true;
   spdlog::info("replication: in-sync set {} -> {}", join(in_sync_), join(members));
   if (config_.cluster.enabled() && hooks_.store_in_sync) {
-    // etcd first: the set there says who may be elected, so a member leaves it there
-    // before this leader stops waiting for it, and joins it here only once it is there.
-    hooks_.store_in_sync(members, [this, members](bool stored) {
+    // etcd's set says who may be elected, so each of its members must hold every record
+    // this leader confirms: a member leaves it there before this leader stops waiting for
+    // it, and the leader waits for a joining member (joining_) before etcd names it.
+    for (const auto& id : members)
+      if (!in_sync_.contains(id)) joining_.insert(id);
+    hooks_.store_in_sync(members, [this, members](bool stored, bool known) {
       if (closing_) return;
       if (!stored) {
         in_sync_write_pending_ = false;  // tried again at the next check
+        // Refused: etcd's set is not `members`, and its joiners need not be waited for.
+        // Unknown (no answer): etcd may name them; they are waited for until a write is known.
+        if (known) joining_.clear();
         return;
       }
       store_in_sync_locally(members);
@@ -1150,8 +1163,9 @@ void Replication::store_in_sync_locally(std::set<std::string> members) {
       spdlog::error("replication: cannot store the in-sync set: {}", st.error().describe());
       return;
     }
-    // Durable now: it may be used.
+    // Durable now: it may be used. etcd's set is exactly this one now (with [cluster]).
     in_sync_ = members;
+    joining_.clear();
     if (probe_) probe_->in_sync_changes.inc();
     update_commit_index();
   }));
@@ -1295,6 +1309,12 @@ void Replication::begin_epoch(std::uint64_t epoch, std::function<void(const Stat
     fetcher_->close(begin);  // no record of the old leader is applied after the new epoch's first
   else
     begin();
+}
+
+void Replication::set_lease_deadline(Clock::time_point deadline) { lease_deadline_ = deadline; }
+
+bool Replication::fenced() const {
+  return fenced_ || (lease_deadline_ && Clock::now() >= *lease_deadline_);
 }
 
 void Replication::set_fenced(bool fenced, std::string why) {

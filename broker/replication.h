@@ -74,8 +74,11 @@ class Replication {
     // its components and serves clients. Loop thread.
     std::function<void()> became_leader;
     // [cluster]: the in-sync set changes in etcd first (a compare-and-swap on this
-    // leader's epoch, ClusterCoordinator::store_in_sync); done(true) once it has.
-    std::function<void(const std::set<std::string>& members, std::function<void(bool)> done)> store_in_sync;
+    // leader's epoch, ClusterCoordinator::store_in_sync). done(stored, known): stored once
+    // etcd holds it; not stored and known when etcd refused it; not known when no answer
+    // came (etcd may hold it or not).
+    std::function<void(const std::set<std::string>& members, std::function<void(bool stored, bool known)> done)>
+        store_in_sync;
     // [cluster]: etcd as the coordinator last read it, for ClusterStatus answers.
     std::function<EtcdView()> etcd_view;
   };
@@ -110,6 +113,11 @@ class Replication {
   // Stop (true) or resume confirming and taking writes: the leader's etcd lease may have
   // expired (why says since when), so another broker may lead.
   void set_fenced(bool fenced, std::string why);
+  // The time the leader's etcd lease may have expired, renewed with each keep-alive: past
+  // it, every confirm and write waits as if fenced, checked at each use (not only when the
+  // coordinator next looks).
+  void set_lease_deadline(std::chrono::steady_clock::time_point deadline);
+  bool fenced() const;
   // Whether this broker may stand for election: its store is whole (no snapshot install
   // under way or unfinished).
   bool can_lead() const;
@@ -192,6 +200,10 @@ class Replication {
   std::string leader_id_;
   std::map<std::string, Follower> followers_;  // leader: every peer but this one
   std::set<std::string> in_sync_;              // leader included; as last written
+  // [cluster]: members being added to etcd's in-sync set: waited for (the commit index
+  // covers them) from before etcd may name them until a write's outcome is known.
+  std::set<std::string> joining_;
+  std::uint64_t epoch_start_index_ = 0;        // the log's end when this epoch began
   bool in_sync_write_pending_ = false;
   std::uint64_t commit_index_ = 0;
   std::vector<HeldFetch> held_;
@@ -202,6 +214,7 @@ class Replication {
   std::unique_ptr<Fetcher> fetcher_;  // a follower's; kept (closed) after a promotion
   bool promoting_ = false;
   bool fenced_ = false;                   // [cluster]: see set_fenced
+  std::optional<std::chrono::steady_clock::time_point> lease_deadline_;  // [cluster]
   std::string fence_why_;
   std::set<std::string> cluster_in_sync_;  // [cluster]: etcd's set when this broker was elected
   std::uint64_t followed_epoch_ = 0;       // [cluster]: the epoch of the leader followed

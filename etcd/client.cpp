@@ -162,6 +162,15 @@ Client::~Client() = default;
 
 void Client::rotate(std::size_t from) {
   if (current_ == from) current_ = (current_ + 1) % options_.endpoints.size();
+  // A member that stopped answering calls (frozen, cut off) keeps its watch streams open
+  // and silent, with no error ever: they end here, so that their owners read again, from
+  // the next endpoint.
+  const std::string& failed = options_.endpoints[from];
+  std::vector<WatchId> stale;
+  for (const auto& [id, w] : watches_)
+    if (w->endpoint == failed) stale.push_back(id);
+  for (WatchId id : stale)
+    end_watch(id, Error(ErrorCode::kConnectionLost, "etcd at " + failed + " stopped answering: its watch may be silent"));
 }
 
 void Client::call(std::string path, std::string body, OnAnswer done, std::size_t attempt) {

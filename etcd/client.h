@@ -18,6 +18,8 @@
 // Endpoints: calls go to one endpoint of the list until it fails; then to the next. A call
 // whose connection could not be made is sent to the next endpoint at once (nothing was
 // sent); one that timed out is not resent: it may have taken effect (kTimeout says so).
+// When an endpoint fails a call, the watches on it end too (on_end): a member that froze
+// or was cut off leaves its streams open and silent.
 // Errors: kNotConnected (no endpoint could be reached, or etcd has no leader: nothing was
 // done), kTimeout (no answer in time: it may have been done), kInvalidArgument (etcd
 // refused the request as malformed), kInternal (any other refusal, or an answer that could

@@ -257,6 +257,10 @@ void HttpClient::close_poll(Socket* s) {
 
 int HttpClient::on_timer_change(CURLM*, long timeout_ms, void* self) {
   auto* client = static_cast<HttpClient*>(self);
+  // Work deferred from inside curl (an add, a cancel, a refusal, a close) is due now,
+  // whatever curl's own timer says.
+  if (!client->to_add_.empty() || !client->cancelled_.empty() || !client->failed_.empty() || client->close_requested_)
+    timeout_ms = 0;
   // curl must not be re-entered from this callback: a timeout of 0 runs on the next turn.
   if (timeout_ms < 0) uv_timer_stop(&client->timer_);
   else uv_timer_start(&client->timer_, &HttpClient::on_timer, static_cast<std::uint64_t>(timeout_ms), 0);
@@ -286,6 +290,7 @@ void HttpClient::on_poll(uv_poll_t* poll, int status, int events) {
 
 void HttpClient::on_timer(uv_timer_t* timer) {
   auto* client = static_cast<HttpClient*>(timer->data);
+  if (client->close_requested_ && client->multi_) return client->close_now();
   std::vector<Transfer*> to_add;
   to_add.swap(client->to_add_);
   for (Transfer* t : to_add)
@@ -332,22 +337,35 @@ void HttpClient::finish_done_transfers() {
     }
     done.push_back(t);
   }
-  // Callbacks last: they may post again, which may make curl call back into this object.
+  // Every finished transfer is detached and freed before any callback runs: a callback
+  // may cancel, post or close, and must find none of them still in flight.
+  std::vector<std::pair<Done, HttpResponse>> answers;
+  answers.reserve(done.size());
   for (Transfer* t : done) {
     transfers_.erase(t);
     curl_slist_free_all(t->headers);
     if (idle_easy_.size() < kMaxIdleHandles) idle_easy_.push_back(t->easy);
     else curl_easy_cleanup(t->easy);
     std::unique_ptr<Transfer> owned(t);
-    Done callback = std::move(owned->done);
-    HttpResponse response = std::move(owned->response);
-    owned.reset();
-    callback(std::move(response));
+    answers.emplace_back(std::move(owned->done), std::move(owned->response));
   }
+  // Callbacks last: they may post again, which may make curl call back into this object.
+  for (auto& [callback, response] : answers) callback(std::move(response));
 }
 
 void HttpClient::close(std::function<void()> on_closed) {
   on_closed_ = std::move(on_closed);
+  close_requested_ = true;
+  if (in_curl_ > 0) {
+    // Inside one of curl's callbacks (a streamed chunk's): curl must not be cleaned up
+    // under itself. The timer closes on the next turn.
+    uv_timer_start(&timer_, &HttpClient::on_timer, 0, 0);
+    return;
+  }
+  close_now();
+}
+
+void HttpClient::close_now() {
   std::vector<Transfer*> aborted(transfers_.begin(), transfers_.end());
   transfers_.clear();
   failed_.clear();

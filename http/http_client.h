@@ -77,7 +77,8 @@ class HttpClient {
   std::size_t in_flight() const { return transfers_.size(); }
 
   // Aborts requests in flight (their callbacks run with error "aborted"), releases every
-  // handle and then calls on_closed on the loop thread.
+  // handle and then calls on_closed on the loop thread. May be called from any callback of
+  // this client's (from a streamed chunk's, it happens on the next turn).
   void close(std::function<void()> on_closed);
 
  private:
@@ -96,6 +97,7 @@ class HttpClient {
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* transfer);
   void finish_done_transfers();
   void add(Transfer* t);  // to the multi handle; a refusal is answered from the timer
+  void close_now();
   void release_handle();
 
   uv_loop_t* loop_;
@@ -108,6 +110,7 @@ class HttpClient {
   std::vector<Transfer*> cancelled_;  // by cancel(); answered from the timer
   std::vector<Transfer*> to_add_;     // posted from inside curl; added from the timer
   int in_curl_ = 0;                   // inside curl_multi_socket_action
+  bool close_requested_ = false;
   // Polled for curl, by descriptor. A connection's poll handle lives as long as the
   // connection, not just while curl waits on it: libuv's uv_poll_start and uv_poll_stop
   // each cost epoll_ctl calls, which per keep-alive request were a tenth of the

@@ -491,3 +491,42 @@ TEST_CASE("limits.heartbeat_min_interval_ms is read; validate keeps it within 50
     CHECK(contains(st.error().message, "limits.heartbeat_min_interval_ms must be between 500 and 3600000"));
   }
 }
+
+TEST_CASE("[cluster] is read; validate wants [replication], no role, http endpoints and a TTL etcd can grant") {
+  TempDir dir("txmq-config");
+  const std::string replication =
+      "[replication]\nid = \"b0\"\n[replication.peers]\nb0 = \"127.0.0.1:7001\"\nb1 = \"127.0.0.1:7002\"\n";
+  auto load = [&](const std::string& text) {
+    auto c = load_text(dir, text);
+    REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().message));
+    return *c;
+  };
+  auto ok = load(replication +
+                 "[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\nname = \"orders\"\n"
+                 "lease_ttl_s = 5\nunclean_election = true\n");
+  CHECK(ok.cluster.enabled());
+  CHECK(ok.cluster.etcd_endpoints == std::vector<std::string>{"http://127.0.0.1:2379", "http://127.0.0.2:2379"});
+  CHECK(ok.cluster.name == "orders");
+  CHECK(ok.cluster.lease_ttl_s == 5);
+  CHECK(ok.cluster.unclean_election);
+  CHECK(validate(ok).ok());
+  // One endpoint may be a plain string.
+  CHECK(load(replication + "[cluster]\netcd_endpoints = \"http://127.0.0.1:2379\"\n").cluster.etcd_endpoints.size() == 1);
+  // No endpoints: off, whatever else the table says.
+  CHECK_FALSE(load("[cluster]\nname = \"x\"\n").cluster.enabled());
+
+  auto refused = [&](const std::string& text, const char* why) {
+    auto st = validate(load(text));
+    REQUIRE_FALSE(st.ok());
+    CHECK_MESSAGE(contains(st.error().message, why), st.error().message);
+  };
+  const std::string cluster = "[cluster]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n";
+  refused(cluster, "[cluster] needs [replication]");
+  refused("[replication]\nid = \"b0\"\nrole = \"leader\"\nmin_insync = 1\n[replication.peers]\nb0 = \"127.0.0.1:7001\"\n" + cluster,
+          "replication.role must not be set with [cluster]");
+  refused(replication + "[cluster]\netcd_endpoints = [\"https://127.0.0.1:2379\"]\n", "must be http://host:port");
+  refused(replication + "[cluster]\netcd_endpoints = [\"http://no-port\"]\n", "cluster.etcd_endpoints");
+  refused(replication + cluster + "lease_ttl_s = 1\n", "cluster.lease_ttl_s must be between 2");
+  refused(replication + cluster + "lease_ttl_s = 61\n", "cluster.lease_ttl_s must be between 2");
+  refused(replication + cluster + "name = \"a/b\"\n", "cluster.name 'a/b' is not a valid name");
+}
