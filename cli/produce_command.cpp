@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -57,19 +58,27 @@ class ProduceCommand final : public CommandGroup {
     std::optional<txmq::Error> first_error;
     std::atomic<std::uint64_t> confirmed{0};
     std::uint64_t sent = 0;
+    // A message refused with NotLeader was not stored (a follower, or a leader that cannot
+    // renew its etcd lease, refuses before writing anything): it is sent again, to the
+    // leader the refusal named, up to kLeaderRetries times. Any other failure is final.
+    constexpr int kLeaderRetries = 10;
+    std::function<void(txmq::client::Message, int)> send = [&](txmq::client::Message m, int retries) {
+      producer.send_async(o_.topic, m, [&, m, retries](const txmq::Result<txmq::client::SendReceipt>& r) {
+        if (r) {
+          ++confirmed;
+          return;
+        }
+        if (r.error().code == txmq::ErrorCode::kNotLeader && retries > 0) return send(m, retries - 1);
+        std::lock_guard lock(mu);
+        if (!first_error) first_error = r.error();
+      });
+    };
     std::string line;
     while (std::getline(std::cin, line)) {
       txmq::client::Message m{o_.key, *headers, line, -1};
       m.deliver_at_ms = o_.deliver_at_ms;
       if (!o_.delay.empty()) m.delay = *parse_duration(o_.delay);
-      producer.send_async(o_.topic, std::move(m), [&](const txmq::Result<txmq::client::SendReceipt>& r) {
-        if (r) {
-          ++confirmed;
-          return;
-        }
-        std::lock_guard lock(mu);
-        if (!first_error) first_error = r.error();
-      });
+      send(std::move(m), kLeaderRetries);
       ++sent;
     }
     // Every line is confirmed or failed within the request timeout; flush waits for that.

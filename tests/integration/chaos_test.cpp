@@ -79,20 +79,8 @@ LocalTransactionState by_rule(const std::string& body) {
 // random, not a wait for anything to happen (those poll a condition with a deadline).
 void hold(Millis how_long) { std::this_thread::sleep_for(how_long); }
 
-// The member that leads by its own status and etcd's, waited for.
 std::optional<std::size_t> find_leader(Cluster& cluster, Millis timeout) {
-  std::optional<std::size_t> found;
-  wait_until(
-      [&] {
-        for (std::size_t i = 0; i < cluster.size(); ++i)
-          if (auto v = view(cluster.address(i)); v && v->role == "leader" && v->etcd_leader == cluster.id(i)) {
-            found = i;
-            return true;
-          }
-        return false;
-      },
-      timeout, 50ms);
-  return found;
+  return txmq::test::elected_leader(cluster, timeout);
 }
 
 // What the clients saw, shared with their callbacks (which may outlive a flush).

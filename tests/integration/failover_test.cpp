@@ -50,29 +50,15 @@ ClusterOptions options_for(const EtcdProcess& etcd) {
   return o;
 }
 
-// The member that leads, as its own status and etcd's agree, other than `not_this`.
+// The member that leads, as its own status and etcd's agree, other than `not_this`; the
+// cluster's stop order follows it.
 std::size_t wait_leader(Cluster& cluster, std::optional<std::size_t> not_this = std::nullopt) {
-  std::optional<std::size_t> found;
-  std::string last;
-  const bool ok = wait_until(
-      [&] {
-        last.clear();
-        for (std::size_t i = 0; i < cluster.size(); ++i) {
-          if (not_this && i == *not_this) continue;
-          auto v = view(cluster.address(i));
-          last += cluster.id(i) + ": " + describe(v) + "\n";
-          if (v && v->role == "leader" && v->etcd_leader == cluster.id(i)) {
-            found = i;
-            return true;
-          }
-        }
-        return false;
-      },
-      kElection, 50ms);
-  if (!ok)
+  std::string seen;
+  auto found = txmq::test::elected_leader(cluster, kElection, not_this, &seen);
+  if (!found)
     for (std::size_t i = 0; i < cluster.size(); ++i)
-      last += cluster.id(i) + "'s log ends:\n" + cluster.broker(i).log_contents(1500) + "\n";
-  REQUIRE_MESSAGE(ok, "no leader was elected:\n" << last);
+      seen += cluster.id(i) + "'s log ends:\n" + cluster.broker(i).log_contents(1500) + "\n";
+  REQUIRE_MESSAGE(found, "no leader was elected:\n" << seen);
   cluster.set_leader(*found);
   return *found;
 }

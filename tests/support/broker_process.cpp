@@ -350,14 +350,16 @@ bool BrokerProcess::running() {
   return false;
 }
 
-std::string BrokerProcess::log_contents(std::size_t max_bytes) const {
-  std::ifstream in(log_path_, std::ios::binary);
+std::string file_tail(const std::string& path, std::size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   std::string all = ss.str();
   if (all.size() > max_bytes) all.erase(0, all.size() - max_bytes);
   return all;
 }
+
+std::string BrokerProcess::log_contents(std::size_t max_bytes) const { return file_tail(log_path_, max_bytes); }
 
 std::vector<std::string> BrokerProcess::stdout_lines() const {
   std::lock_guard lock(mu_);

@@ -45,6 +45,9 @@ bool wait_until(const std::function<bool()>& predicate, std::chrono::millisecond
 // is not stopped within `timeout`.
 bool stop_process(pid_t pid, std::chrono::milliseconds timeout = 5s);
 
+// The last max_bytes of a file (a child's log), or all of it; "" when it cannot be read.
+std::string file_tail(const std::string& path, std::size_t max_bytes);
+
 // "ok" or the error's describe(), for doctest messages: REQUIRE_MESSAGE(st.ok(), describe(st)).
 std::string describe(const Status& status);
 

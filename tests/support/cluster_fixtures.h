@@ -91,6 +91,32 @@ inline std::string describe(const std::optional<ClusterView>& v) {
   return s;
 }
 
+// [cluster]: the member that leads by its own status and by etcd's (the leader key names
+// it), other than `not_this`, waited for up to `timeout`; nullopt when none did. `seen`
+// gets what each member said at the last look.
+inline std::optional<std::size_t> elected_leader(Cluster& cluster, client::Millis timeout,
+                                                 std::optional<std::size_t> not_this = std::nullopt,
+                                                 std::string* seen = nullptr) {
+  using namespace std::chrono_literals;
+  std::optional<std::size_t> found;
+  wait_until(
+      [&] {
+        if (seen) seen->clear();
+        for (std::size_t i = 0; i < cluster.size(); ++i) {
+          if (not_this && i == *not_this) continue;
+          auto v = view(cluster.address(i));
+          if (seen) *seen += cluster.id(i) + ": " + describe(v) + "\n";
+          if (v && v->role == "leader" && v->etcd_leader == cluster.id(i)) {
+            found = i;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout, 50ms);
+  return found;
+}
+
 // Waits until member `leader` leads with `members` in its in-sync set and, when
 // `committed`, a commit index that covers its whole log (below min_insync it cannot).
 inline void wait_in_sync(Cluster& cluster, std::size_t leader, std::size_t members, client::Millis deadline,

@@ -10,8 +10,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "tests/support/cluster.h"
@@ -33,14 +31,7 @@ EtcdProcess::EtcdProcess()
 
 EtcdProcess::~EtcdProcess() { kill9(); }
 
-std::string EtcdProcess::log_contents(std::size_t max_bytes) const {
-  std::ifstream in(log_path_, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string all = ss.str();
-  if (all.size() > max_bytes) all.erase(0, all.size() - max_bytes);
-  return all;
-}
+std::string EtcdProcess::log_contents(std::size_t max_bytes) const { return file_tail(log_path_, max_bytes); }
 
 bool EtcdProcess::running() {
   if (pid_ <= 0) return false;
