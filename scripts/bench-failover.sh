@@ -75,6 +75,7 @@ for round in $(seq "$kills"); do
   # The killed broker comes back as a follower.
   "$broker" --config "$dir/$id.toml" >"$dir/$id.out" 2>>"$dir/$id.log" &
   echo $! >"$dir/$id.pid"
+  disown  # its kill -9 next time is the point, not news for this shell
 done
 
 printf '%s\n' "${times[@]}" | sort -n | /usr/bin/python3 -c '

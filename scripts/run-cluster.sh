@@ -18,23 +18,13 @@ ports=(7411 7421 7431)
 etcd_client=127.0.0.1:7400
 etcd_peer=127.0.0.1:7401
 
-# Only a process this script started, by name: a pid file may be stale.
-stop_one() {  # NAME PIDFILE COMM
-  local name=$1 file=$2 comm=$3 pid
-  [[ -f $file ]] || return 0
-  pid=$(<"$file")
-  if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]; then
-    kill -TERM "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then echo "$name (pid $pid) did not stop in 10 s" >&2; else echo "stopped $name"; fi
-  fi
-  rm -f "$file"
-}
+# shellcheck source=lib/local-processes.sh
+source "$root/scripts/lib/local-processes.sh"
 
 stop() {  # DIR
   local dir=$1 id
-  for id in "${ids[@]}"; do stop_one "$id" "$dir/$id.pid" txmq-broker; done
-  stop_one etcd "$dir/etcd.pid" etcd
+  for id in "${ids[@]}"; do stop_started "$id" "$dir/$id.pid" txmq-broker; done
+  stop_started etcd "$dir/etcd.pid" etcd
 }
 
 if [[ ${1:-} == stop ]]; then
@@ -57,7 +47,7 @@ cli=$bin_dir/cli/txmq
 command -v etcd >/dev/null || { echo "no etcd: scripts/install-deps.sh installs etcd-server" >&2; exit 2; }
 mkdir -p "$dir"
 for name in etcd "${ids[@]}"; do
-  if [[ -f $dir/$name.pid ]] && [[ $(cat "/proc/$(<"$dir/$name.pid")/comm" 2>/dev/null) =~ ^(etcd|txmq-broker)$ ]]; then
+  if running_started "$dir/$name.pid" etcd || running_started "$dir/$name.pid" txmq-broker; then
     echo "$name is already running (pid $(<"$dir/$name.pid")): scripts/run-cluster.sh stop $dir" >&2
     exit 1
   fi
@@ -70,14 +60,7 @@ etcd --name txmq-etcd --data-dir "$dir/etcd-data" \
   --initial-cluster "txmq-etcd=http://$etcd_peer" --heartbeat-interval 100 --election-timeout 1000 \
   >"$dir/etcd.log" 2>&1 &
 echo $! >"$dir/etcd.pid"
-for _ in $(seq 200); do
-  grep -q 'serving insecure client requests' "$dir/etcd.log" && break
-  kill -0 "$(<"$dir/etcd.pid")" 2>/dev/null || break
-  sleep 0.1
-done
-if ! grep -q 'serving insecure client requests' "$dir/etcd.log"; then
-  echo "etcd did not start; the end of $dir/etcd.log:" >&2
-  tail -n 20 "$dir/etcd.log" >&2
+if ! wait_for_line etcd "$dir/etcd.log" 'serving insecure client requests' "$(<"$dir/etcd.pid")" "$dir/etcd.log"; then
   stop "$dir"
   exit 1
 fi
@@ -116,14 +99,7 @@ for id in "${ids[@]}"; do
 done
 for id in "${ids[@]}"; do
   pid=$(<"$dir/$id.pid")
-  for _ in $(seq 300); do
-    grep -q '^listening on ' "$dir/$id.out" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! grep -q '^listening on ' "$dir/$id.out"; then
-    echo "$id did not start; the end of $dir/$id.log:" >&2
-    tail -n 20 "$dir/$id.log" >&2
+  if ! wait_for_line "$id" "$dir/$id.out" '^listening on ' "$pid" "$dir/$id.log"; then
     stop "$dir"
     exit 1
   fi

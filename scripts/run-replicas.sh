@@ -18,19 +18,12 @@ cli=$bin_dir/cli/txmq
 ids=(b1 b2 b3)
 ports=(7411 7421 7431)
 
+# shellcheck source=lib/local-processes.sh
+source "$root/scripts/lib/local-processes.sh"
+
 stop() {  # DIR
-  local dir=$1 id pid
-  for id in "${ids[@]}"; do
-    [[ -f $dir/$id.pid ]] || continue
-    pid=$(<"$dir/$id.pid")
-    # Only a txmq-broker this script started: the pid file may be stale.
-    if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == txmq-broker ]]; then
-      kill -TERM "$pid"
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      if kill -0 "$pid" 2>/dev/null; then echo "$id (pid $pid) did not stop in 10 s" >&2; else echo "stopped $id"; fi
-    fi
-    rm -f "$dir/$id.pid"
-  done
+  local dir=$1 id
+  for id in "${ids[@]}"; do stop_started "$id" "$dir/$id.pid" txmq-broker; done
 }
 
 if [[ ${1:-} == stop ]]; then
@@ -41,7 +34,7 @@ dir=${1:-/tmp/txmq-replicas}
 [[ -x $broker ]] || { echo "no $broker: build first (scripts/run-broker.sh, or set TXMQ_BIN_DIR)" >&2; exit 2; }
 mkdir -p "$dir"
 for id in "${ids[@]}"; do
-  if [[ -f $dir/$id.pid && $(cat "/proc/$(<"$dir/$id.pid")/comm" 2>/dev/null) == txmq-broker ]]; then
+  if running_started "$dir/$id.pid" txmq-broker; then
     echo "$id is already running (pid $(<"$dir/$id.pid")): scripts/run-replicas.sh stop $dir" >&2
     exit 1
   fi
@@ -81,14 +74,7 @@ done
 for i in 0 1 2; do
   id=${ids[i]}
   pid=$(<"$dir/$id.pid")
-  for _ in $(seq 300); do
-    grep -q '^listening on ' "$dir/$id.out" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! grep -q '^listening on ' "$dir/$id.out"; then
-    echo "$id did not start; the end of $dir/$id.log:" >&2
-    tail -n 20 "$dir/$id.log" >&2
+  if ! wait_for_line "$id" "$dir/$id.out" '^listening on ' "$pid" "$dir/$id.log"; then
     stop "$dir"
     exit 1
   fi
