@@ -904,6 +904,12 @@ std::string Replication::peer_address(const std::string& id) const {
 
 std::string Replication::leader_address() const { return peer_address(leader_id_); }
 
+std::uint64_t Replication::known_leader_epoch() const {
+  // etcd's word when it named one; else the newest epoch this store holds (the followed
+  // leader's once its first record is applied).
+  return std::max(followed_epoch_, store_.log_position().epoch);
+}
+
 std::optional<Error> Replication::refuse(wire::Body type) const {
   if (role_ == Role::kStandalone) return std::nullopt;
   if (role_ == Role::kFollower) {
@@ -911,6 +917,7 @@ std::optional<Error> Replication::refuse(wire::Body type) const {
                                        (leader_id_.empty() ? std::string(" and knows no leader yet")
                                                            : "; the leader is " + leader_id_ + " at " + leader_address()));
     e.leader = leader_address();
+    e.leader_epoch = known_leader_epoch();
     if (probe_) probe_->refused.with({"not_leader"}).inc();
     return e;
   }
@@ -940,6 +947,7 @@ void Replication::fetch(Connection& conn, RequestId rid, const wire::ReplicaFetc
   if (role_ != Role::kLeader) {
     Error e(ErrorCode::kNotLeader, "broker " + rc_.id + " is a follower; fetch from the leader");
     e.leader = leader_address();
+    e.leader_epoch = known_leader_epoch();
     return responder_.reply_error(conn, rid, e);
   }
   const storage::LogPosition pos = store_.log_position();

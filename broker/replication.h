@@ -184,6 +184,7 @@ class Replication {
   // The in-sync set as the store holds it (a follower's view: the last one it applied).
   std::set<std::string> stored_in_sync() const;
   std::string leader_address() const;
+  std::uint64_t known_leader_epoch() const;  // for NotLeader answers
   std::string_view role_name() const;
   void follower_applied();  // the fetcher applied records: a new epoch names a new leader
   std::uint64_t known_epoch_ = 0;

@@ -18,7 +18,7 @@ void Responder::reply_error(Connection& conn, RequestId rid, const Error& error,
   if (!audited_.empty()) audit_answered(conn.id(), rid, error.describe());
   fbb_.Clear();
   auto body = wire::CreateError(fbb_, static_cast<std::uint16_t>(error.code), fbb_.CreateString(error.message),
-                                error.leader.empty() ? 0 : fbb_.CreateString(error.leader));
+                                error.leader.empty() ? 0 : fbb_.CreateString(error.leader), error.leader_epoch);
   send_frame(conn, rid, wire::Body::Error, body.Union());
   if (fatal) {
     spdlog::info("connection {} from {}: {}; closing", conn.id(), conn.peer(), error.describe());

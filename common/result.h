@@ -3,6 +3,7 @@
 // message that adds context). Nothing here throws.
 
 #include <cassert>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <variant>
@@ -19,6 +20,7 @@ struct Error {
   // kNotLeader: the leader's client address ("host:port") when the broker that refused
   // knows it, for a client to go there; empty otherwise.
   std::string leader;
+  std::uint64_t leader_epoch = 0;  // kNotLeader: that leader's epoch, when known
 
   Error() = default;
   Error(ErrorCode c) : code(c), message(default_message(c)) {}

@@ -14,7 +14,10 @@
 #   scripts/bench-replication.sh [ROUNDS] [MESSAGES]
 #
 # ROUNDS (3) of MESSAGES (500000) each; CONFIRM_EACH (2000) confirm-each messages;
-# PACE_MS (20) for the paced async trio.
+# PACE_MS (20) for the paced async trio. SETUPS picks and orders the setups (default
+# "standalone sync async paced"); "cluster" is the sync trio with its leader elected
+# through a local etcd ([cluster], README "Running a cluster"), to show that etcd stays
+# off the write path: compare it with "sync" (SETUPS="sync cluster").
 # Binaries: TXMQ_BROKER_BIN, TXMQ_BENCH_BIN and TXMQ_CLI_BIN, else build/release's.
 # Needs /usr/bin/python3 (free ports, metrics, the medians).
 set -euo pipefail
@@ -89,7 +92,19 @@ start_setup() {
   local mode=$1 t i n=3 peers=""
   [[ $mode == standalone ]] && n=1
   t=$(mktemp -d "$dir/$mode-XXXX")
-  local ports=() metrics=()
+  local ports=() metrics=() etcd_client="" etcd_peer="" rmode=$mode
+  [[ $mode == paced ]] && rmode=async
+  [[ $mode == cluster ]] && rmode=sync
+  if [[ $mode == cluster ]]; then
+    etcd_client=127.0.0.1:$(free_port)
+    etcd_peer=127.0.0.1:$(free_port)
+    etcd --name e --data-dir "$t/etcd-data" --listen-client-urls "http://$etcd_client" \
+      --advertise-client-urls "http://$etcd_client" --listen-peer-urls "http://$etcd_peer" \
+      --initial-advertise-peer-urls "http://$etcd_peer" --initial-cluster "e=http://$etcd_peer" \
+      --heartbeat-interval 100 --election-timeout 1000 >"$t/etcd.log" 2>&1 &
+    echo $! >"$t/etcd.pid"
+    for _ in $(seq 300); do grep -q 'serving insecure client requests' "$t/etcd.log" && break; sleep 0.1; done
+  fi
   for ((i = 0; i < n; i++)); do ports+=("$(free_port)"); metrics+=("$(free_port)"); done
   for ((i = 0; i < n; i++)); do peers+="b$i = \"127.0.0.1:${ports[i]}\""$'\n'; done
   for ((i = 0; i < n; i++)); do
@@ -103,13 +118,14 @@ TOML
 
 [replication]
 id = "b$i"
-role = "$( ((i == 0)) && echo leader || echo follower)"
-mode = "$([[ $mode == paced ]] && echo async || echo "$mode")"
+$([[ $mode == cluster ]] || echo "role = \"$( ((i == 0)) && echo leader || echo follower)\"")
+mode = "$rmode"
 min_insync = 2
 $([[ $mode == paced ]] && echo "fetch_interval_ms = $pace")
 
 [replication.peers]
 $peers
+$([[ $mode == cluster ]] && printf '[cluster]\netcd_endpoints = ["http://%s"]\n' "$etcd_client")
 TOML
     echo "${ports[i]}" >"$t/b$i.port"
     echo "${metrics[i]}" >"$t/b$i.metrics"
@@ -122,6 +138,28 @@ TOML
 stop_setup() {  # DIR
   local i
   for ((i = 0; i < $(<"$1/members"); i++)); do stop_member "$1" "$i"; done
+  if [[ -f $1/etcd.pid ]]; then
+    kill -TERM "$(<"$1/etcd.pid")" 2>/dev/null || true
+    wait "$(<"$1/etcd.pid")" 2>/dev/null || true
+  fi
+}
+
+# The address of the member that leads: b0, or in a cluster the one etcd elected (waited
+# for, at most 60 s).
+leader_of() {  # DIR
+  local t=$1 i id
+  [[ -f $t/etcd.pid ]] || { echo "127.0.0.1:$(<"$t/b0.port")"; return; }
+  for _ in $(seq 600); do
+    for ((i = 0; i < 3; i++)); do
+      id=$("$cli" --broker "127.0.0.1:$(<"$t/b$i.port")" cluster status --json 2>/dev/null |
+        /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"] if d["role"] == "leader" else "")' ||
+        true)
+      [[ -n $id ]] && { echo "127.0.0.1:$(<"$t/b$i.port")"; return; }
+    done
+    sleep 0.1
+  done
+  echo "no leader elected in 60 s" >&2
+  return 1
 }
 
 # -- one measure ------------------------------------------------------------------------------
@@ -164,7 +202,7 @@ run_setup() {  # MODE ROUND
   local mode=$1 t leader p e topic
   start_setup "$mode"
   t=$setup
-  leader=127.0.0.1:$(<"$t/b0.port")
+  leader=$(leader_of "$t")
   # In sync mode the leader refuses writes (NotEnoughReplicas) until a follower has joined:
   # create the topics once it accepts them.
   for topic in bench each; do
@@ -183,7 +221,7 @@ run_setup() {  # MODE ROUND
 }
 
 # Each round starts one setup later in the order than the last, so that none is always first.
-setups=(standalone sync async paced)
+read -r -a setups <<<"${SETUPS:-standalone sync async paced}"
 for ((r = 1; r <= rounds; r++)); do
   for ((k = 0; k < ${#setups[@]}; k++)); do run_setup "${setups[(r - 1 + k) % ${#setups[@]}]}" "$r"; done
 done
@@ -194,6 +232,14 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(label, i):
     values = [float(r[i]) for r in rows if r[0] == label]
     return statistics.median(values) if values else float("nan")
+c = med("cluster", 1)
+if c == c:  # measured
+    y = med("sync", 1)
+    print(f"durable produce (msg/s)  sync {y:>9.0f}  cluster (etcd-elected) {c:>9.0f}  cluster/sync {c / y:.2f}")
+    for name, i in (("confirm-each p50 (ms)", 2), ("confirm-each p99 (ms)", 3)):
+        print(f"{name:24} sync {med('sync', i):>9.2f}  cluster {med('cluster', i):>9.2f}")
+    if med("standalone", 1) != med("standalone", 1):
+        sys.exit(0)
 s, y, a, p = (med(m, 1) for m in ("standalone", "sync", "async", "paced"))
 print(f"durable produce (msg/s)  standalone {s:>9.0f}  sync {y:>9.0f}  async {a:>9.0f}  paced {p:>9.0f}  "
       f"sync/standalone {y / s:.2f}  async/standalone {a / s:.2f}  paced/standalone {p / s:.2f}")

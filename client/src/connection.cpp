@@ -35,6 +35,7 @@ Status as_status(const wire::Frame& frame) {
   ErrorCode code = error_code_from_wire(e->code());
   Error error(code, e->message() ? e->message()->str() : std::string(default_message(code)));
   if (e->leader()) error.leader = e->leader()->str();
+  error.leader_epoch = e->leader_epoch();
   return error;
 }
 

@@ -118,6 +118,10 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
   txmq::test::wait_in_sync(cluster, *leader, 3, kHeal);
   txmq::test::create_topic(cluster.address(*leader), kTopic);
 
+  // Bounds on the load, above what these machines send in the time (about 2,000 messages
+  // and 500 transactions a second under ASan), so that the load lasts as long as the faults.
+  const std::int64_t max_messages = 5'000 * seconds.count();
+  const std::int64_t max_transactions = 2'000 * seconds.count();
   auto history = std::make_shared<History>();
   std::atomic<bool> stop{false};
   // The transactional producer answers check-backs until the healing is over.
@@ -129,7 +133,7 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
     po.request_timeout = 20'000ms;
     po.max_in_flight_messages = 200;
     Producer producer(po);
-    for (int n = 0; n < 200'000 && !stop; ++n) {
+    for (std::int64_t n = 0; n < max_messages && !stop; ++n) {
       const std::string body = "p-" + std::to_string(n);
       {
         std::lock_guard lock(history->mu);
@@ -152,7 +156,7 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
     to.producer_group = "chaos-shop";
     to.max_in_flight_transactions = 50;
     TransactionalProducer producer(to, [](const TransactionCheck& c) { return by_rule(c.message.body); });
-    for (int n = 0; n < 100'000 && !stop; ++n) {
+    for (std::int64_t n = 0; n < max_transactions && !stop; ++n) {
       const std::string body = "t-" + std::to_string(n);
       {
         std::lock_guard lock(history->mu);
