@@ -353,8 +353,15 @@ void ClusterCoordinator::campaign() {
     if (!state_->in_sync.contains(me) && !cc_.unclean_election)
       return log_waiting("no leader, and this broker is not in the in-sync set " + join(state_->in_sync) +
                          ": waiting for a member of it");
-    next.in_sync = state_->in_sync;
-    next.in_sync.erase(state_->leader);  // deposed: it may lack what this leader confirms
+    if (state_->in_sync.contains(me)) {
+      next.in_sync = state_->in_sync;
+      next.in_sync.erase(state_->leader);  // deposed: it may lack what this leader confirms
+    } else {
+      // Unclean: the others hold records this broker lacks, which they will drop to follow
+      // it; none is in sync with it until it has fetched.
+      spdlog::warn("cluster: {} stands uncleanly (not in the in-sync set {}): records only they hold are lost", me,
+                   join(state_->in_sync));
+    }
   } else {
     // The first election: every peer registered, the longest log stands (of equal ones,
     // the lowest id).

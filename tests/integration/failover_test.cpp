@@ -318,3 +318,50 @@ TEST_CASE("etcd killed: no broker leads past its lease, none splits off; etcd re
   wait_all_follow(cluster, now_leading);
   check_stored_once(cluster, now_leading, confirmed);
 }
+
+TEST_CASE("only a member of etcd's in-sync set is elected: a follower that fell out waits for one") {
+  EtcdProcess etcd;
+  Cluster cluster(options_for(etcd));
+  start_cluster(cluster, etcd);
+  const std::size_t leader = cluster.leader();
+  const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
+  txmq::test::create_topic(cluster.address(leader), "orders");
+
+  // `behind` falls out of the in-sync set; then writes it never saw are confirmed.
+  REQUIRE(txmq::test::stop_process(cluster.broker(behind).pid()));
+  std::optional<ClusterView> v;
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        v = view(cluster.address(leader));
+                        return v && v->etcd_in_sync == std::set<std::string>{cluster.id(leader), cluster.id(in_sync)};
+                      },
+                      kElection, 50ms),
+                  describe(v));
+  Producer producer(producer_for(cluster));
+  auto confirmed = produce_through(producer, txmq::test::numbered("only-two-hold-", 30));
+  REQUIRE(confirmed.size() == 30);
+
+  // Both brokers that hold them die; the one left is awake but not in the set.
+  cluster.broker(leader).kill9();
+  cluster.broker(in_sync).kill9();
+  ::kill(cluster.broker(behind).pid(), SIGCONT);
+  // Three lease TTLs: long past the dead leader's lease, and no election.
+  std::optional<ClusterView> waiting;
+  CHECK_FALSE(wait_until(
+      [&] {
+        waiting = view(cluster.address(behind));
+        return waiting && waiting->role == "leader";
+      },
+      6000ms, 100ms));
+  CHECK(cluster.broker(behind).log_contents().find("not in the in-sync set") != std::string::npos);
+
+  // A member of the set comes back and wins; the other follows and catches up.
+  REQUIRE(cluster.start(in_sync).ok());
+  const std::size_t next = wait_leader(cluster, leader);
+  CHECK(next == in_sync);
+  REQUIRE(cluster.start(leader).ok());
+  wait_all_follow(cluster, next);
+  check_stored_once(cluster, next, confirmed);
+  stop_all(cluster, etcd);
+  txmq::test::check_same_digests(cluster);
+}
