@@ -238,6 +238,16 @@ void body(Digest& d, const wire::Frame& f) {
           d.add(r->lag_ms());
           d.add(r->last_fetch_ms_ago());
         }
+      if (const auto* e = b->etcd()) {
+        str(d, e->endpoint());
+        str(d, e->leader());
+        d.add(static_cast<std::uint64_t>(e->lease_held()));
+        d.add(e->epoch());
+        d.add(static_cast<std::uint64_t>(e->min_insync()));
+        for (const auto* list : {e->in_sync(), e->members()})
+          if (list)
+            for (const auto* s : *list) str(d, s);
+      }
       return;
     }
     case Body::Digest: {
