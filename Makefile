@@ -1,7 +1,9 @@
 # Shortcuts for people who have make; the README's commands are the scripts themselves.
-.PHONY: run test bench clean
+.PHONY: run cluster test bench clean
 run:
 	scripts/run-broker.sh
+cluster:
+	scripts/run-cluster.sh
 test:
 	scripts/test.sh
 bench:
