@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -186,13 +187,21 @@ Status BrokerProcess::start() {
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  int netns_fd = -1;
+  if (!options_.netns.empty()) {
+    netns_fd = ::open(options_.netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) return fail(ErrorCode::kInternal, errno_text("open " + options_.netns));
+  }
   int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return fail(ErrorCode::kInternal, errno_text("pipe2"));
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    if (netns_fd >= 0) ::close(netns_fd);
+    return fail(ErrorCode::kInternal, errno_text("pipe2"));
+  }
   int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (log_fd < 0 || null_fd < 0) {
     std::string why = errno_text("open log or /dev/null");
-    for (int fd : {out[0], out[1], log_fd, null_fd})
+    for (int fd : {out[0], out[1], log_fd, null_fd, netns_fd})
       if (fd >= 0) ::close(fd);
     return fail(ErrorCode::kInternal, why);
   }
@@ -201,7 +210,8 @@ Status BrokerProcess::start() {
   pid_t pid = fork();
   if (pid < 0) {
     std::string why = errno_text("fork");
-    for (int fd : {out[0], out[1], log_fd, null_fd}) ::close(fd);
+    for (int fd : {out[0], out[1], log_fd, null_fd, netns_fd})
+      if (fd >= 0) ::close(fd);
     return fail(ErrorCode::kInternal, why);
   }
   if (pid == 0) {
@@ -212,6 +222,11 @@ Status BrokerProcess::start() {
     // A test that crashes must not leave brokers behind.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) != 0) {
+      const char msg[] = "BrokerProcess: setns to BrokerOptions::netns failed\n";
+      (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+      _exit(127);
+    }
     execve(argv[0], argv.data(), envp.data());
     const char msg[] = "BrokerProcess: execve failed\n";
     (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
@@ -220,6 +235,7 @@ Status BrokerProcess::start() {
   ::close(out[1]);
   ::close(log_fd);
   ::close(null_fd);
+  if (netns_fd >= 0) ::close(netns_fd);
 
   pid_ = pid;
   address_.clear();

@@ -99,6 +99,9 @@ struct BrokerOptions {
   std::chrono::milliseconds start_timeout = 10s;
   // The binary. Empty: $TXMQ_BROKER_BIN.
   std::string binary;
+  // The network namespace it runs in, a path such as /run/netns/NAME (NetLab::netns_path);
+  // empty: the test's own. listen and metrics_listen are then that namespace's addresses.
+  std::string netns;
 };
 
 // One txmq-broker child process on one data directory.

@@ -60,6 +60,7 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)), temp_("
     m.data_dir = temp_.file(id(i) + "-data");
     std::filesystem::create_directories(m.data_dir);
     m.config_path = temp_.file(id(i) + ".toml");
+    m.host = i < options_.hosts.size() ? options_.hosts[i] : "127.0.0.1";
   }
   reserve_ports();
 }
@@ -77,14 +78,19 @@ void Cluster::reserve_ports() {
     bo.data_dir = m.data_dir;
     bo.keep = options_.keep;
     bo.listen = address(i);
+    bo.metrics_listen = m.host + ":0";
     // The cluster's own configuration file, rewritten before each start (see the header):
     // not BrokerOptions::config_toml, which is written once.
     bo.args = {"--config", m.config_path};
+    if (m.host != "127.0.0.1") bo.args.push_back("--allow-insecure");
+    if (i < options_.netns.size()) bo.netns = options_.netns[i];
     m.process = std::make_unique<BrokerProcess>(std::move(bo));
   }
 }
 
-std::string Cluster::address(std::size_t i) const { return "127.0.0.1:" + std::to_string(members_[i].port); }
+std::string Cluster::address(std::size_t i) const {
+  return members_[i].host + ":" + std::to_string(members_[i].port);
+}
 
 std::string Cluster::addresses() const {
   std::string out;

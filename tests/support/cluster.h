@@ -51,6 +51,11 @@ struct ClusterOptions {
   // set_leader only tells stop_all which to stop first).
   std::string etcd_endpoint;
   std::uint32_t lease_ttl_s = 2;  // cluster.lease_ttl_s
+  // Member i's IP address and network namespace (BrokerOptions::netns), as a NetLab gives
+  // them; empty: 127.0.0.1 and the test's own namespace. A member not on loopback is
+  // started with --allow-insecure (the namespace is the test's alone).
+  std::vector<std::string> hosts;
+  std::vector<std::string> netns;
 };
 
 class Cluster {
@@ -69,7 +74,8 @@ class Cluster {
   std::size_t size() const { return members_.size(); }
   BrokerProcess& broker(std::size_t i) { return *members_[i].process; }
   std::string id(std::size_t i) const { return "b" + std::to_string(i + 1); }
-  // "127.0.0.1:PORT", fixed for the cluster's life (valid before the first start).
+  // "HOST:PORT" (127.0.0.1 unless ClusterOptions::hosts), fixed for the cluster's life
+  // (valid before the first start).
   std::string address(std::size_t i) const;
   // Every member's address, comma-separated, in member order (a client's broker list).
   std::string addresses() const;
@@ -87,6 +93,7 @@ class Cluster {
 
  private:
   struct Member {
+    std::string host;
     std::uint16_t port = 0;
     std::string data_dir;
     std::string config_path;

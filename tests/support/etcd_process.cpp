@@ -26,8 +26,9 @@ std::string etcd_binary() {
 
 }  // namespace
 
-EtcdProcess::EtcdProcess()
-    : temp_("txmq-etcd"), log_path_(temp_.file("etcd.log")), client_port_(reserve_port()), peer_port_(reserve_port()) {}
+EtcdProcess::EtcdProcess(std::string host)
+    : host_(std::move(host)),
+      temp_("txmq-etcd"), log_path_(temp_.file("etcd.log")), client_port_(reserve_port()), peer_port_(reserve_port()) {}
 
 EtcdProcess::~EtcdProcess() { kill9(); }
 
@@ -73,8 +74,8 @@ Status EtcdProcess::start(std::chrono::milliseconds timeout) {
 }
 
 Status EtcdProcess::start_once(std::chrono::milliseconds timeout) {
-  const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
-  const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
+  const std::string client = endpoint();
+  const std::string peer = "http://" + host_ + ":" + std::to_string(peer_port_);
   const std::string log_start = log_contents(SIZE_MAX);
   std::vector<std::string> args = {etcd_binary(),
                                    "--name", "e1",

@@ -27,7 +27,9 @@ namespace txmq::test {
 
 class EtcdProcess {
  public:
-  EtcdProcess();
+  // host: the IP address etcd listens on (a NetLab's etcd_host(), say); its ports are
+  // still reserved on 127.0.0.1.
+  explicit EtcdProcess(std::string host = "127.0.0.1");
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
   ~EtcdProcess();  // SIGKILLs it if running; removes the temporary area
@@ -41,14 +43,15 @@ class EtcdProcess {
   void resume();    // SIGCONT
   bool running();
 
-  // "http://127.0.0.1:PORT", the client URL; the same across restarts.
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+  // "http://HOST:PORT", the client URL; the same across restarts.
+  std::string endpoint() const { return "http://" + host_ + ":" + std::to_string(client_port_); }
   pid_t pid() const { return pid_; }
   std::string log_contents(std::size_t max_bytes = 16 * 1024) const;
 
  private:
   Status start_once(std::chrono::milliseconds timeout);
 
+  std::string host_;
   TempDir temp_;
   std::string log_path_;
   std::uint16_t client_port_ = 0;
