@@ -492,6 +492,11 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
     return auth_->refuse(
         conn, rid, conn.access.refusal(Operation::kTransact, ResourceType::kProducerGroup, conn.producer_group),
         "permission");
+  // Only the leader sends check-backs: a transactional producer that settled on a follower
+  // (after its last send, on a reconnection) would never be asked about its transactions.
+  // Told NotLeader now, its client goes to the leader as it does for any refused request.
+  if (!conn.producer_group.empty())
+    if (auto refusal = replication_->refuse(wire::Body::Hello)) return responder_.reply_error(conn, rid, *refusal, true);
   conn.hello_completed();
   // A client that asked for heartbeats gets them at its interval, or at the broker's
   // shortest: a client cannot make the broker send them as fast as it likes.

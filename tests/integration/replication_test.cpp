@@ -544,3 +544,33 @@ TEST_CASE("an async follower with fetch_interval_ms fetches no more often than t
   stop_all(cluster);
   check_same_stores(cluster);  // and the followers' stores hold the same
 }
+
+TEST_CASE("a follower refuses a producer group's hello with NotLeader naming the leader, which takes it") {
+  // Only the leader sends check-backs: a transactional producer must not settle on a follower.
+  Cluster cluster(cluster_options());
+  start_cluster(cluster);
+  auto hello_answer = [&](std::size_t member, const std::string& group) {
+    auto conn = txmq::test::RawConnection::connect(cluster.address(member), 2s);
+    REQUIRE_MESSAGE(conn.ok(), describe(conn));
+    REQUIRE(conn->send_frame(txmq::test::hello(1, txmq::kProtocolVersion, group)).ok());
+    auto answer = conn->read_frame(kWait);
+    REQUIRE_MESSAGE(answer.ok(), describe(answer));
+    std::optional<txmq::Error> refused;
+    if (const auto* e = answer->frame().body_as_Error()) {
+      refused = txmq::Error(static_cast<ErrorCode>(e->code()), e->message() ? e->message()->str() : "");
+      refused->leader = e->leader() ? e->leader()->str() : "";
+      // A refused hello ends the connection: nothing more is read from it.
+      CHECK_FALSE(conn->read_frame(kWait).ok());
+    } else {
+      CHECK(answer->type() == txmq::wire::Body::HelloOk);
+    }
+    return refused;
+  };
+  auto refused = hello_answer(1, "shop");
+  REQUIRE(refused);
+  CHECK(refused->code == ErrorCode::kNotLeader);
+  CHECK(refused->leader == cluster.address(0));
+  CHECK_FALSE(hello_answer(1, ""));      // other clients (cluster status, any first contact) are answered
+  CHECK_FALSE(hello_answer(0, "shop"));  // the leader takes the producer group
+  stop_all(cluster);
+}

@@ -23,9 +23,12 @@ inline flatbuffers::FlatBufferBuilder finish(flatbuffers::FlatBufferBuilder fbb,
   return fbb;
 }
 
-inline flatbuffers::FlatBufferBuilder hello(std::uint64_t rid, std::uint32_t version = kProtocolVersion) {
+inline flatbuffers::FlatBufferBuilder hello(std::uint64_t rid, std::uint32_t version = kProtocolVersion,
+                                            const std::string& producer_group = "") {
   flatbuffers::FlatBufferBuilder fbb;
-  auto body = wire::CreateHello(fbb, version, fbb.CreateString("bad-input-test"));
+  const auto name = fbb.CreateString("bad-input-test");
+  const auto group = producer_group.empty() ? 0 : fbb.CreateString(producer_group);
+  auto body = wire::CreateHello(fbb, version, name, group);
   return finish(std::move(fbb), rid, wire::Body::Hello, body.Union());
 }
 
