@@ -350,9 +350,17 @@ void ClusterCoordinator::campaign() {
   const storage::LogPosition mine = replication_.log_position();
   State next;
   if (state_) {
-    if (!state_->in_sync.contains(me) && !cc_.unclean_election)
-      return log_waiting("no leader, and this broker is not in the in-sync set " + join(state_->in_sync) +
-                         ": waiting for a member of it");
+    if (!state_->in_sync.contains(me)) {
+      if (!cc_.unclean_election)
+        return log_waiting("no leader, and this broker is not in the in-sync set " + join(state_->in_sync) +
+                           ": waiting for a member of it");
+      // Unclean only when it must be: while a member of the set is registered (its lease
+      // alive), that one stands, and nothing confirmed is given up.
+      for (const auto& id : state_->in_sync)
+        if (members_.contains(id))
+          return log_waiting("no leader; " + id + ", in the in-sync set " + join(state_->in_sync) +
+                             ", is registered and stands first");
+    }
     if (state_->in_sync.contains(me)) {
       next.in_sync = state_->in_sync;
       next.in_sync.erase(state_->leader);  // deposed: it may lack what this leader confirms

@@ -365,3 +365,81 @@ TEST_CASE("only a member of etcd's in-sync set is elected: a follower that fell 
   stop_all(cluster, etcd);
   txmq::test::check_same_digests(cluster);
 }
+
+namespace {
+
+// Freezes `behind` until the leader's compare-and-swap has taken it out of etcd's in-sync
+// set, then confirms `n` writes it never saw, and returns them.
+std::set<std::string> leave_behind(Cluster& cluster, std::size_t leader, std::size_t behind, int n) {
+  REQUIRE(txmq::test::stop_process(cluster.broker(behind).pid()));
+  std::optional<ClusterView> v;
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        v = view(cluster.address(leader));
+                        return v && v->etcd_in_sync.size() == cluster.size() - 1 &&
+                               !v->etcd_in_sync.contains(cluster.id(behind));
+                      },
+                      kElection, 50ms),
+                  describe(v));
+  Producer producer(producer_for(cluster));
+  auto confirmed = produce_through(producer, txmq::test::numbered("only-two-hold-", n));
+  REQUIRE(confirmed.size() == static_cast<std::size_t>(n));
+  return confirmed;
+}
+
+}  // namespace
+
+TEST_CASE("unclean_election: a broker out of the in-sync set does not stand while a member of it is registered") {
+  EtcdProcess etcd;
+  auto o = options_for(etcd);
+  o.unclean_election = true;
+  Cluster cluster(o);
+  start_cluster(cluster, etcd);
+  const std::size_t leader = cluster.leader();
+  const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
+  txmq::test::create_topic(cluster.address(leader), "orders");
+  const auto confirmed = leave_behind(cluster, leader, behind, 30);
+
+  // Both stand once the dead leader's key expires: the one out of the set must wait.
+  cluster.broker(leader).kill9();
+  ::kill(cluster.broker(behind).pid(), SIGCONT);
+  const std::size_t next = wait_leader(cluster, leader);
+  CHECK_MESSAGE(next == in_sync, cluster.id(next) << " won: " << cluster.broker(behind).log_contents(2000));
+  REQUIRE(cluster.start(leader).ok());
+  wait_all_follow(cluster, next);
+  check_stored_once(cluster, next, confirmed);
+}
+
+TEST_CASE("unclean_election: with no member of the in-sync set left, one out of it leads; the others follow it, dropping what only they held") {
+  EtcdProcess etcd;
+  auto o = options_for(etcd);
+  o.unclean_election = true;
+  Cluster cluster(o);
+  start_cluster(cluster, etcd);
+  const std::size_t leader = cluster.leader();
+  const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
+  txmq::test::create_topic(cluster.address(leader), "orders");
+  const auto confirmed = leave_behind(cluster, leader, behind, 30);
+
+  cluster.broker(leader).kill9();
+  cluster.broker(in_sync).kill9();
+  ::kill(cluster.broker(behind).pid(), SIGCONT);
+  const std::size_t next = wait_leader(cluster, leader);
+  REQUIRE(next == behind);
+  CHECK(cluster.broker(behind).log_contents().find("stands uncleanly") != std::string::npos);
+  auto v = view(cluster.address(behind));
+  REQUIRE(v);
+  CHECK(v->etcd_in_sync == std::set<std::string>{cluster.id(behind)});
+
+  // The others come back as its followers: their logs are cut back to its, and the writes
+  // only they held are gone, as the README warns. Every store then ends the same.
+  REQUIRE(cluster.start(leader).ok());
+  REQUIRE(cluster.start(in_sync).ok());
+  wait_all_follow(cluster, behind);
+  int kept = 0;
+  for (const auto& b : txmq::test::stored_bodies(cluster.address(behind), "orders")) kept += confirmed.contains(b);
+  CHECK(kept == 0);
+  CHECK(leaders_now(cluster) == 1);
+  stop_all(cluster, etcd);
+  txmq::test::check_same_digests(cluster);
+}

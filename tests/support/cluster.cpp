@@ -112,7 +112,7 @@ std::string Cluster::config_toml(std::size_t i) const {
   for (std::size_t j = 0; j < members_.size(); ++j) s << id(j) << " = \"" << address(j) << "\"\n";
   if (!options_.etcd_endpoint.empty())
     s << "\n[cluster]\netcd_endpoints = [\"" << options_.etcd_endpoint << "\"]\nname = \"test\"\nlease_ttl_s = "
-      << options_.lease_ttl_s << "\n";
+      << options_.lease_ttl_s << "\nunclean_election = " << (options_.unclean_election ? "true" : "false") << "\n";
   s << "\n" << options_.extra_toml;
   return s.str();
 }

@@ -51,6 +51,7 @@ struct ClusterOptions {
   // set_leader only tells stop_all which to stop first).
   std::string etcd_endpoint;
   std::uint32_t lease_ttl_s = 2;  // cluster.lease_ttl_s
+  bool unclean_election = false;  // cluster.unclean_election
   // Member i's IP address and network namespace (BrokerOptions::netns), as a NetLab gives
   // them; empty: 127.0.0.1 and the test's own namespace. A member not on loopback is
   // started with --allow-insecure (the namespace is the test's alone).
