@@ -10,6 +10,8 @@
 # nlohmann-json3-dev: the broker's etcd client reads etcd's JSON gateway with it.
 # etcd-server: the cluster's coordinator; the etcd tests start their own on ports of their
 # own, so a Debian etcd service its install may start on 2379 is neither used nor in the way.
+# iproute2 (the ip command): chaos_test, run as root, builds network namespaces with it to
+# cut links.
 set -euo pipefail
 
 packages=(
@@ -18,7 +20,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler
   doctest-dev libtoml11-dev libcli11-dev libspdlog-dev
   libcurl4-openssl-dev libssl-dev openssl libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
-  etcd-server
+  etcd-server iproute2
   prometheus python3 wrk curl
   dpkg-dev file
 )

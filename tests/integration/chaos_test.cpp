@@ -4,7 +4,11 @@
 // is a multiple of 3, in the executor and in every check-back), and a consumer group that
 // acks everything, all running while a nemesis strikes every 3 to 6 seconds:
 //   kill -9 of the leader (restarted 1-3 s later), SIGSTOP of the leader past its lease,
-//   SIGSTOP of a follower, kill -9 of a follower, kill -9 of etcd (restarted 2 s later).
+//   SIGSTOP of a follower, kill -9 of a follower, kill -9 of etcd (restarted 2 s later);
+// and, run as root, network partitions (NetLab: each broker in a network namespace of its
+// own): the leader isolated past its lease, the leader cut from etcd alone (its clients
+// and followers still reach it), the leader cut from its followers alone, a follower
+// isolated. TXMQ_CHAOS_PARTITIONS=0 leaves those out.
 // After healing, with every process back and a leader with everyone in sync, it reports:
 //   lost                    confirmed by the idempotent producer, not stored
 //   unexpected              stored, never sent
@@ -38,6 +42,7 @@
 
 #include "tests/support/cluster_fixtures.h"
 #include "tests/support/etcd_process.h"
+#include "tests/support/net_lab.h"
 
 namespace {
 
@@ -56,6 +61,7 @@ using txmq::test::Cluster;
 using txmq::test::ClusterOptions;
 using txmq::test::describe;
 using txmq::test::EtcdProcess;
+using txmq::test::NetLab;
 using txmq::test::text;
 using txmq::test::view;
 using txmq::test::wait_until;
@@ -94,7 +100,7 @@ struct History {
 
 }  // namespace
 
-TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confirmed is lost, repeated or wrongly visible") {
+TEST_CASE("under kills, freezes and partitions of leaders, followers and etcd, nothing confirmed is lost, repeated or wrongly visible") {
   const auto seconds = std::chrono::seconds(env_number("TXMQ_CHAOS_SECONDS", 60));
   const std::uint64_t seed =
       env_number("TXMQ_CHAOS_SEED", static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()));
@@ -102,10 +108,29 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
   std::mt19937_64 rng(seed);
   auto pick = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
 
-  EtcdProcess etcd;
+  // Partitions need a network of our own, and so come first: the test's thread moves into
+  // it, and everything started afterwards with it.
+  std::unique_ptr<NetLab> lab;
+  const std::string no_lab =
+      env_number("TXMQ_CHAOS_PARTITIONS", 1) == 0 ? "TXMQ_CHAOS_PARTITIONS=0" : NetLab::unavailable_reason();
+  if (no_lab.empty()) {
+    auto made = NetLab::create(3);
+    REQUIRE_MESSAGE(made.ok(), describe(made));
+    lab = std::move(*made);
+  } else {
+    MESSAGE("no network partitions: " << no_lab);
+  }
+
+  EtcdProcess etcd(lab ? NetLab::etcd_host() : "127.0.0.1");
   ClusterOptions o;
   o.etcd_endpoint = etcd.endpoint();
+  if (lab)
+    for (std::size_t i = 0; i < lab->size(); ++i) {
+      o.hosts.push_back(lab->host(i));
+      o.netns.push_back(lab->netns_path(i));
+    }
   o.lag_max = 2000ms;
+  o.keep = env_number("TXMQ_CHAOS_KEEP", 0) != 0;  // leave the stores and logs for a look
   // Check-backs soon and often, and never parked, so that every prepared transaction ends
   // within the healing.
   o.extra_toml = "[transactions]\ntimeout_ms = 500\ncheck_backoff_initial_ms = 300\ncheck_backoff_max_ms = 1000\n"
@@ -214,7 +239,8 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
     auto l = find_leader(cluster, 10'000ms);
     const std::size_t target = l ? *l : pick(0, 2);
     const std::size_t follower = (target + pick(1, 2)) % 3;
-    const int kind = static_cast<int>(pick(0, 4));
+    const int kind = static_cast<int>(pick(0, lab ? 8 : 4));
+    auto net = [](const txmq::Status& st) { REQUIRE_MESSAGE(st.ok(), describe(st)); };
     ++faults;
     switch (kind) {
       case 0:
@@ -241,16 +267,47 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
         hold(2000ms);
         CHECK(cluster.start(follower).ok());
         break;
-      default:
+      case 4:
         ++kinds["kill -9 etcd"];
         etcd.kill9();
         hold(2000ms);
         CHECK(etcd.start().ok());
         break;
+      case 5:
+        ++kinds["leader isolated past its lease"];
+        net(lab->isolate(target));
+        hold(3500ms);
+        net(lab->heal(target));
+        break;
+      case 6:
+        // Its clients and followers still reach it: a leader that went on confirming past
+        // its lease would be a second leader.
+        ++kinds["leader cut from etcd"];
+        net(lab->cut(target, NetLab::etcd_host()));
+        hold(3500ms);
+        net(lab->heal(target));
+        break;
+      case 7:
+        // It keeps its lease: the followers leave the in-sync set, and writes stop below
+        // min_insync until the links heal.
+        ++kinds["leader cut from its followers"];
+        for (std::size_t i = 0; i < cluster.size(); ++i)
+          if (i != target) net(lab->cut(target, lab->host(i)));
+        hold(3000ms);
+        net(lab->heal(target));
+        break;
+      default:
+        ++kinds["follower isolated"];
+        net(lab->isolate(follower));
+        hold(3000ms);
+        net(lab->heal(follower));
+        break;
     }
   }
 
   // Heal: everything runs; a leader with all three in sync.
+  if (lab)
+    for (std::size_t i = 0; i < lab->size(); ++i) CHECK(lab->heal(i).ok());
   for (std::size_t i = 0; i < cluster.size(); ++i)
     if (!cluster.broker(i).running()) CHECK(cluster.start(i).ok());
   if (!etcd.running()) CHECK(etcd.start().ok());
@@ -321,6 +378,15 @@ TEST_CASE("under kills and freezes of leaders, followers and etcd, nothing confi
                     << stored.size() << "\nlost " << lost << ", unexpected " << unexpected << ", duplicated " << duplicated
                     << ", rolled_back_visible " << rolled_back_visible << ", committed_missing " << missing
                     << ", acked_redelivered " << acked_redelivered << ", digests_differ " << digests_differ);
+  if (missing > 0 || digests_differ > 0) {
+    std::string some;
+    int shown = 0;
+    for (const auto& b : txn_prepared)
+      if (commits(b) && !stored.contains(b) && shown++ < 20) some += " " + b;
+    std::string logs;
+    for (std::size_t i = 0; i < cluster.size(); ++i) logs += " " + cluster.broker(i).log_path();
+    MESSAGE("committed but missing:" << some << "\n" << cluster.id(0) << "'s store:\n" << digests[0] << "logs:" << logs);
+  }
   CHECK(lost == 0);
   CHECK(unexpected == 0);
   CHECK(duplicated == 0);
