@@ -26,6 +26,8 @@ messages=${2:-500000}
 each=${CONFIRM_EACH:-2000}
 pace=${PACE_MS:-20}
 build=$(dirname "$0")/../build/release
+# shellcheck source=lib/local-processes.sh
+source "$(dirname "$0")/lib/local-processes.sh"
 broker=${TXMQ_BROKER_BIN:-$build/broker/txmq-broker}
 bench=${TXMQ_BENCH_BIN:-$build/bench/txmq-bench}
 cli=${TXMQ_CLI_BIN:-$build/cli/txmq}
@@ -98,12 +100,7 @@ start_setup() {
   if [[ $mode == cluster ]]; then
     etcd_client=127.0.0.1:$(free_port)
     etcd_peer=127.0.0.1:$(free_port)
-    etcd --name e --data-dir "$t/etcd-data" --listen-client-urls "http://$etcd_client" \
-      --advertise-client-urls "http://$etcd_client" --listen-peer-urls "http://$etcd_peer" \
-      --initial-advertise-peer-urls "http://$etcd_peer" --initial-cluster "e=http://$etcd_peer" \
-      --heartbeat-interval 100 --election-timeout 1000 >"$t/etcd.log" 2>&1 &
-    echo $! >"$t/etcd.pid"
-    for _ in $(seq 300); do grep -q 'serving insecure client requests' "$t/etcd.log" && break; sleep 0.1; done
+    start_etcd e "$t" "$etcd_client" "$etcd_peer" || exit 1
   fi
   for ((i = 0; i < n; i++)); do ports+=("$(free_port)"); metrics+=("$(free_port)"); done
   for ((i = 0; i < n; i++)); do peers+="b$i = \"127.0.0.1:${ports[i]}\""$'\n'; done

@@ -53,14 +53,7 @@ for name in etcd "${ids[@]}"; do
   fi
 done
 
-# etcd: one member, elections in a second (a busy 2-core machine needs no less).
-etcd --name txmq-etcd --data-dir "$dir/etcd-data" \
-  --listen-client-urls "http://$etcd_client" --advertise-client-urls "http://$etcd_client" \
-  --listen-peer-urls "http://$etcd_peer" --initial-advertise-peer-urls "http://$etcd_peer" \
-  --initial-cluster "txmq-etcd=http://$etcd_peer" --heartbeat-interval 100 --election-timeout 1000 \
-  >"$dir/etcd.log" 2>&1 &
-echo $! >"$dir/etcd.pid"
-if ! wait_for_line etcd "$dir/etcd.log" 'serving insecure client requests' "$(<"$dir/etcd.pid")" "$dir/etcd.log"; then
+if ! start_etcd txmq-etcd "$dir" "$etcd_client" "$etcd_peer"; then
   stop "$dir"
   exit 1
 fi
@@ -107,9 +100,10 @@ for id in "${ids[@]}"; do
 done
 
 all=127.0.0.1:7411,127.0.0.1:7421,127.0.0.1:7431
-# The first election waits for all three to register: give it up to 20 s.
+# The first election waits for all three to register, then the followers catch up and
+# join etcd's in-sync set: give it up to 20 s, so that the status below shows them in.
 for _ in $(seq 200); do
-  "$cli" --broker "$all" cluster status >/dev/null 2>&1 && grep -q 'won the election' "$dir"/b?.log && break
+  "$cli" --broker "$all" cluster status 2>/dev/null | grep -q '^etcd_in_sync *b1,b2,b3' && break
   sleep 0.1
 done
 "$cli" --broker "$all" cluster status || true

@@ -1,5 +1,5 @@
 # Sourced by the scripts that start local brokers (and etcd) in the background and stop
-# them again: scripts/run-replicas.sh, scripts/run-cluster.sh.
+# them again: scripts/run-replicas.sh, scripts/run-cluster.sh, scripts/bench-replication.sh.
 
 # stop_started NAME PIDFILE COMM: SIGTERM to the process the pid file names, only when it
 # is still a COMM (a pid file may be stale, its pid reused); waits up to 10 s for it.
@@ -34,4 +34,19 @@ wait_for_line() {
   echo "$name did not start; the end of $log:" >&2
   tail -n 20 "$log" >&2
   return 1
+}
+
+# start_etcd NAME DIR CLIENT PEER: a one-member etcd named NAME in the background, its data
+# in DIR/etcd-data, its log DIR/etcd.log, its pid in DIR/etcd.pid, serving clients on
+# http://CLIENT (HOST:PORT) and peers on http://PEER; elections in a second (a busy 2-core
+# machine needs no less). Returns once it serves clients, or 1 (with its log's end).
+start_etcd() {
+  local name=$1 dir=$2 client=$3 peer=$4
+  etcd --name "$name" --data-dir "$dir/etcd-data" \
+    --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
+    --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
+    --initial-cluster "$name=http://$peer" --heartbeat-interval 100 --election-timeout 1000 \
+    >"$dir/etcd.log" 2>&1 &
+  echo $! >"$dir/etcd.pid"
+  wait_for_line etcd "$dir/etcd.log" 'serving insecure client requests' "$(<"$dir/etcd.pid")" "$dir/etcd.log"
 }
