@@ -1,8 +1,9 @@
 // Automatic failover through etcd ([cluster]): a real etcd (EtcdProcess) and three real
 // brokers on 127.0.0.1 (Cluster), sync mode, min_insync = 2, lease TTL 2 s. Faults by
 // process: kill -9 of the leader, SIGSTOP of the leader past its TTL (a zombie), SIGSTOP
-// of followers, etcd killed and restarted. After each: one leader, nothing confirmed lost
-// or duplicated, and every store the same.
+// of followers, etcd killed and restarted; and who may win an election, clean or (with
+// cluster.unclean_election) not. After each: one leader, nothing confirmed lost or
+// duplicated (unless the unclean election gave it up), and every store the same.
 
 #include <doctest/doctest.h>
 
@@ -43,10 +44,11 @@ using txmq::test::wait_until;
 // something is wrong; how long a failover took is measured and printed instead.
 constexpr Millis kElection{30'000};
 
-ClusterOptions options_for(const EtcdProcess& etcd) {
+ClusterOptions options_for(const EtcdProcess& etcd, bool unclean_election) {
   ClusterOptions o;
   o.etcd_endpoint = etcd.endpoint();
   o.lag_max = 2000ms;
+  o.unclean_election = unclean_election;
   return o;
 }
 
@@ -136,14 +138,30 @@ void wait_all_follow(Cluster& cluster, std::size_t leader) {
     if (i != leader) txmq::test::wait_caught_up(cluster, i, leader, kElection);
 }
 
+// Where every case starts: etcd and three brokers running, a leader elected with both
+// followers in sync, and the topic "orders" created on it.
+class Running {
+ protected:
+  explicit Running(bool unclean_election = false) : cluster(options_for(etcd, unclean_election)) {
+    start_cluster(cluster, etcd);
+    leader = cluster.leader();
+    txmq::test::create_topic(cluster.address(leader), "orders");
+  }
+
+  EtcdProcess etcd;  // before cluster: its endpoint is in the cluster's configuration
+  Cluster cluster;
+  std::size_t leader = 0;  // elected first
+};
+
+class RunningUnclean : public Running {
+ protected:
+  RunningUnclean() : Running(true) {}
+};
+
 }  // namespace
 
-TEST_CASE("kill -9 of the leader: etcd elects a follower in seconds, and an idempotent producer loses and repeats nothing") {
-  EtcdProcess etcd;
-  Cluster cluster(options_for(etcd));
-  start_cluster(cluster, etcd);
-  const std::size_t first = cluster.leader();
-  txmq::test::create_topic(cluster.address(first), "orders");
+TEST_CASE_FIXTURE(Running, "kill -9 of the leader: etcd elects a follower in seconds, and an idempotent producer loses and repeats nothing") {
+  const std::size_t first = leader;
 
   Producer producer(producer_for(cluster));
   auto confirmed = produce_through(producer, txmq::test::numbered("before-", 100));
@@ -188,12 +206,8 @@ TEST_CASE("kill -9 of the leader: etcd elects a follower in seconds, and an idem
   txmq::test::check_same_digests(cluster);
 }
 
-TEST_CASE("a leader frozen past its lease confirms nothing when it wakes, steps down, and rejoins as a follower") {
-  EtcdProcess etcd;
-  Cluster cluster(options_for(etcd));
-  start_cluster(cluster, etcd);
-  const std::size_t zombie = cluster.leader();
-  txmq::test::create_topic(cluster.address(zombie), "orders");
+TEST_CASE_FIXTURE(Running, "a leader frozen past its lease confirms nothing when it wakes, steps down, and rejoins as a follower") {
+  const std::size_t zombie = leader;
   Producer producer(producer_for(cluster));
   auto confirmed = produce_through(producer, txmq::test::numbered("before-", 50));
   REQUIRE(confirmed.size() == 50);
@@ -239,13 +253,8 @@ TEST_CASE("a leader frozen past its lease confirms nothing when it wakes, steps 
   txmq::test::check_same_digests(cluster);
 }
 
-TEST_CASE("frozen followers leave etcd's in-sync set by compare-and-swap; below min_insync writes are refused") {
-  EtcdProcess etcd;
-  Cluster cluster(options_for(etcd));
-  start_cluster(cluster, etcd);
-  const std::size_t leader = cluster.leader();
+TEST_CASE_FIXTURE(Running, "frozen followers leave etcd's in-sync set by compare-and-swap; below min_insync writes are refused") {
   const std::size_t f1 = (leader + 1) % 3, f2 = (leader + 2) % 3;
-  txmq::test::create_topic(cluster.address(leader), "orders");
 
   auto etcd_in_sync_is = [&](std::set<std::string> want) {
     std::optional<ClusterView> v;
@@ -281,12 +290,7 @@ TEST_CASE("frozen followers leave etcd's in-sync set by compare-and-swap; below 
   CHECK(leaders_now(cluster) == 1);
 }
 
-TEST_CASE("etcd killed: no broker leads past its lease, none splits off; etcd restarted, writes resume by themselves") {
-  EtcdProcess etcd;
-  Cluster cluster(options_for(etcd));
-  start_cluster(cluster, etcd);
-  const std::size_t leader = cluster.leader();
-  txmq::test::create_topic(cluster.address(leader), "orders");
+TEST_CASE_FIXTURE(Running, "etcd killed: no broker leads past its lease, none splits off; etcd restarted, writes resume by themselves") {
   Producer producer(producer_for(cluster));
   auto confirmed = produce_through(producer, txmq::test::numbered("before-", 20));
   REQUIRE(confirmed.size() == 20);
@@ -319,13 +323,8 @@ TEST_CASE("etcd killed: no broker leads past its lease, none splits off; etcd re
   check_stored_once(cluster, now_leading, confirmed);
 }
 
-TEST_CASE("only a member of etcd's in-sync set is elected: a follower that fell out waits for one") {
-  EtcdProcess etcd;
-  Cluster cluster(options_for(etcd));
-  start_cluster(cluster, etcd);
-  const std::size_t leader = cluster.leader();
+TEST_CASE_FIXTURE(Running, "only a member of etcd's in-sync set is elected: a follower that fell out waits for one") {
   const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
-  txmq::test::create_topic(cluster.address(leader), "orders");
 
   // `behind` falls out of the in-sync set; then writes it never saw are confirmed.
   REQUIRE(txmq::test::stop_process(cluster.broker(behind).pid()));
@@ -389,15 +388,8 @@ std::set<std::string> leave_behind(Cluster& cluster, std::size_t leader, std::si
 
 }  // namespace
 
-TEST_CASE("unclean_election: a broker out of the in-sync set does not stand while a member of it is registered") {
-  EtcdProcess etcd;
-  auto o = options_for(etcd);
-  o.unclean_election = true;
-  Cluster cluster(o);
-  start_cluster(cluster, etcd);
-  const std::size_t leader = cluster.leader();
+TEST_CASE_FIXTURE(RunningUnclean, "unclean_election: a broker out of the in-sync set does not stand while a member of it is registered") {
   const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
-  txmq::test::create_topic(cluster.address(leader), "orders");
   const auto confirmed = leave_behind(cluster, leader, behind, 30);
 
   // Both stand once the dead leader's key expires: the one out of the set must wait.
@@ -410,15 +402,8 @@ TEST_CASE("unclean_election: a broker out of the in-sync set does not stand whil
   check_stored_once(cluster, next, confirmed);
 }
 
-TEST_CASE("unclean_election: with no member of the in-sync set left, one out of it leads; the others follow it, dropping what only they held") {
-  EtcdProcess etcd;
-  auto o = options_for(etcd);
-  o.unclean_election = true;
-  Cluster cluster(o);
-  start_cluster(cluster, etcd);
-  const std::size_t leader = cluster.leader();
+TEST_CASE_FIXTURE(RunningUnclean, "unclean_election: with no member of the in-sync set left, one out of it leads; the others follow it, dropping what only they held") {
   const std::size_t in_sync = (leader + 1) % 3, behind = (leader + 2) % 3;
-  txmq::test::create_topic(cluster.address(leader), "orders");
   const auto confirmed = leave_behind(cluster, leader, behind, 30);
 
   cluster.broker(leader).kill9();
