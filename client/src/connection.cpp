@@ -503,8 +503,12 @@ void Connection::follow_leader(const Error& refusal) {
     where = "its leader is " + refusal.leader;
   }
   // To the requests still in flight this is a lost connection: those that may be resent go
-  // out again on the next one (to the leader), the others fail with kConnectionLost.
+  // out again on the next one (to the leader), the others fail with kConnectionLost. A
+  // broker that answered is no failure to connect: first_connect_timeout does not fail
+  // what waits for the leader.
+  redirecting_ = true;
   disconnected(Error(ErrorCode::kConnectionLost, from + " is not the leader (" + where + ")"));
+  redirecting_ = false;
 }
 
 bool Connection::hello_answered(const wire::Frame& frame) {
@@ -655,7 +659,7 @@ void Connection::disconnected(const Error& why) {
   // A callback may have stopped the connection (a hosted one's owner disposes it).
   if (state_ == State::kStopped) return;
   // Before the first connection, a caller that asked to fail fast hears of each failure.
-  if (failing_fast()) fail_all(Error(ErrorCode::kNotConnected, why.message), true);
+  if (failing_fast() && !redirecting_) fail_all(Error(ErrorCode::kNotConnected, why.message), true);
   if (state_ == State::kStopped) return;
   state_ = State::kIdle;
   schedule_reconnect();

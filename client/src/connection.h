@@ -183,6 +183,7 @@ class Connection {
   Clock::time_point last_sent_;              // the last frame written
   Clock::time_point last_tick_;              // check_deadlines' last run
   bool ever_ready_ = false;                  // a hello was answered once
+  bool redirecting_ = false;                 // disconnected() by follow_leader
   Error last_error_{ErrorCode::kNotConnected, "not connected yet"};
   std::atomic<State> state_{State::kIdle};
   std::atomic<std::uint32_t> max_frame_bytes_{0};    // from HelloOk

@@ -106,6 +106,14 @@ class FakeFollower {
     switch (request.body_type()) {
       case wire::Body::Hello:
         ++hellos_;
+        if (const auto* group = request.body_as_Hello()->producer_group(); group && group->size() > 0) {
+          // As a real follower: check-backs come from the leader, so a producer group's
+          // hello goes there.
+          ++refused_;
+          type = wire::Body::Error;
+          body = not_leader(fbb);
+          break;
+        }
         type = wire::Body::HelloOk;
         body = wire::CreateHelloOk(fbb, kProtocolVersion, fbb.CreateString("fake"), 1u << 20, 1u << 20).Union();
         break;
@@ -129,10 +137,7 @@ class FakeFollower {
       default:
         ++refused_;
         type = wire::Body::Error;
-        body = wire::CreateError(fbb, static_cast<std::uint16_t>(ErrorCode::kNotLeader),
-                                 fbb.CreateString("this broker is not the leader"),
-                                 leader_.empty() ? 0 : fbb.CreateString(leader_), 3)
-                   .Union();
+        body = not_leader(fbb);
     }
     fbb.FinishSizePrefixed(wire::CreateFrame(fbb, rid, type, body));
     const auto bytes = common::frame_bytes(fbb);
@@ -142,6 +147,13 @@ class FakeFollower {
       if (w <= 0) return;
       off += static_cast<std::size_t>(w);
     }
+  }
+
+  flatbuffers::Offset<void> not_leader(flatbuffers::FlatBufferBuilder& fbb) const {
+    return wire::CreateError(fbb, static_cast<std::uint16_t>(ErrorCode::kNotLeader),
+                             fbb.CreateString("this broker is not the leader"),
+                             leader_.empty() ? 0 : fbb.CreateString(leader_), 3)
+        .Union();
   }
 
   std::string leader_;
@@ -236,23 +248,23 @@ TEST_CASE("a consumer pointed at a follower subscribes at the leader and receive
   CHECK_MESSAGE(st.ok(), describe(st));
 }
 
-TEST_CASE("a transactional producer pointed at a follower commits through the leader") {
+TEST_CASE("a transactional producer pointed at a follower is sent to the leader by its hello, and commits there") {
   Leader leader;
   FakeFollower follower(leader.broker.address());
   client::TransactionalProducer::Options o;
   static_cast<client::ClientOptions&>(o) = client_options(follower.address());
   o.producer_group = "payments";
+  // A redirect is no failure to connect: what waits for the leader is not failed fast.
+  o.first_connect_timeout = kWait;
   client::TransactionalProducer producer(o, [](const client::TransactionCheck&) {
     return client::LocalTransactionState::kCommit;
   });
-  // The first prepare reaches the follower and is refused (a prepare is not resent).
-  auto refused = producer.prepare("orders", text("refused"), kWait);
-  REQUIRE_FALSE(refused.ok());
-  CHECK(refused.error().code == ErrorCode::kNotLeader);
   auto r = producer.send_in_transaction(
       "orders", text("paid"), [](std::uint64_t) { return client::LocalTransactionState::kCommit; }, kWait);
   REQUIRE_MESSAGE(r.ok(), describe(r));
   CHECK(r->state == client::TxnState::kCommitted);
+  CHECK(follower.hellos() >= 1);
+  CHECK(follower.refused() == follower.hellos());  // nothing but the hello reached it
   CHECK(stored_bodies(leader.broker.address(), "orders") == std::vector<std::string>{"paid"});
 }
 

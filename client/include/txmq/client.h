@@ -82,7 +82,8 @@ struct ClientOptions {
   // hello, requests fail at once with kNotConnected and the reason when an attempt fails
   // (name not found, every address refused or unreachable), and every request still waiting
   // fails this long after the object was created; the connection keeps retrying in the
-  // background either way. For tools that must report an unreachable broker quickly (the
+  // background either way. A follower's NotLeader, which sends the connection on to the
+  // leader, is not such a failure. For tools that must report an unreachable broker quickly (the
   // txmq tool uses 1000 ms). A Consumer's subscription is not a request: it keeps waiting.
   Millis first_connect_timeout{0};
   // Heartbeats: the client asks the broker for this interval in its hello (a broker may
