@@ -175,9 +175,7 @@ Status Broker::start_components() {
   txns_->start();
   topics_->start(*groups_, *txns_);
   spdlog::info("txmq-broker {} serving {} topics from {}", kVersion, topics_->table().size(), config_.data_dir);
-  // A promoted follower: producers that said hello while it followed may be checked now.
-  for (auto& [id, conn] : connections_)
-    if (conn->hello_done() && !conn->producer_group.empty()) txns_->producer_joined(*conn);
+  // No producer group waits here from before: a follower refuses their hellos.
   return {};
 }
 
@@ -492,11 +490,12 @@ void Broker::finish_hello(Connection& conn, RequestId rid, Authenticator::Verdic
     return auth_->refuse(
         conn, rid, conn.access.refusal(Operation::kTransact, ResourceType::kProducerGroup, conn.producer_group),
         "permission");
-  // Only the leader sends check-backs: a transactional producer that settled on a follower
-  // (after its last send, on a reconnection) would never be asked about its transactions.
-  // Told NotLeader now, its client goes to the leader as it does for any refused request.
+  // Only the leader sends check-backs: a transactional producer that settled on a follower,
+  // or on a leader fenced off from etcd (after its last send, on a reconnection), would
+  // never be asked about its transactions. Told NotLeader now, its client goes on to the
+  // leader as it does for any refused request.
   if (!conn.producer_group.empty())
-    if (auto refusal = replication_->refuse(wire::Body::Hello)) return responder_.reply_error(conn, rid, *refusal, true);
+    if (auto refusal = replication_->refuse_producer_group()) return responder_.reply_error(conn, rid, *refusal, true);
   conn.hello_completed();
   // A client that asked for heartbeats gets them at its interval, or at the broker's
   // shortest: a client cannot make the broker send them as fast as it likes.

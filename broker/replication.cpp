@@ -910,6 +910,17 @@ std::uint64_t Replication::known_leader_epoch() const {
   return std::max(followed_epoch_, store_.log_position().epoch);
 }
 
+Error Replication::fenced_refusal() const {
+  if (probe_) probe_->refused.with({"not_leader"}).inc();
+  return Error(ErrorCode::kNotLeader, "broker " + rc_.id + " cannot reach etcd to renew its leadership (" + fence_why_ +
+                                          "): it confirms nothing until it can");
+}
+
+std::optional<Error> Replication::refuse_producer_group() const {
+  if (role_ == Role::kLeader && fenced()) return fenced_refusal();
+  return refuse(wire::Body::Hello);
+}
+
 std::optional<Error> Replication::refuse(wire::Body type) const {
   if (role_ == Role::kStandalone) return std::nullopt;
   if (role_ == Role::kFollower) {
@@ -921,11 +932,7 @@ std::optional<Error> Replication::refuse(wire::Body type) const {
     if (probe_) probe_->refused.with({"not_leader"}).inc();
     return e;
   }
-  if (fenced() && writes(type)) {
-    if (probe_) probe_->refused.with({"not_leader"}).inc();
-    return Error(ErrorCode::kNotLeader, "broker " + rc_.id + " cannot reach etcd to renew its leadership (" + fence_why_ +
-                                            "): it confirms nothing until it can");
-  }
+  if (fenced() && writes(type)) return fenced_refusal();
   if (rc_.sync && writes(type) && in_sync_.size() < rc_.min_insync) {
     if (probe_) probe_->refused.with({"not_enough_replicas"}).inc();
     return Error(ErrorCode::kNotEnoughReplicas, "in sync: " + join(in_sync_) + " (" + std::to_string(in_sync_.size()) +

@@ -102,6 +102,10 @@ class Replication {
   // follower NotLeader (with the leader's address); on a leader in sync mode below
   // min_insync, NotEnoughReplicas for a request that writes.
   std::optional<Error> refuse(wire::Body type) const;
+  // What a hello naming a producer group gets instead of being taken, if anything:
+  // NotLeader on a follower, and on a leader fenced at its lease deadline. Check-backs come
+  // from the leader alone, so a transactional producer must not settle elsewhere.
+  std::optional<Error> refuse_producer_group() const;
 
   // [cluster]: what etcd decided (broker/cluster_coordinator.h).
   // Follow `leader` (a peer id), leader of `epoch`: fetch from it alone, and take no answer
@@ -132,6 +136,7 @@ class Replication {
   void snapshot_fetch(Connection& conn, RequestId rid, const wire::SnapshotFetch& req);
 
  private:
+  Error fenced_refusal() const;  // NotLeader from a leader past its lease deadline
   // Standalone: replication is off (no replication.id); the log is still written, and
   // status and digest are answered.
   enum class Role { kStandalone, kLeader, kFollower };
