@@ -305,6 +305,7 @@ void ClusterCoordinator::decide() {
   if (closing_ || stepping_down_) return;
   const std::string& me = config_.replication.id;
   if (leader_) {
+    leaderless_since_ = {};
     if (leader_->id == me) {
       if (leading_ || starting_) return;
       if (lease_ != 0 && leader_->lease == lease_) {
@@ -341,6 +342,7 @@ void ClusterCoordinator::decide() {
     return;
   }
   if (leading_ || starting_) return step_down("the leader key is gone: this broker's lease expired");
+  if (leaderless_since_ == Clock::time_point{}) leaderless_since_ = Clock::now();
   if (lease_ != 0 && !campaigning_) campaign();
 }
 
@@ -355,11 +357,15 @@ void ClusterCoordinator::campaign() {
         return log_waiting("no leader, and this broker is not in the in-sync set " + join(state_->in_sync) +
                            ": waiting for a member of it");
       // Unclean only when it must be: while a member of the set is registered (its lease
-      // alive), that one stands, and nothing confirmed is given up.
+      // alive), that one should stand and keep what was confirmed. It may be unable to (a
+      // snapshot install under way, an epoch it cannot begin): after two TTLs without a
+      // leader, this broker stands anyway.
+      const bool waited_enough = Clock::now() - leaderless_since_ >= 2 * ttl_;
       for (const auto& id : state_->in_sync)
-        if (members_.contains(id))
+        if (members_.contains(id) && !waited_enough)
           return log_waiting("no leader; " + id + ", in the in-sync set " + join(state_->in_sync) +
-                             ", is registered and stands first");
+                             ", is registered and stands first (unclean_election: this broker stands if none leads " +
+                             std::to_string(2 * cc_.lease_ttl_s) + " s after the leader key went)");
     }
     if (state_->in_sync.contains(me)) {
       next.in_sync = state_->in_sync;

@@ -15,7 +15,8 @@
 // takes no writes) until a keep-alive is answered again.
 //
 // Election: with no leader key, a broker that holds its lease and may lead (a member of the
-// state's in-sync set, or any with cluster.unclean_election; its store whole) writes, in
+// state's in-sync set, or, with cluster.unclean_election, one out of it once no member is
+// registered or there has been no leader for two TTLs; its store whole) writes, in
 // one transaction that checks that there is still no leader key and that the state key is
 // unchanged since it read it, the leader key on its lease and a state with the next epoch
 // (one above both the state's and its own log's) and the in-sync set less the former
@@ -145,6 +146,7 @@ class ClusterCoordinator {
   std::optional<State> state_;
   std::map<std::string, Member> members_;
 
+  Clock::time_point leaderless_since_{};  // when the leader key was last seen gone ({}: there is one)
   bool campaigning_ = false;
   bool leading_ = false;   // Replication leads the epoch of our leader key
   bool starting_ = false;  // Replication::lead under way

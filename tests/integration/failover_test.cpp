@@ -397,6 +397,9 @@ TEST_CASE_FIXTURE(RunningUnclean, "unclean_election: a broker out of the in-sync
   ::kill(cluster.broker(behind).pid(), SIGCONT);
   const std::size_t next = wait_leader(cluster, leader);
   CHECK_MESSAGE(next == in_sync, cluster.id(next) << " won: " << cluster.broker(behind).log_contents(2000));
+  // It saw the leader key gone, and waited rather than racing for it.
+  CHECK_MESSAGE(cluster.broker(behind).log_contents().find("is registered and stands first") != std::string::npos,
+                cluster.broker(behind).log_contents(2000));
   REQUIRE(cluster.start(leader).ok());
   wait_all_follow(cluster, next);
   check_stored_once(cluster, next, confirmed);
