@@ -230,6 +230,20 @@ TEST_CASE("under kills, freezes and partitions of leaders, followers and etcd, n
     (void)consumer.flush_acks(kHeal);
   });
 
+  // However the test ends (a REQUIRE throws), the clients are told to stop and their
+  // threads joined before they are destroyed: a joinable std::thread destroyed aborts.
+  struct JoinClients {
+    std::atomic<bool>& stop;
+    std::atomic<bool>& transactions_ended;
+    std::vector<std::thread*> threads;
+    ~JoinClients() {
+      stop = true;
+      transactions_ended = true;
+      for (auto* t : threads)
+        if (t->joinable()) t->join();
+    }
+  } join_clients{stop, transactions_ended, {&producing, &transacting, &consuming}};
+
   // The nemesis, on this thread (the brokers die with the thread that started them).
   int faults = 0;
   std::map<std::string, int> kinds;
@@ -378,14 +392,16 @@ TEST_CASE("under kills, freezes and partitions of leaders, followers and etcd, n
                     << stored.size() << "\nlost " << lost << ", unexpected " << unexpected << ", duplicated " << duplicated
                     << ", rolled_back_visible " << rolled_back_visible << ", committed_missing " << missing
                     << ", acked_redelivered " << acked_redelivered << ", digests_differ " << digests_differ);
-  if (missing > 0 || digests_differ > 0) {
+  if (lost + unexpected + duplicated + rolled_back_visible + missing + acked_redelivered + digests_differ > 0) {
     std::string some;
     int shown = 0;
     for (const auto& b : txn_prepared)
       if (commits(b) && !stored.contains(b) && shown++ < 20) some += " " + b;
-    std::string logs;
-    for (std::size_t i = 0; i < cluster.size(); ++i) logs += " " + cluster.broker(i).log_path();
-    MESSAGE("committed but missing:" << some << "\n" << cluster.id(0) << "'s store:\n" << digests[0] << "logs:" << logs);
+    std::string where;
+    for (std::size_t i = 0; i < cluster.size(); ++i)
+      where += "\n  " + cluster.id(i) + ": log " + cluster.broker(i).log_path() + ", store " + cluster.data_dir(i);
+    MESSAGE("committed but missing:" << some << "\n" << cluster.id(0) << "'s store:\n"
+                                     << digests[0] << "(kept with TXMQ_CHAOS_KEEP=1)" << where);
   }
   CHECK(lost == 0);
   CHECK(unexpected == 0);

@@ -1,7 +1,8 @@
 #pragma once
 // Test support for replication tests: a leader and followers, each a real txmq-broker
-// (BrokerProcess) on 127.0.0.1 with a data directory of its own, all configured with one
-// [replication] table that names every member.
+// (BrokerProcess) on 127.0.0.1 (or in a NetLab's namespaces: ClusterOptions::hosts) with a
+// data directory of its own, all configured with one [replication] table that names every
+// member.
 //
 // Caveats a test author must know:
 // - Members name each other by client address, so every member's protocol port is fixed

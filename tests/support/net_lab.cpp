@@ -17,10 +17,20 @@ namespace {
 constexpr const char* kBridge = "br0";
 constexpr const char* kPrefix = "txmq-";
 
+// iproute2's ip, by its full path (root's PATH may lack /usr/sbin); "" when there is none.
+const std::string& ip_path() {
+  static const std::string path = [] {
+    for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
+      if (::access(p, X_OK) == 0) return std::string(p);
+    return std::string();
+  }();
+  return path;
+}
+
 // Runs `ip ARGS`; an error carries the command and what it printed. Every name and address
 // passed here is ours (no spaces, no quotes).
 Status ip(const std::string& args) {
-  const std::string command = "ip " + args + " 2>&1";
+  const std::string command = ip_path() + " " + args + " 2>&1";
   FILE* p = ::popen(command.c_str(), "r");
   if (p == nullptr) return Error(ErrorCode::kInternal, "popen " + command + ": " + std::strerror(errno));
   std::string out;
@@ -52,9 +62,16 @@ void delete_abandoned() {
 
 std::string NetLab::unavailable_reason() {
   if (::geteuid() != 0) return "not root";
-  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
-    if (::access(path, X_OK) == 0) return "";
-  return "no ip command (Debian's iproute2)";
+  if (ip_path().empty()) return "no ip command (Debian's iproute2)";
+  // Root in a container may still lack CAP_SYS_ADMIN: try in a child, which exits at once.
+  const pid_t pid = ::fork();
+  if (pid == 0) _exit(::unshare(CLONE_NEWNET) == 0 ? 0 : 1);
+  int status = 0;
+  while (pid > 0 && ::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return "this root cannot make a network namespace (unshare(CLONE_NEWNET) refused)";
+  return "";
 }
 
 NetLab::NetLab(std::size_t members, int home_netns)
@@ -91,7 +108,8 @@ Result<std::unique_ptr<NetLab>> NetLab::create(std::size_t members) {
 
 NetLab::~NetLab() {
   for (std::size_t i = 0; i < created_; ++i) (void)ip("netns del " + netns_name(i));
-  // The hub's last reference goes with this thread's move back (and its bridge with it).
+  // Back to the host's namespace. The hub (and its bridge) lives on while anything still
+  // holds it (threads started from it, their sockets) and goes with the process at the latest.
   if (::setns(home_netns_, CLONE_NEWNET) != 0)
     std::fprintf(stderr, "NetLab: setns back to the host's namespace: %s\n", std::strerror(errno));
   ::close(home_netns_);

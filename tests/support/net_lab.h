@@ -17,7 +17,8 @@
 //
 // Faults, undone by heal(i):
 // - isolate(i): the bridge's end of i's veth goes down. Every packet to or from i is
-//   dropped without a word, as with a pulled cable: TCP retransmits, then times out.
+//   dropped, as with a pulled cable: TCP retransmits, then times out (a new connection may
+//   fail sooner, EHOSTUNREACH, once the neighbour entry has expired).
 // - cut(i, host): a blackhole route in i's namespace. What i sends to host fails at once,
 //   so no TCP connection between them gets through, either way; i's other links work.
 
@@ -31,7 +32,8 @@ namespace txmq::test {
 
 class NetLab {
  public:
-  // Why no NetLab can be made here, or "" when it can be tried: not root, no `ip`.
+  // Why no NetLab can be made here, or "" when it can: not root, no `ip`, or no right to
+  // make a network namespace (root in a container without CAP_SYS_ADMIN).
   static std::string unavailable_reason();
   // Builds the hub and `members` member namespaces. Errors: kInternal naming the step (the
   // `ip` command and what it printed).
